@@ -1,0 +1,111 @@
+#include "models/config.h"
+
+#include "core/error.h"
+
+namespace tachyon {
+
+bool ConfigReader::has(const std::string& field) const {
+  return config_.is_object() && config_.contains(field) && !config_[field].is_null();
+}
+
+void ConfigReader::fail_field(const std::string& field, const std::string& why) const {
+  fail("{}: field {}: {}", source_, field, why);
+}
+
+int64_t ConfigReader::get_int(const std::string& field) const {
+  if (!has(field)) fail_field(field, "missing");
+  const auto& v = config_[field];
+  if (v.is_number_integer() || v.is_number_unsigned()) return v.get<int64_t>();
+  if (v.is_number_float() && v.get<double>() == static_cast<double>(static_cast<int64_t>(v.get<double>())))
+    return static_cast<int64_t>(v.get<double>());
+  fail_field(field, "expected an integer, got " + v.dump());
+}
+
+int64_t ConfigReader::get_int(const std::string& field, int64_t fallback) const {
+  return has(field) ? get_int(field) : fallback;
+}
+
+double ConfigReader::get_float(const std::string& field) const {
+  if (!has(field)) fail_field(field, "missing");
+  const auto& v = config_[field];
+  if (!v.is_number()) fail_field(field, "expected a number, got " + v.dump());
+  return v.get<double>();
+}
+
+double ConfigReader::get_float(const std::string& field, double fallback) const {
+  return has(field) ? get_float(field) : fallback;
+}
+
+bool ConfigReader::get_bool(const std::string& field, bool fallback) const {
+  if (!has(field)) return fallback;
+  const auto& v = config_[field];
+  if (!v.is_boolean()) fail_field(field, "expected true or false, got " + v.dump());
+  return v.get<bool>();
+}
+
+std::string ConfigReader::get_string(const std::string& field, const std::string& fallback) const {
+  if (!has(field)) return fallback;
+  const auto& v = config_[field];
+  if (!v.is_string()) fail_field(field, "expected a string, got " + v.dump());
+  return v.get<std::string>();
+}
+
+int64_t ConfigReader::get_dim(const std::string& field, int64_t lo, int64_t hi) const {
+  int64_t v = get_int(field);
+  if (v < lo || v > hi) fail_field(field, fmt::format("value {} outside the supported range [{}, {}]", v, lo, hi));
+  return v;
+}
+
+int64_t ConfigReader::get_dim(const std::string& field, int64_t lo, int64_t hi, int64_t fallback) const {
+  return has(field) ? get_dim(field, lo, hi) : fallback;
+}
+
+RopeConfig read_rope_config(const ConfigReader& reader, int rotary_dim) {
+  RopeConfig rope;
+  rope.rotary_dim = rotary_dim;
+  rope.interleaved = reader.get_bool("tachyon_rope_interleaved", false);
+  // transformers 5 writes rope_parameters (with rope_theta inside); older configs rope_scaling.
+  const nlohmann::json* params = nullptr;
+  std::string params_field;
+  for (const char* name : {"rope_parameters", "rope_scaling"}) {
+    if (reader.has(name)) {
+      params = &reader.raw()[name];
+      params_field = name;
+      break;
+    }
+  }
+  rope.theta = reader.get_float("rope_theta", 10000.0);
+  if (params == nullptr) return rope;
+  if (!params->is_object()) reader.fail_field(params_field, "expected an object");
+  ConfigReader p(*params, reader.source() + " " + params_field);
+  rope.theta = p.get_float("rope_theta", rope.theta);
+  std::string type = p.get_string("rope_type", p.get_string("type", "default"));
+  if (type == "default") {
+    rope.type = RopeType::Default;
+  } else if (type == "linear") {
+    rope.type = RopeType::Linear;
+    rope.factor = p.get_float("factor");
+  } else if (type == "llama3") {
+    rope.type = RopeType::Llama3;
+    rope.factor = p.get_float("factor");
+    rope.low_freq_factor = p.get_float("low_freq_factor");
+    rope.high_freq_factor = p.get_float("high_freq_factor");
+    rope.original_max_position = p.get_int("original_max_position_embeddings");
+  } else if (type == "yarn") {
+    rope.type = RopeType::Yarn;
+    rope.factor = p.get_float("factor");
+    rope.original_max_position = p.get_int("original_max_position_embeddings",
+                                           reader.get_int("max_position_embeddings", 0));
+    rope.beta_fast = p.get_float("beta_fast", 32.0);
+    rope.beta_slow = p.get_float("beta_slow", 1.0);
+    rope.mscale = p.get_float("mscale", 0.0);
+    rope.mscale_all_dim = p.get_float("mscale_all_dim", 0.0);
+    rope.attention_factor = p.get_float("attention_factor", 0.0);
+    rope.truncate = p.get_bool("truncate", true);
+  } else {
+    reader.fail_field(params_field + ".rope_type", "RoPE type '" + type + "' is not supported (default, linear, llama3, yarn are)");
+  }
+  return rope;
+}
+
+}  // namespace tachyon

@@ -1,0 +1,15 @@
+// Subcommands of the `tachyon` CLI. Each registers its options on a CLI11 subcommand and
+// returns the function that runs it.
+#pragma once
+#include <functional>
+
+#include <CLI/CLI.hpp>
+
+namespace tachyon::cli {
+
+using Runner = std::function<int()>;
+
+Runner add_generate_command(CLI::App& app);
+Runner add_inspect_command(CLI::App& app);
+
+}  // namespace tachyon::cli

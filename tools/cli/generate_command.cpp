@@ -1,0 +1,130 @@
+// tachyon generate: stream a completion of a prompt (or of a chat turn) to stdout.
+#include <charconv>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "commands.h"
+#include "core/error.h"
+#include "core/parallel.h"
+#include "loader/checkpoint.h"
+#include "models/model.h"
+#include "runtime/generate.h"
+#include "tokenizer/chat_template.h"
+#include "tokenizer/tokenizer.h"
+
+namespace tachyon::cli {
+
+namespace {
+struct GenerateOptions {
+  std::string model_path, prompt, prompt_ids, system, device = "cpu";
+  bool chat = false, print_ids = false, stats = false, ignore_eos = false;
+  int max_tokens = 256, threads = 0;
+  std::vector<std::string> stop;
+  SamplingParams sampling;
+};
+
+std::vector<int32_t> parse_ids(const std::string& text) {
+  std::vector<int32_t> ids;
+  size_t pos = 0;
+  while (pos <= text.size()) {
+    size_t comma = text.find(',', pos);
+    std::string part = text.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    int32_t value = 0;
+    auto [end, ec] = std::from_chars(part.data(), part.data() + part.size(), value);
+    if (part.empty() || ec != std::errc() || end != part.data() + part.size())
+      fail("--prompt-ids: '{}' is not an integer token id", part);
+    ids.push_back(value);
+    if (comma == std::string::npos) break;
+    pos = comma + 1;
+  }
+  return ids;
+}
+
+std::vector<int32_t> build_prompt(const GenerateOptions& o, const Tokenizer& tokenizer) {
+  if (!o.prompt_ids.empty()) return parse_ids(o.prompt_ids);
+  if (o.chat) {
+    if (tokenizer.chat_template().empty()) fail("{}: --chat given but the model has no chat template", o.model_path);
+    nlohmann::json messages = nlohmann::json::array();
+    if (!o.system.empty()) messages.push_back({{"role", "system"}, {"content", o.system}});
+    messages.push_back({{"role", "user"}, {"content", o.prompt}});
+    nlohmann::json context = {{"messages", messages},
+                              {"add_generation_prompt", true},
+                              {"bos_token", tokenizer.bos_text()},
+                              {"eos_token", tokenizer.eos_text()}};
+    // Like apply_chat_template: the template writes any BOS itself, so none is added here.
+    return tokenizer.encode(render_jinja_template(tokenizer.chat_template(), context));
+  }
+  std::vector<int32_t> ids;
+  if (tokenizer.add_bos() && tokenizer.bos_id() >= 0) ids.push_back(tokenizer.bos_id());
+  std::vector<int32_t> text_ids = tokenizer.encode(o.prompt);
+  ids.insert(ids.end(), text_ids.begin(), text_ids.end());
+  return ids;
+}
+
+std::string join_ids(const std::vector<int32_t>& ids) {
+  std::string s;
+  for (size_t i = 0; i < ids.size(); ++i) s += (i ? "," : "") + std::to_string(ids[i]);
+  return s;
+}
+
+int run_generate(const GenerateOptions& o) {
+  if (o.device != "cpu")
+    fail("--device {}: only the CPU reference backend is built in this version (CUDA arrives with the GPU backend)", o.device);
+  if (o.prompt.empty() && o.prompt_ids.empty()) fail("give a prompt with -p TEXT or --prompt-ids 1,2,3");
+  if (o.threads > 0) set_cpu_thread_count(o.threads);
+  Checkpoint checkpoint = open_checkpoint(o.model_path);
+  Tokenizer tokenizer = Tokenizer::from_checkpoint(checkpoint);
+  std::unique_ptr<Model> model = create_model(checkpoint);
+  std::vector<int32_t> prompt = build_prompt(o, tokenizer);
+
+  GenerationParams params;
+  params.max_tokens = o.max_tokens;
+  params.sampling = o.sampling;
+  params.stop_strings = o.stop;
+  params.ignore_eos = o.ignore_eos;
+  GenerationResult result = generate(*model, tokenizer, prompt, params, [&](std::string_view piece) {
+    if (o.print_ids) return;
+    std::fwrite(piece.data(), 1, piece.size(), stdout);
+    std::fflush(stdout);
+  });
+  if (o.print_ids) std::printf("%s\n", join_ids(result.tokens).c_str());
+  else std::printf("\n");
+  if (o.stats) {
+    std::fprintf(stderr, "[%lld prompt tokens in %.2f s (%.1f tok/s); %zu generated in %.2f s (%.2f tok/s); finish: %s]\n",
+                 static_cast<long long>(result.prompt_tokens), result.prefill_seconds,
+                 result.prompt_tokens / std::max(result.prefill_seconds, 1e-9), result.tokens.size(),
+                 result.decode_seconds, result.tokens.size() / std::max(result.decode_seconds, 1e-9),
+                 result.finish_reason.c_str());
+  }
+  return 0;
+}
+}  // namespace
+
+Runner add_generate_command(CLI::App& app) {
+  auto options = std::make_shared<GenerateOptions>();
+  CLI::App* cmd = app.add_subcommand("generate", "Generate text from a prompt and stream it to stdout");
+  cmd->add_option("-m,--model", options->model_path, "Model: a .gguf file or a Hugging Face directory")->required();
+  cmd->add_option("-p,--prompt", options->prompt, "Prompt text");
+  cmd->add_option("--prompt-ids", options->prompt_ids, "Prompt as comma-separated token ids (skips the tokenizer)");
+  cmd->add_flag("--chat", options->chat, "Wrap the prompt in the model's chat template as a user turn");
+  cmd->add_option("--system", options->system, "System message for --chat");
+  cmd->add_option("-n,--max-tokens", options->max_tokens, "Maximum tokens to generate")->capture_default_str()
+      ->check(CLI::Range(0, 1 << 24));
+  cmd->add_option("--temperature", options->sampling.temperature, "Sampling temperature; 0 = greedy")
+      ->capture_default_str()->check(CLI::Range(0.0, 100.0));
+  cmd->add_option("--top-k", options->sampling.top_k, "Keep the k most likely tokens; 0 = off")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--top-p", options->sampling.top_p, "Nucleus sampling mass; 1 = off")->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--min-p", options->sampling.min_p, "Drop tokens below min-p x the top probability; 0 = off")
+      ->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--seed", options->sampling.seed, "Random seed for sampling")->capture_default_str();
+  cmd->add_option("--stop", options->stop, "Stop string (repeatable); it is not printed");
+  cmd->add_flag("--ignore-eos", options->ignore_eos, "Do not stop at end-of-sequence tokens");
+  cmd->add_flag("--print-ids", options->print_ids, "Print generated token ids instead of text");
+  cmd->add_flag("--stats", options->stats, "Print timing to stderr");
+  cmd->add_option("--device", options->device, "cpu or cuda")->capture_default_str();
+  cmd->add_option("-t,--threads", options->threads, "CPU threads (default: all cores)");
+  return [options] { return run_generate(*options); };
+}
+
+}  // namespace tachyon::cli
