@@ -1,7 +1,10 @@
 // tachyon inspect: what a checkpoint holds (architecture, sizes, parameters by kind, dtypes).
+#include <algorithm>
 #include <cstdio>
 #include <map>
 #include <string>
+
+#include <fmt/format.h>
 
 #include "commands.h"
 #include "loader/checkpoint.h"
