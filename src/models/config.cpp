@@ -60,11 +60,12 @@ int64_t ConfigReader::get_dim(const std::string& field, int64_t lo, int64_t hi, 
   return has(field) ? get_dim(field, lo, hi) : fallback;
 }
 
-RopeConfig read_rope_config(const ConfigReader& reader, int rotary_dim) {
+RopeConfig read_rope_config(const ConfigReader& reader, int rotary_dim, double default_theta) {
   RopeConfig rope;
   rope.rotary_dim = rotary_dim;
   rope.interleaved = reader.get_bool("tachyon_rope_interleaved", false);
-  // transformers 5 writes rope_parameters (with rope_theta inside); older configs rope_scaling.
+  // transformers 5 writes rope_parameters (with rope_theta inside); older configs rope_theta at the
+  // top level and an optional rope_scaling object.
   const nlohmann::json* params = nullptr;
   std::string params_field;
   for (const char* name : {"rope_parameters", "rope_scaling"}) {
@@ -74,11 +75,17 @@ RopeConfig read_rope_config(const ConfigReader& reader, int rotary_dim) {
       break;
     }
   }
-  rope.theta = reader.get_float("rope_theta", 10000.0);
+  rope.theta = reader.get_float("rope_theta", default_theta);
   if (params == nullptr) return rope;
   if (!params->is_object()) reader.fail_field(params_field, "expected an object");
   ConfigReader p(*params, reader.source() + " " + params_field);
   rope.theta = p.get_float("rope_theta", rope.theta);
+  // As transformers' standardize_rope_params: a top-level original_max_position_embeddings wins,
+  // then the one in the RoPE parameters, then max_position_embeddings.
+  auto original_max_position = [&] {
+    if (reader.has("original_max_position_embeddings")) return reader.get_int("original_max_position_embeddings");
+    return p.get_int("original_max_position_embeddings", reader.get_int("max_position_embeddings", 0));
+  };
   std::string type = p.get_string("rope_type", p.get_string("type", "default"));
   if (type == "default") {
     rope.type = RopeType::Default;
@@ -90,21 +97,32 @@ RopeConfig read_rope_config(const ConfigReader& reader, int rotary_dim) {
     rope.factor = p.get_float("factor");
     rope.low_freq_factor = p.get_float("low_freq_factor");
     rope.high_freq_factor = p.get_float("high_freq_factor");
-    rope.original_max_position = p.get_int("original_max_position_embeddings");
+    rope.original_max_position = original_max_position();
+    if (rope.high_freq_factor <= rope.low_freq_factor)
+      reader.fail_field(params_field + ".high_freq_factor", "must be greater than low_freq_factor");
   } else if (type == "yarn") {
     rope.type = RopeType::Yarn;
-    rope.factor = p.get_float("factor");
-    rope.original_max_position = p.get_int("original_max_position_embeddings",
-                                           reader.get_int("max_position_embeddings", 0));
-    rope.beta_fast = p.get_float("beta_fast", 32.0);
-    rope.beta_slow = p.get_float("beta_slow", 1.0);
+    rope.original_max_position = original_max_position();
+    if (rope.original_max_position <= 0)
+      reader.fail_field(params_field + ".original_max_position_embeddings", "missing or not positive");
+    // Without an explicit factor transformers derives it from the two context lengths.
+    rope.factor = p.has("factor") ? p.get_float("factor")
+                                  : static_cast<double>(reader.get_int("max_position_embeddings")) /
+                                        static_cast<double>(rope.original_max_position);
+    // transformers reads these with `or`, so 0 means the default too.
+    rope.beta_fast = p.get_float("beta_fast", 0.0);
+    rope.beta_slow = p.get_float("beta_slow", 0.0);
+    if (rope.beta_fast == 0) rope.beta_fast = 32.0;
+    if (rope.beta_slow == 0) rope.beta_slow = 1.0;
     rope.mscale = p.get_float("mscale", 0.0);
     rope.mscale_all_dim = p.get_float("mscale_all_dim", 0.0);
     rope.attention_factor = p.get_float("attention_factor", 0.0);
     rope.truncate = p.get_bool("truncate", true);
   } else {
-    reader.fail_field(params_field + ".rope_type", "RoPE type '" + type + "' is not supported (default, linear, llama3, yarn are)");
+    reader.fail_field(params_field + ".rope_type",
+                      "RoPE type '" + type + "' is not supported (default, linear, llama3, yarn are)");
   }
+  if (rope.factor <= 0) reader.fail_field(params_field + ".factor", "must be positive");
   return rope;
 }
 

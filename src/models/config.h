@@ -43,14 +43,16 @@ struct RopeConfig {
   double low_freq_factor = 1.0, high_freq_factor = 4.0;
   int64_t original_max_position = 0;
   // yarn
-  double beta_fast = 32.0, beta_slow = 1.0, mscale = 0.0, mscale_all_dim = 0.0;  // 0 = absent
+  double beta_fast = 32.0, beta_slow = 1.0, mscale = 0.0, mscale_all_dim = 0.0;  // mscale*: 0 = absent
   bool truncate = true;
   double attention_factor = 0.0;  // 0 = derive from factor/mscale
   bool interleaved = false;       // rotate adjacent pairs (GPT-J / ggml) instead of halves (NeoX / HF)
 };
 
-// Parses rope_theta / rope_scaling (or rope_parameters) for a head of rotary_dim rotated dims.
+// Parses rope_parameters (transformers 5) or rope_theta + rope_scaling (older configs) for a head of
+// rotary_dim rotated dims, with transformers' defaults. default_theta is the architecture's
+// rope_theta when the config has none (10000 for most, 150000 for gpt-oss).
 // Unsupported rope types give an error naming the field and the type.
-RopeConfig read_rope_config(const ConfigReader& reader, int rotary_dim);
+RopeConfig read_rope_config(const ConfigReader& reader, int rotary_dim, double default_theta = 10000.0);
 
 }  // namespace tachyon

@@ -16,30 +16,43 @@ std::string DecoderModel::tensor_name(int layer, const std::string& suffix) cons
   return fmt::format("model.layers.{}.{}", layer, suffix);
 }
 
-void DecoderModel::load_common() {
+void DecoderModel::load_common(const CommonOptions& options) {
   // Upper bounds reject absurd configs before anything is sized from them.
   hidden_size_ = static_cast<int>(config_.get_dim("hidden_size", 1, 1 << 16));
   num_layers_ = static_cast<int>(config_.get_dim("num_hidden_layers", 1, 1024));
   num_heads_ = static_cast<int>(config_.get_dim("num_attention_heads", 1, 4096));
-  num_kv_heads_ = static_cast<int>(config_.get_dim("num_key_value_heads", 1, 4096, num_heads_));
-  if (num_heads_ % num_kv_heads_ != 0)
-    config_.fail_field("num_key_value_heads", fmt::format("{} does not divide num_attention_heads {}", num_kv_heads_, num_heads_));
-  if (config_.has("head_dim")) head_dim_ = static_cast<int>(config_.get_dim("head_dim", 1, 4096));
-  else {
-    if (hidden_size_ % num_heads_ != 0)
-      config_.fail_field("num_attention_heads", fmt::format("{} does not divide hidden_size {}", num_heads_, hidden_size_));
-    head_dim_ = hidden_size_ / num_heads_;
-  }
   vocab_size_ = static_cast<int>(config_.get_dim("vocab_size", 1, 1 << 24));
   rms_eps_ = static_cast<float>(config_.get_float("rms_norm_eps", 1e-6));
   max_context_ = config_.get_dim("max_position_embeddings", 1, int64_t{1} << 24, 4096);
-  attention_scale_ = 1.0f / std::sqrt(static_cast<float>(head_dim_));
+  if (options.grouped_query_attention) {
+    num_kv_heads_ = static_cast<int>(config_.get_dim("num_key_value_heads", 1, 4096, num_heads_));
+    if (num_heads_ % num_kv_heads_ != 0)
+      config_.fail_field("num_key_value_heads",
+                         fmt::format("{} does not divide num_attention_heads {}", num_kv_heads_, num_heads_));
+    if (config_.has("head_dim")) {
+      head_dim_ = static_cast<int>(config_.get_dim("head_dim", 1, 4096));
+    } else {
+      if (hidden_size_ % num_heads_ != 0)
+        config_.fail_field("num_attention_heads",
+                           fmt::format("{} does not divide hidden_size {}", num_heads_, hidden_size_));
+      head_dim_ = hidden_size_ / num_heads_;
+    }
+    attention_scale_ = 1.0f / std::sqrt(static_cast<float>(head_dim_));
+  }
 
-  double partial = config_.get_float("partial_rotary_factor", 1.0);
-  if (config_.has("rope_parameters") && config_.raw()["rope_parameters"].is_object() &&
-      config_.raw()["rope_parameters"].contains("partial_rotary_factor"))
-    partial = config_.raw()["rope_parameters"]["partial_rotary_factor"].get<double>();
-  rope_.emplace(read_rope_config(config_, static_cast<int>(head_dim_ * partial)));
+  int rotary_dim = options.rotary_dim;
+  if (rotary_dim == 0) {
+    double partial = config_.get_float("partial_rotary_factor", 1.0);
+    if (config_.has("rope_parameters") && config_.raw()["rope_parameters"].is_object()) {
+      ConfigReader params(config_.raw()["rope_parameters"], config_.source() + " rope_parameters");
+      partial = params.get_float("partial_rotary_factor", partial);
+    }
+    if (!(partial > 0 && partial <= 1)) config_.fail_field("partial_rotary_factor", "must be in (0, 1]");
+    rotary_dim = static_cast<int>(head_dim_ * partial);  // int() as transformers
+  }
+  RopeConfig rope = read_rope_config(config_, rotary_dim, options.default_rope_theta);
+  rope.interleaved = rope.interleaved || options.rope_interleaved;
+  rope_.emplace(rope);
 
   embed_tokens_ = &weights_.get("model.embed_tokens.weight", {vocab_size_, hidden_size_});
   final_norm_ = to_float_vector(weights_.get("model.norm.weight", {hidden_size_}));
@@ -53,6 +66,21 @@ void DecoderModel::load_common() {
     post_attention_norm_[i] =
         to_float_vector(weights_.get(tensor_name(i, "post_attention_layernorm.weight"), {hidden_size_}));
   }
+}
+
+std::vector<int> DecoderModel::layer_sliding_windows() const {
+  std::vector<int> windows(num_layers_, 0);
+  if (!config_.has("layer_types")) return windows;
+  const auto& types = config_.raw()["layer_types"];
+  if (!types.is_array() || types.size() != static_cast<size_t>(num_layers_))
+    config_.fail_field("layer_types", fmt::format("expected a list of {} layer types", num_layers_));
+  for (int i = 0; i < num_layers_; ++i) {
+    const std::string type = types[i].is_string() ? types[i].get<std::string>() : types[i].dump();
+    if (type == "sliding_attention") windows[i] = static_cast<int>(config_.get_dim("sliding_window", 1, 1 << 30));
+    else if (type != "full_attention")
+      config_.fail_field("layer_types", fmt::format("layer {} has type {} (sliding_attention and full_attention are supported)", i, type));
+  }
+  return windows;
 }
 
 AttentionWeights DecoderModel::load_attention(int layer, bool qkv_bias, bool o_bias, bool qk_norm) const {

@@ -32,6 +32,17 @@ struct MlpWeights {
   const TensorView* down = nullptr;
 };
 
+// What load_common() needs to know about an architecture beyond config.json.
+struct CommonOptions {
+  // Rotated dimensions per head; 0 = head_dim * partial_rotary_factor.
+  int rotary_dim = 0;
+  // Rotate adjacent pairs (DeepSeek rope_interleave) instead of the two halves of the head.
+  bool rope_interleaved = false;
+  double default_rope_theta = 10000.0;
+  // false for attention that does not use num_key_value_heads / head_dim (MLA).
+  bool grouped_query_attention = true;
+};
+
 class DecoderModel : public Model {
  public:
   KvCache new_cache(int64_t max_positions = 0) const override;
@@ -42,7 +53,10 @@ class DecoderModel : public Model {
 
   // Reads the fields every architecture has (sizes, eps, RoPE) and the embedding / final norm /
   // lm_head. head_dim defaults to hidden / heads.
-  void load_common();
+  void load_common(const CommonOptions& options = {});
+  // Sliding window of each layer from config.json layer_types ("sliding_attention" layers get
+  // sliding_window, "full_attention" ones 0); all 0 when there is no layer_types.
+  std::vector<int> layer_sliding_windows() const;
   // Loads self_attn.{q,k,v,o}_proj of layer i (with biases and q/k norms when present).
   AttentionWeights load_attention(int layer, bool qkv_bias, bool o_bias, bool qk_norm) const;
   MlpWeights load_mlp(const std::string& prefix, int64_t intermediate) const;

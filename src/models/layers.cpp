@@ -9,7 +9,6 @@
 
 namespace tachyon {
 
-namespace {
 float dot(const float* a, const float* b, int64_t n) {
   // Four partial sums: keeps the compiler free to vectorize without -ffast-math.
   float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
@@ -23,7 +22,6 @@ float dot(const float* a, const float* b, int64_t n) {
   for (; i < n; ++i) s0 += a[i] * b[i];
   return (s0 + s1) + (s2 + s3);
 }
-}  // namespace
 
 void linear(const TensorView& w, const float* bias, const float* x, int64_t n, float* y) {
   if (w.shape.size() != 2) fail("{}: tensor {} used as a matrix has shape {}", w.file, w.name, w.shape_string());

@@ -16,7 +16,11 @@ void linear(const TensorView& w, const float* bias, const float* x, int64_t n, f
 void linear_f32(const float* w, int64_t out_features, int64_t in_features, const float* bias, const float* x,
                 int64_t n, float* y);
 
+// Dot product with four partial sums (vectorizes without -ffast-math).
+float dot(const float* a, const float* b, int64_t n);
+
 void rms_norm(const float* x, const float* weight, float eps, int64_t n, int64_t dim, float* y);
+inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 // y = x * sigmoid(x)
 inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
 // h[t, i] = silu(gate[t, i]) * up[t, i]

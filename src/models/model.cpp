@@ -17,6 +17,10 @@ const std::map<std::string, Factory>& factories() {
       {"LlamaForCausalLM", make_llama},
       {"Qwen2ForCausalLM", make_qwen2},
       {"Qwen3ForCausalLM", make_qwen3},
+      {"Qwen3MoeForCausalLM", make_qwen3_moe},
+      {"MixtralForCausalLM", make_mixtral},
+      {"DeepseekV3ForCausalLM", make_deepseek_v3},
+      {"GptOssForCausalLM", make_gpt_oss},
   };
   return table;
 }
@@ -39,8 +43,8 @@ std::unique_ptr<Model> create_model(const Checkpoint& checkpoint) {
   if (it == factories().end()) {
     std::string supported;
     for (const auto& n : supported_architectures()) supported += (supported.empty() ? "" : ", ") + n;
-    std::string hint = name == "DeepseekV2ForCausalLM" || name == "DeepseekV3ForCausalLM"
-                           ? " (DeepSeek routing is supported, but this checkpoint needs MLA attention)"
+    std::string hint = name == "DeepseekV2ForCausalLM"
+                           ? " (DeepSeek-V3's MLA attention is supported, DeepSeek-V2's softmax routing is not yet)"
                            : "";
     fail("{}: architecture {} is not supported{}; supported: {}", checkpoint.path, name, hint, supported);
   }

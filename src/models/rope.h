@@ -14,6 +14,7 @@ class Rope {
   // Rotates the first rotary_dim values of `head` (one head of one token) to `position`.
   void apply(float* head, int64_t position) const;
   int rotary_dim() const { return config_.rotary_dim; }
+  const RopeConfig& config() const { return config_; }
   const std::vector<float>& inverse_frequencies() const { return inv_freq_; }
   float attention_factor() const { return attention_factor_; }
 

@@ -12,30 +12,68 @@
 namespace tachyon {
 namespace {
 
-// Rewrites \s and \S (inside or outside classes) to the White_Space property so that PCRE2
-// agrees with Oniguruma, which `tokenizers` compiles these patterns with.
-std::string with_white_space_property(std::string_view pattern) {
+// Rewrites a `tokenizers` (Oniguruma) pattern so that PCRE2 matches the same characters:
+// \s and \S become the White_Space property (PCRE2's \s also takes U+180E), and \p{L} / \p{N}
+// also take the letters and numbers of Unicode versions newer than this PCRE2 knows.
+std::string translate_for_pcre2(std::string_view pattern) {
   std::string out;
-  out.reserve(pattern.size() + 16);
+  out.reserve(pattern.size() + 64);
+  bool in_class = false;
+  bool class_start = false;  // just after "[" or "[^", where "]" is a literal
   for (size_t i = 0; i < pattern.size(); ++i) {
     char c = pattern[i];
-    if (c != '\\' || i + 1 == pattern.size()) {
-      out.push_back(c);
+    if (c == '\\' && i + 1 < pattern.size()) {
+      char next = pattern[i + 1];
+      size_t escape_end = i + 2;
+      std::string_view property;
+      if ((next == 'p' || next == 'P') && escape_end < pattern.size()) {
+        if (pattern[escape_end] == '{') {
+          size_t close = pattern.find('}', escape_end);
+          if (close != std::string_view::npos) property = pattern.substr(escape_end + 1, close - escape_end - 1);
+          escape_end = close == std::string_view::npos ? escape_end : close + 1;
+        } else {
+          property = pattern.substr(escape_end, 1);
+          ++escape_end;
+        }
+      }
+      std::string_view original = pattern.substr(i, escape_end - i);
+      const char* newer = property == "L" ? unicode::newer_letters_class_items()
+                          : property == "N" ? unicode::newer_numbers_class_items()
+                                            : nullptr;
+      if (next == 'Q') {  // \Q...\E is literal text: copy it untouched
+        size_t end = pattern.find("\\E", i + 2);
+        escape_end = end == std::string_view::npos ? pattern.size() : end + 2;
+        out.append(pattern.substr(i, escape_end - i));
+      } else if (next == 's' || next == 'S') {
+        out += next == 's' ? "\\p{White_Space}" : "\\P{White_Space}";
+      } else if (newer != nullptr && next == 'p') {
+        out += in_class ? fmt::format("\\p{{{}}}{}", property, newer) : fmt::format("[\\p{{{}}}{}]", property, newer);
+      } else if (newer != nullptr && !in_class) {
+        out += fmt::format("[^\\p{{{}}}{}]", property, newer);
+      } else {
+        out.append(original);  // includes \P{L} inside a class: no way to widen it there
+      }
+      i = escape_end - 1;
+      class_start = false;
       continue;
     }
-    char next = pattern[++i];
-    if (next == 'Q') {  // \Q...\E is literal text: copy it untouched
-      size_t end = pattern.find("\\E", i + 1);
-      size_t stop = end == std::string_view::npos ? pattern.size() : end + 2;
-      out.append(pattern.substr(i - 1, stop - (i - 1)));
-      i = stop - 1;
-    } else if (next == 's') {
-      out += "\\p{White_Space}";
-    } else if (next == 'S') {
-      out += "\\P{White_Space}";
+    out.push_back(c);
+    if (!in_class) {
+      if (c == '[') {
+        in_class = class_start = true;
+        if (i + 1 < pattern.size() && pattern[i + 1] == '^') out.push_back(pattern[++i]);
+      }
+    } else if (c == '[' && i + 1 < pattern.size() && pattern[i + 1] == ':') {  // [:alpha:]
+      size_t close = pattern.find(":]", i + 2);
+      if (close != std::string_view::npos) {
+        out.append(pattern.substr(i + 1, close + 2 - (i + 1)));
+        i = close + 1;
+      }
+      class_start = false;
+    } else if (c == ']' && !class_start) {
+      in_class = false;
     } else {
-      out.push_back('\\');
-      out.push_back(next);
+      class_start = false;
     }
   }
   return out;
@@ -50,7 +88,7 @@ struct Regex::Compiled {
 };
 
 Regex::Regex(const std::string& pattern, const std::string& what) : compiled_(std::make_unique<Compiled>()) {
-  std::string translated = with_white_space_property(pattern);
+  std::string translated = translate_for_pcre2(pattern);
   int error_code = 0;
   PCRE2_SIZE error_offset = 0;
   compiled_->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(translated.data()), translated.size(),

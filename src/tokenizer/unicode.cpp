@@ -227,6 +227,9 @@ bool is_white_space(char32_t cp) {
          cp == 0x3000;
 }
 
+const char* newer_letters_class_items() { return kNewerLetters; }
+const char* newer_numbers_class_items() { return kNewerNumbers; }
+
 std::string nfc(std::string_view text) { return normalize<true>(text); }
 std::string nfd(std::string_view text) { return normalize<false>(text); }
 
