@@ -8,9 +8,11 @@
 namespace tachyon {
 namespace {
 
-// Rust regex's Unicode \w, which `tokenizers` uses for single_word checks.
+// Rust regex's Unicode \w, which `tokenizers` uses for single_word checks: Alphabetic, M, Nd,
+// Pc and Join_Control. \p{L} and \p{Nl} (within Alphabetic) bring in newer letters.
 const Regex& word_character() {
-  static const Regex regex(R"([\p{Alphabetic}\p{M}\p{Nd}\p{Pc}\p{Join_Control}])", "added token word test");
+  static const Regex regex(R"([\p{Alphabetic}\p{L}\p{Nl}\p{M}\p{Nd}\p{Pc}\p{Join_Control}])",
+                           "added token word test");
   return regex;
 }
 

@@ -13,8 +13,8 @@ namespace tachyon {
 namespace {
 
 // Rewrites a `tokenizers` (Oniguruma) pattern so that PCRE2 matches the same characters:
-// \s and \S become the White_Space property (PCRE2's \s also takes U+180E), and \p{L} / \p{N}
-// also take the letters and numbers of Unicode versions newer than this PCRE2 knows.
+// \s and \S become the White_Space property (PCRE2's \s also takes U+180E), and general
+// categories (\p{L}, \p{Nd}, ...) also take the characters of the newer Unicode version.
 std::string translate_for_pcre2(std::string_view pattern) {
   std::string out;
   out.reserve(pattern.size() + 64);
@@ -37,9 +37,7 @@ std::string translate_for_pcre2(std::string_view pattern) {
         }
       }
       std::string_view original = pattern.substr(i, escape_end - i);
-      const char* newer = property == "L" ? unicode::newer_letters_class_items()
-                          : property == "N" ? unicode::newer_numbers_class_items()
-                                            : nullptr;
+      const char* newer = property.empty() ? nullptr : unicode::newer_category_members(property);
       if (next == 'Q') {  // \Q...\E is literal text: copy it untouched
         size_t end = pattern.find("\\E", i + 2);
         escape_end = end == std::string_view::npos ? pattern.size() : end + 2;

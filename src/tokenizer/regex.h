@@ -1,7 +1,7 @@
 // PCRE2 behind the tokenizer's splitting regexes, set up to match what Hugging Face
 // `tokenizers` gets from Oniguruma: Unicode properties for \p{..}, \d, \w (UTF + UCP), \s
 // meaning the White_Space property (PCRE2's own \s also takes U+180E; Oniguruma's does not),
-// and \p{L} / \p{N} widened to the newer Unicode version Oniguruma knows.
+// and general categories (\p{L}, \p{N}, ...) widened to the newer Unicode Oniguruma knows.
 #pragma once
 #include <memory>
 #include <string>

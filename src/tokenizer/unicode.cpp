@@ -17,6 +17,10 @@ struct CombiningClassRange {
 struct CanonicalComposition {
   char32_t first, second, composite;
 };
+struct NewerCategoryMembers {
+  const char* category;
+  const char* class_items;
+};
 #include "tokenizer/unicode_tables.inc"
 
 // Hangul syllables decompose and compose arithmetically rather than through the tables.
@@ -227,8 +231,12 @@ bool is_white_space(char32_t cp) {
          cp == 0x3000;
 }
 
-const char* newer_letters_class_items() { return kNewerLetters; }
-const char* newer_numbers_class_items() { return kNewerNumbers; }
+const char* newer_category_members(std::string_view category) {
+  for (const NewerCategoryMembers& entry : kNewerCategoryMembers) {
+    if (category == entry.category) return entry.class_items;
+  }
+  return nullptr;
+}
 
 std::string nfc(std::string_view text) { return normalize<true>(text); }
 std::string nfd(std::string_view text) { return normalize<false>(text); }

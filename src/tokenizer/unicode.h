@@ -33,10 +33,10 @@ bool is_valid_utf8(std::string_view text);
 // Unicode's White_Space property: what Rust's char::is_whitespace and regex \s test.
 bool is_white_space(char32_t code_point);
 
-// PCRE2 class items (\x{..}-\x{..} ranges) for the letters and numbers that `tokenizers`'
-// Oniguruma knows from Unicode versions newer than this PCRE2's (10.42: Unicode 14).
-const char* newer_letters_class_items();
-const char* newer_numbers_class_items();
+// PCRE2 class items (\x{..}-\x{..} ranges) for the characters of general category
+// `category` ("L", "Nd", ...) that `tokenizers`' Oniguruma knows from Unicode versions newer
+// than this PCRE2's (10.42: Unicode 14); nullptr if there are none.
+const char* newer_category_members(std::string_view category);
 
 // Canonical normalization forms, with the data of `tokenizers`' normalizers (slightly older
 // than Unicode 14: a few newer combining classes and one composition are left out). Ill-formed UTF-8 bytes are copied through unchanged, and
