@@ -1,0 +1,50 @@
+// swiglu: h = silu(gate) * up over float32 [rows, cols] with row strides (gate and up may be the two halves
+// of one fused projection output); convert_f32_to_bf16. Grid-stride elementwise loops; memory-trivial at
+// decode sizes. Error bound vs CPU: 1e-6 relative (expf vs std::exp).
+#include "activation/swiglu.h"
+
+#include "common/device_helpers.cuh"
+#include "cuda/cuda_check.h"
+
+namespace tachyon::kernels {
+
+namespace {
+
+__global__ void swiglu_kernel(const float* gate, int gate_stride, const float* up, int up_stride, float* h, int rows,
+                              int cols) {
+  const int64_t total = static_cast<int64_t>(rows) * cols;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = i / cols, c = i % cols;
+    h[i] = silu(gate[r * gate_stride + c]) * up[r * up_stride + c];
+  }
+}
+
+__global__ void convert_f32_to_bf16_kernel(const float* x, __nv_bfloat16* y, int64_t count) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    y[i] = __float2bfloat16_rn(x[i]);
+}
+
+int grid_for(int64_t count, int threads) {
+  const int64_t blocks = (count + threads - 1) / threads;
+  return static_cast<int>(blocks < 4096 ? (blocks > 0 ? blocks : 1) : 4096);
+}
+
+}  // namespace
+
+void swiglu(const float* gate, int gate_stride, const float* up, int up_stride, float* h, int rows, int cols,
+            cudaStream_t stream) {
+  if (rows <= 0 || cols <= 0) return;
+  swiglu_kernel<<<grid_for(static_cast<int64_t>(rows) * cols, 256), 256, 0, stream>>>(gate, gate_stride, up,
+                                                                                        up_stride, h, rows, cols);
+  TACHYON_CUDA_CHECK_LAUNCH("swiglu_kernel");
+}
+
+void convert_f32_to_bf16(const float* x, __nv_bfloat16* y, int64_t count, cudaStream_t stream) {
+  if (count <= 0) return;
+  convert_f32_to_bf16_kernel<<<grid_for(count, 256), 256, 0, stream>>>(x, y, count);
+  TACHYON_CUDA_CHECK_LAUNCH("convert_f32_to_bf16_kernel");
+}
+
+}  // namespace tachyon::kernels

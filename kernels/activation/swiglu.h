@@ -1,0 +1,18 @@
+// Elementwise kernels between GEMMs: SwiGLU and float32 -> bf16 conversion (prefill feeds cuBLASLt bf16).
+#pragma once
+#include <cstdint>
+
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+namespace tachyon::kernels {
+
+// h[r, c] = silu(gate[r * gate_stride + c]) * up[r * up_stride + c] for r < rows, c < cols; h: [rows, cols].
+// (Decode uses gated_gemv_bf16, which fuses this into the gate/up product.)
+void swiglu(const float* gate, int gate_stride, const float* up, int up_stride, float* h, int rows, int cols,
+            cudaStream_t stream);
+
+// y[i] = bf16(x[i]) (round to nearest even), count elements.
+void convert_f32_to_bf16(const float* x, __nv_bfloat16* y, int64_t count, cudaStream_t stream);
+
+}  // namespace tachyon::kernels

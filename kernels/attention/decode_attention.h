@@ -1,0 +1,33 @@
+// Attention of 1..16 query tokens per sequence over the paged bf16 KV cache (decode and verify passes).
+#pragma once
+#include <cstddef>
+
+#include <cuda_runtime_api.h>
+
+#include "attention/kv_cache.h"
+
+namespace tachyon::kernels {
+
+struct AttentionParams {
+  const float* q = nullptr;  // [n_tokens, q_stride]: head h of row t at q + t * q_stride + h * head_dim (after RoPE)
+  int q_stride = 0;
+  float* out = nullptr;      // [n_tokens, out_stride]: same head layout
+  int out_stride = 0;
+  int n_heads = 0;           // query heads; n_heads / cache.n_kv_heads query heads share one KV head (GQA)
+  float scale = 0;           // multiplies q . k (1 / sqrt(head_dim) usually)
+  int sliding_window = 0;    // 0 = full; else a query at position p sees keys in (p - window, p]
+  const float* sinks = nullptr;  // [n_heads] logits that join the softmax denominator only (gpt-oss), or nullptr
+};
+
+// Scratch for the split-KV partial results, in bytes (0 when one split suffices). Depends only on host-side
+// values, so a caller can size it once for the largest batch it will run.
+size_t decode_attention_workspace_bytes(const AttentionParams& params, const PagedKvCache& cache,
+                                        const AttentionBatch& batch);
+
+// out[t, h] = softmax_j(scale * q[t, h] . k[j]) v[j] over the keys j that row t sees: j < seq_len,
+// j <= position(t) (causal, also inside the query block), j > position(t) - window when windowed.
+// head_dim 64 or 128. The cache must already hold this pass's keys and values.
+void decode_attention(const AttentionParams& params, const PagedKvCache& cache, const AttentionBatch& batch,
+                      void* workspace, size_t workspace_bytes, cudaStream_t stream);
+
+}  // namespace tachyon::kernels

@@ -1,0 +1,116 @@
+// Small device-side helpers shared by the kernels: warp reductions, bf16 packing, the bf16 tensor-core
+// instruction used by the gemv and attention kernels, and cache-hinted 16-byte loads.
+#pragma once
+#include <cstdint>
+
+#include <cuda_bf16.h>
+
+namespace tachyon::kernels {
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
+  return v;
+}
+
+// Sum over the block; `scratch` holds one float per warp. Every thread gets the result.
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
+  v = warp_sum(v);
+  __syncthreads();  // scratch may still be read from a previous call
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float total = 0;
+  for (int w = 0; w < warps; ++w) total += scratch[w];
+  return total;
+}
+
+// Two bf16 packed in a 32-bit word (lower index in the lower half, as the mma fragments expect) -> floats.
+__device__ __forceinline__ float2 unpack_bf16x2(uint32_t packed) {
+  float2 r;
+  r.x = __uint_as_float(packed << 16);
+  r.y = __uint_as_float(packed & 0xffff0000u);
+  return r;
+}
+
+__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+
+// Splits two floats into bf16 "high" parts and bf16 "low" remainders: a + b ~= hi + lo to about 2^-17
+// relative. Two tensor-core products (hi and lo) then give nearly float32 accuracy for the activations.
+__device__ __forceinline__ void split_bf16x2(float a, float b, uint32_t& hi, uint32_t& lo) {
+  hi = pack_bf16x2(a, b);
+  const float2 back = unpack_bf16x2(hi);
+  lo = pack_bf16x2(a - back.x, b - back.y);
+}
+
+// D = A * B + D for one m16n8k16 tile: A bf16 16x16 (row), B bf16 16x8 (col), D float32 16x8.
+// Fragment ownership (lane = 4 * group + thread_in_group):
+//   a[0]: (row group, k 2t..2t+1)   a[1]: (row group+8, k 2t..2t+1)
+//   a[2]: (row group, k 2t+8..2t+9) a[3]: (row group+8, k 2t+8..2t+9)
+//   b[0]: (k 2t..2t+1, col group)   b[1]: (k 2t+8..2t+9, col group)
+//   d[0..1]: (row group, cols 2t, 2t+1)   d[2..3]: (row group+8, cols 2t, 2t+1)
+__device__ __forceinline__ void mma_bf16_16x8x16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// 16-byte load of data read once (weights): bypasses L1 allocation so that activations stay cached.
+__device__ __forceinline__ uint4 load_streaming_16B(const void* ptr) {
+  uint4 r;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+               : "l"(ptr));
+  return r;
+}
+
+__device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
+
+}  // namespace tachyon::kernels
+
+namespace tachyon::kernels {
+
+// Asynchronous 16-byte global -> shared copy that skips L1 (data read once). Completion is tracked per
+// thread in commit groups: cp_async_wait<N>() returns once at most N of this thread's groups are pending.
+__device__ __forceinline__ void cp_async_16B(void* shared_dst, const void* global_src) {
+  const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(shared_dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(global_src) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+}  // namespace tachyon::kernels
+
+namespace tachyon::kernels {
+
+// ldmatrix: four 8x8 bf16 matrices from shared memory; lane l supplies the address of row (l % 8) of matrix
+// (l / 8); each lane receives, per matrix, the two elements (row lane / 4, cols 2 (lane % 4) + 0..1),
+// or with .trans the same of the transposed matrix. Row addresses must be 16-byte aligned.
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* shared_row) {
+  const uint32_t address = static_cast<uint32_t>(__cvta_generic_to_shared(shared_row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(address));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* shared_row) {
+  const uint32_t address = static_cast<uint32_t>(__cvta_generic_to_shared(shared_row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(address));
+}
+
+}  // namespace tachyon::kernels

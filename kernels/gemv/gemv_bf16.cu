@@ -1,0 +1,364 @@
+// gemv_bf16: y[t, o] = W[o, :] . x[t, :] for 1..16 tokens, W bf16 [out, in] row-major, x and y float32
+// row-major [tokens, features]. THE hot kernel of batch-1 decoding: every weight byte must stream from
+// memory once per call for all tokens, so the kernel is built around the weight stream.
+//
+// Design
+// - Tensor cores (mma.sync m16n8k16, bf16 in, float32 accumulate) do the arithmetic: at 16 tokens a
+//   float32 FMA loop would need ~90% of the SM's FMA rate just to keep up with HBM; the tensor cores
+//   idle at ~20%. A = 16 weight rows x 16 k, B = 16 k x 8 tokens (1 or 2 token tiles).
+// - Weights go straight from global memory into A fragments, without shared memory: the dot product
+//   does not care about the order of k, so each lane loads 16 contiguous bytes (8 bf16) of a row and
+//   uses them as its A registers of two k-steps; its B (activation) registers take the same 8
+//   positions. A 4-lane group covers 64 contiguous bytes of a row per chunk, 4 chunks = 256 bytes.
+// - Activations are split into bf16 hi + bf16 lo (x ~= hi + lo to 2^-17), two products per tile:
+//   near-float32 accuracy vs the CPU reference at no cost in bandwidth.
+// - A warp owns 32 output rows (two m-tiles sharing the B fragments; for the gated SwiGLU variant the
+//   two tiles are the gate and up rows of the same 16 outputs, combined as silu(g) * u in registers).
+//   4 warps per block; k_split of them share rows and split in_features (partial sums reduced in shared
+//   memory) so that small out_features still fill 132 SMs.
+// - Each lane keeps 16 x 16-byte weight loads in flight per step (8 KB per warp).
+// - Expert (MoE) mode: blockIdx.y = expert slot; each block reads one expert's rows once for all the
+//   tokens routed to it (gathered through the routing tables); slots past the device-side count exit.
+//
+// Error bound (tests/gpu/test_gemv.cpp): |y - y_cpu| <= 1e-4 * sqrt(sum_i (w_i x_i)^2) + 1e-5.
+//
+// Measured (docs/gpu-kernels.md has the table with card, date and commit).
+#include "gemv/gemv_bf16.h"
+
+#include <algorithm>
+
+#include "common/device_helpers.cuh"
+#include "cuda/cuda_check.h"
+#include "cuda/stream.h"
+
+namespace tachyon::kernels {
+
+namespace {
+
+constexpr int kWarpsPerBlock = 4;
+constexpr int kThreadsPerBlock = 32 * kWarpsPerBlock;
+constexpr int kChunkElements = 32;  // k covered by one 4-lane group per chunk: 4 lanes x 8 bf16
+constexpr int kChunksPerStep = 4;   // chunks per pipeline step: 256 contiguous bytes of each row
+constexpr int kLoadsPerStep = kChunksPerStep * 2 * 2;  // 16-byte loads per lane per step: chunks x tiles x rows
+constexpr int kStages = 3;          // steps in flight per warp: 2 x 8 KB while one computes
+constexpr int kRingBytes = kStages * kWarpsPerBlock * kLoadsPerStep * 32 * 16;  // 96 KB per block
+
+struct GemvParams {
+  const __nv_bfloat16* weight;
+  const __nv_bfloat16* up_weight;  // gated only
+  int64_t expert_stride;
+  const float* bias;
+  const float* x;
+  float* y;
+  int n_tokens, out_features, in_features;
+  // Expert mode when group_count != nullptr.
+  const int* group_count;
+  const int* group_expert;
+  const int* group_offsets;
+  const int* entry_source;  // x row of entry e: entry_source ? entry_source[e] / divisor : e
+  int entry_source_divisor;
+};
+
+template <int N_TILES, bool GATED, int K_SPLIT>
+__global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(GemvParams p) {
+  constexpr int kRowGroupsPerBlock = kWarpsPerBlock / K_SPLIT;
+  constexpr int kRowsPerWarp = GATED ? 16 : 32;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int group = lane >> 2, thread_in_group = lane & 3;
+  const int row_group = warp / K_SPLIT, k_part = warp % K_SPLIT;
+  const int row_base = (blockIdx.x * kRowGroupsPerBlock + row_group) * kRowsPerWarp;
+
+  int n_cols = p.n_tokens, entry_base = 0;
+  const __nv_bfloat16* weight = p.weight;
+  const __nv_bfloat16* up_weight = p.up_weight;
+  if (p.group_count) {
+    const int slot = blockIdx.y;
+    if (slot >= *p.group_count) return;  // block-uniform: no barrier is skipped by part of a block
+    entry_base = p.group_offsets[slot];
+    n_cols = p.group_offsets[slot + 1] - entry_base;
+    const int64_t expert = p.group_expert[slot];
+    weight += expert * p.expert_stride;
+    if (GATED) up_weight += expert * p.expert_stride;
+  }
+  const int in = p.in_features, out = p.out_features;
+
+  // Activation rows of this lane's B columns (token group + 8 j); nullptr = padding column.
+  const float* x_row[N_TILES];
+#pragma unroll
+  for (int j = 0; j < N_TILES; ++j) {
+    const int col = group + 8 * j;
+    x_row[j] = nullptr;
+    if (col < n_cols) {
+      const int entry = entry_base + col;
+      const int source = p.entry_source ? p.entry_source[entry] / p.entry_source_divisor : entry;
+      x_row[j] = p.x + static_cast<int64_t>(source) * in;
+    }
+  }
+  // Weight rows of this lane: [tile][0] = row `group`, [tile][1] = row `group + 8` of the m-tile. Rows
+  // past the end are clamped to the last row: read but never stored.
+  const __nv_bfloat16* w_row[2][2];
+#pragma unroll
+  for (int tile = 0; tile < 2; ++tile) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int row = GATED ? row_base + group + 8 * half : row_base + 16 * tile + group + 8 * half;
+      const __nv_bfloat16* base = (GATED && tile == 1) ? up_weight : weight;
+      w_row[tile][half] = base + static_cast<int64_t>(min(row, out - 1)) * in + thread_in_group * 8;
+    }
+  }
+
+  float acc[2][N_TILES][4];
+#pragma unroll
+  for (int tile = 0; tile < 2; ++tile)
+#pragma unroll
+    for (int j = 0; j < N_TILES; ++j)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) acc[tile][j][r] = 0.0f;
+
+  // Weights stream through a per-warp ring of kStages shared-memory slots filled with cp.async: the
+  // loads of the next kStages - 1 steps are in flight while a step computes, whatever order the compiler
+  // schedules the arithmetic in. Each lane reads back only the 16-byte pieces it copied itself, so the
+  // ring needs no barrier, only the lane's own wait_group.
+  extern __shared__ uint4 weight_ring[];  // [kStages][kWarpsPerBlock][kLoadsPerStep][32 lanes]
+  uint4* my_ring = weight_ring + warp * kLoadsPerStep * 32 + lane;
+  constexpr int kRingStride = kWarpsPerBlock * kLoadsPerStep * 32;  // uint4s between stages
+
+  const int n_chunks = in / kChunkElements;
+  const int chunk_first = n_chunks * k_part / K_SPLIT, chunk_end = n_chunks * (k_part + 1) / K_SPLIT;
+  const int n_steps = row_base < out ? (chunk_end - chunk_first + kChunksPerStep - 1) / kChunksPerStep : 0;
+
+  auto issue_step = [&](int step) {
+    if (step < n_steps) {
+      uint4* slot = my_ring + (step % kStages) * kRingStride;
+      const int chunk0 = chunk_first + step * kChunksPerStep;
+#pragma unroll
+      for (int c = 0; c < kChunksPerStep; ++c) {
+        if (chunk0 + c < chunk_end) {
+#pragma unroll
+          for (int tile = 0; tile < 2; ++tile)
+#pragma unroll
+            for (int half = 0; half < 2; ++half)
+              cp_async_16B(slot + ((c * 2 + tile) * 2 + half) * 32,
+                           w_row[tile][half] + (chunk0 + c) * kChunkElements);
+        }
+      }
+    }
+    cp_async_commit();  // possibly empty: keeps one group per step so the wait count stays constant
+  };
+
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) issue_step(s);
+
+  for (int step = 0; step < n_steps; ++step) {
+    const int chunk0 = chunk_first + step * kChunksPerStep;
+    const int valid_chunks = min(kChunksPerStep, chunk_end - chunk0);
+    // Activations come through L1 (shared by the block's warps); issued before waiting on the weights.
+    uint32_t x_hi[N_TILES][kChunksPerStep][4], x_lo[N_TILES][kChunksPerStep][4];
+#pragma unroll
+    for (int j = 0; j < N_TILES; ++j) {
+#pragma unroll
+      for (int c = 0; c < kChunksPerStep; ++c) {
+        float4 v0 = make_float4(0.f, 0.f, 0.f, 0.f), v1 = v0;
+        if (x_row[j] && c < valid_chunks) {
+          const float* src = x_row[j] + (chunk0 + c) * kChunkElements + thread_in_group * 8;
+          v0 = __ldg(reinterpret_cast<const float4*>(src));
+          v1 = __ldg(reinterpret_cast<const float4*>(src + 4));
+        }
+        split_bf16x2(v0.x, v0.y, x_hi[j][c][0], x_lo[j][c][0]);
+        split_bf16x2(v0.z, v0.w, x_hi[j][c][1], x_lo[j][c][1]);
+        split_bf16x2(v1.x, v1.y, x_hi[j][c][2], x_lo[j][c][2]);
+        split_bf16x2(v1.z, v1.w, x_hi[j][c][3], x_lo[j][c][3]);
+      }
+    }
+    cp_async_wait<kStages - 2>();  // this step's group is complete
+    const uint4* slot = my_ring + (step % kStages) * kRingStride;
+#pragma unroll
+    for (int c = 0; c < kChunksPerStep; ++c) {
+      if (c >= valid_chunks) break;
+#pragma unroll
+      for (int tile = 0; tile < 2; ++tile) {
+        const uint4 a_lo = slot[((c * 2 + tile) * 2 + 0) * 32];  // row group
+        const uint4 a_hi = slot[((c * 2 + tile) * 2 + 1) * 32];  // row group + 8
+        const uint32_t a_step0[4] = {a_lo.x, a_hi.x, a_lo.y, a_hi.y};
+        const uint32_t a_step1[4] = {a_lo.z, a_hi.z, a_lo.w, a_hi.w};
+#pragma unroll
+        for (int j = 0; j < N_TILES; ++j) {
+          mma_bf16_16x8x16(acc[tile][j], a_step0, x_hi[j][c][0], x_hi[j][c][1]);
+          mma_bf16_16x8x16(acc[tile][j], a_step0, x_lo[j][c][0], x_lo[j][c][1]);
+          mma_bf16_16x8x16(acc[tile][j], a_step1, x_hi[j][c][2], x_hi[j][c][3]);
+          mma_bf16_16x8x16(acc[tile][j], a_step1, x_lo[j][c][2], x_lo[j][c][3]);
+        }
+      }
+    }
+    __syncwarp();  // the slot just read is refilled below (by the same lanes)
+    issue_step(step + kStages - 1);
+  }
+  cp_async_wait<0>();
+  const bool rows_active = row_base < out;
+
+  if constexpr (K_SPLIT > 1) {
+    __shared__ float partial[kWarpsPerBlock][2][N_TILES][4][32];
+    if (k_part != 0) {
+#pragma unroll
+      for (int tile = 0; tile < 2; ++tile)
+#pragma unroll
+        for (int j = 0; j < N_TILES; ++j)
+#pragma unroll
+          for (int r = 0; r < 4; ++r) partial[warp][tile][j][r][lane] = acc[tile][j][r];
+    }
+    __syncthreads();
+    if (k_part != 0) return;
+#pragma unroll
+    for (int other = 1; other < K_SPLIT; ++other)
+#pragma unroll
+      for (int tile = 0; tile < 2; ++tile)
+#pragma unroll
+        for (int j = 0; j < N_TILES; ++j)
+#pragma unroll
+          for (int r = 0; r < 4; ++r) acc[tile][j][r] += partial[warp + other][tile][j][r][lane];
+  }
+  if (!rows_active) return;
+
+  // Accumulator r of tile/column-tile j holds row (group + 8 * (r >> 1)), token (8 j + 2 t + (r & 1)).
+  constexpr int kTilesOut = GATED ? 1 : 2;
+#pragma unroll
+  for (int tile = 0; tile < kTilesOut; ++tile) {
+#pragma unroll
+    for (int j = 0; j < N_TILES; ++j) {
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const int row = row_base + 16 * tile + group + 8 * (r >> 1);
+        const int col = 8 * j + 2 * thread_in_group + (r & 1);
+        if (row >= out || col >= n_cols) continue;
+        float value;
+        if constexpr (GATED) {
+          value = silu(acc[0][j][r]) * acc[1][j][r];
+        } else {
+          value = acc[tile][j][r];
+          if (p.bias) value += p.bias[row];
+        }
+        p.y[static_cast<int64_t>(entry_base + col) * out + row] = value;
+      }
+    }
+  }
+}
+
+template <int N_TILES, bool GATED, int K_SPLIT>
+void launch_instance(dim3 grid, const GemvParams& p, cudaStream_t stream) {
+  // Over 48 KB of dynamic shared memory needs an opt-in, once per kernel instance (per device, but
+  // the engine uses one device per process).
+  static const bool configured = [] {
+    TACHYON_CUDA_CHECK(cudaFuncSetAttribute(gemv_bf16_kernel<N_TILES, GATED, K_SPLIT>,
+                                            cudaFuncAttributeMaxDynamicSharedMemorySize, kRingBytes));
+    return true;
+  }();
+  (void)configured;
+  gemv_bf16_kernel<N_TILES, GATED, K_SPLIT><<<grid, kThreadsPerBlock, kRingBytes, stream>>>(p);
+  TACHYON_CUDA_CHECK_LAUNCH("gemv_bf16_kernel");
+}
+
+template <int N_TILES, bool GATED>
+void launch_with_split(int k_split, dim3 grid, const GemvParams& p, cudaStream_t stream) {
+  switch (k_split) {
+    case 1: launch_instance<N_TILES, GATED, 1>(grid, p, stream); break;
+    case 2: launch_instance<N_TILES, GATED, 2>(grid, p, stream); break;
+    default: launch_instance<N_TILES, GATED, 4>(grid, p, stream); break;
+  }
+}
+
+void launch_gemv(const char* name, const GemvParams& p, bool gated, int max_cols, int groups, GemvTuning tuning,
+                 cudaStream_t stream) {
+  TACHYON_REQUIRE(p.in_features > 0 && p.in_features % kChunkElements == 0, name,
+                  "in_features must be a positive multiple of 32");
+  TACHYON_REQUIRE(p.out_features > 0, name, "out_features must be positive");
+  TACHYON_REQUIRE(max_cols >= 1 && max_cols <= 16, name, "1..16 tokens per expert or call");
+  TACHYON_REQUIRE(reinterpret_cast<uintptr_t>(p.weight) % 16 == 0 && reinterpret_cast<uintptr_t>(p.x) % 16 == 0,
+                  name, "weight and x must be 16-byte aligned");
+  TACHYON_REQUIRE(p.expert_stride % 8 == 0, name, "expert_stride must keep 16-byte alignment");
+  if (groups <= 0) return;
+  const int rows_per_warp = gated ? 16 : 32;
+  int k_split = tuning.k_split;
+  if (k_split != 1 && k_split != 2 && k_split != 4) {
+    // Fewest warps per row that still give every SM ~3 blocks: more rows per block means the
+    // activations (read through L1) are shared by more weight rows.
+    const int64_t target_blocks = 3LL * cuda::current_device_info().multiprocessors;
+    k_split = 4;
+    for (int candidate : {1, 2}) {
+      const int64_t rows_per_block = static_cast<int64_t>(rows_per_warp) * (kWarpsPerBlock / candidate);
+      if ((p.out_features + rows_per_block - 1) / rows_per_block * groups >= target_blocks) {
+        k_split = candidate;
+        break;
+      }
+    }
+  }
+  const int rows_per_block = rows_per_warp * (kWarpsPerBlock / k_split);
+  const dim3 grid((p.out_features + rows_per_block - 1) / rows_per_block, groups);
+  if (max_cols <= 8) {
+    gated ? launch_with_split<1, true>(k_split, grid, p, stream) : launch_with_split<1, false>(k_split, grid, p, stream);
+  } else {
+    gated ? launch_with_split<2, true>(k_split, grid, p, stream) : launch_with_split<2, false>(k_split, grid, p, stream);
+  }
+}
+
+GemvParams dense_params(const __nv_bfloat16* weight, const __nv_bfloat16* up, const float* bias, const float* x,
+                        float* y, int n_tokens, int out_features, int in_features) {
+  GemvParams p{};
+  p.weight = weight;
+  p.up_weight = up;
+  p.bias = bias;
+  p.x = x;
+  p.y = y;
+  p.n_tokens = n_tokens;
+  p.out_features = out_features;
+  p.in_features = in_features;
+  p.entry_source_divisor = 1;
+  return p;
+}
+
+GemvParams expert_params(const __nv_bfloat16* weight, const __nv_bfloat16* up, int64_t expert_stride,
+                         const ExpertRouting& routing, const float* x, float* y, int out_features, int in_features,
+                         bool x_by_token) {
+  GemvParams p = dense_params(weight, up, nullptr, x, y, 16, out_features, in_features);
+  p.expert_stride = expert_stride;
+  p.group_count = routing.active_expert_count;
+  p.group_expert = routing.active_experts;
+  p.group_offsets = routing.slot_offsets;
+  p.entry_source = x_by_token ? routing.sorted_assignments : nullptr;
+  p.entry_source_divisor = x_by_token ? routing.top_k : 1;
+  return p;
+}
+
+}  // namespace
+
+void gemv_bf16(const __nv_bfloat16* weight, const float* bias, const float* x, float* y, int n_tokens,
+               int out_features, int in_features, cudaStream_t stream, GemvTuning tuning) {
+  launch_gemv("gemv_bf16", dense_params(weight, nullptr, bias, x, y, n_tokens, out_features, in_features), false,
+              n_tokens, 1, tuning, stream);
+}
+
+void gated_gemv_bf16(const __nv_bfloat16* gate_weight, const __nv_bfloat16* up_weight, const float* x, float* h,
+                     int n_tokens, int out_features, int in_features, cudaStream_t stream, GemvTuning tuning) {
+  TACHYON_REQUIRE(reinterpret_cast<uintptr_t>(up_weight) % 16 == 0, "gated_gemv_bf16", "up_weight must be 16-byte aligned");
+  launch_gemv("gated_gemv_bf16", dense_params(gate_weight, up_weight, nullptr, x, h, n_tokens, out_features, in_features),
+              true, n_tokens, 1, tuning, stream);
+}
+
+void expert_gated_gemv_bf16(const __nv_bfloat16* gate_weights, const __nv_bfloat16* up_weights,
+                            int64_t expert_stride, const ExpertRouting& routing, const float* x, float* h,
+                            int out_features, int in_features, cudaStream_t stream, GemvTuning tuning) {
+  TACHYON_REQUIRE(routing.top_k > 0, "expert_gated_gemv_bf16", "routing.top_k must be positive");
+  TACHYON_REQUIRE(reinterpret_cast<uintptr_t>(up_weights) % 16 == 0, "expert_gated_gemv_bf16", "up_weights must be 16-byte aligned");
+  launch_gemv("expert_gated_gemv_bf16",
+              expert_params(gate_weights, up_weights, expert_stride, routing, x, h, out_features, in_features, true),
+              true, routing.n_tokens, routing.max_active_experts, tuning, stream);
+}
+
+void expert_gemv_bf16(const __nv_bfloat16* weights, int64_t expert_stride, const ExpertRouting& routing,
+                      const float* x, float* y, int out_features, int in_features, cudaStream_t stream,
+                      GemvTuning tuning) {
+  launch_gemv("expert_gemv_bf16",
+              expert_params(weights, nullptr, expert_stride, routing, x, y, out_features, in_features, false), false,
+              routing.n_tokens, routing.max_active_experts, tuning, stream);
+}
+
+}  // namespace tachyon::kernels

@@ -1,0 +1,55 @@
+// Matrix-vector products for decode and verify passes (1..16 tokens) with bf16 weights and float32
+// activations. See gemv_bf16.cu for the design and measured numbers.
+#pragma once
+#include <cstdint>
+
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+namespace tachyon::kernels {
+
+// How the tokens x top_k assignments of a MoE layer are grouped by expert on the device (written by
+// moe_group_by_expert, kernels/moe/moe_routing.h). Entries are assignments in expert-sorted order; an
+// expert "slot" is the s-th expert that received at least one assignment (ascending expert id).
+struct ExpertRouting {
+  const int* active_expert_count = nullptr;  // [1]
+  const int* active_experts = nullptr;       // [max_active_experts]: expert id of each slot
+  const int* slot_offsets = nullptr;         // [max_active_experts + 1]: entries of slot s are [off[s], off[s+1])
+  const int* sorted_assignments = nullptr;   // [n_tokens * top_k]: entry -> assignment t * top_k + j
+  const int* assignment_entry = nullptr;     // [n_tokens * top_k]: assignment -> entry (inverse of the above)
+  int max_active_experts = 0;                // host-side bound that sizes grids: min(n_experts, n_tokens * top_k)
+  int top_k = 0;
+  int n_tokens = 0;                          // tokens of the pass (1..16): at most this many entries per expert
+};
+
+// Launch shape override for benchmarks; 0 picks by heuristic. k_split = warps of a block that share the
+// same output rows and split in_features between them (1, 2 or 4).
+struct GemvTuning {
+  int k_split = 0;
+};
+
+// y[t, o] = sum_i weight[o, i] * x[t, i] (+ bias[o]).
+// weight: bf16 [out_features, in_features] row-major; bias: float [out_features] or nullptr;
+// x: float [n_tokens, in_features]; y: float [n_tokens, out_features]. n_tokens 1..16;
+// in_features % 32 == 0; pointers 16-byte aligned.
+void gemv_bf16(const __nv_bfloat16* weight, const float* bias, const float* x, float* y, int n_tokens,
+               int out_features, int in_features, cudaStream_t stream, GemvTuning tuning = {});
+
+// The SwiGLU MLP's first half in one pass: h[t, o] = silu(gate[o, :] . x[t, :]) * (up[o, :] . x[t, :]).
+// gate, up: bf16 [out_features, in_features]; h: float [n_tokens, out_features].
+void gated_gemv_bf16(const __nv_bfloat16* gate_weight, const __nv_bfloat16* up_weight, const float* x, float* h,
+                     int n_tokens, int out_features, int in_features, cudaStream_t stream, GemvTuning tuning = {});
+
+// MoE experts, each touched expert's matrix read once for all of its tokens. Expert e's matrices start at
+// weight + e * expert_stride (elements), each [out_features, in_features].
+// expert_gated_gemv_bf16: h[entry, o] = silu(gate_e[o] . x[token]) * (up_e[o] . x[token]) where
+//   token = sorted_assignments[entry] / top_k; x: float [n_tokens, in]; h: float [n_entries, out].
+void expert_gated_gemv_bf16(const __nv_bfloat16* gate_weights, const __nv_bfloat16* up_weights,
+                            int64_t expert_stride, const ExpertRouting& routing, const float* x, float* h,
+                            int out_features, int in_features, cudaStream_t stream, GemvTuning tuning = {});
+// expert_gemv_bf16: y[entry, o] = w_e[o] . x[entry]; x: float [n_entries, in]; y: float [n_entries, out].
+void expert_gemv_bf16(const __nv_bfloat16* weights, int64_t expert_stride, const ExpertRouting& routing,
+                      const float* x, float* y, int out_features, int in_features, cudaStream_t stream,
+                      GemvTuning tuning = {});
+
+}  // namespace tachyon::kernels

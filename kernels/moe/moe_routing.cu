@@ -1,0 +1,261 @@
+// moe_router_topk, moe_group_by_expert, moe_combine (see moe_routing.h for semantics).
+// Router: one warp per token, the expert scores staged in shared memory (n_experts <= 512); top-k by k
+// rounds of a warp argmax (ties -> lower id, as torch.topk and the CPU top_k_indices). Grouping: one block,
+// a thread per assignment ranks itself among the assignments of its expert (O(n_assignments) per thread,
+// deterministic, no host round trip). Combine: one block per token. All memory-trivial (a 16 x 128 logit
+// block is 8 KB); each costs its launch.
+// Error bounds vs CPU: router weights 1e-6 relative; combine 1e-6 relative (summation order only).
+#include "moe/moe_routing.h"
+
+#include <cstdint>
+
+#include "common/device_helpers.cuh"
+#include "cuda/cuda_check.h"
+
+namespace tachyon::kernels {
+
+namespace {
+
+constexpr int kRouterWarps = 4;
+constexpr int kMaxExperts = 512;
+
+// Warp argmax over shared values[0..n) skipping taken[] entries; ties -> lower index.
+__device__ __forceinline__ int warp_argmax(const float* values, const bool* taken, int n, int lane) {
+  float best = -INFINITY;
+  int best_index = n;
+  for (int i = lane; i < n; i += 32) {
+    if (!taken[i] && (values[i] > best || best_index == n)) {
+      best = values[i];
+      best_index = i;
+    }
+  }
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) {
+    const float other = __shfl_xor_sync(0xffffffffu, best, offset);
+    const int other_index = __shfl_xor_sync(0xffffffffu, best_index, offset);
+    if (other > best || (other == best && other_index < best_index)) {
+      best = other;
+      best_index = other_index;
+    }
+  }
+  return best_index;
+}
+
+__global__ void moe_router_kernel(const float* logits, int n_tokens, RouterConfig config, int* topk_ids,
+                                  float* topk_weights) {
+  __shared__ float score_buffer[kRouterWarps][kMaxExperts];   // weights source (probabilities / sigmoid)
+  __shared__ float choice_buffer[kRouterWarps][kMaxExperts];  // what top-k ranks
+  __shared__ bool taken_buffer[kRouterWarps][kMaxExperts];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+  const int token = blockIdx.x * kRouterWarps + warp;
+  if (token >= n_tokens) return;
+  const int n = config.n_experts;
+  float* score = score_buffer[warp];
+  float* choice = choice_buffer[warp];
+  bool* taken = taken_buffer[warp];
+  const float* row = logits + static_cast<int64_t>(token) * n;
+
+  if (config.scoring == RouterScoring::Softmax) {
+    float max = -INFINITY;
+    for (int i = lane; i < n; i += 32) max = fmaxf(max, row[i]);
+    max = warp_max(max);
+    float sum = 0;
+    for (int i = lane; i < n; i += 32) sum += (score[i] = expf(row[i] - max));
+    sum = warp_sum(sum);
+    for (int i = lane; i < n; i += 32) {
+      score[i] /= sum;
+      choice[i] = score[i];
+      taken[i] = false;
+    }
+  } else {
+    for (int i = lane; i < n; i += 32) {
+      score[i] = 1.0f / (1.0f + expf(-row[i]));
+      choice[i] = score[i] + (config.correction_bias ? config.correction_bias[i] : 0.0f);
+      taken[i] = false;
+    }
+  }
+  __syncwarp();
+
+  if (config.scoring == RouterScoring::Sigmoid && config.n_groups > 1) {
+    // Group score = sum of the group's two best choice scores; keep the top_k_groups best groups and, as
+    // transformers does (masked_fill with 0.0), give the other experts a choice score of 0.
+    const int per_group = n / config.n_groups;
+    float group_score = -INFINITY;
+    if (lane < config.n_groups) {
+      float first = -INFINITY, second = -INFINITY;
+      for (int i = lane * per_group; i < (lane + 1) * per_group; ++i) {
+        const float v = choice[i];
+        if (v > first) second = first, first = v;
+        else if (v > second) second = v;
+      }
+      group_score = first + second;
+    }
+    unsigned kept_groups = 0;
+    for (int round = 0; round < config.top_k_groups; ++round) {
+      float best = lane < config.n_groups && !((kept_groups >> lane) & 1u) ? group_score : -INFINITY;
+      int best_group = lane < config.n_groups && !((kept_groups >> lane) & 1u) ? lane : 32;
+#pragma unroll
+      for (int offset = 16; offset > 0; offset >>= 1) {
+        const float other = __shfl_xor_sync(0xffffffffu, best, offset);
+        const int other_group = __shfl_xor_sync(0xffffffffu, best_group, offset);
+        if (other > best || (other == best && other_group < best_group)) best = other, best_group = other_group;
+      }
+      if (best_group < 32) kept_groups |= 1u << best_group;
+    }
+    for (int i = lane; i < n; i += 32)
+      if (!((kept_groups >> (i / per_group)) & 1u)) choice[i] = 0.0f;
+    __syncwarp();
+  }
+
+  float picked_weight = 0, weight_sum = 0;
+  int picked_id = 0;
+  for (int j = 0; j < config.top_k; ++j) {
+    const int best = warp_argmax(choice, taken, n, lane);
+    const float w = score[best];
+    if (lane == j) picked_id = best, picked_weight = w;
+    weight_sum += w;
+    __syncwarp();
+    if (lane == 0) taken[best] = true;
+    __syncwarp();
+  }
+  if (lane < config.top_k) {
+    float w = picked_weight;
+    if (config.renormalize)
+      w = config.scoring == RouterScoring::Sigmoid ? w / (weight_sum + 1e-20f) : w / weight_sum;
+    if (config.scoring == RouterScoring::Sigmoid) w *= config.routed_scaling;
+    topk_ids[static_cast<int64_t>(token) * config.top_k + lane] = picked_id;
+    topk_weights[static_cast<int64_t>(token) * config.top_k + lane] = w;
+  }
+}
+
+constexpr int kGroupThreads = 1024;
+
+__global__ void __launch_bounds__(kGroupThreads)
+moe_group_by_expert_kernel(const int* topk_ids, int n_assignments, int n_experts, ExpertRoutingBuffers out) {
+  __shared__ int counts[kMaxExperts];
+  __shared__ int expert_offset[kMaxExperts];
+  __shared__ int ids[4096];
+  for (int e = threadIdx.x; e < n_experts; e += blockDim.x) counts[e] = 0;
+  __syncthreads();
+  for (int a = threadIdx.x; a < n_assignments; a += blockDim.x) {
+    const int e = topk_ids[a];
+    ids[a] = e;
+    atomicAdd(&counts[e], 1);
+  }
+  __syncthreads();
+  // Exclusive scans of counts and of (count > 0) by warp 0: each lane owns a run of consecutive experts.
+  if (threadIdx.x < 32) {
+    const int lane = threadIdx.x, per_lane = (n_experts + 31) / 32;
+    const int first = lane * per_lane, last = min(n_experts, first + per_lane);
+    int entries = 0, active = 0;
+    for (int e = first; e < last; ++e) entries += counts[e], active += counts[e] > 0;
+    int entries_before = entries, active_before = active;
+#pragma unroll
+    for (int offset = 1; offset < 32; offset <<= 1) {
+      const int e_up = __shfl_up_sync(0xffffffffu, entries_before, offset);
+      const int a_up = __shfl_up_sync(0xffffffffu, active_before, offset);
+      if (lane >= offset) entries_before += e_up, active_before += a_up;
+    }
+    entries_before -= entries, active_before -= active;  // inclusive -> exclusive
+    for (int e = first; e < last; ++e) {
+      expert_offset[e] = entries_before;
+      if (counts[e] > 0) {
+        out.active_experts[active_before] = e;
+        out.slot_offsets[active_before] = entries_before;
+        ++active_before;
+      }
+      entries_before += counts[e];
+    }
+    if (lane == 31) {
+      *out.active_expert_count = active_before;
+      out.slot_offsets[active_before] = n_assignments;
+    }
+  }
+  __syncthreads();
+  for (int a = threadIdx.x; a < n_assignments; a += blockDim.x) {
+    const int e = ids[a];
+    int rank = 0;
+    for (int b = 0; b < a; ++b) rank += ids[b] == e;
+    const int entry = expert_offset[e] + rank;
+    out.sorted_assignments[entry] = a;
+    out.assignment_entry[a] = entry;
+  }
+}
+
+__global__ void moe_combine_kernel(const float* expert_out, const float* topk_weights, const int* assignment_entry,
+                                   int top_k, int hidden, float* out, bool accumulate) {
+  const int token = blockIdx.x;
+  float* out_row = out + static_cast<int64_t>(token) * hidden;
+  for (int i = threadIdx.x; i < hidden; i += blockDim.x) {
+    float sum = accumulate ? out_row[i] : 0.0f;
+    for (int j = 0; j < top_k; ++j) {
+      const int a = token * top_k + j;
+      sum += topk_weights[a] * expert_out[static_cast<int64_t>(assignment_entry[a]) * hidden + i];
+    }
+    out_row[i] = sum;
+  }
+}
+
+}  // namespace
+
+void moe_router_topk(const float* logits, int n_tokens, const RouterConfig& config, int* topk_ids, float* topk_weights,
+                     cudaStream_t stream) {
+  const char* name = "moe_router_topk";
+  TACHYON_REQUIRE(config.n_experts > 0 && config.n_experts <= kMaxExperts, name, "n_experts must be in 1..512");
+  TACHYON_REQUIRE(config.top_k > 0 && config.top_k <= 32 && config.top_k <= config.n_experts, name,
+                  "top_k must be in 1..min(32, n_experts)");
+  if (config.scoring == RouterScoring::Sigmoid && config.n_groups > 1) {
+    TACHYON_REQUIRE(config.n_groups <= 32 && config.n_experts % config.n_groups == 0, name,
+                    "n_groups must divide n_experts and be <= 32");
+    TACHYON_REQUIRE(config.top_k_groups >= 1 && config.top_k_groups <= config.n_groups, name,
+                    "top_k_groups must be in 1..n_groups");
+  }
+  if (n_tokens <= 0) return;
+  moe_router_kernel<<<(n_tokens + kRouterWarps - 1) / kRouterWarps, 32 * kRouterWarps, 0, stream>>>(
+      logits, n_tokens, config, topk_ids, topk_weights);
+  TACHYON_CUDA_CHECK_LAUNCH("moe_router_kernel");
+}
+
+size_t expert_routing_ints(int n_experts, int max_assignments) {
+  return 1 + static_cast<size_t>(n_experts) + (n_experts + 1) + 2 * static_cast<size_t>(max_assignments);
+}
+
+ExpertRoutingBuffers expert_routing_buffers(int* storage, int n_experts, int max_assignments) {
+  ExpertRoutingBuffers b;
+  b.active_expert_count = storage;
+  b.active_experts = b.active_expert_count + 1;
+  b.slot_offsets = b.active_experts + n_experts;
+  b.sorted_assignments = b.slot_offsets + n_experts + 1;
+  b.assignment_entry = b.sorted_assignments + max_assignments;
+  return b;
+}
+
+ExpertRouting moe_group_by_expert(const int* topk_ids, int n_tokens, int top_k, int n_experts,
+                                  const ExpertRoutingBuffers& buffers, cudaStream_t stream) {
+  const char* name = "moe_group_by_expert";
+  const int n_assignments = n_tokens * top_k;
+  TACHYON_REQUIRE(n_experts > 0 && n_experts <= kMaxExperts, name, "n_experts must be in 1..512");
+  TACHYON_REQUIRE(n_assignments > 0 && n_assignments <= 4096, name, "n_tokens * top_k must be in 1..4096");
+  moe_group_by_expert_kernel<<<1, kGroupThreads, 0, stream>>>(topk_ids, n_assignments, n_experts, buffers);
+  TACHYON_CUDA_CHECK_LAUNCH("moe_group_by_expert_kernel");
+  ExpertRouting routing;
+  routing.active_expert_count = buffers.active_expert_count;
+  routing.active_experts = buffers.active_experts;
+  routing.slot_offsets = buffers.slot_offsets;
+  routing.sorted_assignments = buffers.sorted_assignments;
+  routing.assignment_entry = buffers.assignment_entry;
+  routing.max_active_experts = n_assignments < n_experts ? n_assignments : n_experts;
+  routing.top_k = top_k;
+  routing.n_tokens = n_tokens;
+  return routing;
+}
+
+void moe_combine(const float* expert_out, const float* topk_weights, const ExpertRouting& routing, int n_tokens,
+                 int hidden, float* out, bool accumulate, cudaStream_t stream) {
+  if (n_tokens <= 0) return;
+  moe_combine_kernel<<<n_tokens, 256, 0, stream>>>(expert_out, topk_weights, routing.assignment_entry, routing.top_k,
+                                                   hidden, out, accumulate);
+  TACHYON_CUDA_CHECK_LAUNCH("moe_combine_kernel");
+}
+
+}  // namespace tachyon::kernels

@@ -1,0 +1,108 @@
+// rms_norm / add_rms_norm / per_head_rms_norm: y = x / sqrt(mean(x^2) + eps) * w over float32 rows.
+// Shapes: rows = tokens (1..16 in decode, any in prefill), dim = hidden size (576..8192) or head_dim.
+// One block per row for hidden rows (float4 loads, the row stays in L1 between the two passes); one warp per
+// (token, head) for per-head norms. Memory-trivial at decode sizes (a 16 x 6144 row block is 393 KB):
+// these kernels cost their launch, ~2-3 us on a stream, ~1 us in a graph.
+// Error bound vs the CPU reference: 1e-5 relative (reduction order only).
+#include "norm/rms_norm.h"
+
+#include "common/device_helpers.cuh"
+#include "cuda/cuda_check.h"
+
+namespace tachyon::kernels {
+
+namespace {
+
+constexpr int kNormThreads = 256;
+
+__global__ void __launch_bounds__(kNormThreads)
+add_rms_norm_kernel(float* residual, const float* delta, const float* weight, float* y, int dim, float eps) {
+  __shared__ float scratch[kNormThreads / 32];
+  float* row = residual + static_cast<int64_t>(blockIdx.x) * dim;
+  const float* delta_row = delta ? delta + static_cast<int64_t>(blockIdx.x) * dim : nullptr;
+  float* out = y + static_cast<int64_t>(blockIdx.x) * dim;
+  float sum = 0;
+  const bool vectorized = (dim % 4) == 0;
+  if (vectorized) {
+    for (int i = threadIdx.x * 4; i < dim; i += kNormThreads * 4) {
+      float4 v = *reinterpret_cast<const float4*>(row + i);
+      if (delta_row) {
+        const float4 d = *reinterpret_cast<const float4*>(delta_row + i);
+        v.x += d.x, v.y += d.y, v.z += d.z, v.w += d.w;
+        *reinterpret_cast<float4*>(row + i) = v;
+      }
+      sum += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+    }
+  } else {
+    for (int i = threadIdx.x; i < dim; i += kNormThreads) {
+      float v = row[i];
+      if (delta_row) row[i] = v = v + delta_row[i];
+      sum += v * v;
+    }
+  }
+  sum = block_sum(sum, scratch);
+  const float inv = 1.0f / sqrtf(sum / static_cast<float>(dim) + eps);
+  // Each thread re-reads only the elements it wrote itself: no barrier needed between the passes.
+  if (vectorized) {
+    for (int i = threadIdx.x * 4; i < dim; i += kNormThreads * 4) {
+      const float4 v = *reinterpret_cast<const float4*>(row + i);
+      const float4 w = *reinterpret_cast<const float4*>(weight + i);
+      *reinterpret_cast<float4*>(out + i) = make_float4(w.x * (v.x * inv), w.y * (v.y * inv), w.z * (v.z * inv),
+                                                        w.w * (v.w * inv));
+    }
+  } else {
+    for (int i = threadIdx.x; i < dim; i += kNormThreads) out[i] = weight[i] * (row[i] * inv);
+  }
+}
+
+// One warp per (token, head); each lane holds head_dim / 32 values (head_dim <= 256).
+__global__ void per_head_rms_norm_kernel(float* x, int token_stride, int n_tokens, int n_heads, int head_dim,
+                                         const float* weight, float eps) {
+  const int warp_global = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x & 31;
+  if (warp_global >= n_tokens * n_heads) return;
+  const int token = warp_global / n_heads, head = warp_global % n_heads;
+  float* v = x + static_cast<int64_t>(token) * token_stride + head * head_dim;
+  float values[8];
+  float sum = 0;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    const int i = lane + 32 * j;
+    values[j] = i < head_dim ? v[i] : 0.0f;
+    sum += values[j] * values[j];
+  }
+  sum = warp_sum(sum);
+  const float inv = 1.0f / sqrtf(sum / static_cast<float>(head_dim) + eps);
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    const int i = lane + 32 * j;
+    if (i < head_dim) v[i] = weight[i] * (values[j] * inv);
+  }
+}
+
+}  // namespace
+
+void add_rms_norm(float* residual, const float* delta, const float* weight, float* y, int rows, int dim, float eps,
+                  cudaStream_t stream) {
+  TACHYON_REQUIRE(rows >= 0 && dim > 0, "add_rms_norm", "rows must be >= 0 and dim > 0");
+  if (rows == 0) return;
+  add_rms_norm_kernel<<<rows, kNormThreads, 0, stream>>>(residual, delta, weight, y, dim, eps);
+  TACHYON_CUDA_CHECK_LAUNCH("add_rms_norm_kernel");
+}
+
+void rms_norm(const float* x, const float* weight, float* y, int rows, int dim, float eps, cudaStream_t stream) {
+  // The residual pointer is only written when delta != nullptr, so x is safe to pass as const.
+  add_rms_norm(const_cast<float*>(x), nullptr, weight, y, rows, dim, eps, stream);
+}
+
+void per_head_rms_norm(float* x, int token_stride, int n_tokens, int n_heads, int head_dim, const float* weight,
+                       float eps, cudaStream_t stream) {
+  TACHYON_REQUIRE(head_dim > 0 && head_dim <= 256, "per_head_rms_norm", "head_dim must be in 1..256");
+  const int warps = n_tokens * n_heads;
+  if (warps <= 0) return;
+  constexpr int kWarpsPerBlock = 4;
+  per_head_rms_norm_kernel<<<(warps + kWarpsPerBlock - 1) / kWarpsPerBlock, 32 * kWarpsPerBlock, 0, stream>>>(
+      x, token_stride, n_tokens, n_heads, head_dim, weight, eps);
+  TACHYON_CUDA_CHECK_LAUNCH("per_head_rms_norm_kernel");
+}
+
+}  // namespace tachyon::kernels

@@ -1,0 +1,127 @@
+// gemv_bf16 / gated_gemv_bf16 against the CPU linear_f32 on bf16-rounded weights, over the engine's shapes.
+// Bound: |y - ref| <= 1e-4 * max|x| * ||w_row|| + 1e-5 (activations enter as bf16 hi + lo: ~2^-17 each).
+#include <algorithm>
+#include <cmath>
+
+#include "gemv/gemv_bf16.h"
+#include "gpu_test_util.h"
+#include "models/layers.h"
+
+namespace tachyon {
+namespace {
+
+using namespace gpu_test;
+
+struct GemvCase {
+  int out, in;
+};
+
+// sqrt(sum_i (w_i x_i)^2) <= max_i |x_i| * ||w_o||: the error scale of one output, computed in O(out * in).
+std::vector<float> gemv_bound(const std::vector<float>& w, const std::vector<float>& x, int n, int out, int in) {
+  std::vector<double> row_norm(out);
+  for (int o = 0; o < out; ++o) {
+    double s = 0;
+    for (int i = 0; i < in; ++i) s += static_cast<double>(w[static_cast<size_t>(o) * in + i]) * w[static_cast<size_t>(o) * in + i];
+    row_norm[o] = std::sqrt(s);
+  }
+  std::vector<float> bound(static_cast<size_t>(n) * out);
+  for (int t = 0; t < n; ++t) {
+    double x_max = 0;
+    for (int i = 0; i < in; ++i) x_max = std::max(x_max, std::fabs(static_cast<double>(x[static_cast<size_t>(t) * in + i])));
+    for (int o = 0; o < out; ++o)
+      bound[static_cast<size_t>(t) * out + o] = static_cast<float>(1e-4 * x_max * row_norm[o] + 1e-5);
+  }
+  return bound;
+}
+
+void run_gemv_case(int n, int out, int in, bool with_bias, int k_split) {
+  const Bf16Tensor w = to_bf16(random_floats(static_cast<size_t>(out) * in));
+  const std::vector<float> x = random_floats(static_cast<size_t>(n) * in);
+  const std::vector<float> bias = random_floats(out);
+  std::vector<float> want(static_cast<size_t>(n) * out);
+  linear_f32(w.values.data(), out, in, with_bias ? bias.data() : nullptr, x.data(), n, want.data());
+
+  cuda::DeviceBuffer<uint16_t> w_dev(w.bits);
+  cuda::DeviceBuffer<float> x_dev(x), bias_dev(bias);
+  auto y_dev = poisoned(static_cast<size_t>(n) * out);
+  kernels::gemv_bf16(as_bf16(w_dev), with_bias ? bias_dev.data() : nullptr, x_dev.data(), y_dev.data(), n, out, in,
+                     nullptr, kernels::GemvTuning{k_split});
+  TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
+  expect_within(y_dev.to_host(), want, gemv_bound(w.values, x, n, out, in),
+                "gemv n=" + std::to_string(n) + " " + std::to_string(out) + "x" + std::to_string(in) +
+                    " k_split=" + std::to_string(k_split));
+}
+
+TEST(GpuGemv, EngineShapesAllTokenCounts) {
+  SKIP_WITHOUT_GPU();
+  reseed_for_current_test();
+  // SmolLM2 (576 hidden, 192 kv width, 1536 MLP), Qwen3-30B-A3B attention / router / expert shapes, 6144x4096.
+  const GemvCase cases[] = {{576, 576}, {192, 576}, {1536, 576}, {576, 1536}, {4096, 2048},
+                            {512, 2048}, {2048, 4096}, {128, 2048}, {768, 2048}, {2048, 768}};
+  for (const GemvCase& c : cases)
+    for (int n : {1, 2, 3, 7, 8, 9, 13, 16}) run_gemv_case(n, c.out, c.in, false, 0);
+}
+
+TEST(GpuGemv, LargeShapesAndEveryKSplit) {
+  SKIP_WITHOUT_GPU();
+  reseed_for_current_test();
+  for (int k_split : {1, 2, 4})
+    for (int n : {1, 16}) run_gemv_case(n, 6144, 4096, false, k_split);
+  for (int n : {1, 4, 16}) run_gemv_case(n, 49152, 576, false, 0);  // SmolLM2 lm_head
+  run_gemv_case(1, 151936, 2048, false, 0);                           // Qwen3 lm_head
+  run_gemv_case(16, 151936, 2048, false, 0);
+}
+
+TEST(GpuGemv, BiasAndRaggedRowsAndShortK) {
+  SKIP_WITHOUT_GPU();
+  reseed_for_current_test();
+  for (int n : {1, 5, 16}) {
+    run_gemv_case(n, 1000, 96, true, 0);  // rows not a multiple of 32, in_features not a multiple of 128
+    run_gemv_case(n, 17, 32, true, 0);
+    run_gemv_case(n, 896, 224, true, 0);  // Qwen2-0.5B-like with bias
+  }
+}
+
+TEST(GpuGemv, GatedSwigluMatchesTwoLinearsAndSilu) {
+  SKIP_WITHOUT_GPU();
+  reseed_for_current_test();
+  for (auto [out, in] : {std::pair{1536, 576}, std::pair{768, 2048}, std::pair{100, 64}}) {
+    for (int n : {1, 6, 16}) {
+      const Bf16Tensor gate = to_bf16(random_floats(static_cast<size_t>(out) * in));
+      const Bf16Tensor up = to_bf16(random_floats(static_cast<size_t>(out) * in));
+      const std::vector<float> x = random_floats(static_cast<size_t>(n) * in);
+      std::vector<float> g(static_cast<size_t>(n) * out), u(g.size()), want(g.size());
+      linear_f32(gate.values.data(), out, in, nullptr, x.data(), n, g.data());
+      linear_f32(up.values.data(), out, in, nullptr, x.data(), n, u.data());
+      swiglu(g.data(), u.data(), static_cast<int64_t>(g.size()), want.data());
+      // Bound: silu'(g) <= 1.1, so errors of the two products add up, scaled by |u| and |silu(g)|.
+      const std::vector<float> bg = gemv_bound(gate.values, x, n, out, in), bu = gemv_bound(up.values, x, n, out, in);
+      std::vector<float> bound(want.size());
+      for (size_t i = 0; i < bound.size(); ++i)
+        bound[i] = 1.1f * bg[i] * std::fabs(u[i]) + bu[i] * std::fabs(silu(g[i])) + 1e-5f;
+
+      cuda::DeviceBuffer<uint16_t> gate_dev(gate.bits), up_dev(up.bits);
+      cuda::DeviceBuffer<float> x_dev(x);
+      auto h_dev = poisoned(want.size());
+      kernels::gated_gemv_bf16(as_bf16(gate_dev), as_bf16(up_dev), x_dev.data(), h_dev.data(), n, out, in, nullptr);
+      TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
+      expect_within(h_dev.to_host(), want, bound, "gated gemv n=" + std::to_string(n) + " " + std::to_string(out));
+    }
+  }
+}
+
+TEST(GpuGemv, RejectsBadShapesWithAMessage) {
+  SKIP_WITHOUT_GPU();
+  cuda::DeviceBuffer<uint16_t> w(64 * 40);
+  cuda::DeviceBuffer<float> x(40), y(64);
+  try {
+    kernels::gemv_bf16(as_bf16(w), nullptr, x.data(), y.data(), 1, 64, 40, nullptr);
+    FAIL() << "in_features 40 accepted";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("gemv_bf16"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(kernels::gemv_bf16(as_bf16(w), nullptr, x.data(), y.data(), 17, 64, 32, nullptr), std::exception);
+}
+
+}  // namespace
+}  // namespace tachyon
