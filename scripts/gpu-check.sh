@@ -7,7 +7,8 @@
 #   4. writes every log to $OUT (or ./gpu-results) and prints a short table last.
 #   scripts/gpu-check.sh --pack   (on a development machine) builds build-cuda/ and copies the stripped
 #                                 binaries into build-gpu-carry/ (< 40 MB) for `run --carry build-gpu-carry`.
-# Environment: SANITIZE=0 skips compute-sanitizer; GTEST_FILTER limits the tests; BENCH=none skips benchmarks.
+# Environment: SANITIZE=0 skips compute-sanitizer; GTEST_FILTER limits the tests; BENCH=none skips benchmarks;
+# TEST_TIMEOUT / SANITIZER_TIMEOUT / BENCH_TIMEOUT (seconds) bound each stage (rc 124 = timed out).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,7 +46,7 @@ if grep -q "not found" "$OUT/ldd.txt"; then echo "missing shared libraries:"; gr
 
 echo "== tachyon_gpu_tests"
 start=$(date +%s)
-"$BIN/tachyon_gpu_tests" --gtest_filter="${GTEST_FILTER:-*}" --gtest_output="xml:$OUT/gpu-tests.xml" > "$OUT/gpu-tests.log" 2>&1
+timeout "${TEST_TIMEOUT:-300}" "$BIN/tachyon_gpu_tests" --gtest_filter="${GTEST_FILTER:-*}" --gtest_output="xml:$OUT/gpu-tests.xml" > "$OUT/gpu-tests.log" 2>&1
 tests_rc=$?
 tests_s=$(( $(date +%s) - start ))
 grep -E "^\[  (FAILED|PASSED|SKIPPED) |^\[       OK \]|Failure|outside the bound" "$OUT/gpu-tests.log" | head -60
@@ -54,9 +55,9 @@ sanitizer_summary="skipped"
 if [ "${SANITIZE:-1}" != "0" ] && command -v compute-sanitizer >/dev/null; then
   echo "== compute-sanitizer (subset)"
   subset='GpuGemv.BiasAndRagged*:GpuGemv.GatedSwiglu*:GpuNorm.*:GpuEmbedding.*:GpuRope.*:GpuAttention.SmolLM2Shapes:GpuAttention.SlidingWindowAndSinks:GpuMoe.GroupingIsSortedStableAndInvertible:GpuMoe.SoftmaxRouterTopK:GpuSampling.ArgmaxMatchesCpuOnLargeVocab'
-  compute-sanitizer --tool memcheck --error-exitcode 9 "$BIN/tachyon_gpu_tests" --gtest_filter="$subset" > "$OUT/sanitizer-memcheck.log" 2>&1
+  timeout "${SANITIZER_TIMEOUT:-120}" compute-sanitizer --tool memcheck --error-exitcode 9 "$BIN/tachyon_gpu_tests" --gtest_filter="$subset" > "$OUT/sanitizer-memcheck.log" 2>&1
   memcheck_rc=$?
-  compute-sanitizer --tool racecheck --error-exitcode 9 "$BIN/tachyon_gpu_tests" \
+  timeout "${SANITIZER_TIMEOUT:-120}" compute-sanitizer --tool racecheck --error-exitcode 9 "$BIN/tachyon_gpu_tests" \
     --gtest_filter='GpuAttention.SmolLM2Shapes:GpuGemv.BiasAndRagged*:GpuMoe.GroupingIsSortedStableAndInvertible' \
     > "$OUT/sanitizer-racecheck.log" 2>&1
   racecheck_rc=$?
@@ -65,7 +66,7 @@ fi
 
 if [ "${BENCH:-all}" != "none" ]; then
   echo "== tachyon_kernel_bench ${BENCH:-all}"
-  "$BIN/tachyon_kernel_bench" "${BENCH:-all}" > "$OUT/bench.log" 2>&1
+  timeout "${BENCH_TIMEOUT:-240}" "$BIN/tachyon_kernel_bench" "${BENCH:-all}" > "$OUT/bench.log" 2>&1
   echo "bench rc=$?" >> "$OUT/bench.log"
 fi
 
