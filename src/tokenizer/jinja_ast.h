@@ -102,6 +102,13 @@ struct Stmt {
   StmtList else_body;
   std::string name;
   std::vector<MacroParam> params;
+  // For: whether the body reads `loop` (the loop object is only built when it does).
+  bool uses_loop = true;
+  // Macro / CallBlock: whether the body reads varargs, kwargs or caller. As in jinja2, only
+  // then does a call accept surplus positional arguments, unknown keywords or a call block.
+  bool uses_varargs = false;
+  bool uses_kwargs = false;
+  bool uses_caller = false;
 };
 
 }  // namespace tachyon::jinja

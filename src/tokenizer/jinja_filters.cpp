@@ -24,6 +24,18 @@ using TestFunction = bool (*)(const Value& subject, CallArgs& args);
 
 std::string text_of(const Value& value) { return to_display(value); }
 
+// jinja2's select/reject/map/unique/items filters are generators: nothing runs until the
+// result is consumed, so an error in them surfaces only then (and an unconsumed result is
+// simply true). Computing eagerly and deferring the error reproduces that.
+template <typename Compute>
+Value lazy(const char* type_label, Compute compute) {
+  try {
+    return Value::iterator(compute(), type_label);
+  } catch (const TemplateError& error) {
+    return Value::iterator({}, type_label, error.what());
+  }
+}
+
 // Sort key as jinja2's ignore_case: strings compare lower-cased unless case_sensitive.
 Value sort_key(const Value& value, bool case_sensitive) {
   return value.is_string() && !case_sensitive ? Value(python_lower(value.as_string())) : value;
@@ -128,9 +140,10 @@ Value filter_string(const Value& input, CallArgs& args) {
   return Value(text_of(input));
 }
 
+// Markup(value): a string, so `xs|safe` is the text "[1, 2]" from then on.
 Value filter_safe(const Value& input, CallArgs& args) {
   Params p("safe", args, {});
-  return input;
+  return Value(text_of(input));
 }
 
 Value filter_escape(const Value& input, CallArgs& args) {
@@ -151,12 +164,14 @@ Value filter_escape(const Value& input, CallArgs& args) {
 
 Value filter_first(const Value& input, CallArgs& args) {
   Params p("first", args, {});
-  std::vector<Value> items = iterate(input);
-  return items.empty() ? Value::undefined("No first item, sequence was empty.") : items.front();
+  std::optional<Value> first = first_item(input);
+  return first ? *first : Value::undefined("No first item, sequence was empty.");
 }
 
 Value filter_last(const Value& input, CallArgs& args) {
   Params p("last", args, {});
+  if (input.is_list() && input.as_list().kind == SequenceKind::Iterator)
+    template_fail("'{}' object is not reversible", type_name(input));  // last() uses reversed()
   std::vector<Value> items = iterate(input);
   return items.empty() ? Value::undefined("No last item, sequence was empty.") : items.back();
 }
@@ -182,13 +197,17 @@ Value filter_list(const Value& input, CallArgs& args) {
 
 Value filter_items(const Value& input, CallArgs& args) {
   Params p("items", args, {});
-  if (input.is_undefined()) return Value::list({});
-  if (!input.is_dict()) template_fail("Can only get item pairs from a mapping.");
-  std::vector<Value> pairs;
-  for (const auto& [key, value] : input.as_dict().entries) pairs.push_back(Value::list({key, value}, true));
-  return Value::list(std::move(pairs));
+  return lazy("generator", [&] {
+    std::vector<Value> pairs;
+    if (input.is_undefined()) return pairs;
+    if (!input.is_dict()) template_fail("Can only get item pairs from a mapping.");
+    for (const auto& [key, value] : input.as_dict().entries) pairs.push_back(Value::list({key, value}, true));
+    return pairs;
+  });
 }
 
+// jinja2: a string reversed; otherwise Python's reversed() iterator, or a reversed list for
+// iterables that reversed() refuses (generators).
 Value filter_reverse(const Value& input, CallArgs& args) {
   Params p("reverse", args, {});
   if (input.is_string()) {
@@ -196,9 +215,14 @@ Value filter_reverse(const Value& input, CallArgs& args) {
     std::reverse(cps.begin(), cps.end());
     return Value(encode_utf8(cps));
   }
+  bool reversible = input.is_undefined() || input.is_dict() || (input.is_list() && input.as_list().kind != SequenceKind::Iterator);
   std::vector<Value> items = iterate(input);
   std::reverse(items.begin(), items.end());
-  return Value::list(std::move(items));
+  if (!reversible) return Value::list(std::move(items));
+  std::string label = input.is_dict() ? "dict_reversekeyiterator"
+                      : input.is_list() && input.as_list().kind == SequenceKind::List ? "list_reverseiterator"
+                                                                                      : "reversed";
+  return Value::iterator(std::move(items), label);
 }
 
 Value filter_sort(const Value& input, CallArgs& args) {
@@ -212,14 +236,16 @@ Value filter_sort(const Value& input, CallArgs& args) {
 
 Value filter_unique(const Value& input, CallArgs& args) {
   Params p("unique", args, {"case_sensitive", "attribute"});
-  std::vector<Value> seen, out;
-  for (const Value& item : iterate(input)) {
-    Value key = sort_key(attribute_or_self(item, p.get(1)), p.get_bool(0, false));
-    if (std::any_of(seen.begin(), seen.end(), [&](const Value& s) { return values_equal(s, key); })) continue;
-    seen.push_back(key);
-    out.push_back(item);
-  }
-  return Value::list(std::move(out));
+  return lazy("generator", [&] {
+    std::vector<Value> seen, out;
+    for (const Value& item : iterate(input)) {
+      Value key = sort_key(attribute_or_self(item, p.get(1)), p.get_bool(0, false));
+      if (std::any_of(seen.begin(), seen.end(), [&](const Value& s) { return values_equal(s, key); })) continue;
+      seen.push_back(key);
+      out.push_back(item);
+    }
+    return out;
+  });
 }
 
 Value filter_dictsort(const Value& input, CallArgs& args) {
@@ -260,24 +286,29 @@ Value filter_sum(const Value& input, CallArgs& args) {
 }
 
 Value filter_map(const Value& input, CallArgs& args) {
-  std::vector<Value> out;
   auto attribute = std::find_if(args.keywords.begin(), args.keywords.end(), [](auto& kw) { return kw.first == "attribute"; });
   if (attribute != args.keywords.end() || args.positional.empty()) {
     Params p("map", args, {"attribute", "default"});
-    for (const Value& item : iterate(input)) {
-      Value mapped = attribute_or_self(item, p.get(0));
-      out.push_back(mapped.is_undefined() && p.has(1) ? p.get(1) : mapped);
-    }
-    return Value::list(std::move(out));
+    return lazy("generator", [&] {
+      std::vector<Value> out;
+      for (const Value& item : iterate(input)) {
+        Value mapped = attribute_or_self(item, p.get(0));
+        out.push_back(mapped.is_undefined() && p.has(1) ? p.get(1) : mapped);
+      }
+      return out;
+    });
   }
   std::string filter = text_of(args.positional[0]);
   if (!is_known_filter(filter)) template_fail("no filter named '{}'", filter);
   CallArgs rest{std::vector<Value>(args.positional.begin() + 1, args.positional.end()), args.keywords};
-  for (const Value& item : iterate(input)) {
-    CallArgs copy = rest;
-    out.push_back(call_filter(filter, item, copy));
-  }
-  return Value::list(std::move(out));
+  return lazy("generator", [&] {
+    std::vector<Value> out;
+    for (const Value& item : iterate(input)) {
+      CallArgs copy = rest;
+      out.push_back(call_filter(filter, item, copy));
+    }
+    return out;
+  });
 }
 
 // select/reject/selectattr/rejectattr share jinja2's select_or_reject.
@@ -293,14 +324,16 @@ Value select_or_reject(const Value& input, CallArgs& args, bool by_attribute, bo
   if (!test.empty() && !is_known_test(test)) template_fail("no test named '{}'", test);
   CallArgs test_args{std::vector<Value>(args.positional.begin() + static_cast<long>(next), args.positional.end()),
                      args.keywords};
-  std::vector<Value> out;
-  for (const Value& item : iterate(input)) {
-    Value subject = by_attribute ? attribute_or_self(item, attribute) : item;
-    CallArgs copy = test_args;
-    bool matches = test.empty() ? truthy(subject) : call_test(test, subject, copy);
-    if (matches == keep_matches) out.push_back(item);
-  }
-  return Value::list(std::move(out));
+  return lazy("generator", [&] {
+    std::vector<Value> out;
+    for (const Value& item : iterate(input)) {
+      Value subject = by_attribute ? attribute_or_self(item, attribute) : item;
+      CallArgs copy = test_args;
+      bool matches = test.empty() ? truthy(subject) : call_test(test, subject, copy);
+      if (matches == keep_matches) out.push_back(item);
+    }
+    return out;
+  });
 }
 Value filter_select(const Value& input, CallArgs& args) { return select_or_reject(input, args, false, true); }
 Value filter_reject(const Value& input, CallArgs& args) { return select_or_reject(input, args, false, false); }
@@ -347,6 +380,7 @@ std::optional<double> parse_python_float(const std::string& text) {
 
 Value filter_int(const Value& input, CallArgs& args) {
   Params p("int", args, {"default", "base"});
+  require_defined(input);  // int(Undefined) raises UndefinedError, which do_int does not catch
   Value fallback = p.get(0, Value(0));
   if (input.is_int() || input.is_bool()) return Value(input.as_int());
   if (input.is_float()) {
@@ -364,6 +398,7 @@ Value filter_int(const Value& input, CallArgs& args) {
 
 Value filter_float(const Value& input, CallArgs& args) {
   Params p("float", args, {"default"});
+  require_defined(input);
   if (input.is_number()) return Value(input.as_float());
   if (input.is_string())
     if (auto parsed = parse_python_float(input.as_string())) return Value(*parsed);
@@ -393,6 +428,8 @@ Value filter_round(const Value& input, CallArgs& args) {
 
 Value filter_indent(const Value& input, CallArgs& args) {
   Params p("indent", args, {"width", "first", "blank"});
+  require_defined(input);
+  if (!input.is_string()) template_fail("'{}' object has no attribute 'splitlines'", type_name(input));
   Value width = p.get(0, Value(4));
   std::string indentation = width.is_string() ? width.as_string() : std::string(static_cast<size_t>(std::max<int64_t>(0, p.get_int(0, 4))), ' ');
   // jinja2 appends a newline before splitlines() so that a trailing newline survives.
@@ -499,9 +536,13 @@ const std::unordered_map<std::string_view, TestFunction>& tests() {
       {"number", [](const Value& v, CallArgs&) { return v.is_number(); }},
       {"string", [](const Value& v, CallArgs&) { return v.is_string(); }},
       {"mapping", [](const Value& v, CallArgs&) { return v.is_dict(); }},
-      {"sequence", [](const Value& v, CallArgs&) { return v.is_string() || v.is_list() || v.is_dict() || v.is_undefined(); }},
+      // len() and __getitem__: iterators and dict views are not sequences.
+      {"sequence", [](const Value& v, CallArgs&) {
+         return v.is_string() || (v.is_list() && v.as_list().is_subscriptable()) || v.is_dict() || v.is_undefined();
+       }},
       {"iterable", [](const Value& v, CallArgs&) { return v.is_string() || v.is_list() || v.is_dict() || v.is_undefined(); }},
-      {"callable", [](const Value& v, CallArgs&) { return v.is_callable(); }},
+      // Undefined defines __call__ (to raise), so Python's callable() says yes.
+      {"callable", [](const Value& v, CallArgs&) { return v.is_callable() || v.is_undefined(); }},
       {"escaped", [](const Value&, CallArgs&) { return false; }},
       {"odd", [](const Value& v, CallArgs&) { return integer_test(v, 2, 1); }},
       {"even", [](const Value& v, CallArgs&) { return integer_test(v, 2, 0); }},

@@ -186,16 +186,21 @@ class Interpreter {
       }
       items = std::move(kept);
     }
-    if (items.empty()) return stmt.else_body.empty() ? Flow::Normal : exec_block(stmt.else_body, child_of(scope));
+    // jinja2 runs the else block unless some iteration reached the end of the body, so a loop
+    // whose every pass ended in break or continue also gets it.
+    bool completed_an_iteration = false;
     for (size_t i = 0; i < items.size(); ++i) {
       step();
       line_ = stmt.line;
       ScopePtr iteration = child_of(scope);
       assign(stmt.target, items[i], *iteration);
-      iteration->set("loop", make_loop(items, i));
-      if (exec_block(stmt.body, iteration) == Flow::Break) break;
+      if (stmt.uses_loop) iteration->set("loop", make_loop(items, i));
+      Flow flow = exec_block(stmt.body, iteration);
+      if (flow == Flow::Break) break;
+      completed_an_iteration |= flow == Flow::Normal;
     }
-    return Flow::Normal;
+    if (completed_an_iteration || stmt.else_body.empty()) return Flow::Normal;
+    return exec_block(stmt.else_body, child_of(scope));
   }
 
   void assign(const AssignTarget& target, const Value& value, Scope& scope) {
@@ -239,6 +244,8 @@ class Interpreter {
     ScopePtr scope = child_of(parent);
     std::vector<bool> bound(macro.params.size(), false);
     std::vector<Value> extra_positional;
+    if (args.positional.size() > macro.params.size() && !macro.uses_varargs)
+      template_fail("macro '{}' takes not more than {} argument(s)", name, macro.params.size());
     for (size_t i = 0; i < args.positional.size(); ++i) {
       if (i < macro.params.size()) {
         scope->set(macro.params[i].name, args.positional[i]);
@@ -249,13 +256,14 @@ class Interpreter {
     }
     DictData extra_keywords;
     for (auto& [keyword, value] : args.keywords) {
-      if (keyword == "caller") {
+      if (keyword == "caller" && macro.uses_caller) {
         scope->set("caller", value);
         continue;
       }
       size_t index = 0;
       while (index < macro.params.size() && macro.params[index].name != keyword) ++index;
       if (index == macro.params.size()) {
+        if (!macro.uses_kwargs) template_fail("macro '{}' takes no keyword argument '{}'", name, keyword);
         extra_keywords.set(Value(keyword), value);
         continue;
       }
@@ -387,7 +395,7 @@ class Interpreter {
         DictData dict;
         for (size_t i = 0; i + 1 < expr.operands.size(); i += 2) {
           Value key = eval(*expr.operands[i], scope);
-          if (key.is_list() && !key.as_list().is_tuple) template_fail("unhashable type: 'list'");
+          if (key.is_list() && key.as_list().kind == SequenceKind::List) template_fail("unhashable type: 'list'");
           if (key.is_dict() || key.is_undefined()) template_fail("unhashable type: '{}'", type_name(key));
           dict.set(std::move(key), eval(*expr.operands[i + 1], scope));
         }

@@ -206,6 +206,8 @@ class Lexer {
 
   void lex_comment() {
     int open_line = line_;
+    // jinja2 quirk: a comment opener that ends the source is dropped, not reported.
+    if (pos_ == src_.size()) return;
     size_t close = src_.find("#}", pos_);
     if (close == std::string::npos) template_fail("line {}: missing end of comment tag", open_line);
     char sign = close > pos_ && (src_[close - 1] == '-' || src_[close - 1] == '+') ? src_[close - 1] : 0;

@@ -85,7 +85,7 @@ bool affix_matches(std::string_view text, const Value& affixes, bool at_start) {
     const std::string a = require_string_arg(at_start ? "startswith" : "endswith", affix);
     return text.size() >= a.size() && (at_start ? text.substr(0, a.size()) == a : text.substr(text.size() - a.size()) == a);
   };
-  if (affixes.is_list() && affixes.as_list().is_tuple) {
+  if (affixes.is_list() && affixes.as_list().is_tuple()) {
     for (const Value& affix : affixes.as_list().items)
       if (one(affix)) return true;
     return false;
@@ -305,13 +305,15 @@ Value call_container_method(const Value& self, const std::string& name, CallArgs
       return found ? *found : p.get(1);
     }
     Params p(name, args, {});
-    std::vector<Value> out;
+    ListData view;
+    view.kind = SequenceKind::View;
+    view.type_label = "dict_" + name;
     for (const auto& [key, value] : dict.entries) {
-      if (name == "items") out.push_back(Value::list({key, value}, true));
-      else if (name == "keys") out.push_back(key);
-      else if (name == "values") out.push_back(value);
+      if (name == "items") view.items.push_back(Value::list({key, value}, true));
+      else if (name == "keys") view.items.push_back(key);
+      else if (name == "values") view.items.push_back(value);
     }
-    if (name == "items" || name == "keys" || name == "values") return Value::list(std::move(out));
+    if (name == "items" || name == "keys" || name == "values") return Value::sequence(std::move(view));
     if (name == "copy") return self;
   } else {
     const auto& items = self.as_list().items;
@@ -352,14 +354,21 @@ Value get_attribute(const Value& object, const std::string& name) {
       if (kStrMethods.count(name)) return bound_method(object, name);
       break;
     case Value::Type::List:
-      if (kListMethods.count(name) && !object.as_list().is_tuple) return bound_method(object, name);
-      if ((name == "count" || name == "index") && object.as_list().is_tuple) return bound_method(object, name);
+      if (kListMethods.count(name) && object.as_list().kind == SequenceKind::List) return bound_method(object, name);
+      if ((name == "count" || name == "index") && object.as_list().is_subscriptable()) return bound_method(object, name);
       break;
     case Value::Type::Namespace: {
       const Value* found = object.as_namespace().attributes.find(std::string_view(name));
       if (found) return *found;
       break;
     }
+    case Value::Type::Bool:
+    case Value::Type::Int:
+    case Value::Type::Float:
+      // The number attributes Python has (methods such as bit_length() are not offered).
+      if (name == "real") return object.is_float() ? object : Value(object.as_int());
+      if (name == "imag") return object.is_float() ? Value(0.0) : Value(0);
+      break;
     default: break;
   }
   return missing_attribute(object, name);
@@ -368,11 +377,12 @@ Value get_attribute(const Value& object, const std::string& name) {
 Value get_item(const Value& object, const Value& key) {
   require_defined(object);
   if (object.is_dict()) {
-    if (!(key.is_list() && !key.as_list().is_tuple) && !key.is_dict()) {
+    if (!(key.is_list() && key.as_list().kind == SequenceKind::List) && !key.is_dict()) {
       const Value* found = object.as_dict().find(key);
       if (found) return *found;
     }
-  } else if ((object.is_list() || object.is_string()) && (key.is_int() || key.is_bool())) {
+  } else if (((object.is_list() && object.as_list().is_subscriptable()) || object.is_string()) &&
+             (key.is_int() || key.is_bool())) {
     int64_t index = key.as_int();
     if (object.is_list()) {
       const auto& items = object.as_list().items;
@@ -395,11 +405,15 @@ Value get_item(const Value& object, const Value& key) {
 }
 
 Value get_slice(const Value& object, const Value& start_value, const Value& stop_value, const Value& step_value) {
+  // jinja2 compiles slices to a plain Python subscript (no lenient getitem), so slicing
+  // anything but a sequence is an error, not undefined.
   require_defined(object);
+  if (object.is_dict()) template_fail("unhashable type: 'slice'");
+  if (!object.is_string() && !(object.is_list() && object.as_list().is_subscriptable()))
+    template_fail("'{}' object is not subscriptable", type_name(object));
   auto is_bound = [](const Value& v) { return v.is_none() || v.is_int() || v.is_bool(); };
-  if (!(object.is_list() || object.is_string()) || !is_bound(start_value) || !is_bound(stop_value) ||
-      !is_bound(step_value))
-    return Value::undefined(fmt::format("{} cannot be sliced", object_description(object)));
+  if (!is_bound(start_value) || !is_bound(stop_value) || !is_bound(step_value))
+    template_fail("slice indices must be integers or None or have an __index__ method");
   int64_t step = step_value.is_none() ? 1 : step_value.as_int();
   if (step == 0) template_fail("slice step cannot be zero");
   std::u32string cps;
@@ -433,7 +447,7 @@ Value get_slice(const Value& object, const Value& start_value, const Value& stop
   }
   std::vector<Value> items;
   for (size_t i : picks) items.push_back(object.as_list().items[i]);
-  return Value::list(std::move(items), object.as_list().is_tuple);
+  return Value::list(std::move(items), object.as_list().is_tuple());
 }
 
 Value get_attribute_path(const Value& object, std::string_view path) {
@@ -465,9 +479,12 @@ DictData make_globals() {
                               : (start > stop ? (start - stop - step - 1) / -step : 0);
     if (length > kMaxRangeLength)
       template_fail("Range too big. The sandbox blocks ranges larger than MAX_RANGE ({}).", kMaxRangeLength);
-    std::vector<Value> items;
-    for (int64_t i = 0; i < length; ++i) items.emplace_back(start + i * step);
-    return Value::list(std::move(items));
+    ListData range;
+    range.kind = SequenceKind::Range;
+    range.type_label = "range";
+    range.display = step == 1 ? fmt::format("range({}, {})", start, stop) : fmt::format("range({}, {}, {})", start, stop, step);
+    for (int64_t i = 0; i < length; ++i) range.items.emplace_back(start + i * step);
+    return Value::sequence(std::move(range));
   });
   auto keyword_dict = [](const char* function, CallArgs& args) {
     if (args.positional.size() > 1) template_fail("{} expected at most 1 positional argument", function);

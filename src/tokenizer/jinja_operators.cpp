@@ -101,7 +101,7 @@ Value repeat(const Value& sequence, int64_t times) {
     template_fail("list grows past {} items", kMaxListLength);
   std::vector<Value> items;
   for (int64_t i = 0; i < times; ++i) items.insert(items.end(), list.items.begin(), list.items.end());
-  return Value::list(std::move(items), list.is_tuple);
+  return Value::list(std::move(items), list.is_tuple());
 }
 
 }  // namespace
@@ -118,14 +118,14 @@ Value binary_operation(std::string_view op, const Value& left, const Value& righ
       check_string_size(left.as_string().size() + right.as_string().size());
       return Value(left.as_string() + right.as_string());
     }
-    if (left.is_list() && right.is_list() && left.as_list().is_tuple == right.as_list().is_tuple) {
+    if (left.is_list() && right.is_list() && left.as_list().is_plain() && left.as_list().kind == right.as_list().kind) {
       std::vector<Value> items = left.as_list().items;
       if (items.size() + right.as_list().items.size() > kMaxListLength) template_fail("list grows past {} items", kMaxListLength);
       items.insert(items.end(), right.as_list().items.begin(), right.as_list().items.end());
-      return Value::list(std::move(items), left.as_list().is_tuple);
+      return Value::list(std::move(items), left.as_list().is_tuple());
     }
     if (left.is_string()) template_fail("can only concatenate str (not \"{}\") to str", type_name(right));
-    if (left.is_list() && !left.as_list().is_tuple)
+    if (left.is_list() && left.as_list().kind == SequenceKind::List)
       template_fail("can only concatenate list (not \"{}\") to list", type_name(right));
     unsupported(op, left, right);
   }
@@ -137,8 +137,9 @@ Value binary_operation(std::string_view op, const Value& left, const Value& righ
   if (op == "*") {
     if (numbers && !any_float) return Value(checked_mul(left.as_int(), right.as_int()));
     if (numbers) return Value(left.as_float() * right.as_float());
-    if ((left.is_string() || left.is_list()) && (right.is_int() || right.is_bool())) return repeat(left, right.as_int());
-    if ((right.is_string() || right.is_list()) && (left.is_int() || left.is_bool())) return repeat(right, left.as_int());
+    auto repeatable = [](const Value& v) { return v.is_string() || (v.is_list() && v.as_list().is_plain()); };
+    if (repeatable(left) && (right.is_int() || right.is_bool())) return repeat(left, right.as_int());
+    if (repeatable(right) && (left.is_int() || left.is_bool())) return repeat(right, left.as_int());
     unsupported(op, left, right);
   }
   if (op == "/") {
@@ -192,10 +193,19 @@ bool contains(const Value& container, const Value& item) {
       if (!item.is_string())
         template_fail("'in <string>' requires string as left operand, not {}", type_name(item));
       return container.as_string().find(item.as_string()) != std::string::npos;
-    case Value::Type::List:
-      for (const Value& element : container.as_list().items)
+    case Value::Type::List: {
+      const ListData& list = container.as_list();
+      if (list.kind == SequenceKind::Iterator) {
+        // `in` advances a Python iterator up to and including the match.
+        if (!list.deferred_error.empty()) throw TemplateError(list.deferred_error);
+        while (list.consumed < list.items.size())
+          if (values_equal(list.items[list.consumed++], item)) return true;
+        return false;
+      }
+      for (const Value& element : list.items)
         if (values_equal(element, item)) return true;
       return false;
+    }
     case Value::Type::Dict: return container.as_dict().find(item) != nullptr;
     default: template_fail("argument of type '{}' is not iterable", type_name(container));
   }
@@ -214,7 +224,7 @@ bool compare_operation(std::string_view op, const Value& left, const Value& righ
 }
 
 std::string percent_format(const std::string& format, const Value& args) {
-  bool is_tuple = args.is_list() && args.as_list().is_tuple;
+  bool is_tuple = args.is_list() && args.as_list().is_tuple();
   std::vector<Value> positional = is_tuple ? args.as_list().items : std::vector<Value>{args};
   size_t next_arg = 0;
   bool used_mapping = false;

@@ -21,6 +21,9 @@ class Parser {
   size_t pos_ = 0;
   int depth_ = 0;
   int loop_depth_ = 0;  // break/continue are only valid inside a for body
+  // How often each of the names the interpreter special-cases has been read so far; a
+  // statement compares the counts before and after its body to see whether the body reads it.
+  int loop_reads_ = 0, varargs_reads_ = 0, kwargs_reads_ = 0, caller_reads_ = 0;
 
   // Counts nesting of recursive grammar rules so that deeply nested input fails cleanly
   // instead of exhausting the native stack.
@@ -209,7 +212,9 @@ class Parser {
     if (skip_name("if")) stmt->loop_filter = parse_expression(true);
     if (at_name("recursive")) fail_here("recursive for loops are not supported");
     ++loop_depth_;
+    int loop_reads_before = loop_reads_;
     stmt->body = parse_body({"endfor", "else"}, false);
+    stmt->uses_loop = loop_reads_ != loop_reads_before;
     --loop_depth_;
     if (next().text == "else") stmt->else_body = parse_body({"endfor"}, true);
     return stmt;
@@ -242,15 +247,24 @@ class Parser {
     expect_op(")");
   }
 
+  // Parses a macro or call-block body, noting which special names it reads.
+  void parse_callable_body(Stmt& stmt, std::string_view end_name) {
+    int saved_loop_depth = loop_depth_;
+    loop_depth_ = 0;
+    int varargs_before = varargs_reads_, kwargs_before = kwargs_reads_, caller_before = caller_reads_;
+    stmt.body = parse_body({end_name}, true);
+    stmt.uses_varargs = varargs_reads_ != varargs_before;
+    stmt.uses_kwargs = kwargs_reads_ != kwargs_before;
+    stmt.uses_caller = caller_reads_ != caller_before;
+    loop_depth_ = saved_loop_depth;
+  }
+
   StmtPtr parse_macro(StmtPtr stmt) {
     next();
     stmt->kind = StmtKind::Macro;
     stmt->name = expect_name();
     parse_signature(stmt->params);
-    int saved_loop_depth = loop_depth_;
-    loop_depth_ = 0;
-    stmt->body = parse_body({"endmacro"}, true);
-    loop_depth_ = saved_loop_depth;
+    parse_callable_body(*stmt, "endmacro");
     return stmt;
   }
 
@@ -260,10 +274,7 @@ class Parser {
     if (at_op("(")) parse_signature(stmt->params);
     stmt->expr = parse_expression(true);
     if (stmt->expr->kind != ExprKind::Call) fail_here("expected a call expression after 'call'");
-    int saved_loop_depth = loop_depth_;
-    loop_depth_ = 0;
-    stmt->body = parse_body({"endcall"}, true);
-    loop_depth_ = saved_loop_depth;
+    parse_callable_body(*stmt, "endcall");
     return stmt;
   }
 
@@ -486,6 +497,10 @@ class Parser {
       else if (name == "false" || name == "False") node->literal = Value(false);
       else if (name == "none" || name == "None") node->literal = Value::none();
       else {
+        loop_reads_ += name == "loop";
+        varargs_reads_ += name == "varargs";
+        kwargs_reads_ += name == "kwargs";
+        caller_reads_ += name == "caller";
         node->kind = ExprKind::Name;
         node->name = std::move(name);
       }

@@ -35,13 +35,16 @@ std::string repr_at(const Value& value, int depth) {
     case Value::Type::String: return python_string_repr(value.as_string());
     case Value::Type::List: {
       const ListData& list = value.as_list();
-      std::string out = list.is_tuple ? "(" : "[";
+      if (list.kind == SequenceKind::Iterator) return "<" + list.type_label + " object>";
+      if (list.kind == SequenceKind::Range) return list.display;
+      std::string out = list.is_tuple() ? "(" : "[";
       for (size_t i = 0; i < list.items.size(); ++i) {
         if (i) out += ", ";
         out += repr_at(list.items[i], depth + 1);
       }
-      if (list.is_tuple && list.items.size() == 1) out += ",";
-      return out + (list.is_tuple ? ")" : "]");
+      if (list.is_tuple() && list.items.size() == 1) out += ",";
+      out += list.is_tuple() ? ")" : "]";
+      return list.kind == SequenceKind::View ? list.type_label + "(" + out + ")" : out;
     }
     case Value::Type::Dict: return dict_repr(value.as_dict(), depth);
     case Value::Type::Namespace: return "<Namespace " + dict_repr(value.as_namespace().attributes, depth) + ">";
@@ -63,7 +66,8 @@ bool equal_at(const Value& a, const Value& b, int depth) {
     case Value::Type::List: {
       const ListData& x = a.as_list();
       const ListData& y = b.as_list();
-      if (x.is_tuple != y.is_tuple || x.items.size() != y.items.size()) return false;
+      if (x.kind != y.kind || !(x.is_subscriptable())) return &x == &y;  // iterators and views: identity
+      if (x.items.size() != y.items.size()) return false;
       for (size_t i = 0; i < x.items.size(); ++i)
         if (!equal_at(x.items[i], y.items[i], depth + 1)) return false;
       return true;
@@ -99,7 +103,7 @@ int compare_at(const Value& a, const Value& b, std::string_view op, int depth) {
     int c = a.as_string().compare(b.as_string());
     return c < 0 ? -1 : (c > 0 ? 1 : 0);
   }
-  if (a.is_list() && b.is_list() && a.as_list().is_tuple == b.as_list().is_tuple) {
+  if (a.is_list() && b.is_list() && a.as_list().kind == b.as_list().kind && a.as_list().is_plain()) {
     const auto& x = a.as_list().items;
     const auto& y = b.as_list().items;
     for (size_t i = 0; i < x.size() && i < y.size(); ++i)
@@ -170,6 +174,7 @@ void json_at(std::string& out, const Value& value, const JsonStyle& style, int l
     }
     case Value::Type::String: append_json_string(out, value.as_string(), style.ensure_ascii); return;
     case Value::Type::List: {
+      if (!value.as_list().is_plain()) template_fail("Object of type {} is not JSON serializable", type_name(value));
       const auto& items = value.as_list().items;
       if (items.empty()) {
         out += "[]";
@@ -252,9 +257,25 @@ Value Value::none() {
 }
 
 Value Value::list(std::vector<Value> items, bool is_tuple) {
+  ListData data;
+  data.items = std::move(items);
+  data.kind = is_tuple ? SequenceKind::Tuple : SequenceKind::List;
+  return sequence(std::move(data));
+}
+
+Value Value::sequence(ListData data) {
   Value v;
-  v.data_ = std::make_shared<const ListData>(ListData{std::move(items), is_tuple});
+  v.data_ = std::make_shared<const ListData>(std::move(data));
   return v;
+}
+
+Value Value::iterator(std::vector<Value> items, std::string type_label, std::string deferred_error) {
+  ListData data;
+  data.items = std::move(items);
+  data.kind = SequenceKind::Iterator;
+  data.type_label = std::move(type_label);
+  data.deferred_error = std::move(deferred_error);
+  return sequence(std::move(data));
 }
 
 Value Value::dict(DictData dict) {
@@ -310,7 +331,10 @@ std::string type_name(const Value& value) {
     case Value::Type::Int: return "int";
     case Value::Type::Float: return "float";
     case Value::Type::String: return "str";
-    case Value::Type::List: return value.as_list().is_tuple ? "tuple" : "list";
+    case Value::Type::List: {
+      const ListData& list = value.as_list();
+      return list.kind == SequenceKind::List ? "list" : list.kind == SequenceKind::Tuple ? "tuple" : list.type_label;
+    }
     case Value::Type::Dict: return "dict";
     case Value::Type::Namespace: return "Namespace";
     case Value::Type::Callable: return value.as_callable().is_macro ? "Macro" : "builtin_function_or_method";
@@ -331,7 +355,8 @@ bool truthy(const Value& value) {
     case Value::Type::Int: return value.as_int() != 0;
     case Value::Type::Float: return value.as_float() != 0.0;
     case Value::Type::String: return !value.as_string().empty();
-    case Value::Type::List: return !value.as_list().items.empty();
+    case Value::Type::List:
+      return value.as_list().kind == SequenceKind::Iterator || !value.as_list().items.empty();
     case Value::Type::Dict: return !value.as_dict().entries.empty();
     default: return true;
   }
@@ -363,16 +388,39 @@ int64_t length_of(const Value& value) {
   switch (value.type()) {
     case Value::Type::Undefined: return 0;
     case Value::Type::String: return static_cast<int64_t>(count_code_points(value.as_string()));
-    case Value::Type::List: return static_cast<int64_t>(value.as_list().items.size());
+    case Value::Type::List:
+      if (value.as_list().kind == SequenceKind::Iterator)
+        template_fail("object of type '{}' has no len()", type_name(value));
+      return static_cast<int64_t>(value.as_list().items.size());
     case Value::Type::Dict: return static_cast<int64_t>(value.as_dict().entries.size());
     default: template_fail("object of type '{}' has no len()", type_name(value));
   }
 }
 
+std::optional<Value> first_item(const Value& value) {
+  if (value.is_list() && value.as_list().kind == SequenceKind::Iterator) {
+    const ListData& iterator = value.as_list();
+    if (!iterator.deferred_error.empty()) throw TemplateError(iterator.deferred_error);
+    if (iterator.consumed >= iterator.items.size()) return std::nullopt;
+    return iterator.items[iterator.consumed++];
+  }
+  std::vector<Value> items = iterate(value);
+  if (items.empty()) return std::nullopt;
+  return items.front();
+}
+
 std::vector<Value> iterate(const Value& value) {
   switch (value.type()) {
     case Value::Type::Undefined: return {};
-    case Value::Type::List: return value.as_list().items;
+    case Value::Type::List: {
+      const ListData& list = value.as_list();
+      if (list.kind != SequenceKind::Iterator) return list.items;
+      if (!list.deferred_error.empty()) throw TemplateError(list.deferred_error);
+      std::vector<Value> rest(list.items.begin() + static_cast<long>(std::min(list.consumed, list.items.size())),
+                              list.items.end());
+      list.consumed = list.items.size();
+      return rest;
+    }
     case Value::Type::Dict: {
       std::vector<Value> keys;
       for (const auto& entry : value.as_dict().entries) keys.push_back(entry.first);

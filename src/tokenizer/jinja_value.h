@@ -44,9 +44,27 @@ template <typename... Args>
 
 class Value;
 
+// The sequence-like Python objects templates meet. Literals build lists and tuples (tuples
+// print as (a, b) and never equal lists); the other kinds come from filters and methods and
+// keep their Python behaviour, which templates can observe:
+//   Iterator  generators of select/reject/map/unique/items and reverse iterators: always
+//             true, no len(), not subscriptable, single pass, and errors surface only when
+//             consumed (jinja2's filters are lazy);
+//   View      dict.items()/keys()/values(): sized and re-iterable, not subscriptable;
+//   Range     range(): a sized, subscriptable sequence that prints as range(a, b).
+enum class SequenceKind { List, Tuple, Iterator, View, Range };
+
 struct ListData {
   std::vector<Value> items;
-  bool is_tuple = false;  // tuples print as (a, b) and never equal lists, as in Python
+  SequenceKind kind = SequenceKind::List;
+  std::string type_label;         // Python type name for Iterator/View/Range ("generator", "dict_items")
+  std::string display;            // repr of a Range ("range(0, 3)")
+  std::string deferred_error;     // Iterator: what the lazy filter raises once it is consumed
+  mutable size_t consumed = 0;    // Iterator: items already taken
+
+  bool is_tuple() const { return kind == SequenceKind::Tuple; }
+  bool is_plain() const { return kind == SequenceKind::List || kind == SequenceKind::Tuple; }
+  bool is_subscriptable() const { return is_plain() || kind == SequenceKind::Range; }
 };
 
 // Insertion-ordered like a Python dict; linear lookup is fine for chat-sized dicts.
@@ -88,6 +106,10 @@ class Value {
   static Value undefined(std::string hint);
   static Value none();
   static Value list(std::vector<Value> items, bool is_tuple = false);
+  static Value sequence(ListData data);
+  // A lazy filter's result: the items, or the error that consuming it raises.
+  static Value iterator(std::vector<Value> items, std::string type_label = "generator",
+                        std::string deferred_error = "");
   static Value dict(DictData dict);
   static Value make_namespace(DictData attributes);
   static Value callable(std::string name, std::function<Value(CallArgs&)> invoke, bool is_macro = false);
@@ -141,8 +163,11 @@ bool values_equal(const Value& a, const Value& b);
 int compare_values(const Value& a, const Value& b, std::string_view op = "<");
 int64_t length_of(const Value& value);
 // The items a for loop (or list()) sees: list items, dict keys, string characters; undefined
-// iterates as empty; anything else is an error.
+// iterates as empty; an iterator yields what is left of it (and is then exhausted); anything
+// else is an error.
 std::vector<Value> iterate(const Value& value);
+// next(iter(value)): the first item, consuming only that one from an iterator; nullopt if empty.
+std::optional<Value> first_item(const Value& value);
 
 Value from_json(const nlohmann::ordered_json& json);
 
