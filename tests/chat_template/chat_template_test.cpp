@@ -180,9 +180,9 @@ TEST(ChatTemplate, RunawayRecursionFailsCleanly) {
 }
 
 TEST(ChatTemplate, DeeplyNestedContextFailsCleanly) {
-  ordered_json value = "leaf";
-  for (int i = 0; i < 5000; ++i) value = ordered_json::array({value});
-  ordered_json context = {{"messages", ordered_json::array()}, {"deep", value}};
+  const int depth = 100000;
+  ordered_json context = ordered_json::parse(R"({"messages": [], "deep": )" + std::string(depth, '[') +
+                                             std::string(depth, ']') + "}");
   EXPECT_NE(render_error("{{ deep }}", context).find("nested"), std::string::npos);
 }
 
