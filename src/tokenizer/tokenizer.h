@@ -30,7 +30,8 @@ class Tokenizer {
   Tokenizer& operator=(Tokenizer&&) noexcept;
 
   // Text -> ids. With parse_special, added/special tokens written literally in the text
-  // ("<|im_start|>") become their ids. Never adds BOS: see add_bos().
+  // ("<|im_start|>") become their ids. Never adds BOS: see add_bos(). Ill-formed UTF-8 never
+  // throws: its bytes are encoded as byte tokens like any other (docs/tokenizer.md).
   std::vector<int32_t> encode(std::string_view text, bool parse_special = true) const;
   // Ids -> text (byte-level decoding; may contain broken UTF-8 if ids end mid-character).
   std::string decode(std::span<const int32_t> ids, bool skip_special = false) const;
