@@ -12,6 +12,7 @@ namespace {
 
 __global__ void swiglu_kernel(const float* gate, int gate_stride, const float* up, int up_stride, float* h, int rows,
                               int cols) {
+  allow_next_kernel_to_start();
   const int64_t total = static_cast<int64_t>(rows) * cols;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {

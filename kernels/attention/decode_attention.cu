@@ -63,13 +63,6 @@ SplitPlan plan_splits(const AttentionParams& params, const PagedKvCache& cache, 
   return plan;
 }
 
-__device__ __forceinline__ const __nv_bfloat16* key_row(const __nv_bfloat16* pages, const PagedKvCache& cache,
-                                                        int sequence, int position, int kv_head) {
-  const int page = cache.block_table[static_cast<int64_t>(sequence) * cache.max_pages_per_seq + position / cache.page_size];
-  const int64_t slot = static_cast<int64_t>(page) * cache.page_size + position % cache.page_size;
-  return pages + (slot * cache.n_kv_heads + kv_head) * cache.head_dim;
-}
-
 template <int D>
 __global__ void __launch_bounds__(32 * kMaxWarps) decode_attention_kernel(AttentionKernelArgs args) {
   constexpr int kRowPad = D + 8;  // +16 bytes per shared row: conflict-free ldmatrix
@@ -77,6 +70,7 @@ __global__ void __launch_bounds__(32 * kMaxWarps) decode_attention_kernel(Attent
   constexpr int kChunksPerRow = D / 8;  // 16-byte pieces per key row
   extern __shared__ __align__(16) __nv_bfloat16 tiles[];  // [stage][K, V][kKeyTile][kRowPad]
 
+  allow_next_kernel_to_start();
   const AttentionParams& prm = args.params;
   const AttentionBatch& batch = args.batch;
   const int split = blockIdx.x / args.row_blocks, row_block = blockIdx.x % args.row_blocks;
@@ -116,27 +110,33 @@ __global__ void __launch_bounds__(32 * kMaxWarps) decode_attention_kernel(Attent
     }
   }
 
+  const bool warp_has_rows = row_block * kRowsPerBlock + warp * 16 < rows;
   float o[D / 8][4];
 #pragma unroll
   for (int n = 0; n < D / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
   float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
 
+  // Each thread copies a fixed 16-byte column (chunk) of every key row it visits, K and V together, so one
+  // block-table lookup serves both; the lookups of a tile are independent loads the compiler can batch.
   auto load_tile = [&](int tile, int stage) {
     const int tile_start = key_begin + tile * kKeyTile;
     __nv_bfloat16* k_dst = tiles + (2 * stage) * kTileElems;
     __nv_bfloat16* v_dst = k_dst + kTileElems;
-    for (int idx = threadIdx.x; idx < 2 * kKeyTile * kChunksPerRow; idx += blockDim.x) {
-      const bool is_value = idx >= kKeyTile * kChunksPerRow;
-      const int rem = is_value ? idx - kKeyTile * kChunksPerRow : idx;
-      const int key_local = rem / kChunksPerRow, chunk = rem % kChunksPerRow;
+    const int chunk = threadIdx.x % kChunksPerRow, rows_per_pass = blockDim.x / kChunksPerRow;
+    for (int key_local = threadIdx.x / kChunksPerRow; key_local < kKeyTile; key_local += rows_per_pass) {
       const int key = tile_start + key_local;
-      __nv_bfloat16* dst = (is_value ? v_dst : k_dst) + key_local * kRowPad + chunk * 8;
+      const int offset = key_local * kRowPad + chunk * 8;
       if (key < key_end) {
-        cp_async_16B(dst, key_row(is_value ? args.cache.v_pages : args.cache.k_pages, args.cache, sequence, key,
-                                  kv_head) + chunk * 8);
+        const int page = args.cache.block_table[static_cast<int64_t>(sequence) * args.cache.max_pages_per_seq +
+                                                key / args.cache.page_size];
+        const int64_t element = ((static_cast<int64_t>(page) * args.cache.page_size + key % args.cache.page_size) *
+                                     args.cache.n_kv_heads + kv_head) * D + chunk * 8;
+        cp_async_16B(k_dst + offset, args.cache.k_pages + element);
+        cp_async_16B(v_dst + offset, args.cache.v_pages + element);
       } else {
         // Zeros, not stale data: P = 0 times a NaN left in shared memory would still be NaN.
-        *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
+        *reinterpret_cast<uint4*>(k_dst + offset) = make_uint4(0, 0, 0, 0);
+        *reinterpret_cast<uint4*>(v_dst + offset) = make_uint4(0, 0, 0, 0);
       }
     }
     cp_async_commit();
@@ -151,6 +151,10 @@ __global__ void __launch_bounds__(32 * kMaxWarps) decode_attention_kernel(Attent
       cp_async_wait<0>();
     }
     __syncthreads();
+    if (!warp_has_rows) {  // loader-only warp (blocks keep >= 4 warps so that tiles load quickly)
+      __syncthreads();
+      continue;
+    }
     const __nv_bfloat16* k_tile = tiles + (2 * (tile & 1)) * kTileElems;
     const __nv_bfloat16* v_tile = k_tile + kTileElems;
     const int tile_start = key_begin + tile * kKeyTile;
@@ -262,6 +266,7 @@ __global__ void __launch_bounds__(32 * kMaxWarps) decode_attention_kernel(Attent
 // Merges the splits of one (token, head) row per warp.
 template <int D>
 __global__ void attention_combine_kernel(AttentionKernelArgs args) {
+  allow_next_kernel_to_start();
   const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x & 31;
   const int n_tokens = args.batch.n_tokens, n_heads = args.params.n_heads;
   if (row >= n_tokens * n_heads) return;
@@ -296,10 +301,15 @@ void launch_attention(const AttentionKernelArgs& args, cudaStream_t stream) {
   static const bool configured = [] {
     TACHYON_CUDA_CHECK(cudaFuncSetAttribute(decode_attention_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             kSharedBytes));
+    // Keep the L1/shared split fixed at "max shared" for the big-shared-memory kernels (gemv too), so that
+    // alternating with them does not reconfigure the SMs between kernels.
+    TACHYON_CUDA_CHECK(cudaFuncSetAttribute(decode_attention_kernel<D>, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                            cudaSharedmemCarveoutMaxShared));
     return true;
   }();
   (void)configured;
-  const int warps = std::min(kMaxWarps, (args.batch.max_query_tokens * args.group + 15) / 16);
+  // At least 4 warps: with one warp (a single decode token, GQA group <= 16) the tile loads issue too slowly.
+  const int warps = std::clamp((args.batch.max_query_tokens * args.group + 15) / 16, 4, kMaxWarps);
   const dim3 grid(args.n_splits * args.row_blocks, args.cache.n_kv_heads, args.batch.n_sequences);
   decode_attention_kernel<D><<<grid, 32 * warps, kSharedBytes, stream>>>(args);
   TACHYON_CUDA_CHECK_LAUNCH("decode_attention_kernel");

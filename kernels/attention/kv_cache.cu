@@ -28,6 +28,7 @@ __device__ __forceinline__ __nv_bfloat16* cache_row(__nv_bfloat16* pages, const 
 
 __global__ void qk_norm_rope_kv_append_kernel(AttentionPrologue pro, PagedKvCache cache, AttentionBatch batch) {
   __shared__ float heads[kWarpsPerBlock][256];
+  allow_next_kernel_to_start();
   const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
   const int slots = pro.n_heads + 2 * cache.n_kv_heads;
   const int job = blockIdx.x * kWarpsPerBlock + warp;

@@ -1,5 +1,6 @@
 // tachyon_kernel_bench: achieved bandwidth of the decode kernels against the measured streaming-read ceiling,
 // with cuBLASLt as the gemv baseline. Usage: tachyon_kernel_bench [all|bandwidth|gemv|gemv-sweep|attention|moe|misc]
+// (gemv-sweep: every k_split of the dense and expert gemvs, to tune the launch heuristic)
 // Every number is the median over graph replays of many launches (launch gaps shrink to graph-node cost); inputs
 // rotate over copies larger than L2 so that the weights really come from HBM. Prints one markdown row per case:
 //   | kernel | shape | tokens | variant | us | GB/s | % of stream read |
@@ -190,7 +191,7 @@ void bench_attention() {
   }
 }
 
-void bench_moe() {
+void bench_moe(bool sweep) {
   // One Qwen3-30B-A3B MoE layer: router gemv, top-8 of 128, grouping, expert gate/up and down, combine.
   const int hidden = 2048, width = 768, n_experts = 128, top_k = 8, layers = 2;
   const size_t expert_elems = static_cast<size_t>(width) * hidden;
@@ -240,6 +241,29 @@ void bench_moe() {
     }, 20);
     row("expert gate_up + down", "qwen3 " + std::to_string(active) + " experts", n, "tachyon", us_experts,
         3.0 * active * expert_elems * 2);
+    if (!sweep) continue;
+    for (int k_split : {0, 1, 2, 4}) {
+      const std::string variant = k_split == 0 ? "tachyon" : "k_split=" + std::to_string(k_split);
+      row("expert_gated_gemv_bf16", "768x2048 x " + std::to_string(active) + " experts", n, variant,
+          time_us([&](int i, cudaStream_t s) {
+            const size_t l = i % layers;
+            kernels::expert_gated_gemv_bf16(bf(gate, l * expert_elems * n_experts), bf(up, l * expert_elems * n_experts),
+                                            static_cast<int64_t>(expert_elems), routing, x.data(), h.data(), width,
+                                            hidden, s, kernels::GemvTuning{k_split});
+          }, 20), 2.0 * active * expert_elems * 2);
+      row("expert_gemv_bf16", "2048x768 x " + std::to_string(active) + " experts", n, variant,
+          time_us([&](int i, cudaStream_t s) {
+            const size_t l = i % layers;
+            kernels::expert_gemv_bf16(bf(down, l * expert_elems * n_experts), static_cast<int64_t>(expert_elems),
+                                      routing, h.data(), y.data(), hidden, width, s, kernels::GemvTuning{k_split});
+          }, 20), 1.0 * active * expert_elems * 2);
+    }
+    for (int k_split : {0, 1, 2, 4})
+      row("gemv_bf16 (router)", "128x2048", n, k_split == 0 ? "tachyon" : "k_split=" + std::to_string(k_split),
+          time_us([&](int i, cudaStream_t s) {
+            kernels::gemv_bf16(bf(router, (i % layers) * n_experts * hidden), nullptr, x.data(), logits.data(), n,
+                               n_experts, hidden, s, kernels::GemvTuning{k_split});
+          }, 20), 2.0 * n_experts * hidden);
   }
 }
 
@@ -285,7 +309,8 @@ int main(int argc, char** argv) {
     if (what == "all" || what == "gemv") bench_gemv(false);
     if (what == "gemv-sweep") bench_gemv(true);
     if (what == "all" || what == "attention") bench_attention();
-    if (what == "all" || what == "moe") bench_moe();
+    if (what == "all" || what == "moe") bench_moe(false);
+    if (what == "gemv-sweep") bench_moe(true);
     if (what == "all" || what == "misc") bench_misc();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "tachyon_kernel_bench: %s\n", e.what());

@@ -83,9 +83,12 @@ namespace tachyon::kernels {
 
 // Asynchronous 16-byte global -> shared copy that skips L1 (data read once). Completion is tracked per
 // thread in commit groups: cp_async_wait<N>() returns once at most N of this thread's groups are pending.
+// No "memory" clobber here on purpose: it would stop the compiler from hoisting the address loads of later
+// copies (e.g. block-table lookups) above earlier copies, serializing their latencies. Ordering against
+// ordinary accesses of the destination comes from cp_async_wait (which clobbers memory) and barriers.
 __device__ __forceinline__ void cp_async_16B(void* shared_dst, const void* global_src) {
   const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(shared_dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(global_src) : "memory");
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(global_src));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 template <int N>
@@ -112,5 +115,16 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* 
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(address));
 }
+
+}  // namespace tachyon::kernels
+
+namespace tachyon::kernels {
+
+// Programmatic dependent launch (sm_90). A kernel launched with launch_programmatic() may start while the
+// previous kernel in the stream is still running: it must call wait_for_previous_kernel() before touching
+// anything that kernel writes (or reads). Kernels call allow_next_kernel_to_start() early to let such a
+// dependent be scheduled; that is always safe, since the dependent still waits for full completion.
+__device__ __forceinline__ void wait_for_previous_kernel() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
+__device__ __forceinline__ void allow_next_kernel_to_start() { asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory"); }
 
 }  // namespace tachyon::kernels

@@ -14,6 +14,7 @@ namespace {
 
 __global__ void embedding_gather_kernel(const __nv_bfloat16* table, const int* token_ids, float* x, int vocab,
                                         int dim, float scale) {
+  allow_next_kernel_to_start();
   const int token = blockIdx.x;
   const int id = token_ids[token];
   float* out = x + static_cast<int64_t>(token) * dim;

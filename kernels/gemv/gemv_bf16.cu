@@ -68,10 +68,12 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(GemvParams 
   const int row_group = warp / K_SPLIT, k_part = warp % K_SPLIT;
   const int row_base = (blockIdx.x * kRowGroupsPerBlock + row_group) * kRowsPerWarp;
 
+  allow_next_kernel_to_start();
   int n_cols = p.n_tokens, entry_base = 0;
   const __nv_bfloat16* weight = p.weight;
   const __nv_bfloat16* up_weight = p.up_weight;
   if (p.group_count) {
+    wait_for_previous_kernel();  // the routing tables come from the previous kernel
     const int slot = blockIdx.y;
     if (slot >= *p.group_count) return;  // block-uniform: no barrier is skipped by part of a block
     entry_base = p.group_offsets[slot];
@@ -148,6 +150,8 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(GemvParams 
 
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) issue_step(s);
+  // Weights never depend on the previous kernel: their first steps are already in flight while it finishes.
+  if (!p.group_count) wait_for_previous_kernel();
 
   for (int step = 0; step < n_steps; ++step) {
     const int chunk0 = chunk_first + step * kChunksPerStep;
@@ -250,11 +254,25 @@ void launch_instance(dim3 grid, const GemvParams& p, cudaStream_t stream) {
   static const bool configured = [] {
     TACHYON_CUDA_CHECK(cudaFuncSetAttribute(gemv_bf16_kernel<N_TILES, GATED, K_SPLIT>,
                                             cudaFuncAttributeMaxDynamicSharedMemorySize, kRingBytes));
+    TACHYON_CUDA_CHECK(cudaFuncSetAttribute(gemv_bf16_kernel<N_TILES, GATED, K_SPLIT>,
+                                            cudaFuncAttributePreferredSharedMemoryCarveout,
+                                            cudaSharedmemCarveoutMaxShared));
     return true;
   }();
   (void)configured;
-  gemv_bf16_kernel<N_TILES, GATED, K_SPLIT><<<grid, kThreadsPerBlock, kRingBytes, stream>>>(p);
-  TACHYON_CUDA_CHECK_LAUNCH("gemv_bf16_kernel");
+  // Programmatic dependent launch: the kernel may start before the previous one ends (it waits for it
+  // before reading x), so launch latency and the weight pipeline's ramp-up overlap the previous kernel.
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = dim3(kThreadsPerBlock);
+  config.dynamicSmemBytes = kRingBytes;
+  config.stream = stream;
+  cudaLaunchAttribute attribute{};
+  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute.val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = &attribute;
+  config.numAttrs = 1;
+  TACHYON_CUDA_CHECK(cudaLaunchKernelEx(&config, gemv_bf16_kernel<N_TILES, GATED, K_SPLIT>, p));
 }
 
 template <int N_TILES, bool GATED>

@@ -184,6 +184,7 @@ moe_group_by_expert_kernel(const int* topk_ids, int n_assignments, int n_experts
 
 __global__ void moe_combine_kernel(const float* expert_out, const float* topk_weights, const int* assignment_entry,
                                    int top_k, int hidden, float* out, bool accumulate) {
+  allow_next_kernel_to_start();
   const int token = blockIdx.x;
   float* out_row = out + static_cast<int64_t>(token) * hidden;
   for (int i = threadIdx.x; i < hidden; i += blockDim.x) {

@@ -18,6 +18,7 @@ constexpr int kNormThreads = 256;
 __global__ void __launch_bounds__(kNormThreads)
 add_rms_norm_kernel(float* residual, const float* delta, const float* weight, float* y, int dim, float eps) {
   __shared__ float scratch[kNormThreads / 32];
+  allow_next_kernel_to_start();
   float* row = residual + static_cast<int64_t>(blockIdx.x) * dim;
   const float* delta_row = delta ? delta + static_cast<int64_t>(blockIdx.x) * dim : nullptr;
   float* out = y + static_cast<int64_t>(blockIdx.x) * dim;

@@ -9,9 +9,14 @@
 //   4. Gumbel-max over the kept tokens: argmax z_i + g_i, g_i = -log(-log(u_i)), u_i from Philox4x32-10:
 //      an exact draw from the renormalized distribution, in one pass, without a sort.
 // Pure temperature sampling (no top_k, top_p = 1) is step 4 alone.
+// Fast path, taken whenever it provably holds the answer (top_k <= 512, or top_p alone with the mass at the
+// top): candidates >= the k-th largest of the per-thread maxima, at most 2048, sorted in shared memory; top_k,
+// top_p and Gumbel-max then run on those. The radix path above is the fallback (flat distributions).
 // Each pass reads the row from L2 (608 KB for a 151,936 vocab): ~7-9 passes, one SM per row. Measured:
 // docs/gpu-kernels.md. argmax_rows: one pass, one block per row.
 #include "sampling/sampling.h"
+
+#include <climits>
 
 #include <cooperative_groups.h>
 #include <cooperative_groups/reduce.h>
@@ -84,7 +89,35 @@ __device__ ArgMax block_argmax(ArgMax v, ArgMax* scratch) {
 
 __device__ ArgMax row_argmax(const float* row, int vocab, ArgMax* scratch) {
   ArgMax best{-INFINITY, vocab};
-  for (int i = threadIdx.x; i < vocab; i += kThreads) best = better(best, ArgMax{row[i], i});
+  int start = 0;
+  if (reinterpret_cast<uintptr_t>(row) % 16 == 0) {
+    // 16-byte loads, 4 in flight per thread: one SM has to pull the whole row.
+    const int n_vectors = vocab / 4;
+    const float4* vectors = reinterpret_cast<const float4*>(row);
+    int v = threadIdx.x;
+    for (; v + 3 * kThreads < n_vectors; v += 4 * kThreads) {
+      float4 q[4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) q[u] = __ldg(vectors + v + u * kThreads);
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const int i = 4 * (v + u * kThreads);
+        best = better(best, ArgMax{q[u].x, i});
+        best = better(best, ArgMax{q[u].y, i + 1});
+        best = better(best, ArgMax{q[u].z, i + 2});
+        best = better(best, ArgMax{q[u].w, i + 3});
+      }
+    }
+    for (; v < n_vectors; v += kThreads) {
+      const float4 q = __ldg(vectors + v);
+      best = better(best, ArgMax{q.x, 4 * v});
+      best = better(best, ArgMax{q.y, 4 * v + 1});
+      best = better(best, ArgMax{q.z, 4 * v + 2});
+      best = better(best, ArgMax{q.w, 4 * v + 3});
+    }
+    start = 4 * n_vectors;
+  }
+  for (int i = start + threadIdx.x; i < vocab; i += kThreads) best = better(best, ArgMax{row[i], i});
   return block_argmax(best, scratch);
 }
 
@@ -137,6 +170,28 @@ __device__ uint32_t radix_select_from_top(const float* row, int vocab, uint32_t 
   return prefix;
 }
 
+// Sorts n (a power of two) (value, id) pairs in shared memory, best first: larger value, then lower id.
+__device__ void bitonic_sort_best_first(float* value, int* id, int n) {
+  for (int size = 2; size <= n; size <<= 1) {
+    for (int stride = size / 2; stride > 0; stride >>= 1) {
+      for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        const int j = i ^ stride;
+        if (j <= i) continue;
+        const bool i_better = value[i] > value[j] || (value[i] == value[j] && id[i] < id[j]);
+        if (((i & size) == 0) != i_better) {
+          const float tv = value[i];
+          value[i] = value[j], value[j] = tv;
+          const int ti = id[i];
+          id[i] = id[j], id[j] = ti;
+        }
+      }
+      __syncthreads();
+    }
+  }
+}
+
+constexpr int kCandidateCapacity = 2048;
+
 __global__ void __launch_bounds__(kThreads)
 sample_rows_kernel(const float* logits, int vocab, SamplingParams params, const uint64_t* rng_offset, int* token_out) {
   __shared__ ArgMax scratch[kThreads / 32];
@@ -149,6 +204,98 @@ sample_rows_kernel(const float* logits, int vocab, SamplingParams params, const 
     return;
   }
   const float max_logit = best.value, inv_temperature = 1.0f / params.temperature;
+  const uint64_t rng_counter = rng_offset ? *rng_offset : 0;
+  const bool restricted = (params.top_k > 0 && params.top_k < vocab) || params.top_p < 1.0f;
+
+  // Fast path: a small candidate set that provably holds every token top_k / top_p can keep, sorted in
+  // shared memory. The threshold is the k-th largest of the 512 per-thread maxima (k = top_k, or 512 for
+  // top_p alone): at least k tokens reach it, so all of the top k do.
+  __shared__ float candidate_value[kCandidateCapacity];
+  __shared__ int candidate_id[kCandidateCapacity];
+  __shared__ int candidate_count, keep_count;
+  __shared__ float block_floats[kThreads / 32];
+  if (restricted && params.top_k <= kThreads) {
+    float local_max = -INFINITY;
+    for (int i = threadIdx.x; i < vocab; i += kThreads) local_max = fmaxf(local_max, row[i]);
+    candidate_value[threadIdx.x] = local_max;
+    candidate_id[threadIdx.x] = threadIdx.x;
+    __syncthreads();
+    bitonic_sort_best_first(candidate_value, candidate_id, kThreads);
+    const int k_threshold = params.top_k > 0 ? params.top_k : kThreads;
+    const float threshold = candidate_value[k_threshold - 1];
+    __syncthreads();
+    float count = 0, mass_above = 0, mass_total = 0;
+    for (int i = threadIdx.x; i < vocab; i += kThreads) {
+      const float w = expf((row[i] - max_logit) * inv_temperature);
+      mass_total += w;
+      if (row[i] >= threshold) count += 1.0f, mass_above += w;
+    }
+    count = block_sum(count, block_floats);
+    mass_above = block_sum(mass_above, block_floats);
+    mass_total = block_sum(mass_total, block_floats);
+    const bool fits = count <= kCandidateCapacity &&
+                      (params.top_k > 0 || mass_above >= params.top_p * mass_total);
+    if (fits) {
+      if (threadIdx.x == 0) candidate_count = 0;
+      for (int i = threadIdx.x; i < kCandidateCapacity; i += kThreads) candidate_value[i] = -INFINITY, candidate_id[i] = INT_MAX;
+      __syncthreads();
+      for (int i = threadIdx.x; i < vocab; i += kThreads) {
+        if (row[i] >= threshold) {
+          const int slot = atomicAdd(&candidate_count, 1);  // arrival order varies; the sort below fixes it
+          candidate_value[slot] = row[i];
+          candidate_id[slot] = i;
+        }
+      }
+      __syncthreads();
+      bitonic_sort_best_first(candidate_value, candidate_id, kCandidateCapacity);
+      if (threadIdx.x < 32) {
+        const int n = candidate_count, lane = threadIdx.x;
+        int keep = params.top_k > 0 ? min(params.top_k, n) : n;
+        while (keep < n && candidate_value[keep] == candidate_value[keep - 1]) ++keep;  // ties with the k-th stay
+        if (params.top_p < 1.0f) {
+          // Cut where the running mass from the top reaches top_p of the kept mass (of the whole row when
+          // there is no top_k): one warp, each lane a contiguous run, an exclusive scan of the runs.
+          const int per_lane = (keep + 31) / 32, first = lane * per_lane, last = min(keep, first + per_lane);
+          float run = 0;
+          for (int i = first; i < last; ++i) run += expf((candidate_value[i] - max_logit) * inv_temperature);
+          float before = run;
+          for (int offset = 1; offset < 32; offset <<= 1) {
+            const float up = __shfl_up_sync(0xffffffffu, before, offset);
+            if (lane >= offset) before += up;
+          }
+          const float kept_mass = __shfl_sync(0xffffffffu, before, 31);
+          before -= run;
+          const float target = params.top_p * (params.top_k > 0 ? kept_mass : mass_total);
+          int cut = keep;  // first index whose running mass reaches the target, + 1
+          float cumulative = before;
+          for (int i = first; i < last; ++i) {
+            cumulative += expf((candidate_value[i] - max_logit) * inv_temperature);
+            if (cumulative >= target) {
+              cut = i + 1;
+              break;
+            }
+          }
+#pragma unroll
+          for (int offset = 16; offset > 0; offset >>= 1) cut = min(cut, __shfl_xor_sync(0xffffffffu, cut, offset));
+          keep = max(1, cut);
+          while (keep < n && candidate_value[keep] == candidate_value[keep - 1]) ++keep;
+        }
+        if (lane == 0) keep_count = keep;
+      }
+      __syncthreads();
+      ArgMax pick{-INFINITY, vocab};
+      for (int c = threadIdx.x; c < keep_count; c += kThreads) {
+        const int i = candidate_id[c];
+        const float u = philox_uniform(params.seed, static_cast<uint32_t>(i), static_cast<uint32_t>(row_index), rng_counter);
+        pick = better(pick, ArgMax{(candidate_value[c] - max_logit) * inv_temperature - logf(-logf(u)), i});
+      }
+      pick = block_argmax(pick, scratch);
+      if (threadIdx.x == 0) token_out[row_index] = pick.index < vocab ? pick.index : best.index;
+      return;
+    }
+    __syncthreads();
+  }
+
   // Weight in 2^-40 fixed point: integer sums are exact, so the thresholds do not depend on thread timing.
   auto fixed_weight = [&](int, float logit) {
     return static_cast<unsigned long long>(expf((logit - max_logit) * inv_temperature) * 1099511627776.0f);
@@ -176,12 +323,11 @@ sample_rows_kernel(const float* logits, int vocab, SamplingParams params, const 
     const uint32_t top_p_key = radix_select_from_top(row, vocab, floor_key, need, histogram, fixed_weight);
     floor_key = max(floor_key, top_p_key);
   }
-  const uint64_t offset = rng_offset ? *rng_offset : 0;
   ArgMax pick{-INFINITY, vocab};
   for (int i = threadIdx.x; i < vocab; i += kThreads) {
     const float logit = row[i];
     if (order_key(logit) < floor_key) continue;
-    const float u = philox_uniform(params.seed, static_cast<uint32_t>(i), static_cast<uint32_t>(row_index), offset);
+    const float u = philox_uniform(params.seed, static_cast<uint32_t>(i), static_cast<uint32_t>(row_index), rng_counter);
     pick = better(pick, ArgMax{(logit - max_logit) * inv_temperature - logf(-logf(u)), i});
   }
   pick = block_argmax(pick, scratch);

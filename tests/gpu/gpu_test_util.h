@@ -84,8 +84,9 @@ inline void expect_within(const std::vector<float>& got, const std::vector<float
   double worst_ratio = 0;
   for (size_t i = 0; i < got.size(); ++i) {
     const double error = std::fabs(static_cast<double>(got[i]) - want[i]);
-    const double ratio = std::isfinite(got[i]) ? error / bound[i] : INFINITY;
-    if (!(ratio <= 1.0)) ++failures;
+    const bool ok = error <= bound[i];  // false for NaN
+    const double ratio = !std::isfinite(got[i]) ? INFINITY : (bound[i] > 0 ? error / bound[i] : (ok ? 0.0 : INFINITY));
+    if (!ok) ++failures;
     if (!(ratio <= worst_ratio)) worst_ratio = ratio, worst = i;
   }
   EXPECT_EQ(failures, 0u) << what << ": " << failures << " of " << got.size() << " elements outside the bound; worst ["
