@@ -54,11 +54,11 @@ grep -E "^\[  (FAILED|PASSED|SKIPPED) |^\[       OK \]|Failure|outside the bound
 sanitizer_summary="skipped"
 if [ "${SANITIZE:-1}" != "0" ] && command -v compute-sanitizer >/dev/null; then
   echo "== compute-sanitizer (subset)"
-  subset='GpuGemv.BiasAndRagged*:GpuGemv.GatedSwiglu*:GpuNorm.*:GpuEmbedding.*:GpuRope.*:GpuAttention.SmolLM2Shapes:GpuAttention.SlidingWindowAndSinks:GpuMoe.GroupingIsSortedStableAndInvertible:GpuMoe.SoftmaxRouterTopK:GpuSampling.ArgmaxMatchesCpuOnLargeVocab'
+  subset='GpuGemv.BiasAndRagged*:GpuGemv.GatedSwiglu*:GpuNorm.*:GpuEmbedding.*:GpuRope.*:GpuAttention.SmolLM2Shapes:GpuAttention.SlidingWindowAndSinks:GpuMoe.GroupingIsSortedStableAndInvertible:GpuMoe.SoftmaxRouterTopK:GpuSampling.ArgmaxMatchesCpuOnLargeVocab:GpuSampling.Frequencies*'
   timeout "${SANITIZER_TIMEOUT:-120}" compute-sanitizer --tool memcheck --error-exitcode 9 "$BIN/tachyon_gpu_tests" --gtest_filter="$subset" > "$OUT/sanitizer-memcheck.log" 2>&1
   memcheck_rc=$?
   timeout "${SANITIZER_TIMEOUT:-120}" compute-sanitizer --tool racecheck --error-exitcode 9 "$BIN/tachyon_gpu_tests" \
-    --gtest_filter='GpuAttention.SmolLM2Shapes:GpuGemv.BiasAndRagged*:GpuMoe.GroupingIsSortedStableAndInvertible' \
+    --gtest_filter='GpuAttention.SmolLM2Shapes:GpuGemv.BiasAndRagged*:GpuMoe.GroupingIsSortedStableAndInvertible:GpuSampling.SamplesStayInsideTopKTopPSet' \
     > "$OUT/sanitizer-racecheck.log" 2>&1
   racecheck_rc=$?
   sanitizer_summary="memcheck rc=$memcheck_rc ($(grep -m1 -E 'ERROR SUMMARY' "$OUT/sanitizer-memcheck.log")), racecheck rc=$racecheck_rc ($(grep -m1 -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$OUT/sanitizer-racecheck.log"))"
