@@ -13,6 +13,7 @@ std::unique_ptr<Model> make_qwen2(const Checkpoint& checkpoint);
 std::unique_ptr<Model> make_qwen3(const Checkpoint& checkpoint);
 std::unique_ptr<Model> make_qwen3_moe(const Checkpoint& checkpoint);
 std::unique_ptr<Model> make_mixtral(const Checkpoint& checkpoint);
+std::unique_ptr<Model> make_deepseek_v2(const Checkpoint& checkpoint);
 std::unique_ptr<Model> make_deepseek_v3(const Checkpoint& checkpoint);
 std::unique_ptr<Model> make_gpt_oss(const Checkpoint& checkpoint);
 

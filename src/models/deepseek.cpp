@@ -1,4 +1,5 @@
-// DeepSeek-V3: Multi-head Latent Attention (MLA) and DeepSeekMoE.
+// DeepSeek-V3 and DeepSeek-V2: Multi-head Latent Attention (MLA) and DeepSeekMoE. The two differ
+// only in routing (and defaults), so both are this one class.
 //
 // MLA compresses what a token contributes to attention into a small latent:
 //   q      = q_b(RMSNorm(q_a(x)))                (or q_proj(x) without q_lora_rank), per head
@@ -10,10 +11,14 @@
 // This reference caches the decompressed per-head keys and values (the "naive" form); the
 // absorbed form that caches only the latent is left to the GPU backend.
 //
-// DeepSeekMoE (layers >= first_k_dense_replace): sigmoid router with a score-correction bias and
-// group-limited top-k (see route_sigmoid_group_limited), routed SwiGLU experts plus always-on
-// shared experts (one SwiGLU of n_shared_experts * moe_intermediate_size).
+// DeepSeekMoE (layers >= first_k_dense_replace): routed SwiGLU experts plus always-on shared experts
+// (one SwiGLU of n_shared_experts * moe_intermediate_size). The router of V3 is a sigmoid with a
+// score-correction bias and group-limited top-k (route_sigmoid_group_limited); that of V2 a softmax
+// with plain ("greedy") or group-limited top-k (route_softmax_group_limited).
+#include <algorithm>
 #include <cmath>
+
+#include <fmt/ranges.h>
 
 #include "core/error.h"
 #include "models/architectures.h"
@@ -40,13 +45,16 @@ struct MlaWeights {
   std::vector<float> o_bias;
 };
 
-class DeepseekV3Model : public DecoderModel {
+enum class DeepseekVersion { V2, V3 };
+
+class DeepseekModel : public DecoderModel {
  public:
-  explicit DeepseekV3Model(const Checkpoint& checkpoint) : DecoderModel(checkpoint, "deepseek_v3") {
+  DeepseekModel(const Checkpoint& checkpoint, DeepseekVersion version)
+      : DecoderModel(checkpoint, version == DeepseekVersion::V3 ? "deepseek_v3" : "deepseek_v2"), version_(version) {
     qk_rope_dim_ = static_cast<int>(config_.get_dim("qk_rope_head_dim", 2, 4096));
-    load_common({.rotary_dim = qk_rope_dim_,
-                 .rope_interleaved = config_.get_bool("rope_interleave", true),
-                 .grouped_query_attention = false});
+    // V2 always rotates adjacent pairs (complex multiplication); V3 unless rope_interleave is false.
+    const bool interleaved = version == DeepseekVersion::V2 || config_.get_bool("rope_interleave", true);
+    load_common({.rotary_dim = qk_rope_dim_, .rope_interleaved = interleaved, .grouped_query_attention = false});
     require_silu_mlp(config_);
     read_attention_config();
     read_moe_config();
@@ -108,9 +116,15 @@ class DeepseekV3Model : public DecoderModel {
     if (!layer.sparse) return run_mlp(layer.dense, x, n, out);
     std::vector<float> logits(n * num_experts_);
     linear(*layer.router, nullptr, x, n, logits.data());
-    GroupLimitedRouting config = routing_;
-    config.correction_bias = layer.correction_bias;
-    const Routing routing = route_sigmoid_group_limited(logits.data(), n, num_experts_, config);
+    Routing routing;
+    if (version_ == DeepseekVersion::V3) {
+      GroupLimitedRouting config = routing_;
+      config.correction_bias = layer.correction_bias;
+      routing = route_sigmoid_group_limited(logits.data(), n, num_experts_, config);
+    } else {
+      routing = route_softmax_group_limited(logits.data(), n, num_experts_, routing_.k, routing_.num_groups,
+                                            routing_.top_groups, routing_.scaling);
+    }
     run_routed_experts(routing, x, n, hidden_size_, num_experts_,
                        [&](int e, const float* rows, int64_t m, float* y) { layer.experts.run(e, rows, m, y); }, out);
     if (layer.shared.gate != nullptr) {
@@ -145,26 +159,47 @@ class DeepseekV3Model : public DecoderModel {
     }
   }
 
+  // DeepSeek's own config fields that transformers ignores (scoring_func, moe_layer_freq) are
+  // accepted only with the values transformers implicitly assumes.
+  void require_string(const std::string& field, const std::string& fallback, const std::vector<std::string>& supported) const {
+    const std::string value = config_.get_string(field, fallback);
+    if (std::find(supported.begin(), supported.end(), value) == supported.end())
+      config_.fail_field(field, fmt::format("'{}' is not supported ({} is)", value, fmt::join(supported, " or ")));
+  }
+
   void read_moe_config() {
-    // DeepSeek's own config fields that transformers ignores: accept only the V3 values.
-    if (config_.get_string("scoring_func", "sigmoid") != "sigmoid")
-      config_.fail_field("scoring_func", "'" + config_.get_string("scoring_func", "") + "' is not supported (sigmoid is)");
-    if (config_.get_string("topk_method", "noaux_tc") != "noaux_tc")
-      config_.fail_field("topk_method", "'" + config_.get_string("topk_method", "") + "' is not supported (noaux_tc is)");
+    const bool v3 = version_ == DeepseekVersion::V3;
+    require_string("scoring_func", v3 ? "sigmoid" : "softmax", {v3 ? "sigmoid" : "softmax"});
+    const std::string topk_method = v3 ? "noaux_tc" : config_.get_string("topk_method", "greedy");
+    if (v3) require_string("topk_method", "noaux_tc", {"noaux_tc"});
+    else require_string("topk_method", "greedy", {"greedy", "group_limited_greedy"});
     if (config_.get_int("moe_layer_freq", 1) != 1)
       config_.fail_field("moe_layer_freq", "only 1 (every layer after first_k_dense_replace) is supported");
+    if (config_.get_bool("mlp_bias", false)) config_.fail_field("mlp_bias", "MLP biases are not supported");
+    // transformers' DeepSeek-V2 router never renormalizes, whatever norm_topk_prob says.
+    if (!v3 && config_.get_bool("norm_topk_prob", false))
+      config_.fail_field("norm_topk_prob", "true is not supported for DeepSeek-V2 (transformers ignores it)");
     num_experts_ = static_cast<int>(config_.get_dim("n_routed_experts", 1, 1 << 16));
-    first_dense_ = static_cast<int>(config_.get_dim("first_k_dense_replace", 0, 1 << 16, 3));
-    n_shared_ = static_cast<int>(config_.get_dim("n_shared_experts", 0, 1 << 10, 1));
+    first_dense_ = static_cast<int>(config_.get_dim("first_k_dense_replace", 0, 1 << 16, v3 ? 3 : 0));
+    n_shared_ = static_cast<int>(config_.get_dim("n_shared_experts", 0, 1 << 10, v3 ? 1 : 2));
     moe_intermediate_ = config_.get_dim("moe_intermediate_size", 1, 1 << 20);
-    routing_.k = static_cast<int>(config_.get_dim("num_experts_per_tok", 1, num_experts_, 8));
-    routing_.num_groups = static_cast<int>(config_.get_dim("n_group", 1, num_experts_, 8));
-    routing_.top_groups = static_cast<int>(config_.get_dim("topk_group", 1, routing_.num_groups, 4));
-    routing_.renormalize = config_.get_bool("norm_topk_prob", true);
-    routing_.scaling = static_cast<float>(config_.get_float("routed_scaling_factor", 2.5));
-    if (num_experts_ % routing_.num_groups != 0 || num_experts_ / routing_.num_groups < 2)
-      config_.fail_field("n_group", fmt::format("{} groups of n_routed_experts {} must hold at least 2 experts each",
-                                                routing_.num_groups, num_experts_));
+    routing_.k = static_cast<int>(v3 ? config_.get_dim("num_experts_per_tok", 1, num_experts_, 8)
+                                     : config_.get_dim("num_experts_per_tok", 1, num_experts_));
+    if (topk_method == "greedy") {
+      routing_.num_groups = routing_.top_groups = 1;
+    } else {
+      routing_.num_groups = static_cast<int>(v3 ? config_.get_dim("n_group", 1, num_experts_, 8)
+                                                : config_.get_dim("n_group", 1, num_experts_));
+      routing_.top_groups = static_cast<int>(v3 ? config_.get_dim("topk_group", 1, routing_.num_groups, 4)
+                                                : config_.get_dim("topk_group", 1, routing_.num_groups));
+    }
+    routing_.renormalize = v3 && config_.get_bool("norm_topk_prob", true);
+    routing_.scaling = static_cast<float>(config_.get_float("routed_scaling_factor", v3 ? 2.5 : 1.0));
+    // V3 sums each group's two best scores, so its groups need two experts.
+    const int min_per_group = v3 ? 2 : 1;
+    if (num_experts_ % routing_.num_groups != 0 || num_experts_ / routing_.num_groups < min_per_group)
+      config_.fail_field("n_group", fmt::format("{} groups do not split n_routed_experts {} evenly into groups of {} or more",
+                                                routing_.num_groups, num_experts_, min_per_group));
     if (routing_.k > routing_.top_groups * (num_experts_ / routing_.num_groups))
       config_.fail_field("num_experts_per_tok", fmt::format("{} is more than the experts of topk_group {} groups",
                                                             routing_.k, routing_.top_groups));
@@ -202,7 +237,8 @@ class DeepseekV3Model : public DecoderModel {
       return layer;
     }
     layer.router = &weights_.get(tensor_name(i, "mlp.gate.weight"), {num_experts_, hidden_size_});
-    layer.correction_bias = to_float_vector(weights_.get(tensor_name(i, "mlp.gate.e_score_correction_bias"), {num_experts_}));
+    if (version_ == DeepseekVersion::V3)
+      layer.correction_bias = to_float_vector(weights_.get(tensor_name(i, "mlp.gate.e_score_correction_bias"), {num_experts_}));
     const std::string experts = tensor_name(i, "mlp.experts");
     layer.experts.gate = load_per_expert(weights_, experts, "gate_proj.weight", num_experts_, moe_intermediate_, hidden_size_);
     layer.experts.up = load_per_expert(weights_, experts, "up_proj.weight", num_experts_, moe_intermediate_, hidden_size_);
@@ -211,6 +247,7 @@ class DeepseekV3Model : public DecoderModel {
     return layer;
   }
 
+  DeepseekVersion version_;
   int q_lora_rank_ = 0, kv_lora_rank_ = 0, qk_nope_dim_ = 0, qk_rope_dim_ = 0, v_dim_ = 0;
   bool attention_bias_ = false;
   float softmax_scale_ = 0;
@@ -222,8 +259,12 @@ class DeepseekV3Model : public DecoderModel {
 };
 }  // namespace
 
+std::unique_ptr<Model> make_deepseek_v2(const Checkpoint& checkpoint) {
+  return std::make_unique<DeepseekModel>(checkpoint, DeepseekVersion::V2);
+}
+
 std::unique_ptr<Model> make_deepseek_v3(const Checkpoint& checkpoint) {
-  return std::make_unique<DeepseekV3Model>(checkpoint);
+  return std::make_unique<DeepseekModel>(checkpoint, DeepseekVersion::V3);
 }
 
 }  // namespace tachyon

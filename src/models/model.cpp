@@ -19,6 +19,7 @@ const std::map<std::string, Factory>& factories() {
       {"Qwen3ForCausalLM", make_qwen3},
       {"Qwen3MoeForCausalLM", make_qwen3_moe},
       {"MixtralForCausalLM", make_mixtral},
+      {"DeepseekV2ForCausalLM", make_deepseek_v2},
       {"DeepseekV3ForCausalLM", make_deepseek_v3},
       {"GptOssForCausalLM", make_gpt_oss},
   };
@@ -43,10 +44,7 @@ std::unique_ptr<Model> create_model(const Checkpoint& checkpoint) {
   if (it == factories().end()) {
     std::string supported;
     for (const auto& n : supported_architectures()) supported += (supported.empty() ? "" : ", ") + n;
-    std::string hint = name == "DeepseekV2ForCausalLM"
-                           ? " (DeepSeek-V3's MLA attention is supported, DeepSeek-V2's softmax routing is not yet)"
-                           : "";
-    fail("{}: architecture {} is not supported{}; supported: {}", checkpoint.path, name, hint, supported);
+    fail("{}: architecture {} is not supported; supported: {}", checkpoint.path, name, supported);
   }
   return it->second(checkpoint);
 }

@@ -71,6 +71,28 @@ Routing route_sigmoid_group_limited(const float* logits, int64_t n, int num_expe
   return routing;
 }
 
+Routing route_softmax_group_limited(const float* logits, int64_t n, int num_experts, int k, int num_groups,
+                                    int top_groups, float scaling) {
+  const int per_group = num_experts / num_groups;
+  Routing routing{k, std::vector<int>(n * k), std::vector<float>(n * k)};
+  std::vector<float> scores(num_experts), candidates(num_experts), group_scores(num_groups);
+  for (int64_t t = 0; t < n; ++t) {
+    std::copy_n(logits + t * num_experts, num_experts, scores.data());
+    softmax_inplace(scores.data(), num_experts);
+    for (int g = 0; g < num_groups; ++g)
+      group_scores[g] = *std::max_element(scores.begin() + g * per_group, scores.begin() + (g + 1) * per_group);
+    std::vector<bool> allowed(num_groups, false);
+    for (int g : top_k_indices(group_scores.data(), num_groups, top_groups)) allowed[g] = true;
+    for (int e = 0; e < num_experts; ++e) candidates[e] = allowed[e / per_group] ? scores[e] : -INFINITY;
+    const std::vector<int> chosen = top_k_indices(candidates.data(), num_experts, k);
+    for (int j = 0; j < k; ++j) {
+      routing.experts[t * k + j] = chosen[j];
+      routing.weights[t * k + j] = scores[chosen[j]] * scaling;
+    }
+  }
+  return routing;
+}
+
 ExpertMatrices ExpertMatrices::per_expert(std::vector<const TensorView*> matrices) {
   ExpertMatrices m;
   m.layout_ = Layout::PerExpert;

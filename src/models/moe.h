@@ -38,6 +38,12 @@ struct GroupLimitedRouting {
 };
 Routing route_sigmoid_group_limited(const float* logits, int64_t n, int num_experts, const GroupLimitedRouting& routing);
 
+// DeepSeek-V2 routing: scores = softmax(logits); the k best scores inside the top_groups groups whose
+// single best score is highest (num_groups = top_groups = 1 is plain top-k, "greedy"). The weights
+// are the chosen scores, not renormalized, times `scaling`.
+Routing route_softmax_group_limited(const float* logits, int64_t n, int num_experts, int k, int num_groups,
+                                    int top_groups, float scaling);
+
 // One weight matrix per expert, applied as y = x W^T + bias with W [out, in] whatever the storage:
 //   separate [out, in] tensors per expert (Qwen3-MoE, Mixtral, DeepSeek);
 //   one [E, in, out] tensor used as x @ W (transformers' gpt-oss layout);

@@ -29,8 +29,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const std::vector<std::string> kFixtures = {"llama",   "qwen2",       "qwen3",   "qwen3_moe",    "qwen3_moe_unnormalized",
-                                            "mixtral", "deepseek_v3", "gpt_oss", "gpt_oss_mxfp4"};
+const std::vector<std::string> kFixtures = {"llama",       "qwen2",       "qwen3",   "qwen3_moe",    "qwen3_moe_unnormalized",
+                                            "mixtral",     "deepseek_v2", "deepseek_v3", "gpt_oss", "gpt_oss_mxfp4"};
 
 std::string fixture_dir(const std::string& name) { return test::fixture_path("tiny/" + name); }
 
@@ -198,12 +198,12 @@ std::string load_error(const std::string& name, const std::function<void(nlohman
 TEST(TinyModelErrors, ShapeMismatchNamesTheTensor) {
   const std::string message = load_error("llama", [](nlohmann::json& c) { c["intermediate_size"] = 65; });
   EXPECT_NE(message.find("model.layers.0.mlp.gate_proj.weight"), std::string::npos) << message;
-  EXPECT_NE(message.find("[64, 64]"), std::string::npos) << message;
-  EXPECT_NE(message.find("[65, 64]"), std::string::npos) << message;
+  EXPECT_NE(message.find("[64, 48]"), std::string::npos) << message;
+  EXPECT_NE(message.find("[65, 48]"), std::string::npos) << message;
 }
 
 TEST(TinyModelErrors, HiddenSizeMismatchNamesTheTensor) {
-  const std::string message = load_error("qwen3", [](nlohmann::json& c) { c["hidden_size"] = 48; });
+  const std::string message = load_error("qwen3", [](nlohmann::json& c) { c["hidden_size"] = 40; });
   EXPECT_NE(message.find("model.embed_tokens.weight"), std::string::npos) << message;
 }
 
@@ -234,6 +234,8 @@ TEST(TinyModelErrors, UnsupportedConfigValuesNameTheField) {
       {"deepseek_v3", "scoring_func", [](nlohmann::json& c) { c["scoring_func"] = "softmax"; }},
       {"deepseek_v3", "topk_method", [](nlohmann::json& c) { c["topk_method"] = "greedy"; }},
       {"deepseek_v3", "n_group", [](nlohmann::json& c) { c["n_group"] = 3; }},
+      {"deepseek_v2", "topk_method", [](nlohmann::json& c) { c["topk_method"] = "noaux_tc"; }},
+      {"deepseek_v2", "scoring_func", [](nlohmann::json& c) { c["scoring_func"] = "sigmoid"; }},
       {"qwen3_moe", "hidden_act", [](nlohmann::json& c) { c["hidden_act"] = "gelu"; }},
       {"mixtral", "hidden_act", [](nlohmann::json& c) { c["hidden_act"] = "relu"; }},
       {"gpt_oss", "quant_method", [](nlohmann::json& c) { c["quantization_config"] = {{"quant_method", "fp8"}}; }},
