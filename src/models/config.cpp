@@ -79,6 +79,10 @@ RopeConfig read_rope_config(const ConfigReader& reader, int rotary_dim, double d
   if (params == nullptr) return rope;
   if (!params->is_object()) reader.fail_field(params_field, "expected an object");
   ConfigReader p(*params, reader.source() + " " + params_field);
+  // transformers 5 also allows one parameter set per layer type (Gemma 3 style); none of the
+  // supported architectures uses that, so it is refused rather than half read.
+  for (const char* layer_type : {"full_attention", "sliding_attention"})
+    if (p.has(layer_type)) reader.fail_field(params_field + "." + layer_type, "per-layer-type RoPE parameters are not supported");
   rope.theta = p.get_float("rope_theta", rope.theta);
   // As transformers' standardize_rope_params: a top-level original_max_position_embeddings wins,
   // then the one in the RoPE parameters, then max_position_embeddings.
