@@ -255,6 +255,53 @@ TEST(TinyModelErrors, Mxfp4ScalesOfTheWrongShapeAreNamed) {
   EXPECT_NE(message.find("gate_up_proj_blocks"), std::string::npos) << message;
 }
 
+// Configs as Hugging Face checkpoints spell them (rope_theta + rope_scaling instead of transformers 5's
+// rope_parameters, num_experts, no head_dim for DeepSeek) load to the same model.
+TEST(TinyModelConfigs, LegacySpellingsGiveTheSameLogits) {
+  auto to_rope_scaling = [](nlohmann::json& c, const char* type_key) {
+    nlohmann::json params = c["rope_parameters"];
+    c["rope_theta"] = params["rope_theta"];
+    params.erase("rope_theta");
+    params[type_key] = params["rope_type"];
+    if (std::string(type_key) != "rope_type") params.erase("rope_type");
+    c["rope_scaling"] = params;
+    c.erase("rope_parameters");
+  };
+  struct Case {
+    std::string fixture;
+    std::function<void(nlohmann::json&)> edit;
+  };
+  const std::vector<Case> cases = {
+      {"llama", [&](nlohmann::json& c) { to_rope_scaling(c, "rope_type"); }},
+      {"qwen2", [&](nlohmann::json& c) { to_rope_scaling(c, "type"); }},
+      {"gpt_oss", [&](nlohmann::json& c) { to_rope_scaling(c, "rope_type"); }},
+      {"deepseek_v3",
+       [&](nlohmann::json& c) {
+         to_rope_scaling(c, "type");
+         c.erase("head_dim");
+         c["scoring_func"] = "sigmoid";
+         c["topk_method"] = "noaux_tc";
+       }},
+      {"qwen3_moe",
+       [](nlohmann::json& c) {
+         c["num_experts"] = c["num_local_experts"];
+         c.erase("num_local_experts");
+       }},
+  };
+  for (const Case& c : cases) {
+    const Reference& ref = loaded(c.fixture).reference;
+    EditedFixture fixture(c.fixture, c.edit);
+    Checkpoint checkpoint = open_checkpoint(fixture.path());
+    std::unique_ptr<Model> model = create_model(checkpoint);
+    KvCache cache = model->new_cache();
+    const std::vector<float> logits = model->forward(ref.prompt, cache, /*all_rows=*/true);
+    for (size_t t = 0; t < ref.prompt.size(); ++t)
+      ASSERT_LE(relative_error(logits.data() + t * ref.vocab, ref.logits.data() + t * ref.vocab, ref.vocab),
+                ref.tolerance)
+          << c.fixture << " position " << t;
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 
 TEST(Mxfp4, DecodesCodesNibblesAndScales) {
