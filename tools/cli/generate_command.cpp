@@ -12,6 +12,9 @@
 #include "runtime/generate.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
+#ifdef TACHYON_HAS_CUDA
+#include "gpu/gpu_generate.h"
+#endif
 
 namespace tachyon::cli {
 
@@ -69,13 +72,14 @@ std::string join_ids(const std::vector<int32_t>& ids) {
 }
 
 int run_generate(const GenerateOptions& o) {
-  if (o.device != "cpu")
-    fail("--device {}: only the CPU reference backend is built in this version (CUDA arrives with the GPU backend)", o.device);
+  if (o.device != "cpu" && o.device != "cuda") fail("--device {}: expected cpu or cuda", o.device);
+#ifndef TACHYON_HAS_CUDA
+  if (o.device == "cuda") fail("--device cuda: this build has no CUDA backend (TACHYON_CUDA=OFF)");
+#endif
   if (o.prompt.empty() && o.prompt_ids.empty()) fail("give a prompt with -p TEXT or --prompt-ids 1,2,3");
   if (o.threads > 0) set_cpu_thread_count(o.threads);
   Checkpoint checkpoint = open_checkpoint(o.model_path);
   Tokenizer tokenizer = Tokenizer::from_checkpoint(checkpoint);
-  std::unique_ptr<Model> model = create_model(checkpoint);
   std::vector<int32_t> prompt = build_prompt(o, tokenizer);
 
   GenerationParams params;
@@ -83,11 +87,24 @@ int run_generate(const GenerateOptions& o) {
   params.sampling = o.sampling;
   params.stop_strings = o.stop;
   params.ignore_eos = o.ignore_eos;
-  GenerationResult result = generate(*model, tokenizer, prompt, params, [&](std::string_view piece) {
+  auto print_piece = [&](std::string_view piece) {
     if (o.print_ids) return;
     std::fwrite(piece.data(), 1, piece.size(), stdout);
     std::fflush(stdout);
-  });
+  };
+  GenerationResult result;
+  if (o.device == "cuda") {
+#ifdef TACHYON_HAS_CUDA
+    // The KV cache holds the prompt and every token that may follow, within the model's context length.
+    gpu::GpuModelOptions gpu_options;
+    gpu_options.kv_positions = static_cast<int64_t>(prompt.size()) + o.max_tokens + 1;
+    std::unique_ptr<gpu::GpuModel> model = gpu::GpuModel::load(checkpoint, gpu_options);
+    result = gpu::generate_on_gpu(*model, tokenizer, prompt, params, print_piece);
+#endif
+  } else {
+    std::unique_ptr<Model> model = create_model(checkpoint);
+    result = generate(*model, tokenizer, prompt, params, print_piece);
+  }
   if (o.print_ids) std::printf("%s\n", join_ids(result.tokens).c_str());
   else std::printf("\n");
   if (o.stats) {

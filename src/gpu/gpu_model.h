@@ -1,0 +1,145 @@
+// The GPU model runner: one decoder-only model (Llama / Qwen2 / Qwen3 / Qwen3-MoE) resident on one GPU, its
+// paged KV cache, and the passes that run it:
+//   - forward / enqueue_pass: 1..16 tokens (a decode step or a speculative verify block) through the gemv
+//     kernels; enqueue_pass takes device-side inputs only, so the decode loop can capture it in a CUDA graph;
+//   - prefill: a prompt of any length in chunks through cuBLASLt GEMMs (bf16 activations) and the same
+//     attention kernel (a chunk's rows are presented to it as 16-token "virtual sequences" sharing one
+//     block-table row, since that kernel takes at most 16 query tokens per sequence).
+// The layer loop mirrors DecoderModel::forward (src/models/decoder.cpp):
+//   x = embed(tokens); per layer: x += attention(norm(x)); x += mlp_or_experts(norm(x)); logits = lm_head(norm(x))
+// with the residual add fused into the next RMSNorm (add_rms_norm).
+//
+// Tensor parallelism (later): every product here reads a contiguous slice of a weight (heads, MLP columns,
+// experts), so a rank would own slices and add an all-reduce of `delta` after o_proj and after the MLP/MoE,
+// just before the add_rms_norm that consumes it (the two places marked "all-reduce point" in gpu_model.cpp).
+#pragma once
+#ifdef TACHYON_HAS_CUDA
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "attention/decode_attention.h"
+#include "attention/kv_cache.h"
+#include "cuda/device_buffer.h"
+#include "cuda/stream.h"
+#include "gemm/cublaslt_gemm.h"
+#include "gpu/gpu_config.h"
+#include "gpu/gpu_weights.h"
+#include "gpu/kv_block_allocator.h"
+#include "loader/checkpoint.h"
+
+namespace tachyon::gpu {
+
+constexpr int kMaxPassTokens = 16;  // the gemv / attention kernels' limit per pass
+
+struct GpuModelOptions {
+  int64_t kv_positions = 0;  // KV cache capacity in positions; 0 = min(max_position_embeddings, 4096)
+  int page_size = 64;        // positions per KV page
+  int prefill_chunk = 512;   // tokens per prefill pass (a multiple of 16)
+  bool progress = true;      // loading progress on stderr for big checkpoints
+};
+
+// Device int32 arrays describing one pass of 1..16 tokens of the sequence (AttentionBatch's fields).
+struct PassInputs {
+  const int* tokens = nullptr;          // [n]
+  const int* positions = nullptr;       // [n]
+  const int* seq_lens = nullptr;        // [1]: KV length including this pass
+  const int* query_start = nullptr;     // [2]: {0, n}
+  const int* token_sequence = nullptr;  // [n]: zeros
+};
+
+class GpuModel {
+ public:
+  static std::unique_ptr<GpuModel> load(const Checkpoint& checkpoint, const GpuModelOptions& options = {});
+  // Random weights on the device for a config.json (`source` names it in errors).
+  static std::unique_ptr<GpuModel> random(const nlohmann::json& config, const std::string& source, uint64_t seed,
+                                          const GpuModelOptions& options = {});
+  ~GpuModel();
+  GpuModel(const GpuModel&) = delete;
+  GpuModel& operator=(const GpuModel&) = delete;
+
+  const GpuModelConfig& config() const { return config_; }
+  const GpuWeights& weights() const { return weights_; }
+  cudaStream_t stream() const { return stream_.get(); }
+  int64_t capacity() const { return capacity_; }
+  int64_t length() const { return length_; }
+  size_t kv_cache_bytes() const { return kv_storage_.bytes(); }
+
+  // Drops positions >= length (speculative rollback, or starting over with 0). O(1) on the device.
+  void truncate(int64_t length);
+  // Makes the KV cache hold pages for positions [0, length); refreshes the device block table on the stream.
+  void reserve(int64_t length);
+
+  // Runs 1..16 tokens at positions [length, length + n) and appends them to the cache. Returns the logits
+  // [n, vocab] on the device (valid until the next pass).
+  const float* forward(std::span<const int32_t> tokens);
+  // A prompt of any length (chunks of prefill_chunk through the GEMM path; up to 16 tokens through forward()).
+  // Returns device logits of the last row [vocab], or of every row [n, vocab] when all_rows.
+  const float* prefill(std::span<const int32_t> tokens, bool all_rows = false);
+  // Host copies (synchronizing the stream).
+  std::vector<float> forward_to_host(std::span<const int32_t> tokens);
+  std::vector<float> prefill_to_host(std::span<const int32_t> tokens, bool all_rows = false);
+
+  // Enqueues one pass whose inputs live on the device: no host work, no allocation, capturable in a graph.
+  // max_seq_len bounds seq_lens while the pass runs (sizes the attention's split over the keys). Does not
+  // change length(): the caller accounts for the positions with advance().
+  void enqueue_pass(const PassInputs& inputs, int n_tokens, int max_seq_len, float* logits, cudaStream_t stream);
+  void advance(int64_t positions);
+  float* pass_logits() { return pass_logits_.data(); }  // [16, vocab]
+
+  // Experts each token chose in every sparse layer during the last forward/enqueue_pass of n_tokens tokens
+  // ([layer][token * top_k + j]; empty for dense layers). Synchronizes.
+  std::vector<std::vector<int>> last_routing(int n_tokens) const;
+
+ private:
+  GpuModel(GpuModelConfig config, const GpuModelOptions& options);
+  void allocate_runtime();
+  kernels::PagedKvCache layer_cache(int layer, const int* block_table) const;
+  void sync_block_table();
+  // The attention prologue / kernel arguments of a layer for a qkv projection output [rows, qkv_width].
+  kernels::AttentionPrologue prologue_for(int layer, float* qkv) const;
+  kernels::AttentionParams attention_params_for(float* qkv, float* out) const;
+  void attention_pass(int layer, const float* normed, const PassInputs& in, int n, int max_seq_len,
+                      cudaStream_t stream);
+  void feed_forward_pass(int layer, const float* normed, int n, cudaStream_t stream);
+  // Prefill (gpu_model_prefill.cpp).
+  void prefill_chunk(std::span<const int32_t> tokens, int64_t start, bool all_rows, float* logits_rows,
+                     bool last_chunk);
+  void prefill_moe(int layer, int m);
+  void allocate_prefill();
+
+  GpuModelConfig config_;
+  GpuModelOptions options_;
+  GpuWeights weights_;
+  cuda::Stream stream_;
+  int64_t capacity_ = 0, length_ = 0;
+
+  // KV cache: [layer][k, v][page][page_size][kv_heads][head_dim_padded] bf16.
+  std::unique_ptr<KvBlockAllocator> allocator_;
+  int sequence_ = 0;
+  uint64_t uploaded_table_version_ = ~uint64_t{0};
+  cuda::DeviceBuffer<bf16> kv_storage_;
+  cuda::DeviceBuffer<int> block_table_;  // [max_pages]
+  std::vector<int> block_table_host_;
+  cuda::DeviceBuffer<float> rope_inv_freq_;
+  float rope_attention_factor_ = 1.0f;
+
+  // Pass (1..16 token) activations, float32 row-major.
+  cuda::DeviceBuffer<float> x_, normed_, qkv_, attn_, delta_, mlp_h_, pass_logits_;
+  cuda::DeviceBuffer<float> router_logits_, topk_weights_, expert_h_, expert_out_;
+  cuda::DeviceBuffer<int> topk_ids_;       // [layers][16 * top_k]: kept per layer for last_routing()
+  cuda::DeviceBuffer<int> routing_ints_;   // moe_group_by_expert's tables
+  cuda::DeviceBuffer<uint8_t> attention_workspace_;
+  // forward(): the host-provided inputs [tokens 16 | positions 16 | seq_len 1 | query_start 2 | sequence 16].
+  cuda::DeviceBuffer<int> forward_ints_;
+  std::vector<int> forward_ints_host_;
+
+  // Prefill (allocated on first use).
+  struct PrefillBuffers;
+  std::unique_ptr<PrefillBuffers> prefill_;
+  cuda::DeviceBuffer<float> prefill_logits_;  // all_rows logits
+};
+
+}  // namespace tachyon::gpu
+#endif  // TACHYON_HAS_CUDA

@@ -1,0 +1,242 @@
+// Allocation and filling of the GPU weights. One walk over the model (build_weights) allocates every tensor in
+// its padded layout and hands each to a sink: the checkpoint sink converts and uploads, the random sink fills
+// on the device. The walk is the single place that knows the HF tensor names and the fused layouts.
+#ifdef TACHYON_HAS_CUDA
+#include "gpu/gpu_weights.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+
+#include "core/error.h"
+#include "cuda/cuda_check.h"
+#include "model_runtime/model_runtime.h"
+
+namespace tachyon::gpu {
+
+namespace {
+
+// A [rows, cols] HF matrix stored padded: real row r goes to (r / row_group) * row_group_padded + r % row_group,
+// columns alike. Groups equal to their padded size mean no padding.
+struct MatrixSpec {
+  std::string name;
+  bf16* dst = nullptr;
+  int64_t rows = 0, cols = 0;
+  int64_t row_group = 1, row_group_padded = 1;
+  int64_t col_group = 1, col_group_padded = 1;
+  int64_t padded_rows() const { return rows / row_group * row_group_padded; }
+  int64_t padded_cols() const { return cols / col_group * col_group_padded; }
+};
+
+enum class VectorKind { Norm, Bias };
+
+// A [length] HF vector (norm weight or bias) stored padded like the matrices' rows, times `scale`.
+struct VectorSpec {
+  std::string name;
+  float* dst = nullptr;
+  VectorKind kind = VectorKind::Norm;
+  int64_t length = 0, group = 1, group_padded = 1;
+  float scale = 1.0f;
+  int64_t padded_length() const { return length / group * group_padded; }
+};
+
+class WeightSink {
+ public:
+  virtual ~WeightSink() = default;
+  virtual void matrix(const MatrixSpec& spec) = 0;
+  virtual void vector(const VectorSpec& spec) = 0;
+  virtual void layer_done(int layer, int layers) {}
+};
+
+std::string layer_name(int layer, const std::string& suffix) { return fmt::format("model.layers.{}.{}", layer, suffix); }
+
+GpuWeights build_weights(const GpuModelConfig& c, WeightSink& sink) {
+  GpuWeights w;
+  auto allocate = [&](size_t bytes) -> void* {
+    w.storage.emplace_back((bytes + 255) / 256 * 256);
+    w.device_bytes += w.storage.back().bytes();
+    return w.storage.back().data();
+  };
+  auto new_matrix = [&](int64_t rows, int64_t cols) { return static_cast<bf16*>(allocate(rows * cols * sizeof(bf16))); };
+  auto new_vector = [&](int64_t length) { return static_cast<float*>(allocate(length * sizeof(float))); };
+  const int64_t H = c.hidden, hd = c.head_dim, hdp = c.head_dim_padded;
+
+  bf16* embed = new_matrix(c.vocab, H);
+  sink.matrix({"model.embed_tokens.weight", embed, c.vocab, H});
+  w.embed = embed;
+  if (c.tied_embeddings) {
+    w.lm_head = embed;
+  } else {
+    bf16* head = new_matrix(c.vocab, H);
+    sink.matrix({"lm_head.weight", head, c.vocab, H});
+    w.lm_head = head;
+  }
+  float* final_norm = new_vector(H);
+  sink.vector({"model.norm.weight", final_norm, VectorKind::Norm, H});
+  w.final_norm = final_norm;
+
+  // Per-head norm weights: the kernel divides by the padded head's RMS, sqrt(hd / hdp) times the real one's.
+  const float head_norm_scale = std::sqrt(static_cast<float>(hd) / static_cast<float>(hdp));
+  for (int i = 0; i < c.layers; ++i) {
+    GpuLayerWeights& L = w.layers.emplace_back();
+    float* input_norm = new_vector(H);
+    sink.vector({layer_name(i, "input_layernorm.weight"), input_norm, VectorKind::Norm, H});
+    float* post_norm = new_vector(H);
+    sink.vector({layer_name(i, "post_attention_layernorm.weight"), post_norm, VectorKind::Norm, H});
+    L.input_norm = input_norm;
+    L.post_attention_norm = post_norm;
+
+    const int64_t q_rows = int64_t{c.heads} * hd, kv_rows = int64_t{c.kv_heads} * hd;
+    bf16* qkv = new_matrix(c.qkv_width(), H);
+    sink.matrix({layer_name(i, "self_attn.q_proj.weight"), qkv, q_rows, H, hd, hdp});
+    sink.matrix({layer_name(i, "self_attn.k_proj.weight"), qkv + int64_t{c.q_width()} * H, kv_rows, H, hd, hdp});
+    sink.matrix({layer_name(i, "self_attn.v_proj.weight"), qkv + int64_t{c.q_width() + c.kv_width()} * H, kv_rows, H,
+                 hd, hdp});
+    L.qkv = qkv;
+    if (c.qkv_bias) {
+      float* bias = new_vector(c.qkv_width());
+      sink.vector({layer_name(i, "self_attn.q_proj.bias"), bias, VectorKind::Bias, q_rows, hd, hdp});
+      sink.vector({layer_name(i, "self_attn.k_proj.bias"), bias + c.q_width(), VectorKind::Bias, kv_rows, hd, hdp});
+      sink.vector({layer_name(i, "self_attn.v_proj.bias"), bias + c.q_width() + c.kv_width(), VectorKind::Bias, kv_rows,
+                   hd, hdp});
+      L.qkv_bias = bias;
+    }
+    bf16* o = new_matrix(H, c.q_width());
+    sink.matrix({layer_name(i, "self_attn.o_proj.weight"), o, H, q_rows, 1, 1, hd, hdp});
+    L.o = o;
+    if (c.o_bias) {
+      float* bias = new_vector(H);
+      sink.vector({layer_name(i, "self_attn.o_proj.bias"), bias, VectorKind::Bias, H});
+      L.o_bias = bias;
+    }
+    if (c.qk_norm) {
+      float* q_norm = new_vector(hdp);
+      float* k_norm = new_vector(hdp);
+      sink.vector({layer_name(i, "self_attn.q_norm.weight"), q_norm, VectorKind::Norm, hd, hd, hdp, head_norm_scale});
+      sink.vector({layer_name(i, "self_attn.k_norm.weight"), k_norm, VectorKind::Norm, hd, hd, hdp, head_norm_scale});
+      L.q_norm = q_norm;
+      L.k_norm = k_norm;
+    }
+
+    if (!c.is_sparse(i)) {
+      const int64_t I = c.intermediate, Ip = c.intermediate_padded;
+      bf16* gate_up = new_matrix(2 * Ip, H);
+      sink.matrix({layer_name(i, "mlp.gate_proj.weight"), gate_up, I, H, I, Ip});
+      sink.matrix({layer_name(i, "mlp.up_proj.weight"), gate_up + Ip * H, I, H, I, Ip});
+      bf16* down = new_matrix(H, Ip);
+      sink.matrix({layer_name(i, "mlp.down_proj.weight"), down, H, I, 1, 1, I, Ip});
+      L.gate_up = gate_up;
+      L.down = down;
+    } else {
+      const int64_t I = c.moe_intermediate, Ip = c.moe_intermediate_padded;
+      bf16* router = new_matrix(c.experts, H);
+      sink.matrix({layer_name(i, "mlp.gate.weight"), router, c.experts, H});
+      bf16* gate_up = new_matrix(int64_t{c.experts} * 2 * Ip, H);
+      bf16* down = new_matrix(int64_t{c.experts} * H, Ip);
+      for (int e = 0; e < c.experts; ++e) {
+        const std::string prefix = layer_name(i, fmt::format("mlp.experts.{}.", e));
+        bf16* expert_gate_up = gate_up + e * expert_gate_up_stride(c);
+        sink.matrix({prefix + "gate_proj.weight", expert_gate_up, I, H, I, Ip});
+        sink.matrix({prefix + "up_proj.weight", expert_gate_up + Ip * H, I, H, I, Ip});
+        sink.matrix({prefix + "down_proj.weight", down + e * expert_down_stride(c), H, I, 1, 1, I, Ip});
+      }
+      L.router = router;
+      L.expert_gate_up = gate_up;
+      L.expert_down = down;
+    }
+    sink.layer_done(i, c.layers);
+  }
+  return w;
+}
+
+// Row-major padded copy of a float matrix as bf16 bits.
+std::vector<uint16_t> pad_to_bf16(const std::vector<float>& values, const MatrixSpec& s) {
+  std::vector<uint16_t> out(static_cast<size_t>(s.padded_rows() * s.padded_cols()), 0);
+  const int64_t padded_cols = s.padded_cols();
+  for (int64_t r = 0; r < s.rows; ++r) {
+    const int64_t pr = r / s.row_group * s.row_group_padded + r % s.row_group;
+    for (int64_t col = 0; col < s.cols; ++col) {
+      const int64_t pc = col / s.col_group * s.col_group_padded + col % s.col_group;
+      out[pr * padded_cols + pc] = float_to_bf16(values[r * s.cols + col]);
+    }
+  }
+  return out;
+}
+
+class CheckpointSink : public WeightSink {
+ public:
+  CheckpointSink(const Checkpoint& checkpoint, bool progress) : weights_(checkpoint.weights), progress_(progress) {}
+
+  void matrix(const MatrixSpec& s) override {
+    const TensorView& t = weights_.get(s.name, {s.rows, s.cols});
+    const std::vector<uint16_t> bits = pad_to_bf16(t.to_float(), s);
+    TACHYON_CUDA_CHECK(cudaMemcpy(s.dst, bits.data(), bits.size() * sizeof(uint16_t), cudaMemcpyHostToDevice));
+    uploaded_ += bits.size() * sizeof(uint16_t);
+  }
+
+  void vector(const VectorSpec& s) override {
+    const TensorView& t = weights_.get(s.name, {s.length});
+    const std::vector<float> values = t.to_float();
+    std::vector<float> padded(static_cast<size_t>(s.padded_length()), 0.0f);
+    for (int64_t i = 0; i < s.length; ++i) padded[i / s.group * s.group_padded + i % s.group] = values[i] * s.scale;
+    TACHYON_CUDA_CHECK(cudaMemcpy(s.dst, padded.data(), padded.size() * sizeof(float), cudaMemcpyHostToDevice));
+  }
+
+  void layer_done(int layer, int layers) override {
+    // Only big models are worth a progress line (SmolLM2 loads in a blink).
+    if (!progress_ || (uploaded_ < (size_t{1} << 30) && layer + 1 < layers)) return;
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+    std::fprintf(stderr, "\r[loading weights: layer %d/%d, %.1f GB, %.0f s]%s", layer + 1, layers, uploaded_ / 1e9,
+                 seconds, layer + 1 == layers ? "\n" : "");
+    std::fflush(stderr);
+  }
+
+ private:
+  const WeightStore& weights_;
+  bool progress_;
+  size_t uploaded_ = 0;
+  std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+};
+
+class RandomSink : public WeightSink {
+ public:
+  explicit RandomSink(uint64_t seed) : seed_(seed) {}
+
+  void matrix(const MatrixSpec& s) override {
+    kernels::PaddedMatrixLayout layout;
+    layout.rows = s.padded_rows();
+    layout.cols = s.padded_cols();
+    layout.row_period = s.row_group_padded;
+    layout.row_valid = s.row_group;
+    layout.col_period = s.col_group_padded;
+    layout.col_valid = s.col_group;
+    kernels::fill_random_bf16(s.dst, layout, kStddev, seed_ ^ std::hash<std::string>{}(s.name), nullptr);
+  }
+
+  void vector(const VectorSpec& s) override {
+    const float value = s.kind == VectorKind::Norm ? s.scale : 0.0f;
+    kernels::fill_f32_periodic(s.dst, s.padded_length(), value, s.group_padded, s.group, nullptr);
+  }
+
+ private:
+  static constexpr float kStddev = 0.02f;
+  uint64_t seed_;
+};
+
+}  // namespace
+
+GpuWeights upload_checkpoint_weights(const Checkpoint& checkpoint, const GpuModelConfig& config, bool progress) {
+  CheckpointSink sink(checkpoint, progress);
+  return build_weights(config, sink);
+}
+
+GpuWeights random_device_weights(const GpuModelConfig& config, uint64_t seed) {
+  RandomSink sink(seed);
+  GpuWeights weights = build_weights(config, sink);
+  TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
+  return weights;
+}
+
+}  // namespace tachyon::gpu
+#endif  // TACHYON_HAS_CUDA
