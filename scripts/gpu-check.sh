@@ -8,7 +8,8 @@
 #   scripts/gpu-check.sh --pack   (on a development machine) builds build-cuda/ and copies the stripped
 #                                 binaries into build-gpu-carry/ (< 40 MB) for `run --carry build-gpu-carry`.
 # Environment: SANITIZE=0 skips compute-sanitizer; GTEST_FILTER limits the tests; BENCH=none skips benchmarks;
-# TEST_TIMEOUT / SANITIZER_TIMEOUT / BENCH_TIMEOUT (seconds) bound each stage (rc 124 = timed out).
+# TEST_TIMEOUT / SANITIZER_TIMEOUT / BENCH_TIMEOUT (seconds) bound each stage (rc 124 = timed out);
+# GTEST_XML=path keeps the gtest XML report (off $OUT by default: the device tool returns at most 8 files).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,7 +47,7 @@ if grep -q "not found" "$OUT/ldd.txt"; then echo "missing shared libraries:"; gr
 
 echo "== tachyon_gpu_tests"
 start=$(date +%s)
-timeout "${TEST_TIMEOUT:-300}" "$BIN/tachyon_gpu_tests" --gtest_filter="${GTEST_FILTER:-*}" --gtest_output="xml:$OUT/gpu-tests.xml" > "$OUT/gpu-tests.log" 2>&1
+timeout "${TEST_TIMEOUT:-300}" "$BIN/tachyon_gpu_tests" --gtest_filter="${GTEST_FILTER:-*}" --gtest_output="xml:${GTEST_XML:-/tmp/tachyon-gpu-tests.xml}" > "$OUT/gpu-tests.log" 2>&1
 tests_rc=$?
 tests_s=$(( $(date +%s) - start ))
 grep -E "^\[  (FAILED|PASSED|SKIPPED) |^\[       OK \]|Failure|outside the bound" "$OUT/gpu-tests.log" | head -60

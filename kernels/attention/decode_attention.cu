@@ -29,6 +29,7 @@ namespace {
 constexpr int kKeyTile = 64;
 constexpr int kMaxWarps = 8;           // rows per block: 128
 constexpr int kRowsPerBlock = 16 * kMaxWarps;
+constexpr int kMaxSplits = 256;        // bounds the combine kernel's shared weights
 constexpr float kLog2e = 1.4426950408889634f;
 
 struct AttentionKernelArgs {
@@ -55,8 +56,8 @@ SplitPlan plan_splits(const AttentionParams& params, const PagedKvCache& cache, 
   const int tiles = std::max(1, (batch.max_seq_len + kKeyTile - 1) / kKeyTile);
   const int base_blocks = std::max(1, batch.n_sequences * cache.n_kv_heads * plan.row_blocks);
   const int target_blocks = 2 * cuda::current_device_info().multiprocessors;
-  // At least two tiles per split when there is more than one, so each block's pipeline overlaps a load.
-  int splits = std::clamp((target_blocks + base_blocks - 1) / base_blocks, 1, std::max(1, tiles / 2));
+  // Down to one tile per split: short contexts need the parallelism more than the pipeline overlap.
+  int splits = std::clamp((target_blocks + base_blocks - 1) / base_blocks, 1, std::min(tiles, kMaxSplits));
   const int tiles_per_split = (tiles + splits - 1) / splits;
   plan.split_size = tiles_per_split * kKeyTile;
   plan.n_splits = (tiles + tiles_per_split - 1) / tiles_per_split;
@@ -263,31 +264,41 @@ __global__ void __launch_bounds__(32 * kMaxWarps) decode_attention_kernel(Attent
   }
 }
 
-// Merges the splits of one (token, head) row per warp.
+// Merges the splits of one (token, head) row per warp. Lanes own splits for the max and the denominator, so
+// the per-split loads are independent (a loop over splits in one lane would pay one memory latency per split);
+// the weighted sum over splits is unrolled so that its loads are in flight together.
 template <int D>
 __global__ void attention_combine_kernel(AttentionKernelArgs args) {
+  __shared__ float split_weight[4][kMaxSplits];
   allow_next_kernel_to_start();
-  const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x & 31;
-  const int n_tokens = args.batch.n_tokens, n_heads = args.params.n_heads;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+  const int row = blockIdx.x * 4 + warp;
+  const int n_tokens = args.batch.n_tokens, n_heads = args.params.n_heads, n_splits = args.n_splits;
   if (row >= n_tokens * n_heads) return;
   const int token = row / n_heads, head = row % n_heads;
   const int64_t stride = static_cast<int64_t>(n_tokens) * n_heads;
-  float global_max = -INFINITY;
-  for (int sp = 0; sp < args.n_splits; ++sp) global_max = fmaxf(global_max, args.partial_max[sp * stride + row]);
-  const float sink = args.params.sinks ? args.params.sinks[head] * kLog2e : -INFINITY;
-  global_max = fmaxf(global_max, sink);
+  float global_max = args.params.sinks ? args.params.sinks[head] * kLog2e : -INFINITY;
+  for (int sp = lane; sp < n_splits; sp += 32) global_max = fmaxf(global_max, args.partial_max[sp * stride + row]);
+  global_max = warp_max(global_max);
   if (global_max == -INFINITY) global_max = 0.f;
-  float denominator = exp2f(sink - global_max);
+  float denominator = 0.f;
+  for (int sp = lane; sp < n_splits; sp += 32) {
+    const float weight = exp2f(args.partial_max[sp * stride + row] - global_max);
+    split_weight[warp][sp] = weight;
+    denominator += args.partial_sum[sp * stride + row] * weight;
+  }
+  denominator = warp_sum(denominator);
+  if (args.params.sinks) denominator += exp2f(args.params.sinks[head] * kLog2e - global_max);
+  __syncwarp();
   float acc[D / 32];
 #pragma unroll
   for (int j = 0; j < D / 32; ++j) acc[j] = 0.f;
-  for (int sp = 0; sp < args.n_splits; ++sp) {
-    const int64_t index = sp * stride + row;
-    const float weight = exp2f(args.partial_max[index] - global_max);
-    denominator += args.partial_sum[index] * weight;
-    const float* part = args.partial_out + index * D;
+  const float* part = args.partial_out + static_cast<int64_t>(row) * D + lane;
+#pragma unroll 8
+  for (int sp = 0; sp < n_splits; ++sp) {
+    const float weight = split_weight[warp][sp];
 #pragma unroll
-    for (int j = 0; j < D / 32; ++j) acc[j] += part[lane + 32 * j] * weight;
+    for (int j = 0; j < D / 32; ++j) acc[j] += part[sp * stride * D + 32 * j] * weight;
   }
   const float inv = denominator > 0.f ? 1.0f / denominator : 0.f;
   float* out = args.params.out + static_cast<int64_t>(token) * args.params.out_stride + head * D;
@@ -315,7 +326,7 @@ void launch_attention(const AttentionKernelArgs& args, cudaStream_t stream) {
   TACHYON_CUDA_CHECK_LAUNCH("decode_attention_kernel");
   if (args.n_splits > 1) {
     const int rows = args.batch.n_tokens * args.params.n_heads;
-    attention_combine_kernel<D><<<(rows + 3) / 4, 128, 0, stream>>>(args);
+    attention_combine_kernel<D><<<(rows + 3) / 4, 128, 0, stream>>>(args);  // 4 warps = 4 rows per block
     TACHYON_CUDA_CHECK_LAUNCH("attention_combine_kernel");
   }
 }

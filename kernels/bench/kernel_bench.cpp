@@ -221,8 +221,7 @@ void bench_moe(bool sweep) {
     auto layer = [&](int i, cudaStream_t s) {
       const size_t l = i % layers;
       kernels::gemv_bf16(bf(router, l * n_experts * hidden), nullptr, x.data(), logits.data(), n, n_experts, hidden, s);
-      kernels::moe_router_topk(logits.data(), n, config, ids.data(), weights.data(), s);
-      routing = kernels::moe_group_by_expert(ids.data(), n, top_k, n_experts, buffers, s);
+      routing = kernels::moe_route_and_group(logits.data(), n, config, ids.data(), weights.data(), buffers, s);
       kernels::expert_gated_gemv_bf16(bf(gate, l * expert_elems * n_experts), bf(up, l * expert_elems * n_experts),
                                       static_cast<int64_t>(expert_elems), routing, x.data(), h.data(), width, hidden, s);
       kernels::expert_gemv_bf16(bf(down, l * expert_elems * n_experts), static_cast<int64_t>(expert_elems), routing,
@@ -231,7 +230,7 @@ void bench_moe(bool sweep) {
     };
     const double bytes = 3.0 * active * expert_elems * 2 + 2.0 * n_experts * hidden;
     const double us = time_us(layer, 20);
-    row("moe_layer (6 kernels)", "qwen3 2048/768 128e top8, " + std::to_string(active) + " experts", n, "tachyon", us, bytes);
+    row("moe_layer (5 kernels)", "qwen3 2048/768 128e top8, " + std::to_string(active) + " experts", n, "tachyon", us, bytes);
     const double us_experts = time_us([&](int i, cudaStream_t s) {
       const size_t l = i % layers;
       kernels::expert_gated_gemv_bf16(bf(gate, l * expert_elems * n_experts), bf(up, l * expert_elems * n_experts),

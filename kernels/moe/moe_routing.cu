@@ -41,18 +41,11 @@ __device__ __forceinline__ int warp_argmax(const float* values, const bool* take
   return best_index;
 }
 
-__global__ void moe_router_kernel(const float* logits, int n_tokens, RouterConfig config, int* topk_ids,
-                                  float* topk_weights) {
-  __shared__ float score_buffer[kRouterWarps][kMaxExperts];   // weights source (probabilities / sigmoid)
-  __shared__ float choice_buffer[kRouterWarps][kMaxExperts];  // what top-k ranks
-  __shared__ bool taken_buffer[kRouterWarps][kMaxExperts];
-  const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
-  const int token = blockIdx.x * kRouterWarps + warp;
-  if (token >= n_tokens) return;
+// Routes one token with one warp; score/choice/taken are this warp's shared scratch of n_experts entries.
+__device__ void route_token(const float* logits, int token, const RouterConfig& config, float* score, float* choice,
+                            bool* taken, int* topk_ids, float* topk_weights) {
+  const int lane = threadIdx.x & 31;
   const int n = config.n_experts;
-  float* score = score_buffer[warp];
-  float* choice = choice_buffer[warp];
-  bool* taken = taken_buffer[warp];
   const float* row = logits + static_cast<int64_t>(token) * n;
 
   if (config.scoring == RouterScoring::Softmax) {
@@ -126,12 +119,24 @@ __global__ void moe_router_kernel(const float* logits, int n_tokens, RouterConfi
     topk_ids[static_cast<int64_t>(token) * config.top_k + lane] = picked_id;
     topk_weights[static_cast<int64_t>(token) * config.top_k + lane] = w;
   }
+  __syncwarp();  // the scratch is reused by the warp's next token
+}
+
+__global__ void moe_router_kernel(const float* logits, int n_tokens, RouterConfig config, int* topk_ids,
+                                  float* topk_weights) {
+  __shared__ float score_buffer[kRouterWarps][kMaxExperts];   // weights source (probabilities / sigmoid)
+  __shared__ float choice_buffer[kRouterWarps][kMaxExperts];  // what top-k ranks
+  __shared__ bool taken_buffer[kRouterWarps][kMaxExperts];
+  const int warp = threadIdx.x / 32;
+  const int token = blockIdx.x * kRouterWarps + warp;
+  if (token >= n_tokens) return;
+  route_token(logits, token, config, score_buffer[warp], choice_buffer[warp], taken_buffer[warp], topk_ids, topk_weights);
 }
 
 constexpr int kGroupThreads = 1024;
 
-__global__ void __launch_bounds__(kGroupThreads)
-moe_group_by_expert_kernel(const int* topk_ids, int n_assignments, int n_experts, ExpertRoutingBuffers out) {
+// The whole block groups the assignments (reads topk_ids once; any block size that is a multiple of 32).
+__device__ void group_assignments(const int* topk_ids, int n_assignments, int n_experts, const ExpertRoutingBuffers& out) {
   __shared__ int counts[kMaxExperts];
   __shared__ int expert_offset[kMaxExperts];
   __shared__ int ids[4096];
@@ -182,6 +187,30 @@ moe_group_by_expert_kernel(const int* topk_ids, int n_assignments, int n_experts
   }
 }
 
+__global__ void __launch_bounds__(kGroupThreads)
+moe_group_by_expert_kernel(const int* topk_ids, int n_assignments, int n_experts, ExpertRoutingBuffers out) {
+  allow_next_kernel_to_start();
+  group_assignments(topk_ids, n_assignments, n_experts, out);
+}
+
+// Router top-k and grouping in one launch (one block of 4 warps): decode passes route <= 16 tokens, so a launch saved
+// is worth more than the parallelism of the router's own grid.
+constexpr int kFusedWarps = 4;  // 4 x 4.5 KB of router scratch + 20 KB of grouping: under the 48 KB static limit
+__global__ void __launch_bounds__(32 * kFusedWarps)
+moe_route_and_group_kernel(const float* logits, int n_tokens, RouterConfig config, int* topk_ids, float* topk_weights,
+                           ExpertRoutingBuffers out) {
+  __shared__ float score_buffer[kFusedWarps][kMaxExperts];
+  __shared__ float choice_buffer[kFusedWarps][kMaxExperts];
+  __shared__ bool taken_buffer[kFusedWarps][kMaxExperts];
+  allow_next_kernel_to_start();
+  const int warp = threadIdx.x / 32;
+  for (int token = warp; token < n_tokens; token += kFusedWarps)
+    route_token(logits, token, config, score_buffer[warp], choice_buffer[warp], taken_buffer[warp], topk_ids,
+                topk_weights);
+  __syncthreads();  // topk_ids written by this block's threads are visible to all of them after the barrier
+  group_assignments(topk_ids, n_tokens * config.top_k, config.n_experts, out);
+}
+
 __global__ void moe_combine_kernel(const float* expert_out, const float* topk_weights, const int* assignment_entry,
                                    int top_k, int hidden, float* out, bool accumulate) {
   allow_next_kernel_to_start();
@@ -197,11 +226,7 @@ __global__ void moe_combine_kernel(const float* expert_out, const float* topk_we
   }
 }
 
-}  // namespace
-
-void moe_router_topk(const float* logits, int n_tokens, const RouterConfig& config, int* topk_ids, float* topk_weights,
-                     cudaStream_t stream) {
-  const char* name = "moe_router_topk";
+void check_router_config(const char* name, const RouterConfig& config) {
   TACHYON_REQUIRE(config.n_experts > 0 && config.n_experts <= kMaxExperts, name, "n_experts must be in 1..512");
   TACHYON_REQUIRE(config.top_k > 0 && config.top_k <= 32 && config.top_k <= config.n_experts, name,
                   "top_k must be in 1..min(32, n_experts)");
@@ -211,6 +236,27 @@ void moe_router_topk(const float* logits, int n_tokens, const RouterConfig& conf
     TACHYON_REQUIRE(config.top_k_groups >= 1 && config.top_k_groups <= config.n_groups, name,
                     "top_k_groups must be in 1..n_groups");
   }
+}
+
+ExpertRouting routing_view(const ExpertRoutingBuffers& buffers, int n_tokens, int top_k, int n_experts) {
+  const int n_assignments = n_tokens * top_k;
+  ExpertRouting routing;
+  routing.active_expert_count = buffers.active_expert_count;
+  routing.active_experts = buffers.active_experts;
+  routing.slot_offsets = buffers.slot_offsets;
+  routing.sorted_assignments = buffers.sorted_assignments;
+  routing.assignment_entry = buffers.assignment_entry;
+  routing.max_active_experts = n_assignments < n_experts ? n_assignments : n_experts;
+  routing.top_k = top_k;
+  routing.n_tokens = n_tokens;
+  return routing;
+}
+
+}  // namespace
+
+void moe_router_topk(const float* logits, int n_tokens, const RouterConfig& config, int* topk_ids, float* topk_weights,
+                     cudaStream_t stream) {
+  check_router_config("moe_router_topk", config);
   if (n_tokens <= 0) return;
   moe_router_kernel<<<(n_tokens + kRouterWarps - 1) / kRouterWarps, 32 * kRouterWarps, 0, stream>>>(
       logits, n_tokens, config, topk_ids, topk_weights);
@@ -239,16 +285,19 @@ ExpertRouting moe_group_by_expert(const int* topk_ids, int n_tokens, int top_k, 
   TACHYON_REQUIRE(n_assignments > 0 && n_assignments <= 4096, name, "n_tokens * top_k must be in 1..4096");
   moe_group_by_expert_kernel<<<1, kGroupThreads, 0, stream>>>(topk_ids, n_assignments, n_experts, buffers);
   TACHYON_CUDA_CHECK_LAUNCH("moe_group_by_expert_kernel");
-  ExpertRouting routing;
-  routing.active_expert_count = buffers.active_expert_count;
-  routing.active_experts = buffers.active_experts;
-  routing.slot_offsets = buffers.slot_offsets;
-  routing.sorted_assignments = buffers.sorted_assignments;
-  routing.assignment_entry = buffers.assignment_entry;
-  routing.max_active_experts = n_assignments < n_experts ? n_assignments : n_experts;
-  routing.top_k = top_k;
-  routing.n_tokens = n_tokens;
-  return routing;
+  return routing_view(buffers, n_tokens, top_k, n_experts);
+}
+
+ExpertRouting moe_route_and_group(const float* logits, int n_tokens, const RouterConfig& config, int* topk_ids,
+                                  float* topk_weights, const ExpertRoutingBuffers& buffers, cudaStream_t stream) {
+  const char* name = "moe_route_and_group";
+  check_router_config(name, config);
+  const int n_assignments = n_tokens * config.top_k;
+  TACHYON_REQUIRE(n_assignments > 0 && n_assignments <= 4096, name, "n_tokens * top_k must be in 1..4096");
+  moe_route_and_group_kernel<<<1, 32 * kFusedWarps, 0, stream>>>(logits, n_tokens, config, topk_ids, topk_weights,
+                                                                  buffers);
+  TACHYON_CUDA_CHECK_LAUNCH("moe_route_and_group_kernel");
+  return routing_view(buffers, n_tokens, config.top_k, config.n_experts);
 }
 
 void moe_combine(const float* expert_out, const float* topk_weights, const ExpertRouting& routing, int n_tokens,

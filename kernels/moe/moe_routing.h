@@ -50,6 +50,10 @@ ExpertRoutingBuffers expert_routing_buffers(int* storage, int n_experts, int max
 ExpertRouting moe_group_by_expert(const int* topk_ids, int n_tokens, int top_k, int n_experts,
                                   const ExpertRoutingBuffers& buffers, cudaStream_t stream);
 
+// moe_router_topk + moe_group_by_expert in one launch (one block of 4 warps): the decode path.
+ExpertRouting moe_route_and_group(const float* logits, int n_tokens, const RouterConfig& config, int* topk_ids,
+                                  float* topk_weights, const ExpertRoutingBuffers& buffers, cudaStream_t stream);
+
 // out[t, :] (+)= sum_j topk_weights[t, j] * expert_out[entry(t, j), :]; expert_out: float [n_entries, hidden]
 // in entry order (the expert down-projection output). accumulate = add into out instead of overwriting.
 void moe_combine(const float* expert_out, const float* topk_weights, const ExpertRouting& routing, int n_tokens,

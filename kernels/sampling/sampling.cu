@@ -87,7 +87,9 @@ __device__ ArgMax block_argmax(ArgMax v, ArgMax* scratch) {
   return result;
 }
 
-__device__ ArgMax row_argmax(const float* row, int vocab, ArgMax* scratch) {
+// Block argmax of a row; *thread_max (optional) gets this thread's own maximum (the sampler's candidate
+// threshold needs the per-thread maxima, and this saves a pass over the row).
+__device__ ArgMax row_argmax(const float* row, int vocab, ArgMax* scratch, float* thread_max = nullptr) {
   ArgMax best{-INFINITY, vocab};
   int start = 0;
   if (reinterpret_cast<uintptr_t>(row) % 16 == 0) {
@@ -118,6 +120,7 @@ __device__ ArgMax row_argmax(const float* row, int vocab, ArgMax* scratch) {
     start = 4 * n_vectors;
   }
   for (int i = start + threadIdx.x; i < vocab; i += kThreads) best = better(best, ArgMax{row[i], i});
+  if (thread_max) *thread_max = best.value;
   return block_argmax(best, scratch);
 }
 
@@ -198,7 +201,8 @@ sample_rows_kernel(const float* logits, int vocab, SamplingParams params, const 
   __shared__ unsigned long long histogram[kBins];
   const int row_index = blockIdx.x;
   const float* row = logits + static_cast<int64_t>(row_index) * vocab;
-  const ArgMax best = row_argmax(row, vocab, scratch);
+  float my_max = -INFINITY;
+  const ArgMax best = row_argmax(row, vocab, scratch, &my_max);
   if (params.temperature <= 0.0f || params.top_k == 1) {
     if (threadIdx.x == 0) token_out[row_index] = best.index < vocab ? best.index : 0;
     return;
@@ -215,9 +219,7 @@ sample_rows_kernel(const float* logits, int vocab, SamplingParams params, const 
   __shared__ int candidate_count, keep_count;
   __shared__ float block_floats[kThreads / 32];
   if (restricted && params.top_k <= kThreads) {
-    float local_max = -INFINITY;
-    for (int i = threadIdx.x; i < vocab; i += kThreads) local_max = fmaxf(local_max, row[i]);
-    candidate_value[threadIdx.x] = local_max;
+    candidate_value[threadIdx.x] = my_max;
     candidate_id[threadIdx.x] = threadIdx.x;
     __syncthreads();
     bitonic_sort_best_first(candidate_value, candidate_id, kThreads);

@@ -2,6 +2,7 @@
 // NaN-poisoned outputs, and error reports that name the worst element.
 #pragma once
 #include <cmath>
+#include <cstdio>
 #include <cstdint>
 #include <cstring>
 #include <random>
@@ -89,6 +90,8 @@ inline void expect_within(const std::vector<float>& got, const std::vector<float
     if (!ok) ++failures;
     if (!(ratio <= worst_ratio)) worst_ratio = ratio, worst = i;
   }
+  // The margin actually used, for docs/gpu-kernels.md ("worst 0.02 of bound" = 50x headroom).
+  std::printf("[ margin   ] %s: worst error %.3g of the bound\n", what.c_str(), worst_ratio);
   EXPECT_EQ(failures, 0u) << what << ": " << failures << " of " << got.size() << " elements outside the bound; worst ["
                           << worst << "] got " << got[worst] << " want " << want[worst] << " bound " << bound[worst];
 }

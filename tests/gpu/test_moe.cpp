@@ -234,5 +234,56 @@ TEST(GpuMoe, GroupingIsSortedStableAndInvertible) {
   }
 }
 
+TEST(GpuMoe, RouteAndGroupInOneLaunchMatchesTwoLaunches) {
+  SKIP_WITHOUT_GPU();
+  reseed_for_current_test();
+  for (int n_tokens : {1, 5, 16}) {
+    for (bool deepseek : {false, true}) {
+      const int n_experts = deepseek ? 256 : 128, top_k = 8, assignments = n_tokens * top_k;
+      const std::vector<float> logits = random_normal(static_cast<size_t>(n_tokens) * n_experts, 2.0f);
+      const std::vector<float> bias = random_floats(n_experts, -0.1f, 0.1f);
+      cuda::DeviceBuffer<float> logits_dev(logits), bias_dev(bias);
+      kernels::RouterConfig config;
+      config.n_experts = n_experts;
+      config.top_k = top_k;
+      if (deepseek) {
+        config.scoring = kernels::RouterScoring::Sigmoid;
+        config.correction_bias = bias_dev.data();
+        config.n_groups = 8;
+        config.top_k_groups = 4;
+        config.routed_scaling = 2.5f;
+      }
+      std::vector<std::vector<int>> ints;
+      std::vector<std::vector<float>> weights;
+      for (bool fused : {false, true}) {
+        cuda::DeviceBuffer<int> ids(assignments), storage(kernels::expert_routing_ints(n_experts, assignments));
+        ids.fill_bytes(0xff);
+        storage.fill_bytes(0xff);
+        auto w = poisoned(assignments);
+        const auto buffers = kernels::expert_routing_buffers(storage.data(), n_experts, assignments);
+        if (fused) {
+          kernels::moe_route_and_group(logits_dev.data(), n_tokens, config, ids.data(), w.data(), buffers, nullptr);
+        } else {
+          kernels::moe_router_topk(logits_dev.data(), n_tokens, config, ids.data(), w.data(), nullptr);
+          kernels::moe_group_by_expert(ids.data(), n_tokens, top_k, n_experts, buffers, nullptr);
+        }
+        TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
+        std::vector<int> all = ids.to_host();
+        const std::vector<int> routing = storage.to_host();
+        // Compare the meaningful part only: slots past the active count are never read.
+        const int active = routing[0];
+        all.push_back(active);
+        all.insert(all.end(), routing.begin() + 1, routing.begin() + 1 + active);                       // experts
+        all.insert(all.end(), routing.begin() + 1 + n_experts, routing.begin() + 2 + n_experts + active);  // offsets
+        all.insert(all.end(), routing.end() - 2 * assignments, routing.end());  // sorted + inverse
+        ints.push_back(all);
+        weights.push_back(w.to_host());
+      }
+      EXPECT_EQ(ints[0], ints[1]) << "tokens " << n_tokens << (deepseek ? " deepseek" : " softmax");
+      EXPECT_EQ(weights[0], weights[1]) << "tokens " << n_tokens << (deepseek ? " deepseek" : " softmax");
+    }
+  }
+}
+
 }  // namespace
 }  // namespace tachyon
