@@ -308,6 +308,11 @@ void launch_gemv(const char* name, const GemvParams& p, bool gated, int max_cols
   if (groups <= 0) return;
   const int rows_per_warp = gated ? 16 : 32;
   int k_split = tuning.k_split;
+  if (k_split != 1 && k_split != 2 && k_split != 4 && !p.group_count && max_cols <= 4 && p.in_features >= 2048) {
+    // Few tokens and long rows: 4 warps per 32 rows wins even when rows alone would fill the GPU
+    // (151936x2048 at 1 token: 94% of stream read vs 92% with k_split 1; run-3 sweep, docs/gpu-kernels.md).
+    k_split = 4;
+  }
   if (k_split != 1 && k_split != 2 && k_split != 4) {
     // Fewest warps per row that still give every SM ~3 blocks: more rows per block means the
     // activations (read through L1) are shared by more weight rows.
