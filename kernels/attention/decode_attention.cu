@@ -12,7 +12,10 @@
 //
 // Error bound vs models/layers.cpp cached_attention on the same bf16-rounded K/V:
 //   |out - ref| <= 2^-8 * max|v| + 1e-4 (bf16 rounding of P only).
-// Measured: docs/gpu-kernels.md.
+// Measured, H100 80GB HBM3 (stream read 3114 GB/s), 2026-11-26, 32 query / 4 KV heads of 128, pages of 64:
+//   1 token: 1024 keys 10.1 us, 4096 keys 16.9 us, 32768 keys 41.6 us (52% of read); 16 tokens: 13.6, 32.2, 85.1 us.
+//   Before (run 1): lookups serialized behind a "memory" clobber on cp.async and a one-lane-per-row combine
+//   loop: 4096 keys 37 us, 32768 keys 125 us. History and open issues: docs/gpu-kernels.md.
 #include "attention/decode_attention.h"
 
 #include <algorithm>

@@ -4,7 +4,9 @@
 // a thread per assignment ranks itself among the assignments of its expert (O(n_assignments) per thread,
 // deterministic, no host round trip). Combine: one block per token. All memory-trivial (a 16 x 128 logit
 // block is 8 KB); each costs its launch.
-// Error bounds vs CPU: router weights 1e-6 relative; combine 1e-6 relative (summation order only).
+// Error bounds vs CPU: router weights 2e-6 relative; combine 1e-6 relative (summation order only).
+// Measured, H100, 2026-11-26, Qwen3-30B-A3B layer (5 kernels incl. router gemv and the expert gemvs): 58.6 us
+// at 1 token (8 experts; the expert gemvs alone 39.9 us), 308 us at 16 tokens (74 experts).
 #include "moe/moe_routing.h"
 
 #include <cstdint>

@@ -2,7 +2,8 @@
 // Shapes: rows = tokens (1..16 in decode, any in prefill), dim = hidden size (576..8192) or head_dim.
 // One block per row for hidden rows (float4 loads, the row stays in L1 between the two passes); one warp per
 // (token, head) for per-head norms. Memory-trivial at decode sizes (a 16 x 6144 row block is 393 KB):
-// these kernels cost their launch, ~2-3 us on a stream, ~1 us in a graph.
+// these kernels cost their launch: add_rms_norm 4096 wide, 1 or 16 rows: 3.1-3.3 us per graph node (H100,
+// 2026-11-26).
 // Error bound vs the CPU reference: 1e-5 relative (reduction order only).
 #include "norm/rms_norm.h"
 

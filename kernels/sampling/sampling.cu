@@ -12,8 +12,10 @@
 // Fast path, taken whenever it provably holds the answer (top_k <= 512, or top_p alone with the mass at the
 // top): candidates >= the k-th largest of the per-thread maxima, at most 2048, sorted in shared memory; top_k,
 // top_p and Gumbel-max then run on those. The radix path above is the fallback (flat distributions).
-// Each pass reads the row from L2 (608 KB for a 151,936 vocab): ~7-9 passes, one SM per row. Measured:
-// docs/gpu-kernels.md. argmax_rows: one pass, one block per row.
+// Each pass reads the row from L2 (608 KB for a 151,936 vocab): ~7-9 passes, one SM per row.
+// argmax_rows: one pass, one block per row.
+// Measured, H100, 2026-11-26, vocab 151,936: argmax_rows 9.6 us (1 or 16 rows); sample_rows T=0.7 top_k=50
+// top_p=0.9 99 us (fast path); top_p=0.95 alone on flat logits 1.25 ms (radix fallback: the thing to fix).
 #include "sampling/sampling.h"
 
 #include <climits>
