@@ -255,9 +255,11 @@ class Interpreter {
       }
     }
     DictData extra_keywords;
+    bool caller_given = false;
     for (auto& [keyword, value] : args.keywords) {
       if (keyword == "caller" && macro.uses_caller) {
         scope->set("caller", value);
+        caller_given = true;
         continue;
       }
       size_t index = 0;
@@ -278,6 +280,7 @@ class Interpreter {
                                  ? eval(*param.default_value, scope)
                                  : Value::undefined(fmt::format("parameter '{}' was not provided", param.name)));
     }
+    if (macro.uses_caller && !caller_given) scope->set("caller", Value::undefined("No caller defined"));
     scope->set("varargs", Value::list(std::move(extra_positional), true));
     scope->set("kwargs", Value::dict(std::move(extra_keywords)));
     return Value(capture(macro.body, scope));

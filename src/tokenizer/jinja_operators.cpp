@@ -206,7 +206,10 @@ bool contains(const Value& container, const Value& item) {
         if (values_equal(element, item)) return true;
       return false;
     }
-    case Value::Type::Dict: return container.as_dict().find(item) != nullptr;
+    case Value::Type::Dict:
+      if (item.is_dict() || (item.is_list() && item.as_list().kind == SequenceKind::List))
+        template_fail("unhashable type: '{}'", type_name(item));
+      return container.as_dict().find(item) != nullptr;
     default: template_fail("argument of type '{}' is not iterable", type_name(container));
   }
 }
@@ -322,7 +325,10 @@ std::string percent_format(const std::string& format, const Value& args) {
     out += piece;
     check_string_size(out.size());
   }
-  if (!used_mapping && !args.is_dict() && next_arg < positional.size())
+  // Python only insists that every argument is used when the argument is not "mapping-like"
+  // (anything with __getitem__ other than a tuple or str: dicts, lists, jinja2's Undefined).
+  bool mapping_like = args.is_dict() || args.is_undefined() || (args.is_list() && !is_tuple);
+  if (!used_mapping && !mapping_like && next_arg < positional.size())
     template_fail("not all arguments converted during string formatting");
   return out;
 }
