@@ -108,6 +108,8 @@ Value repeat(const Value& sequence, int64_t times) {
 
 Value binary_operation(std::string_view op, const Value& left, const Value& right) {
   require_defined(left);
+  // str.__mod__ formats any object, undefined included ('%s' % undefined gives '').
+  if (op == "%" && left.is_string()) return Value(percent_format(left.as_string(), right));
   require_defined(right);
   bool numbers = left.is_number() && right.is_number();
   bool any_float = numbers && (left.is_float() || right.is_float());
