@@ -187,11 +187,10 @@ class Lexer {
   }
 
   void lex_raw(size_t body_start) {
-    std::string_view marker = src_;
     line_starting_ = body_start > 0 && src_[body_start - 1] == '\n';
     advance_to(body_start);
     for (size_t i = find_tag_start(body_start); i != std::string::npos; i = find_tag_start(i + 1)) {
-      if (marker[i + 1] != '%') continue;
+      if (src_[i + 1] != '%') continue;
       size_t after_open = i + 2;
       char sign = after_open < src_.size() && (src_[after_open] == '-' || src_[after_open] == '+') ? src_[after_open] : 0;
       size_t end = match_raw_marker(after_open + (sign ? 1 : 0), "endraw", true);

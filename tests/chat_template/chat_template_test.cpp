@@ -213,7 +213,10 @@ TEST(ChatTemplate, HugeLoopsAndOutputsStopAtTheLimits) {
 TEST(ChatTemplate, MutatedTemplatesNeverCrash) {
   std::mt19937 rng(1234);
   const std::string alphabet = "{}%#-+()[]|.,:'\"~=<>*/ \nabcxyz019_";
-  ordered_json context = load_fixture("qwen3")["cases"][40]["context"];
+  ordered_json context;
+  for (const auto& entry : load_fixture("qwen3")["cases"])
+    if (entry["name"] == "tool_call_roundtrip/gen") context = entry["context"];
+  ASSERT_TRUE(context.is_object());
   int errors = 0, rendered = 0;
   for (const char* family : {"qwen3", "llama3_1", "gpt_oss"}) {
     const std::string source = load_fixture(family)["template"].get<std::string>();
