@@ -214,7 +214,8 @@ TEST(ChatTemplate, MutatedTemplatesNeverCrash) {
   std::mt19937 rng(1234);
   const std::string alphabet = "{}%#-+()[]|.,:'\"~=<>*/ \nabcxyz019_";
   ordered_json context;
-  for (const auto& entry : load_fixture("qwen3")["cases"])
+  const ordered_json qwen3 = load_fixture("qwen3");
+  for (const auto& entry : qwen3["cases"])
     if (entry["name"] == "tool_call_roundtrip/gen") context = entry["context"];
   ASSERT_TRUE(context.is_object());
   int errors = 0, rendered = 0;
