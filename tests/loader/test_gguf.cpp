@@ -22,7 +22,9 @@ std::string parse_error(const Bytes& file) {
   return error_of([&] { parse_gguf(file.data(), file.size(), kName); });
 }
 
-// Parses and builds the whole HF view, as open_checkpoint does for a file.
+// Parses and builds the whole HF view, as open_checkpoint does for a file. The views point into
+// `file`, so it must outlive the checkpoint (temporaries are refused).
+Checkpoint hf_view(Bytes&& file, const std::string& name = "tiny.gguf") = delete;
 Checkpoint hf_view(const Bytes& file, const std::string& name = "tiny.gguf") {
   Checkpoint checkpoint;
   fill_checkpoint_from_gguf(parse_gguf(file.data(), file.size(), name), name, checkpoint);
@@ -203,7 +205,8 @@ TEST(LoaderGguf, BadTensorDescriptions) {
 }
 
 TEST(LoaderGguf, LlamaConfig) {
-  Checkpoint checkpoint = hf_view(test::tiny_model_gguf("llama").build());
+  const Bytes file = test::tiny_model_gguf("llama").build();
+  Checkpoint checkpoint = hf_view(file);
   const json& c = checkpoint.config;
   EXPECT_EQ(checkpoint.format, "gguf");
   EXPECT_EQ(c["architectures"], json({"LlamaForCausalLM"}));
@@ -245,13 +248,15 @@ TEST(LoaderGguf, LlamaConfig) {
   EXPECT_EQ(w.get("model.layers.0.input_layernorm.weight").to_float()[2], 2.0f);
   EXPECT_FALSE(w.has("lm_head.weight"));
 
-  Checkpoint untied = hf_view(test::tiny_model_gguf("llama", true).build());
+  const Bytes untied_file = test::tiny_model_gguf("llama", true).build();
+  Checkpoint untied = hf_view(untied_file);
   EXPECT_EQ(untied.config["tie_word_embeddings"], false);
   untied.weights.get("lm_head.weight", {8, 32});
 }
 
 TEST(LoaderGguf, QwenConfigs) {
-  Checkpoint qwen2 = hf_view(test::tiny_model_gguf("qwen2").build());
+  const Bytes qwen2_file = test::tiny_model_gguf("qwen2").build();
+  Checkpoint qwen2 = hf_view(qwen2_file);
   EXPECT_EQ(qwen2.config["architectures"], json({"Qwen2ForCausalLM"}));
   EXPECT_EQ(qwen2.config["model_type"], "qwen2");
   EXPECT_EQ(qwen2.config["attention_bias"], true);
@@ -260,7 +265,8 @@ TEST(LoaderGguf, QwenConfigs) {
   qwen2.weights.get("model.layers.0.self_attn.k_proj.bias", {16});
   qwen2.weights.get("model.layers.0.self_attn.v_proj.bias", {16});
 
-  Checkpoint qwen3 = hf_view(test::tiny_model_gguf("qwen3").build());
+  const Bytes qwen3_file = test::tiny_model_gguf("qwen3").build();
+  Checkpoint qwen3 = hf_view(qwen3_file);
   EXPECT_EQ(qwen3.config["architectures"], json({"Qwen3ForCausalLM"}));
   EXPECT_EQ(qwen3.config["model_type"], "qwen3");
   EXPECT_EQ(qwen3.config["head_dim"], 16);
@@ -302,7 +308,10 @@ TEST(LoaderGguf, Qwen3MoeConfigAndExpertViews) {
 }
 
 TEST(LoaderGguf, ConfigErrors) {
-  auto config_error = [](GgufWriter w) { return error_of([&] { hf_view(w.build(), kName); }); };
+  auto config_error = [](GgufWriter w) {
+    const Bytes file = w.build();
+    return error_of([&] { hf_view(file, kName); });
+  };
   EXPECT_EQ(config_error(GgufWriter().str("general.architecture", "gemma3")),
             std::string(kName) + ": GGUF architecture 'gemma3' is not supported (supported: llama, qwen2, qwen3, qwen3moe)");
   EXPECT_EQ(config_error(GgufWriter()), std::string(kName) + ": metadata key general.architecture is missing");
@@ -317,21 +326,26 @@ TEST(LoaderGguf, ConfigErrors) {
   EXPECT_NE(config_error(GgufWriter().u32("general.architecture", 1)).find("expected a string"), std::string::npos);
 }
 
+json config_of(const GgufWriter& writer) {
+  const Bytes file = writer.build();
+  return hf_view(file).config;
+}
+
 TEST(LoaderGguf, RopeScaling) {
   GgufWriter yarn = test::tiny_model_gguf("qwen3");
   yarn.str("qwen3.rope.scaling.type", "yarn").f32("qwen3.rope.scaling.factor", 4.0f);
   yarn.u32("qwen3.rope.scaling.original_context_length", 32768);
-  EXPECT_EQ(hf_view(yarn.build()).config["rope_scaling"],
+  EXPECT_EQ(config_of(yarn)["rope_scaling"],
             json({{"rope_type", "yarn"}, {"type", "yarn"}, {"factor", 4.0}, {"original_max_position_embeddings", 32768}}));
   GgufWriter linear = test::tiny_model_gguf("llama");
   linear.str("llama.rope.scaling.type", "linear").f32("llama.rope.scaling.factor", 2.0f);
-  EXPECT_EQ(hf_view(linear.build()).config["rope_scaling"], json({{"rope_type", "linear"}, {"type", "linear"}, {"factor", 2.0}}));
+  EXPECT_EQ(config_of(linear)["rope_scaling"], json({{"rope_type", "linear"}, {"type", "linear"}, {"factor", 2.0}}));
   GgufWriter old_linear = test::tiny_model_gguf("llama");
   old_linear.f32("llama.rope.scale_linear", 8.0f);
-  EXPECT_EQ(hf_view(old_linear.build()).config["rope_scaling"]["factor"], 8.0);
+  EXPECT_EQ(config_of(old_linear)["rope_scaling"]["factor"], 8.0);
   GgufWriter none = test::tiny_model_gguf("llama");
   none.str("llama.rope.scaling.type", "none");
-  EXPECT_TRUE(hf_view(none.build()).config["rope_scaling"].is_null());
+  EXPECT_TRUE(config_of(none)["rope_scaling"].is_null());
 }
 
 TEST(LoaderGguf, TensorNameMapping) {
