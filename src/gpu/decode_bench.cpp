@@ -46,7 +46,7 @@ double mean_distinct_experts(const GpuModelConfig& c, const std::vector<std::vec
 
 StepBytes decode_step_bytes(const GpuModelConfig& c, double kv_length, double experts_per_layer) {
   StepBytes b;
-  const double bf16 = 2, f32 = 4, H = c.hidden;
+  const double bf16 = 2, f32 = 4, H = c.hidden_padded;
   for (int layer = 0; layer < c.layers; ++layer) {
     b.attention += bf16 * H * (c.qkv_width() + c.q_width());
     if (c.qkv_bias) b.attention += f32 * c.qkv_width();

@@ -45,6 +45,10 @@ bool GpuModelConfig::has_dense_layers() const {
   return std::any_of(sparse_layers.begin(), sparse_layers.end(), [](bool s) { return !s; });
 }
 
+float GpuModelConfig::hidden_norm_scale() const {
+  return std::sqrt(static_cast<float>(hidden) / static_cast<float>(hidden_padded));
+}
+
 std::string GpuModelConfig::family_name() const {
   switch (family) {
     case GpuFamily::Llama: return "llama";
@@ -127,8 +131,7 @@ GpuModelConfig read_gpu_model_config(const nlohmann::json& json, const std::stri
   if (c.has_dense_layers()) c.intermediate = static_cast<int>(config.get_dim("intermediate_size", 1, 1 << 20));
 
   // What the kernels accept (see the header): padded widths, and limits that padding cannot hide.
-  if (c.hidden % 32 != 0)
-    config.fail_field("hidden_size", fmt::format("{} is not a multiple of 32 (the GPU gemv kernels need it)", c.hidden));
+  c.hidden_padded = round_up(c.hidden, 32);
   if (c.head_dim > 128) config.fail_field("head_dim", fmt::format("{} is above 128 (the GPU attention kernel's limit)", c.head_dim));
   c.head_dim_padded = c.head_dim <= 64 ? 64 : 128;
   c.intermediate_padded = round_up(c.intermediate, 32);

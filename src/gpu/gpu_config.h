@@ -4,8 +4,10 @@
 //
 // Padding: the attention kernel takes head_dim 64 or 128 and the gemv kernels need in_features % 32 == 0, so a
 // smaller head is stored zero-padded to 64/128 (its projection rows and the o_proj columns of the padding are
-// zero, the attention scale stays 1/sqrt(real head_dim)), and MLP / expert widths are rounded up to a multiple
-// of 32 with zero rows/columns. Real models (SmolLM2, Qwen3) need no padding; the tiny test fixtures do.
+// zero, the attention scale stays 1/sqrt(real head_dim)), and the hidden, MLP and expert widths are rounded up
+// to a multiple of 32 with zero rows/columns. Padded activations stay exactly zero; RMSNorms over a padded width
+// divide by the padded count, which the stored norm weights (x sqrt(real / padded)) and eps (x real / padded)
+// undo exactly. Real models (SmolLM2, Qwen3) need no padding; the tiny test fixtures do.
 #pragma once
 #include <optional>
 #include <string>
@@ -24,6 +26,7 @@ struct GpuModelConfig {
   std::string architecture;  // config.json architectures[0], e.g. Qwen3MoeForCausalLM
   GpuFamily family = GpuFamily::Llama;
   int hidden = 0, layers = 0, vocab = 0;
+  int hidden_padded = 0;  // as stored on the GPU: a multiple of 32
   int heads = 0, kv_heads = 0;
   int head_dim = 0;         // the model's
   int head_dim_padded = 0;  // as stored on the GPU: 64 or 128
@@ -43,6 +46,9 @@ struct GpuModelConfig {
   int q_width() const { return heads * head_dim_padded; }
   int kv_width() const { return kv_heads * head_dim_padded; }
   int qkv_width() const { return q_width() + 2 * kv_width(); }
+  // RMSNorm over the padded hidden width: eps and weight scale that give the real width's norm.
+  float hidden_norm_eps() const { return rms_eps * static_cast<float>(hidden) / static_cast<float>(hidden_padded); }
+  float hidden_norm_scale() const;
   bool is_sparse(int layer) const { return sparse_layers[layer]; }
   bool has_dense_layers() const;
   std::string family_name() const;

@@ -86,9 +86,9 @@ void GpuModel::allocate_runtime() {
   rope_inv_freq_ = cuda::DeviceBuffer<float>(rope.inverse_frequencies());
   rope_attention_factor_ = rope.attention_factor();
 
-  x_ = cuda::DeviceBuffer<float>(size_t{T} * c.hidden);
-  normed_ = cuda::DeviceBuffer<float>(size_t{T} * c.hidden);
-  delta_ = cuda::DeviceBuffer<float>(size_t{T} * c.hidden);
+  x_ = cuda::DeviceBuffer<float>(size_t{T} * c.hidden_padded);
+  normed_ = cuda::DeviceBuffer<float>(size_t{T} * c.hidden_padded);
+  delta_ = cuda::DeviceBuffer<float>(size_t{T} * c.hidden_padded);
   qkv_ = cuda::DeviceBuffer<float>(size_t{T} * c.qkv_width());
   attn_ = cuda::DeviceBuffer<float>(size_t{T} * c.q_width());
   pass_logits_ = cuda::DeviceBuffer<float>(size_t{T} * c.vocab);
@@ -100,7 +100,7 @@ void GpuModel::allocate_runtime() {
     topk_ids_ = cuda::DeviceBuffer<int>(static_cast<size_t>(c.layers) * assignments);
     routing_ints_ = cuda::DeviceBuffer<int>(kernels::expert_routing_ints(c.experts, assignments));
     expert_h_ = cuda::DeviceBuffer<float>(static_cast<size_t>(assignments) * c.moe_intermediate_padded);
-    expert_out_ = cuda::DeviceBuffer<float>(static_cast<size_t>(assignments) * c.hidden);
+    expert_out_ = cuda::DeviceBuffer<float>(static_cast<size_t>(assignments) * c.hidden_padded);
   }
   size_t workspace = 0;
   for (int n = 1; n <= T; ++n) workspace = std::max(workspace, max_attention_workspace(c, 1, n, n, capacity_));
@@ -199,20 +199,20 @@ std::vector<float> GpuModel::prefill_to_host(std::span<const int32_t> tokens, bo
 void GpuModel::enqueue_pass(const PassInputs& in, int n, int max_seq_len, float* logits, cudaStream_t stream) {
   const GpuModelConfig& c = config_;
   const GpuWeights& w = weights_;
-  kernels::embedding_gather_bf16(w.embed, in.tokens, x_.data(), n, c.vocab, c.hidden, 1.0f, stream);
+  kernels::embedding_gather_bf16(w.embed, in.tokens, x_.data(), n, c.vocab, c.hidden_padded, 1.0f, stream);
   for (int layer = 0; layer < c.layers; ++layer) {
     const GpuLayerWeights& L = w.layers[layer];
     // The previous layer's MLP output joins the residual here (layer 0: a plain norm of the embeddings).
-    kernels::add_rms_norm(x_.data(), layer == 0 ? nullptr : delta_.data(), L.input_norm, normed_.data(), n, c.hidden,
-                          c.rms_eps, stream);
+    kernels::add_rms_norm(x_.data(), layer == 0 ? nullptr : delta_.data(), L.input_norm, normed_.data(), n, c.hidden_padded,
+                          c.hidden_norm_eps(), stream);
     attention_pass(layer, normed_.data(), in, n, max_seq_len, stream);
     // all-reduce point (tensor parallel): delta holds this rank's share of o_proj.
-    kernels::add_rms_norm(x_.data(), delta_.data(), L.post_attention_norm, normed_.data(), n, c.hidden, c.rms_eps, stream);
+    kernels::add_rms_norm(x_.data(), delta_.data(), L.post_attention_norm, normed_.data(), n, c.hidden_padded, c.hidden_norm_eps(), stream);
     feed_forward_pass(layer, normed_.data(), n, stream);
     // all-reduce point (tensor parallel): delta holds this rank's share of the MLP / experts.
   }
-  kernels::add_rms_norm(x_.data(), delta_.data(), w.final_norm, normed_.data(), n, c.hidden, c.rms_eps, stream);
-  kernels::gemv_bf16(w.lm_head, nullptr, normed_.data(), logits, n, c.vocab, c.hidden, stream);
+  kernels::add_rms_norm(x_.data(), delta_.data(), w.final_norm, normed_.data(), n, c.hidden_padded, c.hidden_norm_eps(), stream);
+  kernels::gemv_bf16(w.lm_head, nullptr, normed_.data(), logits, n, c.vocab, c.hidden_padded, stream);
 }
 
 kernels::AttentionPrologue GpuModel::prologue_for(int layer, float* qkv) const {
@@ -252,7 +252,7 @@ void GpuModel::attention_pass(int layer, const float* normed, const PassInputs& 
                               cudaStream_t stream) {
   const GpuModelConfig& c = config_;
   const GpuLayerWeights& L = weights_.layers[layer];
-  kernels::gemv_bf16(L.qkv, L.qkv_bias, normed, qkv_.data(), n, c.qkv_width(), c.hidden, stream);
+  kernels::gemv_bf16(L.qkv, L.qkv_bias, normed, qkv_.data(), n, c.qkv_width(), c.hidden_padded, stream);
 
   kernels::AttentionBatch batch;
   batch.n_sequences = 1;
@@ -268,7 +268,7 @@ void GpuModel::attention_pass(int layer, const float* normed, const PassInputs& 
   kernels::qk_norm_rope_kv_append(prologue_for(layer, qkv_.data()), cache, batch, stream);
   const kernels::AttentionParams params = attention_params_for(qkv_.data(), attn_.data());
   kernels::decode_attention(params, cache, batch, attention_workspace_.data(), attention_workspace_.bytes(), stream);
-  kernels::gemv_bf16(L.o, L.o_bias, attn_.data(), delta_.data(), n, c.hidden, c.q_width(), stream);
+  kernels::gemv_bf16(L.o, L.o_bias, attn_.data(), delta_.data(), n, c.hidden_padded, c.q_width(), stream);
 }
 
 void GpuModel::feed_forward_pass(int layer, const float* normed, int n, cudaStream_t stream) {
@@ -276,15 +276,15 @@ void GpuModel::feed_forward_pass(int layer, const float* normed, int n, cudaStre
   const GpuLayerWeights& L = weights_.layers[layer];
   if (!c.is_sparse(layer)) {
     const int64_t Ip = c.intermediate_padded;
-    kernels::gated_gemv_bf16(L.gate_up, L.gate_up + Ip * c.hidden, normed, mlp_h_.data(), n, static_cast<int>(Ip),
-                             c.hidden, stream);
-    kernels::gemv_bf16(L.down, nullptr, mlp_h_.data(), delta_.data(), n, c.hidden, static_cast<int>(Ip), stream);
+    kernels::gated_gemv_bf16(L.gate_up, L.gate_up + Ip * c.hidden_padded, normed, mlp_h_.data(), n, static_cast<int>(Ip),
+                             c.hidden_padded, stream);
+    kernels::gemv_bf16(L.down, nullptr, mlp_h_.data(), delta_.data(), n, c.hidden_padded, static_cast<int>(Ip), stream);
     return;
   }
   const int Ip = c.moe_intermediate_padded;
   const int assignments = kMaxPassTokens * c.top_k;
   int* topk_ids = topk_ids_.data() + static_cast<size_t>(layer) * assignments;
-  kernels::gemv_bf16(L.router, nullptr, normed, router_logits_.data(), n, c.experts, c.hidden, stream);
+  kernels::gemv_bf16(L.router, nullptr, normed, router_logits_.data(), n, c.experts, c.hidden_padded, stream);
   kernels::RouterConfig router;
   router.n_experts = c.experts;
   router.top_k = c.top_k;
@@ -295,11 +295,11 @@ void GpuModel::feed_forward_pass(int layer, const float* normed, int n, cudaStre
       kernels::expert_routing_buffers(routing_ints_.data(), c.experts, assignments);
   const kernels::ExpertRouting routing = kernels::moe_group_by_expert(topk_ids, n, c.top_k, c.experts, buffers, stream);
   // Each expert that any of the n tokens chose is read once for all of them.
-  kernels::expert_gated_gemv_bf16(L.expert_gate_up, L.expert_gate_up + int64_t{Ip} * c.hidden, expert_gate_up_stride(c),
-                                  routing, normed, expert_h_.data(), Ip, c.hidden, stream);
+  kernels::expert_gated_gemv_bf16(L.expert_gate_up, L.expert_gate_up + int64_t{Ip} * c.hidden_padded, expert_gate_up_stride(c),
+                                  routing, normed, expert_h_.data(), Ip, c.hidden_padded, stream);
   kernels::expert_gemv_bf16(L.expert_down, expert_down_stride(c), routing, expert_h_.data(), expert_out_.data(),
-                            c.hidden, Ip, stream);
-  kernels::moe_combine(expert_out_.data(), topk_weights_.data(), routing, n, c.hidden, delta_.data(), false, stream);
+                            c.hidden_padded, Ip, stream);
+  kernels::moe_combine(expert_out_.data(), topk_weights_.data(), routing, n, c.hidden_padded, delta_.data(), false, stream);
 }
 
 std::vector<std::vector<int>> GpuModel::last_routing(int n_tokens) const {

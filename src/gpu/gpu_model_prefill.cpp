@@ -51,12 +51,12 @@ void GpuModel::allocate_prefill() {
   const int C = options_.prefill_chunk;
   p->chunk = C;
   const size_t rows = C;
-  p->x = cuda::DeviceBuffer<float>(rows * c.hidden);
-  p->normed = cuda::DeviceBuffer<float>(rows * c.hidden);
-  p->delta = cuda::DeviceBuffer<float>(rows * c.hidden);
+  p->x = cuda::DeviceBuffer<float>(rows * c.hidden_padded);
+  p->normed = cuda::DeviceBuffer<float>(rows * c.hidden_padded);
+  p->delta = cuda::DeviceBuffer<float>(rows * c.hidden_padded);
   p->qkv = cuda::DeviceBuffer<float>(rows * c.qkv_width());
   p->attn = cuda::DeviceBuffer<float>(rows * c.q_width());
-  int widest = std::max(c.hidden, c.q_width());
+  int widest = std::max(c.hidden_padded, c.q_width());
   if (c.has_dense_layers()) {
     p->gate_up = cuda::DeviceBuffer<float>(rows * 2 * c.intermediate_padded);
     p->mlp_h = cuda::DeviceBuffer<float>(rows * c.intermediate_padded);
@@ -74,8 +74,8 @@ void GpuModel::allocate_prefill() {
     p->assignment_entry = cuda::DeviceBuffer<int>(assignments);
     p->expert_gate_up = cuda::DeviceBuffer<float>(moe_rows * 2 * c.moe_intermediate_padded);
     p->expert_h = cuda::DeviceBuffer<float>(moe_rows * c.moe_intermediate_padded);
-    p->expert_out = cuda::DeviceBuffer<float>(moe_rows * c.hidden);
-    p->expert_activations = cuda::DeviceBuffer<bf16>(moe_rows * std::max(c.hidden, c.moe_intermediate_padded));
+    p->expert_out = cuda::DeviceBuffer<float>(moe_rows * c.hidden_padded);
+    p->expert_activations = cuda::DeviceBuffer<bf16>(moe_rows * std::max(c.hidden_padded, c.moe_intermediate_padded));
   }
   const PrefillIntLayout layout(C, allocator_->max_pages_per_sequence());
   p->ints = cuda::DeviceBuffer<int>(layout.total);
@@ -153,33 +153,33 @@ void GpuModel::prefill_chunk(std::span<const int32_t> tokens, int64_t start, boo
     p.gemm.linear_bf16(weight, p.activations.data(), bias, y, rows, out, in, stream);
   };
 
-  kernels::embedding_gather_bf16(w.embed, ints + layout.tokens, p.x.data(), m, c.vocab, c.hidden, 1.0f, stream);
+  kernels::embedding_gather_bf16(w.embed, ints + layout.tokens, p.x.data(), m, c.vocab, c.hidden_padded, 1.0f, stream);
   for (int layer = 0; layer < c.layers; ++layer) {
     const GpuLayerWeights& L = w.layers[layer];
-    kernels::add_rms_norm(p.x.data(), layer == 0 ? nullptr : p.delta.data(), L.input_norm, p.normed.data(), m, c.hidden,
-                          c.rms_eps, stream);
-    linear(L.qkv, L.qkv_bias, p.normed.data(), m, c.qkv_width(), c.hidden, p.qkv.data());
+    kernels::add_rms_norm(p.x.data(), layer == 0 ? nullptr : p.delta.data(), L.input_norm, p.normed.data(), m, c.hidden_padded,
+                          c.hidden_norm_eps(), stream);
+    linear(L.qkv, L.qkv_bias, p.normed.data(), m, c.qkv_width(), c.hidden_padded, p.qkv.data());
     const kernels::PagedKvCache cache = layer_cache(layer, ints + layout.block_table);
     kernels::qk_norm_rope_kv_append(prologue_for(layer, p.qkv.data()), cache, batch, stream);
     kernels::decode_attention(params, cache, batch, p.attention_workspace.data(), p.attention_workspace.bytes(), stream);
-    linear(L.o, L.o_bias, p.attn.data(), m, c.hidden, c.q_width(), p.delta.data());
-    kernels::add_rms_norm(p.x.data(), p.delta.data(), L.post_attention_norm, p.normed.data(), m, c.hidden, c.rms_eps,
+    linear(L.o, L.o_bias, p.attn.data(), m, c.hidden_padded, c.q_width(), p.delta.data());
+    kernels::add_rms_norm(p.x.data(), p.delta.data(), L.post_attention_norm, p.normed.data(), m, c.hidden_padded, c.hidden_norm_eps(),
                           stream);
     if (c.is_sparse(layer)) {
       prefill_moe(layer, m);
     } else {
       const int Ip = c.intermediate_padded;
-      linear(L.gate_up, nullptr, p.normed.data(), m, 2 * Ip, c.hidden, p.gate_up.data());
+      linear(L.gate_up, nullptr, p.normed.data(), m, 2 * Ip, c.hidden_padded, p.gate_up.data());
       kernels::swiglu(p.gate_up.data(), 2 * Ip, p.gate_up.data() + Ip, 2 * Ip, p.mlp_h.data(), m, Ip, stream);
-      linear(L.down, nullptr, p.mlp_h.data(), m, c.hidden, Ip, p.delta.data());
+      linear(L.down, nullptr, p.mlp_h.data(), m, c.hidden_padded, Ip, p.delta.data());
     }
   }
-  kernels::add_rms_norm(p.x.data(), p.delta.data(), w.final_norm, p.normed.data(), m, c.hidden, c.rms_eps, stream);
+  kernels::add_rms_norm(p.x.data(), p.delta.data(), w.final_norm, p.normed.data(), m, c.hidden_padded, c.hidden_norm_eps(), stream);
   if (all_rows) {
-    linear(w.lm_head, nullptr, p.normed.data(), m, c.vocab, c.hidden, logits_rows);
+    linear(w.lm_head, nullptr, p.normed.data(), m, c.vocab, c.hidden_padded, logits_rows);
   } else if (last_chunk) {
-    kernels::gemv_bf16(w.lm_head, nullptr, p.normed.data() + int64_t{m - 1} * c.hidden, pass_logits_.data(), 1, c.vocab,
-                       c.hidden, stream);
+    kernels::gemv_bf16(w.lm_head, nullptr, p.normed.data() + int64_t{m - 1} * c.hidden_padded, pass_logits_.data(), 1, c.vocab,
+                       c.hidden_padded, stream);
   }
 }
 
@@ -188,7 +188,7 @@ void GpuModel::prefill_moe(int layer, int m) {
   const GpuLayerWeights& L = weights_.layers[layer];
   PrefillBuffers& p = *prefill_;
   cudaStream_t stream = stream_.get();
-  const int k = c.top_k, Ip = c.moe_intermediate_padded, H = c.hidden, assignments = m * k;
+  const int k = c.top_k, Ip = c.moe_intermediate_padded, H = c.hidden_padded, assignments = m * k;
 
   kernels::convert_f32_to_bf16(p.normed.data(), p.activations.data(), int64_t{m} * H, stream);
   p.gemm.linear_bf16(L.router, p.activations.data(), nullptr, p.router_logits.data(), m, c.experts, H, stream);

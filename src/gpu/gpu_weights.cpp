@@ -60,39 +60,42 @@ GpuWeights build_weights(const GpuModelConfig& c, WeightSink& sink) {
   };
   auto new_matrix = [&](int64_t rows, int64_t cols) { return static_cast<bf16*>(allocate(rows * cols * sizeof(bf16))); };
   auto new_vector = [&](int64_t length) { return static_cast<float*>(allocate(length * sizeof(float))); };
-  const int64_t H = c.hidden, hd = c.head_dim, hdp = c.head_dim_padded;
+  // H: the model's hidden width; Hp: as stored (columns of [*, H] matrices, rows of [H, *] ones, padded).
+  const int64_t H = c.hidden, Hp = c.hidden_padded, hd = c.head_dim, hdp = c.head_dim_padded;
+  const float hidden_norm_scale = c.hidden_norm_scale();
 
-  bf16* embed = new_matrix(c.vocab, H);
-  sink.matrix({"model.embed_tokens.weight", embed, c.vocab, H});
+  bf16* embed = new_matrix(c.vocab, Hp);
+  sink.matrix({"model.embed_tokens.weight", embed, c.vocab, H, 1, 1, H, Hp});
   w.embed = embed;
   if (c.tied_embeddings) {
     w.lm_head = embed;
   } else {
-    bf16* head = new_matrix(c.vocab, H);
-    sink.matrix({"lm_head.weight", head, c.vocab, H});
+    bf16* head = new_matrix(c.vocab, Hp);
+    sink.matrix({"lm_head.weight", head, c.vocab, H, 1, 1, H, Hp});
     w.lm_head = head;
   }
-  float* final_norm = new_vector(H);
-  sink.vector({"model.norm.weight", final_norm, VectorKind::Norm, H});
+  float* final_norm = new_vector(Hp);
+  sink.vector({"model.norm.weight", final_norm, VectorKind::Norm, H, H, Hp, hidden_norm_scale});
   w.final_norm = final_norm;
 
   // Per-head norm weights: the kernel divides by the padded head's RMS, sqrt(hd / hdp) times the real one's.
   const float head_norm_scale = std::sqrt(static_cast<float>(hd) / static_cast<float>(hdp));
   for (int i = 0; i < c.layers; ++i) {
     GpuLayerWeights& L = w.layers.emplace_back();
-    float* input_norm = new_vector(H);
-    sink.vector({layer_name(i, "input_layernorm.weight"), input_norm, VectorKind::Norm, H});
-    float* post_norm = new_vector(H);
-    sink.vector({layer_name(i, "post_attention_layernorm.weight"), post_norm, VectorKind::Norm, H});
+    float* input_norm = new_vector(Hp);
+    sink.vector({layer_name(i, "input_layernorm.weight"), input_norm, VectorKind::Norm, H, H, Hp, hidden_norm_scale});
+    float* post_norm = new_vector(Hp);
+    sink.vector({layer_name(i, "post_attention_layernorm.weight"), post_norm, VectorKind::Norm, H, H, Hp,
+                 hidden_norm_scale});
     L.input_norm = input_norm;
     L.post_attention_norm = post_norm;
 
     const int64_t q_rows = int64_t{c.heads} * hd, kv_rows = int64_t{c.kv_heads} * hd;
-    bf16* qkv = new_matrix(c.qkv_width(), H);
-    sink.matrix({layer_name(i, "self_attn.q_proj.weight"), qkv, q_rows, H, hd, hdp});
-    sink.matrix({layer_name(i, "self_attn.k_proj.weight"), qkv + int64_t{c.q_width()} * H, kv_rows, H, hd, hdp});
-    sink.matrix({layer_name(i, "self_attn.v_proj.weight"), qkv + int64_t{c.q_width() + c.kv_width()} * H, kv_rows, H,
-                 hd, hdp});
+    bf16* qkv = new_matrix(c.qkv_width(), Hp);
+    sink.matrix({layer_name(i, "self_attn.q_proj.weight"), qkv, q_rows, H, hd, hdp, H, Hp});
+    sink.matrix({layer_name(i, "self_attn.k_proj.weight"), qkv + int64_t{c.q_width()} * Hp, kv_rows, H, hd, hdp, H, Hp});
+    sink.matrix({layer_name(i, "self_attn.v_proj.weight"), qkv + int64_t{c.q_width() + c.kv_width()} * Hp, kv_rows, H,
+                 hd, hdp, H, Hp});
     L.qkv = qkv;
     if (c.qkv_bias) {
       float* bias = new_vector(c.qkv_width());
@@ -102,12 +105,12 @@ GpuWeights build_weights(const GpuModelConfig& c, WeightSink& sink) {
                    hd, hdp});
       L.qkv_bias = bias;
     }
-    bf16* o = new_matrix(H, c.q_width());
-    sink.matrix({layer_name(i, "self_attn.o_proj.weight"), o, H, q_rows, 1, 1, hd, hdp});
+    bf16* o = new_matrix(Hp, c.q_width());
+    sink.matrix({layer_name(i, "self_attn.o_proj.weight"), o, H, q_rows, H, Hp, hd, hdp});
     L.o = o;
     if (c.o_bias) {
-      float* bias = new_vector(H);
-      sink.vector({layer_name(i, "self_attn.o_proj.bias"), bias, VectorKind::Bias, H});
+      float* bias = new_vector(Hp);
+      sink.vector({layer_name(i, "self_attn.o_proj.bias"), bias, VectorKind::Bias, H, H, Hp});
       L.o_bias = bias;
     }
     if (c.qk_norm) {
@@ -121,25 +124,25 @@ GpuWeights build_weights(const GpuModelConfig& c, WeightSink& sink) {
 
     if (!c.is_sparse(i)) {
       const int64_t I = c.intermediate, Ip = c.intermediate_padded;
-      bf16* gate_up = new_matrix(2 * Ip, H);
-      sink.matrix({layer_name(i, "mlp.gate_proj.weight"), gate_up, I, H, I, Ip});
-      sink.matrix({layer_name(i, "mlp.up_proj.weight"), gate_up + Ip * H, I, H, I, Ip});
-      bf16* down = new_matrix(H, Ip);
-      sink.matrix({layer_name(i, "mlp.down_proj.weight"), down, H, I, 1, 1, I, Ip});
+      bf16* gate_up = new_matrix(2 * Ip, Hp);
+      sink.matrix({layer_name(i, "mlp.gate_proj.weight"), gate_up, I, H, I, Ip, H, Hp});
+      sink.matrix({layer_name(i, "mlp.up_proj.weight"), gate_up + Ip * Hp, I, H, I, Ip, H, Hp});
+      bf16* down = new_matrix(Hp, Ip);
+      sink.matrix({layer_name(i, "mlp.down_proj.weight"), down, H, I, H, Hp, I, Ip});
       L.gate_up = gate_up;
       L.down = down;
     } else {
       const int64_t I = c.moe_intermediate, Ip = c.moe_intermediate_padded;
-      bf16* router = new_matrix(c.experts, H);
-      sink.matrix({layer_name(i, "mlp.gate.weight"), router, c.experts, H});
-      bf16* gate_up = new_matrix(int64_t{c.experts} * 2 * Ip, H);
-      bf16* down = new_matrix(int64_t{c.experts} * H, Ip);
+      bf16* router = new_matrix(c.experts, Hp);
+      sink.matrix({layer_name(i, "mlp.gate.weight"), router, c.experts, H, 1, 1, H, Hp});
+      bf16* gate_up = new_matrix(int64_t{c.experts} * 2 * Ip, Hp);
+      bf16* down = new_matrix(int64_t{c.experts} * Hp, Ip);
       for (int e = 0; e < c.experts; ++e) {
         const std::string prefix = layer_name(i, fmt::format("mlp.experts.{}.", e));
         bf16* expert_gate_up = gate_up + e * expert_gate_up_stride(c);
-        sink.matrix({prefix + "gate_proj.weight", expert_gate_up, I, H, I, Ip});
-        sink.matrix({prefix + "up_proj.weight", expert_gate_up + Ip * H, I, H, I, Ip});
-        sink.matrix({prefix + "down_proj.weight", down + e * expert_down_stride(c), H, I, 1, 1, I, Ip});
+        sink.matrix({prefix + "gate_proj.weight", expert_gate_up, I, H, I, Ip, H, Hp});
+        sink.matrix({prefix + "up_proj.weight", expert_gate_up + Ip * Hp, I, H, I, Ip, H, Hp});
+        sink.matrix({prefix + "down_proj.weight", down + e * expert_down_stride(c), H, I, H, Hp, I, Ip});
       }
       L.router = router;
       L.expert_gate_up = gate_up;

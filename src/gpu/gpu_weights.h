@@ -65,9 +65,9 @@ GpuWeights random_device_weights(const GpuModelConfig& config, uint64_t seed);
 
 // Element offsets inside the stacked expert tensors.
 inline int64_t expert_gate_up_stride(const GpuModelConfig& c) {
-  return int64_t{2} * c.moe_intermediate_padded * c.hidden;
+  return int64_t{2} * c.moe_intermediate_padded * c.hidden_padded;
 }
-inline int64_t expert_down_stride(const GpuModelConfig& c) { return int64_t{c.hidden} * c.moe_intermediate_padded; }
+inline int64_t expert_down_stride(const GpuModelConfig& c) { return int64_t{c.hidden_padded} * c.moe_intermediate_padded; }
 
 }  // namespace tachyon::gpu
 #endif  // TACHYON_HAS_CUDA

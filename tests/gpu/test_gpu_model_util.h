@@ -1,0 +1,131 @@
+// Shared by the GPU model tests: the CPU reference run on the GPU's own (bf16-rounded) weights, greedy runs
+// that record how close each choice was, and logit comparisons.
+//
+// Why bf16-rounded: the GPU stores matrices in bf16, so against the CPU on the original float32 (or Q4_1-
+// dequantized) weights the logits differ by the rounding of every weight (~2^-9 relative each), which can flip
+// a greedy choice at a near-tie. With the CPU on the same rounded weights, what remains is the GPU's arithmetic:
+// bf16 KV cache, bf16 attention probabilities, bf16 GEMM activations in prefill.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <deque>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "core/dtype.h"
+#include "loader/checkpoint.h"
+#include "models/model.h"
+
+namespace tachyon::gpu_model_test {
+
+// A checkpoint whose tensors of two or more dimensions hold the bf16 rounding of the source's values (as
+// float32); vectors (norms, biases) stay as they are, as on the GPU.
+struct RoundedCheckpoint {
+  Checkpoint checkpoint;
+  std::deque<std::vector<float>> storage;
+};
+
+inline std::unique_ptr<RoundedCheckpoint> round_matrices_to_bf16(const Checkpoint& source) {
+  auto rounded = std::make_unique<RoundedCheckpoint>();
+  Checkpoint& c = rounded->checkpoint;
+  c.path = source.path + " (bf16-rounded)";
+  c.format = source.format;
+  c.config = source.config;
+  c.generation_config = source.generation_config;
+  c.weights.set_source(source.weights.source());
+  for (const auto& [name, tensor] : source.weights.all()) {
+    if (!dtype_info(tensor.dtype).is_float_convertible) {
+      c.weights.add(tensor);
+      continue;
+    }
+    std::vector<float>& values = rounded->storage.emplace_back(tensor.to_float());
+    if (tensor.shape.size() >= 2)
+      for (float& v : values) v = bf16_to_float(float_to_bf16(v));
+    TensorView view = tensor;
+    view.dtype = DType::F32;
+    view.data = reinterpret_cast<const uint8_t*>(values.data());
+    view.nbytes = values.size() * sizeof(float);
+    c.weights.add(view);
+  }
+  return rounded;
+}
+
+inline int32_t argmax(const float* logits, int vocab) {
+  return static_cast<int32_t>(std::max_element(logits, logits + vocab) - logits);
+}
+
+// Difference between the largest and second largest logit.
+inline float top2_gap(const float* logits, int vocab) {
+  float first = -INFINITY, second = -INFINITY;
+  for (int i = 0; i < vocab; ++i) {
+    if (logits[i] > first) second = first, first = logits[i];
+    else if (logits[i] > second) second = logits[i];
+  }
+  return first - second;
+}
+
+struct GreedyRun {
+  std::vector<int32_t> tokens;
+  std::vector<float> gaps;  // top-2 gap at each choice
+};
+
+// Greedy decoding on the CPU reference: the first token from the prompt's logits, then one token per step.
+inline GreedyRun cpu_greedy(Model& model, const std::vector<int32_t>& prompt, int n_tokens) {
+  GreedyRun run;
+  KvCache cache = model.new_cache(static_cast<int64_t>(prompt.size()) + n_tokens + 1);
+  std::vector<float> logits = model.forward(prompt, cache);
+  const int vocab = model.vocab_size();
+  for (int i = 0; i < n_tokens; ++i) {
+    const int32_t token = argmax(logits.data(), vocab);
+    run.tokens.push_back(token);
+    run.gaps.push_back(top2_gap(logits.data(), vocab));
+    if (i + 1 < n_tokens) logits = model.forward(std::vector<int32_t>{token}, cache);
+  }
+  return run;
+}
+
+// GPU tokens must equal the CPU's. A divergence is accepted only at a near-tie of the CPU's choice (top-2 gap
+// below `tie_gap`, where the logit error allows either token); after it the runs are not comparable.
+inline void expect_same_greedy(const std::vector<int32_t>& gpu, const GreedyRun& cpu, float tie_gap,
+                               const std::string& what) {
+  ASSERT_EQ(gpu.size(), cpu.tokens.size()) << what;
+  for (size_t i = 0; i < gpu.size(); ++i) {
+    if (gpu[i] == cpu.tokens[i]) continue;
+    EXPECT_LE(cpu.gaps[i], tie_gap) << what << ": token " << i << " is " << gpu[i] << " on the GPU, " << cpu.tokens[i]
+                                    << " on the CPU, whose top-2 gap " << cpu.gaps[i] << " is not a near-tie";
+    std::printf("[ %s ] diverges at token %zu of %zu (CPU top-2 gap %.4g <= %.4g: a near-tie)\n", what.c_str(), i,
+                gpu.size(), cpu.gaps[i], tie_gap);
+    return;
+  }
+  std::printf("[ %s ] %zu greedy tokens identical\n", what.c_str(), gpu.size());
+}
+
+// max_i |ours_i - ref_i| / max_i |ref_i| over each row of [rows, vocab]; the worst row's value.
+inline double max_relative_error(const std::vector<float>& ours, const std::vector<float>& ref, int vocab) {
+  EXPECT_EQ(ours.size(), ref.size());
+  double worst = 0;
+  for (size_t row = 0; row * vocab < std::min(ours.size(), ref.size()); ++row) {
+    double difference = 0, scale = 0;
+    for (int i = 0; i < vocab; ++i) {
+      const double a = ours[row * vocab + i], b = ref[row * vocab + i];
+      difference = std::isfinite(a) ? std::max(difference, std::fabs(a - b)) : INFINITY;
+      scale = std::max(scale, std::fabs(b));
+    }
+    worst = std::max(worst, difference / scale);
+  }
+  return worst;
+}
+
+inline double max_abs_difference(const std::vector<float>& ours, const std::vector<float>& ref) {
+  double worst = 0;
+  for (size_t i = 0; i < std::min(ours.size(), ref.size()); ++i)
+    worst = std::isfinite(ours[i]) ? std::max(worst, static_cast<double>(std::fabs(ours[i] - ref[i]))) : INFINITY;
+  return worst;
+}
+
+}  // namespace tachyon::gpu_model_test
