@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -26,7 +27,7 @@ namespace tachyon::cli {
 namespace {
 
 struct BenchOptions {
-  std::string model_path, random_weights, prefill = "1024,8192", label;
+  std::string model_path, random_weights, prefill = "1024,8192", label, json_file;
   int64_t context = 1024, kv_positions = 0;
   int steps = 64, repeats = 5;
   uint64_t seed = 1;
@@ -102,16 +103,21 @@ int run_bench(const BenchOptions& o) {
   const gpu::DecodeBenchResult r = gpu::run_decode_bench(*model, bench);
   const std::string date = utc_now();
 
+  nlohmann::json j = gpu::to_json(r);
+  j["model"] = model_name;
+  j["architecture"] = c.architecture;
+  j["precision"] = "bf16 weights, bf16 KV cache, fp32 activations";
+  j["date"] = date;
+  j["label"] = o.label;
+  j["weights_gb"] = model->weights().device_bytes / 1e9;
+  j["kv_cache_gb"] = model->kv_cache_bytes() / 1e9;
+  j["load_seconds"] = load_seconds;
+  if (!o.json_file.empty()) {
+    std::ofstream file(o.json_file);
+    file << j.dump(2) << "\n";
+    if (!file) fail("--json-file {}: cannot write", o.json_file);
+  }
   if (o.json) {
-    nlohmann::json j = gpu::to_json(r);
-    j["model"] = model_name;
-    j["architecture"] = c.architecture;
-    j["precision"] = "bf16 weights, bf16 KV cache, fp32 activations";
-    j["date"] = date;
-    j["label"] = o.label;
-    j["weights_gb"] = model->weights().device_bytes / 1e9;
-    j["kv_cache_gb"] = model->kv_cache_bytes() / 1e9;
-    j["load_seconds"] = load_seconds;
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
@@ -166,6 +172,7 @@ Runner add_bench_command(CLI::App& app) {
   cmd->add_option("--seed", options->seed, "Seed of the random weights and prompt ids")->capture_default_str();
   cmd->add_option("--label", options->label, "Free text recorded with the results (e.g. the commit)");
   cmd->add_flag("--json", options->json, "Print the results as JSON");
+  cmd->add_option("--json-file", options->json_file, "Also write the results as JSON to this file");
   return [options] { return run_bench(*options); };
 }
 
