@@ -12,6 +12,8 @@
 // only at a near-tie: a CPU top-2 gap below 4x the largest logit difference measured on the prompt.
 #include <map>
 
+#include <fmt/format.h>
+
 #include "gpu/decode_loop.h"
 #include "gpu/gpu_model.h"
 #include "gpu_test_util.h"
@@ -81,6 +83,24 @@ TEST_P(GpuTinyModel, PrefillLogitsMatchCpuAndTransformers) {
   EXPECT_LE(vs_transformers, kTransformersBound);
 }
 
+// The prompt followed by transformers' greedy continuation: 64 tokens.
+std::vector<int32_t> long_prompt(const TinyFixture& f) {
+  std::vector<int32_t> tokens = f.prompt;
+  tokens.insert(tokens.end(), f.reference_greedy.begin(), f.reference_greedy.end());
+  return tokens;
+}
+
+// Per-row errors, printed when a comparison fails: the first row that goes wrong shows where a bug starts.
+std::string row_errors(const std::vector<float>& ours, const std::vector<float>& ref, int vocab) {
+  std::string text;
+  for (size_t row = 0; row * vocab < ours.size(); ++row) {
+    const std::vector<float> a(ours.begin() + row * vocab, ours.begin() + (row + 1) * vocab);
+    const std::vector<float> b(ref.begin() + row * vocab, ref.begin() + (row + 1) * vocab);
+    text += fmt::format("{}:{:.2g} ", row, max_relative_error(a, b, vocab));
+  }
+  return text;
+}
+
 TEST_P(GpuTinyModel, LongPromptInSeveralChunksMatchesCpu) {
   SKIP_WITHOUT_GPU();
   TinyFixture& f = fixture(GetParam());
@@ -88,33 +108,48 @@ TEST_P(GpuTinyModel, LongPromptInSeveralChunksMatchesCpu) {
   options.prefill_chunk = 48;  // 64 tokens: a chunk of 3 virtual sequences, then one of 16 rows at start 48
   options.page_size = 16;      // and several KV pages
   auto model = gpu_model(f, options);
-  std::vector<int32_t> tokens = f.prompt;
-  tokens.insert(tokens.end(), f.reference_greedy.begin(), f.reference_greedy.end());
+  const std::vector<int32_t> tokens = long_prompt(f);
   const std::vector<float> gpu = model->prefill_to_host(tokens, /*all_rows=*/true);
   KvCache cache = f.cpu->new_cache();
   const std::vector<float> cpu = f.cpu->forward(tokens, cache, /*all_rows=*/true);
   const double error = max_relative_error(gpu, cpu, f.vocab);
   std::printf("[ %s ] %zu-token prefill in chunks of 48: vs CPU %.3g\n", GetParam().c_str(), tokens.size(), error);
-  EXPECT_LE(error, kCpuBound);
+  EXPECT_LE(error, kCpuBound) << "per row: " << row_errors(gpu, cpu, f.vocab);
+  // The same tokens in one chunk: the GPU against itself.
+  auto single = gpu_model(f);
+  const std::vector<float> one_chunk = single->prefill_to_host(tokens, /*all_rows=*/true);
+  const double chunking = max_relative_error(gpu, one_chunk, f.vocab);
+  std::printf("[ %s ] chunks of 48 vs one chunk: %.3g; one chunk vs CPU %.3g\n", GetParam().c_str(), chunking,
+              max_relative_error(one_chunk, cpu, f.vocab));
+  EXPECT_LE(chunking, kCpuBound) << "per row: " << row_errors(gpu, one_chunk, f.vocab);
 }
 
 TEST_P(GpuTinyModel, TokenByTokenMatchesCpu) {
   SKIP_WITHOUT_GPU();
   TinyFixture& f = fixture(GetParam());
   auto model = gpu_model(f);
-  const size_t half = f.prompt.size() / 2;
-  const std::span<const int32_t> prompt(f.prompt);
+  const std::vector<int32_t> tokens = long_prompt(f);
+  const std::span<const int32_t> all(tokens);
   KvCache cache = f.cpu->new_cache();
-  // 16 tokens in one gemv pass (the verify path), then single-token steps.
-  double worst = max_relative_error(model->forward_to_host(prompt.first(half)),
-                                    f.cpu->forward(prompt.first(half), cache, /*all_rows=*/true), f.vocab);
-  for (size_t t = half; t < f.prompt.size(); ++t) {
-    const std::vector<float> gpu = model->forward_to_host(prompt.subspan(t, 1));
-    const std::vector<float> cpu = f.cpu->forward(prompt.subspan(t, 1), cache);
+  // Two 16-token passes (the verify path, the second one mid-sequence), then single-token steps.
+  double worst = 0;
+  std::vector<float> gpu_rows, cpu_rows;
+  for (size_t start : {size_t{0}, size_t{16}}) {
+    const std::vector<float> gpu = model->forward_to_host(all.subspan(start, 16));
+    const std::vector<float> cpu = f.cpu->forward(all.subspan(start, 16), cache, /*all_rows=*/true);
     worst = std::max(worst, max_relative_error(gpu, cpu, f.vocab));
+    gpu_rows.insert(gpu_rows.end(), gpu.begin(), gpu.end());
+    cpu_rows.insert(cpu_rows.end(), cpu.begin(), cpu.end());
   }
-  std::printf("[ %s ] 16-token pass + single steps: vs CPU %.3g\n", GetParam().c_str(), worst);
-  EXPECT_LE(worst, kCpuBound);
+  for (size_t t = 32; t < tokens.size(); ++t) {
+    const std::vector<float> gpu = model->forward_to_host(all.subspan(t, 1));
+    const std::vector<float> cpu = f.cpu->forward(all.subspan(t, 1), cache);
+    worst = std::max(worst, max_relative_error(gpu, cpu, f.vocab));
+    gpu_rows.insert(gpu_rows.end(), gpu.begin(), gpu.end());
+    cpu_rows.insert(cpu_rows.end(), cpu.begin(), cpu.end());
+  }
+  std::printf("[ %s ] 2 x 16-token passes + 32 single steps: vs CPU %.3g\n", GetParam().c_str(), worst);
+  EXPECT_LE(worst, kCpuBound) << "per row: " << row_errors(gpu_rows, cpu_rows, f.vocab);
 }
 
 TEST_P(GpuTinyModel, GreedyGraphDecodeMatchesCpu) {
