@@ -1,0 +1,316 @@
+#include "fp4/quantize_checkpoint.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+
+#include "core/error.h"
+#include "fp4/fp4_codec.h"
+#include "fp4/hf_export.h"
+#include "fp4/safetensors_writer.h"
+
+namespace tachyon::fp4 {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+std::vector<std::string> split_dots(const std::string& name) {
+  std::vector<std::string> parts;
+  size_t start = 0;
+  for (size_t dot = name.find('.'); dot != std::string::npos; dot = name.find('.', start)) {
+    parts.push_back(name.substr(start, dot - start));
+    start = dot + 1;
+  }
+  parts.push_back(name.substr(start));
+  return parts;
+}
+
+bool is_number(const std::string& s) { return !s.empty() && s.find_first_not_of("0123456789") == std::string::npos; }
+
+// "X.gate_proj.weight" <-> "X.up_proj.weight", "X.w1.weight" <-> "X.w3.weight"; "" when it has no partner.
+std::string gate_up_partner(const std::string& name) {
+  const std::pair<const char*, const char*> pairs[] = {
+      {".gate_proj.weight", ".up_proj.weight"}, {".up_proj.weight", ".gate_proj.weight"},
+      {".w1.weight", ".w3.weight"},             {".w3.weight", ".w1.weight"}};
+  for (const auto& [suffix, other] : pairs)
+    if (name.ends_with(suffix)) return name.substr(0, name.size() - std::string_view(suffix).size()) + other;
+  return "";
+}
+
+std::string module_of(const std::string& weight_name) { return weight_name.substr(0, weight_name.size() - 7); }
+
+}  // namespace
+
+WeightRole weight_role(const std::string& name) {
+  if (!name.ends_with(".weight")) return WeightRole::Other;
+  const std::vector<std::string> parts = split_dots(name);
+  if (parts.size() < 3) return WeightRole::Other;
+  const std::string& leaf = parts[parts.size() - 2];
+  const std::string& parent = parts[parts.size() - 3];
+  const bool projection = leaf == "gate_proj" || leaf == "up_proj" || leaf == "down_proj";
+  const bool mixtral = leaf == "w1" || leaf == "w2" || leaf == "w3";
+  if ((projection || mixtral) && is_number(parent) && parts.size() >= 4 && parts[parts.size() - 4] == "experts")
+    return WeightRole::RoutedExpert;
+  if (projection && (parent == "mlp" || parent == "shared_expert" || parent == "shared_experts" || parent == "shared_mlp"))
+    return WeightRole::DenseMlp;
+  return WeightRole::Other;
+}
+
+std::string_view role_name(WeightRole role) {
+  switch (role) {
+    case WeightRole::RoutedExpert: return "expert";
+    case WeightRole::DenseMlp: return "mlp";
+    case WeightRole::Other: return "other";
+  }
+  return "?";
+}
+
+std::optional<Fp4Format> QuantizeOptions::format_for(WeightRole role) const {
+  if (role == WeightRole::RoutedExpert) return experts;
+  if (role == WeightRole::DenseMlp) return mlp;
+  return std::nullopt;
+}
+
+Fp4Layout QuantizeOptions::layout() const {
+  if (experts == Fp4Format::Mxfp4 || mlp == Fp4Format::Mxfp4) return Fp4Layout::CompressedTensors;
+  return nvfp4_layout;
+}
+
+std::string QuantizeOptions::describe() const {
+  auto name = [](const std::optional<Fp4Format>& f) { return f ? std::string(format_name(*f)) : std::string("none"); };
+  std::string text = fmt::format("experts={} mlp={}", name(experts), name(mlp));
+  if (experts == Fp4Format::Mxfp4 || mlp == Fp4Format::Mxfp4) text += fmt::format(" mxfp4-scale={}", scale_rule_name(mxfp4_rule));
+  return text;
+}
+
+std::vector<std::string> select_tensors(const WeightStore& weights, const QuantizeOptions& options) {
+  std::vector<std::string> selected;
+  for (const auto& [name, tensor] : weights.all()) {
+    const std::optional<Fp4Format> format = options.format_for(weight_role(name));
+    if (!format) continue;
+    if (tensor.shape.size() != 2)
+      fail("{}: tensor {} has shape {}; FP4 quantizes 2-D [out, in] weights", tensor.file, name, tensor.shape_string());
+    if (tensor.shape[1] % block_size(*format) != 0)
+      fail("{}: tensor {} has rows of {} values, not whole {} blocks of {}", tensor.file, name, tensor.shape[1],
+           format_name(*format), block_size(*format));
+    selected.push_back(name);
+  }
+  return selected;
+}
+
+std::map<std::string, float> nvfp4_global_scales(const WeightStore& weights, const std::vector<std::string>& selected,
+                                                 const QuantizeOptions& options) {
+  const std::set<std::string> chosen(selected.begin(), selected.end());
+  std::map<std::string, float> amax;
+  for (const std::string& name : selected) {
+    if (options.format_for(weight_role(name)) != Fp4Format::Nvfp4) continue;
+    const std::vector<float> values = weights.get(name).to_float();
+    amax[name] = max_magnitude(values.data(), static_cast<int64_t>(values.size()), name);
+  }
+  const bool compressed_tensors = options.layout() == Fp4Layout::CompressedTensors;
+  std::map<std::string, float> scales;
+  for (const auto& [name, own] : amax) {
+    float a = own;
+    const std::string partner = gate_up_partner(name);
+    if (options.share_gate_up_scale && !partner.empty() && amax.count(partner)) a = std::max(a, amax.at(partner));
+    // compressed-tensors stores 1 / scale: derive the scale from the stored float so that readers get it exactly.
+    scales[name] = compressed_tensors && a > 0.0f ? 1.0f / (kE2M1Max * kE4M3Max / a) : nvfp4_global_scale(a);
+  }
+  return scales;
+}
+
+std::unique_ptr<DerivedCheckpoint> quantize_in_memory(std::shared_ptr<const Checkpoint> base,
+                                                      const QuantizeOptions& options, std::vector<TensorRecord>* records,
+                                                      const Progress& progress) {
+  const std::vector<std::string> selected = select_tensors(base->weights, options);
+  const std::map<std::string, float> global_scales = nvfp4_global_scales(base->weights, selected, options);
+  const std::set<std::string> chosen(selected.begin(), selected.end());
+  auto derived = std::make_unique<DerivedCheckpoint>(base);
+  size_t done = 0;
+  for (const auto& [name, tensor] : base->weights.all()) {
+    if (!chosen.count(name)) {
+      derived->add_view(tensor);
+      continue;
+    }
+    const WeightRole role = weight_role(name);
+    const Fp4Format format = *options.format_for(role);
+    const std::vector<float> values = tensor.to_float();
+    const int64_t rows = tensor.shape[0], cols = tensor.shape[1];
+    const auto scale = global_scales.find(name);
+    const Fp4Matrix q = quantize(format, values.data(), rows, cols, options.mxfp4_rule,
+                                 scale == global_scales.end() ? 0.0f : scale->second, name);
+    TensorRecord record{name, role, format, rows, cols, quantization_error(values.data(), q.view())};
+    q.view().to_float(derived->add_float(name, {rows, cols}));
+    if (records) records->push_back(std::move(record));
+    if (progress) progress(++done, selected.size(), name);
+  }
+  return derived;
+}
+
+namespace {
+
+// Where the bytes of one planned output tensor come from.
+struct Source {
+  std::string name;   // source tensor
+  int piece = -1;     // -1: written as a float dtype; else index into the FP4 layout's tensors
+};
+
+bool is_float_dtype(DType t) { return t == DType::F32 || t == DType::BF16 || t == DType::F16; }
+
+std::string torch_dtype_name(DType t) {
+  return t == DType::F32 ? "float32" : t == DType::F16 ? "float16" : "bfloat16";
+}
+
+void write_json(const fs::path& path, const json& value) {
+  std::ofstream out(path);
+  if (!out) fail("{}: cannot open for writing", path.string());
+  out << value.dump(2) << "\n";
+  if (!out) fail("{}: write failed", path.string());
+}
+
+}  // namespace
+
+std::vector<TensorRecord> write_quantized_checkpoint(const Checkpoint& source, const std::string& out_dir,
+                                                     const QuantizeOptions& options, const WriteOptions& write,
+                                                     const Progress& progress) {
+  if (!is_float_dtype(write.other_dtype)) fail("quantize: --dtype must be f32, bf16 or f16");
+  const HfExport plan = plan_hf_export(source);
+  const std::vector<std::string> selected = select_tensors(source.weights, options);
+  const std::set<std::string> chosen(selected.begin(), selected.end());
+  const std::map<std::string, float> global_scales = nvfp4_global_scales(source.weights, selected, options);
+  const Fp4Layout layout = options.layout();
+
+  std::vector<PlannedTensor> planned;
+  std::vector<Source> sources;
+  std::map<Fp4Format, std::set<std::string>> quantized_patterns;
+  std::set<std::string> excluded_patterns = {"lm_head"};
+  DType dtype_written = write.other_dtype;
+  for (const auto& [name, tensor] : source.weights.all()) {
+    if (chosen.count(name)) {
+      const Fp4Format format = *options.format_for(weight_role(name));
+      const std::vector<StoredTensor> pieces =
+          layout_tensor_shapes(layout, format, module_of(name), tensor.shape[0], tensor.shape[1]);
+      for (size_t p = 0; p < pieces.size(); ++p) {
+        planned.push_back({pieces[p].name, pieces[p].dtype, pieces[p].shape});
+        sources.push_back({name, static_cast<int>(p)});
+      }
+      quantized_patterns[format].insert(wildcard_pattern(module_of(name)));
+      continue;
+    }
+    if (!dtype_info(tensor.dtype).is_float_convertible)
+      fail("{}: tensor {} has dtype {}, which cannot be written", tensor.file, name, dtype_name(tensor.dtype));
+    DType dtype = write.other_dtype;
+    if (tensor.shape.size() <= 1) dtype = DType::F32;
+    else if (write.keep_source_float_dtype && is_float_dtype(tensor.dtype)) dtype = tensor.dtype;
+    if (tensor.shape.size() == 2 && dtype != DType::F32) dtype_written = dtype;
+    planned.push_back({name, dtype, tensor.shape});
+    sources.push_back({name, -1});
+    if (tensor.shape.size() == 2 && name.ends_with(".weight") && name.find("embed_tokens") == std::string::npos &&
+        name.find("norm") == std::string::npos)
+      excluded_patterns.insert(wildcard_pattern(module_of(name)));
+  }
+
+  const fs::path dir(out_dir);
+  std::error_code error;
+  fs::create_directories(dir, error);
+  if (error) fail("{}: cannot create directory: {}", out_dir, error.message());
+
+  // The FP4 matrix being written: its pieces are consecutive in the plan.
+  std::string current_name;
+  Fp4Matrix current;
+  std::vector<TensorRecord> records;
+  size_t done = 0;
+  write_safetensors((dir / "model.safetensors").string(), planned, [&](size_t i, std::vector<uint8_t>& bytes) {
+    const Source& from = sources[i];
+    const TensorView& tensor = source.weights.get(from.name);
+    if (from.piece < 0) {
+      auto order = plan.row_order.find(from.name);
+      const std::vector<float> values =
+          read_rows(tensor, order == plan.row_order.end() ? std::vector<int64_t>{} : order->second);
+      encode_floats(values.data(), static_cast<int64_t>(values.size()), planned[i].dtype, bytes);
+    } else {
+      if (current_name != from.name) {
+        const WeightRole role = weight_role(from.name);
+        const Fp4Format format = *options.format_for(role);
+        const std::vector<float> values = tensor.to_float();
+        const auto scale = global_scales.find(from.name);
+        current = quantize(format, values.data(), tensor.shape[0], tensor.shape[1], options.mxfp4_rule,
+                           scale == global_scales.end() ? 0.0f : scale->second, from.name);
+        current_name = from.name;
+        records.push_back({from.name, role, format, tensor.shape[0], tensor.shape[1],
+                           quantization_error(values.data(), current.view())});
+      }
+      bytes = layout_tensors(layout, module_of(from.name), current)[from.piece].bytes;
+    }
+    if (progress) progress(++done, planned.size(), planned[i].name);
+  });
+
+  json config = plan.config;
+  config["torch_dtype"] = torch_dtype_name(dtype_written);
+  if (!selected.empty()) {
+    std::vector<QuantizedGroup> groups;
+    for (const auto& [format, patterns] : quantized_patterns) groups.push_back({format, {patterns.begin(), patterns.end()}});
+    const std::vector<std::string> excluded(excluded_patterns.begin(), excluded_patterns.end());
+    config["quantization_config"] = quantization_config(layout, groups, excluded);
+    if (layout == Fp4Layout::ModelOpt) write_json(dir / "hf_quant_config.json", modelopt_hf_quant_config(Fp4Format::Nvfp4, excluded));
+  }
+  write_json(dir / "config.json", config);
+  if (plan.generation_config.is_object() && !plan.generation_config.empty())
+    write_json(dir / "generation_config.json", plan.generation_config);
+  if (!plan.tokenizer_json.is_null()) write_json(dir / "tokenizer.json", plan.tokenizer_json);
+  if (plan.tokenizer_config.is_object() && !plan.tokenizer_config.empty())
+    write_json(dir / "tokenizer_config.json", plan.tokenizer_config);
+  if (source.format == "safetensors") {
+    // Tokenizer side files that an HF directory may carry besides tokenizer.json.
+    for (const char* file : {"special_tokens_map.json", "vocab.json", "merges.txt", "chat_template.jinja"}) {
+      const fs::path from = fs::path(source.path) / file;
+      if (fs::exists(from)) fs::copy_file(from, dir / file, fs::copy_options::overwrite_existing);
+    }
+  }
+  json report = records_json(records);
+  report["options"] = options.describe();
+  report["source"] = source.path;
+  write_json(dir / "quantization_report.json", report);
+  return records;
+}
+
+std::string summarize_records(const std::vector<TensorRecord>& records) {
+  struct Sum {
+    int count = 0;
+    double mean = 0, max = 0, error2 = 0, norm2 = 0;
+  };
+  std::map<std::pair<std::string, std::string>, Sum> sums;
+  for (const TensorRecord& r : records) {
+    Sum& s = sums[{std::string(role_name(r.role)), std::string(format_name(r.format))}];
+    ++s.count;
+    s.mean += r.error.relative_l2;
+    s.max = std::max(s.max, r.error.relative_l2);
+    s.norm2 += r.error.reference_norm * r.error.reference_norm;
+    s.error2 += std::pow(r.error.relative_l2 * r.error.reference_norm, 2);
+  }
+  std::string text;
+  for (const auto& [key, s] : sums)
+    text += fmt::format("  {:<6} {:<5} {:>5} tensors  relative L2 error: mean {:.4f}, max {:.4f}, pooled {:.4f}\n",
+                        key.first, key.second, s.count, s.mean / s.count, s.max,
+                        s.norm2 > 0 ? std::sqrt(s.error2 / s.norm2) : 0.0);
+  return text;
+}
+
+json records_json(const std::vector<TensorRecord>& records) {
+  json tensors = json::array();
+  for (const TensorRecord& r : records)
+    tensors.push_back({{"name", r.name},
+                       {"role", role_name(r.role)},
+                       {"format", format_name(r.format)},
+                       {"shape", {r.rows, r.cols}},
+                       {"relative_l2", r.error.relative_l2},
+                       {"max_abs", r.error.max_abs}});
+  return {{"tensors", tensors}};
+}
+
+}  // namespace tachyon::fp4
