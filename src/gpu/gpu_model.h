@@ -38,6 +38,10 @@ struct GpuModelOptions {
   int page_size = 64;        // positions per KV page
   int prefill_chunk = 512;   // tokens per prefill pass (a multiple of 16)
   bool progress = true;      // loading progress on stderr for big checkpoints
+  // Keep, for every prefill token and sparse layer, the router's margin p_k - p_(k+1) (softmax probabilities of
+  // the k-th and (k+1)-th choice): tests use it to tell a routing flip at a near-tie from a bug. Costs a copy of
+  // the router logits per layer and chunk, so off by default.
+  bool record_router_margins = false;
 };
 
 // Device int32 arrays describing one pass of 1..16 tokens of the sequence (AttentionBatch's fields).
@@ -91,6 +95,8 @@ class GpuModel {
   // Experts each token chose in every sparse layer during the last forward/enqueue_pass of n_tokens tokens
   // ([layer][token * top_k + j]; empty for dense layers). Synchronizes.
   std::vector<std::vector<int>> last_routing(int n_tokens) const;
+  // With record_router_margins: [layer][token] margins of the last prefill (empty for dense layers).
+  const std::vector<std::vector<float>>& prefill_router_margins() const { return prefill_router_margins_; }
 
  private:
   GpuModel(GpuModelConfig config, const GpuModelOptions& options);
@@ -107,6 +113,7 @@ class GpuModel {
   void prefill_chunk(std::span<const int32_t> tokens, int64_t start, bool all_rows, float* logits_rows,
                      bool last_chunk);
   void prefill_moe(int layer, int m);
+  void record_router_margins(int layer, int m);
   void allocate_prefill();
 
   GpuModelConfig config_;
@@ -139,6 +146,7 @@ class GpuModel {
   struct PrefillBuffers;
   std::unique_ptr<PrefillBuffers> prefill_;
   cuda::DeviceBuffer<float> prefill_logits_;  // all_rows logits
+  std::vector<std::vector<float>> prefill_router_margins_;
 };
 
 }  // namespace tachyon::gpu

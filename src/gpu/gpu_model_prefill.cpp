@@ -10,6 +10,8 @@
 // contiguous rows, and moe_combine scatters back with the routing weights.
 #ifdef TACHYON_HAS_CUDA
 #include <algorithm>
+#include <cmath>
+#include <functional>
 
 #include "activation/swiglu.h"
 #include "core/error.h"
@@ -98,6 +100,7 @@ const float* GpuModel::prefill(std::span<const int32_t> tokens, bool all_rows) {
     stream_.synchronize();  // the old buffer may still be read by queued work
     prefill_logits_ = cuda::DeviceBuffer<float>(static_cast<size_t>(n) * config_.vocab);
   }
+  prefill_router_margins_.assign(config_.layers, {});
   const int C = prefill_->chunk;
   for (int64_t begin = 0; begin < n; begin += C) {
     const int m = static_cast<int>(std::min<int64_t>(C, n - begin));
@@ -210,6 +213,7 @@ void GpuModel::prefill_moe(int layer, int m) {
   TACHYON_CUDA_CHECK(cudaMemcpyAsync(p.topk_ids_host.data(), p.topk_ids.data(), assignments * sizeof(int),
                                      cudaMemcpyDeviceToHost, stream));
   stream_.synchronize();
+  if (options_.record_router_margins) record_router_margins(layer, m);
   std::vector<int> count(c.experts, 0), offset(c.experts, 0);
   for (int id : p.topk_ids_host) ++count[id];
   int rows = 0;
@@ -249,6 +253,22 @@ void GpuModel::prefill_moe(int layer, int m) {
   routing.top_k = k;
   routing.n_tokens = m;
   kernels::moe_combine(p.expert_out.data(), p.topk_weights.data(), routing, m, H, p.delta.data(), false, stream);
+}
+
+void GpuModel::record_router_margins(int layer, int m) {
+  const int E = config_.experts, k = config_.top_k;
+  std::vector<float> logits(static_cast<size_t>(m) * E);
+  TACHYON_CUDA_CHECK(cudaMemcpyAsync(logits.data(), prefill_->router_logits.data(), logits.size() * sizeof(float),
+                                     cudaMemcpyDeviceToHost, stream_.get()));
+  stream_.synchronize();
+  for (int t = 0; t < m; ++t) {
+    std::vector<float> probs(logits.begin() + static_cast<size_t>(t) * E, logits.begin() + static_cast<size_t>(t + 1) * E);
+    const float top = *std::max_element(probs.begin(), probs.end());
+    float sum = 0;
+    for (float& v : probs) sum += (v = std::exp(v - top));
+    std::sort(probs.begin(), probs.end(), std::greater<float>());
+    prefill_router_margins_[layer].push_back(k < E ? (probs[k - 1] - probs[k]) / sum : 1.0f);
+  }
 }
 
 }  // namespace tachyon::gpu

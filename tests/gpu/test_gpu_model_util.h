@@ -121,6 +121,43 @@ inline double max_relative_error(const std::vector<float>& ours, const std::vect
   return worst;
 }
 
+// MoE routing is discontinuous: at a near-tie between a token's k-th and (k+1)-th expert, GPU and CPU may pick
+// different experts and that row's logits differ by O(1). (On the CPU alone, perturbing the tiny MoE fixtures'
+// non-expert weights by 1% does this to a few of 64 rows, with errors up to 1.3.) So a row over `bound` is
+// accepted only where the GPU's router margin for that token (GpuModel::prefill_router_margins) is below
+// `flip_margin` in some sparse layer, and at most `max_flips` rows. Dense models (no margins) get no exception.
+// Returns the worst error over the rows that count.
+inline double expect_rows_within(const std::vector<float>& ours, const std::vector<float>& ref, int vocab, double bound,
+                                 const std::vector<std::vector<float>>& margins, float flip_margin, int max_flips,
+                                 const std::string& what) {
+  double worst = 0;
+  int flips = 0;
+  std::string report;
+  for (size_t row = 0; (row + 1) * vocab <= ours.size(); ++row) {
+    const std::vector<float> a(ours.begin() + row * vocab, ours.begin() + (row + 1) * vocab);
+    const std::vector<float> b(ref.begin() + row * vocab, ref.begin() + (row + 1) * vocab);
+    const double error = max_relative_error(a, b, vocab);
+    if (error <= bound) {
+      worst = std::max(worst, error);
+      continue;
+    }
+    float margin = INFINITY;
+    for (const auto& layer : margins)
+      if (row < layer.size()) margin = std::min(margin, layer[row]);
+    report += " row " + std::to_string(row) + ": error " + std::to_string(error) + ", router margin " +
+              std::to_string(margin) + ";";
+    if (margin < flip_margin) {
+      ++flips;
+    } else {
+      ADD_FAILURE() << what << ": row " << row << " error " << error << " > " << bound << " (router margin " << margin
+                    << ")";
+    }
+  }
+  EXPECT_LE(flips, max_flips) << what << ": too many rows over the bound at router near-ties:" << report;
+  if (!report.empty()) std::printf("[ %s ] rows over %.3g:%s\n", what.c_str(), bound, report.c_str());
+  return worst;
+}
+
 inline double max_abs_difference(const std::vector<float>& ours, const std::vector<float>& ref) {
   double worst = 0;
   for (size_t i = 0; i < std::min(ours.size(), ref.size()); ++i)
