@@ -101,6 +101,8 @@ GpuModelConfig read_gpu_model_config(const nlohmann::json& json, const std::stri
   if (!(partial > 0 && partial <= 1)) config.fail_field("partial_rotary_factor", "must be in (0, 1]");
   c.rope = read_rope_config(config, static_cast<int>(c.head_dim * partial), 10000.0);
   c.tied_embeddings = config.get_bool("tie_word_embeddings", false);
+  if (config.has("tachyon_rope_freqs_tensor"))  // llama.cpp's Llama-3 RoPE scaling stored as a tensor
+    config.fail_field("tachyon_rope_freqs_tensor", "per-dimension RoPE frequency tensors are not on the GPU yet");
 
   require_silu_mlp(config);
   switch (c.family) {
