@@ -153,6 +153,12 @@ void DecoderModel::attention(int layer, const float* x, int64_t n, int64_t start
   linear(*a.o, a.o_bias.empty() ? nullptr : a.o_bias.data(), context.data(), n, out);
 }
 
+void DecoderModel::set_feature_layers(std::vector<int> layers) {
+  for (int layer : layers)
+    if (layer < 0 || layer >= num_layers_) fail("feature layer {} is outside [0, {})", layer, num_layers_);
+  feature_layers_ = std::move(layers);
+}
+
 std::vector<float> DecoderModel::forward(std::span<const int32_t> tokens, KvCache& cache, bool all_rows) {
   const int64_t n = static_cast<int64_t>(tokens.size()), start = cache.length(), d = hidden_size_;
   if (n == 0) fail("forward: no tokens");
@@ -161,6 +167,21 @@ std::vector<float> DecoderModel::forward(std::span<const int32_t> tokens, KvCach
   cache.reserve_for(n);
 
   std::vector<float> x(n * d), normed(n * d), delta(n * d);
+  const int64_t feature_width = static_cast<int64_t>(feature_layers_.size()) * d;
+  features_.assign(n * feature_width, 0.0f);
+  auto record_features = [&](int layer) {
+    for (size_t f = 0; f < feature_layers_.size(); ++f) {
+      if (feature_layers_[f] != layer) continue;
+      std::vector<float> normed_rows;
+      const float* rows = x.data();
+      if (layer == num_layers_ - 1) {
+        normed_rows.resize(n * d);
+        rms_norm(x.data(), final_norm_.data(), rms_eps_, n, d, normed_rows.data());
+        rows = normed_rows.data();
+      }
+      for (int64_t t = 0; t < n; ++t) std::copy_n(rows + t * d, d, features_.data() + t * feature_width + f * d);
+    }
+  };
   for (int64_t t = 0; t < n; ++t) embed_tokens_->row_to_float(tokens[t], x.data() + t * d);
   for (int layer = 0; layer < num_layers_; ++layer) {
     rms_norm(x.data(), input_norm_[layer].data(), rms_eps_, n, d, normed.data());
@@ -169,6 +190,7 @@ std::vector<float> DecoderModel::forward(std::span<const int32_t> tokens, KvCach
     rms_norm(x.data(), post_attention_norm_[layer].data(), rms_eps_, n, d, normed.data());
     feed_forward(layer, normed.data(), n, delta.data());
     for (int64_t i = 0; i < n * d; ++i) x[i] += delta[i];
+    if (!feature_layers_.empty()) record_features(layer);
   }
   cache.advance(n);
 

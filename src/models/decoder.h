@@ -48,6 +48,15 @@ class DecoderModel : public Model {
   KvCache new_cache(int64_t max_positions = 0) const override;
   std::vector<float> forward(std::span<const int32_t> tokens, KvCache& cache, bool all_rows = false) override;
 
+  // Speculative decoding (src/spec) hooks. From now on every forward() records, for each row, the target
+  // features of `layers` (0-based): HF hidden_states[l + 1], i.e. the residual stream after layer l, except
+  // that for the last layer HF reports it after the final norm (so it is recorded normed too). Empty = off.
+  void set_feature_layers(std::vector<int> layers);
+  // [n, layers.size() * hidden] of the last forward(), layer blocks side by side in the order given.
+  const std::vector<float>& features() const { return features_; }
+  const TensorView& embedding_weights() const { return *embed_tokens_; }
+  const TensorView& lm_head_weights() const { return *lm_head_; }
+
  protected:
   DecoderModel(const Checkpoint& checkpoint, const std::string& architecture);
 
@@ -83,6 +92,8 @@ class DecoderModel : public Model {
   std::vector<float> final_norm_;
   std::vector<AttentionWeights> attention_;
   std::vector<std::vector<float>> input_norm_, post_attention_norm_;
+  std::vector<int> feature_layers_;
+  std::vector<float> features_;
 };
 
 }  // namespace tachyon
