@@ -61,6 +61,11 @@ std::unique_ptr<DerivedCheckpoint> present_fp4_as_float(std::shared_ptr<const Ch
   return derived;
 }
 
+std::shared_ptr<const Checkpoint> shared_checkpoint(std::unique_ptr<DerivedCheckpoint> derived) {
+  std::shared_ptr<DerivedCheckpoint> owner(std::move(derived));
+  return std::shared_ptr<const Checkpoint>(owner, &owner->checkpoint());
+}
+
 std::unique_ptr<DerivedCheckpoint> open_fp4_checkpoint(const std::string& path) {
   return present_fp4_as_float(std::make_shared<const Checkpoint>(open_checkpoint(path)));
 }

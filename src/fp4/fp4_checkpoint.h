@@ -41,6 +41,9 @@ class DerivedCheckpoint {
   std::vector<std::unique_ptr<uint8_t[]>> buffers_;
 };
 
+// A shared pointer to derived->checkpoint() that keeps `derived` alive (for APIs that take a shared base).
+std::shared_ptr<const Checkpoint> shared_checkpoint(std::unique_ptr<DerivedCheckpoint> derived);
+
 // Every FP4 linear of `base` as float32 "X.weight" (its stored tensors dropped), everything else as it is.
 // quantization_config of kind modelopt / compressed-tensors is removed from the presented config.
 std::unique_ptr<DerivedCheckpoint> present_fp4_as_float(std::shared_ptr<const Checkpoint> base);

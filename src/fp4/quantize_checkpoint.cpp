@@ -205,9 +205,12 @@ std::vector<TensorRecord> write_quantized_checkpoint(const Checkpoint& source, c
     if (!dtype_info(tensor.dtype).is_float_convertible)
       fail("{}: tensor {} has dtype {}, which cannot be written", tensor.file, name, dtype_name(tensor.dtype));
     DType dtype = write.other_dtype;
-    if (tensor.shape.size() <= 1) dtype = DType::F32;
+    // Vectors (norms, biases) and routers stay float32: they are small and routing is sensitive to rounding.
+    const bool router = name.ends_with(".block_sparse_moe.gate.weight") || name.ends_with(".mlp.gate.weight") ||
+                        name.find(".router.") != std::string::npos;
+    if (tensor.shape.size() <= 1 || router) dtype = DType::F32;
     else if (write.keep_source_float_dtype && is_float_dtype(tensor.dtype)) dtype = tensor.dtype;
-    if (tensor.shape.size() == 2 && dtype != DType::F32) dtype_written = dtype;
+    if (tensor.shape.size() == 2 && !router) dtype_written = dtype;
     planned.push_back({name, dtype, tensor.shape});
     sources.push_back({name, -1});
     if (tensor.shape.size() == 2 && name.ends_with(".weight") && name.find("embed_tokens") == std::string::npos &&

@@ -12,5 +12,7 @@ using Runner = std::function<int()>;
 Runner add_generate_command(CLI::App& app);
 Runner add_inspect_command(CLI::App& app);
 Runner add_bench_command(CLI::App& app);
+Runner add_quantize_command(CLI::App& app);
+Runner add_eval_command(CLI::App& app);
 
 }  // namespace tachyon::cli

@@ -17,6 +17,8 @@ int main(int argc, char** argv) {
   add(tachyon::cli::add_generate_command);
   add(tachyon::cli::add_inspect_command);
   add(tachyon::cli::add_bench_command);
+  add(tachyon::cli::add_quantize_command);
+  add(tachyon::cli::add_eval_command);
   CLI11_PARSE(app, argc, argv);
   try {
     for (auto& [command, runner] : runners)
