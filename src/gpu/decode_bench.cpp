@@ -69,7 +69,8 @@ double measure_read_bandwidth(size_t max_bytes) {
   size_t free_bytes = 0, total_bytes = 0;
   TACHYON_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
   size_t bytes = std::min(max_bytes, free_bytes / 2) / (1 << 20) * (1 << 20);
-  if (bytes < (size_t{256} << 20)) fail("bench: only {} MB of GPU memory left to measure the read bandwidth", free_bytes >> 20);
+  if (bytes < (size_t{256} << 20))
+    fail("bench: only {} MB of GPU memory left to measure the read bandwidth", free_bytes >> 20);
   cuda::DeviceBuffer<uint8_t> buffer(bytes);
   cuda::DeviceBuffer<uint32_t> checksum(1);
   cuda::Stream stream;
@@ -197,12 +198,14 @@ nlohmann::json to_json(const DecodeBenchResult& r) {
       {"floor_us", r.floor_seconds * 1e6},
       {"graph_step_us", r.graph_step_seconds * 1e6},
       {"stream_step_us", r.stream_step_seconds * 1e6},
-      {"graph_step_us_samples", [&] {
+      {"graph_step_us_samples",
+       [&] {
          std::vector<double> us;
          for (double s : r.graph_step_samples) us.push_back(s * 1e6);
          return us;
        }()},
-      {"stream_step_us_samples", [&] {
+      {"stream_step_us_samples",
+       [&] {
          std::vector<double> us;
          for (double s : r.stream_step_samples) us.push_back(s * 1e6);
          return us;

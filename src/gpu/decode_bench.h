@@ -20,7 +20,7 @@ struct DecodeBenchOptions {
   int steps = 64;          // decode steps per timed repetition (each repetition rewinds to `context`)
   int repeats = 5;         // repetitions; the median is reported
   std::vector<int64_t> prefill_lengths = {1024, 8192};
-  uint64_t seed = 1;       // prompt token ids
+  uint64_t seed = 1;  // prompt token ids
 };
 
 // Bytes one decode step reads, by kind (stored precision, padding included).
@@ -42,10 +42,10 @@ struct DecodeBenchResult {
   int steps = 0, repeats = 0;
   double bandwidth_bytes_per_second = 0;  // stream_read, this run
   StepBytes bytes;
-  double mean_kv_length = 0;              // KV length the kv_cache bytes are counted at
-  double distinct_experts_per_layer = 0;  // MoE: the decode token's routing, averaged over sparse layers
+  double mean_kv_length = 0;                 // KV length the kv_cache bytes are counted at
+  double distinct_experts_per_layer = 0;     // MoE: the decode token's routing, averaged over sparse layers
   double distinct_experts_per_layer_16 = 0;  // MoE: for a 16-token pass (what a verify block reads)
-  double floor_seconds = 0;               // bytes / bandwidth
+  double floor_seconds = 0;                  // bytes / bandwidth
   double graph_step_seconds = 0, stream_step_seconds = 0;
   std::vector<double> graph_step_samples, stream_step_samples;
   std::vector<PrefillResult> prefill;

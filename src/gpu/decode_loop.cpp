@@ -153,8 +153,8 @@ void DecodeLoop::enqueue_ring_read(int64_t first, int64_t count, int* host) {
   if (head > 0)
     TACHYON_CUDA_CHECK(cudaMemcpyAsync(host, ring_.data() + slot, head * sizeof(int), cudaMemcpyDeviceToHost, stream));
   if (count > head)
-    TACHYON_CUDA_CHECK(cudaMemcpyAsync(host + head, ring_.data(), (count - head) * sizeof(int), cudaMemcpyDeviceToHost,
-                                       stream));
+    TACHYON_CUDA_CHECK(
+        cudaMemcpyAsync(host + head, ring_.data(), (count - head) * sizeof(int), cudaMemcpyDeviceToHost, stream));
 }
 
 std::vector<int32_t> DecodeLoop::tokens() {

@@ -51,10 +51,14 @@ float GpuModelConfig::hidden_norm_scale() const {
 
 std::string GpuModelConfig::family_name() const {
   switch (family) {
-    case GpuFamily::Llama: return "llama";
-    case GpuFamily::Qwen2: return "qwen2";
-    case GpuFamily::Qwen3: return "qwen3";
-    case GpuFamily::Qwen3Moe: return "qwen3_moe";
+    case GpuFamily::Llama:
+      return "llama";
+    case GpuFamily::Qwen2:
+      return "qwen2";
+    case GpuFamily::Qwen3:
+      return "qwen3";
+    case GpuFamily::Qwen3Moe:
+      return "qwen3_moe";
   }
   return "?";
 }
@@ -84,7 +88,8 @@ GpuModelConfig read_gpu_model_config(const nlohmann::json& json, const std::stri
   c.max_context = config.get_dim("max_position_embeddings", 1, int64_t{1} << 24, 4096);
   c.kv_heads = static_cast<int>(config.get_dim("num_key_value_heads", 1, 4096, c.heads));
   if (c.heads % c.kv_heads != 0)
-    config.fail_field("num_key_value_heads", fmt::format("{} does not divide num_attention_heads {}", c.kv_heads, c.heads));
+    config.fail_field("num_key_value_heads",
+                      fmt::format("{} does not divide num_attention_heads {}", c.kv_heads, c.heads));
   if (config.has("head_dim")) {
     c.head_dim = static_cast<int>(config.get_dim("head_dim", 1, 4096));
   } else {
@@ -134,12 +139,14 @@ GpuModelConfig read_gpu_model_config(const nlohmann::json& json, const std::stri
 
   // What the kernels accept (see the header): padded widths, and limits that padding cannot hide.
   c.hidden_padded = round_up(c.hidden, 32);
-  if (c.head_dim > 128) config.fail_field("head_dim", fmt::format("{} is above 128 (the GPU attention kernel's limit)", c.head_dim));
+  if (c.head_dim > 128)
+    config.fail_field("head_dim", fmt::format("{} is above 128 (the GPU attention kernel's limit)", c.head_dim));
   c.head_dim_padded = c.head_dim <= 64 ? 64 : 128;
   c.intermediate_padded = round_up(c.intermediate, 32);
   c.moe_intermediate_padded = round_up(c.moe_intermediate, 32);
   if (c.rope.rotary_dim <= 0 || c.rope.rotary_dim % 2 != 0)
-    config.fail_field("partial_rotary_factor", fmt::format("rotary dimension {} must be even and positive", c.rope.rotary_dim));
+    config.fail_field("partial_rotary_factor",
+                      fmt::format("rotary dimension {} must be even and positive", c.rope.rotary_dim));
   return c;
 }
 

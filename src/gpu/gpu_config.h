@@ -28,10 +28,10 @@ struct GpuModelConfig {
   int hidden = 0, layers = 0, vocab = 0;
   int hidden_padded = 0;  // as stored on the GPU: a multiple of 32
   int heads = 0, kv_heads = 0;
-  int head_dim = 0;         // the model's
-  int head_dim_padded = 0;  // as stored on the GPU: 64 or 128
+  int head_dim = 0;                               // the model's
+  int head_dim_padded = 0;                        // as stored on the GPU: 64 or 128
   int intermediate = 0, intermediate_padded = 0;  // dense MLP width (0 when no layer is dense)
-  int64_t max_context = 0;  // max_position_embeddings
+  int64_t max_context = 0;                        // max_position_embeddings
   float rms_eps = 1e-6f;
   float attention_scale = 0;  // 1 / sqrt(head_dim)
   RopeConfig rope;

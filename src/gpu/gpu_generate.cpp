@@ -52,22 +52,25 @@ GenerationResult generate_on_gpu(GpuModel& model, const Tokenizer& tokenizer, st
   if (params.max_tokens > 0) {
     // The context length bounds the tokens too (as the CPU loop's cache does).
     const int64_t limit = std::min<int64_t>(params.max_tokens, model.config().max_context - result.prompt_tokens);
-    loop.run(limit, read_every, [&](std::span<const int32_t> tokens) {
-      for (int32_t token : tokens) {
-        if (std::find(stop_ids.begin(), stop_ids.end(), token) != stop_ids.end()) {
-          result.finish_reason = "stop";
-          return false;
-        }
-        result.tokens.push_back(token);
-        emit(stop_filter.push(decoder.push(token)));
-        if (stop_filter.stopped()) {
-          result.finish_reason = "stop";
-          return false;
-        }
-        if (static_cast<int64_t>(result.tokens.size()) >= limit) return false;
-      }
-      return true;
-    }, use_graph);
+    loop.run(
+        limit, read_every,
+        [&](std::span<const int32_t> tokens) {
+          for (int32_t token : tokens) {
+            if (std::find(stop_ids.begin(), stop_ids.end(), token) != stop_ids.end()) {
+              result.finish_reason = "stop";
+              return false;
+            }
+            result.tokens.push_back(token);
+            emit(stop_filter.push(decoder.push(token)));
+            if (stop_filter.stopped()) {
+              result.finish_reason = "stop";
+              return false;
+            }
+            if (static_cast<int64_t>(result.tokens.size()) >= limit) return false;
+          }
+          return true;
+        },
+        use_graph);
   }
   if (!stop_filter.stopped()) emit(stop_filter.push(decoder.flush()));
   emit(stop_filter.flush());

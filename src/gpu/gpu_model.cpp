@@ -42,11 +42,13 @@ size_t max_attention_workspace(const GpuModelConfig& c, int n_sequences, int n_t
 
 }  // namespace
 
-GpuModel::GpuModel(GpuModelConfig config, const GpuModelOptions& options) : config_(std::move(config)), options_(options) {
+GpuModel::GpuModel(GpuModelConfig config, const GpuModelOptions& options)
+    : config_(std::move(config)), options_(options) {
   if (options_.page_size <= 0) fail("GpuModel: page_size must be positive, got {}", options_.page_size);
   if (options_.prefill_chunk < 16 || options_.prefill_chunk % 16 != 0)
     fail("GpuModel: prefill_chunk must be a positive multiple of 16, got {}", options_.prefill_chunk);
-  const int64_t requested = options_.kv_positions > 0 ? options_.kv_positions : std::min<int64_t>(config_.max_context, 4096);
+  const int64_t requested =
+      options_.kv_positions > 0 ? options_.kv_positions : std::min<int64_t>(config_.max_context, 4096);
   const int64_t pages = (requested + options_.page_size - 1) / options_.page_size;
   capacity_ = pages * options_.page_size;
   if (capacity_ > (int64_t{1} << 30)) fail("GpuModel: KV capacity of {} positions is too large", capacity_);
@@ -140,8 +142,8 @@ void GpuModel::sync_block_table() {
   if (allocator_->version(sequence_) == uploaded_table_version_) return;
   block_table_host_ = allocator_->block_table_row(sequence_);
   // Pageable source: the copy is staged before the call returns, so the host vector may change afterwards.
-  TACHYON_CUDA_CHECK(cudaMemcpyAsync(block_table_.data(), block_table_host_.data(), block_table_host_.size() * sizeof(int),
-                                     cudaMemcpyHostToDevice, stream_.get()));
+  TACHYON_CUDA_CHECK(cudaMemcpyAsync(block_table_.data(), block_table_host_.data(),
+                                     block_table_host_.size() * sizeof(int), cudaMemcpyHostToDevice, stream_.get()));
   uploaded_table_version_ = allocator_->version(sequence_);
 }
 
@@ -167,8 +169,8 @@ const float* GpuModel::forward(std::span<const int32_t> tokens) {
   h[2 * T] = static_cast<int>(length_ + n);  // seq_len
   h[2 * T + 1] = 0;                          // query_start
   h[2 * T + 2] = n;
-  TACHYON_CUDA_CHECK(cudaMemcpyAsync(forward_ints_.data(), h.data(), h.size() * sizeof(int), cudaMemcpyHostToDevice,
-                                     stream_.get()));
+  TACHYON_CUDA_CHECK(
+      cudaMemcpyAsync(forward_ints_.data(), h.data(), h.size() * sizeof(int), cudaMemcpyHostToDevice, stream_.get()));
   PassInputs in;
   in.tokens = forward_ints_.data();
   in.positions = forward_ints_.data() + T;
@@ -183,7 +185,8 @@ const float* GpuModel::forward(std::span<const int32_t> tokens) {
 std::vector<float> GpuModel::forward_to_host(std::span<const int32_t> tokens) {
   const float* logits = forward(tokens);
   std::vector<float> host(tokens.size() * config_.vocab);
-  TACHYON_CUDA_CHECK(cudaMemcpyAsync(host.data(), logits, host.size() * sizeof(float), cudaMemcpyDeviceToHost, stream_.get()));
+  TACHYON_CUDA_CHECK(
+      cudaMemcpyAsync(host.data(), logits, host.size() * sizeof(float), cudaMemcpyDeviceToHost, stream_.get()));
   stream_.synchronize();
   return host;
 }
@@ -191,7 +194,8 @@ std::vector<float> GpuModel::forward_to_host(std::span<const int32_t> tokens) {
 std::vector<float> GpuModel::prefill_to_host(std::span<const int32_t> tokens, bool all_rows) {
   const float* logits = prefill(tokens, all_rows);
   std::vector<float> host((all_rows ? tokens.size() : 1) * config_.vocab);
-  TACHYON_CUDA_CHECK(cudaMemcpyAsync(host.data(), logits, host.size() * sizeof(float), cudaMemcpyDeviceToHost, stream_.get()));
+  TACHYON_CUDA_CHECK(
+      cudaMemcpyAsync(host.data(), logits, host.size() * sizeof(float), cudaMemcpyDeviceToHost, stream_.get()));
   stream_.synchronize();
   return host;
 }
@@ -203,15 +207,17 @@ void GpuModel::enqueue_pass(const PassInputs& in, int n, int max_seq_len, float*
   for (int layer = 0; layer < c.layers; ++layer) {
     const GpuLayerWeights& L = w.layers[layer];
     // The previous layer's MLP output joins the residual here (layer 0: a plain norm of the embeddings).
-    kernels::add_rms_norm(x_.data(), layer == 0 ? nullptr : delta_.data(), L.input_norm, normed_.data(), n, c.hidden_padded,
-                          c.hidden_norm_eps(), stream);
+    kernels::add_rms_norm(x_.data(), layer == 0 ? nullptr : delta_.data(), L.input_norm, normed_.data(), n,
+                          c.hidden_padded, c.hidden_norm_eps(), stream);
     attention_pass(layer, normed_.data(), in, n, max_seq_len, stream);
     // all-reduce point (tensor parallel): delta holds this rank's share of o_proj.
-    kernels::add_rms_norm(x_.data(), delta_.data(), L.post_attention_norm, normed_.data(), n, c.hidden_padded, c.hidden_norm_eps(), stream);
+    kernels::add_rms_norm(x_.data(), delta_.data(), L.post_attention_norm, normed_.data(), n, c.hidden_padded,
+                          c.hidden_norm_eps(), stream);
     feed_forward_pass(layer, normed_.data(), n, stream);
     // all-reduce point (tensor parallel): delta holds this rank's share of the MLP / experts.
   }
-  kernels::add_rms_norm(x_.data(), delta_.data(), w.final_norm, normed_.data(), n, c.hidden_padded, c.hidden_norm_eps(), stream);
+  kernels::add_rms_norm(x_.data(), delta_.data(), w.final_norm, normed_.data(), n, c.hidden_padded, c.hidden_norm_eps(),
+                        stream);
   kernels::gemv_bf16(w.lm_head, nullptr, normed_.data(), logits, n, c.vocab, c.hidden_padded, stream);
 }
 
@@ -276,8 +282,8 @@ void GpuModel::feed_forward_pass(int layer, const float* normed, int n, cudaStre
   const GpuLayerWeights& L = weights_.layers[layer];
   if (!c.is_sparse(layer)) {
     const int64_t Ip = c.intermediate_padded;
-    kernels::gated_gemv_bf16(L.gate_up, L.gate_up + Ip * c.hidden_padded, normed, mlp_h_.data(), n, static_cast<int>(Ip),
-                             c.hidden_padded, stream);
+    kernels::gated_gemv_bf16(L.gate_up, L.gate_up + Ip * c.hidden_padded, normed, mlp_h_.data(), n,
+                             static_cast<int>(Ip), c.hidden_padded, stream);
     kernels::gemv_bf16(L.down, nullptr, mlp_h_.data(), delta_.data(), n, c.hidden_padded, static_cast<int>(Ip), stream);
     return;
   }
@@ -293,14 +299,16 @@ void GpuModel::feed_forward_pass(int layer, const float* normed, int n, cudaStre
   const kernels::ExpertRoutingBuffers buffers =
       kernels::expert_routing_buffers(routing_ints_.data(), c.experts, assignments);
   // Top-k and grouping by expert in one launch (one graph node fewer per MoE layer).
-  const kernels::ExpertRouting routing = kernels::moe_route_and_group(router_logits_.data(), n, router, topk_ids,
-                                                                      topk_weights_.data(), buffers, stream);
+  const kernels::ExpertRouting routing =
+      kernels::moe_route_and_group(router_logits_.data(), n, router, topk_ids, topk_weights_.data(), buffers, stream);
   // Each expert that any of the n tokens chose is read once for all of them.
-  kernels::expert_gated_gemv_bf16(L.expert_gate_up, L.expert_gate_up + int64_t{Ip} * c.hidden_padded, expert_gate_up_stride(c),
-                                  routing, normed, expert_h_.data(), Ip, c.hidden_padded, stream);
+  kernels::expert_gated_gemv_bf16(L.expert_gate_up, L.expert_gate_up + int64_t{Ip} * c.hidden_padded,
+                                  expert_gate_up_stride(c), routing, normed, expert_h_.data(), Ip, c.hidden_padded,
+                                  stream);
   kernels::expert_gemv_bf16(L.expert_down, expert_down_stride(c), routing, expert_h_.data(), expert_out_.data(),
                             c.hidden_padded, Ip, stream);
-  kernels::moe_combine(expert_out_.data(), topk_weights_.data(), routing, n, c.hidden_padded, delta_.data(), false, stream);
+  kernels::moe_combine(expert_out_.data(), topk_weights_.data(), routing, n, c.hidden_padded, delta_.data(), false,
+                       stream);
 }
 
 std::vector<std::vector<int>> GpuModel::last_routing(int n_tokens) const {

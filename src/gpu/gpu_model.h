@@ -135,8 +135,8 @@ class GpuModel {
   // Pass (1..16 token) activations, float32 row-major.
   cuda::DeviceBuffer<float> x_, normed_, qkv_, attn_, delta_, mlp_h_, pass_logits_;
   cuda::DeviceBuffer<float> router_logits_, topk_weights_, expert_h_, expert_out_;
-  cuda::DeviceBuffer<int> topk_ids_;       // [layers][16 * top_k]: kept per layer for last_routing()
-  cuda::DeviceBuffer<int> routing_ints_;   // moe_group_by_expert's tables
+  cuda::DeviceBuffer<int> topk_ids_;      // [layers][16 * top_k]: kept per layer for last_routing()
+  cuda::DeviceBuffer<int> routing_ints_;  // moe_group_by_expert's tables
   cuda::DeviceBuffer<uint8_t> attention_workspace_;
   // forward(): the host-provided inputs [tokens 16 | positions 16 | seq_len 1 | query_start 2 | sequence 16].
   cuda::DeviceBuffer<int> forward_ints_;

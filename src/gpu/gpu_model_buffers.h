@@ -8,8 +8,8 @@
 namespace tachyon::gpu {
 
 struct GpuModel::PrefillBuffers {
-  int chunk = 0;            // tokens per chunk (multiple of 16)
-  int moe_rows = 0;         // rows of the expert-sorted buffers: chunk * top_k plus alignment gaps
+  int chunk = 0;     // tokens per chunk (multiple of 16)
+  int moe_rows = 0;  // rows of the expert-sorted buffers: chunk * top_k plus alignment gaps
   cuda::DeviceBuffer<float> x, normed, qkv, attn, delta, gate_up, mlp_h;
   cuda::DeviceBuffer<bf16> activations;  // bf16 GEMM operand [chunk, max(hidden, q_width, intermediate)]
   // MoE: router logits [chunk, E], choices [chunk * k], expert-sorted rows.

@@ -132,7 +132,8 @@ void GpuModel::prefill_chunk(std::span<const int32_t> tokens, int64_t start, boo
     h[layout.seq_lens + s] = static_cast<int>(start + std::min(16 * (s + 1), m));
     std::copy(block_table_host_.begin(), block_table_host_.end(), h.begin() + layout.block_table + s * max_pages);
   }
-  TACHYON_CUDA_CHECK(cudaMemcpyAsync(p.ints.data(), h.data(), layout.total * sizeof(int), cudaMemcpyHostToDevice, stream));
+  TACHYON_CUDA_CHECK(
+      cudaMemcpyAsync(p.ints.data(), h.data(), layout.total * sizeof(int), cudaMemcpyHostToDevice, stream));
   const int* ints = p.ints.data();
 
   kernels::AttentionBatch batch;
@@ -145,7 +146,8 @@ void GpuModel::prefill_chunk(std::span<const int32_t> tokens, int64_t start, boo
   batch.max_seq_len = static_cast<int>(start + m);
   batch.max_query_tokens = std::min(16, m);
   const kernels::AttentionParams params = attention_params_for(p.qkv.data(), p.attn.data());
-  const size_t workspace = kernels::decode_attention_workspace_bytes(params, layer_cache(0, ints + layout.block_table), batch);
+  const size_t workspace =
+      kernels::decode_attention_workspace_bytes(params, layer_cache(0, ints + layout.block_table), batch);
   if (p.attention_workspace.bytes() < workspace) {
     stream_.synchronize();
     p.attention_workspace = cuda::DeviceBuffer<uint8_t>(workspace);
@@ -159,15 +161,16 @@ void GpuModel::prefill_chunk(std::span<const int32_t> tokens, int64_t start, boo
   kernels::embedding_gather_bf16(w.embed, ints + layout.tokens, p.x.data(), m, c.vocab, c.hidden_padded, 1.0f, stream);
   for (int layer = 0; layer < c.layers; ++layer) {
     const GpuLayerWeights& L = w.layers[layer];
-    kernels::add_rms_norm(p.x.data(), layer == 0 ? nullptr : p.delta.data(), L.input_norm, p.normed.data(), m, c.hidden_padded,
-                          c.hidden_norm_eps(), stream);
+    kernels::add_rms_norm(p.x.data(), layer == 0 ? nullptr : p.delta.data(), L.input_norm, p.normed.data(), m,
+                          c.hidden_padded, c.hidden_norm_eps(), stream);
     linear(L.qkv, L.qkv_bias, p.normed.data(), m, c.qkv_width(), c.hidden_padded, p.qkv.data());
     const kernels::PagedKvCache cache = layer_cache(layer, ints + layout.block_table);
     kernels::qk_norm_rope_kv_append(prologue_for(layer, p.qkv.data()), cache, batch, stream);
-    kernels::decode_attention(params, cache, batch, p.attention_workspace.data(), p.attention_workspace.bytes(), stream);
+    kernels::decode_attention(params, cache, batch, p.attention_workspace.data(), p.attention_workspace.bytes(),
+                              stream);
     linear(L.o, L.o_bias, p.attn.data(), m, c.hidden_padded, c.q_width(), p.delta.data());
-    kernels::add_rms_norm(p.x.data(), p.delta.data(), L.post_attention_norm, p.normed.data(), m, c.hidden_padded, c.hidden_norm_eps(),
-                          stream);
+    kernels::add_rms_norm(p.x.data(), p.delta.data(), L.post_attention_norm, p.normed.data(), m, c.hidden_padded,
+                          c.hidden_norm_eps(), stream);
     if (c.is_sparse(layer)) {
       prefill_moe(layer, m);
     } else {
@@ -177,12 +180,13 @@ void GpuModel::prefill_chunk(std::span<const int32_t> tokens, int64_t start, boo
       linear(L.down, nullptr, p.mlp_h.data(), m, c.hidden_padded, Ip, p.delta.data());
     }
   }
-  kernels::add_rms_norm(p.x.data(), p.delta.data(), w.final_norm, p.normed.data(), m, c.hidden_padded, c.hidden_norm_eps(), stream);
+  kernels::add_rms_norm(p.x.data(), p.delta.data(), w.final_norm, p.normed.data(), m, c.hidden_padded,
+                        c.hidden_norm_eps(), stream);
   if (all_rows) {
     linear(w.lm_head, nullptr, p.normed.data(), m, c.vocab, c.hidden_padded, logits_rows);
   } else if (last_chunk) {
-    kernels::gemv_bf16(w.lm_head, nullptr, p.normed.data() + int64_t{m - 1} * c.hidden_padded, pass_logits_.data(), 1, c.vocab,
-                       c.hidden_padded, stream);
+    kernels::gemv_bf16(w.lm_head, nullptr, p.normed.data() + int64_t{m - 1} * c.hidden_padded, pass_logits_.data(), 1,
+                       c.vocab, c.hidden_padded, stream);
   }
 }
 
@@ -228,14 +232,16 @@ void GpuModel::prefill_moe(int layer, int m) {
   }
   TACHYON_CUDA_CHECK(cudaMemcpyAsync(p.row_source.data(), p.row_source_host.data(), rows * sizeof(int),
                                      cudaMemcpyHostToDevice, stream));
-  TACHYON_CUDA_CHECK(cudaMemcpyAsync(p.assignment_entry.data(), p.assignment_entry_host.data(), assignments * sizeof(int),
-                                     cudaMemcpyHostToDevice, stream));
+  TACHYON_CUDA_CHECK(cudaMemcpyAsync(p.assignment_entry.data(), p.assignment_entry_host.data(),
+                                     assignments * sizeof(int), cudaMemcpyHostToDevice, stream));
 
-  kernels::gather_rows_to_bf16(p.normed.data(), H, p.row_source.data(), k, rows, H, p.expert_activations.data(), stream);
+  kernels::gather_rows_to_bf16(p.normed.data(), H, p.row_source.data(), k, rows, H, p.expert_activations.data(),
+                               stream);
   for (int e = 0; e < c.experts; ++e) {
     if (count[e] == 0) continue;
-    p.gemm.linear_bf16(L.expert_gate_up + e * expert_gate_up_stride(c), p.expert_activations.data() + int64_t{offset[e]} * H,
-                       nullptr, p.expert_gate_up.data() + int64_t{offset[e]} * 2 * Ip, count[e], 2 * Ip, H, stream);
+    p.gemm.linear_bf16(L.expert_gate_up + e * expert_gate_up_stride(c),
+                       p.expert_activations.data() + int64_t{offset[e]} * H, nullptr,
+                       p.expert_gate_up.data() + int64_t{offset[e]} * 2 * Ip, count[e], 2 * Ip, H, stream);
   }
   kernels::swiglu(p.expert_gate_up.data(), 2 * Ip, p.expert_gate_up.data() + Ip, 2 * Ip, p.expert_h.data(), rows, Ip,
                   stream);
@@ -259,7 +265,8 @@ void GpuModel::record_router_margins(int layer, int m) {
                                      cudaMemcpyDeviceToHost, stream_.get()));
   stream_.synchronize();
   for (int t = 0; t < m; ++t) {
-    std::vector<float> probs(logits.begin() + static_cast<size_t>(t) * E, logits.begin() + static_cast<size_t>(t + 1) * E);
+    std::vector<float> probs(logits.begin() + static_cast<size_t>(t) * E,
+                             logits.begin() + static_cast<size_t>(t + 1) * E);
     const float top = *std::max_element(probs.begin(), probs.end());
     float sum = 0;
     for (float& v : probs) sum += (v = std::exp(v - top));

@@ -49,7 +49,9 @@ class WeightSink {
   virtual void layer_done(int layer, int layers) {}
 };
 
-std::string layer_name(int layer, const std::string& suffix) { return fmt::format("model.layers.{}.{}", layer, suffix); }
+std::string layer_name(int layer, const std::string& suffix) {
+  return fmt::format("model.layers.{}.{}", layer, suffix);
+}
 
 GpuWeights build_weights(const GpuModelConfig& c, WeightSink& sink) {
   GpuWeights w;
@@ -58,7 +60,9 @@ GpuWeights build_weights(const GpuModelConfig& c, WeightSink& sink) {
     w.device_bytes += w.storage.back().bytes();
     return w.storage.back().data();
   };
-  auto new_matrix = [&](int64_t rows, int64_t cols) { return static_cast<bf16*>(allocate(rows * cols * sizeof(bf16))); };
+  auto new_matrix = [&](int64_t rows, int64_t cols) {
+    return static_cast<bf16*>(allocate(rows * cols * sizeof(bf16)));
+  };
   auto new_vector = [&](int64_t length) { return static_cast<float*>(allocate(length * sizeof(float))); };
   // H: the model's hidden width; Hp: as stored (columns of [*, H] matrices, rows of [H, *] ones, padded).
   const int64_t H = c.hidden, Hp = c.hidden_padded, hd = c.head_dim, hdp = c.head_dim_padded;
@@ -85,15 +89,16 @@ GpuWeights build_weights(const GpuModelConfig& c, WeightSink& sink) {
     float* input_norm = new_vector(Hp);
     sink.vector({layer_name(i, "input_layernorm.weight"), input_norm, VectorKind::Norm, H, H, Hp, hidden_norm_scale});
     float* post_norm = new_vector(Hp);
-    sink.vector({layer_name(i, "post_attention_layernorm.weight"), post_norm, VectorKind::Norm, H, H, Hp,
-                 hidden_norm_scale});
+    sink.vector(
+        {layer_name(i, "post_attention_layernorm.weight"), post_norm, VectorKind::Norm, H, H, Hp, hidden_norm_scale});
     L.input_norm = input_norm;
     L.post_attention_norm = post_norm;
 
     const int64_t q_rows = int64_t{c.heads} * hd, kv_rows = int64_t{c.kv_heads} * hd;
     bf16* qkv = new_matrix(c.qkv_width(), Hp);
     sink.matrix({layer_name(i, "self_attn.q_proj.weight"), qkv, q_rows, H, hd, hdp, H, Hp});
-    sink.matrix({layer_name(i, "self_attn.k_proj.weight"), qkv + int64_t{c.q_width()} * Hp, kv_rows, H, hd, hdp, H, Hp});
+    sink.matrix(
+        {layer_name(i, "self_attn.k_proj.weight"), qkv + int64_t{c.q_width()} * Hp, kv_rows, H, hd, hdp, H, Hp});
     sink.matrix({layer_name(i, "self_attn.v_proj.weight"), qkv + int64_t{c.q_width() + c.kv_width()} * Hp, kv_rows, H,
                  hd, hdp, H, Hp});
     L.qkv = qkv;

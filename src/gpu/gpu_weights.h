@@ -47,11 +47,11 @@ struct GpuLayerWeights {
 };
 
 struct GpuWeights {
-  const bf16* embed = nullptr;       // [vocab, hidden]
-  const bf16* lm_head = nullptr;     // [vocab, hidden]; == embed when tied
-  const float* final_norm = nullptr; // [hidden]
+  const bf16* embed = nullptr;        // [vocab, hidden]
+  const bf16* lm_head = nullptr;      // [vocab, hidden]; == embed when tied
+  const float* final_norm = nullptr;  // [hidden]
   std::vector<GpuLayerWeights> layers;
-  size_t device_bytes = 0;           // everything allocated for the weights
+  size_t device_bytes = 0;  // everything allocated for the weights
   std::vector<cuda::DeviceBuffer<uint8_t>> storage;
 };
 
@@ -67,7 +67,9 @@ GpuWeights random_device_weights(const GpuModelConfig& config, uint64_t seed);
 inline int64_t expert_gate_up_stride(const GpuModelConfig& c) {
   return int64_t{2} * c.moe_intermediate_padded * c.hidden_padded;
 }
-inline int64_t expert_down_stride(const GpuModelConfig& c) { return int64_t{c.hidden_padded} * c.moe_intermediate_padded; }
+inline int64_t expert_down_stride(const GpuModelConfig& c) {
+  return int64_t{c.hidden_padded} * c.moe_intermediate_padded;
+}
 
 }  // namespace tachyon::gpu
 #endif  // TACHYON_HAS_CUDA

@@ -74,7 +74,8 @@ void expect_padded_for_kernels(const GpuModelConfig& c) {
 }
 
 GpuModelConfig fixture_config(const std::string& name) {
-  const GpuModelConfig c = read_gpu_model_config(read_json_file(test::fixture_path("tiny/" + name + "/config.json")), name);
+  const GpuModelConfig c =
+      read_gpu_model_config(read_json_file(test::fixture_path("tiny/" + name + "/config.json")), name);
   expect_padded_for_kernels(c);
   return c;
 }

@@ -43,7 +43,8 @@ void expect_bitwise_equal(const LoopRun& a, const LoopRun& b, const std::string&
 }
 
 std::vector<int32_t> fixture_prompt(const std::string& name) {
-  return read_json_file(test::fixture_path("tiny/" + name + "/reference.json"))["prompt_ids"].get<std::vector<int32_t>>();
+  return read_json_file(test::fixture_path("tiny/" + name + "/reference.json"))["prompt_ids"]
+      .get<std::vector<int32_t>>();
 }
 
 class GpuDecodeLoop : public testing::TestWithParam<std::string> {};

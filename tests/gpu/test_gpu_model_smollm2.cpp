@@ -51,9 +51,9 @@ SmolLM2* smollm2() {
   return loaded.get();
 }
 
-#define SKIP_WITHOUT_SMOLLM2(var)                                                                         \
-  SKIP_WITHOUT_GPU();                                                                                     \
-  SmolLM2* var = smollm2();                                                                               \
+#define SKIP_WITHOUT_SMOLLM2(var) \
+  SKIP_WITHOUT_GPU();             \
+  SmolLM2* var = smollm2();       \
   if (!var) GTEST_SKIP() << "SmolLM2-135M-Instruct.Q4_1.gguf not found (set TACHYON_MODELS_DIR)"
 
 TEST(GpuSmolLM2, GreedyTokensAndLogitsMatchCpu) {
@@ -76,8 +76,10 @@ TEST(GpuSmolLM2, GreedyTokensAndLogitsMatchCpu) {
     worst_original = std::max(worst_original, max_relative_error(gpu_logits, original_logits, vocab));
     worst_abs = std::max(worst_abs, max_abs_difference(gpu_logits, cpu_logits));
   }
-  std::printf("[ SmolLM2 ] last-row prompt logits: max relative error %.3g vs CPU (bf16 weights), %.3g vs CPU "
-              "(Q4_1 float weights); max abs difference %.3g\n", worst_rounded, worst_original, worst_abs);
+  std::printf(
+      "[ SmolLM2 ] last-row prompt logits: max relative error %.3g vs CPU (bf16 weights), %.3g vs CPU "
+      "(Q4_1 float weights); max abs difference %.3g\n",
+      worst_rounded, worst_original, worst_abs);
 
   int identical_cases = 0, transformers_prefix_total = 0;
   for (const auto& c : m->reference["cases"]) {
@@ -97,10 +99,10 @@ TEST(GpuSmolLM2, GreedyTokensAndLogitsMatchCpu) {
     while (same < n && tokens[same] == reference[same]) ++same;
     transformers_prefix_total += same;
   }
-  std::printf("[ SmolLM2 ] %d of %zu prompts: 64 greedy tokens identical to the CPU on bf16 weights; "
-              "%d of %zu tokens before the first difference from transformers (float weights)\n",
-              identical_cases, m->reference["cases"].size(), transformers_prefix_total,
-              64 * m->reference["cases"].size());
+  std::printf(
+      "[ SmolLM2 ] %d of %zu prompts: 64 greedy tokens identical to the CPU on bf16 weights; "
+      "%d of %zu tokens before the first difference from transformers (float weights)\n",
+      identical_cases, m->reference["cases"].size(), transformers_prefix_total, 64 * m->reference["cases"].size());
 }
 
 TEST(GpuSmolLM2, GraphEqualsStreamBitwise) {
@@ -113,8 +115,8 @@ TEST(GpuSmolLM2, GraphEqualsStreamBitwise) {
     loop.enqueue(100, use_graph);
     std::vector<int32_t> tokens = loop.tokens();  // synchronizes the model's stream before the copy below
     std::vector<float> logits(m->gpu->config().vocab);
-    TACHYON_CUDA_CHECK(cudaMemcpy(logits.data(), m->gpu->pass_logits(), logits.size() * sizeof(float),
-                                  cudaMemcpyDeviceToHost));
+    TACHYON_CUDA_CHECK(
+        cudaMemcpy(logits.data(), m->gpu->pass_logits(), logits.size() * sizeof(float), cudaMemcpyDeviceToHost));
     return std::make_pair(tokens, logits);
   };
   const auto graph = run(true), stream = run(false);

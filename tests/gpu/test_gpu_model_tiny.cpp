@@ -81,8 +81,8 @@ TEST_P(GpuTinyModel, PrefillLogitsMatchCpuAndTransformers) {
   KvCache cache = f.cpu->new_cache();
   const std::vector<float> cpu = f.cpu->forward(f.prompt, cache, /*all_rows=*/true);
   const auto& margins = model->prefill_router_margins();
-  const double vs_cpu = expect_rows_within(gpu, cpu, f.vocab, kCpuBound, margins, kFlipMargin, kMaxFlips,
-                                           GetParam() + " prefill vs CPU");
+  const double vs_cpu =
+      expect_rows_within(gpu, cpu, f.vocab, kCpuBound, margins, kFlipMargin, kMaxFlips, GetParam() + " prefill vs CPU");
   const double vs_transformers = expect_rows_within(gpu, f.reference_logits, f.vocab, kTransformersBound, margins,
                                                     kFlipMargin, kMaxFlips, GetParam() + " prefill vs transformers");
   std::printf("[ %s ] prefill logits: vs CPU (bf16 weights) %.3g, vs transformers %.3g\n", GetParam().c_str(), vs_cpu,
@@ -169,7 +169,8 @@ TEST_P(GpuTinyModel, GreedyGraphDecodeMatchesCpu) {
   expect_same_greedy(gpu, cpu, static_cast<float>(4 * difference + 1e-3), GetParam() + " greedy vs CPU");
   size_t same = 0;
   while (same < gpu.size() && gpu[same] == f.reference_greedy[same]) ++same;
-  std::printf("[ %s ] greedy: first %zu of %d tokens equal transformers' (float32 weights)\n", GetParam().c_str(), same, n);
+  std::printf("[ %s ] greedy: first %zu of %d tokens equal transformers' (float32 weights)\n", GetParam().c_str(), same,
+              n);
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, GpuTinyModel,

@@ -63,8 +63,10 @@ inline int32_t argmax(const float* logits, int vocab) {
 inline float top2_gap(const float* logits, int vocab) {
   float first = -INFINITY, second = -INFINITY;
   for (int i = 0; i < vocab; ++i) {
-    if (logits[i] > first) second = first, first = logits[i];
-    else if (logits[i] > second) second = logits[i];
+    if (logits[i] > first)
+      second = first, first = logits[i];
+    else if (logits[i] > second)
+      second = logits[i];
   }
   return first - second;
 }

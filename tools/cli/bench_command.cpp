@@ -128,11 +128,11 @@ int run_bench(const BenchOptions& o) {
               model->weights().device_bytes / 1e9, load_seconds, model->kv_cache_bytes() / 1e9,
               static_cast<long long>(model->capacity()));
   std::printf("  read bandwidth (stream_read, this run): %.0f GB/s\n", r.bandwidth_bytes_per_second / 1e9);
-  std::printf("  bytes per decode token: %.1f MB = weights %.1f MB (attention %.1f, dense MLP %.1f, router %.2f, "
-              "experts %.1f, lm_head %.1f, norms %.2f) + KV %.1f MB at mean length %.0f\n",
-              r.bytes.total() / mb, r.bytes.weights() / mb, r.bytes.attention / mb, r.bytes.dense_mlp / mb,
-              r.bytes.router / mb, r.bytes.experts / mb, r.bytes.lm_head / mb, r.bytes.norms / mb, r.bytes.kv_cache / mb,
-              r.mean_kv_length);
+  std::printf(
+      "  bytes per decode token: %.1f MB = weights %.1f MB (attention %.1f, dense MLP %.1f, router %.2f, "
+      "experts %.1f, lm_head %.1f, norms %.2f) + KV %.1f MB at mean length %.0f\n",
+      r.bytes.total() / mb, r.bytes.weights() / mb, r.bytes.attention / mb, r.bytes.dense_mlp / mb, r.bytes.router / mb,
+      r.bytes.experts / mb, r.bytes.lm_head / mb, r.bytes.norms / mb, r.bytes.kv_cache / mb, r.mean_kv_length);
   if (c.experts > 0)
     std::printf("  MoE: %.2f distinct experts per layer per decode token, %.2f for a 16-token pass (of %d)\n",
                 r.distinct_experts_per_layer, r.distinct_experts_per_layer_16, c.experts);
@@ -149,7 +149,9 @@ int run_bench(const BenchOptions& o) {
   return 0;
 }
 #else
-int run_bench(const BenchOptions&) { fail("tachyon bench needs the CUDA backend: this build has none (TACHYON_CUDA=OFF)"); }
+int run_bench(const BenchOptions&) {
+  fail("tachyon bench needs the CUDA backend: this build has none (TACHYON_CUDA=OFF)");
+}
 #endif
 
 }  // namespace
@@ -160,11 +162,14 @@ Runner add_bench_command(CLI::App& app) {
   cmd->add_option("-m,--model", options->model_path, "Model: a .gguf file or a Hugging Face directory");
   cmd->add_option("--random-weights", options->random_weights,
                   "Random weights of a shape: a config.json, a directory with one, or smollm2-135m / qwen3-30b-a3b");
-  cmd->add_option("--context", options->context, "KV length at which decode is timed")->capture_default_str()
+  cmd->add_option("--context", options->context, "KV length at which decode is timed")
+      ->capture_default_str()
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 24));
-  cmd->add_option("--steps", options->steps, "Decode steps per timed repetition")->capture_default_str()
+  cmd->add_option("--steps", options->steps, "Decode steps per timed repetition")
+      ->capture_default_str()
       ->check(CLI::Range(1, 1 << 16));
-  cmd->add_option("--repeats", options->repeats, "Timed repetitions (median reported)")->capture_default_str()
+  cmd->add_option("--repeats", options->repeats, "Timed repetitions (median reported)")
+      ->capture_default_str()
       ->check(CLI::Range(1, 1000));
   cmd->add_option("--prefill", options->prefill, "Prompt lengths timed for prefill (comma-separated; none = skip)")
       ->capture_default_str();
