@@ -90,10 +90,12 @@ def rms_norm(x, weight, eps):
 
 
 def rotate(x, positions, inv_freq):
-    """NeoX-style RoPE (rotate the two halves) of x [..., n, head_dim] at positions [n]."""
-    angles = positions.float()[:, None] * inv_freq[None, :]  # [n, hd/2]
+    """NeoX-style RoPE (rotate the two halves) of x [B, H, n, head_dim] at positions [n] or [B, n]."""
+    angles = positions.float()[..., None] * inv_freq  # [(B,) n, hd/2]
     cos = torch.cat([angles.cos(), angles.cos()], -1)
     sin = torch.cat([angles.sin(), angles.sin()], -1)
+    if positions.dim() == 2:
+        cos, sin = cos[:, None], sin[:, None]
     half = x.shape[-1] // 2
     rotated = torch.cat([-x[..., half:], x[..., :half]], -1)
     return x * cos + rotated * sin
@@ -155,13 +157,17 @@ class Drafter(nn.Module):
         return rms_norm(self.fc(target_features), self.hidden_norm, self.eps)
 
     def forward(self, target_features, block_embeddings, ctx_positions, block_positions, mask=None):
-        """target_features [B, C, K*D], block_embeddings [B, N, D], positions [C] / [N] (int64).
-        mask: None (inference, z-lab's per-layer causal/window rule) or bool [N, C + N], True = visible."""
+        """target_features [B, C, K*D], block_embeddings [B, N, D], positions [C] and [N] or [B, N] (int64).
+        mask: None (inference, z-lab's per-layer causal/window rule) or bool [B, N, C + N], True = visible
+        (training: block-sparse)."""
         ctx = self.context(target_features)
         x = block_embeddings * self.embedding_scale
         B, N, _ = x.shape
         C = ctx.shape[1]
-        key_positions = torch.cat([ctx_positions, block_positions])
+        if block_positions.dim() == 2:
+            key_positions = torch.cat([ctx_positions.expand(B, -1), block_positions], 1)
+        else:
+            key_positions = torch.cat([ctx_positions, block_positions])
         for layer, (causal, window) in zip(self.layers, self.layer_masks):
             h = rms_norm(x, layer.input_layernorm, self.eps)
             q = layer.q_proj(h).view(B, N, self.heads, self.head_dim)
@@ -175,9 +181,16 @@ class Drafter(nn.Module):
             group = self.heads // self.kv_heads
             k = k.repeat_interleave(group, 1)
             v = v.repeat_interleave(group, 1)
+            if mask is not None:  # training: memory-efficient kernel, same math
+                attention = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask[:, None],
+                                                           scale=1.0 / math.sqrt(self.head_dim))
+                x = x + layer.o_proj(attention.transpose(1, 2).reshape(B, N, -1))
+                h = rms_norm(x, layer.post_attention_layernorm, self.eps)
+                x = x + layer.down_proj(F.silu(layer.gate_proj(h)) * layer.up_proj(h))
+                continue
             scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.head_dim)  # [B, H, N, C + N]
-            visible = mask
-            if visible is None and (causal or window):
+            visible = None
+            if causal or window:
                 # Keys are cache rows: z-lab numbers queries as the last N rows of the key sequence.
                 qpos = (C + torch.arange(N))[:, None]
                 kpos = torch.arange(C + N)[None, :]

@@ -10,6 +10,7 @@
 #include "loader/checkpoint.h"
 #include "models/model.h"
 #include "runtime/generate.h"
+#include "spec/driver.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 #ifdef TACHYON_HAS_CUDA
@@ -20,9 +21,9 @@ namespace tachyon::cli {
 
 namespace {
 struct GenerateOptions {
-  std::string model_path, prompt, prompt_ids, system, device = "cpu";
+  std::string model_path, prompt, prompt_ids, system, device = "cpu", draft_path;
   bool chat = false, print_ids = false, stats = false, ignore_eos = false;
-  int max_tokens = 256, threads = 0;
+  int max_tokens = 256, threads = 0, block_size = 0;
   std::vector<std::string> stop;
   SamplingParams sampling;
 };
@@ -78,6 +79,8 @@ int run_generate(const GenerateOptions& o) {
 #endif
   if (o.prompt.empty() && o.prompt_ids.empty()) fail("give a prompt with -p TEXT or --prompt-ids 1,2,3");
   if (o.threads > 0) set_cpu_thread_count(o.threads);
+  if (!o.draft_path.empty() && o.device != "cpu")
+    fail("--draft: speculative decoding runs on the CPU path for now (the GPU round is not written yet)");
   Checkpoint checkpoint = open_checkpoint(o.model_path);
   Tokenizer tokenizer = Tokenizer::from_checkpoint(checkpoint);
   std::vector<int32_t> prompt = build_prompt(o, tokenizer);
@@ -101,6 +104,23 @@ int run_generate(const GenerateOptions& o) {
     std::unique_ptr<gpu::GpuModel> model = gpu::GpuModel::load(checkpoint, gpu_options);
     result = gpu::generate_on_gpu(*model, tokenizer, prompt, params, print_piece);
 #endif
+  } else if (!o.draft_path.empty()) {
+    std::unique_ptr<Model> model = create_model(checkpoint);
+    auto* decoder = dynamic_cast<DecoderModel*>(model.get());
+    if (!decoder) fail("--draft: {} is not a decoder model the drafter can read features from", o.model_path);
+    Checkpoint draft_checkpoint = open_checkpoint(o.draft_path);
+    DFlashDrafter drafter(draft_checkpoint, drafter_target_info(*decoder));
+    // Like generate(): KV for the prompt and every token that may follow, within the context length.
+    const int64_t positions = std::min<int64_t>(model->max_context(),
+                                                static_cast<int64_t>(prompt.size()) + std::max(o.max_tokens, 1));
+    CpuSpecTarget target(*decoder, drafter.target_layer_ids(), positions);
+    DFlashProposer proposer(drafter, positions);
+    SpecOptions spec;
+    spec.block_size = o.block_size;
+    SpecStats spec_stats;
+    result = generate_speculative(target, proposer, tokenizer, prompt, params, spec, &spec_stats, print_piece);
+    if (o.stats) std::fprintf(stderr, "[dflash b=%d: %s]\n", o.block_size > 0 ? o.block_size : drafter.block_size(),
+                              format_spec_stats(spec_stats).c_str());
   } else {
     std::unique_ptr<Model> model = create_model(checkpoint);
     result = generate(*model, tokenizer, prompt, params, print_piece);
@@ -141,6 +161,10 @@ Runner add_generate_command(CLI::App& app) {
   cmd->add_flag("--stats", options->stats, "Print timing to stderr");
   cmd->add_option("--device", options->device, "cpu or cuda")->capture_default_str();
   cmd->add_option("-t,--threads", options->threads, "CPU threads (default: all cores)");
+  cmd->add_option("--draft", options->draft_path,
+                  "DFlash drafter directory (z-lab layout): speculative decoding, same output distribution (CPU)");
+  cmd->add_option("--block-size", options->block_size, "Drafted block size with --draft (0 = the drafter's)")
+      ->check(CLI::Range(0, 64));
   return [options] { return run_generate(*options); };
 }
 
