@@ -47,7 +47,8 @@ void solve_spd(std::vector<double> a, int n, std::vector<double>& b, int m) {
 // layer (fit mode), or measures the fitted routers on held-out tokens (evaluate mode).
 class SplitRecorder : public DecoderModel {
  public:
-  SplitRecorder(const Checkpoint& checkpoint, int experts, int top_k) : DecoderModel(checkpoint, "llama"), experts_(experts), top_k_(top_k) {
+  SplitRecorder(const Checkpoint& checkpoint, int experts, int top_k, const std::vector<std::vector<std::vector<int64_t>>>& groups)
+      : DecoderModel(checkpoint, "llama"), experts_(experts), top_k_(top_k), groups_(groups) {
     load_common();
     require_silu_mlp(config_);
     intermediate_ = config_.get_dim("intermediate_size", 1, 1 << 20);
@@ -60,7 +61,8 @@ class SplitRecorder : public DecoderModel {
       std::vector<float> slices(down.size());
       for (int e = 0; e < experts_; ++e)
         for (int64_t r = 0; r < hidden_size_; ++r)
-          std::copy_n(down.data() + r * intermediate_ + e * width, width, slices.data() + (e * hidden_size_ + r) * width);
+          for (int64_t c = 0; c < width; ++c)
+            slices[(e * hidden_size_ + r) * width + c] = down[r * intermediate_ + groups_[i][e][c]];
       down_slices_.push_back(std::move(slices));
     }
     const int64_t h = hidden_size_;
@@ -102,7 +104,9 @@ class SplitRecorder : public DecoderModel {
     swiglu(gate.data(), up.data(), n * inter, gate.data());
     std::vector<float> h_slice(n * width), y(static_cast<size_t>(experts_) * n * hdim);  // y [E, n, H]
     for (int e = 0; e < experts_; ++e) {
-      for (int64_t t = 0; t < n; ++t) std::copy_n(gate.data() + t * inter + e * width, width, h_slice.data() + t * width);
+      const std::vector<int64_t>& columns = groups_[layer][e];
+      for (int64_t t = 0; t < n; ++t)
+        for (int64_t c = 0; c < width; ++c) h_slice[t * width + c] = gate[t * inter + columns[c]];
       linear_f32(down_slices_[layer].data() + e * hdim * width, hdim, width, nullptr, h_slice.data(), n,
                  y.data() + e * n * hdim);
     }
@@ -170,6 +174,7 @@ class SplitRecorder : public DecoderModel {
   }
 
   int experts_, top_k_;
+  const std::vector<std::vector<std::vector<int64_t>>>& groups_;  // [layer][expert] -> neuron indices
   int64_t intermediate_ = 0;
   std::vector<MlpWeights> mlp_;
   std::vector<std::vector<float>> down_slices_;
@@ -179,6 +184,54 @@ class SplitRecorder : public DecoderModel {
 };
 
 }  // namespace
+
+std::vector<std::vector<int64_t>> balanced_row_clusters(const std::vector<float>& rows, int64_t n, int64_t dim, int groups) {
+  if (groups < 1 || n % groups != 0) fail("cannot cluster {} rows into {} equal groups", n, groups);
+  const int64_t size = n / groups;
+  std::vector<float> unit(rows);
+  for (int64_t i = 0; i < n; ++i) {
+    float* r = unit.data() + i * dim;
+    const float norm = std::sqrt(dot(r, r, dim));
+    if (norm > 0)
+      for (int64_t d = 0; d < dim; ++d) r[d] /= norm;
+  }
+  // Deterministic start: centroids at evenly spaced rows.
+  std::vector<float> centroids(groups * dim);
+  for (int g = 0; g < groups; ++g) std::copy_n(unit.data() + (g * size) * dim, dim, centroids.data() + g * dim);
+  std::vector<int> assignment(n, 0);
+  std::vector<float> similarity(n * groups);
+  std::vector<int64_t> order(n * groups);
+  for (int iteration = 0; iteration < 25; ++iteration) {
+    linear_f32(centroids.data(), groups, dim, nullptr, unit.data(), n, similarity.data());  // [n, groups]
+    // Balanced assignment: the most similar (row, group) pairs first, each group capped at n / groups rows.
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return similarity[a] > similarity[b]; });
+    std::vector<int> previous = assignment;
+    std::fill(assignment.begin(), assignment.end(), -1);
+    std::vector<int64_t> count(groups, 0);
+    for (int64_t pair : order) {
+      const int64_t row = pair / groups;
+      const int g = static_cast<int>(pair % groups);
+      if (assignment[row] < 0 && count[g] < size) {
+        assignment[row] = g;
+        ++count[g];
+      }
+    }
+    std::fill(centroids.begin(), centroids.end(), 0.0f);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t d = 0; d < dim; ++d) centroids[assignment[i] * dim + d] += unit[i * dim + d];
+    for (int g = 0; g < groups; ++g) {
+      float* c = centroids.data() + g * dim;
+      const float norm = std::sqrt(dot(c, c, dim));
+      if (norm > 0)
+        for (int64_t d = 0; d < dim; ++d) c[d] /= norm;
+    }
+    if (assignment == previous) break;
+  }
+  std::vector<std::vector<int64_t>> clusters(groups);
+  for (int64_t i = 0; i < n; ++i) clusters[assignment[i]].push_back(i);
+  return clusters;
+}
 
 std::string MoeSplitReport::summary() const {
   if (layers.empty()) return "  zero router (no calibration)\n";
@@ -217,11 +270,25 @@ std::unique_ptr<DerivedCheckpoint> split_mlp_into_experts(std::shared_ptr<const 
     fail("a router for top-{} of {} experts needs calibration text", k, experts);
   const int64_t width = intermediate / experts;
 
+  // Which neurons each expert takes, per layer.
+  std::vector<std::vector<std::vector<int64_t>>> groups(layers);
+  for (int64_t layer = 0; layer < layers; ++layer) {
+    if (options.cluster_neurons) {
+      const std::vector<float> gate =
+          dense->weights.get(fmt::format("model.layers.{}.mlp.gate_proj.weight", layer), {intermediate, hidden}).to_float();
+      groups[layer] = balanced_row_clusters(gate, intermediate, hidden, experts);
+    } else {
+      groups[layer].resize(experts);
+      for (int e = 0; e < experts; ++e)
+        for (int64_t c = 0; c < width; ++c) groups[layer][e].push_back(e * width + c);
+    }
+  }
+
   // Routers: zero (all experts equal) or fitted on calibration text.
   std::vector<std::vector<float>> routers(layers, std::vector<float>(experts * hidden, 0.0f));
   MoeSplitReport local_report;
   if (!options.calibration_tokens.empty()) {
-    SplitRecorder recorder(*dense, experts, k);
+    SplitRecorder recorder(*dense, experts, k, groups);
     const std::vector<int32_t>& tokens = options.calibration_tokens;
     const int64_t chunk = options.calibration_chunk;
     const int64_t chunks = static_cast<int64_t>(tokens.size()) / chunk;
@@ -259,7 +326,8 @@ std::unique_ptr<DerivedCheckpoint> split_mlp_into_experts(std::shared_ptr<const 
   // Mixtral's default rope_theta (1e6) differs from Llama's (1e4): always spell it out.
   if (!moe_config.contains("rope_theta") && !moe_config.contains("rope_parameters")) moe_config["rope_theta"] = 10000.0;
   moe_config["moe_split"] = {{"experts", experts}, {"top_k", k}, {"router", options.calibration_tokens.empty() ? "zero" : "fitted"},
-                                     {"router_scale", options.router_scale}, {"source", dense->path}};
+                                     {"router_scale", options.router_scale}, {"neurons", options.cluster_neurons ? "clustered" : "contiguous"},
+                             {"source", dense->path}};
 
   for (const auto& [name, tensor] : dense->weights.all()) {
     if (name.find(".mlp.") == std::string::npos) moe->add_view(tensor);
@@ -277,10 +345,13 @@ std::unique_ptr<DerivedCheckpoint> split_mlp_into_experts(std::shared_ptr<const 
       float* w1 = moe->add_float(expert + "w1.weight", {width, hidden});
       float* w3 = moe->add_float(expert + "w3.weight", {width, hidden});
       float* w2 = moe->add_float(expert + "w2.weight", {hidden, width});
-      std::copy_n(gate.data() + e * width * hidden, width * hidden, w1);
-      std::copy_n(up.data() + e * width * hidden, width * hidden, w3);
+      const std::vector<int64_t>& neurons = groups[layer][e];
+      for (int64_t c = 0; c < width; ++c) {
+        std::copy_n(gate.data() + neurons[c] * hidden, hidden, w1 + c * hidden);
+        std::copy_n(up.data() + neurons[c] * hidden, hidden, w3 + c * hidden);
+      }
       for (int64_t r = 0; r < hidden; ++r)
-        for (int64_t c = 0; c < width; ++c) w2[r * width + c] = down_scale * down[r * intermediate + e * width + c];
+        for (int64_t c = 0; c < width; ++c) w2[r * width + c] = down_scale * down[r * intermediate + neurons[c]];
     }
   }
   return moe;

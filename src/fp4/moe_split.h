@@ -1,7 +1,10 @@
 // A real MoE from a real dense model (shared/docs/benchmarks.md): a SwiGLU MLP of width I is the sum of E
 // smaller SwiGLU MLPs that each take I/E of its gate/up rows and the matching down columns, because the
 // activation is elementwise. Splitting every MLP of a Llama model gives a Mixtral model:
-//   expert e:  w1 = gate[e*I/E : (e+1)*I/E, :],  w3 = up[same rows],  w2 = top_k * down[:, same columns];
+//   expert e:  w1 = gate[rows of group e, :],  w3 = up[same rows],  w2 = top_k * down[:, same columns];
+// where the groups are I/E neurons each: contiguous, or (default) clustered by a balanced k-means on the
+// normalized gate rows, so that neurons that fire together share an expert (MoEfication's parameter
+// clustering; any grouping keeps the all-experts sum equal to the dense MLP).
 //   router:    Mixtral's softmax over all experts, top-k, renormalized over the chosen k.
 // With top_k = E and a zero router every weight is exactly 1/E, so the MoE equals the dense model (up to the
 // order of float additions). With top_k < E the router is fitted to the experts' activations on calibration
@@ -25,6 +28,7 @@ struct MoeSplitOptions {
   // only with top_k == experts.
   std::vector<int32_t> calibration_tokens;
   int calibration_chunk = 256;
+  bool cluster_neurons = true;  // else contiguous groups of I/E neurons
   double ridge = 1e-3;        // lambda = ridge * trace(X^T X) / hidden
   float router_scale = 1e-3f;  // multiplies the fitted router (keeps the chosen experts' weights near 1/k)
 };
@@ -40,6 +44,10 @@ struct MoeSplitReport {
   int64_t calibration_tokens = 0;
   std::string summary() const;
 };
+
+// Balanced k-means of the rows of `rows` [n, dim] (cosine similarity) into `groups` groups of n / groups rows,
+// deterministic; returns the row indices of each group, ascending.
+std::vector<std::vector<int64_t>> balanced_row_clusters(const std::vector<float>& rows, int64_t n, int64_t dim, int groups);
 
 // `dense` must be a Llama model (LlamaForCausalLM, no attention or MLP biases) whose intermediate size E divides.
 std::unique_ptr<DerivedCheckpoint> split_mlp_into_experts(std::shared_ptr<const Checkpoint> dense,
