@@ -47,6 +47,12 @@ TEST(LoaderPythonWritten, EveryArchitectureLoads) {
     checkpoint.weights.get("model.layers.0.self_attn.q_proj.weight", {32, 32});
     checkpoint.weights.get("model.layers.0.self_attn.o_proj.weight", {32, 32});
   }
+  for (const char* arch : {"llama", "qwen2"}) {  // the small all-F32 seeds
+    Checkpoint checkpoint = open_checkpoint(seed(fmt::format("gguf/min_{}.gguf", arch)));
+    EXPECT_EQ(checkpoint.config["hidden_size"], 4) << arch;
+    EXPECT_EQ(checkpoint.config["tie_word_embeddings"], false) << arch;
+    checkpoint.weights.get("model.layers.0.mlp.down_proj.weight", {4, 8});
+  }
   Checkpoint moe = open_checkpoint(seed("gguf/lib_qwen3moe.gguf"));
   moe.weights.get("model.layers.0.mlp.experts.3.gate_proj.weight", {32, 32});
   moe.weights.get("model.layers.0.mlp.experts.3.down_proj.weight", {32, 32});
