@@ -21,6 +21,9 @@
 #include "fp4/quantize_checkpoint.h"
 #include "models/model.h"
 #include "tokenizer/tokenizer.h"
+#ifdef TACHYON_HAS_CUDA
+#include "fp4_moe/fp4_moe_bench.h"
+#endif
 
 namespace tachyon::cli {
 
@@ -32,6 +35,8 @@ struct EvalCliOptions {
   int split_experts = 0, top_k = 0, threads = 0;
   int64_t positions = 20480, chunk = 512, calibration_tokens = 4096;
   bool dense_baseline = false;
+  std::string kernel_bench;  // GPU: benchmark kernels/fp4_moe instead (shapes: qwen3, gpt-oss, smollm2, all)
+  bool sweep = false;
 };
 
 // The evaluation text when none is given: Python standard library source (code, comments, docstrings) in a
@@ -92,6 +97,14 @@ std::vector<fp4::TensorRecord> file_records(const fp4::DerivedCheckpoint& candid
 }
 
 int run_eval(const EvalCliOptions& o) {
+  if (!o.kernel_bench.empty()) {
+#ifdef TACHYON_HAS_CUDA
+    return kernels::run_fp4_moe_bench({o.kernel_bench, o.sweep});
+#else
+    fail("--kernel-bench needs a build with the CUDA backend");
+#endif
+  }
+  if (o.model_path.empty()) fail("eval: -m MODEL is required");
   if (o.threads > 0) set_cpu_thread_count(o.threads);
   const std::shared_ptr<const Checkpoint> dense = fp4::shared_checkpoint(fp4::open_fp4_checkpoint(o.model_path));
   const Tokenizer tokenizer = Tokenizer::from_checkpoint(*dense);
@@ -195,7 +208,7 @@ int run_eval(const EvalCliOptions& o) {
 Runner add_eval_command(CLI::App& app) {
   auto o = std::make_shared<EvalCliOptions>();
   CLI::App* cmd = app.add_subcommand("eval", "Quality of FP4 weights: per-tensor error, KL, top-1 agreement, perplexity");
-  cmd->add_option("-m,--model", o->model_path, "The reference model: a .gguf file or a Hugging Face directory")->required();
+  cmd->add_option("-m,--model", o->model_path, "The reference model: a .gguf file or a Hugging Face directory");
   cmd->add_option("--quantize", o->quantize_specs,
                   "A candidate quantized in memory: experts=F, mlp=F (F = mxfp4|nvfp4), scale=round-up|ocp|mse, "
                   "layout=modelopt|compressed-tensors, comma-separated (repeatable)");
@@ -210,6 +223,10 @@ Runner add_eval_command(CLI::App& app) {
   cmd->add_option("--chunk", o->chunk, "Tokens per independent sequence")->capture_default_str();
   cmd->add_option("--json", o->json_path, "Write the full report (and every tensor's error) as JSON");
   cmd->add_option("--threads", o->threads, "CPU threads (default: all)");
+  cmd->add_option("--kernel-bench", o->kernel_bench,
+                  "GPU: time the FP4 MoE kernels against stream read and the BF16 expert path instead "
+                  "(qwen3, gpt-oss, smollm2 or all)");
+  cmd->add_flag("--sweep", o->sweep, "With --kernel-bench: every k_split of the gate/up kernel, each kernel alone");
   return [o] { return run_eval(*o); };
 }
 

@@ -1,0 +1,519 @@
+// fp4_moe: the expert MLPs of a MoE layer with FP4 weights (MXFP4: e2m1 + e8m0 per 32; NVFP4: e2m1 + e4m3 per 16
+// and a float32 per matrix) for 1..16 tokens, in two launches after routing:
+//   fp4_expert_gate_up:       h[entry] = silu(gate_e x[token]) * (up_e x[token])           grid (row tiles, slots)
+//   fp4_expert_down_combine:  out[token] (+)= sum_j w[token, j] down_e h[entry(token, j)]  grid (hidden row tiles)
+// Every touched expert's bytes are read exactly once per pass, however many tokens route to it.
+//
+// Design
+// - Hopper has no FP4 tensor-core instruction and no e2m1 conversion (cvt ... e2m1x2 is sm_100a+). Codes are
+//   decoded in registers with integer ops: the kernel tile layout (src/fp4/fp4_kernel_layout.h, written at load
+//   time) orders each lane's nibbles so that (w << 4p) & 0x80008000 | ((w << 4p) & 0x70007000) >> 3 is an fp16
+//   pair equal to the two codes times 2^-14 (sign to bit 15, exponent bits to the low exponent bits, mantissa bit
+//   to the top mantissa bit; code 0.5 lands on an fp16 subnormal). One mul.f16x2 by 2^14 (no .ftz: subnormals
+//   kept) makes every code exact and normal, so the tensor cores never see a subnormal. That is ~3 integer ops
+//   and half an FMA-pipe op per weight; the dot products run on the tensor cores (mma.sync m16n8k16 f16 in, f32
+//   accumulate), whose cost does not grow with the token count.
+// - The layout also puts each lane's A-fragment codes of a 16-row x 64-column tile in one 16-byte load, and the
+//   tile's block scales right after the codes: one tile = 576 (NVFP4) or 544 (MXFP4) contiguous bytes. A k16 MMA
+//   step covers exactly one NVFP4 block (half an MXFP4 block), so block scales are applied to the step's fresh
+//   float32 partial sums (acc += scale * partial), keeping the weights exact.
+// - Activations are split into fp16 hi + lo (x / 16 ~= hi + lo to ~2^-22; the 1/16 keeps |x| < 1e6 in fp16 range),
+//   two MMAs per step, read through L1 (__ldg). Below |x| ~ 1e-3 fp16 subnormals cap the split's absolute error at
+//   ~5e-7 (x 16 / 2^25), which is what the tests' absolute terms allow for.
+// - Tiles stream through a per-warp ring of shared-memory stages filled by cp.async (as gemv_bf16): the next
+//   stages are always in flight. A lane reads back its own codes; scale bytes (copied by lanes 0..3) after a
+//   __syncwarp.
+// - gate/up: a warp owns 16 outputs (gate and up tiles share the B fragments), silu(g) * u in registers; k_split
+//   warps of a block share outputs and split the input dimension (partials reduced in shared memory) so that
+//   one token's 8 experts still fill the GPU.
+// - down + combine: a block owns 16 hidden rows for ALL active experts (its 8 warps take every 8th expert), so the
+//   weighted sum over a token's experts happens in shared memory in a fixed order: deterministic, no atomics,
+//   no third launch. Launched right after gate/up with programmatic dependent launch, it starts streaming its
+//   down tiles while gate/up finishes and waits (griddepcontrol.wait) only before reading h.
+//
+// Error bound (tests/gpu/test_fp4_moe.cpp): against the CPU reference (fp4_moe_reference, float32 math on the
+// exactly dequantized weights), both formats: h within 1e-5 of the sums of |terms| of the gate and up products
+// (+1e-7); out[t, i] within 1e-4 * sum_j w_j sum_k |down_e[i, k] h_j[k]| + 1e-6.
+//
+// Measured: not yet (written and compiled on a machine without a GPU). `tachyon eval --kernel-bench qwen3` (or
+// scripts/gpu/fp4.sh) on a GPU host prints bytes read, us, GB/s and % of the same run's stream read for 1..16
+// tokens, both formats, with the BF16 expert kernels beside; numbers go here and into docs/fp4.md.
+#include "fp4_moe/fp4_moe.h"
+
+#include <algorithm>
+
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+
+#include "common/device_helpers.cuh"
+#include "cuda/cuda_check.h"
+#include "cuda/stream.h"
+
+namespace tachyon::kernels {
+
+namespace {
+
+constexpr int kTileRows = 16, kTileCols = 64, kTileCodeBytes = 512;
+constexpr int kGateUpWarps = 4, kGateUpStages = 4;
+constexpr int kDownWarps = 8, kDownStages = 6;
+constexpr float kInputScale = 0.0625f, kOutputScale = 16.0f;
+constexpr uint32_t kTwoTo14x2 = 0x74007400u;  // fp16 pair (16384, 16384)
+
+template <bool NV>
+struct Tile {
+  static constexpr int kScaleBytes = NV ? 64 : 32;
+  static constexpr int kBytes = kTileCodeBytes + kScaleBytes;
+  static constexpr int kChunks = kBytes / 16;        // 16-byte pieces: 32 of codes, then the scales
+  static constexpr int kScaleChunks = kScaleBytes / 16;
+};
+
+int tile_bytes(Fp4Kind kind) { return kTileCodeBytes + (kind == Fp4Kind::Nvfp4 ? 64 : 32); }
+
+// The fp16 pair p (0..3) of a lane's word: A-fragment register p, exact code values.
+__device__ __forceinline__ uint32_t decode_pair(uint32_t word, int p) {
+  const uint32_t q = word << (4 * p);
+  const uint32_t pair = (q & 0x80008000u) | ((q & 0x70007000u) >> 3);
+  uint32_t exact;
+  asm("mul.rn.f16x2 %0, %1, %2;\n" : "=r"(exact) : "r"(pair), "r"(kTwoTo14x2));
+  return exact;
+}
+
+// D += A * B for one m16n8k16 tile with fp16 inputs and float32 accumulation (fragments as mma_bf16_16x8x16).
+__device__ __forceinline__ void mma_f16_16x8x16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t half2_bits(__half2 v) { return *reinterpret_cast<uint32_t*>(&v); }
+
+// x ~= hi + lo, both fp16 pairs (lower index in the lower half).
+__device__ __forceinline__ void split_f16x2(float a, float b, uint32_t& hi, uint32_t& lo) {
+  const __half2 h = __floats2half2_rn(a, b);
+  const float2 back = __half22float2(h);
+  hi = half2_bits(h);
+  lo = half2_bits(__floats2half2_rn(a - back.x, b - back.y));
+}
+
+__device__ __forceinline__ float e8m0_to_float(uint32_t byte) {
+  return byte == 0 ? __uint_as_float(0x00400000u) : __uint_as_float(byte << 23);  // 2^-127 is a float subnormal
+}
+
+__device__ __forceinline__ float2 e4m3x2_to_float2(uint32_t two_bytes) {
+  const __half2_raw raw = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(two_bytes), __NV_E4M3);
+  return __half22float2(__half2(raw));
+}
+
+// Block scales of rows g and g + 8 of a tile in shared memory: [block] for each of the two rows.
+template <bool NV>
+__device__ __forceinline__ void tile_scales(const uint8_t* scale_bytes, int g, float (&row_g)[4], float (&row_g8)[4]) {
+  if constexpr (NV) {
+    const uint32_t lo = *reinterpret_cast<const uint32_t*>(scale_bytes + 4 * g);
+    const uint32_t hi = *reinterpret_cast<const uint32_t*>(scale_bytes + 4 * (g + 8));
+    const float2 a = e4m3x2_to_float2(lo & 0xffff), b = e4m3x2_to_float2(lo >> 16);
+    const float2 c = e4m3x2_to_float2(hi & 0xffff), d = e4m3x2_to_float2(hi >> 16);
+    row_g[0] = a.x, row_g[1] = a.y, row_g[2] = b.x, row_g[3] = b.y;
+    row_g8[0] = c.x, row_g8[1] = c.y, row_g8[2] = d.x, row_g8[3] = d.y;
+  } else {
+    const uint32_t lo = *reinterpret_cast<const uint16_t*>(scale_bytes + 2 * g);
+    const uint32_t hi = *reinterpret_cast<const uint16_t*>(scale_bytes + 2 * (g + 8));
+    row_g[0] = e8m0_to_float(lo & 0xff), row_g[1] = e8m0_to_float(lo >> 8);
+    row_g8[0] = e8m0_to_float(hi & 0xff), row_g8[1] = e8m0_to_float(hi >> 8);
+    row_g[2] = row_g[3] = row_g8[2] = row_g8[3] = 0.0f;
+  }
+}
+
+// B fragments of one 64-column tile for the lane's columns: hi/lo pairs per (token tile, 16-column step, register).
+template <int N_TILES>
+__device__ __forceinline__ void load_activations(const float* const (&x_row)[N_TILES], int column0, int t,
+                                                 uint32_t (&b_hi)[N_TILES][4][2], uint32_t (&b_lo)[N_TILES][4][2]) {
+#pragma unroll
+  for (int j = 0; j < N_TILES; ++j) {
+#pragma unroll
+    for (int sub = 0; sub < 4; ++sub) {
+      float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+      if (x_row[j]) v = __ldg(reinterpret_cast<const float4*>(x_row[j] + column0 + 16 * sub + 4 * t));
+      split_f16x2(v.x * kInputScale, v.y * kInputScale, b_hi[j][sub][0], b_lo[j][sub][0]);
+      split_f16x2(v.z * kInputScale, v.w * kInputScale, b_hi[j][sub][1], b_lo[j][sub][1]);
+    }
+  }
+}
+
+// acc += this tile's contribution: 4 k16 steps, block scales applied to each block's fresh partial sums.
+template <int N_TILES, bool NV>
+__device__ __forceinline__ void tile_product(const uint4& codes, const uint8_t* scale_bytes, int g,
+                                             const uint32_t (&b_hi)[N_TILES][4][2], const uint32_t (&b_lo)[N_TILES][4][2],
+                                             float (&acc)[N_TILES][4]) {
+  float scale_g[4], scale_g8[4];
+  tile_scales<NV>(scale_bytes, g, scale_g, scale_g8);
+  const uint32_t words[4] = {codes.x, codes.y, codes.z, codes.w};
+  float part[N_TILES][4];
+#pragma unroll
+  for (int j = 0; j < N_TILES; ++j)
+#pragma unroll
+    for (int r = 0; r < 4; ++r) part[j][r] = 0.0f;
+#pragma unroll
+  for (int sub = 0; sub < 4; ++sub) {
+    const uint32_t a[4] = {decode_pair(words[sub], 0), decode_pair(words[sub], 1), decode_pair(words[sub], 2),
+                           decode_pair(words[sub], 3)};
+#pragma unroll
+    for (int j = 0; j < N_TILES; ++j) {
+      mma_f16_16x8x16(part[j], a, b_hi[j][sub][0], b_hi[j][sub][1]);
+      mma_f16_16x8x16(part[j], a, b_lo[j][sub][0], b_lo[j][sub][1]);
+    }
+    if (NV || (sub & 1)) {  // the end of a scale block (16 columns NVFP4, 32 MXFP4)
+      const int block = NV ? sub : sub >> 1;
+#pragma unroll
+      for (int j = 0; j < N_TILES; ++j) {
+        acc[j][0] += part[j][0] * scale_g[block];
+        acc[j][1] += part[j][1] * scale_g[block];
+        acc[j][2] += part[j][2] * scale_g8[block];
+        acc[j][3] += part[j][3] * scale_g8[block];
+#pragma unroll
+        for (int r = 0; r < 4; ++r) part[j][r] = 0.0f;
+      }
+    }
+  }
+}
+
+// Copies a tile's codes (one 16-byte piece per lane) and scales (pieces 32.., by lanes first_scale_lane..).
+template <bool NV>
+__device__ __forceinline__ void copy_tile(uint4* stage, const uint8_t* src, int lane, int first_scale_lane) {
+  cp_async_16B(stage + lane, src + 16 * lane);
+  const int scale_piece = lane - first_scale_lane;
+  if (scale_piece >= 0 && scale_piece < Tile<NV>::kScaleChunks)
+    cp_async_16B(stage + 32 + scale_piece, src + kTileCodeBytes + 16 * scale_piece);
+}
+
+struct GateUpParams {
+  const uint8_t* gate;
+  const uint8_t* up;
+  int64_t gate_stride, up_stride;
+  const float* gate_scales;
+  const float* up_scales;
+  int rows, cols;  // I, H
+  const float* x;
+  float* h;
+  const int* active_count;
+  const int* active_experts;
+  const int* slot_offsets;
+  const int* sorted_assignments;
+  int top_k;
+};
+
+template <int N_TILES, int K_SPLIT, bool NV>
+__global__ void __launch_bounds__(kGateUpWarps * 32) fp4_gate_up_kernel(GateUpParams p) {
+  using T = Tile<NV>;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  wait_for_previous_kernel();     // the routing tables come from the previous kernel
+  allow_next_kernel_to_start();   // the down kernel may start streaming weights; it waits for h itself
+  const int slot = blockIdx.y;
+  if (slot >= *p.active_count) return;  // block-uniform
+  const int expert = p.active_experts[slot];
+  const int entry_base = p.slot_offsets[slot], n_cols = p.slot_offsets[slot + 1] - entry_base;
+  constexpr int kTilesPerBlock = kGateUpWarps / K_SPLIT;
+  const int row_tiles = p.rows / kTileRows, col_tiles = p.cols / kTileCols;
+  const int row_tile = blockIdx.x * kTilesPerBlock + warp / K_SPLIT, k_part = warp % K_SPLIT;
+  const bool rows_active = row_tile < row_tiles;
+  const int kt_begin = col_tiles * k_part / K_SPLIT, kt_end = col_tiles * (k_part + 1) / K_SPLIT;
+  const int n_steps = rows_active ? kt_end - kt_begin : 0;
+  const int64_t row_offset = static_cast<int64_t>(min(row_tile, row_tiles - 1)) * col_tiles * T::kBytes;
+  const uint8_t* gate_tiles = p.gate + expert * p.gate_stride + row_offset;
+  const uint8_t* up_tiles = p.up + expert * p.up_stride + row_offset;
+
+  const float* x_row[N_TILES];
+#pragma unroll
+  for (int j = 0; j < N_TILES; ++j) {
+    const int col = 8 * j + g;
+    x_row[j] = col < n_cols ? p.x + static_cast<int64_t>(p.sorted_assignments[entry_base + col] / p.top_k) * p.cols
+                            : nullptr;
+  }
+
+  extern __shared__ uint4 ring[];  // [warp][stage][gate, up][T::kChunks]
+  uint4* my_ring = ring + warp * kGateUpStages * 2 * T::kChunks;
+  auto issue = [&](int step) {
+    if (step < n_steps) {
+      uint4* stage = my_ring + (step % kGateUpStages) * 2 * T::kChunks;
+      const int64_t offset = static_cast<int64_t>(kt_begin + step) * T::kBytes;
+      copy_tile<NV>(stage, gate_tiles + offset, lane, 0);
+      copy_tile<NV>(stage + T::kChunks, up_tiles + offset, lane, T::kScaleChunks);
+    }
+    cp_async_commit();  // possibly empty: one group per step keeps the wait count constant
+  };
+#pragma unroll
+  for (int s = 0; s < kGateUpStages - 1; ++s) issue(s);
+
+  float acc[2][N_TILES][4];
+#pragma unroll
+  for (int w = 0; w < 2; ++w)
+#pragma unroll
+    for (int j = 0; j < N_TILES; ++j)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) acc[w][j][r] = 0.0f;
+
+  for (int step = 0; step < n_steps; ++step) {
+    uint32_t b_hi[N_TILES][4][2], b_lo[N_TILES][4][2];
+    load_activations<N_TILES>(x_row, (kt_begin + step) * kTileCols, t, b_hi, b_lo);
+    cp_async_wait<kGateUpStages - 2>();
+    __syncwarp();  // scale pieces were copied by other lanes
+    const uint4* stage = my_ring + (step % kGateUpStages) * 2 * T::kChunks;
+#pragma unroll
+    for (int w = 0; w < 2; ++w)
+      tile_product<N_TILES, NV>(stage[w * T::kChunks + lane],
+                                reinterpret_cast<const uint8_t*>(stage + w * T::kChunks + 32), g, b_hi, b_lo, acc[w]);
+    __syncwarp();  // the stage just read is refilled below
+    issue(step + kGateUpStages - 1);
+  }
+  cp_async_wait<0>();
+
+  if constexpr (K_SPLIT > 1) {
+    __shared__ float partial[kGateUpWarps][2][N_TILES][4][32];
+    if (k_part != 0) {
+#pragma unroll
+      for (int w = 0; w < 2; ++w)
+#pragma unroll
+        for (int j = 0; j < N_TILES; ++j)
+#pragma unroll
+          for (int r = 0; r < 4; ++r) partial[warp][w][j][r][lane] = acc[w][j][r];
+    }
+    __syncthreads();
+    if (k_part != 0) return;
+#pragma unroll
+    for (int other = 1; other < K_SPLIT; ++other)
+#pragma unroll
+      for (int w = 0; w < 2; ++w)
+#pragma unroll
+        for (int j = 0; j < N_TILES; ++j)
+#pragma unroll
+          for (int r = 0; r < 4; ++r) acc[w][j][r] += partial[warp + other][w][j][r][lane];
+  }
+  if (!rows_active) return;
+  const float gate_scale = (p.gate_scales ? p.gate_scales[expert] : 1.0f) * kOutputScale;
+  const float up_scale = (p.up_scales ? p.up_scales[expert] : 1.0f) * kOutputScale;
+  // Accumulator r of token tile j: row g + 8 (r >> 1), column (entry) 8 j + 2 t + (r & 1).
+#pragma unroll
+  for (int j = 0; j < N_TILES; ++j)
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      const int row = row_tile * kTileRows + g + 8 * (r >> 1), col = 8 * j + 2 * t + (r & 1);
+      if (col < n_cols)
+        p.h[static_cast<int64_t>(entry_base + col) * p.rows + row] = silu(acc[0][j][r] * gate_scale) * (acc[1][j][r] * up_scale);
+    }
+}
+
+struct DownParams {
+  const uint8_t* down;
+  int64_t stride;
+  const float* scales;
+  int rows, cols;  // H, I
+  const float* h;
+  const float* topk_weights;
+  float* out;
+  const int* active_count;
+  const int* active_experts;
+  const int* slot_offsets;
+  const int* sorted_assignments;
+  int top_k, n_tokens;
+  bool accumulate, after_gate_up;
+};
+
+template <int N_TILES, bool NV>
+__global__ void __launch_bounds__(kDownWarps * 32) fp4_down_combine_kernel(DownParams p) {
+  using T = Tile<NV>;
+  __shared__ float out_tile[kDownWarps][kTileRows][16];  // [warp][row][token]: each warp's weighted sums
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  // After fp4_expert_gate_up the routing tables are complete (that kernel waited for them before letting this one
+  // start), so the weight stream can begin before h is ready.
+  if (!p.after_gate_up) wait_for_previous_kernel();
+  const int active = *p.active_count;
+  const int row_tile = blockIdx.x, col_tiles = p.cols / kTileCols;
+  const int my_slots = active > warp ? (active - warp + kDownWarps - 1) / kDownWarps : 0;
+  const int n_steps = my_slots * col_tiles;
+  for (int i = lane; i < kTileRows * 16; i += 32) out_tile[warp][i / 16][i % 16] = 0.0f;
+
+  extern __shared__ uint4 ring[];  // [warp][stage][T::kChunks]
+  uint4* my_ring = ring + warp * kDownStages * T::kChunks;
+  auto issue = [&](int step) {
+    if (step < n_steps) {
+      const int slot = warp + (step / col_tiles) * kDownWarps, kt = step % col_tiles;
+      const uint8_t* src = p.down + p.active_experts[slot] * p.stride +
+                           (static_cast<int64_t>(row_tile) * col_tiles + kt) * T::kBytes;
+      copy_tile<NV>(my_ring + (step % kDownStages) * T::kChunks, src, lane, 0);
+    }
+    cp_async_commit();
+  };
+#pragma unroll
+  for (int s = 0; s < kDownStages - 1; ++s) issue(s);
+  if (p.after_gate_up) wait_for_previous_kernel();  // h comes from the gate/up kernel
+  allow_next_kernel_to_start();
+
+  float acc[N_TILES][4];
+  const float* x_row[N_TILES];
+  int entry_base = 0, n_cols = 0, expert = 0;
+  for (int step = 0; step < n_steps; ++step) {
+    const int kt = step % col_tiles;
+    if (kt == 0) {  // the next expert of this warp
+      const int slot = warp + (step / col_tiles) * kDownWarps;
+      expert = p.active_experts[slot];
+      entry_base = p.slot_offsets[slot];
+      n_cols = p.slot_offsets[slot + 1] - entry_base;
+#pragma unroll
+      for (int j = 0; j < N_TILES; ++j) {
+        const int col = 8 * j + g;
+        x_row[j] = col < n_cols ? p.h + static_cast<int64_t>(entry_base + col) * p.cols : nullptr;
+#pragma unroll
+        for (int r = 0; r < 4; ++r) acc[j][r] = 0.0f;
+      }
+    }
+    uint32_t b_hi[N_TILES][4][2], b_lo[N_TILES][4][2];
+    load_activations<N_TILES>(x_row, kt * kTileCols, t, b_hi, b_lo);
+    cp_async_wait<kDownStages - 2>();
+    __syncwarp();
+    const uint4* stage = my_ring + (step % kDownStages) * T::kChunks;
+    tile_product<N_TILES, NV>(stage[lane], reinterpret_cast<const uint8_t*>(stage + 32), g, b_hi, b_lo, acc);
+    if (kt == col_tiles - 1) {  // this expert is done: weighted into its tokens' sums
+      const float scale = (p.scales ? p.scales[expert] : 1.0f) * kOutputScale;
+#pragma unroll
+      for (int j = 0; j < N_TILES; ++j)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          const int col = 8 * j + 2 * t + (r & 1);
+          if (col < n_cols) {
+            const int assignment = p.sorted_assignments[entry_base + col];
+            out_tile[warp][g + 8 * (r >> 1)][assignment / p.top_k] += p.topk_weights[assignment] * acc[j][r] * scale;
+          }
+        }
+    }
+    __syncwarp();  // the stage is refilled below; out_tile writes ordered before the next expert's
+    issue(step + kDownStages - 1);
+  }
+  cp_async_wait<0>();
+  __syncthreads();
+  for (int i = threadIdx.x; i < kTileRows * p.n_tokens; i += blockDim.x) {
+    const int token = i / kTileRows, row = i % kTileRows;
+    float sum = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kDownWarps; ++w) sum += out_tile[w][row][token];
+    float* o = p.out + static_cast<int64_t>(token) * p.rows + row_tile * kTileRows + row;
+    *o = p.accumulate ? *o + sum : sum;
+  }
+}
+
+template <typename Kernel, typename Params>
+void launch_programmatic(Kernel kernel, dim3 grid, int threads, size_t shared_bytes, const Params& p,
+                         cudaStream_t stream) {
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = dim3(threads);
+  config.dynamicSmemBytes = shared_bytes;
+  config.stream = stream;
+  cudaLaunchAttribute attribute{};
+  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute.val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = &attribute;
+  config.numAttrs = 1;
+  TACHYON_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, p));
+}
+
+template <int N_TILES, int K_SPLIT, bool NV>
+void launch_gate_up(dim3 grid, const GateUpParams& p, cudaStream_t stream) {
+  const size_t shared = static_cast<size_t>(kGateUpWarps) * kGateUpStages * 2 * Tile<NV>::kBytes;
+  launch_programmatic(fp4_gate_up_kernel<N_TILES, K_SPLIT, NV>, grid, kGateUpWarps * 32, shared, p, stream);
+}
+
+template <int N_TILES, bool NV>
+void launch_gate_up_split(int k_split, dim3 grid, const GateUpParams& p, cudaStream_t stream) {
+  switch (k_split) {
+    case 1: launch_gate_up<N_TILES, 1, NV>(grid, p, stream); break;
+    case 2: launch_gate_up<N_TILES, 2, NV>(grid, p, stream); break;
+    default: launch_gate_up<N_TILES, 4, NV>(grid, p, stream); break;
+  }
+}
+
+void check_matrices(const char* name, const Fp4ExpertMatrices& m, int rows, int cols) {
+  TACHYON_REQUIRE(m.rows == rows && m.cols == cols, name, "expert matrix shapes do not match each other");
+  TACHYON_REQUIRE(rows > 0 && rows % kTileRows == 0 && cols > 0 && cols % kTileCols == 0, name,
+                  "FP4 expert matrices need rows % 16 == 0 and cols % 64 == 0");
+  TACHYON_REQUIRE(m.tiles != nullptr && reinterpret_cast<uintptr_t>(m.tiles) % 16 == 0 && m.expert_stride % 16 == 0,
+                  name, "tiles and expert_stride must be 16-byte aligned");
+  TACHYON_REQUIRE(m.expert_stride >= fp4_tile_matrix_bytes(m.kind, rows, cols), name,
+                  "expert_stride is smaller than one expert's tiles");
+  TACHYON_REQUIRE((m.kind == Fp4Kind::Nvfp4) == (m.global_scales != nullptr), name,
+                  "NVFP4 needs global_scales, MXFP4 takes none");
+}
+
+}  // namespace
+
+int64_t fp4_tile_matrix_bytes(Fp4Kind kind, int rows, int cols) {
+  return static_cast<int64_t>(rows / kTileRows) * (cols / kTileCols) * tile_bytes(kind);
+}
+
+void fp4_expert_gate_up(const Fp4ExpertMatrices& gate, const Fp4ExpertMatrices& up, const ExpertRouting& routing,
+                        const float* x, float* h, cudaStream_t stream, int k_split) {
+  const char* name = "fp4_expert_gate_up";
+  check_matrices(name, gate, gate.rows, gate.cols);
+  check_matrices(name, up, gate.rows, gate.cols);
+  TACHYON_REQUIRE(gate.kind == up.kind, name, "gate and up must have the same FP4 format");
+  TACHYON_REQUIRE(routing.n_tokens >= 1 && routing.n_tokens <= 16 && routing.top_k > 0, name, "1..16 tokens, top_k > 0");
+  TACHYON_REQUIRE(reinterpret_cast<uintptr_t>(x) % 16 == 0, name, "x must be 16-byte aligned");
+  if (routing.max_active_experts <= 0) return;
+  GateUpParams p{gate.tiles, up.tiles, gate.expert_stride, up.expert_stride, gate.global_scales, up.global_scales,
+                 gate.rows, gate.cols, x, h, routing.active_expert_count, routing.active_experts, routing.slot_offsets,
+                 routing.sorted_assignments, routing.top_k};
+  const int row_tiles = gate.rows / kTileRows;
+  if (k_split != 1 && k_split != 2 && k_split != 4) {
+    // Fewest warps per output tile that still give every SM ~3 blocks (counting every possible expert slot).
+    const int64_t target = 3LL * cuda::current_device_info().multiprocessors;
+    k_split = 4;
+    for (int candidate : {1, 2}) {
+      const int64_t blocks = static_cast<int64_t>((row_tiles + kGateUpWarps / candidate - 1) / (kGateUpWarps / candidate)) *
+                             routing.max_active_experts;
+      if (blocks >= target) {
+        k_split = candidate;
+        break;
+      }
+    }
+  }
+  const int tiles_per_block = kGateUpWarps / k_split;
+  const dim3 grid((row_tiles + tiles_per_block - 1) / tiles_per_block, routing.max_active_experts);
+  const bool nv = gate.kind == Fp4Kind::Nvfp4;
+  if (routing.n_tokens <= 8) {
+    nv ? launch_gate_up_split<1, true>(k_split, grid, p, stream) : launch_gate_up_split<1, false>(k_split, grid, p, stream);
+  } else {
+    nv ? launch_gate_up_split<2, true>(k_split, grid, p, stream) : launch_gate_up_split<2, false>(k_split, grid, p, stream);
+  }
+}
+
+void fp4_expert_down_combine(const Fp4ExpertMatrices& down, const ExpertRouting& routing, const float* h,
+                             const float* topk_weights, float* out, bool accumulate, cudaStream_t stream,
+                             bool after_gate_up) {
+  const char* name = "fp4_expert_down_combine";
+  check_matrices(name, down, down.rows, down.cols);
+  TACHYON_REQUIRE(routing.n_tokens >= 1 && routing.n_tokens <= 16 && routing.top_k > 0, name, "1..16 tokens, top_k > 0");
+  TACHYON_REQUIRE(reinterpret_cast<uintptr_t>(h) % 16 == 0, name, "h must be 16-byte aligned");
+  DownParams p{down.tiles, down.expert_stride, down.global_scales, down.rows, down.cols, h, topk_weights, out,
+               routing.active_expert_count, routing.active_experts, routing.slot_offsets, routing.sorted_assignments,
+               routing.top_k, routing.n_tokens, accumulate, after_gate_up};
+  const dim3 grid(down.rows / kTileRows);
+  const bool nv = down.kind == Fp4Kind::Nvfp4;
+  const int threads = kDownWarps * 32;
+  const size_t shared = static_cast<size_t>(kDownWarps) * kDownStages * tile_bytes(down.kind);
+  if (routing.n_tokens <= 8) {
+    nv ? launch_programmatic(fp4_down_combine_kernel<1, true>, grid, threads, shared, p, stream)
+       : launch_programmatic(fp4_down_combine_kernel<1, false>, grid, threads, shared, p, stream);
+  } else {
+    nv ? launch_programmatic(fp4_down_combine_kernel<2, true>, grid, threads, shared, p, stream)
+       : launch_programmatic(fp4_down_combine_kernel<2, false>, grid, threads, shared, p, stream);
+  }
+}
+
+void fp4_moe_experts(const Fp4ExpertMatrices& gate, const Fp4ExpertMatrices& up, const Fp4ExpertMatrices& down,
+                     const ExpertRouting& routing, const float* x, const float* topk_weights, float* h_workspace,
+                     float* out, bool accumulate, cudaStream_t stream) {
+  TACHYON_REQUIRE(down.cols == gate.rows && down.rows == gate.cols, "fp4_moe_experts",
+                  "down must be [hidden, intermediate] for gate/up [intermediate, hidden]");
+  fp4_expert_gate_up(gate, up, routing, x, h_workspace, stream);
+  fp4_expert_down_combine(down, routing, h_workspace, topk_weights, out, accumulate, stream, /*after_gate_up=*/true);
+}
+
+}  // namespace tachyon::kernels

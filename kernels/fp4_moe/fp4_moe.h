@@ -1,0 +1,50 @@
+// Fused MoE experts with FP4 weights (MXFP4 or NVFP4) for decode and verify passes (1..16 tokens), reading each
+// touched expert once per pass. See fp4_moe.cu for the design and measured numbers.
+//
+// Weights are in the kernel tile layout of src/fp4/fp4_kernel_layout.h (16 x 64 tiles, codes arranged as the
+// m16n8k16 A fragments, block scales beside them), experts stacked `expert_stride` bytes apart. Activations are
+// float32 row-major, as everywhere in kernels/.
+#pragma once
+#include <cstdint>
+
+#include <cuda_runtime_api.h>
+
+#include "gemv/gemv_bf16.h"
+
+namespace tachyon::kernels {
+
+enum class Fp4Kind : int { Mxfp4 = 0, Nvfp4 = 1 };
+
+// A stack of FP4 expert matrices [rows, cols] each (rows % 16 == 0, cols % 64 == 0).
+struct Fp4ExpertMatrices {
+  Fp4Kind kind = Fp4Kind::Nvfp4;
+  int rows = 0, cols = 0;
+  const uint8_t* tiles = nullptr;       // expert e's tiles start at tiles + e * expert_stride; 16-byte aligned
+  int64_t expert_stride = 0;            // bytes, a multiple of 16
+  const float* global_scales = nullptr;  // NVFP4: [n_experts] per-matrix scale (device); MXFP4: nullptr
+};
+
+// Bytes of one expert matrix in the tile layout (codes + scales).
+int64_t fp4_tile_matrix_bytes(Fp4Kind kind, int rows, int cols);
+
+// h[entry, i] = silu(gate_e[i] . x[token]) * (up_e[i] . x[token]) for every routed entry (token = entry's
+// assignment / top_k, e its expert). gate, up: [I, H]; x: float [n_tokens, H]; h: float [n_tokens * top_k, I] in
+// the routing's entry order. Gate and up may carry different NVFP4 global scales. k_split: 0 = heuristic, or 1/2/4.
+void fp4_expert_gate_up(const Fp4ExpertMatrices& gate, const Fp4ExpertMatrices& up, const ExpertRouting& routing,
+                        const float* x, float* h, cudaStream_t stream, int k_split = 0);
+
+// out[t, :] (+)= sum_j topk_weights[t, j] * (down_e h[entry(t, j)]): the down projection of every routed entry and the
+// weighted combine in one launch, deterministic (no atomics). down: [H, I]; h as written by fp4_expert_gate_up;
+// topk_weights: float [n_tokens, top_k]; out: float [n_tokens, H]. `after_gate_up`: the previous kernel in the stream
+// is fp4_expert_gate_up of this routing, so the routing tables are complete when this kernel starts and its weight
+// loads may begin before the gate/up kernel ends.
+void fp4_expert_down_combine(const Fp4ExpertMatrices& down, const ExpertRouting& routing, const float* h,
+                             const float* topk_weights, float* out, bool accumulate, cudaStream_t stream,
+                             bool after_gate_up = false);
+
+// Both launches: the MoE experts of one layer. h_workspace: float [n_tokens * top_k * I].
+void fp4_moe_experts(const Fp4ExpertMatrices& gate, const Fp4ExpertMatrices& up, const Fp4ExpertMatrices& down,
+                     const ExpertRouting& routing, const float* x, const float* topk_weights, float* h_workspace,
+                     float* out, bool accumulate, cudaStream_t stream);
+
+}  // namespace tachyon::kernels

@@ -1,0 +1,315 @@
+// kernels/fp4_moe against the CPU reference (src/fp4/fp4_kernel_layout.h): FP4 expert weights quantized on the CPU
+// (both formats, gate and up with different NVFP4 global scales), packed into the kernel tile layout, random
+// inputs, routing by the GPU router (uneven tokens per expert, and a skewed case where every token shares one
+// expert), 1..16 tokens, every k_split of the gate/up kernel, outputs poisoned with NaN before each launch. Plus
+// exact decoding of every e2m1 code and both block-scale kinds, and the device helpers of fp4_tiles.h (random
+// tiles respect padding; dequantization to bf16 equals the CPU's dequantization rounded to bf16).
+#include <algorithm>
+#include <cmath>
+#include <set>
+
+#include "fp4/fp4_blocks.h"
+#include "fp4/fp4_kernel_layout.h"
+#include "fp4_moe/fp4_moe.h"
+#include "fp4_moe/fp4_tiles.h"
+#include "gpu_test_util.h"
+#include "models/layers.h"
+#include "moe/moe_routing.h"
+
+namespace tachyon {
+namespace {
+
+using namespace gpu_test;
+using fp4::Fp4Format;
+
+kernels::Fp4Kind kind_of(Fp4Format f) { return f == Fp4Format::Nvfp4 ? kernels::Fp4Kind::Nvfp4 : kernels::Fp4Kind::Mxfp4; }
+
+// E quantized matrices [rows, cols] with per-row magnitudes spread over two orders, packed for the kernel.
+struct DeviceExperts {
+  std::vector<fp4::Fp4Matrix> host;
+  std::vector<fp4::Fp4MatrixView> views;
+  cuda::DeviceBuffer<uint8_t> tiles;
+  cuda::DeviceBuffer<float> global_scales;
+  kernels::Fp4ExpertMatrices matrices;
+
+  DeviceExperts(Fp4Format format, int experts, int rows, int cols, float magnitude) {
+    const int64_t stride = fp4::fp4_kernel_matrix_bytes(format, rows, cols);
+    std::vector<uint8_t> packed(stride * experts);
+    std::vector<float> scales;
+    for (int e = 0; e < experts; ++e) {
+      std::vector<float> w = random_normal(static_cast<size_t>(rows) * cols, magnitude);
+      const std::vector<float> row_scale = random_floats(rows, 0.1f, 3.0f);
+      for (int r = 0; r < rows; ++r)
+        for (int c = 0; c < cols; ++c) w[static_cast<size_t>(r) * cols + c] *= row_scale[r];
+      host.push_back(fp4::quantize(format, w.data(), rows, cols, fp4::Mxfp4ScaleRule::BestOfTwo, 0.0f, "test"));
+      scales.push_back(host.back().global_scale);
+    }
+    for (int e = 0; e < experts; ++e) {
+      views.push_back(host[e].view());
+      fp4::pack_kernel_tiles(views.back(), packed.data() + e * stride);
+    }
+    tiles = cuda::DeviceBuffer<uint8_t>(packed);
+    if (format == Fp4Format::Nvfp4) global_scales = cuda::DeviceBuffer<float>(scales);
+    matrices = {kind_of(format), rows, cols, tiles.data(), stride, format == Fp4Format::Nvfp4 ? global_scales.data() : nullptr};
+  }
+};
+
+struct Routed {
+  std::vector<int> ids;
+  std::vector<float> weights;
+  cuda::DeviceBuffer<float> weights_dev;
+  cuda::DeviceBuffer<int> ids_dev, storage;
+  kernels::ExpertRouting routing;
+};
+
+// GPU softmax top-k routing of random logits (+ bias toward expert 0 when skewed), grouped by expert.
+Routed route(int n_tokens, int n_experts, int top_k, bool skewed) {
+  Routed r;
+  std::vector<float> logits = random_normal(static_cast<size_t>(n_tokens) * n_experts, 2.0f);
+  if (skewed)
+    for (int t = 0; t < n_tokens; ++t) logits[static_cast<size_t>(t) * n_experts] += 20.0f;
+  cuda::DeviceBuffer<float> logits_dev(logits);
+  r.weights_dev = cuda::DeviceBuffer<float>(static_cast<size_t>(n_tokens) * top_k);
+  r.ids_dev = cuda::DeviceBuffer<int>(static_cast<size_t>(n_tokens) * top_k);
+  kernels::RouterConfig config;
+  config.n_experts = n_experts;
+  config.top_k = top_k;
+  kernels::moe_router_topk(logits_dev.data(), n_tokens, config, r.ids_dev.data(), r.weights_dev.data(), nullptr);
+  r.storage = cuda::DeviceBuffer<int>(kernels::expert_routing_ints(n_experts, n_tokens * top_k));
+  r.storage.fill_bytes(0xff);
+  r.routing = kernels::moe_group_by_expert(r.ids_dev.data(), n_tokens, top_k, n_experts,
+                                           kernels::expert_routing_buffers(r.storage.data(), n_experts, n_tokens * top_k), nullptr);
+  TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
+  r.ids = r.ids_dev.to_host();
+  r.weights = r.weights_dev.to_host();
+  return r;
+}
+
+std::vector<float> dequantized(const fp4::Fp4MatrixView& m) {
+  std::vector<float> w(static_cast<size_t>(m.rows) * m.cols);
+  m.to_float(w.data());
+  return w;
+}
+
+TEST(GpuFp4Moe, GateUpAndDownCombineMatchCpuReference) {
+  SKIP_WITHOUT_GPU();
+  reseed_for_current_test();
+  struct Case {
+    int hidden, width, n_experts, top_k;
+    bool skewed;
+  };
+  // Qwen3-30B-A3B experts; SmolLM2 split into 8 experts; every token on expert 0 (16 entries for one expert).
+  for (const Case& c : {Case{2048, 768, 128, 8, false}, Case{576, 192, 8, 2, false}, Case{576, 192, 8, 3, true}}) {
+    for (Fp4Format format : {Fp4Format::Nvfp4, Fp4Format::Mxfp4}) {
+      DeviceExperts gate(format, c.n_experts, c.width, c.hidden, 0.02f), up(format, c.n_experts, c.width, c.hidden, 0.03f),
+          down(format, c.n_experts, c.hidden, c.width, 0.02f);
+      fp4::Fp4ExpertSet set{gate.views, up.views, down.views};
+      for (int n_tokens : {1, 2, 5, 9, 16}) {
+        const std::string what = std::string(fp4::format_name(format)) + " hidden=" + std::to_string(c.hidden) +
+                                 " experts=" + std::to_string(c.n_experts) + " top-" + std::to_string(c.top_k) +
+                                 (c.skewed ? " skewed" : "") + " tokens=" + std::to_string(n_tokens);
+        const std::vector<float> x = random_floats(static_cast<size_t>(n_tokens) * c.hidden, -2.0f, 2.0f);
+        Routed r = route(n_tokens, c.n_experts, c.top_k, c.skewed);
+        const int entries = n_tokens * c.top_k;
+        cuda::DeviceBuffer<float> x_dev(x);
+        auto h_dev = poisoned(static_cast<size_t>(entries) * c.width);
+        auto out_dev = poisoned(static_cast<size_t>(n_tokens) * c.hidden);
+        kernels::fp4_moe_experts(gate.matrices, up.matrices, down.matrices, r.routing, x_dev.data(), r.weights_dev.data(),
+                                 h_dev.data(), out_dev.data(), false, nullptr);
+        TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
+
+        // h of every entry against the CPU, and the output against fp4_moe_reference.
+        const kernels::ExpertRoutingBuffers buffers = kernels::expert_routing_buffers(r.storage.data(), c.n_experts, entries);
+        std::vector<int> entry_assignment(entries);
+        TACHYON_CUDA_CHECK(cudaMemcpy(entry_assignment.data(), buffers.sorted_assignments, entries * sizeof(int),
+                                      cudaMemcpyDeviceToHost));
+        const std::vector<float> h_got = h_dev.to_host();
+        std::vector<float> h_want(h_got.size()), h_bound(h_got.size());
+        std::vector<std::vector<float>> h_of_assignment(entries);
+        for (int entry = 0; entry < entries; ++entry) {
+          const int a = entry_assignment[entry], t = a / c.top_k, e = r.ids[a];
+          const std::vector<float> g_w = dequantized(gate.views[e]), u_w = dequantized(up.views[e]);
+          for (int i = 0; i < c.width; ++i) {
+            const float* xr = x.data() + static_cast<size_t>(t) * c.hidden;
+            const float g = dot(g_w.data() + static_cast<size_t>(i) * c.hidden, xr, c.hidden);
+            const float u = dot(u_w.data() + static_cast<size_t>(i) * c.hidden, xr, c.hidden);
+            double g_abs = 0, u_abs = 0;
+            for (int k = 0; k < c.hidden; ++k) {
+              g_abs += std::fabs(g_w[static_cast<size_t>(i) * c.hidden + k] * xr[k]);
+              u_abs += std::fabs(u_w[static_cast<size_t>(i) * c.hidden + k] * xr[k]);
+            }
+            h_want[static_cast<size_t>(entry) * c.width + i] = silu(g) * u;
+            // d(silu(g) u) <= |u| dg + |silu(g)| du (|silu'| <= 1.1); dot errors <= 1e-5 of the sum of |terms|.
+            h_bound[static_cast<size_t>(entry) * c.width + i] =
+                static_cast<float>(1e-5 * (1.1 * std::fabs(u) * g_abs + std::fabs(silu(g)) * u_abs) + 1e-7);
+          }
+          h_of_assignment[a].assign(h_want.begin() + static_cast<size_t>(entry) * c.width,
+                                    h_want.begin() + static_cast<size_t>(entry + 1) * c.width);
+        }
+        expect_within(h_got, h_want, h_bound, "gate/up " + what);
+        // Every k_split of the gate/up kernel (warps sharing a row tile), not only the heuristic's choice.
+        for (int k_split : {1, 2, 4}) {
+          auto h_split = poisoned(h_got.size());
+          kernels::fp4_expert_gate_up(gate.matrices, up.matrices, r.routing, x_dev.data(), h_split.data(), nullptr, k_split);
+          TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
+          expect_within(h_split.to_host(), h_want, h_bound, "gate/up k_split=" + std::to_string(k_split) + " " + what);
+        }
+
+        std::vector<float> want(static_cast<size_t>(n_tokens) * c.hidden), bound(want.size(), 1e-6f);
+        fp4::fp4_moe_reference(set, r.ids.data(), r.weights.data(), n_tokens, c.top_k, x.data(), want.data());
+        for (int a = 0; a < entries; ++a) {
+          const int t = a / c.top_k, e = r.ids[a];
+          const std::vector<float> d_w = dequantized(down.views[e]);
+          for (int i = 0; i < c.hidden; ++i) {
+            double abs_dot = 0;
+            for (int k = 0; k < c.width; ++k) abs_dot += std::fabs(d_w[static_cast<size_t>(i) * c.width + k] * h_of_assignment[a][k]);
+            // Both the down product and the errors of h it carries: 1e-4 of the sum of |terms|.
+            bound[static_cast<size_t>(t) * c.hidden + i] += static_cast<float>(1e-4 * r.weights[a] * abs_dot);
+          }
+        }
+        expect_within(out_dev.to_host(), want, bound, "out " + what);
+        if (c.skewed) {
+          int active = 0;
+          TACHYON_CUDA_CHECK(cudaMemcpy(&active, r.routing.active_expert_count, sizeof(int), cudaMemcpyDeviceToHost));
+          EXPECT_LE(active, std::min(c.n_experts, 1 + n_tokens * (c.top_k - 1))) << what;
+        }
+
+        // accumulate = true adds onto what out holds; the standalone down launch (not after gate/up) agrees.
+        std::vector<float> base = random_floats(want.size());
+        cuda::DeviceBuffer<float> acc_dev(base);
+        kernels::fp4_expert_down_combine(down.matrices, r.routing, h_dev.data(), r.weights_dev.data(), acc_dev.data(),
+                                         true, nullptr, /*after_gate_up=*/false);
+        TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
+        std::vector<float> want_acc(want.size()), bound_acc(want.size());
+        for (size_t i = 0; i < want.size(); ++i) {
+          want_acc[i] = base[i] + want[i];
+          bound_acc[i] = bound[i] + 1e-6f * std::fabs(base[i]);
+        }
+        expect_within(acc_dev.to_host(), want_acc, bound_acc, "accumulate " + what);
+      }
+    }
+  }
+}
+
+TEST(GpuFp4Moe, EveryCodeAndScaleDecodesExactly) {
+  SKIP_WITHOUT_GPU();
+  reseed_for_current_test();
+  // One expert [64 rows, 64 cols] whose codes cycle through all 16 values; 16 tokens each feed a one-hot h through
+  // the down kernel (top-1, weight 1): out[t, row] must equal the dequantized weight at (row, column of t) exactly.
+  const int rows = 64, cols = 64;
+  for (Fp4Format format : {Fp4Format::Mxfp4, Fp4Format::Nvfp4}) {
+    fp4::Fp4Matrix m;
+    m.format = format;
+    m.rows = rows;
+    m.cols = cols;
+    m.packed.resize(rows * cols / 2);
+    for (size_t i = 0; i < m.packed.size(); ++i) m.packed[i] = static_cast<uint8_t>(((2 * i) % 16) | ((((2 * i + 1) + i / 8) % 16) << 4));
+    m.scales.resize(rows * cols / fp4::block_size(format));
+    for (size_t i = 0; i < m.scales.size(); ++i)
+      m.scales[i] = format == Fp4Format::Mxfp4 ? static_cast<uint8_t>(120 + i % 15)   // 2^-7 .. 2^7
+                                               : static_cast<uint8_t>(1 + (i * 7) % 125);  // e4m3 subnormals .. 2^8
+    m.global_scale = format == Fp4Format::Nvfp4 ? 0.375f : 1.0f;
+    const std::vector<float> w = dequantized(m.view());
+    std::vector<uint8_t> tiles = fp4::pack_kernel_tiles(m.view());
+    cuda::DeviceBuffer<uint8_t> tiles_dev(tiles);
+    cuda::DeviceBuffer<float> global(std::vector<float>{m.global_scale});
+    const kernels::Fp4ExpertMatrices down{kind_of(format), rows, cols, tiles_dev.data(), static_cast<int64_t>(tiles.size()),
+                                          format == Fp4Format::Nvfp4 ? global.data() : nullptr};
+    const int n_tokens = 16;
+    cuda::DeviceBuffer<int> ids(std::vector<int>(n_tokens, 0)), storage(kernels::expert_routing_ints(1, n_tokens));
+    cuda::DeviceBuffer<float> weights(std::vector<float>(n_tokens, 1.0f));
+    const kernels::ExpertRouting routing =
+        kernels::moe_group_by_expert(ids.data(), n_tokens, 1, 1, kernels::expert_routing_buffers(storage.data(), 1, n_tokens), nullptr);
+    for (int first = 0; first < cols; first += n_tokens) {
+      std::vector<float> h(static_cast<size_t>(n_tokens) * cols, 0.0f);
+      for (int t = 0; t < n_tokens; ++t) h[static_cast<size_t>(t) * cols + first + t] = 1.0f;
+      cuda::DeviceBuffer<float> h_dev(h);
+      auto out = poisoned(static_cast<size_t>(n_tokens) * rows);
+      kernels::fp4_expert_down_combine(down, routing, h_dev.data(), weights.data(), out.data(), false, nullptr);
+      TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
+      std::vector<float> want(static_cast<size_t>(n_tokens) * rows);
+      for (int t = 0; t < n_tokens; ++t)
+        for (int r = 0; r < rows; ++r) want[static_cast<size_t>(t) * rows + r] = w[static_cast<size_t>(r) * cols + first + t];
+      expect_within(out.to_host(), want, 0.0f, 0.0f,
+                    std::string("exact codes ") + std::string(fp4::format_name(format)) + " columns " + std::to_string(first));
+    }
+  }
+}
+
+TEST(GpuFp4Tiles, DequantizedToBf16EqualsCpuDequantization) {
+  SKIP_WITHOUT_GPU();
+  reseed_for_current_test();
+  const int experts = 3, rows = 48, cols = 192;
+  for (Fp4Format format : {Fp4Format::Nvfp4, Fp4Format::Mxfp4}) {
+    DeviceExperts stack(format, experts, rows, cols, 0.05f);
+    const int64_t out_stride = int64_t{rows} * cols + 64;  // a gap between matrices, left untouched
+    cuda::DeviceBuffer<uint16_t> out(static_cast<size_t>(experts) * out_stride);
+    out.fill_bytes(0xff);
+    kernels::fp4_tiles_to_bf16(stack.matrices, experts, reinterpret_cast<__nv_bfloat16*>(out.data()), out_stride, nullptr);
+    TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
+    const std::vector<uint16_t> got = out.to_host();
+    for (int e = 0; e < experts; ++e) {
+      const std::vector<float> want = dequantized(stack.views[e]);
+      size_t mismatches = 0;
+      for (size_t i = 0; i < want.size(); ++i) mismatches += got[e * out_stride + i] != float_to_bf16(want[i]);
+      EXPECT_EQ(mismatches, 0u) << fp4::format_name(format) << " expert " << e;
+      for (int i = 0; i < 64; ++i) EXPECT_EQ(got[e * out_stride + rows * cols + i], 0xffff) << "gap written";
+    }
+  }
+}
+
+TEST(GpuFp4Tiles, RandomTilesAreDeterministicPaddedAndScaled) {
+  SKIP_WITHOUT_GPU();
+  // 2 matrices [64, 128] whose real part is [40 of each 64 rows, 100 of each 128 columns].
+  for (Fp4Format format : {Fp4Format::Nvfp4, Fp4Format::Mxfp4}) {
+    kernels::Fp4StackLayout layout;
+    layout.kind = kind_of(format);
+    layout.n_matrices = 2;
+    layout.rows = 64;
+    layout.cols = 128;
+    layout.stride = fp4::fp4_kernel_matrix_bytes(format, 64, 128) + 16;
+    layout.row_period = 64;
+    layout.row_valid = 40;
+    layout.col_period = 128;
+    layout.col_valid = 100;
+    cuda::DeviceBuffer<uint8_t> a(2 * layout.stride), b(2 * layout.stride);
+    const float stddev = 0.02f;
+    kernels::fill_random_fp4_tiles(a.data(), layout, stddev, 7, nullptr);
+    kernels::fill_random_fp4_tiles(b.data(), layout, stddev, 7, nullptr);
+    TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
+    const std::vector<uint8_t> ha = a.to_host(), hb = b.to_host();
+    for (int m = 0; m < 2; ++m)
+      EXPECT_TRUE(std::equal(ha.begin() + m * layout.stride, ha.begin() + m * layout.stride + layout.stride - 16,
+                             hb.begin() + m * layout.stride))
+          << "same seed, same tiles";
+    const float global = format == Fp4Format::Nvfp4 ? kernels::fp4_random_global_scale(stddev) : 1.0f;
+    double sum_squares = 0;
+    int64_t real = 0;
+    std::set<int> codes;
+    for (int m = 0; m < 2; ++m) {
+      const fp4::Fp4Matrix q = fp4::unpack_kernel_tiles(ha.data() + m * layout.stride, format, 64, 128, global);
+      std::vector<float> w(64 * 128);
+      q.view().to_float(w.data());
+      for (int r = 0; r < 64; ++r)
+        for (int c = 0; c < 128; ++c) {
+          const uint8_t byte = q.packed[r * 64 + c / 2];
+          const int code = (c & 1) ? byte >> 4 : byte & 0x0f;
+          if (r < 40 && c < 100) {
+            codes.insert(code);
+            sum_squares += double(w[r * 128 + c]) * w[r * 128 + c];
+            ++real;
+          } else {
+            EXPECT_EQ(code, 0) << "padding at row " << r << " column " << c;
+          }
+        }
+    }
+    EXPECT_EQ(codes.size(), 16u);
+    const double rms = std::sqrt(sum_squares / real);
+    EXPECT_GT(rms, 0.6 * stddev) << fp4::format_name(format);
+    EXPECT_LT(rms, 1.4 * stddev) << fp4::format_name(format);
+    std::printf("[ random %s ] rms %.4f for stddev %.4f\n", std::string(fp4::format_name(format)).c_str(), rms, stddev);
+  }
+}
+
+}  // namespace
+}  // namespace tachyon
