@@ -8,7 +8,9 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(build-essential cmake ninja-build pkg-config python3 python3-pip unzip
           nlohmann-json3-dev libpcre2-dev libcli11-dev libfmt-dev libgtest-dev libbenchmark-dev
-          clang libclang-rt-14-dev)
+          clang libclang-rt-14-dev
+          libcpp-httplib-dev libssl-dev zlib1g-dev libbrotli-dev  # the HTTP server (its Cflags include TLS, zlib, brotli)
+          python3-venv curl)  # the server's end-to-end tests (tests/server_e2e/run.sh)
 missing=()
 for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -8,6 +8,9 @@ scripts/setup.sh
 echo "== tests (build/)"
 ctest --test-dir build --output-on-failure --timeout 900 -j "$(nproc)" -LE gpu
 
+echo "== server end-to-end tests (tachyon serve on loopback, the openai client, curl)"
+TACHYON_BIN=build/tachyon tests/server_e2e/run.sh
+
 echo "== bad-input tests under ASan/UBSan (build-asan/)"
 # CUDA off here: the main build above already compiled the CUDA code, and the bad-input paths are host code.
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DTACHYON_SANITIZE=ON -DTACHYON_CUDA=OFF >/dev/null

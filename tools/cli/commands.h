@@ -14,5 +14,6 @@ Runner add_inspect_command(CLI::App& app);
 Runner add_bench_command(CLI::App& app);
 Runner add_quantize_command(CLI::App& app);
 Runner add_eval_command(CLI::App& app);
+Runner add_serve_command(CLI::App& app);
 
 }  // namespace tachyon::cli

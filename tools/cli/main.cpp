@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   add(tachyon::cli::add_bench_command);
   add(tachyon::cli::add_quantize_command);
   add(tachyon::cli::add_eval_command);
+  add(tachyon::cli::add_serve_command);
   CLI11_PARSE(app, argc, argv);
   try {
     for (auto& [command, runner] : runners)
