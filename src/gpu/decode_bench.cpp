@@ -8,6 +8,7 @@
 #include "bandwidth/stream_read.h"
 #include "core/error.h"
 #include "gpu/decode_loop.h"
+#include "gpu/fp4_experts.h"
 
 namespace tachyon::gpu {
 
@@ -54,7 +55,7 @@ StepBytes decode_step_bytes(const GpuModelConfig& c, double kv_length, double ex
     b.norms += f32 * 2 * H + (c.qk_norm ? f32 * 2 * c.head_dim_padded : 0);
     if (c.is_sparse(layer)) {
       b.router += bf16 * c.experts * H;
-      b.experts += experts_per_layer * bf16 * 3.0 * c.moe_intermediate_padded * H;
+      b.experts += experts_per_layer * stored_expert_bytes(c);  // bf16, or FP4 codes + scales
     } else {
       b.dense_mlp += bf16 * 3.0 * c.intermediate_padded * H;
     }

@@ -22,6 +22,9 @@ namespace tachyon::gpu {
 // The architectures that run on the GPU; everything else fails with "not on the GPU yet".
 enum class GpuFamily { Llama, Qwen2, Qwen3, Qwen3Moe };
 
+// How routed experts are stored on the GPU: bf16, or FP4 in the kernel tile layout (src/gpu/fp4_experts.h).
+enum class ExpertFormat { Bf16, Nvfp4, Mxfp4 };
+
 struct GpuModelConfig {
   std::string architecture;  // config.json architectures[0], e.g. Qwen3MoeForCausalLM
   GpuFamily family = GpuFamily::Llama;
@@ -42,6 +45,7 @@ struct GpuModelConfig {
   int moe_intermediate = 0, moe_intermediate_padded = 0;
   bool norm_topk_prob = false;
   std::vector<bool> sparse_layers;  // per layer: routed experts (true) or a dense MLP
+  ExpertFormat expert_format = ExpertFormat::Bf16;  // set by set_expert_format (fp4_experts.h), never by config.json
 
   int q_width() const { return heads * head_dim_padded; }
   int kv_width() const { return kv_heads * head_dim_padded; }

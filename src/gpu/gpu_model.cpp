@@ -9,7 +9,9 @@
 #include "attention/decode_attention.h"
 #include "core/error.h"
 #include "embedding/embedding.h"
+#include "fp4_moe/fp4_moe.h"
 #include "gemv/gemv_bf16.h"
+#include "gpu/fp4_experts.h"
 #include "gpu/gpu_model_buffers.h"
 #include "moe/moe_routing.h"
 #include "models/rope.h"
@@ -58,6 +60,7 @@ GpuModel::~GpuModel() = default;
 
 std::unique_ptr<GpuModel> GpuModel::load(const Checkpoint& checkpoint, const GpuModelOptions& options) {
   GpuModelConfig config = read_gpu_model_config(checkpoint.config, checkpoint.path + " config");
+  set_expert_format(config, options.experts, checkpoint.path);
   std::unique_ptr<GpuModel> model(new GpuModel(std::move(config), options));
   model->weights_ = upload_checkpoint_weights(checkpoint, model->config_, options.progress);
   model->allocate_runtime();
@@ -67,6 +70,7 @@ std::unique_ptr<GpuModel> GpuModel::load(const Checkpoint& checkpoint, const Gpu
 std::unique_ptr<GpuModel> GpuModel::random(const nlohmann::json& config_json, const std::string& source, uint64_t seed,
                                            const GpuModelOptions& options) {
   GpuModelConfig config = read_gpu_model_config(config_json, source);
+  set_expert_format(config, options.experts, source);
   std::unique_ptr<GpuModel> model(new GpuModel(std::move(config), options));
   model->weights_ = random_device_weights(model->config_, seed);
   model->allocate_runtime();
@@ -302,6 +306,11 @@ void GpuModel::feed_forward_pass(int layer, const float* normed, int n, cudaStre
   const kernels::ExpertRouting routing =
       kernels::moe_route_and_group(router_logits_.data(), n, router, topk_ids, topk_weights_.data(), buffers, stream);
   // Each expert that any of the n tokens chose is read once for all of them.
+  if (c.expert_format != ExpertFormat::Bf16) {  // FP4: gate/up + SiLU, then down + the weighted combine
+    kernels::fp4_moe_experts(L.fp4_gate, L.fp4_up, L.fp4_down, routing, normed, topk_weights_.data(), expert_h_.data(),
+                             delta_.data(), false, stream);
+    return;
+  }
   kernels::expert_gated_gemv_bf16(L.expert_gate_up, L.expert_gate_up + int64_t{Ip} * c.hidden_padded,
                                   expert_gate_up_stride(c), routing, normed, expert_h_.data(), Ip, c.hidden_padded,
                                   stream);

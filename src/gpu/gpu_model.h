@@ -42,6 +42,9 @@ struct GpuModelOptions {
   // the k-th and (k+1)-th choice): tests use it to tell a routing flip at a near-tie from a bug. Costs a copy of
   // the router logits per layer and chunk, so off by default.
   bool record_router_margins = false;
+  // Routed experts as stored on the GPU: bf16, or NVFP4 / MXFP4 run by kernels/fp4_moe (fp4_experts.h). A
+  // checkpoint's bf16/float experts are quantized at load time.
+  ExpertFormat experts = ExpertFormat::Bf16;
 };
 
 // Device int32 arrays describing one pass of 1..16 tokens of the sequence (AttentionBatch's fields).
@@ -147,6 +150,7 @@ class GpuModel {
   std::unique_ptr<PrefillBuffers> prefill_;
   cuda::DeviceBuffer<float> prefill_logits_;  // all_rows logits
   std::vector<std::vector<float>> prefill_router_margins_;
+  cuda::DeviceBuffer<bf16> fp4_prefill_experts_;  // FP4 experts: one layer's experts as bf16 for the prefill GEMMs
 };
 
 }  // namespace tachyon::gpu

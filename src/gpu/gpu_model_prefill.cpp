@@ -17,6 +17,7 @@
 #include "core/error.h"
 #include "embedding/embedding.h"
 #include "gemv/gemv_bf16.h"
+#include "gpu/fp4_experts.h"
 #include "gpu/gpu_model_buffers.h"
 #include "model_runtime/model_runtime.h"
 #include "moe/moe_routing.h"
@@ -237,9 +238,16 @@ void GpuModel::prefill_moe(int layer, int m) {
 
   kernels::gather_rows_to_bf16(p.normed.data(), H, p.row_source.data(), k, rows, H, p.expert_activations.data(),
                                stream);
+  // FP4 experts: the whole layer dequantized to bf16 first (cuBLASLt takes no FP4 operand on Hopper).
+  Bf16ExpertPointers experts{L.expert_gate_up, L.expert_down};
+  if (c.expert_format != ExpertFormat::Bf16) {
+    if (fp4_prefill_experts_.size() == 0)
+      fp4_prefill_experts_ = cuda::DeviceBuffer<bf16>(static_cast<size_t>(fp4_prefill_scratch_elements(c)));
+    experts = dequantize_layer_experts(L, c, fp4_prefill_experts_.data(), stream);
+  }
   for (int e = 0; e < c.experts; ++e) {
     if (count[e] == 0) continue;
-    p.gemm.linear_bf16(L.expert_gate_up + e * expert_gate_up_stride(c),
+    p.gemm.linear_bf16(experts.gate_up + e * expert_gate_up_stride(c),
                        p.expert_activations.data() + int64_t{offset[e]} * H, nullptr,
                        p.expert_gate_up.data() + int64_t{offset[e]} * 2 * Ip, count[e], 2 * Ip, H, stream);
   }
@@ -248,7 +256,7 @@ void GpuModel::prefill_moe(int layer, int m) {
   kernels::convert_f32_to_bf16(p.expert_h.data(), p.expert_activations.data(), int64_t{rows} * Ip, stream);
   for (int e = 0; e < c.experts; ++e) {
     if (count[e] == 0) continue;
-    p.gemm.linear_bf16(L.expert_down + e * expert_down_stride(c), p.expert_activations.data() + int64_t{offset[e]} * Ip,
+    p.gemm.linear_bf16(experts.down + e * expert_down_stride(c), p.expert_activations.data() + int64_t{offset[e]} * Ip,
                        nullptr, p.expert_out.data() + int64_t{offset[e]} * H, count[e], H, Ip, stream);
   }
   kernels::ExpertRouting routing;

@@ -1,6 +1,7 @@
 // Allocation and filling of the GPU weights. One walk over the model (build_weights) allocates every tensor in
-// its padded layout and hands each to a sink: the checkpoint sink converts and uploads, the random sink fills
-// on the device. The walk is the single place that knows the HF tensor names and the fused layouts.
+// its padded layout and hands each to a sink: the checkpoint sink converts and uploads (FP4 experts: quantizes
+// and packs into tiles on the host), the random sink fills on the device. The walk is the single place that knows
+// the HF tensor names and the fused layouts.
 #ifdef TACHYON_HAS_CUDA
 #include "gpu/gpu_weights.h"
 
@@ -11,6 +12,9 @@
 
 #include "core/error.h"
 #include "cuda/cuda_check.h"
+#include "fp4/fp4_kernel_layout.h"
+#include "fp4_moe/fp4_tiles.h"
+#include "gpu/fp4_experts.h"
 #include "model_runtime/model_runtime.h"
 
 namespace tachyon::gpu {
@@ -41,11 +45,23 @@ struct VectorSpec {
   int64_t padded_length() const { return length / group * group_padded; }
 };
 
+// A stack of FP4 expert matrices (one per expert) in the kernel tile layout: padded [rows, cols] with the real
+// [real_rows, real_cols] HF matrix at the start (fp4_experts.h).
+struct Fp4StackSpec {
+  std::function<std::string(int)> name;  // HF tensor name of expert e
+  kernels::Fp4ExpertMatrices matrices;   // where the tiles and NVFP4 global scales go
+  uint8_t* tiles = nullptr;              // == matrices.tiles, writable
+  float* global_scales = nullptr;        // == matrices.global_scales, writable (NVFP4), else null
+  int experts = 0;
+  int64_t real_rows = 0, real_cols = 0;
+};
+
 class WeightSink {
  public:
   virtual ~WeightSink() = default;
   virtual void matrix(const MatrixSpec& spec) = 0;
   virtual void vector(const VectorSpec& spec) = 0;
+  virtual void fp4_stack(const Fp4StackSpec& spec) = 0;
   virtual void layer_done(int layer, int layers) {}
 };
 
@@ -140,6 +156,30 @@ GpuWeights build_weights(const GpuModelConfig& c, WeightSink& sink) {
       const int64_t I = c.moe_intermediate, Ip = c.moe_intermediate_padded;
       bf16* router = new_matrix(c.experts, Hp);
       sink.matrix({layer_name(i, "mlp.gate.weight"), router, c.experts, H, 1, 1, H, Hp});
+      L.router = router;
+      if (c.expert_format != ExpertFormat::Bf16) {
+        const fp4::Fp4Format format = fp4_format_of(c.expert_format);
+        const bool nvfp4 = format == fp4::Fp4Format::Nvfp4;
+        auto stack = [&](int64_t rows, int64_t cols, int64_t real_rows, int64_t real_cols, const char* suffix) {
+          Fp4StackSpec spec;
+          const int64_t bytes = fp4::fp4_kernel_matrix_bytes(format, rows, cols);
+          spec.tiles = static_cast<uint8_t*>(allocate(static_cast<size_t>(bytes) * c.experts));
+          spec.global_scales = nvfp4 ? new_vector(c.experts) : nullptr;
+          spec.matrices = {nvfp4 ? kernels::Fp4Kind::Nvfp4 : kernels::Fp4Kind::Mxfp4, static_cast<int>(rows),
+                           static_cast<int>(cols), spec.tiles, bytes, spec.global_scales};
+          spec.name = [i, suffix](int e) { return layer_name(i, fmt::format("mlp.experts.{}.{}", e, suffix)); };
+          spec.experts = c.experts;
+          spec.real_rows = real_rows;
+          spec.real_cols = real_cols;
+          sink.fp4_stack(spec);
+          return spec.matrices;
+        };
+        L.fp4_gate = stack(Ip, Hp, I, H, "gate_proj.weight");
+        L.fp4_up = stack(Ip, Hp, I, H, "up_proj.weight");
+        L.fp4_down = stack(Hp, Ip, H, I, "down_proj.weight");
+        sink.layer_done(i, c.layers);
+        continue;
+      }
       bf16* gate_up = new_matrix(int64_t{c.experts} * 2 * Ip, Hp);
       bf16* down = new_matrix(int64_t{c.experts} * Hp, Ip);
       for (int e = 0; e < c.experts; ++e) {
@@ -149,7 +189,6 @@ GpuWeights build_weights(const GpuModelConfig& c, WeightSink& sink) {
         sink.matrix({prefix + "up_proj.weight", expert_gate_up + Ip * Hp, I, H, I, Ip, H, Hp});
         sink.matrix({prefix + "down_proj.weight", down + e * expert_down_stride(c), H, I, H, Hp, I, Ip});
       }
-      L.router = router;
       L.expert_gate_up = gate_up;
       L.expert_down = down;
     }
@@ -174,7 +213,8 @@ std::vector<uint16_t> pad_to_bf16(const std::vector<float>& values, const Matrix
 
 class CheckpointSink : public WeightSink {
  public:
-  CheckpointSink(const Checkpoint& checkpoint, bool progress) : weights_(checkpoint.weights), progress_(progress) {}
+  CheckpointSink(const Checkpoint& checkpoint, ExpertFormat expert_format, bool progress)
+      : weights_(checkpoint.weights), expert_format_(expert_format), progress_(progress) {}
 
   void matrix(const MatrixSpec& s) override {
     const TensorView& t = weights_.get(s.name, {s.rows, s.cols});
@@ -191,6 +231,26 @@ class CheckpointSink : public WeightSink {
     TACHYON_CUDA_CHECK(cudaMemcpy(s.dst, padded.data(), padded.size() * sizeof(float), cudaMemcpyHostToDevice));
   }
 
+  // Each expert quantized on the host as `tachyon quantize` would (fp4_experts.h), packed into tiles, uploaded.
+  void fp4_stack(const Fp4StackSpec& s) override {
+    std::vector<float> global_scales;
+    std::vector<uint8_t> tiles(static_cast<size_t>(s.matrices.expert_stride));
+    for (int e = 0; e < s.experts; ++e) {
+      const std::string name = s.name(e);
+      const TensorView& t = weights_.get(name, {s.real_rows, s.real_cols});
+      const fp4::Fp4Matrix q = quantize_expert_matrix(expert_format_, t.to_float(), s.real_rows, s.real_cols,
+                                                      s.matrices.rows, s.matrices.cols, name);
+      fp4::pack_kernel_tiles(q.view(), tiles.data());
+      TACHYON_CUDA_CHECK(
+          cudaMemcpy(s.tiles + e * s.matrices.expert_stride, tiles.data(), tiles.size(), cudaMemcpyHostToDevice));
+      global_scales.push_back(q.global_scale);
+      uploaded_ += tiles.size();
+    }
+    if (s.global_scales)
+      TACHYON_CUDA_CHECK(cudaMemcpy(s.global_scales, global_scales.data(), global_scales.size() * sizeof(float),
+                                    cudaMemcpyHostToDevice));
+  }
+
   void layer_done(int layer, int layers) override {
     // Only big models are worth a progress line (SmolLM2 loads in a blink).
     if (!progress_ || (uploaded_ < (size_t{1} << 30) && layer + 1 < layers)) return;
@@ -202,6 +262,7 @@ class CheckpointSink : public WeightSink {
 
  private:
   const WeightStore& weights_;
+  ExpertFormat expert_format_;
   bool progress_;
   size_t uploaded_ = 0;
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
@@ -227,6 +288,23 @@ class RandomSink : public WeightSink {
     kernels::fill_f32_periodic(s.dst, s.padded_length(), value, s.group_padded, s.group, nullptr);
   }
 
+  // Random codes (zero in the padding) and block scales made on the device; weights of standard deviation ~kStddev.
+  void fp4_stack(const Fp4StackSpec& s) override {
+    kernels::Fp4StackLayout layout;
+    layout.kind = s.matrices.kind;
+    layout.n_matrices = s.experts;
+    layout.rows = s.matrices.rows;
+    layout.cols = s.matrices.cols;
+    layout.stride = s.matrices.expert_stride;
+    layout.row_period = s.matrices.rows;
+    layout.row_valid = static_cast<int>(s.real_rows);
+    layout.col_period = s.matrices.cols;
+    layout.col_valid = static_cast<int>(s.real_cols);
+    kernels::fill_random_fp4_tiles(s.tiles, layout, kStddev, seed_ ^ std::hash<std::string>{}(s.name(0)), nullptr);
+    if (s.global_scales)
+      kernels::fill_f32_periodic(s.global_scales, s.experts, kernels::fp4_random_global_scale(kStddev), 1, 1, nullptr);
+  }
+
  private:
   static constexpr float kStddev = 0.02f;
   uint64_t seed_;
@@ -235,7 +313,7 @@ class RandomSink : public WeightSink {
 }  // namespace
 
 GpuWeights upload_checkpoint_weights(const Checkpoint& checkpoint, const GpuModelConfig& config, bool progress) {
-  CheckpointSink sink(checkpoint, progress);
+  CheckpointSink sink(checkpoint, config.expert_format, progress);
   return build_weights(config, sink);
 }
 

@@ -8,7 +8,8 @@
 //   takes the three slices of its output);
 // - a dense MLP's gate and up are one [2 I, hidden] allocation (gate rows, then up rows): the decode gemv
 //   takes the two halves, the prefill GEMM does both in one product;
-// - experts are stacked: gate_up [E][2][I][hidden], down [E][hidden][I], so expert e is base + e * stride.
+// - experts are stacked: gate_up [E][2][I][hidden], down [E][hidden][I], so expert e is base + e * stride;
+//   FP4 experts (NVFP4 / MXFP4) are three stacks of tiles instead (fp4_experts.h).
 // Tensor parallelism would give each GPU a slice of this same layout: heads of qkv (rows) and o (columns),
 // columns of gate_up / rows of down, whole experts; see docs/gpu-runtime.md.
 #pragma once
@@ -19,6 +20,7 @@
 #include <cuda_bf16.h>
 
 #include "cuda/device_buffer.h"
+#include "fp4_moe/fp4_moe.h"
 #include "gpu/gpu_config.h"
 #include "loader/checkpoint.h"
 
@@ -44,6 +46,10 @@ struct GpuLayerWeights {
   const bf16* router = nullptr;          // [experts, hidden]
   const bf16* expert_gate_up = nullptr;  // [experts][2][moe_intermediate_padded][hidden]
   const bf16* expert_down = nullptr;     // [experts][hidden][moe_intermediate_padded]
+  // MoE layers with FP4 experts (config.expert_format != Bf16; then expert_gate_up / expert_down are null):
+  // gate, up [experts][moe_intermediate_padded, hidden] and down [experts][hidden, moe_intermediate_padded] in the
+  // kernel tile layout, NVFP4 global scales [experts] each (fp4_experts.h).
+  kernels::Fp4ExpertMatrices fp4_gate, fp4_up, fp4_down;
 };
 
 struct GpuWeights {

@@ -19,6 +19,7 @@
 #include "loader/json_file.h"
 #ifdef TACHYON_HAS_CUDA
 #include "gpu/decode_bench.h"
+#include "gpu/fp4_experts.h"
 #include "loader/checkpoint.h"
 #endif
 
@@ -27,7 +28,7 @@ namespace tachyon::cli {
 namespace {
 
 struct BenchOptions {
-  std::string model_path, random_weights, prefill = "1024,8192", label, json_file;
+  std::string model_path, random_weights, prefill = "1024,8192", label, json_file, experts = "bf16";
   int64_t context = 1024, kv_positions = 0;
   int steps = 64, repeats = 5;
   uint64_t seed = 1;
@@ -85,6 +86,7 @@ int run_bench(const BenchOptions& o) {
   int64_t needed = o.context + o.steps + gpu::kMaxPassTokens + 1;
   for (int64_t length : bench.prefill_lengths) needed = std::max(needed, length);
   model_options.kv_positions = o.kv_positions > 0 ? o.kv_positions : needed;
+  model_options.experts = gpu::parse_expert_format(o.experts, "--experts");
 
   const auto load_start = std::chrono::steady_clock::now();
   std::unique_ptr<gpu::GpuModel> model;
@@ -106,7 +108,12 @@ int run_bench(const BenchOptions& o) {
   nlohmann::json j = gpu::to_json(r);
   j["model"] = model_name;
   j["architecture"] = c.architecture;
-  j["precision"] = "bf16 weights, bf16 KV cache, fp32 activations";
+  const std::string precision =
+      c.expert_format == gpu::ExpertFormat::Bf16
+          ? "bf16 weights"
+          : fmt::format("{} routed experts, other weights bf16", gpu::expert_format_name(c.expert_format));
+  j["precision"] = precision + ", bf16 KV cache, fp32 activations";
+  j["experts"] = gpu::expert_format_name(c.expert_format);
   j["date"] = date;
   j["label"] = o.label;
   j["weights_gb"] = model->weights().device_bytes / 1e9;
@@ -124,8 +131,8 @@ int run_bench(const BenchOptions& o) {
   const double mb = 1e6;
   std::printf("tachyon bench: %s (%s) on %s, %s%s%s\n", model_name.c_str(), c.architecture.c_str(), r.device.c_str(),
               date.c_str(), o.label.empty() ? "" : ", ", o.label.c_str());
-  std::printf("  weights %.2f GB bf16 on the GPU (loaded in %.1f s); KV cache %.2f GB bf16 (%lld positions)\n",
-              model->weights().device_bytes / 1e9, load_seconds, model->kv_cache_bytes() / 1e9,
+  std::printf("  weights %.2f GB on the GPU (%s; loaded in %.1f s); KV cache %.2f GB bf16 (%lld positions)\n",
+              model->weights().device_bytes / 1e9, precision.c_str(), load_seconds, model->kv_cache_bytes() / 1e9,
               static_cast<long long>(model->capacity()));
   std::printf("  read bandwidth (stream_read, this run): %.0f GB/s\n", r.bandwidth_bytes_per_second / 1e9);
   std::printf(
@@ -172,6 +179,10 @@ Runner add_bench_command(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::Range(1, 1000));
   cmd->add_option("--prefill", options->prefill, "Prompt lengths timed for prefill (comma-separated; none = skip)")
+      ->capture_default_str();
+  cmd->add_option("--experts", options->experts,
+                  "Routed experts on the GPU: bf16, or nvfp4 / mxfp4 (FP4 kernels; a checkpoint's experts are "
+                  "quantized at load)")
       ->capture_default_str();
   cmd->add_option("--kv-positions", options->kv_positions, "KV cache capacity (default: what the runs need)");
   cmd->add_option("--seed", options->seed, "Seed of the random weights and prompt ids")->capture_default_str();
