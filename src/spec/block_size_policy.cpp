@@ -32,9 +32,9 @@ int best_block_size(const std::vector<double>& alpha, const std::vector<double>&
 }
 
 CostAwareBlockSize::CostAwareBlockSize(int max_block, std::vector<double> measured_cost, int min_block,
-                                       double prior_acceptance, double prior_weight)
+                                       double prior_acceptance, double prior_weight, int explore_period)
     : max_block_(max_block), min_block_(min_block), measured_cost_(std::move(measured_cost)),
-      prior_acceptance_(prior_acceptance), prior_weight_(prior_weight) {
+      prior_acceptance_(prior_acceptance), prior_weight_(prior_weight), explore_period_(explore_period) {
   if (min_block < 1 || max_block < min_block) fail("block size policy: need 1 <= min {} <= max {}", min_block, max_block);
   if (!measured_cost_.empty() && static_cast<int>(measured_cost_.size()) <= max_block)
     fail("block size policy: measured costs cover block sizes up to {}, need {}", measured_cost_.size() - 1, max_block);
@@ -46,8 +46,11 @@ CostAwareBlockSize::CostAwareBlockSize(int max_block, std::vector<double> measur
 
 std::vector<double> CostAwareBlockSize::slot_acceptance() const {
   std::vector<double> alpha(max_block_ - 1);
-  for (int k = 1; k < max_block_; ++k)
-    alpha[k - 1] = (accepted_[k - 1] + prior_acceptance_ * prior_weight_) / (reached_[k - 1] + prior_weight_);
+  double previous = prior_acceptance_;
+  for (int k = 1; k < max_block_; ++k) {
+    alpha[k - 1] = (accepted_[k - 1] + previous * prior_weight_) / (reached_[k - 1] + prior_weight_);
+    previous = alpha[k - 1];
+  }
   return alpha;
 }
 
@@ -57,31 +60,32 @@ std::vector<double> CostAwareBlockSize::cost_estimate() const {
     for (int b = 1; b <= max_block_; ++b) cost[b] = measured_cost_[b];
     return cost;
   }
-  std::vector<int> seen;
-  for (int b = 1; b <= max_block_; ++b)
-    if (rounds_at_[b] > 0) seen.push_back(b);
+  // Least-squares line through the observed sizes' mean round times; observed sizes keep their own mean.
+  double n = 0, sum_b = 0, sum_c = 0, sum_bb = 0, sum_bc = 0;
   for (int b = 1; b <= max_block_; ++b) {
-    if (rounds_at_[b] > 0) {
-      cost[b] = seconds_sum_[b] / rounds_at_[b];
-    } else if (seen.empty()) {
-      cost[b] = b;  // nothing measured yet: proportional to b
-    } else if (seen.size() == 1) {
-      cost[b] = seconds_sum_[seen[0]] / rounds_at_[seen[0]] * b / seen[0];
-    } else {
-      // Linear through the nearest observed sizes (extrapolated at the ends), floored at a small positive cost.
-      auto upper = std::lower_bound(seen.begin(), seen.end(), b);
-      int hi = upper == seen.end() ? seen.back() : *upper;
-      int lo = upper == seen.end() ? seen[seen.size() - 2] : upper == seen.begin() ? seen[0] : *(upper - 1);
-      if (hi == lo) hi = seen[1], lo = seen[0];
-      const double c_lo = seconds_sum_[lo] / rounds_at_[lo], c_hi = seconds_sum_[hi] / rounds_at_[hi];
-      cost[b] = std::max(1e-9, c_lo + (c_hi - c_lo) * (b - lo) / (hi - lo));
-    }
+    if (rounds_at_[b] == 0) continue;
+    const double c = seconds_sum_[b] / rounds_at_[b];
+    n += 1, sum_b += b, sum_c += c, sum_bb += double(b) * b, sum_bc += b * c;
   }
+  const double denominator = n * sum_bb - sum_b * sum_b;
+  const double slope = n >= 2 && denominator > 0 ? (n * sum_bc - sum_b * sum_c) / denominator : 0.0;
+  const double intercept = n > 0 ? (sum_c - slope * sum_b) / n : 1.0;
+  const double floor = n > 0 ? 1e-3 * sum_c / n : 1e-3;
+  for (int b = 1; b <= max_block_; ++b)
+    cost[b] = rounds_at_[b] > 0 ? seconds_sum_[b] / rounds_at_[b] : std::max(floor, intercept + slope * b);
   return cost;
 }
 
 int CostAwareBlockSize::next_block_size() {
-  return best_block_size(slot_acceptance(), cost_estimate(), min_block_, max_block_);
+  ++decisions_;
+  if (measured_cost_.empty()) {
+    // Two distinct sizes are needed before a cost line can be fitted: probe the ends first.
+    if (rounds_at_[max_block_] == 0) return max_block_;
+    if (rounds_at_[min_block_] == 0) return min_block_;
+  }
+  const int best = best_block_size(slot_acceptance(), cost_estimate(), min_block_, max_block_);
+  if (explore_period_ > 0 && decisions_ % explore_period_ == 0 && best < max_block_) return best + 1;
+  return best;
 }
 
 void CostAwareBlockSize::observe(int block_size, int accepted, double seconds) {

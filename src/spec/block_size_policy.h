@@ -4,9 +4,10 @@
 // 16). So b is chosen against measured cost:
 //     expected tokens per round  E(b) = 1 + sum_{j=1}^{b-1} prod_{k=1}^{j} alpha_k
 //     tokens per second          E(b) / cost(b)
-// where alpha_k = P(slot k accepted | slots 1..k-1 accepted), estimated from the rounds seen so far (with a
-// prior), and cost(b) = seconds of one round (draft + verify) at block size b, from a measured table and/or
-// the rounds seen so far.
+// where alpha_k = P(slot k accepted | slots 1..k-1 accepted), estimated from the rounds seen so far, each
+// slot's estimate shrunk toward the previous slot's (so slots a short block never reaches inherit the last
+// estimate instead of a fixed prior), and cost(b) = seconds of one round (draft + verify) at block size b, from
+// a measured table (tachyon bench's sweep) or fitted to the rounds seen so far.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -40,11 +41,12 @@ int best_block_size(const std::vector<double>& alpha, const std::vector<double>&
 class CostAwareBlockSize : public BlockSizePolicy {
  public:
   // measured_cost[b] = seconds of a round at block size b for b in [1, max_block] (cost[0] unused); empty =
-  // learn costs from observed rounds only (unobserved sizes are interpolated linearly from observed ones, and
-  // assumed proportional to b until two sizes are observed). prior_acceptance / prior_weight: the per-slot
-  // acceptance assumed before any round is seen, worth prior_weight rounds.
+  // learn costs from observed rounds: the first rounds probe max_block and min_block, then sizes not observed
+  // get a least-squares line through the observed means, and every explore_period-th round tries the
+  // next larger size than the best. prior_acceptance / prior_weight: slot 1's acceptance before any round is
+  // seen, worth prior_weight rounds (slot k's prior is slot k-1's estimate, with the same weight).
   CostAwareBlockSize(int max_block, std::vector<double> measured_cost = {}, int min_block = 2,
-                     double prior_acceptance = 0.7, double prior_weight = 2.0);
+                     double prior_acceptance = 0.7, double prior_weight = 2.0, int explore_period = 32);
   int next_block_size() override;
   void observe(int block_size, int accepted, double seconds) override;
 
@@ -55,6 +57,7 @@ class CostAwareBlockSize : public BlockSizePolicy {
   int max_block_, min_block_;
   std::vector<double> measured_cost_;
   double prior_acceptance_, prior_weight_;
+  int explore_period_, decisions_ = 0;
   std::vector<double> reached_, accepted_;         // per slot k (index k - 1)
   std::vector<double> seconds_sum_, rounds_at_;    // per block size
 };

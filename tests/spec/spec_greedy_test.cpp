@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "spec/driver.h"
 #include "spec_test_util.h"
+#include "tokenizer/tokenizer.h"
 
 namespace tachyon {
 namespace {
@@ -287,6 +288,40 @@ TEST(GreedyIdentitySmolLM2, RandomDrafterMatchesPlainGreedy) {
       std::printf("[ SmolLM2 partly forced drafts: %s ]\n", format_spec_stats(spec.stats).c_str());
     }
   }
+}
+
+// The text-level loop: generate_speculative() streams the same text, tokens and finish reason as generate(),
+// with a stop string that ends generation in the middle of a drafted block.
+TEST(GreedyIdentitySmolLM2, GenerateSpeculativeMatchesGenerate) {
+  const std::string path = test::smollm2_gguf_path();
+  if (path.empty()) GTEST_SKIP() << "models/SmolLM2-135M-Instruct.Q4_1.gguf not present";
+  test::LoadedTarget target = test::load_target(path);
+  DecoderModel& model = target.decoder();
+  Tokenizer tokenizer = Tokenizer::from_checkpoint(*target.checkpoint);
+  const std::vector<int32_t> prompt = tokenizer.encode("The capital of France is");
+  GenerationParams params;
+  params.max_tokens = 8;
+  const GenerationResult plain = generate(model, tokenizer, prompt, params);
+  ASSERT_GE(plain.tokens.size(), 4u);
+  // A stop string made of the text of the 3rd and 4th tokens.
+  params.stop_strings = {tokenizer.decode(std::vector<int32_t>{plain.tokens[2], plain.tokens[3]})};
+  const GenerationResult plain_stopped = generate(model, tokenizer, prompt, params);
+
+  // An oracle proposer makes the stop string fall inside an accepted block.
+  std::vector<int32_t> sequence = prompt;
+  sequence.insert(sequence.end(), plain.tokens.begin(), plain.tokens.end());
+  OracleProposer oracle(sequence, model.vocab_size(), model.hidden_size(), 0.0, 1, 8);
+  CpuSpecTarget spec_target(model, {model.num_layers() - 1}, 64);
+  SpecStats stats;
+  std::string streamed;
+  const GenerationResult spec = generate_speculative(spec_target, oracle, tokenizer, prompt, params, SpecOptions{},
+                                                     &stats, [&](std::string_view piece) { streamed += piece; });
+  EXPECT_EQ(spec.tokens, plain_stopped.tokens);
+  EXPECT_EQ(spec.text, plain_stopped.text);
+  EXPECT_EQ(spec.finish_reason, plain_stopped.finish_reason);
+  EXPECT_EQ(spec.finish_reason, "stop");
+  EXPECT_EQ(streamed, spec.text);
+  EXPECT_EQ(stats.rounds, 1);  // the whole answer came from one verified block
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // tachyon generate: stream a completion of a prompt (or of a chat turn) to stdout.
 #include <charconv>
 #include <cstdio>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -21,8 +22,8 @@ namespace tachyon::cli {
 
 namespace {
 struct GenerateOptions {
-  std::string model_path, prompt, prompt_ids, system, device = "cpu", draft_path;
-  bool chat = false, print_ids = false, stats = false, ignore_eos = false;
+  std::string model_path, prompt, prompt_ids, system, device = "cpu", draft_path, stats_json;
+  bool chat = false, print_ids = false, stats = false, ignore_eos = false, adaptive_block_size = false;
   int max_tokens = 256, threads = 0, block_size = 0;
   std::vector<std::string> stop;
   SamplingParams sampling;
@@ -72,6 +73,29 @@ std::string join_ids(const std::vector<int32_t>& ids) {
   return s;
 }
 
+// One JSON line per run for scripts (scripts/measure_tau.sh): timing, the generated ids and, with a drafter,
+// the round statistics.
+void append_stats_json(const std::string& path, const GenerationResult& result, const SpecStats* spec) {
+  nlohmann::json j = {{"prompt_tokens", result.prompt_tokens},   {"generated", result.tokens.size()},
+                      {"prefill_seconds", result.prefill_seconds}, {"decode_seconds", result.decode_seconds},
+                      {"finish", result.finish_reason},           {"tokens", result.tokens}};
+  if (spec) {
+    j["spec"] = {{"tau", spec->tau()},
+                 {"rounds", spec->rounds},
+                 {"drafted_rounds", spec->drafted_rounds},
+                 {"committed", spec->committed},
+                 {"draft_tokens", spec->draft_tokens},
+                 {"accepted_tokens", spec->accepted_tokens},
+                 {"histogram", spec->histogram},
+                 {"block_sizes", spec->block_sizes},
+                 {"draft_seconds", spec->draft_seconds},
+                 {"verify_seconds", spec->verify_seconds}};
+  }
+  std::ofstream out(path, std::ios::app);
+  if (!out) fail("--stats-json {}: cannot open for appending", path);
+  out << j.dump() << "\n";
+}
+
 int run_generate(const GenerateOptions& o) {
   if (o.device != "cpu" && o.device != "cuda") fail("--device {}: expected cpu or cuda", o.device);
 #ifndef TACHYON_HAS_CUDA
@@ -96,6 +120,7 @@ int run_generate(const GenerateOptions& o) {
     std::fflush(stdout);
   };
   GenerationResult result;
+  SpecStats spec_stats;
   if (o.device == "cuda") {
 #ifdef TACHYON_HAS_CUDA
     // The KV cache holds the prompt and every token that may follow, within the model's context length.
@@ -117,14 +142,18 @@ int run_generate(const GenerateOptions& o) {
     DFlashProposer proposer(drafter, positions);
     SpecOptions spec;
     spec.block_size = o.block_size;
-    SpecStats spec_stats;
+    const int max_block = o.block_size > 0 ? o.block_size : drafter.block_size();
+    CostAwareBlockSize adaptive(max_block, {}, /*min_block=*/1);  // 1 = plain decoding when drafts do not pay
+    if (o.adaptive_block_size) spec.policy = &adaptive;
     result = generate_speculative(target, proposer, tokenizer, prompt, params, spec, &spec_stats, print_piece);
-    if (o.stats) std::fprintf(stderr, "[dflash b=%d: %s]\n", o.block_size > 0 ? o.block_size : drafter.block_size(),
-                              format_spec_stats(spec_stats).c_str());
+    if (o.stats)
+      std::fprintf(stderr, "[dflash %s%d: %s]\n", o.adaptive_block_size ? "adaptive b<=" : "b=", max_block,
+                   format_spec_stats(spec_stats).c_str());
   } else {
     std::unique_ptr<Model> model = create_model(checkpoint);
     result = generate(*model, tokenizer, prompt, params, print_piece);
   }
+  if (!o.stats_json.empty()) append_stats_json(o.stats_json, result, o.draft_path.empty() ? nullptr : &spec_stats);
   if (o.print_ids) std::printf("%s\n", join_ids(result.tokens).c_str());
   else std::printf("\n");
   if (o.stats) {
@@ -159,12 +188,16 @@ Runner add_generate_command(CLI::App& app) {
   cmd->add_flag("--ignore-eos", options->ignore_eos, "Do not stop at end-of-sequence tokens");
   cmd->add_flag("--print-ids", options->print_ids, "Print generated token ids instead of text");
   cmd->add_flag("--stats", options->stats, "Print timing to stderr");
+  cmd->add_option("--stats-json", options->stats_json,
+                  "Append one JSON line (timing, generated ids, DFlash round statistics) to this file");
   cmd->add_option("--device", options->device, "cpu or cuda")->capture_default_str();
   cmd->add_option("-t,--threads", options->threads, "CPU threads (default: all cores)");
   cmd->add_option("--draft", options->draft_path,
                   "DFlash drafter directory (z-lab layout): speculative decoding, same output distribution (CPU)");
   cmd->add_option("--block-size", options->block_size, "Drafted block size with --draft (0 = the drafter's)")
       ->check(CLI::Range(0, 64));
+  cmd->add_flag("--adaptive-block-size", options->adaptive_block_size,
+                "With --draft: choose each round's block size (up to --block-size) from observed acceptance and round time");
   return [options] { return run_generate(*options); };
 }
 
