@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/parallel.h"
 
 namespace tachyon::fp4 {
 
@@ -71,39 +72,55 @@ EvalReport compare_models(const LabelledModel& reference, const std::vector<Labe
   for (const LabelledModel& c : candidates)
     if (c.model->vocab_size() != vocab) fail("eval: {} has vocabulary {}, the reference {}", c.label, c.model->vocab_size(), vocab);
 
-  std::vector<double> ref_log, cand_log;
+  // Per chunk: the reference's log-probabilities and probabilities of every position (kept for the KL terms of
+  // every candidate), then each candidate. Positions are scored in parallel into per-position slots and summed
+  // in position order afterwards, so the totals do not depend on the thread count.
+  const int64_t rows = chunk - 1;
+  std::vector<std::vector<double>> ref_log(rows), ref_prob(rows);
+  std::vector<int64_t> ref_top(rows), cand_top(rows);
+  std::vector<double> kl(rows), nll(rows);
   for (int64_t c = 0; c < chunks; ++c) {
     const std::span<const int32_t> ids(tokens.data() + c * chunk, chunk);
     KvCache ref_cache = reference.model->new_cache(chunk);
     const std::vector<float> ref_logits = reference.model->forward(ids, ref_cache, /*all_rows=*/true);
-    // Reference statistics, and its log-probabilities kept per position for the KL terms.
-    std::vector<std::vector<double>> ref_rows(chunk - 1);
-    std::vector<int64_t> ref_top(chunk - 1);
-    for (int64_t t = 0; t + 1 < chunk; ++t) {
-      const float* row = ref_logits.data() + t * vocab;
-      log_softmax(row, vocab, ref_rows[t]);
-      ref_top[t] = argmax(row, vocab);
-      report.reference.nll_sum -= ref_rows[t][ids[t + 1]];
+    parallel_for(rows, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) {
+        const float* row = ref_logits.data() + t * vocab;
+        log_softmax(row, vocab, ref_log[t]);
+        ref_prob[t].resize(vocab);
+        for (int v = 0; v < vocab; ++v) ref_prob[t][v] = std::exp(ref_log[t][v]);
+        ref_top[t] = argmax(row, vocab);
+      }
+    });
+    for (int64_t t = 0; t < rows; ++t) {
+      report.reference.nll_sum -= ref_log[t][ids[t + 1]];
       report.reference.correct += ref_top[t] == ids[t + 1];
       ++report.reference.positions;
     }
     for (size_t m = 0; m < candidates.size(); ++m) {
       KvCache cache = candidates[m].model->new_cache(chunk);
       const std::vector<float> logits = candidates[m].model->forward(ids, cache, true);
+      parallel_for(rows, [&](int64_t begin, int64_t end) {
+        std::vector<double> cand_log;
+        for (int64_t t = begin; t < end; ++t) {
+          const float* row = logits.data() + t * vocab;
+          log_softmax(row, vocab, cand_log);
+          const std::vector<double>& log_p = ref_log[t];
+          const std::vector<double>& p = ref_prob[t];
+          double sum = 0;
+          for (int v = 0; v < vocab; ++v) sum += p[v] * (log_p[v] - cand_log[v]);
+          kl[t] = std::max(sum, 0.0);  // rounding can leave a tiny negative value for identical distributions
+          nll[t] = -cand_log[ids[t + 1]];
+          cand_top[t] = argmax(row, vocab);
+        }
+      });
       ModelMetrics& metrics = report.candidates[m];
-      for (int64_t t = 0; t + 1 < chunk; ++t) {
-        const float* row = logits.data() + t * vocab;
-        log_softmax(row, vocab, cand_log);
-        double kl = 0;
-        const std::vector<double>& p = ref_rows[t];
-        for (int v = 0; v < vocab; ++v) kl += std::exp(p[v]) * (p[v] - cand_log[v]);
-        kl = std::max(kl, 0.0);  // rounding can leave a tiny negative value for identical distributions
-        const int64_t top = argmax(row, vocab);
-        metrics.kl_sum += kl;
-        metrics.kl.push_back(static_cast<float>(kl));
-        metrics.top1_agree += top == ref_top[t];
-        metrics.nll_sum -= cand_log[ids[t + 1]];
-        metrics.correct += top == ids[t + 1];
+      for (int64_t t = 0; t < rows; ++t) {
+        metrics.kl_sum += kl[t];
+        metrics.kl.push_back(static_cast<float>(kl[t]));
+        metrics.top1_agree += cand_top[t] == ref_top[t];
+        metrics.nll_sum += nll[t];
+        metrics.correct += cand_top[t] == ids[t + 1];
         ++metrics.positions;
       }
     }

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <numeric>
 
+#include "core/cpu_matmul.h"
 #include "core/error.h"
 #include "core/parallel.h"
 
@@ -25,26 +26,12 @@ float dot(const float* a, const float* b, int64_t n) {
 
 void linear(const TensorView& w, const float* bias, const float* x, int64_t n, float* y) {
   if (w.shape.size() != 2) fail("{}: tensor {} used as a matrix has shape {}", w.file, w.name, w.shape_string());
-  const int64_t out_features = w.shape[0], in_features = w.shape[1];
-  parallel_for(out_features, [&](int64_t begin, int64_t end) {
-    std::vector<float> row(in_features);
-    for (int64_t o = begin; o < end; ++o) {
-      w.row_to_float(o, row.data());
-      const float b = bias ? bias[o] : 0.0f;
-      for (int64_t t = 0; t < n; ++t) y[t * out_features + o] = dot(row.data(), x + t * in_features, in_features) + b;
-    }
-  });
+  matmul_rows([&w](int64_t row, float* out) { w.row_to_float(row, out); }, w.shape[0], w.shape[1], bias, x, n, y);
 }
 
 void linear_f32(const float* w, int64_t out_features, int64_t in_features, const float* bias, const float* x,
                 int64_t n, float* y) {
-  parallel_for(out_features, [&](int64_t begin, int64_t end) {
-    for (int64_t o = begin; o < end; ++o) {
-      const float b = bias ? bias[o] : 0.0f;
-      for (int64_t t = 0; t < n; ++t)
-        y[t * out_features + o] = dot(w + o * in_features, x + t * in_features, in_features) + b;
-    }
-  });
+  matmul_f32(w, out_features, in_features, bias, x, n, y);
 }
 
 void rms_norm(const float* x, const float* weight, float eps, int64_t n, int64_t dim, float* y) {
@@ -113,36 +100,65 @@ void KvCache::truncate(int64_t n) {
 
 void cached_attention(const float* q, int64_t n, int64_t start, const KvLayer& kv, const AttentionShape& shape,
                       const float* sinks, float* out) {
+  // Per KV head and tile of queries: scores = Q K^T and context = P V as two blocked matmuls over the keys
+  // [base, last) that the tile can see. base is rounded down to a multiple of 16 so that a key's lane in the
+  // P V sum (its absolute position mod 16) and the order of its terms are the same however the queries are
+  // batched; the keys a query does not see get probability exactly 0. So a query's output does not depend on
+  // n or on its tile, as with the matmul itself.
+  constexpr int64_t kQueryTile = 128;
   const int group = shape.n_heads / shape.n_kv_heads;
-  parallel_for(n * shape.n_heads, [&](int64_t begin, int64_t end) {
-    std::vector<float> scores;
-    for (int64_t job = begin; job < end; ++job) {
-      const int64_t t = job / shape.n_heads;
-      const int head = static_cast<int>(job % shape.n_heads), kv_head = head / group;
-      const int64_t pos = start + t;
-      const int64_t first = shape.sliding_window > 0 ? std::max<int64_t>(0, pos - shape.sliding_window + 1) : 0;
-      const float* qh = q + (t * shape.n_heads + head) * shape.head_dim;
-      scores.resize(pos - first + 1);
-      float max = sinks ? sinks[head] : -INFINITY;
-      for (int64_t j = first; j <= pos; ++j) {
-        float s = dot(qh, kv.k_row(j) + kv_head * shape.head_dim, shape.head_dim) * shape.scale;
-        scores[j - first] = s;
-        max = std::max(max, s);
+  const int64_t head_dim = shape.head_dim, v_dim = shape.v_head_dim;
+  auto first_visible = [&](int64_t pos) {
+    return shape.sliding_window > 0 ? std::max<int64_t>(0, pos - shape.sliding_window + 1) : int64_t{0};
+  };
+  std::vector<float> keys, values_t, queries, scores, context;
+  for (int kv_head = 0; kv_head < shape.n_kv_heads; ++kv_head) {
+    for (int64_t t0 = 0; t0 < n; t0 += kQueryTile) {
+      const int64_t tile = std::min(kQueryTile, n - t0), rows = tile * group;
+      const int64_t base = first_visible(start + t0) / 16 * 16, last = start + t0 + tile, len = last - base;
+      keys.resize(len * head_dim);
+      values_t.resize(v_dim * len);
+      for (int64_t j = 0; j < len; ++j) {
+        std::copy_n(kv.k_row(base + j) + kv_head * head_dim, head_dim, keys.data() + j * head_dim);
+        const float* v = kv.v_row(base + j) + kv_head * v_dim;
+        for (int64_t d = 0; d < v_dim; ++d) values_t[d * len + j] = v[d];
       }
-      float sum = sinks ? std::exp(sinks[head] - max) : 0.0f;
-      for (float& s : scores) {
-        s = std::exp(s - max);
-        sum += s;
-      }
-      float* o = out + (t * shape.n_heads + head) * shape.v_head_dim;
-      std::fill(o, o + shape.v_head_dim, 0.0f);
-      for (int64_t j = first; j <= pos; ++j) {
-        const float p = scores[j - first] / sum;
-        const float* vh = kv.v_row(j) + kv_head * shape.v_head_dim;
-        for (int d = 0; d < shape.v_head_dim; ++d) o[d] += p * vh[d];
-      }
+      queries.resize(rows * head_dim);
+      for (int64_t t = 0; t < tile; ++t)
+        for (int h = 0; h < group; ++h)
+          std::copy_n(q + ((t0 + t) * shape.n_heads + kv_head * group + h) * head_dim, head_dim,
+                      queries.data() + (t * group + h) * head_dim);
+      scores.resize(rows * len);
+      matmul_f32(keys.data(), len, head_dim, nullptr, queries.data(), rows, scores.data());
+      parallel_for(rows, [&](int64_t begin, int64_t end) {
+        for (int64_t r = begin; r < end; ++r) {
+          const int64_t t = t0 + r / group, pos = start + t;
+          const int head = kv_head * group + static_cast<int>(r % group);
+          const int64_t first = first_visible(pos);
+          float* s = scores.data() + r * len;
+          float max = sinks ? sinks[head] : -INFINITY;
+          for (int64_t j = first; j <= pos; ++j) {
+            s[j - base] *= shape.scale;
+            max = std::max(max, s[j - base]);
+          }
+          float sum = sinks ? std::exp(sinks[head] - max) : 0.0f;
+          for (int64_t j = first; j <= pos; ++j) {
+            s[j - base] = std::exp(s[j - base] - max);
+            sum += s[j - base];
+          }
+          for (int64_t j = first; j <= pos; ++j) s[j - base] /= sum;
+          std::fill(s, s + (first - base), 0.0f);
+          std::fill(s + (pos + 1 - base), s + len, 0.0f);
+        }
+      });
+      context.resize(rows * v_dim);
+      matmul_f32(values_t.data(), v_dim, len, nullptr, scores.data(), rows, context.data());
+      for (int64_t t = 0; t < tile; ++t)
+        for (int h = 0; h < group; ++h)
+          std::copy_n(context.data() + (t * group + h) * v_dim, v_dim,
+                      out + ((t0 + t) * shape.n_heads + kv_head * group + h) * v_dim);
     }
-  });
+  }
 }
 
 }  // namespace tachyon

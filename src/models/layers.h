@@ -10,7 +10,8 @@
 namespace tachyon {
 
 // y[t, o] = sum_i x[t, i] * w[o, i] + bias[o]. x: [n, in], w: [out, in] of any dtype, y: [n, out].
-// Each weight row is dequantized once per call and used for all n tokens.
+// Each weight row is dequantized once per call and used for all n tokens (core/cpu_matmul.h: blocked kernel;
+// a token's row of y does not depend on n).
 void linear(const TensorView& w, const float* bias, const float* x, int64_t n, float* y);
 // Same for a weight given as float32 [out, in] in memory.
 void linear_f32(const float* w, int64_t out_features, int64_t in_features, const float* bias, const float* x,

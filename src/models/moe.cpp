@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/cpu_matmul.h"
 #include "core/error.h"
 #include "core/parallel.h"
 #include "models/layers.h"
@@ -132,14 +133,7 @@ void ExpertMatrices::multiply(int expert, const float* x, int64_t n, const float
     return;
   }
   if (layout_ == Layout::Mxfp4) {
-    parallel_for(out_, [&](int64_t begin, int64_t end) {
-      std::vector<float> row(in_);
-      for (int64_t o = begin; o < end; ++o) {
-        mxfp4_.row_to_float(expert, o, row.data());
-        const float b = bias ? bias[o] : 0.0f;
-        for (int64_t t = 0; t < n; ++t) y[t * out_ + o] = dot(row.data(), x + t * in_, in_) + b;
-      }
-    });
+    matmul_rows([&](int64_t row, float* out) { mxfp4_.row_to_float(expert, row, out); }, out_, in_, bias, x, n, y);
     return;
   }
   // [in, out] storage: y[t, :] = sum_i x[t, i] * W[i, :]. Each thread owns a range of output columns
