@@ -62,6 +62,26 @@ fp4::Fp4Matrix quantize_expert_matrix(ExpertFormat format, const std::vector<flo
                        0.0f, name);
 }
 
+fp4::Fp4Matrix pad_fp4_matrix(const fp4::Fp4MatrixView& m, int64_t padded_rows, int64_t padded_cols,
+                              const std::string& name) {
+  const int block = fp4::block_size(m.format);
+  if (padded_rows < m.rows || padded_cols < m.cols || m.cols % block != 0 || padded_cols % block != 0)
+    fail("{}: FP4 matrix [{}, {}] cannot be padded to [{}, {}]", name, m.rows, m.cols, padded_rows, padded_cols);
+  fp4::Fp4Matrix out;
+  out.format = m.format;
+  out.rows = padded_rows;
+  out.cols = padded_cols;
+  out.global_scale = m.global_scale;
+  out.packed.assign(static_cast<size_t>(padded_rows * padded_cols / 2), 0);
+  out.scales.assign(static_cast<size_t>(padded_rows * (padded_cols / block)), 0);
+  for (int64_t r = 0; r < m.rows; ++r) {
+    std::copy(m.packed + r * (m.cols / 2), m.packed + (r + 1) * (m.cols / 2), out.packed.begin() + r * (padded_cols / 2));
+    std::copy(m.scales + r * m.blocks_per_row(), m.scales + (r + 1) * m.blocks_per_row(),
+              out.scales.begin() + r * (padded_cols / block));
+  }
+  return out;
+}
+
 #ifdef TACHYON_HAS_CUDA
 
 int64_t fp4_prefill_scratch_elements(const GpuModelConfig& c) {

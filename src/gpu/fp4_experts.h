@@ -4,9 +4,11 @@
 // experts to bf16 at a time for its cuBLASLt GEMMs (Hopper GEMMs take no FP4 operand).
 //
 // Where the FP4 weights come from (gpu_weights.cpp): random codes and scales made on the device
-// (`tachyon bench --random-weights ... --experts nvfp4`), or a checkpoint's experts quantized on the host at load
-// time (round to nearest, as `tachyon quantize` does: MXFP4 scales round up, NVFP4 global scale amax / (6 * 448)
-// per matrix, gate and up each their own).
+// (`tachyon bench --random-weights ... --experts nvfp4`); a checkpoint's bf16/float experts quantized on the host
+// at load time (round to nearest, as `tachyon quantize` does: MXFP4 scales round up, NVFP4 global scale
+// amax / (6 * 448) per matrix, gate and up each their own); or a checkpoint's FP4 experts (ModelOpt,
+// compressed-tensors) taken as they are when their format is the one asked for (else dequantized and
+// requantized). Other FP4 linears of such a checkpoint are dequantized to bf16.
 //
 // Padding: the tile layout needs rows % 16 and columns % 64, so with FP4 experts the hidden and expert widths are
 // padded to multiples of 64 (not 32); zero rows / columns quantize to zero codes, padded activations stay zero.
@@ -37,6 +39,12 @@ double stored_expert_bytes(const GpuModelConfig& config);
 // reference with exactly the GPU's weights.
 fp4::Fp4Matrix quantize_expert_matrix(ExpertFormat format, const std::vector<float>& values, int64_t rows, int64_t cols,
                                       int64_t padded_rows, int64_t padded_cols, const std::string& name);
+
+// A checkpoint's FP4 matrix (ModelOpt / compressed-tensors, already quantized) zero-padded at the end to
+// [padded_rows, padded_cols] without touching its codes, scales or global scale: what the loader packs when the
+// checkpoint's format is the one asked for (no requantization).
+fp4::Fp4Matrix pad_fp4_matrix(const fp4::Fp4MatrixView& matrix, int64_t padded_rows, int64_t padded_cols,
+                              const std::string& name);
 
 }  // namespace tachyon::gpu
 

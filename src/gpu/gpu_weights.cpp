@@ -9,10 +9,12 @@
 #include <cmath>
 #include <cstdio>
 #include <functional>
+#include <map>
 
 #include "core/error.h"
 #include "cuda/cuda_check.h"
 #include "fp4/fp4_kernel_layout.h"
+#include "fp4/fp4_layouts.h"
 #include "fp4_moe/fp4_tiles.h"
 #include "gpu/fp4_experts.h"
 #include "model_runtime/model_runtime.h"
@@ -214,11 +216,25 @@ std::vector<uint16_t> pad_to_bf16(const std::vector<float>& values, const Matrix
 class CheckpointSink : public WeightSink {
  public:
   CheckpointSink(const Checkpoint& checkpoint, ExpertFormat expert_format, bool progress)
-      : weights_(checkpoint.weights), expert_format_(expert_format), progress_(progress) {}
+      : weights_(checkpoint.weights), expert_format_(expert_format), progress_(progress) {
+    // FP4 linears stored by the checkpoint (ModelOpt / compressed-tensors), by the name the models read.
+    for (const fp4::Fp4Linear& linear : fp4::find_fp4_linears(weights_))
+      fp4_linears_[linear.base + ".weight"] = linear.matrix;
+  }
+
+  // The float values of a [rows, cols] matrix: the tensor, or a stored FP4 linear dequantized.
+  std::vector<float> matrix_values(const std::string& name, int64_t rows, int64_t cols) const {
+    const auto fp4 = fp4_linears_.find(name);
+    if (fp4 == fp4_linears_.end()) return weights_.get(name, {rows, cols}).to_float();
+    if (fp4->second.rows != rows || fp4->second.cols != cols)
+      fail("{}: FP4 weight is [{}, {}], the model needs [{}, {}]", name, fp4->second.rows, fp4->second.cols, rows, cols);
+    std::vector<float> values(static_cast<size_t>(rows * cols));
+    fp4->second.to_float(values.data());
+    return values;
+  }
 
   void matrix(const MatrixSpec& s) override {
-    const TensorView& t = weights_.get(s.name, {s.rows, s.cols});
-    const std::vector<uint16_t> bits = pad_to_bf16(t.to_float(), s);
+    const std::vector<uint16_t> bits = pad_to_bf16(matrix_values(s.name, s.rows, s.cols), s);
     TACHYON_CUDA_CHECK(cudaMemcpy(s.dst, bits.data(), bits.size() * sizeof(uint16_t), cudaMemcpyHostToDevice));
     uploaded_ += bits.size() * sizeof(uint16_t);
   }
@@ -231,15 +247,20 @@ class CheckpointSink : public WeightSink {
     TACHYON_CUDA_CHECK(cudaMemcpy(s.dst, padded.data(), padded.size() * sizeof(float), cudaMemcpyHostToDevice));
   }
 
-  // Each expert quantized on the host as `tachyon quantize` would (fp4_experts.h), packed into tiles, uploaded.
+  // Each expert packed into tiles and uploaded: a stored FP4 matrix of the asked format as it is, anything else
+  // quantized on the host as `tachyon quantize` would (fp4_experts.h).
   void fp4_stack(const Fp4StackSpec& s) override {
     std::vector<float> global_scales;
     std::vector<uint8_t> tiles(static_cast<size_t>(s.matrices.expert_stride));
     for (int e = 0; e < s.experts; ++e) {
       const std::string name = s.name(e);
-      const TensorView& t = weights_.get(name, {s.real_rows, s.real_cols});
-      const fp4::Fp4Matrix q = quantize_expert_matrix(expert_format_, t.to_float(), s.real_rows, s.real_cols,
-                                                      s.matrices.rows, s.matrices.cols, name);
+      const auto stored = fp4_linears_.find(name);
+      const fp4::Fp4Matrix q =
+          stored != fp4_linears_.end() && stored->second.format == fp4_format_of(expert_format_) &&
+                  stored->second.rows == s.real_rows && stored->second.cols == s.real_cols
+              ? pad_fp4_matrix(stored->second, s.matrices.rows, s.matrices.cols, name)
+              : quantize_expert_matrix(expert_format_, matrix_values(name, s.real_rows, s.real_cols), s.real_rows,
+                                       s.real_cols, s.matrices.rows, s.matrices.cols, name);
       fp4::pack_kernel_tiles(q.view(), tiles.data());
       TACHYON_CUDA_CHECK(
           cudaMemcpy(s.tiles + e * s.matrices.expert_stride, tiles.data(), tiles.size(), cudaMemcpyHostToDevice));
@@ -262,6 +283,7 @@ class CheckpointSink : public WeightSink {
 
  private:
   const WeightStore& weights_;
+  std::map<std::string, fp4::Fp4MatrixView> fp4_linears_;
   ExpertFormat expert_format_;
   bool progress_;
   size_t uploaded_ = 0;

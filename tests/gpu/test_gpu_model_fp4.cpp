@@ -6,7 +6,9 @@
 // the hidden widths of these fixtures (32..48, experts 16) are padded to 64 here, which the FP4 tiles need.
 // Plus random FP4 weights on a padded shape: deterministic, finite, graph == stream, and the FP4 decode pass agrees
 // with the dequantized-bf16 prefill on the same tokens.
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <deque>
 #include <map>
 #include <set>
@@ -15,6 +17,10 @@
 
 #include "core/error.h"
 #include "fp4/fp4_blocks.h"
+#include "fp4/fp4_checkpoint.h"
+#include "fp4/fp4_kernel_layout.h"
+#include "fp4/fp4_layouts.h"
+#include "fp4/quantize_checkpoint.h"
 #include "gpu/decode_loop.h"
 #include "gpu/fp4_experts.h"
 #include "gpu/gpu_model.h"
@@ -33,8 +39,10 @@ constexpr float kFlipMargin = 0.05f;
 constexpr int kMaxFlips = 4;
 
 // The CPU's copy of the GPU's weights: routed experts quantized exactly as the loader does (padded to the GPU's
-// widths, quantized, dequantized, cropped), other matrices rounded to bf16, vectors unchanged.
-std::unique_ptr<RoundedCheckpoint> fp4_reference(const Checkpoint& source, const GpuModelConfig& gpu) {
+// widths, quantized, dequantized, cropped) or, with requantize = false, taken as they are (a checkpoint's FP4
+// experts presented as float32 by open_fp4_checkpoint); other matrices rounded to bf16, vectors unchanged.
+std::unique_ptr<RoundedCheckpoint> fp4_reference(const Checkpoint& source, const GpuModelConfig& gpu,
+                                                 bool requantize = true) {
   auto out = std::make_unique<RoundedCheckpoint>();
   Checkpoint& c = out->checkpoint;
   c.path = source.path + " (fp4 experts, bf16 rest)";
@@ -50,7 +58,9 @@ std::unique_ptr<RoundedCheckpoint> fp4_reference(const Checkpoint& source, const
     }
     std::vector<float>& values = out->storage.emplace_back(tensor.to_float());
     const bool expert = name.find(".mlp.experts.") != std::string::npos && tensor.shape.size() == 2;
-    if (expert) {
+    if (expert && !requantize) {
+      ++experts_quantized;
+    } else if (expert) {
       const int64_t rows = tensor.shape[0], cols = tensor.shape[1];
       const bool down = name.find("down_proj") != std::string::npos;
       const int64_t padded_rows = down ? gpu.hidden_padded : gpu.moe_intermediate_padded;
@@ -260,6 +270,81 @@ TEST(GpuFp4ExpertsConfig, DenseModelsRefuseFp4Experts) {
   EXPECT_NO_THROW(set_expert_format(config, ExpertFormat::Bf16, "test"));
   EXPECT_EQ(parse_expert_format("mxfp4", "test"), ExpertFormat::Mxfp4);
   EXPECT_THROW(parse_expert_format("fp8", "test"), Error);
+}
+
+// A fresh directory under the system temp dir, removed at scope exit.
+struct ScratchDir {
+  std::string path;
+  ScratchDir() {
+    std::string pattern = (std::filesystem::temp_directory_path() / "tachyon-gpu-fp4-XXXXXX").string();
+    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+    path = pattern;
+  }
+  ~ScratchDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path, ignored);
+  }
+};
+
+// A checkpoint that already stores NVFP4 experts (written by `tachyon quantize`'s writer in both NVFP4 layouts):
+// the GPU packs its codes, block scales and global scales as they are, and runs like the CPU on the same values.
+TEST(GpuFp4Checkpoint, StoredNvfp4ExpertsLoadWithoutRequantizingAndMatchCpu) {
+  SKIP_WITHOUT_GPU();
+  const Checkpoint source = open_checkpoint(test::fixture_path("tiny/qwen3_moe"));
+  const nlohmann::json fixture_reference = read_json_file(test::fixture_path("tiny/qwen3_moe/reference.json"));
+  const std::vector<int32_t> prompt = fixture_reference["prompt_ids"].get<std::vector<int32_t>>();
+  for (fp4::Fp4Layout layout : {fp4::Fp4Layout::ModelOpt, fp4::Fp4Layout::CompressedTensors}) {
+    const std::string what = "stored nvfp4 (" + std::string(fp4::layout_name(layout)) + ")";
+    ScratchDir dir;
+    fp4::QuantizeOptions quantize;
+    quantize.experts = fp4::Fp4Format::Nvfp4;
+    quantize.nvfp4_layout = layout;
+    fp4::WriteOptions write;
+    write.other_dtype = DType::F32;
+    fp4::write_quantized_checkpoint(source, dir.path + "/out", quantize, write);
+    const Checkpoint stored = open_checkpoint(dir.path + "/out");
+    auto model = gpu_model(stored, ExpertFormat::Nvfp4);
+    const GpuModelConfig& c = model->config();
+
+    std::map<std::string, fp4::Fp4MatrixView> linears;
+    for (const fp4::Fp4Linear& l : fp4::find_fp4_linears(stored.weights)) linears[l.base] = l.matrix;
+    ASSERT_FALSE(linears.empty()) << what;
+    for (int layer = 0; layer < c.layers; ++layer) {
+      if (!c.is_sparse(layer)) continue;
+      const GpuLayerWeights& L = model->weights().layers[layer];
+      for (int e : {0, c.experts - 1}) {
+        const fp4::Fp4MatrixView& view = linears.at(fmt::format("model.layers.{}.mlp.experts.{}.up_proj", layer, e));
+        const std::vector<uint8_t> want =
+            fp4::pack_kernel_tiles(pad_fp4_matrix(view, c.moe_intermediate_padded, c.hidden_padded, "up").view());
+        std::vector<uint8_t> got(want.size());
+        float global = 0;
+        TACHYON_CUDA_CHECK(cudaMemcpy(got.data(), L.fp4_up.tiles + e * L.fp4_up.expert_stride, got.size(),
+                                      cudaMemcpyDeviceToHost));
+        TACHYON_CUDA_CHECK(cudaMemcpy(&global, L.fp4_up.global_scales + e, sizeof(float), cudaMemcpyDeviceToHost));
+        EXPECT_EQ(got, want) << what << ": layer " << layer << " expert " << e << " tiles differ from the stored codes";
+        EXPECT_EQ(global, view.global_scale) << what;
+      }
+    }
+
+    // Against the CPU on the presented checkpoint: experts exactly the stored FP4 values, the rest bf16-rounded.
+    auto presented = fp4::open_fp4_checkpoint(dir.path + "/out");
+    auto reference = fp4_reference(presented->checkpoint(), c, /*requantize=*/false);
+    auto cpu = create_model(reference->checkpoint);
+    const int vocab = c.vocab;
+    const std::vector<float> gpu_prefill = model->prefill_to_host(prompt, /*all_rows=*/true);
+    KvCache cache = cpu->new_cache();
+    const std::vector<float> cpu_prefill = cpu->forward(prompt, cache, /*all_rows=*/true);
+    const double prefill_error = expect_rows_within(gpu_prefill, cpu_prefill, vocab, kCpuBound,
+                                                    model->prefill_router_margins(), kFlipMargin, kMaxFlips,
+                                                    what + " prefill vs CPU");
+    auto pass_model = gpu_model(stored, ExpertFormat::Nvfp4);
+    const std::vector<float> gpu_pass = pass_model->forward_to_host(std::span<const int32_t>(prompt).first(16));
+    const std::vector<float> cpu_pass(cpu_prefill.begin(), cpu_prefill.begin() + 16 * vocab);
+    const double pass_error = expect_rows_within(gpu_pass, cpu_pass, vocab, kCpuBound, model->prefill_router_margins(),
+                                                 kFlipMargin, kMaxFlips, what + " 16-token pass vs CPU");
+    std::printf("[ %s ] tiles == stored codes; prefill vs CPU %.3g, 16-token FP4 pass vs CPU %.3g\n", what.c_str(),
+                prefill_error, pass_error);
+  }
 }
 
 }  // namespace
