@@ -3,7 +3,8 @@
 #   1. the FP4 GPU tests: kernels/fp4_moe against the CPU reference (both formats, 1..16 tokens, uneven routing,
 #      every k_split), the tile helpers, and the GPU model with FP4 experts against the CPU model on the same
 #      dequantized weights (tiny Qwen3-MoE fixtures, prefill / 16-token pass / graph decode; random padded shape),
-#      and the bf16 MoE model tests again (the runner's MoE path changed);
+#      a checkpoint that stores NVFP4 experts (ModelOpt, compressed-tensors) loaded without requantizing, and the
+#      bf16 MoE model tests again (the runner's MoE path changed); compute-sanitizer on the small FP4 tests;
 #   2. the FP4 kernel bench at Qwen3-30B-A3B expert shapes (hidden 2048, expert width 768, 128 experts, top-8):
 #      1..16 tokens, NVFP4 and MXFP4, bytes read (union of touched experts, codes + scales), us, GB/s and % of the
 #      same run's stream read, with the BF16 expert kernels beside (`tachyon eval --kernel-bench qwen3`);
@@ -17,8 +18,9 @@
 #                               links Debian's cpp-httplib for the server: it and its TLS / zlib / brotli / libstdc++
 #                               dependencies go to lib/) into build-fp4-carry/ (git-ignored, ~30 MB).
 #   On the device:  run(command="bash scripts/gpu/fp4.sh", carry=["build-fp4-carry"])
-# Environment: FP4_BIN (default build-fp4-carry), STAGES (default "tests kernels decode"), CONTEXT (1024),
-# STEPS (64), REPEATS (3), and per-stage timeouts TEST_TIMEOUT / KERNEL_TIMEOUT / DECODE_TIMEOUT (seconds).
+# Environment: FP4_BIN (default build-fp4-carry), STAGES (default "tests sanitizer kernels decode"), CONTEXT
+# (1024), STEPS (64), REPEATS (3), per-stage timeouts TEST_TIMEOUT / SANITIZER_TIMEOUT (each of two runs) /
+# KERNEL_TIMEOUT / DECODE_TIMEOUT (each of three runs), in seconds: 150 + 80 + 80 + 165 at most (under 8 minutes).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -46,7 +48,7 @@ fi
 OUT="${OUT:-./gpu-results}"
 mkdir -p "$OUT"
 BIN="${FP4_BIN:-build-fp4-carry}"
-STAGES="${STAGES:-tests kernels decode}"
+STAGES="${STAGES:-tests sanitizer kernels decode}"
 export LD_LIBRARY_PATH="$PWD/$BIN/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 {
   echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
@@ -63,17 +65,31 @@ tests_line="skipped"
 if [[ " $STAGES " == *" tests "* ]]; then
   echo "== FP4 GPU tests"
   start=$(date +%s)
-  timeout "${TEST_TIMEOUT:-180}" "$BIN/tachyon_gpu_tests" \
-    --gtest_filter='GpuFp4Moe.*:GpuFp4Tiles.*:*GpuFp4TinyModel.*:GpuRandomWeightsFp4.*:GpuFp4ExpertsConfig.*:Fixtures/GpuTinyModel.*/3:Fixtures/GpuTinyModel.*/4:GpuRandomWeights.*' \
+  timeout "${TEST_TIMEOUT:-150}" "$BIN/tachyon_gpu_tests" \
+    --gtest_filter='GpuFp4Moe.*:GpuFp4Tiles.*:*GpuFp4TinyModel.*:GpuRandomWeightsFp4.*:GpuFp4ExpertsConfig.*:GpuFp4Checkpoint.*:Fixtures/GpuTinyModel.*/3:Fixtures/GpuTinyModel.*/4:GpuRandomWeights.*' \
     > "$OUT/fp4-tests.log" 2>&1
   rc=$?
   grep -E "^\[  (FAILED|PASSED) |Failure|outside the bound|^\[ .* \] (prefill|16-token|random)" "$OUT/fp4-tests.log" | head -40
   tests_line="rc=$rc in $(( $(date +%s) - start ))s: $(grep -E '^\[  PASSED  \]|^\[  FAILED  \] [0-9]+ test' "$OUT/fp4-tests.log" | tr '\n' ' ')"
 fi
 
+sanitizer_line="skipped"
+if [[ " $STAGES " == *" sanitizer "* ]] && command -v compute-sanitizer >/dev/null; then
+  echo "== compute-sanitizer on the small FP4 tests (memcheck; racecheck of the down kernel's shared-memory combine)"
+  timeout "${SANITIZER_TIMEOUT:-40}" compute-sanitizer --tool memcheck --error-exitcode 9 "$BIN/tachyon_gpu_tests" \
+    --gtest_filter='GpuFp4Moe.EveryCodeAndScaleDecodesExactly:GpuFp4Tiles.*:GpuRandomWeightsFp4.*' \
+    > "$OUT/fp4-memcheck.log" 2>&1
+  memcheck_rc=$?
+  timeout "${SANITIZER_TIMEOUT:-40}" compute-sanitizer --tool racecheck --error-exitcode 9 "$BIN/tachyon_gpu_tests" \
+    --gtest_filter='GpuFp4Moe.EveryCodeAndScaleDecodesExactly' > "$OUT/fp4-racecheck.log" 2>&1
+  racecheck_rc=$?
+  sanitizer_line="memcheck rc=$memcheck_rc ($(grep -m1 'ERROR SUMMARY' "$OUT/fp4-memcheck.log")), racecheck rc=$racecheck_rc ($(grep -m1 -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$OUT/fp4-racecheck.log"))"
+  echo "$sanitizer_line"
+fi
+
 if [[ " $STAGES " == *" kernels "* ]]; then
   echo "== FP4 kernel bench (Qwen3-30B-A3B experts)"
-  timeout "${KERNEL_TIMEOUT:-100}" "$BIN/tachyon" eval --kernel-bench qwen3 > "$OUT/fp4-kernels.log" 2>&1
+  timeout "${KERNEL_TIMEOUT:-80}" "$BIN/tachyon" eval --kernel-bench qwen3 > "$OUT/fp4-kernels.log" 2>&1
   rc=$?
   [ $rc -ne 0 ] && tail -5 "$OUT/fp4-kernels.log"
   echo "kernel bench rc=$rc" >> "$OUT/fp4-kernels.log"
@@ -83,7 +99,7 @@ declare -A tok_s
 if [[ " $STAGES " == *" decode "* ]]; then
   for experts in bf16 nvfp4 mxfp4; do
     echo "== decode, Qwen3-30B-A3B shape, random weights, $experts experts"
-    timeout "${DECODE_TIMEOUT:-60}" "$BIN/tachyon" bench --random-weights qwen3-30b-a3b --experts "$experts" \
+    timeout "${DECODE_TIMEOUT:-55}" "$BIN/tachyon" bench --random-weights qwen3-30b-a3b --experts "$experts" \
       --context "${CONTEXT:-1024}" --steps "${STEPS:-64}" --repeats "${REPEATS:-3}" --prefill none \
       --json-file "$OUT/fp4-decode-$experts.json" > "$OUT/fp4-decode-$experts.log" 2>&1
     rc=$?
@@ -97,6 +113,7 @@ fi
 echo
 echo "== FP4 summary ($(sed -n 3p "$OUT/fp4-device.txt"))"
 echo "tests: $tests_line"
+echo "sanitizer: $sanitizer_line"
 if [ -f "$OUT/fp4-kernels.log" ]; then
   grep -E "^\| stream_read" "$OUT/fp4-kernels.log"
   echo "| kernel | shape | tokens | variant | MB read | us | GB/s | % of stream read |"
