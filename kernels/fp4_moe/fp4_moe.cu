@@ -513,7 +513,10 @@ void fp4_moe_experts(const Fp4ExpertMatrices& gate, const Fp4ExpertMatrices& up,
   TACHYON_REQUIRE(down.cols == gate.rows && down.rows == gate.cols, "fp4_moe_experts",
                   "down must be [hidden, intermediate] for gate/up [intermediate, hidden]");
   fp4_expert_gate_up(gate, up, routing, x, h_workspace, stream);
-  fp4_expert_down_combine(down, routing, h_workspace, topk_weights, out, accumulate, stream, /*after_gate_up=*/true);
+  // The down kernel may skip its entry wait only when a gate/up grid ran before it (it launches none when no
+  // expert can be active).
+  fp4_expert_down_combine(down, routing, h_workspace, topk_weights, out, accumulate, stream,
+                          /*after_gate_up=*/routing.max_active_experts > 0);
 }
 
 }  // namespace tachyon::kernels
