@@ -182,7 +182,8 @@ class Drafter(nn.Module):
             k = k.repeat_interleave(group, 1)
             v = v.repeat_interleave(group, 1)
             if mask is not None:  # training: memory-efficient kernel, same math
-                attention = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask[:, None],
+                dtype = v.dtype  # bf16 under CUDA autocast (the norms above return float32), else float32
+                attention = F.scaled_dot_product_attention(q.to(dtype), k.to(dtype), v, attn_mask=mask[:, None],
                                                            scale=1.0 / math.sqrt(self.head_dim))
                 x = x + layer.o_proj(attention.transpose(1, 2).reshape(B, N, -1))
                 h = rms_norm(x, layer.post_attention_layernorm, self.eps)
@@ -246,21 +247,56 @@ class Drafter(nn.Module):
 
 
 def load_drafter(directory):
+    """A drafter directory: config.json and model.safetensors or shards listed in model.safetensors.index.json."""
     from safetensors.torch import load_file
 
     with open(os.path.join(directory, "config.json")) as f:
         config = json.load(f)
     drafter = Drafter(config)
-    drafter.load_export_state(load_file(os.path.join(directory, "model.safetensors")))
+    index_path = os.path.join(directory, "model.safetensors.index.json")
+    if os.path.exists(index_path):
+        with open(index_path) as f:
+            files = sorted(set(json.load(f)["weight_map"].values()))
+        tensors = {}
+        for name in files:
+            tensors.update(load_file(os.path.join(directory, name)))
+    else:
+        tensors = load_file(os.path.join(directory, "model.safetensors"))
+    drafter.load_export_state(tensors)
     return drafter
 
 
-def save_drafter(drafter, directory, dtype=torch.bfloat16):
+def save_drafter(drafter, directory, dtype=torch.bfloat16, max_shard_bytes=None):
+    """z-lab layout. With max_shard_bytes, weights larger than that are split into
+    model-0000i-of-0000n.safetensors files plus model.safetensors.index.json (HF's sharded layout)."""
     from safetensors.torch import save_file
 
     os.makedirs(directory, exist_ok=True)
     tensors = {k: v.detach().to(dtype).contiguous() for k, v in drafter.state_for_export().items()}
-    save_file(tensors, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
+    total = sum(t.numel() * t.element_size() for t in tensors.values())
+    for stale in os.listdir(directory):  # a previous export of another shape must not linger
+        if stale.endswith(".safetensors") or stale == "model.safetensors.index.json":
+            os.remove(os.path.join(directory, stale))
+    if not max_shard_bytes or total <= max_shard_bytes:
+        save_file(tensors, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
+    else:
+        shards, current, size = [], {}, 0
+        for name, t in tensors.items():  # in export order; a tensor is never split
+            nbytes = t.numel() * t.element_size()
+            if current and size + nbytes > max_shard_bytes:
+                shards.append(current)
+                current, size = {}, 0
+            current[name] = t
+            size += nbytes
+        shards.append(current)
+        weight_map = {}
+        for i, shard in enumerate(shards):
+            file = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+            save_file(shard, os.path.join(directory, file), metadata={"format": "pt"})
+            weight_map.update({name: file for name in shard})
+        with open(os.path.join(directory, "model.safetensors.index.json"), "w") as f:
+            json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=1)
+            f.write("\n")
     with open(os.path.join(directory, "config.json"), "w") as f:
         json.dump(drafter.config, f, indent=2)
         f.write("\n")

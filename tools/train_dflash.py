@@ -1,41 +1,43 @@
 #!/usr/bin/env python3
 """Trains a DFlash drafter for a target model and exports it in z-lab's layout (tachyon generate --draft DIR).
 
-Recipe (shared/docs/dflash.md, the DFlash paper):
-  data      prompts answered by the TARGET itself (greedy by default), through the same chat template that
-            `tachyon generate --chat` uses (code prompts are raw completions); stored as token ids in
-            <out>/data.jsonl, or given with --data (any file of {"ids": [...], "prompt_length": P} lines, e.g.
-            made with `tachyon generate --print-ids`);
-  features  target hidden states hidden_states[l + 1] of the drafter's target_layer_ids (frozen target);
+Recipe (shared/docs/dflash.md, the DFlash paper; tachyon's notes: docs/dflash.md):
+  data      prompts answered by the TARGET itself (greedy by default, batched HF generate), through the same chat
+            template that `tachyon generate --chat` uses (code prompts are raw completions): deterministic
+            synthetic chat and math prompts and standard-library function prefixes, never a held-out prompt;
+            stored as token ids in <out>/data.jsonl, or given with --data (any file of {"ids": [...],
+            "prompt_length": P} lines, e.g. made with `tachyon generate --print-ids`); --data-seconds bounds it;
+  features  target hidden states hidden_states[l + 1] (the output of decoder layer l) of the drafter's
+            target_layer_ids (frozen target), computed once for all data (FeatureStore);
   anchors   per sequence up to --anchors positions p in the response; each starts a block [token p, MASK...] at
             positions p..p+b-1 whose slot k is trained to predict token p + k;
   mask      block-sparse: a block sees the target features of rows < p and its own block (bidirectionally),
-            never another block;
+            never another block (make_batch builds it on the device);
   loss      cross-entropy on slots 1..b-1 weighted exp(-(k - 1) / gamma), gamma 7 / 5 / 4 for b = 16 / 10 / 8;
-  optimizer AdamW lr 6e-4, cosine schedule with 4% warm-up, gradient clip 1.0 (bf16 autocast on CUDA);
+  optimizer AdamW lr 6e-4, warm-up 4% then cosine, gradient clip 1.0 (bf16 autocast on CUDA); with --deadline the
+            schedule follows elapsed time and training ends --reserve seconds before it;
   held-out  greedy acceptance on the fixed prompt set (prompts/*.jsonl, never trained on): for each prompt the
             target's greedy answer S, then DFlash rounds are replayed exactly: a block drafted at position s is
             accepted for its longest prefix equal to S, so tau (tokens per target pass, bonus included) is what
-            greedy speculative decoding would get;
-  export    <out>/drafter/{config.json, model.safetensors} (bf16, no "model." prefix), <out>/training_log.jsonl,
-            <out>/eval.json, <out>/command.txt.
+            greedy speculative decoding would get; per category, with the histogram;
+  export    --export DIR (default <out>/drafter): config.json + bf16 safetensors, no "model." prefix, sharded
+            (model.safetensors.index.json) above --max-shard-mb; <out>/training_log.jsonl, <out>/eval.json,
+            <out>/command.txt.
 
 The drafter module is tools/dflash_reference.py's Drafter, the implementation tachyon's C++ drafter is tested
 against, so what is trained here is what tachyon runs.
 
 Subcommands:
   code-prompts  write the fixed code-completion prompts (function prefixes from this Python's standard library)
-  train         regenerate data (or load --data), train, evaluate, export
+  train         regenerate data (or load --data), train, export, evaluate
   eval          held-out acceptance of an exported drafter
-  selftest      the block-sparse training forward equals per-block inference forwards (CPU, tiny target)
+  selftest      make_batch's block-sparse training forward equals per-block inference forwards (CPU, tiny target)
 
 Examples:
   # CPU smoke test on a tiny target without a tokenizer (random token prompts):
   train_dflash.py train --target tests/fixtures/tiny/qwen3 --out /tmp/dflash-tiny --token-prompts 64 \\
-      --mask-token-id 383 --drafter-layers 2 --target-layer-ids 0 1 --block-size 8 --steps 20 --anchors 16
-  # SmolLM2-135M-Instruct on a GPU host (HF directory, or the GGUF with the gguf package installed):
-  train_dflash.py train --target models/SmolLM2-135M-Instruct --out runs/smollm2-dflash --mask-token-id 16 \\
-      --drafter-layers 3 --block-size 16 --train-prompts 12000 --steps 6000 --batch-size 8
+      --mask-token-id 383 --drafter-layers 2 --target-layer-ids 0 --block-size 8 --steps 20 --anchors 16
+  # SmolLM2-135M-Instruct on a GPU host in a fixed time: scripts/gpu/train_dflash.sh (see its header)
 """
 
 import argparse
@@ -109,14 +111,15 @@ def stdlib_functions(min_body_lines=6, exclude_files=()):
     return out
 
 
-def code_prompts(count, seed, exclude_files=()):
+def code_prompts(count, seed, exclude_files=(), per_file=1):
+    """Function prefixes from the standard library; per_file = 1 (the fixed set) spreads them over files."""
     functions = stdlib_functions(exclude_files=exclude_files)
     rng = random.Random(seed)
-    chosen, files = [], set()
+    chosen, files = [], {}
     for relative, line, prefix in rng.sample(functions, len(functions)):
-        if relative in files:
-            continue  # one function per file: more variety
-        files.add(relative)
+        if files.get(relative, 0) >= per_file:
+            continue
+        files[relative] = files.get(relative, 0) + 1
         chosen.append({"category": "code", "chat": False, "prompt": prefix,
                        "source": f"{relative}:{line} (Python {sys.version_info.major}.{sys.version_info.minor})"})
         if len(chosen) == count:
@@ -131,13 +134,25 @@ CHAT_TOPICS = ["photosynthesis", "the French Revolution", "volcanoes", "machine 
                "public speaking", "the human heart", "earthquakes", "cryptography", "the Olympic Games",
                "recycling", "glaciers", "opera", "databases", "time management", "rainforests", "vaccines",
                "the Silk Road", "solar panels", "meditation", "bridges", "coffee", "DNA", "marathon training",
-               "the Renaissance", "budgeting", "tides", "operating systems", "origami", "wolves", "compilers"]
+               "the Renaissance", "budgeting", "tides", "operating systems", "origami", "wolves", "compilers",
+               "the water cycle", "ancient Egypt", "photography", "nutrition", "airplanes", "the periodic table",
+               "volunteering", "rivers", "the violin", "electricity", "dinosaurs", "friendship", "spreadsheets",
+               "deserts", "the human brain", "trains", "podcasts", "tea", "recursion", "mountains", "tennis",
+               "the ocean floor", "3D printing", "libraries", "penguins", "the Great Wall of China", "poetry",
+               "cloud computing", "job interviews", "composting", "satellites", "architecture", "fungi",
+               "board games", "the scientific method", "cybersecurity", "weather forecasting", "camping",
+               "the Industrial Revolution", "nuclear energy", "language learning", "octopuses"]
 CHAT_FORMS = ["Explain {t} in simple terms.", "Write a short paragraph about {t}.", "Give me three facts about {t}.",
               "What are common misconceptions about {t}?", "Write a haiku about {t}.",
               "Summarize the history of {t} in a few sentences.", "How would you teach {t} to a child?",
               "List the pros and cons of {t}.", "Write a short story that involves {t}.",
               "What questions should a beginner ask about {t}?", "Compare {t} and {u}.",
-              "Write an email to a friend recommending they learn about {t}."]
+              "Write an email to a friend recommending they learn about {t}.",
+              "What is {t}?", "Why is {t} important?", "Describe {t} in five bullet points.",
+              "Tell me a fun fact about {t}.", "Write a limerick about {t}.", "What is the future of {t}?",
+              "Explain {t} to a high school student.", "What are the main ideas behind {t}?",
+              "Give a one-sentence definition of {t}, then an example.", "How are {t} and {u} related?",
+              "Write a dialogue between two people discussing {t}.", "Plan a one-day lesson about {t}."]
 NAMES = ["Ana", "Ben", "Chloe", "David", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jack", "Kofi", "Lena"]
 ITEMS = ["apples", "books", "marbles", "stickers", "pencils", "cookies", "coins", "cards", "shells", "stamps"]
 
@@ -172,21 +187,27 @@ def read_jsonl(path):
 
 
 def training_prompts(count, seed, eval_prompts):
-    """Synthetic chat / math prompts and stdlib code prefixes (from files the fixed set does not use)."""
+    """Synthetic chat / math prompts and stdlib code prefixes (from files the fixed set does not use), one third
+    each, without duplicates (greedy answers of equal prompts are equal) and never a held-out prompt."""
     rng = random.Random(seed)
     eval_texts = {p["prompt"] for p in eval_prompts}
     eval_files = {p["source"].split(":")[0] for p in eval_prompts if p.get("source")}
-    code = code_prompts(count // 3, seed + 1, exclude_files=eval_files)
-    prompts = []
+    code = code_prompts(count // 3 + 1, seed + 1, exclude_files=eval_files, per_file=64)
+    makers = {"chat": chat_prompt, "math": math_prompt}
+    prompts, seen = [], set(eval_texts)
     for i in range(count):
-        kind = i % 3
-        if kind == 0:
-            prompts.append({"category": "chat", "chat": True, "prompt": chat_prompt(rng)})
-        elif kind == 1:
-            prompts.append({"category": "math", "chat": True, "prompt": math_prompt(rng)})
-        elif code:
-            prompts.append(code[(i // 3) % len(code)])
-    return [p for p in prompts if p["prompt"] not in eval_texts]
+        kind = ("chat", "math", "code")[i % 3]
+        if kind == "code":
+            if i // 3 < len(code):
+                prompts.append(code[i // 3])
+            continue
+        for _ in range(20):  # a few retries for an unseen text; the generators have thousands of forms
+            text = makers[kind](rng)
+            if text not in seen:
+                seen.add(text)
+                prompts.append({"category": kind, "chat": True, "prompt": text})
+                break
+    return prompts
 
 
 # ----------------------------------------------------------------------------------------------
@@ -240,6 +261,7 @@ class Target:
         out = []
         pad = self.eos[0] if self.eos else 0
         for i in range(0, len(prompts), batch_size):
+            started = time.time()
             batch = prompts[i:i + batch_size]
             width = max(len(p) for p in batch)
             ids = torch.full((len(batch), width), pad, dtype=torch.long)
@@ -250,7 +272,8 @@ class Target:
             generated = self.model.generate(
                 input_ids=ids.to(self.device), attention_mask=mask.to(self.device), max_new_tokens=max_new_tokens,
                 do_sample=temperature > 0, temperature=temperature if temperature > 0 else None, top_p=None,
-                top_k=None, pad_token_id=pad, eos_token_id=self.eos or None)
+                top_k=None, pad_token_id=pad, eos_token_id=self.eos or None).cpu()
+            tokens = 0
             for r, p in enumerate(batch):
                 response = generated[r, width:].tolist()
                 for j, t in enumerate(response):
@@ -258,13 +281,18 @@ class Target:
                         response = response[:j + 1]
                         break
                 out.append((p, response))
-            log(f"  generated {min(i + batch_size, len(prompts))}/{len(prompts)}")
+                tokens += len(response)
+            log(f"  generated {len(batch)} answers, {tokens} new tokens, in {time.time() - started:.1f} s")
         return out
 
     @torch.no_grad()
     def features(self, ids, layer_ids):
-        """[B, L, K * D]: hidden_states[l + 1] (HF; the last layer's entry is after the final norm)."""
-        out = self.model(ids, output_hidden_states=True)
+        """[B, L, K * D]: HF hidden_states[l + 1] = the output of 0-based decoder layer l. Only the LAST entry of
+        hidden_states is taken after the final norm, and the drafter's layers are never the last one."""
+        if max(layer_ids) >= self.config["num_hidden_layers"] - 1:
+            raise ValueError(f"target layer ids {layer_ids}: the last layer's hidden state is post-norm in HF")
+        decoder = getattr(self.model, "model", None) or self.model.get_decoder()  # no lm_head: [B, L, vocab] is large
+        out = decoder(input_ids=ids, output_hidden_states=True, use_cache=False)
         return torch.cat([out.hidden_states[l + 1] for l in layer_ids], -1)
 
 
@@ -284,9 +312,18 @@ def build_data(args, target, eval_prompts):
                    for _ in range(args.token_prompts)]
     else:
         prompts = training_prompts(args.train_prompts, args.seed, eval_prompts)
-    log(f"data: regenerating {len(prompts)} responses with the target (T={args.data_temperature})")
-    encoded = [target.encode_prompt(p) for p in prompts]
-    pairs = target.generate(encoded, args.max_new_tokens, args.data_temperature, args.generate_batch, args.seed)
+    log(f"data: regenerating up to {len(prompts)} responses with the target (T={args.data_temperature}, "
+        f"{args.max_new_tokens} new tokens, batches of {args.generate_batch}"
+        + (f", {args.data_seconds:.0f} s at most)" if args.data_seconds else ")"))
+    deadline = time.time() + args.data_seconds if args.data_seconds else None
+    pairs = []
+    for i in range(0, len(prompts), args.generate_batch):  # encoded batch by batch: the deadline may come first
+        if deadline is not None and i > 0 and time.time() >= deadline:
+            log(f"  data deadline reached after {i} of {len(prompts)} prompts")
+            break
+        encoded = [target.encode_prompt(p) for p in prompts[i:i + args.generate_batch]]
+        pairs += target.generate(encoded, args.max_new_tokens, args.data_temperature, args.generate_batch,
+                                 args.seed + i)
     data = [{"category": p.get("category", ""), "ids": prompt + response, "prompt_length": len(prompt)}
             for p, (prompt, response) in zip(prompts, pairs) if len(response) >= 2]
     with open(os.path.join(args.out, "data.jsonl"), "w") as f:
@@ -303,45 +340,109 @@ def eval_sequences(args, target, eval_prompts):
         eval_prompts = [{"category": "tokens", "ids": [rng.randrange(vocab) for _ in range(rng.randint(4, 24))]}
                         for _ in range(args.eval_prompts or 8)]
     elif args.eval_prompts:
-        eval_prompts = eval_prompts[:args.eval_prompts]
+        # The first N of each category (the files are ordered within a category).
+        counts, chosen = {}, []
+        for p in eval_prompts:
+            category = p.get("category", "")
+            if counts.get(category, 0) < args.eval_prompts:
+                counts[category] = counts.get(category, 0) + 1
+                chosen.append(p)
+        eval_prompts = chosen
     encoded = [target.encode_prompt(p) for p in eval_prompts]
     pairs = target.generate(encoded, args.eval_tokens, 0.0, args.generate_batch, args.seed)
     return [{"category": p.get("category", ""), "ids": prompt + response, "prompt_length": len(prompt)}
             for p, (prompt, response) in zip(eval_prompts, pairs) if len(response) >= 2]
 
 
+class FeatureStore:
+    """Every training sequence's token ids and target features, computed once (the target is frozen):
+    flat [tokens] and [tokens, K * D] tensors with per-sequence offsets, on the training device when they fit."""
+
+    def __init__(self, target, data, layer_ids, device, dtype, tokens_per_pass=65536):
+        lengths = [len(d["ids"]) for d in data]
+        offsets = [0]
+        for n in lengths[:-1]:
+            offsets.append(offsets[-1] + n)
+        total = sum(lengths)
+        width = len(layer_ids) * target.config["hidden_size"]
+        nbytes = total * width * torch.tensor([], dtype=dtype).element_size()
+        store_device = device
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            if nbytes > 0.45 * free:
+                store_device = torch.device("cpu")
+        log(f"features: {total} tokens x {width} ({nbytes / 2**30:.2f} GiB {dtype}) on {store_device}")
+        self.device = device
+        self.ids = torch.tensor([t for d in data for t in d["ids"]], dtype=torch.long, device=device)
+        self.lengths = torch.tensor(lengths, dtype=torch.long, device=device)
+        self.prompt_lengths = torch.tensor([d["prompt_length"] for d in data], dtype=torch.long, device=device)
+        self.offsets = torch.tensor(offsets, dtype=torch.long, device=device)
+        self.features = torch.empty((total, width), dtype=dtype, device=store_device)
+        order = sorted(range(len(data)), key=lambda i: lengths[i])
+        started, i = time.time(), 0
+        while i < len(order):  # right-padded batches of similar length: padding never reaches earlier rows
+            width_tokens = lengths[order[i]]
+            j = i + 1
+            while j < len(order) and (j - i + 1) * lengths[order[j]] <= tokens_per_pass:
+                j += 1
+            chunk = order[i:j]
+            L = max(lengths[k] for k in chunk)
+            ids = torch.zeros((len(chunk), L), dtype=torch.long)
+            for r, k in enumerate(chunk):
+                ids[r, :lengths[k]] = torch.tensor(data[k]["ids"])
+            f = target.features(ids.to(target.device), layer_ids).to(dtype)
+            for r, k in enumerate(chunk):
+                self.features[offsets[k]:offsets[k] + lengths[k]] = f[r, :lengths[k]].to(store_device)
+            i = j
+            del width_tokens
+        log(f"features: computed in {time.time() - started:.1f} s")
+
+    def __len__(self):
+        return len(self.lengths)
+
+
+def make_batch(store, rows, block, anchors, mask_token_id, generator):
+    """The training batch of sequences `rows` (a long tensor of indices into the store), built on the device:
+      features [B, L, K*D]   target features of each sequence (rows past its end: whatever, never visible)
+      tokens   [B, N]        N = A * block: anchor block a is [token at p_a, MASK * (block - 1)]
+      labels   [B, N]        slot k of block a: the token at p_a + k; -100 for slot 0, past the end, unused blocks
+      positions[B, N]        p_a + k
+      visible  [B, N, L + N] True = may attend: features of rows < p_a, and its own block in both directions.
+    Up to A = `anchors` distinct anchors per sequence, drawn uniformly from the response rows p that have a label
+    (prompt_length <= p < length - 1), sorted; unused blocks see only themselves and carry no labels."""
+    device = store.device
+    lengths, prompts, offsets = store.lengths[rows], store.prompt_lengths[rows], store.offsets[rows]
+    B, L = len(rows), int(lengths.max())
+    A = max(1, min(anchors, L))
+    N = A * block
+    pos = torch.arange(L, device=device)
+    flat = (offsets[:, None] + pos[None]).clamp(max=len(store.ids) - 1)
+    inside = pos[None] < lengths[:, None]
+    ids = torch.where(inside, store.ids[flat], 0)
+    features = store.features[flat.to(store.features.device)].to(device, non_blocking=True)
+    candidate = (pos[None] >= prompts[:, None]) & (pos[None] < (lengths - 1)[:, None])
+    scores = torch.rand((B, L), generator=generator, device=device).masked_fill(~candidate, -1.0)
+    top = scores.topk(A, dim=1)
+    used = top.values >= 0
+    anchor = torch.where(used, top.indices, L + top.indices).sort(dim=1).values  # used anchors first, ascending
+    used = anchor < L
+    anchor = torch.where(used, anchor, 0)                                       # [B, A]
+    k = torch.arange(block, device=device)
+    target_pos = anchor[:, :, None] + k                                          # [B, A, block]
+    labels = ids.gather(1, target_pos.clamp(max=L - 1).view(B, -1)).view(B, A, block)
+    has_label = (k >= 1) & (target_pos < lengths[:, None, None]) & used[:, :, None]
+    labels = torch.where(has_label, labels, -100)
+    tokens = torch.full((B, A, block), mask_token_id, dtype=torch.long, device=device)
+    tokens[:, :, 0] = ids.gather(1, anchor)
+    ctx_visible = (pos[None, None, :] < anchor[:, :, None])[:, :, None, :].expand(B, A, block, L)  # [B, A, b, L]
+    blocks = torch.arange(N, device=device) // block
+    own_block = (blocks[:, None] == blocks[None, :]).expand(B, N, N)
+    visible = torch.cat([ctx_visible.reshape(B, N, L), own_block], -1)
+    return features, tokens.view(B, N), labels.view(B, N), target_pos.view(B, N), visible
+
+
 # ----------------------------------------------------------------------------------------------
 # Training
-
-
-def make_batch(sequences, block, anchors, mask_token_id, rng, device):
-    """Token ids [B, L], block tokens [B, N], labels [B, N] (-100 = none), block positions [B, N],
-    visibility mask [B, N, L + N] (True = may attend), N = anchors * block."""
-    B, L = len(sequences), max(len(s["ids"]) for s in sequences)
-    N = anchors * block
-    ids = torch.zeros((B, L), dtype=torch.long)
-    tokens = torch.full((B, N), mask_token_id, dtype=torch.long)
-    labels = torch.full((B, N), -100, dtype=torch.long)
-    positions = torch.zeros((B, N), dtype=torch.long)
-    visible = torch.zeros((B, N, L + N), dtype=torch.bool)
-    for b, s in enumerate(sequences):
-        seq = s["ids"]
-        ids[b, :len(seq)] = torch.tensor(seq)
-        candidates = list(range(s["prompt_length"], len(seq) - 1))  # at least one label after the anchor
-        chosen = sorted(rng.sample(candidates, min(anchors, len(candidates))))
-        for a, p in enumerate(chosen):
-            rows = slice(a * block, (a + 1) * block)
-            tokens[b, a * block] = seq[p]
-            positions[b, rows] = torch.arange(p, p + block)
-            for k in range(1, block):
-                if p + k < len(seq):
-                    labels[b, a * block + k] = seq[p + k]
-            visible[b, rows, :p] = True                                # target features strictly before p
-            visible[b, rows, L + a * block:L + (a + 1) * block] = True  # its own block, both directions
-        for a in range(len(chosen), anchors):  # unused anchors: attend to themselves only, no labels
-            visible[b, a * block:(a + 1) * block, L + a * block:L + (a + 1) * block] = True
-    to = lambda t: t.to(device)  # noqa: E731
-    return to(ids), to(tokens), to(labels), to(positions), to(visible)
 
 
 def slot_weights(block, gamma, device):
@@ -351,14 +452,45 @@ def slot_weights(block, gamma, device):
     return w
 
 
+def versions():
+    import transformers
+
+    out = {"python": sys.version.split()[0], "torch": torch.__version__, "transformers": transformers.__version__}
+    try:
+        from importlib.metadata import version
+
+        out["gguf"] = version("gguf")
+    except Exception:
+        out["gguf"] = None
+    if torch.cuda.is_available():
+        out["cuda"] = torch.version.cuda
+        out["device"] = torch.cuda.get_device_name(0)
+    return out
+
+
+def learning_rate_factor(progress, warmup=0.04):
+    """Linear warm-up over the first 4% of training, then cosine to zero; progress in [0, 1]."""
+    if progress < warmup:
+        return (progress + 1e-3) / warmup
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - warmup) / (1 - warmup))))
+
+
 def train(args):
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(args.seed)
     os.makedirs(args.out, exist_ok=True)
+    export_dir = args.export or os.path.join(args.out, "drafter")
+    command = " ".join(sys.argv)
     with open(os.path.join(args.out, "command.txt"), "w") as f:
-        f.write(" ".join(sys.argv) + "\n")
+        f.write(command + "\n")
+    log(json.dumps({"versions": versions()}))
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    t0 = time.time()
     target = Target(args.target, device, dtype)
+    log(f"target: {args.target} loaded in {time.time() - t0:.1f} s ({target.config['num_hidden_layers']} layers, "
+        f"hidden {target.config['hidden_size']}, vocab {target.config['vocab_size']}, EOS {target.eos})")
     eval_prompts = [] if args.token_prompts else [p for path in args.prompts for p in read_jsonl(path)]
 
     layers = args.drafter_layers
@@ -379,71 +511,107 @@ def train(args):
     if args.init_from_target:
         init_from_target(drafter, target)
     drafter.to(device).train()
-    log(f"drafter: {layers} layers, target layers {drafter.layer_ids}, block {args.block_size}, "
-        f"{sum(p.numel() for p in drafter.parameters()) / 1e6:.2f} M parameters")
+    log(f"drafter: {layers} layers, target layers {drafter.layer_ids}, block {args.block_size}, mask token "
+        f"{args.mask_token_id}, {sum(p.numel() for p in drafter.parameters()) / 1e6:.2f} M parameters")
 
     data = build_data(args, target, eval_prompts)
     held_out = eval_sequences(args, target, eval_prompts)
     with open(os.path.join(args.out, "held_out.jsonl"), "w") as f:
         for d in held_out:
             f.write(json.dumps(d) + "\n")
-    log(f"data: {len(data)} training sequences, {sum(len(d['ids']) for d in data)} tokens; "
-        f"{len(held_out)} held-out sequences")
+    categories = {}
+    for d in data:
+        categories[d["category"]] = categories.get(d["category"], 0) + 1
+    data_summary = {"sequences": len(data), "tokens": sum(len(d["ids"]) for d in data),
+                    "response_tokens": sum(len(d["ids"]) - d["prompt_length"] for d in data),
+                    "per_category": categories, "held_out_sequences": len(held_out)}
+    log(json.dumps({"data": data_summary}))
+    store = FeatureStore(target, data, drafter.layer_ids, device, dtype)
 
     optimizer = torch.optim.AdamW(drafter.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=args.weight_decay)
-    warmup = max(1, int(0.04 * args.steps))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, args.steps - warmup))))
     gamma = args.gamma or GAMMA.get(args.block_size, args.block_size / 2.3)
     weights = slot_weights(args.block_size, gamma, device)
-    rng = random.Random(args.seed)
+    generator = torch.Generator(device=device).manual_seed(args.seed)
     log_file = open(os.path.join(args.out, "training_log.jsonl"), "w")
     embed, head = target.embed.detach(), target.lm_head.detach()
     started = time.time()
-    for step in range(args.steps):
-        batch = rng.sample(data, min(args.batch_size, len(data)))
-        ids, tokens, labels, positions, visible = make_batch(batch, args.block_size, args.anchors,
-                                                             args.mask_token_id, rng, device)
-        features = target.features(ids, drafter.layer_ids)
-        L = ids.shape[1]
+    # Training ends after --steps or when only --reserve seconds are left before --deadline (export + final eval).
+    stop_at = args.deadline - args.reserve if args.deadline else None
+    if stop_at is not None:
+        log(f"training for up to {args.steps} steps or {max(0.0, stop_at - started):.0f} s")
+    next_eval = started + args.eval_every_seconds if args.eval_every_seconds else None
+    step, rows_seen = 0, 0
+    while step < args.steps:
+        now = time.time()
+        if stop_at is not None and now >= stop_at and step > 0:
+            break
+        progress = step / args.steps
+        if stop_at is not None:
+            progress = max(progress, (now - started) / max(1e-9, stop_at - started))
+        lr = args.lr * learning_rate_factor(progress)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        rows = torch.randperm(len(store), generator=generator, device=device)[:args.batch_size]
+        features, tokens, labels, positions, visible = make_batch(store, rows, args.block_size, args.anchors,
+                                                                  args.mask_token_id, generator)
+        L = features.shape[1]
+        labelled = labels != -100
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             hidden = drafter(features, embed[tokens], torch.arange(L, device=device), positions, mask=visible)
-            logits = drafter.logits(hidden, head).float()  # [B, N, vocab]
-        slot = torch.arange(tokens.shape[1], device=device) % args.block_size
-        w = weights[slot].expand_as(labels) * (labels != -100)
-        loss_rows = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1).clamp_min(0),
-                                    reduction="none").view_as(labels)
+            logits = drafter.logits(hidden[labelled], head).float()  # [labelled rows, vocab]
+        slot = (torch.arange(tokens.shape[1], device=device) % args.block_size).expand_as(labels)[labelled]
+        w = weights[slot]
+        loss_rows = F.cross_entropy(logits, labels[labelled], reduction="none")
         loss = (loss_rows * w).sum() / w.sum().clamp_min(1e-9)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(drafter.parameters(), 1.0)
         optimizer.step()
-        schedule.step()
-        if step % args.log_every == 0 or step == args.steps - 1:
+        rows_seen += int(labelled.sum()) if step % args.log_every == 0 else 0
+        if step % args.log_every == 0:
             with torch.no_grad():
-                correct = (logits.argmax(-1) == labels) & (labels != -100)
-                per_slot = [float(correct[:, slot == k].sum() / max(1, (labels[:, slot == k] != -100).sum()))
-                            for k in range(1, args.block_size)]
-            entry = {"step": step, "loss": loss.item(), "lr": schedule.get_last_lr()[0], "grad_norm": float(grad_norm),
-                     "slot_accuracy": [round(a, 4) for a in per_slot], "seconds": round(time.time() - started, 1)}
+                correct = (logits.argmax(-1) == labels[labelled]).float()
+                per_slot = torch.zeros(args.block_size, device=device).index_add_(0, slot, correct)
+                counts = torch.zeros(args.block_size, device=device).index_add_(0, slot, torch.ones_like(correct))
+                per_slot = (per_slot / counts.clamp_min(1))[1:].tolist()
+            elapsed = time.time() - started
+            entry = {"step": step, "loss": round(loss.item(), 4), "lr": round(lr, 7), "grad_norm": round(float(grad_norm), 3),
+                     "slot_accuracy": [round(x, 3) for x in per_slot], "labelled_rows": int(labelled.sum()),
+                     "seconds": round(elapsed, 1), "steps_per_second": round(step / max(elapsed, 1e-9), 2)}
             log(json.dumps(entry))
             log_file.write(json.dumps(entry) + "\n")
-        if args.eval_every and step > 0 and step % args.eval_every == 0:
-            result = evaluate(drafter, target, held_out, args.block_size, device)
-            result["step"] = step
+            log_file.flush()
+        step += 1
+        if next_eval is not None and time.time() >= next_eval and (stop_at is None or time.time() < stop_at - 30):
+            subset = held_out[::3]
+            result = evaluate(drafter, target, subset, args.block_size, device)
+            result.update(step=step, subset=f"every third held-out prompt ({len(subset)})",
+                          seconds=round(time.time() - started, 1))
             log(json.dumps({"eval": result}))
             log_file.write(json.dumps({"eval": result}) + "\n")
             drafter.train()
-        log_file.flush()
-    result = evaluate(drafter, target, held_out, args.block_size, device)
-    result["step"] = args.steps
+            next_eval = time.time() + args.eval_every_seconds
+    train_seconds = time.time() - started
+    log(f"trained {step} steps in {train_seconds:.0f} s")
+    # Export before the final evaluation, so that a run cut short still leaves the weights.
+    drafter.eval()
+    save_drafter(drafter.float().cpu(), export_dir, max_shard_bytes=args.max_shard_mb * 2**20)
+    drafter.to(device)
+    log(f"exported {export_dir}: {sorted(os.listdir(export_dir))}")
+    result = evaluate(drafter, target, held_out, args.block_size, device,
+                      deadline=args.deadline - 3 if args.deadline else None)
+    result["step"] = step
     log(json.dumps({"eval": result}))
     log_file.write(json.dumps({"eval": result}) + "\n")
     log_file.close()
-    save_drafter(drafter.float().cpu(), os.path.join(args.out, "drafter"))
+    summary = {"eval": result, "steps": step, "train_seconds": round(train_seconds, 1), "data": data_summary,
+               "drafter": {"layers": layers, "target_layer_ids": drafter.layer_ids, "block_size": args.block_size,
+                           "mask_token_id": args.mask_token_id, "parameters": sum(p.numel() for p in drafter.parameters())},
+               "versions": versions(), "command": command, "seconds_total": round(time.time() - t0, 1)}
     with open(os.path.join(args.out, "eval.json"), "w") as f:
-        json.dump(result, f, indent=1)
-    log(f"exported {os.path.join(args.out, 'drafter')}")
+        json.dump(summary, f, indent=1)
+        f.write("\n")
+    log(f"held-out tau at b={args.block_size}: " + ", ".join(f"{k} {v}" for k, v in result["tau"].items()))
 
 
 def init_from_target(drafter, target):
@@ -468,12 +636,24 @@ def init_from_target(drafter, target):
 
 
 @torch.no_grad()
-def evaluate(drafter, target, sequences, block, device):
-    """Greedy DFlash rounds replayed on the target's greedy answers; tau per category and overall."""
+def evaluate(drafter, target, sequences, block, device, deadline=None):
+    """Greedy DFlash rounds replayed on the target's greedy answers; tau per category and overall. With a
+    deadline (time.time() value), sequences are taken round-robin over categories and the rest skipped once it
+    passes (the result then says how many were evaluated)."""
     drafter.eval()
     embed, head = target.embed.detach().float(), target.lm_head.detach().float()
     per_category, histogram = {}, [0] * (block + 1)
+    if deadline is not None:
+        by_category = {}
+        for s in sequences:
+            by_category.setdefault(s.get("category", ""), []).append(s)
+        queues = list(by_category.values())
+        sequences = [q[i] for i in range(max(map(len, queues), default=0)) for q in queues if i < len(q)]
+    evaluated = 0
     for s in sequences:
+        if deadline is not None and time.time() >= deadline:
+            break
+        evaluated += 1
         seq = s["ids"]
         ids = torch.tensor([seq], device=device)
         features = target.features(ids, drafter.layer_ids).float()
@@ -499,37 +679,55 @@ def evaluate(drafter, target, sequences, block, device):
         result["rounds"][category] = len(rounds)
         everything += rounds
     result["tau"]["all"] = round(sum(everything) / max(1, len(everything)), 3)
-    result["histogram"] = histogram[1:]
+    result["histogram"] = histogram[1:]  # [k - 1] = rounds that committed k tokens
+    result["sequences"] = evaluated
+    if evaluated < len(sequences):
+        result["partial"] = f"deadline: {evaluated} of {len(sequences)} sequences"
     return result
 
 
 @torch.no_grad()
 def selftest(args):
-    """The block-sparse training forward equals per-block inference forwards (context rows < anchor only)."""
+    """The block-sparse training forward over make_batch's batch equals per-block inference forwards (context rows
+    < anchor only, no mask), for every anchor block of every sequence."""
     target = Target(args.target, torch.device("cpu"), torch.float32)
     tc = target.config
     config = drafter_config_for(tc, layers=2, block_size=6, mask_token_id=0,
-                                target_layer_ids=[0, tc["num_hidden_layers"] - 1])
+                                target_layer_ids=[0, tc["num_hidden_layers"] - 2])
     drafter = Drafter(config).eval()
     for name, p in drafter.state_for_export().items():
         p.copy_(1 + 0.2 * torch.randn(p.shape) if name.endswith("norm.weight") else 0.15 * torch.randn(p.shape))
     rng = random.Random(1)
     vocab = tc["vocab_size"]
-    sequences = [{"ids": [rng.randrange(vocab) for _ in range(n)], "prompt_length": 3} for n in (30, 22)]
-    ids, tokens, labels, positions, visible = make_batch(sequences, 6, 5, 0, rng, torch.device("cpu"))
-    features = target.features(ids, drafter.layer_ids)
-    L = ids.shape[1]
+    sequences = [{"ids": [rng.randrange(vocab) for _ in range(n)], "prompt_length": pl}
+                 for n, pl in ((30, 3), (22, 5), (9, 6))]  # the last has fewer candidates than anchors
+    store = FeatureStore(target, sequences, drafter.layer_ids, torch.device("cpu"), torch.float32, tokens_per_pass=40)
+    generator = torch.Generator().manual_seed(3)
+    features, tokens, labels, positions, visible = make_batch(store, torch.tensor([0, 1, 2]), 6, 5, 0, generator)
+    L = features.shape[1]
     embed = target.embed.detach()
     trained = drafter(features, embed[tokens], torch.arange(L), positions, mask=visible)
-    worst = 0.0
+    worst, blocks = 0.0, 0
     for b, s in enumerate(sequences):
+        direct = target.features(torch.tensor([s["ids"]]), drafter.layer_ids)[0]
+        if float((direct - features[b, :len(s["ids"])]).abs().max()) > 1e-5:
+            raise SystemExit("selftest FAILED: stored features differ from a direct target pass")
         for a in range(5):
-            p = int(positions[b, a * 6])
             rows = slice(a * 6, (a + 1) * 6)
+            if not bool((labels[b, rows] != -100).any()):
+                continue
+            p = int(positions[b, a * 6])
+            if not (s["prompt_length"] <= p < len(s["ids"]) - 1) or tokens[b, a * 6] != s["ids"][p]:
+                raise SystemExit(f"selftest FAILED: anchor {p} of sequence {b}")
+            for k in range(1, 6):
+                expected = s["ids"][p + k] if p + k < len(s["ids"]) else -100
+                if int(labels[b, a * 6 + k]) != expected:
+                    raise SystemExit(f"selftest FAILED: label of slot {k} at anchor {p}")
             alone = drafter(features[b:b + 1, :p], embed[tokens[b:b + 1, rows]], torch.arange(p), positions[b, rows])
             worst = max(worst, float((alone[0] - trained[b, rows]).abs().max()))
-    log(f"selftest: max |training forward - inference forward| = {worst:.2e}")
-    if worst > 1e-4:
+            blocks += 1
+    log(f"selftest: {blocks} blocks, max |training forward - inference forward| = {worst:.2e}")
+    if worst > 1e-4 or blocks < 10:
         raise SystemExit("selftest FAILED: the training mask does not reproduce inference")
     log("selftest passed")
 
@@ -556,7 +754,7 @@ def main():
     def common(p):
         p.add_argument("--target", required=True, help="HF directory or .gguf file of the target")
         p.add_argument("--prompts", nargs="+", default=PROMPT_FILES, help="held-out prompt files")
-        p.add_argument("--eval-prompts", type=int, default=0, help="use only the first N held-out prompts")
+        p.add_argument("--eval-prompts", type=int, default=0, help="use only the first N held-out prompts per category")
         p.add_argument("--eval-tokens", type=int, default=128, help="greedy answer length of held-out prompts")
         p.add_argument("--token-prompts", type=int, default=0, help="random token prompts (targets without a tokenizer)")
         p.add_argument("--generate-batch", type=int, default=64)
@@ -568,6 +766,7 @@ def main():
     t.add_argument("--out", required=True)
     t.add_argument("--data", default=None, help="pre-made data.jsonl ({ids, prompt_length} per line)")
     t.add_argument("--train-prompts", type=int, default=6000)
+    t.add_argument("--data-seconds", type=float, default=0, help="stop starting generation batches after this")
     t.add_argument("--max-new-tokens", type=int, default=256)
     t.add_argument("--data-temperature", type=float, default=0.0)
     t.add_argument("--mask-token-id", type=int, required=True)
@@ -577,13 +776,17 @@ def main():
     t.add_argument("--init-from-target", action="store_true")
     t.add_argument("--block-size", type=int, default=16)
     t.add_argument("--gamma", type=float, default=None, help="loss decay; default 7/5/4 for b = 16/10/8")
-    t.add_argument("--anchors", type=int, default=512)
-    t.add_argument("--steps", type=int, default=4000)
-    t.add_argument("--batch-size", type=int, default=4)
+    t.add_argument("--anchors", type=int, default=512, help="anchor blocks per sequence (at most)")
+    t.add_argument("--steps", type=int, default=4000, help="at most; --deadline may end training earlier")
+    t.add_argument("--batch-size", type=int, default=4, help="sequences per step")
     t.add_argument("--lr", type=float, default=6e-4)
     t.add_argument("--weight-decay", type=float, default=0.0)
     t.add_argument("--log-every", type=int, default=20)
-    t.add_argument("--eval-every", type=int, default=1000)
+    t.add_argument("--eval-every-seconds", type=float, default=0, help="evaluate a third of the held-out set")
+    t.add_argument("--deadline", type=float, default=0, help="time.time() by which everything must be done")
+    t.add_argument("--reserve", type=float, default=60, help="seconds kept before --deadline for export + eval")
+    t.add_argument("--export", default=None, help="drafter directory (default OUT/drafter)")
+    t.add_argument("--max-shard-mb", type=float, default=12, help="split model.safetensors above this size")
 
     e = sub.add_parser("eval", help="held-out acceptance of an exported drafter")
     common(e)
