@@ -7,7 +7,8 @@
 #      bf16 MoE model tests again (the runner's MoE path changed); compute-sanitizer on the small FP4 tests;
 #   2. the FP4 kernel bench at Qwen3-30B-A3B expert shapes (hidden 2048, expert width 768, 128 experts, top-8):
 #      1..16 tokens, NVFP4 and MXFP4, bytes read (union of touched experts, codes + scales), us, GB/s and % of the
-#      same run's stream read, with the BF16 expert kernels beside (`tachyon eval --kernel-bench qwen3`);
+#      same run's stream read, with the BF16 expert kernels beside, and each FP4 kernel alone for every k_split
+#      (`tachyon eval --kernel-bench qwen3 --sweep`);
 #   3. batch-1 decode of the Qwen3-30B-A3B shape with random weights and bf16 / nvfp4 / mxfp4 experts
 #      (`tachyon bench --random-weights qwen3-30b-a3b --experts F`, context 1024): tok/s, bytes/token, roofline
 #      efficiency (FP4 bytes counted), and the FP4-over-BF16 speedups from these runs on this card;
@@ -97,7 +98,7 @@ run_all() {
 
   if [[ " $STAGES " == *" kernels "* ]]; then
     echo "== FP4 kernel bench (Qwen3-30B-A3B experts)"
-    timeout "${KERNEL_TIMEOUT:-80}" "$BIN/tachyon" eval --kernel-bench qwen3 > "$OUT/fp4-kernels.log" 2>&1
+    timeout "${KERNEL_TIMEOUT:-80}" "$BIN/tachyon" eval --kernel-bench qwen3 --sweep > "$OUT/fp4-kernels.log" 2>&1
     rc=$?
     [ $rc -ne 0 ] && tail -5 "$OUT/fp4-kernels.log"
     echo "kernel bench rc=$rc" >> "$OUT/fp4-kernels.log"
@@ -138,7 +139,8 @@ run_all() {
   if [ -f "$OUT/fp4-kernels.log" ]; then
     grep -E "^\| stream_read" "$OUT/fp4-kernels.log"
     echo "| kernel | shape | tokens | variant | MB read | us | GB/s | % of stream read |"
-    grep -E "^\| (fp4 experts|bf16 experts|fp4 MoE layer|bf16 MoE layer) .*\| (1|16) \|" "$OUT/fp4-kernels.log"
+    grep -E "^\| (fp4 experts|bf16 experts|fp4 MoE layer|bf16 MoE layer|fp4_expert_down_combine) .*\| (1|16) \|" \
+      "$OUT/fp4-kernels.log"
     grep -E "rc=" "$OUT/fp4-kernels.log"
   fi
   if [ -n "${tok_s[bf16]:-}" ]; then
