@@ -35,6 +35,10 @@
 // exactly dequantized weights), both formats: h within 1e-5 of the sums of |terms| of the gate and up products
 // (+1e-7); out[t, i] within 1e-4 * sum_j w_j sum_k |down_e[i, k] h_j[k]| + 1e-6.
 //
+// Resources (sm_90a, ptxas -v): gate/up 64..76 registers at 1..8 tokens, 95..106 at 9..16 (4..6 blocks of 128
+// threads per SM), down 48 / 60 registers (256 threads); no spills; shared memory 18 + 8 KB (gate/up, NVFP4) and
+// 27 + 8 KB (down, NVFP4) per block.
+//
 // Measured: not yet (written and compiled on a machine without a GPU). `tachyon eval --kernel-bench qwen3` (or
 // scripts/gpu/fp4.sh) on a GPU host prints bytes read, us, GB/s and % of the same run's stream read for 1..16
 // tokens, both formats, with the BF16 expert kernels beside; numbers go here and into docs/fp4.md.
