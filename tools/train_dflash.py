@@ -269,10 +269,7 @@ class Target:
             for r, p in enumerate(batch):  # left padding
                 ids[r, width - len(p):] = torch.tensor(p)
                 mask[r, width - len(p):] = 1
-            generated = self.model.generate(
-                input_ids=ids.to(self.device), attention_mask=mask.to(self.device), max_new_tokens=max_new_tokens,
-                do_sample=temperature > 0, temperature=temperature if temperature > 0 else None, top_p=None,
-                top_k=None, pad_token_id=pad, eos_token_id=self.eos or None).cpu()
+            generated = self._generate_rows(ids, mask, max_new_tokens, temperature, pad)
             tokens = 0
             for r, p in enumerate(batch):
                 response = generated[r, width:].tolist()
@@ -284,6 +281,24 @@ class Target:
                 tokens += len(response)
             log(f"  generated {len(batch)} answers, {tokens} new tokens, in {time.time() - started:.1f} s")
         return out
+
+    def _generate_rows(self, ids, mask, max_new_tokens, temperature, pad):
+        """HF generate of one left-padded batch; halves it on running out of GPU memory."""
+        try:
+            return self.model.generate(
+                input_ids=ids.to(self.device), attention_mask=mask.to(self.device), max_new_tokens=max_new_tokens,
+                do_sample=temperature > 0, temperature=temperature if temperature > 0 else None, top_p=None,
+                top_k=None, pad_token_id=pad, eos_token_id=self.eos or None).cpu()
+        except torch.cuda.OutOfMemoryError:
+            if len(ids) == 1:
+                raise
+            torch.cuda.empty_cache()
+            log(f"  out of GPU memory generating {len(ids)} rows: halving")
+        half = len(ids) // 2
+        parts = [self._generate_rows(ids[:half], mask[:half], max_new_tokens, temperature, pad),
+                 self._generate_rows(ids[half:], mask[half:], max_new_tokens, temperature, pad)]
+        width = max(p.shape[1] for p in parts)
+        return torch.cat([F.pad(p, (0, width - p.shape[1]), value=pad) for p in parts])
 
     @torch.no_grad()
     def features(self, ids, layer_ids):
@@ -381,7 +396,6 @@ class FeatureStore:
         order = sorted(range(len(data)), key=lambda i: lengths[i])
         started, i = time.time(), 0
         while i < len(order):  # right-padded batches of similar length: padding never reaches earlier rows
-            width_tokens = lengths[order[i]]
             j = i + 1
             while j < len(order) and (j - i + 1) * lengths[order[j]] <= tokens_per_pass:
                 j += 1
@@ -390,11 +404,18 @@ class FeatureStore:
             ids = torch.zeros((len(chunk), L), dtype=torch.long)
             for r, k in enumerate(chunk):
                 ids[r, :lengths[k]] = torch.tensor(data[k]["ids"])
-            f = target.features(ids.to(target.device), layer_ids).to(dtype)
+            try:
+                f = target.features(ids.to(target.device), layer_ids).to(dtype)
+            except torch.cuda.OutOfMemoryError:
+                if len(chunk) == 1:
+                    raise
+                torch.cuda.empty_cache()
+                tokens_per_pass //= 2
+                log(f"features: out of GPU memory, {tokens_per_pass} tokens per pass")
+                continue
             for r, k in enumerate(chunk):
                 self.features[offsets[k]:offsets[k] + lengths[k]] = f[r, :lengths[k]].to(store_device)
             i = j
-            del width_tokens
         log(f"features: computed in {time.time() - started:.1f} s")
 
     def __len__(self):
@@ -475,6 +496,36 @@ def learning_rate_factor(progress, warmup=0.04):
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - warmup) / (1 - warmup))))
 
 
+def train_step(drafter, optimizer, store, rows, args, weights, embed, head, generator, want_stats):
+    """One optimizer step on the sequences `rows`; loss, gradient norm and per-slot accuracy when want_stats."""
+    device = store.device
+    features, tokens, labels, positions, visible = make_batch(store, rows, args.block_size, args.anchors,
+                                                              args.mask_token_id, generator)
+    L = features.shape[1]
+    labelled = labels != -100
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        hidden = drafter(features, embed[tokens], torch.arange(L, device=device), positions, mask=visible)
+        logits = drafter.logits(hidden[labelled], head).float()  # [labelled rows, vocab]
+    slot = (torch.arange(tokens.shape[1], device=device) % args.block_size).expand_as(labels)[labelled]
+    w = weights[slot]
+    loss_rows = F.cross_entropy(logits, labels[labelled], reduction="none")
+    loss = (loss_rows * w).sum() / w.sum().clamp_min(1e-9)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(drafter.parameters(), 1.0)
+    optimizer.step()
+    if not want_stats:
+        return None
+    with torch.no_grad():
+        correct = (logits.argmax(-1) == labels[labelled]).float()
+        hits = torch.zeros(args.block_size, device=device).index_add_(0, slot, correct)
+        counts = torch.zeros(args.block_size, device=device).index_add_(0, slot, torch.ones_like(correct))
+        per_slot = (hits / counts.clamp_min(1))[1:].tolist()
+    return {"loss": round(loss.item(), 4), "grad_norm": round(float(grad_norm), 3),
+            "slot_accuracy": [round(x, 3) for x in per_slot], "labelled_rows": int(labelled.sum()),
+            "anchors": args.anchors}
+
+
 def train(args):
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(args.seed)
@@ -540,7 +591,7 @@ def train(args):
     if stop_at is not None:
         log(f"training for up to {args.steps} steps or {max(0.0, stop_at - started):.0f} s")
     next_eval = started + args.eval_every_seconds if args.eval_every_seconds else None
-    step, rows_seen = 0, 0
+    step = 0
     while step < args.steps:
         now = time.time()
         if stop_at is not None and now >= stop_at and step > 0:
@@ -552,32 +603,21 @@ def train(args):
         for group in optimizer.param_groups:
             group["lr"] = lr
         rows = torch.randperm(len(store), generator=generator, device=device)[:args.batch_size]
-        features, tokens, labels, positions, visible = make_batch(store, rows, args.block_size, args.anchors,
-                                                                  args.mask_token_id, generator)
-        L = features.shape[1]
-        labelled = labels != -100
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            hidden = drafter(features, embed[tokens], torch.arange(L, device=device), positions, mask=visible)
-            logits = drafter.logits(hidden[labelled], head).float()  # [labelled rows, vocab]
-        slot = (torch.arange(tokens.shape[1], device=device) % args.block_size).expand_as(labels)[labelled]
-        w = weights[slot]
-        loss_rows = F.cross_entropy(logits, labels[labelled], reduction="none")
-        loss = (loss_rows * w).sum() / w.sum().clamp_min(1e-9)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(drafter.parameters(), 1.0)
-        optimizer.step()
-        rows_seen += int(labelled.sum()) if step % args.log_every == 0 else 0
-        if step % args.log_every == 0:
-            with torch.no_grad():
-                correct = (logits.argmax(-1) == labels[labelled]).float()
-                per_slot = torch.zeros(args.block_size, device=device).index_add_(0, slot, correct)
-                counts = torch.zeros(args.block_size, device=device).index_add_(0, slot, torch.ones_like(correct))
-                per_slot = (per_slot / counts.clamp_min(1))[1:].tolist()
+        try:
+            stats = train_step(drafter, optimizer, store, rows, args, weights, embed, head, generator,
+                               want_stats=step % args.log_every == 0)
+        except torch.cuda.OutOfMemoryError:  # fewer anchors per sequence, same sequences per step
+            optimizer.zero_grad(set_to_none=True)
+            torch.cuda.empty_cache()
+            if args.anchors <= 8:
+                raise
+            args.anchors //= 2
+            log(f"out of GPU memory: --anchors now {args.anchors}")
+            continue
+        if stats is not None:
             elapsed = time.time() - started
-            entry = {"step": step, "loss": round(loss.item(), 4), "lr": round(lr, 7), "grad_norm": round(float(grad_norm), 3),
-                     "slot_accuracy": [round(x, 3) for x in per_slot], "labelled_rows": int(labelled.sum()),
-                     "seconds": round(elapsed, 1), "steps_per_second": round(step / max(elapsed, 1e-9), 2)}
+            entry = {"step": step, **stats, "lr": round(lr, 7), "seconds": round(elapsed, 1),
+                     "steps_per_second": round(step / max(elapsed, 1e-9), 2)}
             log(json.dumps(entry))
             log_file.write(json.dumps(entry) + "\n")
             log_file.flush()

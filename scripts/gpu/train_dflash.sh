@@ -23,7 +23,7 @@
 #   drafter/{config.json, model.safetensors.index.json, model-0000i-of-0000n.safetensors}   bf16, z-lab names
 #   train.log    versions, the command, data summary, loss / per-slot accuracy lines, eval lines (JSON)
 #   eval.json    final held-out tau per category and histogram, data and drafter summary, versions, command
-# Knobs (environment): TOTAL_SECONDS=500 DATA_SECONDS=120 RESERVE_SECONDS=60 LAYERS=3 BLOCK=16 MASK_TOKEN_ID=16
+# Knobs (environment): TOTAL_SECONDS=490 DATA_SECONDS=120 RESERVE_SECONDS=60 LAYERS=3 BLOCK=16 MASK_TOKEN_ID=16
 # TARGET_LAYERS="1 8 14 20 27" BATCH=16 ANCHORS=128 LR=6e-4 GENERATE_BATCH=768 MAX_NEW_TOKENS=256
 # TRAIN_PROMPTS=30000 EVAL_TOKENS=128 EVAL_EVERY_SECONDS=90 EXTRA_ARGS=... PYTHON=python3
 set -uo pipefail
@@ -93,7 +93,7 @@ if [ ! -s "$GGUF" ]; then
   say "rebuilt $GGUF ($(stat -c %s "$GGUF") bytes, sha256 ok) at $(( $(date +%s) - start )) s"
 fi
 
-TOTAL_SECONDS="${TOTAL_SECONDS:-500}"
+TOTAL_SECONDS="${TOTAL_SECONDS:-490}"
 deadline=$(( start + TOTAL_SECONDS - 10 ))  # 10 s for copying the results
 rm -rf "$OUT/drafter"
 # shellcheck disable=SC2086
