@@ -81,8 +81,10 @@ void GpuModel::allocate_runtime() {
   const GpuModelConfig& c = config_;
   const int T = kMaxPassTokens;
   const int pages = static_cast<int>(capacity_ / options_.page_size);
-  allocator_ = std::make_unique<KvBlockAllocator>(pages, options_.page_size, 1, pages);
+  if (options_.max_sequences < 1) fail("GpuModel: max_sequences must be >= 1, got {}", options_.max_sequences);
+  allocator_ = std::make_unique<KvBlockAllocator>(pages, options_.page_size, options_.max_sequences, pages);
   sequence_ = allocator_->add_sequence();
+  sequence_lengths_.assign(options_.max_sequences, 0);
   kv_storage_ = cuda::DeviceBuffer<bf16>(size_t{2} * c.layers * capacity_ * c.kv_width());
   block_table_ = cuda::DeviceBuffer<int>(pages);
   block_table_.fill_bytes(0xff);  // -1: no page
@@ -265,19 +267,23 @@ void GpuModel::attention_pass(int layer, const float* normed, const PassInputs& 
   kernels::gemv_bf16(L.qkv, L.qkv_bias, normed, qkv_.data(), n, c.qkv_width(), c.hidden_padded, stream);
 
   kernels::AttentionBatch batch;
-  batch.n_sequences = 1;
+  batch.n_sequences = in.n_sequences;
   batch.n_tokens = n;
   batch.query_start = in.query_start;
   batch.seq_lens = in.seq_lens;
   batch.positions = in.positions;
   batch.token_sequence = in.token_sequence;
   batch.max_seq_len = max_seq_len;
-  batch.max_query_tokens = n;
-  const kernels::PagedKvCache cache = layer_cache(layer, block_table_.data());
+  batch.max_query_tokens = in.max_query_tokens > 0 ? in.max_query_tokens : n;
+  kernels::PagedKvCache cache = layer_cache(layer, in.block_table ? in.block_table : block_table_.data());
+  if (in.block_table) cache.max_pages_per_seq = in.block_table_stride;
 
   kernels::qk_norm_rope_kv_append(prologue_for(layer, qkv_.data()), cache, batch, stream);
   const kernels::AttentionParams params = attention_params_for(qkv_.data(), attn_.data());
-  kernels::decode_attention(params, cache, batch, attention_workspace_.data(), attention_workspace_.bytes(), stream);
+  if (in.attention_workspace)
+    kernels::decode_attention(params, cache, batch, in.attention_workspace, in.attention_workspace_bytes, stream);
+  else
+    kernels::decode_attention(params, cache, batch, attention_workspace_.data(), attention_workspace_.bytes(), stream);
   kernels::gemv_bf16(L.o, L.o_bias, attn_.data(), delta_.data(), n, c.hidden_padded, c.q_width(), stream);
 }
 

@@ -37,6 +37,7 @@ struct GpuModelOptions {
   int64_t kv_positions = 0;  // KV cache capacity in positions; 0 = min(max_position_embeddings, 4096)
   int page_size = 64;        // positions per KV page
   int prefill_chunk = 512;   // tokens per prefill pass (a multiple of 16)
+  int max_sequences = 1;     // sequences holding KV pages at once (serving); they share the kv_positions
   bool progress = true;      // loading progress on stderr for big checkpoints
   // Keep, for every prefill token and sparse layer, the router's margin p_k - p_(k+1) (softmax probabilities of
   // the k-th and (k+1)-th choice): tests use it to tell a routing flip at a near-tie from a bug. Costs a copy of
@@ -47,13 +48,27 @@ struct GpuModelOptions {
   ExpertFormat experts = ExpertFormat::Bf16;
 };
 
-// Device int32 arrays describing one pass of 1..16 tokens of the sequence (AttentionBatch's fields).
+// Device int32 arrays describing one pass of 1..16 tokens (AttentionBatch's fields). One sequence (the
+// selected one, the decode loop's): n_sequences 1, token_sequence zeros, the model's own block table. Several
+// (forward_batch): their block-table rows, and a workspace sized for that batch.
 struct PassInputs {
   const int* tokens = nullptr;          // [n]
   const int* positions = nullptr;       // [n]
-  const int* seq_lens = nullptr;        // [1]: KV length including this pass
-  const int* query_start = nullptr;     // [2]: {0, n}
-  const int* token_sequence = nullptr;  // [n]: zeros
+  const int* seq_lens = nullptr;        // [n_sequences]: KV length including this pass
+  const int* query_start = nullptr;     // [n_sequences + 1]: {0, ..., n}
+  const int* token_sequence = nullptr;  // [n]: the batch index of each token's sequence
+  int n_sequences = 1;
+  int max_query_tokens = 0;             // most tokens of one sequence in this pass; 0 = n
+  const int* block_table = nullptr;     // [n_sequences, block_table_stride]; nullptr = the selected sequence's
+  int block_table_stride = 0;
+  void* attention_workspace = nullptr;  // nullptr = the model's (sized for one sequence)
+  size_t attention_workspace_bytes = 0;
+};
+
+// One sequence's tokens in a forward_batch pass.
+struct SequenceTokens {
+  int sequence = 0;
+  std::span<const int32_t> tokens;
 };
 
 class GpuModel {
@@ -95,6 +110,19 @@ class GpuModel {
   void advance(int64_t positions);
   float* pass_logits() { return pass_logits_.data(); }  // [16, vocab]
 
+  // Several sequences (serving, gpu_model_batch.cpp). Sequence 0 exists from the start; the single-sequence
+  // API above (length, truncate, reserve, forward, prefill, enqueue_pass, the decode loop) acts on the
+  // selected sequence, 0 unless select_sequence chose another. All share the KV pages of kv_positions.
+  int add_sequence();  // throws when max_sequences are live
+  void remove_sequence(int sequence);  // frees its pages; the selected sequence cannot be removed
+  void select_sequence(int sequence);
+  int selected_sequence() const { return sequence_; }
+  int64_t sequence_length(int sequence) const;
+  // One pass of 1..16 tokens spread over distinct sequences (decode rows of up to 16 sequences, or short prompt
+  // chunks), each appended at its own positions. Returns device logits [total tokens, vocab] in item order
+  // (valid until the next pass). Throws, changing nothing, when a sequence's pages cannot be reserved.
+  const float* forward_batch(std::span<const SequenceTokens> items);
+
   // Experts each token chose in every sparse layer during the last forward/enqueue_pass of n_tokens tokens
   // ([layer][token * top_k + j]; empty for dense layers). Synchronizes.
   std::vector<std::vector<int>> last_routing(int n_tokens) const;
@@ -127,7 +155,8 @@ class GpuModel {
 
   // KV cache: [layer][k, v][page][page_size][kv_heads][head_dim_padded] bf16.
   std::unique_ptr<KvBlockAllocator> allocator_;
-  int sequence_ = 0;
+  int sequence_ = 0;                     // the selected sequence
+  std::vector<int64_t> sequence_lengths_;  // per sequence id; the selected one's is length_
   uint64_t uploaded_table_version_ = ~uint64_t{0};
   cuda::DeviceBuffer<bf16> kv_storage_;
   cuda::DeviceBuffer<int> block_table_;  // [max_pages]
@@ -144,6 +173,10 @@ class GpuModel {
   // forward(): the host-provided inputs [tokens 16 | positions 16 | seq_len 1 | query_start 2 | sequence 16].
   cuda::DeviceBuffer<int> forward_ints_;
   std::vector<int> forward_ints_host_;
+  // forward_batch(): [tokens 16 | positions 16 | sequence 16 | query_start 17 | seq_lens 16 | block table rows].
+  cuda::DeviceBuffer<int> batch_ints_;
+  std::vector<int> batch_ints_host_;
+  cuda::DeviceBuffer<uint8_t> batch_attention_workspace_;
 
   // Prefill (allocated on first use).
   struct PrefillBuffers;

@@ -16,12 +16,20 @@
 #include "runtime/cpu_model_runner.h"
 #include "server/http_server.h"
 #include "tokenizer/tokenizer.h"
+#include "loader/json_file.h"
+#ifdef TACHYON_HAS_CUDA
+#include "gpu/gpu_config.h"
+#include "gpu/gpu_model.h"
+#include "runtime/gpu_model_runner.h"
+#endif
 
 namespace tachyon::cli {
 
 namespace {
 struct ServeOptions {
-  std::string model_path, draft_path, device = "cpu";
+  std::string model_path, draft_path, device = "cpu", random_weights;
+  int64_t kv_positions = 0;
+  uint64_t seed = 1;
   server::ServerOptions server;
   SchedulerConfig scheduler;
   int threads = 0;
@@ -34,13 +42,57 @@ std::string default_model_name(const std::string& path) {
   return p.extension() == ".gguf" ? p.stem().string() : p.filename().string();
 }
 
+#ifdef TACHYON_HAS_CUDA
+// --random-weights: a built-in shape name, a config.json, or a directory holding one (as `tachyon bench`).
+nlohmann::json random_weights_config(const std::string& what) {
+  if (auto builtin = gpu::builtin_model_config(what)) return *builtin;
+  std::filesystem::path path(what);
+  if (std::filesystem::is_directory(path)) path /= "config.json";
+  if (!std::filesystem::exists(path)) {
+    std::string names;
+    for (const auto& name : gpu::builtin_model_config_names()) names += (names.empty() ? "" : ", ") + name;
+    fail("--random-weights {}: neither a config.json nor a built-in shape ({})", what, names);
+  }
+  return read_json_file(path.string());
+}
+
+// The GPU runner: real weights from the checkpoint, or random weights of a shape (the checkpoint then only
+// gives the tokenizer, whose vocabulary bounds the sampled ids).
+std::unique_ptr<ModelRunner> make_gpu_runner(const ServeOptions& o, const Checkpoint& checkpoint,
+                                             const Tokenizer& tokenizer) {
+  gpu::GpuModelOptions options;
+  options.max_sequences = o.scheduler.max_running + 1;  // + the runner's idle sequence 0
+  std::unique_ptr<gpu::GpuModel> model;
+  std::string label;
+  if (o.random_weights.empty()) {
+    const int64_t context = gpu::read_gpu_model_config(checkpoint.config, checkpoint.path).max_context;
+    options.kv_positions = o.kv_positions > 0 ? o.kv_positions : o.scheduler.max_running * std::min<int64_t>(context, 2048);
+    model = gpu::GpuModel::load(checkpoint, options);
+    label = o.model_path;
+  } else {
+    const nlohmann::json config = random_weights_config(o.random_weights);
+    const int64_t context = gpu::read_gpu_model_config(config, o.random_weights).max_context;
+    options.kv_positions = o.kv_positions > 0 ? o.kv_positions : o.scheduler.max_running * std::min<int64_t>(context, 2048);
+    model = gpu::GpuModel::random(config, o.random_weights, o.seed, options);
+    label = "random weights " + o.random_weights + ", tokenizer " + o.model_path;
+  }
+  const int vocab_limit = o.random_weights.empty() ? 0 : tokenizer.vocab_size();
+  return std::make_unique<GpuModelRunner>(std::move(model), o.scheduler.max_running, label, vocab_limit);
+}
+#endif
+
 int run_serve(ServeOptions& o) {
   if (!o.draft_path.empty())
     fail("--draft: speculative decoding is not wired into the server yet; serve without a drafter for now");
-  if (o.device != "cpu")
-    fail("--device {}: the server runs on the CPU for now (the GPU runner plugs into runtime/model_runner.h)", o.device);
+  if (o.device != "cpu" && o.device != "cuda") fail("--device {}: cpu or cuda", o.device);
+#ifndef TACHYON_HAS_CUDA
+  if (o.device == "cuda") fail("--device cuda: this tachyon was built without CUDA (configure with -DTACHYON_CUDA=ON)");
+#endif
+  if (!o.random_weights.empty() && o.device != "cuda") fail("--random-weights runs on the GPU only: add --device cuda");
   if (o.threads > 0) set_cpu_thread_count(o.threads);
-  if (o.server.model_name.empty()) o.server.model_name = default_model_name(o.model_path);
+  if (o.server.model_name.empty())
+    o.server.model_name = o.random_weights.empty() ? default_model_name(o.model_path)
+                                                   : "random-" + default_model_name(o.random_weights);
   o.server.log_requests = !o.quiet;
 
   // SIGINT/SIGTERM are taken by one thread (sigwait) that stops the server; every other thread,
@@ -52,9 +104,26 @@ int run_serve(ServeOptions& o) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   std::signal(SIGPIPE, SIG_IGN);  // a client that disconnects mid-write is an error code, not a death
 
-  Checkpoint checkpoint = open_checkpoint(o.model_path);
-  Tokenizer tokenizer = Tokenizer::from_checkpoint(checkpoint);
-  auto runner = std::make_unique<CpuModelRunner>(create_model(checkpoint), o.scheduler.max_running);
+  // With --random-weights, -m may be a tokenizer folder alone (tokenizer.json + tokenizer_config.json, e.g.
+  // tests/fixtures/tokenizers/smollm2): no weights need to travel to the GPU host.
+  Checkpoint checkpoint;
+  Tokenizer tokenizer;
+  const std::filesystem::path folder(o.model_path);
+  if (!o.random_weights.empty() && std::filesystem::is_directory(folder) && !std::filesystem::exists(folder / "config.json") &&
+      std::filesystem::exists(folder / "tokenizer.json")) {
+    const std::filesystem::path config = folder / "tokenizer_config.json";
+    tokenizer = Tokenizer::from_hf_json(read_json_file((folder / "tokenizer.json").string()),
+                                        std::filesystem::exists(config) ? read_json_file(config.string()) : nlohmann::json::object(),
+                                        o.model_path);
+  } else {
+    checkpoint = open_checkpoint(o.model_path);
+    tokenizer = Tokenizer::from_checkpoint(checkpoint);
+  }
+  std::unique_ptr<ModelRunner> runner;
+#ifdef TACHYON_HAS_CUDA
+  if (o.device == "cuda") runner = make_gpu_runner(o, checkpoint, tokenizer);
+#endif
+  if (!runner) runner = std::make_unique<CpuModelRunner>(create_model(checkpoint), o.scheduler.max_running);
   std::fprintf(stderr, "tachyon serve: %s\n", runner->description().c_str());
   BatchingEngine engine(std::move(runner), tokenizer, o.scheduler);
   server::HttpServer http(engine, tokenizer, o.server);
@@ -96,7 +165,13 @@ Runner add_serve_command(CLI::App& app) {
       ->capture_default_str()->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--request-timeout", o->server.request_timeout_seconds, "Seconds a request may take, from arrival")
       ->capture_default_str()->check(CLI::PositiveNumber);
-  cmd->add_option("--device", o->device, "cpu (cuda: not yet)")->capture_default_str();
+  cmd->add_option("--device", o->device, "cpu or cuda")->capture_default_str();
+  cmd->add_option("--random-weights", o->random_weights,
+                  "GPU only: random weights of a shape (a config.json, a directory with one, or smollm2-135m / "
+                  "qwen3-30b-a3b); -m then gives only the tokenizer (a model, or a folder with tokenizer.json)");
+  cmd->add_option("--kv-positions", o->kv_positions,
+                  "GPU only: KV cache positions shared by all sequences (default: max-batch x min(context, 2048))");
+  cmd->add_option("--seed", o->seed, "Seed of --random-weights")->capture_default_str();
   cmd->add_option("-t,--threads", o->threads, "CPU threads (default: all cores)");
   cmd->add_flag("-q,--quiet", o->quiet, "Do not log each request on stderr");
   return [o] { return run_serve(*o); };
