@@ -535,11 +535,9 @@ def train(args):
     with open(os.path.join(args.out, "command.txt"), "w") as f:
         f.write(command + "\n")
     log(json.dumps({"versions": versions()}))
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # stored features; the drafter's autocast
     t0 = time.time()
-    target = Target(args.target, device, dtype)
+    target = Target(args.target, device, getattr(torch, args.target_dtype))
     log(f"target: {args.target} loaded in {time.time() - t0:.1f} s ({target.config['num_hidden_layers']} layers, "
         f"hidden {target.config['hidden_size']}, vocab {target.config['vocab_size']}, EOS {target.eos})")
     eval_prompts = [] if args.token_prompts else [p for path in args.prompts for p in read_jsonl(path)]
@@ -774,7 +772,7 @@ def selftest(args):
 
 def run_eval(args):
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    target = Target(args.target, device, torch.bfloat16 if device.type == "cuda" else torch.float32)
+    target = Target(args.target, device, getattr(torch, args.target_dtype))
     drafter = load_drafter(args.drafter).to(device)
     eval_prompts = [] if args.token_prompts else [p for path in args.prompts for p in read_jsonl(path)]
     held_out = eval_sequences(args, target, eval_prompts)
@@ -799,6 +797,9 @@ def main():
         p.add_argument("--token-prompts", type=int, default=0, help="random token prompts (targets without a tokenizer)")
         p.add_argument("--generate-batch", type=int, default=64)
         p.add_argument("--device", default=None)
+        p.add_argument("--target-dtype", default="float32", choices=["float32", "bfloat16"],
+                       help="the target's weights (float32: greedy answers and features as tachyon's CPU path "
+                            "computes them; features are stored in bf16 on CUDA either way)")
         p.add_argument("--seed", type=int, default=0)
 
     t = sub.add_parser("train", help="regenerate data, train, evaluate, export")
