@@ -8,7 +8,8 @@
 #   scripts/measure_tau.sh DRAFTER_DIR [--model GGUF] [--block-size 16] [--max-tokens 64] [--tachyon BIN]
 #                          [--prompts prompts/chat.jsonl ...] [--limit N] [--threads T] [--adaptive] [--json FILE]
 # Defaults: models/SmolLM2-135M-Instruct.Q4_1.gguf, b = 16, 64 tokens, the first 12 prompts of each file
-# (--limit 0: all 24), build/tachyon (else build-*/tachyon). Needs only python3's standard library.
+# (--limit 0: all 24), the first of build/tachyon, build-dflash/tachyon, build*/tachyon that has
+# generate --stats-json. Needs only python3's standard library.
 # Time on the 2-core development machine: a prompt costs about 5 s of plain decoding plus 64 / tau rounds of
 # about 0.3 s (a 16-row CPU verify costs about 4 decode steps), so the default 36 prompts take about 7 minutes
 # with a drafter at tau 3 and about 15 with an untrained one (tau 1); the whole set doubles that.
@@ -30,9 +31,18 @@ p.add_argument("--adaptive", action="store_true", help="--adaptive-block-size (b
 p.add_argument("--json", default=None, help="write the summary here")
 a = p.parse_args()
 
-binary = a.tachyon or next((b for b in ["build/tachyon"] + sorted(glob.glob("build*/tachyon")) if os.access(b, os.X_OK)), None)
+def supports_stats_json(path):
+    if not os.access(path, os.X_OK):
+        return False
+    done = subprocess.run([path, "generate", "--help"], capture_output=True, text=True)
+    return "--stats-json" in done.stdout + done.stderr
+
+
+candidates = [a.tachyon] if a.tachyon else ["build/tachyon", "build-dflash/tachyon"] + sorted(glob.glob("build*/tachyon"))
+binary = next((b for b in candidates if supports_stats_json(b)), None)
 if not binary:
-    sys.exit("no tachyon binary: build one (cmake ... && ninja tachyon) or pass --tachyon")
+    sys.exit(f"no tachyon binary with generate --stats-json among {candidates}: build one "
+             "(cmake -S . -B build -G Ninja -DTACHYON_CUDA=OFF && ninja -C build tachyon) or pass --tachyon")
 
 def run(prompt, draft):
     with tempfile.NamedTemporaryFile("r", suffix=".json") as stats:
