@@ -182,8 +182,22 @@ def math_prompt(rng):
 
 
 def read_jsonl(path):
-    with open(path) as f:
+    import gzip
+
+    with (gzip.open(path, "rt") if path.endswith(".gz") else open(path)) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def write_data(path, data, max_bytes=None):
+    """data.jsonl(.gz); with max_bytes, the sequences that fit (gzip: the device tool returns files < 16 MiB)."""
+    import gzip
+
+    with (gzip.open(path, "wt", compresslevel=6) if path.endswith(".gz") else open(path, "w")) as f:
+        for i, d in enumerate(data):
+            f.write(json.dumps(d, separators=(",", ":")) + "\n")
+            if max_bytes and i % 256 == 255 and os.path.getsize(path) > max_bytes:
+                log(f"{path}: stopped after {i + 1} of {len(data)} sequences (size limit)")
+                break
 
 
 def training_prompts(count, seed, eval_prompts):
@@ -316,10 +330,19 @@ class Target:
 
 
 def build_data(args, target, eval_prompts):
-    if args.data:
-        data = read_jsonl(args.data)
-        log(f"data: {len(data)} sequences from {args.data}")
-        return data
+    """--data files, plus target-regenerated sequences unless --data is given without --generate-more."""
+    loaded = []
+    for path in args.data or []:
+        loaded += read_jsonl(path)
+        log(f"data: {len(loaded)} sequences after {path}")
+    data = loaded if args.data and not args.generate_more else loaded + regenerate_data(args, target, eval_prompts)
+    write_data(os.path.join(args.out, "data.jsonl"), data)  # everything trained on: --data of a later run
+    if args.save_data:
+        write_data(args.save_data, data, max_bytes=args.save_data_mb * 2**20)
+    return data
+
+
+def regenerate_data(args, target, eval_prompts):
     rng = random.Random(args.seed)
     if args.token_prompts:
         vocab = target.config["vocab_size"]
@@ -341,9 +364,6 @@ def build_data(args, target, eval_prompts):
                                  args.seed + i)
     data = [{"category": p.get("category", ""), "ids": prompt + response, "prompt_length": len(prompt)}
             for p, (prompt, response) in zip(prompts, pairs) if len(response) >= 2]
-    with open(os.path.join(args.out, "data.jsonl"), "w") as f:
-        for d in data:
-            f.write(json.dumps(d) + "\n")
     return data
 
 
@@ -559,6 +579,15 @@ def train(args):
                 p.normal_(0.0, 0.02)
     if args.init_from_target:
         init_from_target(drafter, target)
+    if args.init_drafter:  # continued training (e.g. a second GPU call); the config must describe the same model
+        previous = load_drafter(args.init_drafter)
+        if (previous.layer_ids, previous.block_size, previous.mask_token_id) != \
+                (drafter.layer_ids, drafter.block_size, drafter.mask_token_id):
+            raise SystemExit(f"--init-drafter {args.init_drafter}: target layers {previous.layer_ids}, block "
+                             f"{previous.block_size}, mask {previous.mask_token_id}; expected {drafter.layer_ids}, "
+                             f"{drafter.block_size}, {drafter.mask_token_id}")
+        drafter.load_export_state(previous.state_for_export())
+        log(f"drafter: initialized from {args.init_drafter}")
     drafter.to(device).train()
     log(f"drafter: {layers} layers, target layers {drafter.layer_ids}, block {args.block_size}, mask token "
         f"{args.mask_token_id}, {sum(p.numel() for p in drafter.parameters()) / 1e6:.2f} M parameters")
@@ -634,6 +663,8 @@ def train(args):
     # Export before the final evaluation, so that a run cut short still leaves the weights.
     drafter.eval()
     save_drafter(drafter.float().cpu(), export_dir, max_shard_bytes=args.max_shard_mb * 2**20)
+    if os.path.abspath(export_dir) != os.path.abspath(os.path.join(args.out, "drafter")):
+        save_drafter(drafter, os.path.join(args.out, "drafter"))  # <out> keeps a copy: --init-drafter of a later run
     drafter.to(device)
     log(f"exported {export_dir}: {sorted(os.listdir(export_dir))}")
     result = evaluate(drafter, target, held_out, args.block_size, device,
@@ -805,7 +836,14 @@ def main():
     t = sub.add_parser("train", help="regenerate data, train, evaluate, export")
     common(t)
     t.add_argument("--out", required=True)
-    t.add_argument("--data", default=None, help="pre-made data.jsonl ({ids, prompt_length} per line)")
+    t.add_argument("--data", nargs="+", default=None,
+                   help="pre-made data.jsonl(.gz) files ({ids, prompt_length} per line); no generation unless "
+                        "--generate-more")
+    t.add_argument("--generate-more", action="store_true", help="with --data: also regenerate new data")
+    t.add_argument("--save-data", default=None, help="also write the regenerated data here (.gz: gzip)")
+    t.add_argument("--save-data-mb", type=float, default=15, help="size cap of --save-data")
+    t.add_argument("--init-drafter", default=None,
+                   help="start from this exported drafter (its shapes must match the requested drafter)")
     t.add_argument("--train-prompts", type=int, default=6000)
     t.add_argument("--data-seconds", type=float, default=0, help="stop starting generation batches after this")
     t.add_argument("--max-new-tokens", type=int, default=256)

@@ -25,7 +25,11 @@
 #   eval.json    final held-out tau per category and histogram, data and drafter summary, versions, command
 # Knobs (environment): TOTAL_SECONDS=490 DATA_SECONDS=120 RESERVE_SECONDS=60 LAYERS=3 BLOCK=16 MASK_TOKEN_ID=16
 # TARGET_LAYERS="1 8 14 20 27" BATCH=16 ANCHORS=128 LR=6e-4 GENERATE_BATCH=768 MAX_NEW_TOKENS=256
-# TRAIN_PROMPTS=30000 EVAL_TOKENS=128 EVAL_EVERY_SECONDS=90 EXTRA_ARGS=... PYTHON=python3
+# TRAIN_PROMPTS=30000 EVAL_TOKENS=128 EVAL_EVERY_SECONDS=90 SEED=0 EXTRA_ARGS=... PYTHON=python3
+# Continued training (a further call while the machine is still warm: the GGUF, $WORK/drafter and $WORK/data.jsonl
+# are still there, nothing to carry):
+#   INIT_DRAFTER=/tmp/dflash-work/drafter DATA_IN=/tmp/dflash-work/data.jsonl SEED=1 LR=3e-4 bash scripts/gpu/train_dflash.sh
+# (GENERATE_MORE=0 trains on DATA_IN only, for the whole budget.)
 set -uo pipefail
 start=$(date +%s)
 cd "$(dirname "$0")/../.."
@@ -96,6 +100,13 @@ fi
 TOTAL_SECONDS="${TOTAL_SECONDS:-490}"
 deadline=$(( start + TOTAL_SECONDS - 10 ))  # 10 s for copying the results
 rm -rf "$OUT/drafter"
+continue_args=()  # continued training on a machine still warm from a previous run (WORK keeps drafter and data)
+[ -n "${INIT_DRAFTER:-}" ] && continue_args+=(--init-drafter "$INIT_DRAFTER")
+if [ -n "${DATA_IN:-}" ]; then
+  # shellcheck disable=SC2206
+  continue_args+=(--data $DATA_IN)
+  [ "${GENERATE_MORE:-1}" = 1 ] && continue_args+=(--generate-more)
+fi
 # shellcheck disable=SC2086
 timeout $(( TOTAL_SECONDS + 20 - ($(date +%s) - start) )) "$PYTHON" tools/train_dflash.py train \
   --target "$GGUF" --out "$WORK" --export "$OUT/drafter" \
@@ -104,7 +115,8 @@ timeout $(( TOTAL_SECONDS + 20 - ($(date +%s) - start) )) "$PYTHON" tools/train_
   --steps 1000000 --deadline "$deadline" --reserve "${RESERVE_SECONDS:-60}" \
   --train-prompts "${TRAIN_PROMPTS:-30000}" --data-seconds "${DATA_SECONDS:-120}" --max-new-tokens "${MAX_NEW_TOKENS:-256}" \
   --generate-batch "${GENERATE_BATCH:-768}" --eval-tokens "${EVAL_TOKENS:-128}" \
-  --eval-every-seconds "${EVAL_EVERY_SECONDS:-90}" --log-every 25 --max-shard-mb 12 ${EXTRA_ARGS:-} 2>&1 | tee -a "$LOG"
+  --eval-every-seconds "${EVAL_EVERY_SECONDS:-90}" --log-every 25 --max-shard-mb 12 --seed "${SEED:-0}" \
+  ${continue_args[@]+"${continue_args[@]}"} ${EXTRA_ARGS:-} 2>&1 | tee -a "$LOG"
 rc=${PIPESTATUS[0]}
 cp "$WORK/eval.json" "$OUT/eval.json" 2>/dev/null
 say "== train_dflash.py exit $rc after $(( $(date +%s) - start )) s; $OUT:"
