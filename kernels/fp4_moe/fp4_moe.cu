@@ -35,99 +35,48 @@
 // exactly dequantized weights), both formats: h within 1e-5 of the sums of |terms| of the gate and up products
 // (+1e-7); out[t, i] within 1e-4 * sum_j w_j sum_k |down_e[i, k] h_j[k]| + 1e-6.
 //
-// Resources (sm_90a, ptxas -v): gate/up 64..76 registers at 1..8 tokens, 95..106 at 9..16 (4..6 blocks of 128
-// threads per SM), down 48 / 60 registers (256 threads); no spills; shared memory 18 + 8 KB (gate/up, NVFP4) and
-// 27 + 8 KB (down, NVFP4) per block.
+// Versions (Fp4MoeTuning, TACHYON_FP4_MOE, `tachyon eval --kernel-bench qwen3 --sweep`): version 1 is the code in
+// this file; version 2 (fp4_moe_v2.cu, the default) packs hi and lo as two MMA columns, sizes the MMA N per expert,
+// prefetches activations, and has configurable ring depth / warps / splits. Shared helpers: fp4_moe_device.cuh.
 //
-// Measured: not yet (written and compiled on a machine without a GPU). `tachyon eval --kernel-bench qwen3` (or
-// scripts/gpu/fp4.sh) on a GPU host prints bytes read, us, GB/s and % of the same run's stream read for 1..16
-// tokens, both formats, with the BF16 expert kernels beside; numbers go here and into docs/fp4.md.
+// Resources (sm_90a, ptxas -v): v1 gate/up 64..76 registers at 1..8 tokens, 95..106 at 9..16 (4 warps), down 48 /
+// 60 (8 warps), no spills. v2 gate/up ~102 at 1..4 tokens; kernels for more than 4 tokens are capped at 128 (a few
+// parameter spills at entry/exit only, none in the loops); down 95 (1..4 tokens), 117..128 beyond.
+//
+// Measured (H100 80GB HBM3, stream read 3117 GB/s, 2026-11-26, version 1, commit abdd5f6 + local): Qwen3-30B-A3B
+// experts, both kernels: 1 token (8 experts, 21.2 MB NVFP4) 42.6 us = 16.0% of read; 16 tokens (81 experts,
+// 215 MB) 498 us = 13.9%, slower than the BF16 expert kernels reading 3.5x the bytes (291 us, 84%). The time grew
+// with the experts touched (~5.3 us each) at every token count: an SM retired one tile per ~265 cycles.
+// Why (SASS of v1, no GPU profile yet): ~190 instructions per 576-byte tile (decode 76, activation split into
+// hi/lo 32..64, e4m3 scales and their application 28, 8..16 MMAs), so at the read bandwidth (5.4 G tiles/s) the
+// issue rate alone would need ~all of an H100's 4 x 132 x 1.98 G warp-instructions/s; and each warp's step was one
+// serial chain (activation load from L1/L2 used at once -> split -> MMA -> dependent MMA -> scale FMA, the same
+// registers reused by every k16 step) with 12..16 warps per SM to hide it. At 16 tokens every expert paid for 16
+// columns (4 MMAs and two token tiles of splits per k16 step) though most had 1..2 tokens.
+// Version 2 cuts the per-tile work where it is not the decode (MMAs halved at 1 token and quartered at 16, splits
+// quartered at 16 tokens, no division per tile in the down kernel), hides the activation latency, makes the four
+// k16 steps independent chains, and raises warps per SM (gate/up 8-way H split at 1 token: 23 warps per SM, every
+// load of a warp in flight at once; down 16 warps and (expert, half) items). v2 gate/up still has ~185
+// instructions per step of two tiles at 1 token (SASS): the decode (~84 per tile) and the per-tile activation split
+// (~32 per tile gate/up, ~64 down) are what is left; next: h written by gate/up already split (fp16 hi/lo pairs) so
+// the down kernel only permutes, two row tiles per gate/up warp (split shared by 4 tiles), and the 2^14 decode
+// multiply folded into the block scale if the tensor cores keep fp16 subnormals.
 #include "fp4_moe/fp4_moe.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <sstream>
+#include <stdexcept>
 
-#include <cuda_fp16.h>
-#include <cuda_fp8.h>
-
-#include "common/device_helpers.cuh"
-#include "cuda/cuda_check.h"
 #include "cuda/stream.h"
+#include "fp4_moe/fp4_moe_device.cuh"
 
 namespace tachyon::kernels {
 
 namespace {
 
-constexpr int kTileRows = 16, kTileCols = 64, kTileCodeBytes = 512;
-constexpr int kGateUpWarps = 4, kGateUpStages = 4;
-constexpr int kDownWarps = 8, kDownStages = 6;
-constexpr float kInputScale = 0.0625f, kOutputScale = 16.0f;
-constexpr uint32_t kTwoTo14x2 = 0x74007400u;  // fp16 pair (16384, 16384)
+using namespace fp4_moe_detail;
 
-template <bool NV>
-struct Tile {
-  static constexpr int kScaleBytes = NV ? 64 : 32;
-  static constexpr int kBytes = kTileCodeBytes + kScaleBytes;
-  static constexpr int kChunks = kBytes / 16;        // 16-byte pieces: 32 of codes, then the scales
-  static constexpr int kScaleChunks = kScaleBytes / 16;
-};
-
-int tile_bytes(Fp4Kind kind) { return kTileCodeBytes + (kind == Fp4Kind::Nvfp4 ? 64 : 32); }
-
-// The fp16 pair p (0..3) of a lane's word: A-fragment register p, exact code values.
-__device__ __forceinline__ uint32_t decode_pair(uint32_t word, int p) {
-  const uint32_t q = word << (4 * p);
-  const uint32_t pair = (q & 0x80008000u) | ((q & 0x70007000u) >> 3);
-  uint32_t exact;
-  asm("mul.rn.f16x2 %0, %1, %2;\n" : "=r"(exact) : "r"(pair), "r"(kTwoTo14x2));
-  return exact;
-}
-
-// D += A * B for one m16n8k16 tile with fp16 inputs and float32 accumulation (fragments as mma_bf16_16x8x16).
-__device__ __forceinline__ void mma_f16_16x8x16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ uint32_t half2_bits(__half2 v) { return *reinterpret_cast<uint32_t*>(&v); }
-
-// x ~= hi + lo, both fp16 pairs (lower index in the lower half).
-__device__ __forceinline__ void split_f16x2(float a, float b, uint32_t& hi, uint32_t& lo) {
-  const __half2 h = __floats2half2_rn(a, b);
-  const float2 back = __half22float2(h);
-  hi = half2_bits(h);
-  lo = half2_bits(__floats2half2_rn(a - back.x, b - back.y));
-}
-
-__device__ __forceinline__ float e8m0_to_float(uint32_t byte) {
-  return byte == 0 ? __uint_as_float(0x00400000u) : __uint_as_float(byte << 23);  // 2^-127 is a float subnormal
-}
-
-__device__ __forceinline__ float2 e4m3x2_to_float2(uint32_t two_bytes) {
-  const __half2_raw raw = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(two_bytes), __NV_E4M3);
-  return __half22float2(__half2(raw));
-}
-
-// Block scales of rows g and g + 8 of a tile in shared memory: [block] for each of the two rows.
-template <bool NV>
-__device__ __forceinline__ void tile_scales(const uint8_t* scale_bytes, int g, float (&row_g)[4], float (&row_g8)[4]) {
-  if constexpr (NV) {
-    const uint32_t lo = *reinterpret_cast<const uint32_t*>(scale_bytes + 4 * g);
-    const uint32_t hi = *reinterpret_cast<const uint32_t*>(scale_bytes + 4 * (g + 8));
-    const float2 a = e4m3x2_to_float2(lo & 0xffff), b = e4m3x2_to_float2(lo >> 16);
-    const float2 c = e4m3x2_to_float2(hi & 0xffff), d = e4m3x2_to_float2(hi >> 16);
-    row_g[0] = a.x, row_g[1] = a.y, row_g[2] = b.x, row_g[3] = b.y;
-    row_g8[0] = c.x, row_g8[1] = c.y, row_g8[2] = d.x, row_g8[3] = d.y;
-  } else {
-    const uint32_t lo = *reinterpret_cast<const uint16_t*>(scale_bytes + 2 * g);
-    const uint32_t hi = *reinterpret_cast<const uint16_t*>(scale_bytes + 2 * (g + 8));
-    row_g[0] = e8m0_to_float(lo & 0xff), row_g[1] = e8m0_to_float(lo >> 8);
-    row_g8[0] = e8m0_to_float(hi & 0xff), row_g8[1] = e8m0_to_float(hi >> 8);
-    row_g[2] = row_g[3] = row_g8[2] = row_g8[3] = 0.0f;
-  }
-}
-
-// B fragments of one 64-column tile for the lane's columns: hi/lo pairs per (token tile, 16-column step, register).
 template <int N_TILES>
 __device__ __forceinline__ void load_activations(const float* const (&x_row)[N_TILES], int column0, int t,
                                                  uint32_t (&b_hi)[N_TILES][4][2], uint32_t (&b_lo)[N_TILES][4][2]) {
@@ -180,30 +129,7 @@ __device__ __forceinline__ void tile_product(const uint4& codes, const uint8_t* 
   }
 }
 
-// Copies a tile's codes (one 16-byte piece per lane) and scales (pieces 32.., by lanes first_scale_lane..).
-template <bool NV>
-__device__ __forceinline__ void copy_tile(uint4* stage, const uint8_t* src, int lane, int first_scale_lane) {
-  cp_async_16B(stage + lane, src + 16 * lane);
-  const int scale_piece = lane - first_scale_lane;
-  if (scale_piece >= 0 && scale_piece < Tile<NV>::kScaleChunks)
-    cp_async_16B(stage + 32 + scale_piece, src + kTileCodeBytes + 16 * scale_piece);
-}
 
-struct GateUpParams {
-  const uint8_t* gate;
-  const uint8_t* up;
-  int64_t gate_stride, up_stride;
-  const float* gate_scales;
-  const float* up_scales;
-  int rows, cols;  // I, H
-  const float* x;
-  float* h;
-  const int* active_count;
-  const int* active_experts;
-  const int* slot_offsets;
-  const int* sorted_assignments;
-  int top_k;
-};
 
 template <int N_TILES, int K_SPLIT, bool NV>
 __global__ void __launch_bounds__(kGateUpWarps * 32) fp4_gate_up_kernel(GateUpParams p) {
@@ -305,21 +231,7 @@ __global__ void __launch_bounds__(kGateUpWarps * 32) fp4_gate_up_kernel(GateUpPa
     }
 }
 
-struct DownParams {
-  const uint8_t* down;
-  int64_t stride;
-  const float* scales;
-  int rows, cols;  // H, I
-  const float* h;
-  const float* topk_weights;
-  float* out;
-  const int* active_count;
-  const int* active_experts;
-  const int* slot_offsets;
-  const int* sorted_assignments;
-  int top_k, n_tokens;
-  bool accumulate, after_gate_up;
-};
+
 
 template <int N_TILES, bool NV>
 __global__ void __launch_bounds__(kDownWarps * 32) fp4_down_combine_kernel(DownParams p) {
@@ -403,22 +315,6 @@ __global__ void __launch_bounds__(kDownWarps * 32) fp4_down_combine_kernel(DownP
   }
 }
 
-template <typename Kernel, typename Params>
-void launch_programmatic(Kernel kernel, dim3 grid, int threads, size_t shared_bytes, const Params& p,
-                         cudaStream_t stream) {
-  cudaLaunchConfig_t config{};
-  config.gridDim = grid;
-  config.blockDim = dim3(threads);
-  config.dynamicSmemBytes = shared_bytes;
-  config.stream = stream;
-  cudaLaunchAttribute attribute{};
-  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute.val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = &attribute;
-  config.numAttrs = 1;
-  TACHYON_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, p));
-}
-
 template <int N_TILES, int K_SPLIT, bool NV>
 void launch_gate_up(dim3 grid, const GateUpParams& p, cudaStream_t stream) {
   const size_t shared = static_cast<size_t>(kGateUpWarps) * kGateUpStages * 2 * Tile<NV>::kBytes;
@@ -452,8 +348,53 @@ int64_t fp4_tile_matrix_bytes(Fp4Kind kind, int rows, int cols) {
   return static_cast<int64_t>(rows / kTileRows) * (cols / kTileCols) * tile_bytes(kind);
 }
 
+Fp4MoeTuning parse_fp4_moe_tuning(const std::string& text) {
+  Fp4MoeTuning t;
+  std::istringstream in(text);
+  std::string word;
+  while (in >> word) {
+    auto value = [&](size_t prefix) {
+      const std::string digits = word.substr(prefix);
+      if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos)
+        throw std::invalid_argument("parse_fp4_moe_tuning: bad field '" + word + "' in '" + text + "'");
+      return std::stoi(digits);
+    };
+    if (word.rfind("ks", 0) == 0) t.k_split = value(2);
+    else if (word.rfind("dw", 0) == 0) t.down_warps = value(2);
+    else if (word.rfind("ds", 0) == 0) t.down_stages = value(2);
+    else if (word.rfind("dk", 0) == 0) t.down_k_split = value(2);
+    else if (word.rfind("v", 0) == 0) t.version = value(1);
+    else if (word.rfind("s", 0) == 0) t.stages = value(1);
+    else throw std::invalid_argument("parse_fp4_moe_tuning: unknown field '" + word + "' in '" + text + "'");
+  }
+  if (t.version < 0 || t.version > 2)
+    throw std::invalid_argument("parse_fp4_moe_tuning: version is 1 or 2: '" + text + "'");
+  return t;
+}
+
+std::string to_string(const Fp4MoeTuning& t) {
+  std::string s = "v" + std::to_string(t.version);
+  auto add = [&](const char* name, int v) {
+    if (v) s += std::string(" ") + name + std::to_string(v);
+  };
+  add("ks", t.k_split);
+  add("s", t.stages);
+  add("dw", t.down_warps);
+  add("ds", t.down_stages);
+  add("dk", t.down_k_split);
+  return s;
+}
+
+const Fp4MoeTuning& default_fp4_moe_tuning() {
+  static const Fp4MoeTuning tuning = [] {
+    const char* env = std::getenv("TACHYON_FP4_MOE");
+    return env && *env ? parse_fp4_moe_tuning(env) : Fp4MoeTuning{};
+  }();
+  return tuning;
+}
+
 void fp4_expert_gate_up(const Fp4ExpertMatrices& gate, const Fp4ExpertMatrices& up, const ExpertRouting& routing,
-                        const float* x, float* h, cudaStream_t stream, int k_split) {
+                        const float* x, float* h, cudaStream_t stream, int k_split, const Fp4MoeTuning& tuning) {
   const char* name = "fp4_expert_gate_up";
   check_matrices(name, gate, gate.rows, gate.cols);
   check_matrices(name, up, gate.rows, gate.cols);
@@ -465,9 +406,28 @@ void fp4_expert_gate_up(const Fp4ExpertMatrices& gate, const Fp4ExpertMatrices& 
                  gate.rows, gate.cols, x, h, routing.active_expert_count, routing.active_experts, routing.slot_offsets,
                  routing.sorted_assignments, routing.top_k};
   const int row_tiles = gate.rows / kTileRows;
+  const bool nv = gate.kind == Fp4Kind::Nvfp4;
+  if (k_split == 0) k_split = tuning.k_split;
+  const int multiprocessors = cuda::current_device_info().multiprocessors;
+  if (tuning.version != 1) {
+    if (k_split != 1 && k_split != 2 && k_split != 4 && k_split != 8) {
+      // Fewest warps per row tile that still give every SM ~16 warps (counting every possible expert slot): at
+      // Qwen3 shapes 8 at 1 token (each warp 4 steps, all in flight), 1 from ~8 tokens on.
+      k_split = 8;
+      for (int candidate : {1, 2, 4}) {
+        if (static_cast<int64_t>(row_tiles) * candidate * routing.max_active_experts >= 16LL * multiprocessors) {
+          k_split = candidate;
+          break;
+        }
+      }
+    }
+    launch_gate_up_v2(p, routing.max_active_experts, routing.n_tokens, nv, k_split, tuning.stages ? tuning.stages : 4,
+                      stream);
+    return;
+  }
   if (k_split != 1 && k_split != 2 && k_split != 4) {
     // Fewest warps per output tile that still give every SM ~3 blocks (counting every possible expert slot).
-    const int64_t target = 3LL * cuda::current_device_info().multiprocessors;
+    const int64_t target = 3LL * multiprocessors;
     k_split = 4;
     for (int candidate : {1, 2}) {
       const int64_t blocks = static_cast<int64_t>((row_tiles + kGateUpWarps / candidate - 1) / (kGateUpWarps / candidate)) *
@@ -480,7 +440,6 @@ void fp4_expert_gate_up(const Fp4ExpertMatrices& gate, const Fp4ExpertMatrices& 
   }
   const int tiles_per_block = kGateUpWarps / k_split;
   const dim3 grid((row_tiles + tiles_per_block - 1) / tiles_per_block, routing.max_active_experts);
-  const bool nv = gate.kind == Fp4Kind::Nvfp4;
   if (routing.n_tokens <= 8) {
     nv ? launch_gate_up_split<1, true>(k_split, grid, p, stream) : launch_gate_up_split<1, false>(k_split, grid, p, stream);
   } else {
@@ -490,7 +449,7 @@ void fp4_expert_gate_up(const Fp4ExpertMatrices& gate, const Fp4ExpertMatrices& 
 
 void fp4_expert_down_combine(const Fp4ExpertMatrices& down, const ExpertRouting& routing, const float* h,
                              const float* topk_weights, float* out, bool accumulate, cudaStream_t stream,
-                             bool after_gate_up) {
+                             bool after_gate_up, const Fp4MoeTuning& tuning) {
   const char* name = "fp4_expert_down_combine";
   check_matrices(name, down, down.rows, down.cols);
   TACHYON_REQUIRE(routing.n_tokens >= 1 && routing.n_tokens <= 16 && routing.top_k > 0, name, "1..16 tokens, top_k > 0");
@@ -498,8 +457,21 @@ void fp4_expert_down_combine(const Fp4ExpertMatrices& down, const ExpertRouting&
   DownParams p{down.tiles, down.expert_stride, down.global_scales, down.rows, down.cols, h, topk_weights, out,
                routing.active_expert_count, routing.active_experts, routing.slot_offsets, routing.sorted_assignments,
                routing.top_k, routing.n_tokens, accumulate, after_gate_up};
-  const dim3 grid(down.rows / kTileRows);
   const bool nv = down.kind == Fp4Kind::Nvfp4;
+  if (tuning.version != 1) {
+    const int warps = tuning.down_warps > 8 ? 16 : tuning.down_warps == 8 ? 8 : 16;
+    const int col_tiles = down.cols / kTileCols;
+    // Items (expert, k part): at least one per warp when few experts are active (1 token: 8 experts, 16 warps:
+    // 2 parts of 6 tiles each), whole experts otherwise; the parts must divide the expert's column tiles.
+    int k_split = tuning.down_k_split;
+    if (k_split <= 0)
+      k_split = std::clamp((warps + std::max(1, routing.max_active_experts) - 1) / std::max(1, routing.max_active_experts), 1, 4);
+    k_split = std::clamp(k_split, 1, col_tiles);
+    while (col_tiles % k_split != 0) --k_split;
+    launch_down_v2(p, routing.n_tokens, nv, warps, tuning.down_stages ? tuning.down_stages : 6, k_split, stream);
+    return;
+  }
+  const dim3 grid(down.rows / kTileRows);
   const int threads = kDownWarps * 32;
   const size_t shared = static_cast<size_t>(kDownWarps) * kDownStages * tile_bytes(down.kind);
   if (routing.n_tokens <= 8) {
@@ -513,14 +485,14 @@ void fp4_expert_down_combine(const Fp4ExpertMatrices& down, const ExpertRouting&
 
 void fp4_moe_experts(const Fp4ExpertMatrices& gate, const Fp4ExpertMatrices& up, const Fp4ExpertMatrices& down,
                      const ExpertRouting& routing, const float* x, const float* topk_weights, float* h_workspace,
-                     float* out, bool accumulate, cudaStream_t stream) {
+                     float* out, bool accumulate, cudaStream_t stream, const Fp4MoeTuning& tuning) {
   TACHYON_REQUIRE(down.cols == gate.rows && down.rows == gate.cols, "fp4_moe_experts",
                   "down must be [hidden, intermediate] for gate/up [intermediate, hidden]");
-  fp4_expert_gate_up(gate, up, routing, x, h_workspace, stream);
+  fp4_expert_gate_up(gate, up, routing, x, h_workspace, stream, 0, tuning);
   // The down kernel may skip its entry wait only when a gate/up grid ran before it (it launches none when no
   // expert can be active).
   fp4_expert_down_combine(down, routing, h_workspace, topk_weights, out, accumulate, stream,
-                          /*after_gate_up=*/routing.max_active_experts > 0);
+                          /*after_gate_up=*/routing.max_active_experts > 0, tuning);
 }
 
 }  // namespace tachyon::kernels

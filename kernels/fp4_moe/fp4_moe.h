@@ -6,6 +6,7 @@
 // float32 row-major, as everywhere in kernels/.
 #pragma once
 #include <cstdint>
+#include <string>
 
 #include <cuda_runtime_api.h>
 
@@ -24,14 +25,37 @@ struct Fp4ExpertMatrices {
   const float* global_scales = nullptr;  // NVFP4: [n_experts] per-matrix scale (device); MXFP4: nullptr
 };
 
+// Which kernel version and configuration runs (the bench sweeps these; tests cover every one of them).
+// version 1: the first kernels (token tiles of 8 columns, activations split hi + lo in two MMAs per k16 step).
+// version 2: hi and lo of each token packed as two MMA columns (4 tokens per n8 tile, one MMA per step), the
+//   number of column tiles chosen per expert from its own token count (1..4), the next step's activations loaded
+//   one step ahead, the four k16 steps of a tile as independent MMA chains, ring depth and block shape configurable,
+//   and the down kernel's work split into (expert, k part) items.
+// 0 in a field = the default for the shape (see fp4_moe.cu).
+struct Fp4MoeTuning {
+  int version = 0;        // 0 = default (2), 1, 2
+  int k_split = 0;        // gate/up: warps sharing one row tile along H: 1, 2, 4 (4-warp blocks) or 8 (8-warp blocks)
+  int stages = 0;         // gate/up ring stages per warp (version 2: 4 or 8)
+  int down_warps = 0;     // down: warps per block (version 2: 8 or 16)
+  int down_stages = 0;    // down ring stages per warp (version 2: 6 or 12)
+  int down_k_split = 0;   // down: each expert's columns split into this many items (version 2: 1, 2, 3, 4)
+};
+// "v2 ks4 s4 dw8 ds6 dk1" (fields left out stay 0); throws on anything else.
+Fp4MoeTuning parse_fp4_moe_tuning(const std::string& text);
+std::string to_string(const Fp4MoeTuning& tuning);
+// The process default: TACHYON_FP4_MOE (parsed once) or {} (every field default).
+const Fp4MoeTuning& default_fp4_moe_tuning();
+
 // Bytes of one expert matrix in the tile layout (codes + scales).
 int64_t fp4_tile_matrix_bytes(Fp4Kind kind, int rows, int cols);
 
 // h[entry, i] = silu(gate_e[i] . x[token]) * (up_e[i] . x[token]) for every routed entry (token = entry's
 // assignment / top_k, e its expert). gate, up: [I, H]; x: float [n_tokens, H]; h: float [n_tokens * top_k, I] in
-// the routing's entry order. Gate and up may carry different NVFP4 global scales. k_split: 0 = heuristic, or 1/2/4.
+// the routing's entry order. Gate and up may carry different NVFP4 global scales. k_split: 0 = the tuning's (or
+// the heuristic), else 1/2/4 (8 with version 2).
 void fp4_expert_gate_up(const Fp4ExpertMatrices& gate, const Fp4ExpertMatrices& up, const ExpertRouting& routing,
-                        const float* x, float* h, cudaStream_t stream, int k_split = 0);
+                        const float* x, float* h, cudaStream_t stream, int k_split = 0,
+                        const Fp4MoeTuning& tuning = default_fp4_moe_tuning());
 
 // out[t, :] (+)= sum_j topk_weights[t, j] * (down_e h[entry(t, j)]): the down projection of every routed entry and the
 // weighted combine in one launch, deterministic (no atomics). down: [H, I]; h as written by fp4_expert_gate_up;
@@ -40,11 +64,12 @@ void fp4_expert_gate_up(const Fp4ExpertMatrices& gate, const Fp4ExpertMatrices& 
 // loads may begin before the gate/up kernel ends.
 void fp4_expert_down_combine(const Fp4ExpertMatrices& down, const ExpertRouting& routing, const float* h,
                              const float* topk_weights, float* out, bool accumulate, cudaStream_t stream,
-                             bool after_gate_up = false);
+                             bool after_gate_up = false, const Fp4MoeTuning& tuning = default_fp4_moe_tuning());
 
 // Both launches: the MoE experts of one layer. h_workspace: float [n_tokens * top_k * I].
 void fp4_moe_experts(const Fp4ExpertMatrices& gate, const Fp4ExpertMatrices& up, const Fp4ExpertMatrices& down,
                      const ExpertRouting& routing, const float* x, const float* topk_weights, float* h_workspace,
-                     float* out, bool accumulate, cudaStream_t stream);
+                     float* out, bool accumulate, cudaStream_t stream,
+                     const Fp4MoeTuning& tuning = default_fp4_moe_tuning());
 
 }  // namespace tachyon::kernels

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <vector>
@@ -147,6 +148,79 @@ struct Fp4Experts {
   double expert_bytes() const { return 2.0 * gate_bytes + down_bytes + (kind == Fp4Kind::Nvfp4 ? 12.0 : 0.0); }
 };
 
+// Each kernel alone over its configurations (version 2; version 1 and the defaults too), then both kernels with the
+// fastest of each, printed as "best tuning" lines that scripts/gpu/fp4.sh feeds to the decode bench
+// (TACHYON_FP4_MOE).
+template <typename Experts, typename Routing, typename Buffer>
+void sweep_variants(const Experts& f, const Routing& routing, const Buffer& x, const Buffer& weights, Buffer& h,
+                    Buffer& out, const std::string& shape_text, int n, const std::string& variant, int active,
+                    int launches) {
+  auto gate_up_us = [&](const Fp4MoeTuning& t) {
+    return time_us([&](int i, cudaStream_t s) {
+      fp4_expert_gate_up(f.matrices(0, i), f.matrices(1, i), routing, x.data(), h.data(), s, 0, t);
+    }, launches);
+  };
+  auto down_us = [&](const Fp4MoeTuning& t) {
+    return time_us([&](int i, cudaStream_t s) {
+      fp4_expert_down_combine(f.matrices(2, i), routing, h.data(), weights.data(), out.data(), false, s, false, t);
+    }, launches);
+  };
+  const double gate_up_bytes = 2.0 * active * f.gate_bytes, down_bytes = static_cast<double>(active) * f.down_bytes;
+  std::vector<Fp4MoeTuning> gate_up_variants, down_variants;
+  Fp4MoeTuning t;
+  t.version = 1;
+  gate_up_variants.push_back(t);
+  down_variants.push_back(t);
+  t.version = 2;
+  gate_up_variants.push_back(t);  // defaults
+  down_variants.push_back(t);
+  for (int stages : {4, 8})
+    for (int k_split : {1, 2, 4, 8}) {
+      Fp4MoeTuning v = t;
+      v.k_split = k_split;
+      v.stages = stages;
+      gate_up_variants.push_back(v);
+    }
+  for (int warps : {8, 16})
+    for (int stages : {6, 12})
+      for (int k_split : {1, 2, 3, 4}) {
+        Fp4MoeTuning v = t;
+        v.down_warps = warps;
+        v.down_stages = stages;
+        v.down_k_split = k_split;
+        down_variants.push_back(v);
+      }
+  Fp4MoeTuning best = t;
+  double best_gate_up = 1e30, best_down = 1e30;
+  for (const Fp4MoeTuning& v : gate_up_variants) {
+    const double us = gate_up_us(v);
+    row("fp4_expert_gate_up", shape_text, n, variant + " " + to_string(v), us, gate_up_bytes);
+    if (v.version == 2 && us < best_gate_up) {
+      best_gate_up = us;
+      best.k_split = v.k_split;
+      best.stages = v.stages;
+    }
+  }
+  for (const Fp4MoeTuning& v : down_variants) {
+    const double us = down_us(v);
+    row("fp4_expert_down_combine", shape_text, n, variant + " " + to_string(v), us, down_bytes);
+    if (v.version == 2 && us < best_down) {
+      best_down = us;
+      best.down_warps = v.down_warps;
+      best.down_stages = v.down_stages;
+      best.down_k_split = v.down_k_split;
+    }
+  }
+  const double us = time_us([&](int i, cudaStream_t s) {
+    fp4_moe_experts(f.matrices(0, i), f.matrices(1, i), f.matrices(2, i), routing, x.data(), weights.data(), h.data(),
+                    out.data(), false, s, best);
+  }, launches);
+  row("fp4 experts best (gate_up + down_combine)", shape_text, n, variant + " " + to_string(best), us,
+      gate_up_bytes + down_bytes);
+  std::printf("best tuning tokens=%d %s: %s\n", n, variant.c_str(), to_string(best).c_str());
+  std::fflush(stdout);
+}
+
 void bench_shape(const Shape& shape, bool sweep) {
   const int H = shape.hidden, I = shape.width, E = shape.n_experts, K = shape.top_k;
   const std::string label = std::string(shape.name) + " " + std::to_string(H) + "/" + std::to_string(I) + " " +
@@ -210,19 +284,15 @@ void bench_shape(const Shape& shape, bool sweep) {
       }, launches);
       row("fp4 MoE layer (router, route+group, 2 expert kernels)", shape_text, n, variant, us_layer,
           touched + 2.0 * E * H);
-      for (int k_split : sweep ? std::vector<int>{1, 2, 4} : std::vector<int>{}) {
-        const double us = time_us([&](int i, cudaStream_t s) {
-          fp4_expert_gate_up(f->matrices(0, i), f->matrices(1, i), routing, x.data(), h.data(), s, k_split);
-        }, launches);
-        row("fp4_expert_gate_up", shape_text, n, variant + " k_split=" + std::to_string(k_split), us,
-            2.0 * active * f->gate_bytes);
-      }
-      if (sweep) {
-        const double us = time_us([&](int i, cudaStream_t s) {
-          fp4_expert_down_combine(f->matrices(2, i), routing, h.data(), weights.data(), out.data(), false, s);
-        }, launches);
-        row("fp4_expert_down_combine", shape_text, n, variant, us, static_cast<double>(active) * f->down_bytes);
-      }
+      // Version 1 beside the default, on the same routing.
+      Fp4MoeTuning v1;
+      v1.version = 1;
+      const double us_v1 = time_us([&](int i, cudaStream_t s) {
+        fp4_moe_experts(f->matrices(0, i), f->matrices(1, i), f->matrices(2, i), routing, x.data(), weights.data(),
+                        h.data(), out.data(), false, s, v1);
+      }, launches);
+      row("fp4 experts (gate_up + down_combine)", shape_text, n, variant + " v1", us_v1, touched);
+      if (sweep && (n == 1 || n == 16)) sweep_variants(*f, routing, x, weights, h, out, shape_text, n, variant, active, launches);
     }
 
     // The BF16 expert path on the same routing, and the whole BF16 MoE layer as GpuModel runs it.
@@ -248,12 +318,49 @@ void bench_shape(const Shape& shape, bool sweep) {
   }
 }
 
+// TACHYON_FP4_BENCH_PROFILE=1: one launch of each FP4 expert kernel (default version, then version 1) at 1 and 16
+// tokens, NVFP4, Qwen3-30B-A3B shapes, no graphs: for a profiler (`ncu -k regex:fp4_(gate_up|down)`).
+void profile_once() {
+  const Shape shape{"qwen3", 2048, 768, 128, 8};
+  const int H = shape.hidden, E = shape.n_experts, K = shape.top_k;
+  Fp4Experts nvfp4(Fp4Kind::Nvfp4, shape);
+  DeviceBuffer<__nv_bfloat16> router(static_cast<size_t>(E) * H);
+  PaddedMatrixLayout router_layout;
+  router_layout.rows = router_layout.row_period = router_layout.row_valid = E;
+  router_layout.cols = router_layout.col_period = router_layout.col_valid = H;
+  fill_random_bf16(router.data(), router_layout, 0.02f, 1, nullptr);
+  for (int n : {1, 16}) {
+    DeviceBuffer<float> x(static_cast<size_t>(n) * H), logits(static_cast<size_t>(n) * E),
+        weights(static_cast<size_t>(n) * K), h(static_cast<size_t>(n) * K * shape.width), out(static_cast<size_t>(n) * H);
+    fill_random(x, 2 + n, -1, 1);
+    DeviceBuffer<int> ids(static_cast<size_t>(n) * K), storage(expert_routing_ints(E, n * K));
+    const ExpertRoutingBuffers buffers = expert_routing_buffers(storage.data(), E, n * K);
+    RouterConfig config;
+    config.n_experts = E;
+    config.top_k = K;
+    gemv_bf16(router.data(), nullptr, x.data(), logits.data(), n, E, H, nullptr);
+    const ExpertRouting routing = moe_route_and_group(logits.data(), n, config, ids.data(), weights.data(), buffers, nullptr);
+    Fp4MoeTuning v1;
+    v1.version = 1;
+    for (const Fp4MoeTuning& t : {Fp4MoeTuning{}, v1}) {
+      fp4_moe_experts(nvfp4.matrices(0, 1), nvfp4.matrices(1, 1), nvfp4.matrices(2, 1), routing, x.data(),
+                      weights.data(), h.data(), out.data(), false, nullptr, t);
+      TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
+      std::printf("profiled: %d tokens, nvfp4, %s\n", n, to_string(t).c_str());
+    }
+  }
+}
+
 }  // namespace
 
 int run_fp4_moe_bench(const Fp4MoeBenchOptions& options) {
   if (!cuda::cuda_device_available()) {
     std::fprintf(stderr, "fp4 MoE bench: no CUDA device\n");
     return 1;
+  }
+  if (const char* profile = std::getenv("TACHYON_FP4_BENCH_PROFILE"); profile && *profile && *profile != '0') {
+    profile_once();
+    return 0;
   }
   std::printf("| kernel | shape | tokens | variant | MB read | us | GB/s | %% of stream read |\n|---|---|---|---|---|---|---|---|\n");
   bench_stream_read();

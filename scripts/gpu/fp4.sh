@@ -1,28 +1,29 @@
 #!/usr/bin/env bash
-# FP4 experts (issue 4) on a GPU host, from the repo root, in about 8 minutes at most:
-#   1. the FP4 GPU tests: kernels/fp4_moe against the CPU reference (both formats, 1..16 tokens, uneven routing,
-#      every k_split), the tile helpers, and the GPU model with FP4 experts against the CPU model on the same
-#      dequantized weights (tiny Qwen3-MoE fixtures, prefill / 16-token pass / graph decode; random padded shape),
-#      a checkpoint that stores NVFP4 experts (ModelOpt, compressed-tensors) loaded without requantizing, and the
-#      bf16 MoE model tests again (the runner's MoE path changed); compute-sanitizer on the small FP4 tests;
-#   2. the FP4 kernel bench at Qwen3-30B-A3B expert shapes (hidden 2048, expert width 768, 128 experts, top-8):
-#      1..16 tokens, NVFP4 and MXFP4, bytes read (union of touched experts, codes + scales), us, GB/s and % of the
-#      same run's stream read, with the BF16 expert kernels beside, and each FP4 kernel alone for every k_split
+# FP4 experts (issue 4) on a GPU host, from the repo root, in about 6 minutes at most:
+#   1. the FP4 kernel GPU tests (kernels/fp4_moe against the CPU reference: both formats, 1..16 tokens, uneven and
+#      skewed routing, EVERY kernel version and configuration the bench can select; exact decoding of every code
+#      and scale; tile helpers), then compute-sanitizer memcheck + racecheck on the exact-decoding test (both
+#      versions of the down kernel);
+#   2. the FP4 kernel bench at Qwen3-30B-A3B expert shapes (hidden 2048, expert width 768, 128 experts, top-8), 1..16
+#      tokens, NVFP4 and MXFP4, default (version 2) and version 1, BF16 expert kernels beside, and at 1 and 16 tokens
+#      each kernel alone over every configuration plus both with the fastest of each ("best tuning" lines)
 #      (`tachyon eval --kernel-bench qwen3 --sweep`);
-#   3. batch-1 decode of the Qwen3-30B-A3B shape with random weights and bf16 / nvfp4 / mxfp4 experts
-#      (`tachyon bench --random-weights qwen3-30b-a3b --experts F`, context 1024): tok/s, bytes/token, roofline
-#      efficiency (FP4 bytes counted), and the FP4-over-BF16 speedups from these runs on this card;
-#   then a compact summary. Logs go to $OUT (or ./gpu-results): fp4-summary.txt (this output), fp4-tests.log,
-#   fp4-sanitizer.log, fp4-kernels.log, fp4-decode.log, fp4-decode.json (six files: the device tool returns eight).
+#   3. if ncu is installed: one launch of each FP4 kernel (versions 1 and 2, 1 and 16 tokens, NVFP4) profiled
+#      (SpeedOfLight, memory workload, warp states, occupancy, scheduler) with TACHYON_FP4_BENCH_PROFILE=1;
+#   4. batch-1 decode of the Qwen3-30B-A3B shape with random weights, context 1024: bf16 experts, nvfp4 with the
+#      default configuration and, if the sweep found a faster one at 1 token, nvfp4 with that (TACHYON_FP4_MOE);
+#   then a compact summary (last). Logs go to $OUT (or ./gpu-results): fp4-summary.txt (this output), fp4-tests.log,
+#   fp4-sanitizer.log, fp4-kernels.log, fp4-ncu.txt, fp4-decode.log, fp4-decode.json (seven; the tool returns eight).
 #
 #   scripts/gpu/fp4.sh --pack   (on a development machine) builds build-fp4-cuda/ and puts the stripped binaries
 #                               plus the shared libraries they need beyond glibc and cuBLASLt (the `tachyon` CLI
 #                               links Debian's cpp-httplib for the server: it and its TLS / zlib / brotli / libstdc++
 #                               dependencies go to lib/) into build-fp4-carry/ (git-ignored, ~30 MB).
 #   On the device:  run(command="bash scripts/gpu/fp4.sh", carry=["build-fp4-carry"])
-# Environment: FP4_BIN (default build-fp4-carry), STAGES (default "tests sanitizer kernels decode"), CONTEXT
-# (1024), STEPS (64), REPEATS (3), per-stage timeouts TEST_TIMEOUT / SANITIZER_TIMEOUT (each of two runs) /
-# KERNEL_TIMEOUT / DECODE_TIMEOUT (each of three runs), in seconds: 150 + 80 + 80 + 165 at most (under 8 minutes).
+# Environment: FP4_BIN (default build-fp4-carry), STAGES (default "tests sanitizer kernels ncu decode"), CONTEXT
+# (1024), STEPS (64), REPEATS (3), per-stage timeouts in seconds TEST_TIMEOUT (120), SANITIZER_TIMEOUT (30, each of
+# two runs), KERNEL_TIMEOUT (110), NCU_TIMEOUT (60), DECODE_TIMEOUT (40, each of up to three runs): 420 s at the
+# very most, ~4 minutes expected.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -50,10 +51,10 @@ fi
 OUT="${OUT:-./gpu-results}"
 mkdir -p "$OUT"
 BIN="${FP4_BIN:-build-fp4-carry}"
-STAGES="${STAGES:-tests sanitizer kernels decode}"
+STAGES="${STAGES:-tests sanitizer kernels ncu decode}"
 export LD_LIBRARY_PATH="$PWD/$BIN/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-# The device tool returns at most 8 files from $OUT: six come back (summary, tests, sanitizer, kernels, decode log,
-# decode json); intermediate files stay in $WORK.
+# The device tool returns at most 8 files from $OUT: seven come back (summary, tests, sanitizer, kernels, ncu,
+# decode log, decode json); intermediate files stay in $WORK.
 WORK="$(mktemp -d)"
 
 run_all() {
@@ -71,23 +72,21 @@ run_all() {
   if [[ " $STAGES " == *" tests "* ]]; then
     echo "== FP4 GPU tests"
     start=$(date +%s)
-    timeout "${TEST_TIMEOUT:-150}" "$BIN/tachyon_gpu_tests" \
-      --gtest_filter='GpuFp4Moe.*:GpuFp4Tiles.*:*GpuFp4TinyModel.*:GpuRandomWeightsFp4.*:GpuFp4ExpertsConfig.*:GpuFp4Checkpoint.*:Fixtures/GpuTinyModel.*/3:Fixtures/GpuTinyModel.*/4:GpuRandomWeights.*' \
+    timeout "${TEST_TIMEOUT:-120}" "$BIN/tachyon_gpu_tests" --gtest_filter='GpuFp4Moe.*:GpuFp4Tiles.*' \
       > "$OUT/fp4-tests.log" 2>&1
     rc=$?
-    grep -E "^\[  (FAILED|PASSED) |Failure|outside the bound|^\[ .* \] (prefill|16-token|random|stored|tiles)" \
-      "$OUT/fp4-tests.log" | head -40
+    grep -E "^\[  (FAILED|PASSED) |Failure|outside the bound" "$OUT/fp4-tests.log" | head -20
     tests_line="rc=$rc in $(( $(date +%s) - start ))s: $(grep -E '^\[  PASSED  \]|^\[  FAILED  \] [0-9]+ test' "$OUT/fp4-tests.log" | tr '\n' ' ')"
   fi
 
   sanitizer_line="skipped"
   if [[ " $STAGES " == *" sanitizer "* ]] && command -v compute-sanitizer >/dev/null; then
-    echo "== compute-sanitizer on the small FP4 tests (memcheck; racecheck of the down kernel's shared-memory combine)"
-    timeout "${SANITIZER_TIMEOUT:-40}" compute-sanitizer --tool memcheck --error-exitcode 9 "$BIN/tachyon_gpu_tests" \
-      --gtest_filter='GpuFp4Moe.EveryCodeAndScaleDecodesExactly:GpuFp4Tiles.*:GpuRandomWeightsFp4.*' \
+    echo "== compute-sanitizer on the exact-decoding test (memcheck; racecheck of the down kernels' shared-memory combine)"
+    timeout "${SANITIZER_TIMEOUT:-30}" compute-sanitizer --tool memcheck --error-exitcode 9 "$BIN/tachyon_gpu_tests" \
+      --gtest_filter='GpuFp4Moe.EveryCodeAndScaleDecodesExactly:GpuFp4Tiles.*' \
       > "$WORK/memcheck.log" 2>&1
     memcheck_rc=$?
-    timeout "${SANITIZER_TIMEOUT:-40}" compute-sanitizer --tool racecheck --error-exitcode 9 "$BIN/tachyon_gpu_tests" \
+    timeout "${SANITIZER_TIMEOUT:-30}" compute-sanitizer --tool racecheck --error-exitcode 9 "$BIN/tachyon_gpu_tests" \
       --gtest_filter='GpuFp4Moe.EveryCodeAndScaleDecodesExactly' > "$WORK/racecheck.log" 2>&1
     racecheck_rc=$?
     { echo "== memcheck rc=$memcheck_rc"; cat "$WORK/memcheck.log"; echo "== racecheck rc=$racecheck_rc";
@@ -98,33 +97,54 @@ run_all() {
 
   if [[ " $STAGES " == *" kernels "* ]]; then
     echo "== FP4 kernel bench (Qwen3-30B-A3B experts)"
-    timeout "${KERNEL_TIMEOUT:-80}" "$BIN/tachyon" eval --kernel-bench qwen3 --sweep > "$OUT/fp4-kernels.log" 2>&1
+    timeout "${KERNEL_TIMEOUT:-110}" "$BIN/tachyon" eval --kernel-bench qwen3 --sweep > "$OUT/fp4-kernels.log" 2>&1
     rc=$?
     [ $rc -ne 0 ] && tail -5 "$OUT/fp4-kernels.log"
     echo "kernel bench rc=$rc" >> "$OUT/fp4-kernels.log"
   fi
 
+  ncu_line="skipped"
+  if [[ " $STAGES " == *" ncu "* ]]; then
+    if command -v ncu >/dev/null; then
+      echo "== ncu: one launch of each FP4 kernel (v1, v2; 1 and 16 tokens; nvfp4)"
+      TACHYON_FP4_BENCH_PROFILE=1 timeout "${NCU_TIMEOUT:-60}" ncu --target-processes all -k 'regex:fp4_(gate_up|down)' \
+        --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy \
+        --section LaunchStats --section SchedulerStats --section ComputeWorkloadAnalysis \
+        "$BIN/tachyon" eval --kernel-bench qwen3 > "$OUT/fp4-ncu.txt" 2>&1
+      ncu_line="rc=$? ($(grep -c 'fp4_.*kernel' "$OUT/fp4-ncu.txt") kernel sections in fp4-ncu.txt)"
+    else
+      ncu_line="no ncu on this host"
+    fi
+    echo "ncu: $ncu_line"
+  fi
+
   declare -A tok_s
   if [[ " $STAGES " == *" decode "* ]]; then
-    for experts in bf16 nvfp4 mxfp4; do
-      echo "== decode, Qwen3-30B-A3B shape, random weights, $experts experts"
-      timeout "${DECODE_TIMEOUT:-55}" "$BIN/tachyon" bench --random-weights qwen3-30b-a3b --experts "$experts" \
-        --context "${CONTEXT:-1024}" --steps "${STEPS:-64}" --repeats "${REPEATS:-3}" --prefill none \
-        --json-file "$WORK/decode-$experts.json" > "$WORK/decode-$experts.log" 2>&1
+    best="$(sed -nE 's/^best tuning tokens=1 nvfp4: (.*)$/\1/p' "$OUT/fp4-kernels.log" 2>/dev/null | head -1)"
+    runs="bf16 nvfp4"
+    [ -n "$best" ] && runs="$runs nvfp4-best"
+    for run in $runs; do
+      experts="${run%-best}"
+      tuning=""
+      [ "$run" = "nvfp4-best" ] && tuning="$best"
+      echo "== decode, Qwen3-30B-A3B shape, random weights, $experts experts${tuning:+ (TACHYON_FP4_MOE=$tuning)}"
+      TACHYON_FP4_MOE="$tuning" timeout "${DECODE_TIMEOUT:-40}" "$BIN/tachyon" bench --random-weights qwen3-30b-a3b \
+        --experts "$experts" --context "${CONTEXT:-1024}" --steps "${STEPS:-64}" --repeats "${REPEATS:-3}" \
+        --prefill none --json-file "$WORK/decode-$run.json" > "$WORK/decode-$run.log" 2>&1
       rc=$?
-      [ $rc -ne 0 ] && tail -5 "$WORK/decode-$experts.log"
-      echo "bench rc=$rc" >> "$WORK/decode-$experts.log"
-      grep -E "weights|bytes per decode token|roofline floor|decode, batch 1|rc=" "$WORK/decode-$experts.log"
-      tok_s[$experts]=$(sed -nE 's/.*decode, batch 1.* = ([0-9.]+) tok\/s.*/\1/p' "$WORK/decode-$experts.log" | head -1)
-      { echo "== --experts $experts"; cat "$WORK/decode-$experts.log"; } >> "$OUT/fp4-decode.log"
+      [ $rc -ne 0 ] && tail -5 "$WORK/decode-$run.log"
+      echo "bench rc=$rc" >> "$WORK/decode-$run.log"
+      grep -E "bytes per decode token|decode, batch 1|rc=" "$WORK/decode-$run.log"
+      tok_s[$run]=$(sed -nE 's/.*decode, batch 1.* = ([0-9.]+) tok\/s.*/\1/p' "$WORK/decode-$run.log" | head -1)
+      { echo "== $run ${tuning:+TACHYON_FP4_MOE=$tuning}"; cat "$WORK/decode-$run.log"; } >> "$OUT/fp4-decode.log"
     done
     {
       echo "{"
       sep=""
-      for experts in bf16 nvfp4 mxfp4; do
-        if [ -s "$WORK/decode-$experts.json" ]; then
-          printf '%s"%s": ' "$sep" "$experts"
-          cat "$WORK/decode-$experts.json"
+      for run in $runs; do
+        if [ -s "$WORK/decode-$run.json" ]; then
+          printf '%s"%s": ' "$sep" "$run"
+          cat "$WORK/decode-$run.json"
           sep=","
         fi
       done
@@ -136,23 +156,35 @@ run_all() {
   echo "== FP4 summary ($device)"
   echo "tests: $tests_line"
   echo "sanitizer: $sanitizer_line"
+  echo "ncu: $ncu_line"
   if [ -f "$OUT/fp4-kernels.log" ]; then
     grep -E "^\| stream_read" "$OUT/fp4-kernels.log"
     echo "| kernel | shape | tokens | variant | MB read | us | GB/s | % of stream read |"
-    grep -E "^\| (fp4 experts|bf16 experts|fp4 MoE layer|bf16 MoE layer|fp4_expert_down_combine) .*\| (1|16) \|" \
-      "$OUT/fp4-kernels.log"
-    grep -E "rc=" "$OUT/fp4-kernels.log"
-  fi
-  if [ -n "${tok_s[bf16]:-}" ]; then
-    for experts in nvfp4 mxfp4; do
-      [ -n "${tok_s[$experts]:-}" ] &&
-        awk -v a="${tok_s[$experts]}" -v b="${tok_s[bf16]}" -v e="$experts" \
-          'BEGIN { printf "decode Qwen3-30B-A3B shape: %s experts %.1f tok/s vs bf16 %.1f tok/s = %.2fx\n", e, a, b, a / b }'
+    grep -E "^\| (fp4 experts|bf16 experts) .*\| (1|16) \|" "$OUT/fp4-kernels.log"
+    for n in 1 16; do
+      for k in fp4_expert_gate_up fp4_expert_down_combine; do
+        echo "fastest 3 $k, $n tokens, nvfp4 (of $(grep -cE "^\| $k .*\| $n \| nvfp4 " "$OUT/fp4-kernels.log")):"
+        grep -E "^\| $k .*\| $n \| nvfp4 " "$OUT/fp4-kernels.log" | sort -t'|' -k7,7g | head -3 |
+          awk -F'|' '{printf "  %s: %s us, %s\n", $5, $7, $9}'
+        grep -E "^\| $k .*\| $n \| nvfp4 v1 " "$OUT/fp4-kernels.log" | awk -F'|' '{printf "  v1 %s: %s us, %s\n", $5, $7, $9}' | head -1
+      done
     done
+    grep -E "^best tuning|rc=" "$OUT/fp4-kernels.log"
   fi
-  for experts in bf16 nvfp4 mxfp4; do
-    [ -f "$WORK/decode-$experts.log" ] &&
-      echo "$experts: $(grep -E 'decode, batch 1' "$WORK/decode-$experts.log" | sed 's/^ *//')"
+  if [ -s "$OUT/fp4-ncu.txt" ]; then
+    echo "ncu (per kernel: duration, DRAM throughput, achieved occupancy, registers, issue slots busy):"
+    awk '/fp4_(gate_up|down).*kernel/ { name = $1; sub(/\(.*/, "", name); sub(/.*::/, "", name); print "  " name }
+         /^ +(Duration|DRAM Throughput|Achieved Occupancy|Registers Per Thread|Issue Slots Busy|Eligible Warps Per Scheduler|Warp Cycles Per Issued Instruction) / {
+           printf "    %s\n", $0 }' "$OUT/fp4-ncu.txt" | sed 's/  \+/ /g' | head -80
+  fi
+  for run in nvfp4 nvfp4-best; do
+    [ -n "${tok_s[$run]:-}" ] && [ -n "${tok_s[bf16]:-}" ] &&
+      awk -v a="${tok_s[$run]}" -v b="${tok_s[bf16]}" -v e="$run" \
+        'BEGIN { printf "decode Qwen3-30B-A3B shape: %s experts %.1f tok/s vs bf16 %.1f tok/s = %.2fx\n", e, a, b, a / b }'
+  done
+  for run in bf16 nvfp4 nvfp4-best; do
+    [ -f "$WORK/decode-$run.log" ] &&
+      echo "$run: $(grep -E 'decode, batch 1' "$WORK/decode-$run.log" | sed 's/^ *//')"
   done
   return 0
 }

@@ -91,6 +91,37 @@ std::vector<float> dequantized(const fp4::Fp4MatrixView& m) {
   return w;
 }
 
+// The configurations the bench sweeps (kernels/fp4_moe/fp4_moe_bench.cpp), any of which the runner may be told to use.
+std::vector<kernels::Fp4MoeTuning> gate_up_tunings() {
+  std::vector<kernels::Fp4MoeTuning> list;
+  for (int k_split : {1, 2, 4}) list.push_back(kernels::parse_fp4_moe_tuning("v1 ks" + std::to_string(k_split)));
+  for (int stages : {4, 8})
+    for (int k_split : {1, 2, 4, 8})
+      list.push_back(kernels::parse_fp4_moe_tuning("v2 ks" + std::to_string(k_split) + " s" + std::to_string(stages)));
+  return list;
+}
+std::vector<kernels::Fp4MoeTuning> down_tunings() {
+  std::vector<kernels::Fp4MoeTuning> list{kernels::parse_fp4_moe_tuning("v1"), kernels::parse_fp4_moe_tuning("v2")};
+  for (int warps : {8, 16})
+    for (int stages : {6, 12})
+      for (int k_split : {1, 2, 3, 4})
+        list.push_back(kernels::parse_fp4_moe_tuning("v2 dw" + std::to_string(warps) + " ds" + std::to_string(stages) +
+                                                     " dk" + std::to_string(k_split)));
+  return list;
+}
+
+TEST(GpuFp4Moe, TuningTextRoundTrips) {
+  const kernels::Fp4MoeTuning t = kernels::parse_fp4_moe_tuning("v2 ks8 s4 dw16 ds12 dk3");
+  EXPECT_EQ(t.version, 2);
+  EXPECT_EQ(t.k_split, 8);
+  EXPECT_EQ(t.stages, 4);
+  EXPECT_EQ(t.down_warps, 16);
+  EXPECT_EQ(t.down_stages, 12);
+  EXPECT_EQ(t.down_k_split, 3);
+  EXPECT_EQ(kernels::to_string(t), "v2 ks8 s4 dw16 ds12 dk3");
+  EXPECT_THROW(kernels::parse_fp4_moe_tuning("v2 bogus"), std::exception);
+}
+
 TEST(GpuFp4Moe, GateUpAndDownCombineMatchCpuReference) {
   SKIP_WITHOUT_GPU();
   reseed_for_current_test();
@@ -147,12 +178,14 @@ TEST(GpuFp4Moe, GateUpAndDownCombineMatchCpuReference) {
                                     h_want.begin() + static_cast<size_t>(entry + 1) * c.width);
         }
         expect_within(h_got, h_want, h_bound, "gate/up " + what);
-        // Every k_split of the gate/up kernel (warps sharing a row tile), not only the heuristic's choice.
-        for (int k_split : {1, 2, 4}) {
+        // Every configuration of the gate/up kernel the bench can select (both versions, every k_split and ring
+        // depth), not only the defaults.
+        for (const kernels::Fp4MoeTuning& tuning : gate_up_tunings()) {
           auto h_split = poisoned(h_got.size());
-          kernels::fp4_expert_gate_up(gate.matrices, up.matrices, r.routing, x_dev.data(), h_split.data(), nullptr, k_split);
+          kernels::fp4_expert_gate_up(gate.matrices, up.matrices, r.routing, x_dev.data(), h_split.data(), nullptr, 0,
+                                      tuning);
           TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
-          expect_within(h_split.to_host(), h_want, h_bound, "gate/up k_split=" + std::to_string(k_split) + " " + what);
+          expect_within(h_split.to_host(), h_want, h_bound, "gate/up " + kernels::to_string(tuning) + " " + what);
         }
 
         std::vector<float> want(static_cast<size_t>(n_tokens) * c.hidden), bound(want.size(), 1e-6f);
@@ -186,6 +219,14 @@ TEST(GpuFp4Moe, GateUpAndDownCombineMatchCpuReference) {
           bound_acc[i] = bound[i] + 1e-6f * std::fabs(base[i]);
         }
         expect_within(acc_dev.to_host(), want_acc, bound_acc, "accumulate " + what);
+        // Every configuration of the down kernel (both versions, warps, ring depth, k parts), accumulating.
+        for (const kernels::Fp4MoeTuning& tuning : down_tunings()) {
+          cuda::DeviceBuffer<float> acc_variant(base);
+          kernels::fp4_expert_down_combine(down.matrices, r.routing, h_dev.data(), r.weights_dev.data(),
+                                           acc_variant.data(), true, nullptr, false, tuning);
+          TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
+          expect_within(acc_variant.to_host(), want_acc, bound_acc, "down " + kernels::to_string(tuning) + " " + what);
+        }
       }
     }
   }
@@ -224,14 +265,18 @@ TEST(GpuFp4Moe, EveryCodeAndScaleDecodesExactly) {
       std::vector<float> h(static_cast<size_t>(n_tokens) * cols, 0.0f);
       for (int t = 0; t < n_tokens; ++t) h[static_cast<size_t>(t) * cols + first + t] = 1.0f;
       cuda::DeviceBuffer<float> h_dev(h);
-      auto out = poisoned(static_cast<size_t>(n_tokens) * rows);
-      kernels::fp4_expert_down_combine(down, routing, h_dev.data(), weights.data(), out.data(), false, nullptr);
-      TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
       std::vector<float> want(static_cast<size_t>(n_tokens) * rows);
       for (int t = 0; t < n_tokens; ++t)
         for (int r = 0; r < rows; ++r) want[static_cast<size_t>(t) * rows + r] = w[static_cast<size_t>(r) * cols + first + t];
-      expect_within(out.to_host(), want, 0.0f, 0.0f,
-                    std::string("exact codes ") + std::string(fp4::format_name(format)) + " columns " + std::to_string(first));
+      for (const char* version : {"v1", "v2"}) {
+        auto out = poisoned(static_cast<size_t>(n_tokens) * rows);
+        kernels::fp4_expert_down_combine(down, routing, h_dev.data(), weights.data(), out.data(), false, nullptr, false,
+                                         kernels::parse_fp4_moe_tuning(version));
+        TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
+        expect_within(out.to_host(), want, 0.0f, 0.0f,
+                      std::string("exact codes ") + version + " " + std::string(fp4::format_name(format)) + " columns " +
+                          std::to_string(first));
+      }
     }
   }
 }

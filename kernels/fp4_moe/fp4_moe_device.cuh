@@ -1,0 +1,148 @@
+// Device helpers shared by the versions of the FP4 MoE kernels (fp4_moe.cu: version 1 and the dispatch;
+// fp4_moe_v2.cu: version 2). See fp4_moe.cu for the design.
+#pragma once
+#include <cstdint>
+
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+
+#include "common/device_helpers.cuh"
+#include "cuda/cuda_check.h"
+#include "fp4_moe/fp4_moe.h"
+
+namespace tachyon::kernels::fp4_moe_detail {
+
+constexpr int kTileRows = 16, kTileCols = 64, kTileCodeBytes = 512;
+constexpr int kGateUpWarps = 4, kGateUpStages = 4;
+constexpr int kDownWarps = 8, kDownStages = 6;
+constexpr float kInputScale = 0.0625f, kOutputScale = 16.0f;
+constexpr uint32_t kTwoTo14x2 = 0x74007400u;  // fp16 pair (16384, 16384)
+
+template <bool NV>
+struct Tile {
+  static constexpr int kScaleBytes = NV ? 64 : 32;
+  static constexpr int kBytes = kTileCodeBytes + kScaleBytes;
+  static constexpr int kChunks = kBytes / 16;        // 16-byte pieces: 32 of codes, then the scales
+  static constexpr int kScaleChunks = kScaleBytes / 16;
+};
+
+inline int tile_bytes(Fp4Kind kind) { return kTileCodeBytes + (kind == Fp4Kind::Nvfp4 ? 64 : 32); }
+
+// The fp16 pair p (0..3) of a lane's word: A-fragment register p, exact code values.
+__device__ __forceinline__ uint32_t decode_pair(uint32_t word, int p) {
+  const uint32_t q = word << (4 * p);
+  const uint32_t pair = (q & 0x80008000u) | ((q & 0x70007000u) >> 3);
+  uint32_t exact;
+  asm("mul.rn.f16x2 %0, %1, %2;\n" : "=r"(exact) : "r"(pair), "r"(kTwoTo14x2));
+  return exact;
+}
+
+// D += A * B for one m16n8k16 tile with fp16 inputs and float32 accumulation (fragments as mma_bf16_16x8x16).
+__device__ __forceinline__ void mma_f16_16x8x16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t half2_bits(__half2 v) { return *reinterpret_cast<uint32_t*>(&v); }
+
+// x ~= hi + lo, both fp16 pairs (lower index in the lower half).
+__device__ __forceinline__ void split_f16x2(float a, float b, uint32_t& hi, uint32_t& lo) {
+  const __half2 h = __floats2half2_rn(a, b);
+  const float2 back = __half22float2(h);
+  hi = half2_bits(h);
+  lo = half2_bits(__floats2half2_rn(a - back.x, b - back.y));
+}
+
+__device__ __forceinline__ float e8m0_to_float(uint32_t byte) {
+  return byte == 0 ? __uint_as_float(0x00400000u) : __uint_as_float(byte << 23);  // 2^-127 is a float subnormal
+}
+
+__device__ __forceinline__ float2 e4m3x2_to_float2(uint32_t two_bytes) {
+  const __half2_raw raw = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(two_bytes), __NV_E4M3);
+  return __half22float2(__half2(raw));
+}
+
+// Block scales of rows g and g + 8 of a tile in shared memory: [block] for each of the two rows.
+template <bool NV>
+__device__ __forceinline__ void tile_scales(const uint8_t* scale_bytes, int g, float (&row_g)[4], float (&row_g8)[4]) {
+  if constexpr (NV) {
+    const uint32_t lo = *reinterpret_cast<const uint32_t*>(scale_bytes + 4 * g);
+    const uint32_t hi = *reinterpret_cast<const uint32_t*>(scale_bytes + 4 * (g + 8));
+    const float2 a = e4m3x2_to_float2(lo & 0xffff), b = e4m3x2_to_float2(lo >> 16);
+    const float2 c = e4m3x2_to_float2(hi & 0xffff), d = e4m3x2_to_float2(hi >> 16);
+    row_g[0] = a.x, row_g[1] = a.y, row_g[2] = b.x, row_g[3] = b.y;
+    row_g8[0] = c.x, row_g8[1] = c.y, row_g8[2] = d.x, row_g8[3] = d.y;
+  } else {
+    const uint32_t lo = *reinterpret_cast<const uint16_t*>(scale_bytes + 2 * g);
+    const uint32_t hi = *reinterpret_cast<const uint16_t*>(scale_bytes + 2 * (g + 8));
+    row_g[0] = e8m0_to_float(lo & 0xff), row_g[1] = e8m0_to_float(lo >> 8);
+    row_g8[0] = e8m0_to_float(hi & 0xff), row_g8[1] = e8m0_to_float(hi >> 8);
+    row_g[2] = row_g[3] = row_g8[2] = row_g8[3] = 0.0f;
+  }
+}
+
+// B fragments of one 64-column tile for the lane's columns: hi/lo pairs per (token tile, 16-column step, register).
+// Copies a tile's codes (one 16-byte piece per lane) and scales (pieces 32.., by lanes first_scale_lane..).
+template <bool NV>
+__device__ __forceinline__ void copy_tile(uint4* stage, const uint8_t* src, int lane, int first_scale_lane) {
+  cp_async_16B(stage + lane, src + 16 * lane);
+  const int scale_piece = lane - first_scale_lane;
+  if (scale_piece >= 0 && scale_piece < Tile<NV>::kScaleChunks)
+    cp_async_16B(stage + 32 + scale_piece, src + kTileCodeBytes + 16 * scale_piece);
+}
+
+struct GateUpParams {
+  const uint8_t* gate;
+  const uint8_t* up;
+  int64_t gate_stride, up_stride;
+  const float* gate_scales;
+  const float* up_scales;
+  int rows, cols;  // I, H
+  const float* x;
+  float* h;
+  const int* active_count;
+  const int* active_experts;
+  const int* slot_offsets;
+  const int* sorted_assignments;
+  int top_k;
+};
+
+struct DownParams {
+  const uint8_t* down;
+  int64_t stride;
+  const float* scales;
+  int rows, cols;  // H, I
+  const float* h;
+  const float* topk_weights;
+  float* out;
+  const int* active_count;
+  const int* active_experts;
+  const int* slot_offsets;
+  const int* sorted_assignments;
+  int top_k, n_tokens;
+  bool accumulate, after_gate_up;
+};
+
+template <typename Kernel, typename Params>
+void launch_programmatic(Kernel kernel, dim3 grid, int threads, size_t shared_bytes, const Params& p,
+                         cudaStream_t stream) {
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = dim3(threads);
+  config.dynamicSmemBytes = shared_bytes;
+  config.stream = stream;
+  cudaLaunchAttribute attribute{};
+  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute.val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = &attribute;
+  config.numAttrs = 1;
+  TACHYON_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, p));
+}
+
+// Version 2 (fp4_moe_v2.cu).
+void launch_gate_up_v2(const GateUpParams& p, int max_active_experts, int n_tokens, bool nv, int k_split, int stages,
+                       cudaStream_t stream);
+void launch_down_v2(const DownParams& p, int n_tokens, bool nv, int warps, int stages, int k_split, cudaStream_t stream);
+
+}  // namespace tachyon::kernels::fp4_moe_detail

@@ -1,0 +1,479 @@
+// fp4_moe_v2: version 2 of the FP4 MoE kernels (fp4_expert_gate_up, fp4_expert_down_combine). Same tile layout,
+// same arithmetic (fp16 hi + lo of x / 16 against exactly decoded codes, float32 accumulation, block scales on
+// each block's fresh partial sums) and same error bounds as version 1 (fp4_moe.cu, which also has the design);
+// what changes is how much work the SM does per tile and how much stays in flight:
+// - hi and lo of a token are two MMA columns (column 2e + 0 = hi of entry e, 2e + 1 = lo), so one n8 tile holds
+//   4 tokens and a k16 step costs one MMA per 4 tokens instead of two per 8: half the MMAs at 1 token, and at 16
+//   tokens (most experts then have 1..2 tokens) a quarter. The two columns are summed once at the end.
+// - the number of n8 tiles is chosen per expert from ITS token count (1..4), not from the pass's token count;
+// - the next step's activations are loaded one step ahead (their L1/L2 latency hides behind the MMAs);
+// - the four k16 steps of a tile are independent MMA chains (fresh partial sums), scaled per block afterwards;
+// - ring depth, warps per block and the split of H among warps (gate/up) or of each expert's columns into items
+//   (down) are template / run-time parameters, swept by `tachyon eval --kernel-bench qwen3 --sweep`;
+// - both kernels get the maximum shared-memory carveout (more blocks per SM) and opt in to > 48 KB rings.
+#include "fp4_moe/fp4_moe_device.cuh"
+
+namespace tachyon::kernels::fp4_moe_detail {
+
+namespace {
+
+// Lane (g, t) of n8 tile j is MMA column g: entry 4 j + g / 2, its hi part (g even) or lo part (g odd). Its B
+// fragment of k16 step `sub` is the float4 at columns 16 sub + 4 t .. + 3 of the 64-column tile (the layout's k
+// permutation), split below.
+template <int NT>
+__device__ __forceinline__ void load_raw(const float* const (&row)[NT], int column0, int t, float4 (&v)[NT][4]) {
+#pragma unroll
+  for (int j = 0; j < NT; ++j)
+#pragma unroll
+    for (int sub = 0; sub < 4; ++sub)
+      v[j][sub] = row[j] ? __ldg(reinterpret_cast<const float4*>(row[j] + column0 + 16 * sub + 4 * t))
+                         : make_float4(0.f, 0.f, 0.f, 0.f);
+}
+
+// hi = fp16(x / 16) (lo_select 0) or lo = fp16(x / 16 - hi) (lo_select 1), as an fp16 pair.
+__device__ __forceinline__ uint32_t hi_or_lo(float a, float b, float lo_select) {
+  a *= kInputScale;
+  b *= kInputScale;
+  const __half2 h = __floats2half2_rn(a, b);
+  const float2 back = __half22float2(h);
+  return half2_bits(__floats2half2_rn(fmaf(-lo_select, back.x, a), fmaf(-lo_select, back.y, b)));
+}
+
+template <int NT>
+__device__ __forceinline__ void split_packed(const float4 (&v)[NT][4], float lo_select, uint32_t (&b)[NT][4][2]) {
+#pragma unroll
+  for (int j = 0; j < NT; ++j)
+#pragma unroll
+    for (int sub = 0; sub < 4; ++sub) {
+      b[j][sub][0] = hi_or_lo(v[j][sub].x, v[j][sub].y, lo_select);
+      b[j][sub][1] = hi_or_lo(v[j][sub].z, v[j][sub].w, lo_select);
+    }
+}
+
+// Load and split in one go (no float4 array kept live): for 3..4 n8 tiles, where registers are short.
+template <int NT>
+__device__ __forceinline__ void load_split(const float* const (&row)[NT], int column0, int t, float lo_select,
+                                           uint32_t (&b)[NT][4][2]) {
+#pragma unroll
+  for (int j = 0; j < NT; ++j)
+#pragma unroll
+    for (int sub = 0; sub < 4; ++sub) {
+      const float4 v = row[j] ? __ldg(reinterpret_cast<const float4*>(row[j] + column0 + 16 * sub + 4 * t))
+                              : make_float4(0.f, 0.f, 0.f, 0.f);
+      b[j][sub][0] = hi_or_lo(v.x, v.y, lo_select);
+      b[j][sub][1] = hi_or_lo(v.z, v.w, lo_select);
+    }
+}
+
+// acc[j] += this tile's products. With one n8 tile, each scale block's MMAs start from zero (independent chains:
+// NVFP4 4 blocks of one k16 step, MXFP4 2 blocks of two) and are scaled once; with more n8 tiles their MMAs are
+// already independent, and one partial set (scaled at each block's end) keeps the registers down.
+template <int NT, bool NV>
+__device__ __forceinline__ void tile_product_packed(const uint4& codes, const uint8_t* scale_bytes, int g,
+                                                    const uint32_t (&b)[NT][4][2], float (&acc)[NT][4]) {
+  float scale_g[4], scale_g8[4];
+  tile_scales<NV>(scale_bytes, g, scale_g, scale_g8);
+  const uint32_t words[4] = {codes.x, codes.y, codes.z, codes.w};
+  constexpr int kBlocks = NV ? 4 : 2;
+  constexpr int kChains = NT == 1 ? kBlocks : 1;
+  float part[kChains][NT][4];
+#pragma unroll
+  for (int k = 0; k < kChains; ++k)
+#pragma unroll
+    for (int j = 0; j < NT; ++j)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) part[k][j][r] = 0.0f;
+  auto scale_into_acc = [&](float (&q)[NT][4], int block) {
+#pragma unroll
+    for (int j = 0; j < NT; ++j) {
+      acc[j][0] += q[j][0] * scale_g[block];
+      acc[j][1] += q[j][1] * scale_g[block];
+      acc[j][2] += q[j][2] * scale_g8[block];
+      acc[j][3] += q[j][3] * scale_g8[block];
+#pragma unroll
+      for (int r = 0; r < 4; ++r) q[j][r] = 0.0f;
+    }
+  };
+#pragma unroll
+  for (int sub = 0; sub < 4; ++sub) {
+    const uint32_t a[4] = {decode_pair(words[sub], 0), decode_pair(words[sub], 1), decode_pair(words[sub], 2),
+                           decode_pair(words[sub], 3)};
+    const int block = NV ? sub : sub >> 1;
+    float (&q)[NT][4] = part[kChains == 1 ? 0 : block];
+#pragma unroll
+    for (int j = 0; j < NT; ++j) mma_f16_16x8x16(q[j], a, b[j][sub][0], b[j][sub][1]);
+    if (kChains == 1 && (NV || (sub & 1))) scale_into_acc(q, block);
+  }
+  if constexpr (kChains > 1) {
+#pragma unroll
+    for (int k = 0; k < kChains; ++k) scale_into_acc(part[k], k);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// gate/up: grid (row tiles / (WARPS / K_SPLIT), expert slots); K_SPLIT warps share a row tile and split H.
+
+template <int WARPS, int K_SPLIT, int STAGES, int NT, bool NV>
+__device__ __forceinline__ void gate_up_body(const GateUpParams& p, uint4* ring, int expert, int entry_base,
+                                             int n_cols, int row_tile, int k_part, bool rows_active, int kt_begin,
+                                             int n_steps) {
+  using T = Tile<NV>;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int col_tiles = p.cols / kTileCols;
+  const int64_t row_offset = static_cast<int64_t>(row_tile) * col_tiles * T::kBytes;
+  const uint8_t* gate_tiles = p.gate + expert * p.gate_stride + row_offset;
+  const uint8_t* up_tiles = p.up + expert * p.up_stride + row_offset;
+  uint4* my_ring = ring + warp * STAGES * 2 * T::kChunks;
+  auto issue = [&](int step) {
+    if (step < n_steps) {
+      uint4* stage = my_ring + (step % STAGES) * 2 * T::kChunks;
+      const int64_t offset = static_cast<int64_t>(kt_begin + step) * T::kBytes;
+      copy_tile<NV>(stage, gate_tiles + offset, lane, 0);
+      copy_tile<NV>(stage + T::kChunks, up_tiles + offset, lane, T::kScaleChunks);
+    }
+    cp_async_commit();
+  };
+#pragma unroll
+  for (int s = 0; s < STAGES - 1; ++s) issue(s);
+
+  const float lo_select = (g & 1) ? 1.0f : 0.0f;
+  const float* x_row[NT];
+#pragma unroll
+  for (int j = 0; j < NT; ++j) {
+    const int entry = 4 * j + (g >> 1);
+    x_row[j] = entry < n_cols
+                   ? p.x + static_cast<int64_t>(p.sorted_assignments[entry_base + entry] / p.top_k) * p.cols
+                   : nullptr;
+  }
+  float acc[2][NT][4];
+#pragma unroll
+  for (int w = 0; w < 2; ++w)
+#pragma unroll
+    for (int j = 0; j < NT; ++j)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) acc[w][j][r] = 0.0f;
+  // The next step's activations one step ahead, up to 2 n8 tiles (beyond, the registers cost occupancy).
+  constexpr bool kPrefetch = NT <= 2;
+  float4 v[kPrefetch ? NT : 1][4];
+  if constexpr (kPrefetch)
+    if (n_steps > 0) load_raw<NT>(x_row, kt_begin * kTileCols, t, v);
+  for (int step = 0; step < n_steps; ++step) {
+    uint32_t b[NT][4][2];
+    if constexpr (kPrefetch) {
+      split_packed<NT>(v, lo_select, b);
+      if (step + 1 < n_steps) load_raw<NT>(x_row, (kt_begin + step + 1) * kTileCols, t, v);
+    } else {
+      load_split<NT>(x_row, (kt_begin + step) * kTileCols, t, lo_select, b);
+    }
+    cp_async_wait<STAGES - 2>();
+    __syncwarp();  // scale pieces were copied by other lanes
+    const uint4* stage = my_ring + (step % STAGES) * 2 * T::kChunks;
+#pragma unroll
+    for (int w = 0; w < 2; ++w)
+      tile_product_packed<NT, NV>(stage[w * T::kChunks + lane],
+                                  reinterpret_cast<const uint8_t*>(stage + w * T::kChunks + 32), g, b, acc[w]);
+    __syncwarp();  // the stage just read is refilled below
+    issue(step + STAGES - 1);
+  }
+  cp_async_wait<0>();
+
+  // val[w][j][r]: matrix w, row g + 8 r, entry 4 j + t (hi column + lo column).
+  float val[2][NT][2];
+#pragma unroll
+  for (int w = 0; w < 2; ++w)
+#pragma unroll
+    for (int j = 0; j < NT; ++j) {
+      val[w][j][0] = acc[w][j][0] + acc[w][j][1];
+      val[w][j][1] = acc[w][j][2] + acc[w][j][3];
+    }
+  if constexpr (K_SPLIT > 1) {
+    // The rings are free now (every copy of every warp has landed once all warps pass the barrier): the
+    // partials of k parts 1.. go there, [warp][w][j][r][lane].
+    __syncthreads();
+    float* partial = reinterpret_cast<float*>(ring);
+    auto at = [&](int wp, int w, int j, int r) { return partial + (((wp * 2 + w) * NT + j) * 2 + r) * 32 + lane; };
+    if (k_part != 0) {
+#pragma unroll
+      for (int w = 0; w < 2; ++w)
+#pragma unroll
+        for (int j = 0; j < NT; ++j)
+#pragma unroll
+          for (int r = 0; r < 2; ++r) *at(warp, w, j, r) = val[w][j][r];
+    }
+    __syncthreads();
+    if (k_part != 0) return;
+#pragma unroll
+    for (int other = 1; other < K_SPLIT; ++other)
+#pragma unroll
+      for (int w = 0; w < 2; ++w)
+#pragma unroll
+        for (int j = 0; j < NT; ++j)
+#pragma unroll
+          for (int r = 0; r < 2; ++r) val[w][j][r] += *at(warp + other, w, j, r);
+  }
+  if (!rows_active) return;
+  const float gate_scale = (p.gate_scales ? p.gate_scales[expert] : 1.0f) * kOutputScale;
+  const float up_scale = (p.up_scales ? p.up_scales[expert] : 1.0f) * kOutputScale;
+#pragma unroll
+  for (int j = 0; j < NT; ++j) {
+    const int entry = 4 * j + t;
+    if (entry < n_cols)
+#pragma unroll
+      for (int r = 0; r < 2; ++r)
+        p.h[static_cast<int64_t>(entry_base + entry) * p.rows + row_tile * kTileRows + g + 8 * r] =
+            silu(val[0][j][r] * gate_scale) * (val[1][j][r] * up_scale);
+  }
+}
+
+// Kernels with more than one n8 tile per expert are capped at 128 registers (16 warps per SM): at 16 tokens most
+// experts take the 1-tile path, which needs far fewer, and would otherwise pay for the rare 4-tile one.
+template <int WARPS, int K_SPLIT, int STAGES, int MAX_NT, bool NV>
+__global__ void __launch_bounds__(WARPS * 32, MAX_NT > 1 ? 512 / (WARPS * 32) : 1) fp4_gate_up_v2_kernel(GateUpParams p) {
+  wait_for_previous_kernel();    // the routing tables come from the previous kernel
+  allow_next_kernel_to_start();  // the down kernel may start streaming weights; it waits for h itself
+  const int slot = blockIdx.y;
+  if (slot >= *p.active_count) return;  // block-uniform
+  const int warp = threadIdx.x >> 5;
+  const int expert = p.active_experts[slot];
+  const int entry_base = p.slot_offsets[slot], n_cols = p.slot_offsets[slot + 1] - entry_base;
+  constexpr int kTilesPerBlock = WARPS / K_SPLIT;
+  const int row_tiles = p.rows / kTileRows, col_tiles = p.cols / kTileCols;
+  const int row_tile = blockIdx.x * kTilesPerBlock + warp / K_SPLIT, k_part = warp % K_SPLIT;
+  const bool rows_active = row_tile < row_tiles;
+  const int kt_begin = col_tiles * k_part / K_SPLIT, kt_end = col_tiles * (k_part + 1) / K_SPLIT;
+  const int n_steps = rows_active ? kt_end - kt_begin : 0;
+  const int safe_row_tile = min(row_tile, row_tiles - 1);
+  extern __shared__ uint4 ring[];  // [warp][stage][gate, up][T::kChunks]
+  const int nt = min((n_cols + 3) / 4, MAX_NT);  // block-uniform: every warp takes the same branch
+  if constexpr (MAX_NT >= 4)
+    if (nt == 4)
+      return gate_up_body<WARPS, K_SPLIT, STAGES, 4, NV>(p, ring, expert, entry_base, n_cols, safe_row_tile, k_part,
+                                                         rows_active, kt_begin, n_steps);
+  if constexpr (MAX_NT >= 3)
+    if (nt == 3)
+      return gate_up_body<WARPS, K_SPLIT, STAGES, 3, NV>(p, ring, expert, entry_base, n_cols, safe_row_tile, k_part,
+                                                         rows_active, kt_begin, n_steps);
+  if constexpr (MAX_NT >= 2)
+    if (nt == 2)
+      return gate_up_body<WARPS, K_SPLIT, STAGES, 2, NV>(p, ring, expert, entry_base, n_cols, safe_row_tile, k_part,
+                                                         rows_active, kt_begin, n_steps);
+  gate_up_body<WARPS, K_SPLIT, STAGES, 1, NV>(p, ring, expert, entry_base, n_cols, safe_row_tile, k_part, rows_active,
+                                              kt_begin, n_steps);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// down + combine: grid (row tiles of H). Work items (expert slot, k part of its I columns) go round-robin to the
+// block's warps; each item's weighted result is added into the warp's [16 rows][16 tokens] tile in shared memory,
+// and the warps' tiles are summed in a fixed order at the end (deterministic, no atomics).
+
+template <int STAGES, int NT, bool NV, typename Issue>
+__device__ __forceinline__ void down_item(const DownParams& p, float (&out_tile)[kTileRows][16], const uint4* my_ring,
+                                          int expert, int entry_base, int n_cols, int kt0, int item_tiles, int step0,
+                                          Issue& issue) {
+  using T = Tile<NV>;
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const float lo_select = (g & 1) ? 1.0f : 0.0f;
+  const float* x_row[NT];
+#pragma unroll
+  for (int j = 0; j < NT; ++j) {
+    const int entry = 4 * j + (g >> 1);
+    x_row[j] = entry < n_cols ? p.h + static_cast<int64_t>(entry_base + entry) * p.cols : nullptr;
+  }
+  float acc[NT][4];
+#pragma unroll
+  for (int j = 0; j < NT; ++j)
+#pragma unroll
+    for (int r = 0; r < 4; ++r) acc[j][r] = 0.0f;
+  constexpr bool kPrefetch = NT <= 2;
+  float4 v[kPrefetch ? NT : 1][4];
+  if constexpr (kPrefetch) load_raw<NT>(x_row, kt0 * kTileCols, t, v);
+  for (int i = 0; i < item_tiles; ++i) {
+    uint32_t b[NT][4][2];
+    if constexpr (kPrefetch) {
+      split_packed<NT>(v, lo_select, b);
+      if (i + 1 < item_tiles) load_raw<NT>(x_row, (kt0 + i + 1) * kTileCols, t, v);
+    } else {
+      load_split<NT>(x_row, (kt0 + i) * kTileCols, t, lo_select, b);
+    }
+    cp_async_wait<STAGES - 2>();
+    __syncwarp();
+    const uint4* stage = my_ring + ((step0 + i) % STAGES) * T::kChunks;
+    tile_product_packed<NT, NV>(stage[lane], reinterpret_cast<const uint8_t*>(stage + 32), g, b, acc);
+    __syncwarp();
+    issue(step0 + i + STAGES - 1);
+  }
+  const float scale = (p.scales ? p.scales[expert] : 1.0f) * kOutputScale;
+#pragma unroll
+  for (int j = 0; j < NT; ++j) {
+    const int entry = 4 * j + t;
+    if (entry < n_cols) {
+      const int assignment = p.sorted_assignments[entry_base + entry];
+      const float w = p.topk_weights[assignment] * scale;
+      const int token = assignment / p.top_k;
+      out_tile[g][token] += w * (acc[j][0] + acc[j][1]);
+      out_tile[g + 8][token] += w * (acc[j][2] + acc[j][3]);
+    }
+  }
+  __syncwarp();  // out_tile writes ordered before the next item's (other lanes may add to the same token)
+}
+
+template <int WARPS, int STAGES, int MAX_NT, bool NV>
+__global__ void __launch_bounds__(WARPS * 32, MAX_NT > 1 ? 512 / (WARPS * 32) : 1) fp4_down_v2_kernel(DownParams p, int k_split) {
+  using T = Tile<NV>;
+  __shared__ float out_tile[WARPS][kTileRows][16];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (!p.after_gate_up) wait_for_previous_kernel();
+  const int active = *p.active_count;
+  const int row_tile = blockIdx.x, col_tiles = p.cols / kTileCols, item_tiles = col_tiles / k_split;
+  const int n_items = active * k_split;
+  const int my_items = n_items > warp ? (n_items - warp + WARPS - 1) / WARPS : 0;
+  const int n_steps = my_items * item_tiles;
+  for (int i = lane; i < kTileRows * 16; i += 32) out_tile[warp][i / 16][i % 16] = 0.0f;
+
+  extern __shared__ uint4 ring[];  // [warp][stage][T::kChunks]
+  uint4* my_ring = ring + warp * STAGES * T::kChunks;
+  // The copy cursor moves one tile per call (calls come in step order): no division per tile, only per item.
+  auto item_tiles_at = [&](int local) {
+    const int item = warp + local * WARPS;
+    const int kt = (item % k_split) * item_tiles;
+    return p.down + p.active_experts[item / k_split] * p.stride + (static_cast<int64_t>(row_tile) * col_tiles + kt) * T::kBytes;
+  };
+  int issue_local = 0, issue_tile = 0;
+  const uint8_t* issue_src = my_items > 0 ? item_tiles_at(0) : nullptr;
+  auto issue = [&](int step) {
+    if (step < n_steps) {
+      copy_tile<NV>(my_ring + (step % STAGES) * T::kChunks, issue_src + static_cast<int64_t>(issue_tile) * T::kBytes,
+                    lane, 0);
+      if (++issue_tile == item_tiles) {
+        issue_tile = 0;
+        if (++issue_local < my_items) issue_src = item_tiles_at(issue_local);
+      }
+    }
+    cp_async_commit();
+  };
+#pragma unroll
+  for (int s = 0; s < STAGES - 1; ++s) issue(s);
+  if (p.after_gate_up) wait_for_previous_kernel();  // h comes from the gate/up kernel
+  allow_next_kernel_to_start();
+
+  for (int local = 0; local < my_items; ++local) {
+    const int item = warp + local * WARPS, slot = item / k_split, kt0 = (item % k_split) * item_tiles;
+    const int expert = p.active_experts[slot];
+    const int entry_base = p.slot_offsets[slot], n_cols = p.slot_offsets[slot + 1] - entry_base;
+    const int nt = min((n_cols + 3) / 4, MAX_NT);  // warp-uniform
+    const int step0 = local * item_tiles;
+    if (MAX_NT >= 4 && nt == 4)
+      down_item<STAGES, (MAX_NT >= 4 ? 4 : 1), NV>(p, out_tile[warp], my_ring, expert, entry_base, n_cols, kt0,
+                                                   item_tiles, step0, issue);
+    else if (MAX_NT >= 3 && nt == 3)
+      down_item<STAGES, (MAX_NT >= 3 ? 3 : 1), NV>(p, out_tile[warp], my_ring, expert, entry_base, n_cols, kt0,
+                                                   item_tiles, step0, issue);
+    else if (MAX_NT >= 2 && nt == 2)
+      down_item<STAGES, (MAX_NT >= 2 ? 2 : 1), NV>(p, out_tile[warp], my_ring, expert, entry_base, n_cols, kt0,
+                                                   item_tiles, step0, issue);
+    else
+      down_item<STAGES, 1, NV>(p, out_tile[warp], my_ring, expert, entry_base, n_cols, kt0, item_tiles, step0, issue);
+  }
+  cp_async_wait<0>();
+  __syncthreads();
+  for (int i = threadIdx.x; i < kTileRows * p.n_tokens; i += blockDim.x) {
+    const int token = i / kTileRows, row = i % kTileRows;
+    float sum = 0.0f;
+#pragma unroll
+    for (int w = 0; w < WARPS; ++w) sum += out_tile[w][row][token];
+    float* o = p.out + static_cast<int64_t>(token) * p.rows + row_tile * kTileRows + row;
+    *o = p.accumulate ? *o + sum : sum;
+  }
+}
+
+// Once per kernel: rings above 48 KB need the opt-in; the maximum carveout lets more blocks share an SM.
+template <typename Kernel>
+void configure(Kernel kernel, size_t dynamic_shared) {
+  TACHYON_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          static_cast<int>(dynamic_shared)));
+  TACHYON_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                          cudaSharedmemCarveoutMaxShared));
+}
+
+template <int WARPS, int K_SPLIT, int STAGES, int MAX_NT, bool NV>
+void launch_gate_up_t(const GateUpParams& p, int max_active_experts, cudaStream_t stream) {
+  constexpr size_t kShared = static_cast<size_t>(WARPS) * STAGES * 2 * Tile<NV>::kBytes;
+  static_assert(kShared >= static_cast<size_t>(WARPS) * 4 * 2 * 2 * 32 * sizeof(float), "k-split partials fit the ring");
+  auto kernel = fp4_gate_up_v2_kernel<WARPS, K_SPLIT, STAGES, MAX_NT, NV>;
+  static const bool configured = (configure(kernel, kShared), true);
+  (void)configured;
+  const int row_tiles = p.rows / kTileRows, tiles_per_block = WARPS / K_SPLIT;
+  const dim3 grid((row_tiles + tiles_per_block - 1) / tiles_per_block, max_active_experts);
+  launch_programmatic(kernel, grid, WARPS * 32, kShared, p, stream);
+}
+
+template <int MAX_NT, bool NV>
+void launch_gate_up_nt(const GateUpParams& p, int max_active_experts, int k_split, int stages, cudaStream_t stream) {
+  const bool deep = stages > 4;
+#define TACHYON_GATE_UP(W, K)                                                                    \
+  deep ? launch_gate_up_t<W, K, 8, MAX_NT, NV>(p, max_active_experts, stream)                   \
+       : launch_gate_up_t<W, K, 4, MAX_NT, NV>(p, max_active_experts, stream)
+  switch (k_split) {
+    case 1: TACHYON_GATE_UP(4, 1); break;
+    case 2: TACHYON_GATE_UP(4, 2); break;
+    case 4: TACHYON_GATE_UP(4, 4); break;
+    default: TACHYON_GATE_UP(8, 8); break;
+  }
+#undef TACHYON_GATE_UP
+}
+
+template <int WARPS, int STAGES, int MAX_NT, bool NV>
+void launch_down_t(const DownParams& p, int k_split, cudaStream_t stream) {
+  constexpr size_t kShared = static_cast<size_t>(WARPS) * STAGES * Tile<NV>::kBytes;
+  auto kernel = fp4_down_v2_kernel<WARPS, STAGES, MAX_NT, NV>;
+  static const bool configured = (configure(kernel, kShared), true);
+  (void)configured;
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3(p.rows / kTileRows);
+  config.blockDim = dim3(WARPS * 32);
+  config.dynamicSmemBytes = kShared;
+  config.stream = stream;
+  cudaLaunchAttribute attribute{};
+  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute.val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = &attribute;
+  config.numAttrs = 1;
+  TACHYON_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, p, k_split));
+}
+
+template <int MAX_NT, bool NV>
+void launch_down_nt(const DownParams& p, int warps, int stages, int k_split, cudaStream_t stream) {
+  const bool deep = stages > 6;
+  if (warps > 8)
+    deep ? launch_down_t<16, 12, MAX_NT, NV>(p, k_split, stream) : launch_down_t<16, 6, MAX_NT, NV>(p, k_split, stream);
+  else
+    deep ? launch_down_t<8, 12, MAX_NT, NV>(p, k_split, stream) : launch_down_t<8, 6, MAX_NT, NV>(p, k_split, stream);
+}
+
+}  // namespace
+
+void launch_gate_up_v2(const GateUpParams& p, int max_active_experts, int n_tokens, bool nv, int k_split, int stages,
+                       cudaStream_t stream) {
+  if (n_tokens <= 4) {
+    nv ? launch_gate_up_nt<1, true>(p, max_active_experts, k_split, stages, stream)
+       : launch_gate_up_nt<1, false>(p, max_active_experts, k_split, stages, stream);
+  } else if (n_tokens <= 8) {
+    nv ? launch_gate_up_nt<2, true>(p, max_active_experts, k_split, stages, stream)
+       : launch_gate_up_nt<2, false>(p, max_active_experts, k_split, stages, stream);
+  } else {
+    nv ? launch_gate_up_nt<4, true>(p, max_active_experts, k_split, stages, stream)
+       : launch_gate_up_nt<4, false>(p, max_active_experts, k_split, stages, stream);
+  }
+}
+
+void launch_down_v2(const DownParams& p, int n_tokens, bool nv, int warps, int stages, int k_split, cudaStream_t stream) {
+  if (n_tokens <= 4) {
+    nv ? launch_down_nt<1, true>(p, warps, stages, k_split, stream) : launch_down_nt<1, false>(p, warps, stages, k_split, stream);
+  } else if (n_tokens <= 8) {
+    nv ? launch_down_nt<2, true>(p, warps, stages, k_split, stream) : launch_down_nt<2, false>(p, warps, stages, k_split, stream);
+  } else {
+    nv ? launch_down_nt<4, true>(p, warps, stages, k_split, stream) : launch_down_nt<4, false>(p, warps, stages, k_split, stream);
+  }
+}
+
+}  // namespace tachyon::kernels::fp4_moe_detail
