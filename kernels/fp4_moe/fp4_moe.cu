@@ -58,9 +58,11 @@
 // k16 steps independent chains, and raises warps per SM (gate/up 8-way H split at 1 token: 23 warps per SM, every
 // load of a warp in flight at once; down 16 warps and (expert, half) items). v2 gate/up still has ~185
 // instructions per step of two tiles at 1 token (SASS): the decode (~84 per tile) and the per-tile activation split
-// (~32 per tile gate/up, ~64 down) are what is left; next: h written by gate/up already split (fp16 hi/lo pairs) so
-// the down kernel only permutes, two row tiles per gate/up warp (split shared by 4 tiles), and the 2^14 decode
-// multiply folded into the block scale if the tensor cores keep fp16 subnormals.
+// (~32 per tile gate/up) are what is left. The down kernel splits h on every tile (318 instructions per tile in its
+// loop at 1 token); with packed h (Fp4MoeTuning::packed_h, "hp1", not yet the default: untested on a GPU when
+// written) gate/up writes h already split and the down kernel only permutes (283). Next: two row tiles per gate/up
+// warp (one split for four tiles), the 2^14 decode multiply folded into an fp16 block scale if the tensor cores keep
+// fp16 subnormals, a persistent gate/up + down kernel.
 #include "fp4_moe/fp4_moe.h"
 
 #include <algorithm>
@@ -363,6 +365,7 @@ Fp4MoeTuning parse_fp4_moe_tuning(const std::string& text) {
     else if (word.rfind("dw", 0) == 0) t.down_warps = value(2);
     else if (word.rfind("ds", 0) == 0) t.down_stages = value(2);
     else if (word.rfind("dk", 0) == 0) t.down_k_split = value(2);
+    else if (word.rfind("hp", 0) == 0) t.packed_h = value(2);
     else if (word.rfind("v", 0) == 0) t.version = value(1);
     else if (word.rfind("s", 0) == 0) t.stages = value(1);
     else throw std::invalid_argument("parse_fp4_moe_tuning: unknown field '" + word + "' in '" + text + "'");
@@ -382,6 +385,7 @@ std::string to_string(const Fp4MoeTuning& t) {
   add("dw", t.down_warps);
   add("ds", t.down_stages);
   add("dk", t.down_k_split);
+  add("hp", t.packed_h);
   return s;
 }
 
@@ -422,7 +426,7 @@ void fp4_expert_gate_up(const Fp4ExpertMatrices& gate, const Fp4ExpertMatrices& 
       }
     }
     launch_gate_up_v2(p, routing.max_active_experts, routing.n_tokens, nv, k_split, tuning.stages ? tuning.stages : 4,
-                      stream);
+                      tuning.packed_h != 0, stream);
     return;
   }
   if (k_split != 1 && k_split != 2 && k_split != 4) {
@@ -468,7 +472,8 @@ void fp4_expert_down_combine(const Fp4ExpertMatrices& down, const ExpertRouting&
       k_split = std::clamp((warps + std::max(1, routing.max_active_experts) - 1) / std::max(1, routing.max_active_experts), 1, 4);
     k_split = std::clamp(k_split, 1, col_tiles);
     while (col_tiles % k_split != 0) --k_split;
-    launch_down_v2(p, routing.n_tokens, nv, warps, tuning.down_stages ? tuning.down_stages : 6, k_split, stream);
+    launch_down_v2(p, routing.n_tokens, nv, warps, tuning.down_stages ? tuning.down_stages : 6, k_split,
+                   tuning.packed_h != 0, stream);
     return;
   }
   const dim3 grid(down.rows / kTileRows);

@@ -39,8 +39,11 @@ struct Fp4MoeTuning {
   int down_warps = 0;     // down: warps per block (version 2: 8 or 16)
   int down_stages = 0;    // down ring stages per warp (version 2: 6 or 12)
   int down_k_split = 0;   // down: each expert's columns split into this many items (version 2: 1, 2, 3, 4)
+  int packed_h = 0;       // version 2, 1: h between the kernels is not float but one 32-bit word per value, fp16 hi
+                          // of h / 16 (low half) and fp16 lo (high half), written by gate/up, only permuted by down
+                          // (with 4 gate/up and 6 down stages; gate/up and down must agree)
 };
-// "v2 ks4 s4 dw8 ds6 dk1" (fields left out stay 0); throws on anything else.
+// "v2 ks4 s4 dw8 ds6 dk1 hp1" (fields left out stay 0); throws on anything else.
 Fp4MoeTuning parse_fp4_moe_tuning(const std::string& text);
 std::string to_string(const Fp4MoeTuning& tuning);
 // The process default: TACHYON_FP4_MOE (parsed once) or {} (every field default).
@@ -51,7 +54,8 @@ int64_t fp4_tile_matrix_bytes(Fp4Kind kind, int rows, int cols);
 
 // h[entry, i] = silu(gate_e[i] . x[token]) * (up_e[i] . x[token]) for every routed entry (token = entry's
 // assignment / top_k, e its expert). gate, up: [I, H]; x: float [n_tokens, H]; h: float [n_tokens * top_k, I] in
-// the routing's entry order. Gate and up may carry different NVFP4 global scales. k_split: 0 = the tuning's (or
+// the routing's entry order (with tuning.packed_h and version 2: packed words, see Fp4MoeTuning). Gate and up may
+// carry different NVFP4 global scales. k_split: 0 = the tuning's (or
 // the heuristic), else 1/2/4 (8 with version 2).
 void fp4_expert_gate_up(const Fp4ExpertMatrices& gate, const Fp4ExpertMatrices& up, const ExpertRouting& routing,
                         const float* x, float* h, cudaStream_t stream, int k_split = 0,

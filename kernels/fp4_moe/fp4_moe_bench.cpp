@@ -190,34 +190,61 @@ void sweep_variants(const Experts& f, const Routing& routing, const Buffer& x, c
         v.down_k_split = k_split;
         down_variants.push_back(v);
       }
-  Fp4MoeTuning best = t;
-  double best_gate_up = 1e30, best_down = 1e30;
+  // Packed h (gate/up writes fp16 hi/lo words, down only permutes): 4 gate/up and 6 down stages.
+  for (int k_split : {1, 2, 4, 8}) {
+    Fp4MoeTuning v = t;
+    v.k_split = k_split;
+    v.packed_h = 1;
+    gate_up_variants.push_back(v);
+  }
+  for (int warps : {8, 16})
+    for (int k_split : {1, 2, 3, 4}) {
+      Fp4MoeTuning v = t;
+      v.down_warps = warps;
+      v.down_k_split = k_split;
+      v.packed_h = 1;
+      down_variants.push_back(v);
+    }
+  // The fastest gate/up and down of version 2, separately for float h and packed h (they must agree).
+  Fp4MoeTuning best[2] = {t, t};
+  best[1].packed_h = 1;
+  double best_gate_up[2] = {1e30, 1e30}, best_down[2] = {1e30, 1e30};
   for (const Fp4MoeTuning& v : gate_up_variants) {
     const double us = gate_up_us(v);
     row("fp4_expert_gate_up", shape_text, n, variant + " " + to_string(v), us, gate_up_bytes);
-    if (v.version == 2 && us < best_gate_up) {
-      best_gate_up = us;
-      best.k_split = v.k_split;
-      best.stages = v.stages;
+    const int k = v.packed_h ? 1 : 0;
+    if (v.version == 2 && us < best_gate_up[k]) {
+      best_gate_up[k] = us;
+      best[k].k_split = v.k_split;
+      best[k].stages = v.stages;
     }
   }
   for (const Fp4MoeTuning& v : down_variants) {
     const double us = down_us(v);
     row("fp4_expert_down_combine", shape_text, n, variant + " " + to_string(v), us, down_bytes);
-    if (v.version == 2 && us < best_down) {
-      best_down = us;
-      best.down_warps = v.down_warps;
-      best.down_stages = v.down_stages;
-      best.down_k_split = v.down_k_split;
+    const int k = v.packed_h ? 1 : 0;
+    if (v.version == 2 && us < best_down[k]) {
+      best_down[k] = us;
+      best[k].down_warps = v.down_warps;
+      best[k].down_stages = v.down_stages;
+      best[k].down_k_split = v.down_k_split;
     }
   }
-  const double us = time_us([&](int i, cudaStream_t s) {
-    fp4_moe_experts(f.matrices(0, i), f.matrices(1, i), f.matrices(2, i), routing, x.data(), weights.data(), h.data(),
-                    out.data(), false, s, best);
-  }, launches);
-  row("fp4 experts best (gate_up + down_combine)", shape_text, n, variant + " " + to_string(best), us,
-      gate_up_bytes + down_bytes);
-  std::printf("best tuning tokens=%d %s: %s\n", n, variant.c_str(), to_string(best).c_str());
+  double best_us = 1e30;
+  Fp4MoeTuning winner = t;
+  for (const Fp4MoeTuning& b : best) {
+    const double us = time_us([&](int i, cudaStream_t s) {
+      fp4_moe_experts(f.matrices(0, i), f.matrices(1, i), f.matrices(2, i), routing, x.data(), weights.data(), h.data(),
+                      out.data(), false, s, b);
+    }, launches);
+    row("fp4 experts best (gate_up + down_combine)", shape_text, n, variant + " " + to_string(b), us,
+        gate_up_bytes + down_bytes);
+    if (us < best_us) {
+      best_us = us;
+      winner = b;
+    }
+  }
+  std::printf("best tuning tokens=%d %s: %s\n", n, variant.c_str(), to_string(winner).c_str());
   std::fflush(stdout);
 }
 

@@ -142,7 +142,8 @@ void launch_programmatic(Kernel kernel, dim3 grid, int threads, size_t shared_by
 
 // Version 2 (fp4_moe_v2.cu).
 void launch_gate_up_v2(const GateUpParams& p, int max_active_experts, int n_tokens, bool nv, int k_split, int stages,
-                       cudaStream_t stream);
-void launch_down_v2(const DownParams& p, int n_tokens, bool nv, int warps, int stages, int k_split, cudaStream_t stream);
+                       bool packed_h, cudaStream_t stream);
+void launch_down_v2(const DownParams& p, int n_tokens, bool nv, int warps, int stages, int k_split, bool packed_h,
+                    cudaStream_t stream);
 
 }  // namespace tachyon::kernels::fp4_moe_detail

@@ -50,6 +50,38 @@ __device__ __forceinline__ void split_packed(const float4 (&v)[NT][4], float lo_
     }
 }
 
+// Packed h (Fp4MoeTuning::packed_h): gate/up writes each h value already split, as one 32-bit word (fp16 hi of
+// h / 16 in the low half, fp16 lo in the high half); the down kernel's lanes then only pick their halves (one byte
+// permute per B register) instead of converting: 2 instead of 16 instructions per k16 step and n8 tile.
+__device__ __forceinline__ uint32_t pack_hi_lo(float value) {
+  const float scaled = value * kInputScale;
+  const __half hi = __float2half_rn(scaled);
+  const __half lo = __float2half_rn(scaled - __half2float(hi));
+  return static_cast<uint32_t>(__half_as_ushort(hi)) | static_cast<uint32_t>(__half_as_ushort(lo)) << 16;
+}
+
+template <int NT>
+__device__ __forceinline__ void load_packed(const uint32_t* const (&row)[NT], int column0, int t, uint4 (&v)[NT][4]) {
+#pragma unroll
+  for (int j = 0; j < NT; ++j)
+#pragma unroll
+    for (int sub = 0; sub < 4; ++sub)
+      v[j][sub] = row[j] ? __ldg(reinterpret_cast<const uint4*>(row[j] + column0 + 16 * sub + 4 * t))
+                         : make_uint4(0u, 0u, 0u, 0u);
+}
+
+// selector 0x5410: the hi halves of two words (lanes of even columns), 0x7632: the lo halves (odd columns).
+template <int NT>
+__device__ __forceinline__ void pick_packed(const uint4 (&v)[NT][4], uint32_t selector, uint32_t (&b)[NT][4][2]) {
+#pragma unroll
+  for (int j = 0; j < NT; ++j)
+#pragma unroll
+    for (int sub = 0; sub < 4; ++sub) {
+      b[j][sub][0] = __byte_perm(v[j][sub].x, v[j][sub].y, selector);
+      b[j][sub][1] = __byte_perm(v[j][sub].z, v[j][sub].w, selector);
+    }
+}
+
 // Load and split in one go (no float4 array kept live): for 3..4 n8 tiles, where registers are short.
 template <int NT>
 __device__ __forceinline__ void load_split(const float* const (&row)[NT], int column0, int t, float lo_select,
@@ -113,7 +145,7 @@ __device__ __forceinline__ void tile_product_packed(const uint4& codes, const ui
 // ---------------------------------------------------------------------------------------------------------------
 // gate/up: grid (row tiles / (WARPS / K_SPLIT), expert slots); K_SPLIT warps share a row tile and split H.
 
-template <int WARPS, int K_SPLIT, int STAGES, int NT, bool NV>
+template <int WARPS, int K_SPLIT, int STAGES, int NT, bool NV, bool PACKED_H>
 __device__ __forceinline__ void gate_up_body(const GateUpParams& p, uint4* ring, int expert, int entry_base,
                                              int n_cols, int row_tile, int k_part, bool rows_active, int kt_begin,
                                              int n_steps) {
@@ -219,15 +251,20 @@ __device__ __forceinline__ void gate_up_body(const GateUpParams& p, uint4* ring,
     const int entry = 4 * j + t;
     if (entry < n_cols)
 #pragma unroll
-      for (int r = 0; r < 2; ++r)
-        p.h[static_cast<int64_t>(entry_base + entry) * p.rows + row_tile * kTileRows + g + 8 * r] =
-            silu(val[0][j][r] * gate_scale) * (val[1][j][r] * up_scale);
+      for (int r = 0; r < 2; ++r) {
+        const int64_t at = static_cast<int64_t>(entry_base + entry) * p.rows + row_tile * kTileRows + g + 8 * r;
+        const float value = silu(val[0][j][r] * gate_scale) * (val[1][j][r] * up_scale);
+        if constexpr (PACKED_H)
+          reinterpret_cast<uint32_t*>(p.h)[at] = pack_hi_lo(value);
+        else
+          p.h[at] = value;
+      }
   }
 }
 
 // Kernels with more than one n8 tile per expert are capped at 128 registers (16 warps per SM): at 16 tokens most
 // experts take the 1-tile path, which needs far fewer, and would otherwise pay for the rare 4-tile one.
-template <int WARPS, int K_SPLIT, int STAGES, int MAX_NT, bool NV>
+template <int WARPS, int K_SPLIT, int STAGES, int MAX_NT, bool NV, bool PACKED_H>
 __global__ void __launch_bounds__(WARPS * 32, MAX_NT > 1 ? 512 / (WARPS * 32) : 1) fp4_gate_up_v2_kernel(GateUpParams p) {
   wait_for_previous_kernel();    // the routing tables come from the previous kernel
   allow_next_kernel_to_start();  // the down kernel may start streaming weights; it waits for h itself
@@ -247,17 +284,17 @@ __global__ void __launch_bounds__(WARPS * 32, MAX_NT > 1 ? 512 / (WARPS * 32) : 
   const int nt = min((n_cols + 3) / 4, MAX_NT);  // block-uniform: every warp takes the same branch
   if constexpr (MAX_NT >= 4)
     if (nt == 4)
-      return gate_up_body<WARPS, K_SPLIT, STAGES, 4, NV>(p, ring, expert, entry_base, n_cols, safe_row_tile, k_part,
+      return gate_up_body<WARPS, K_SPLIT, STAGES, 4, NV, PACKED_H>(p, ring, expert, entry_base, n_cols, safe_row_tile, k_part,
                                                          rows_active, kt_begin, n_steps);
   if constexpr (MAX_NT >= 3)
     if (nt == 3)
-      return gate_up_body<WARPS, K_SPLIT, STAGES, 3, NV>(p, ring, expert, entry_base, n_cols, safe_row_tile, k_part,
+      return gate_up_body<WARPS, K_SPLIT, STAGES, 3, NV, PACKED_H>(p, ring, expert, entry_base, n_cols, safe_row_tile, k_part,
                                                          rows_active, kt_begin, n_steps);
   if constexpr (MAX_NT >= 2)
     if (nt == 2)
-      return gate_up_body<WARPS, K_SPLIT, STAGES, 2, NV>(p, ring, expert, entry_base, n_cols, safe_row_tile, k_part,
+      return gate_up_body<WARPS, K_SPLIT, STAGES, 2, NV, PACKED_H>(p, ring, expert, entry_base, n_cols, safe_row_tile, k_part,
                                                          rows_active, kt_begin, n_steps);
-  gate_up_body<WARPS, K_SPLIT, STAGES, 1, NV>(p, ring, expert, entry_base, n_cols, safe_row_tile, k_part, rows_active,
+  gate_up_body<WARPS, K_SPLIT, STAGES, 1, NV, PACKED_H>(p, ring, expert, entry_base, n_cols, safe_row_tile, k_part, rows_active,
                                               kt_begin, n_steps);
 }
 
@@ -266,18 +303,21 @@ __global__ void __launch_bounds__(WARPS * 32, MAX_NT > 1 ? 512 / (WARPS * 32) : 
 // block's warps; each item's weighted result is added into the warp's [16 rows][16 tokens] tile in shared memory,
 // and the warps' tiles are summed in a fixed order at the end (deterministic, no atomics).
 
-template <int STAGES, int NT, bool NV, typename Issue>
+template <int STAGES, int NT, bool NV, bool PACKED_H, typename Issue>
 __device__ __forceinline__ void down_item(const DownParams& p, float (&out_tile)[kTileRows][16], const uint4* my_ring,
                                           int expert, int entry_base, int n_cols, int kt0, int item_tiles, int step0,
                                           Issue& issue) {
   using T = Tile<NV>;
   const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const float lo_select = (g & 1) ? 1.0f : 0.0f;
+  const uint32_t selector = (g & 1) ? 0x7632u : 0x5410u;
   const float* x_row[NT];
+  const uint32_t* packed_row[NT];
 #pragma unroll
   for (int j = 0; j < NT; ++j) {
     const int entry = 4 * j + (g >> 1);
     x_row[j] = entry < n_cols ? p.h + static_cast<int64_t>(entry_base + entry) * p.cols : nullptr;
+    packed_row[j] = reinterpret_cast<const uint32_t*>(x_row[j]);
   }
   float acc[NT][4];
 #pragma unroll
@@ -285,13 +325,26 @@ __device__ __forceinline__ void down_item(const DownParams& p, float (&out_tile)
 #pragma unroll
     for (int r = 0; r < 4; ++r) acc[j][r] = 0.0f;
   constexpr bool kPrefetch = NT <= 2;
-  float4 v[kPrefetch ? NT : 1][4];
-  if constexpr (kPrefetch) load_raw<NT>(x_row, kt0 * kTileCols, t, v);
+  float4 v[kPrefetch && !PACKED_H ? NT : 1][4];
+  uint4 w[kPrefetch && PACKED_H ? NT : 1][4];
+  if constexpr (kPrefetch) {
+    if constexpr (PACKED_H)
+      load_packed<NT>(packed_row, kt0 * kTileCols, t, w);
+    else
+      load_raw<NT>(x_row, kt0 * kTileCols, t, v);
+  }
   for (int i = 0; i < item_tiles; ++i) {
     uint32_t b[NT][4][2];
-    if constexpr (kPrefetch) {
+    if constexpr (kPrefetch && PACKED_H) {
+      pick_packed<NT>(w, selector, b);
+      if (i + 1 < item_tiles) load_packed<NT>(packed_row, (kt0 + i + 1) * kTileCols, t, w);
+    } else if constexpr (kPrefetch) {
       split_packed<NT>(v, lo_select, b);
       if (i + 1 < item_tiles) load_raw<NT>(x_row, (kt0 + i + 1) * kTileCols, t, v);
+    } else if constexpr (PACKED_H) {
+      uint4 now[NT][4];
+      load_packed<NT>(packed_row, (kt0 + i) * kTileCols, t, now);
+      pick_packed<NT>(now, selector, b);
     } else {
       load_split<NT>(x_row, (kt0 + i) * kTileCols, t, lo_select, b);
     }
@@ -308,16 +361,16 @@ __device__ __forceinline__ void down_item(const DownParams& p, float (&out_tile)
     const int entry = 4 * j + t;
     if (entry < n_cols) {
       const int assignment = p.sorted_assignments[entry_base + entry];
-      const float w = p.topk_weights[assignment] * scale;
+      const float weight = p.topk_weights[assignment] * scale;
       const int token = assignment / p.top_k;
-      out_tile[g][token] += w * (acc[j][0] + acc[j][1]);
-      out_tile[g + 8][token] += w * (acc[j][2] + acc[j][3]);
+      out_tile[g][token] += weight * (acc[j][0] + acc[j][1]);
+      out_tile[g + 8][token] += weight * (acc[j][2] + acc[j][3]);
     }
   }
   __syncwarp();  // out_tile writes ordered before the next item's (other lanes may add to the same token)
 }
 
-template <int WARPS, int STAGES, int MAX_NT, bool NV>
+template <int WARPS, int STAGES, int MAX_NT, bool NV, bool PACKED_H>
 __global__ void __launch_bounds__(WARPS * 32, MAX_NT > 1 ? 512 / (WARPS * 32) : 1) fp4_down_v2_kernel(DownParams p, int k_split) {
   using T = Tile<NV>;
   __shared__ float out_tile[WARPS][kTileRows][16];
@@ -363,16 +416,16 @@ __global__ void __launch_bounds__(WARPS * 32, MAX_NT > 1 ? 512 / (WARPS * 32) : 
     const int nt = min((n_cols + 3) / 4, MAX_NT);  // warp-uniform
     const int step0 = local * item_tiles;
     if (MAX_NT >= 4 && nt == 4)
-      down_item<STAGES, (MAX_NT >= 4 ? 4 : 1), NV>(p, out_tile[warp], my_ring, expert, entry_base, n_cols, kt0,
+      down_item<STAGES, (MAX_NT >= 4 ? 4 : 1), NV, PACKED_H>(p, out_tile[warp], my_ring, expert, entry_base, n_cols, kt0,
                                                    item_tiles, step0, issue);
     else if (MAX_NT >= 3 && nt == 3)
-      down_item<STAGES, (MAX_NT >= 3 ? 3 : 1), NV>(p, out_tile[warp], my_ring, expert, entry_base, n_cols, kt0,
+      down_item<STAGES, (MAX_NT >= 3 ? 3 : 1), NV, PACKED_H>(p, out_tile[warp], my_ring, expert, entry_base, n_cols, kt0,
                                                    item_tiles, step0, issue);
     else if (MAX_NT >= 2 && nt == 2)
-      down_item<STAGES, (MAX_NT >= 2 ? 2 : 1), NV>(p, out_tile[warp], my_ring, expert, entry_base, n_cols, kt0,
+      down_item<STAGES, (MAX_NT >= 2 ? 2 : 1), NV, PACKED_H>(p, out_tile[warp], my_ring, expert, entry_base, n_cols, kt0,
                                                    item_tiles, step0, issue);
     else
-      down_item<STAGES, 1, NV>(p, out_tile[warp], my_ring, expert, entry_base, n_cols, kt0, item_tiles, step0, issue);
+      down_item<STAGES, 1, NV, PACKED_H>(p, out_tile[warp], my_ring, expert, entry_base, n_cols, kt0, item_tiles, step0, issue);
   }
   cp_async_wait<0>();
   __syncthreads();
@@ -395,11 +448,11 @@ void configure(Kernel kernel, size_t dynamic_shared) {
                                           cudaSharedmemCarveoutMaxShared));
 }
 
-template <int WARPS, int K_SPLIT, int STAGES, int MAX_NT, bool NV>
+template <int WARPS, int K_SPLIT, int STAGES, int MAX_NT, bool NV, bool PACKED_H = false>
 void launch_gate_up_t(const GateUpParams& p, int max_active_experts, cudaStream_t stream) {
   constexpr size_t kShared = static_cast<size_t>(WARPS) * STAGES * 2 * Tile<NV>::kBytes;
   static_assert(kShared >= static_cast<size_t>(WARPS) * 4 * 2 * 2 * 32 * sizeof(float), "k-split partials fit the ring");
-  auto kernel = fp4_gate_up_v2_kernel<WARPS, K_SPLIT, STAGES, MAX_NT, NV>;
+  auto kernel = fp4_gate_up_v2_kernel<WARPS, K_SPLIT, STAGES, MAX_NT, NV, PACKED_H>;
   static const bool configured = (configure(kernel, kShared), true);
   (void)configured;
   const int row_tiles = p.rows / kTileRows, tiles_per_block = WARPS / K_SPLIT;
@@ -408,11 +461,14 @@ void launch_gate_up_t(const GateUpParams& p, int max_active_experts, cudaStream_
 }
 
 template <int MAX_NT, bool NV>
-void launch_gate_up_nt(const GateUpParams& p, int max_active_experts, int k_split, int stages, cudaStream_t stream) {
+void launch_gate_up_nt(const GateUpParams& p, int max_active_experts, int k_split, int stages, bool packed_h,
+                       cudaStream_t stream) {
   const bool deep = stages > 4;
+  // Packed h only with 4 stages (fewer instantiations).
 #define TACHYON_GATE_UP(W, K)                                                                    \
-  deep ? launch_gate_up_t<W, K, 8, MAX_NT, NV>(p, max_active_experts, stream)                   \
-       : launch_gate_up_t<W, K, 4, MAX_NT, NV>(p, max_active_experts, stream)
+  packed_h ? launch_gate_up_t<W, K, 4, MAX_NT, NV, true>(p, max_active_experts, stream)         \
+  : deep   ? launch_gate_up_t<W, K, 8, MAX_NT, NV>(p, max_active_experts, stream)               \
+           : launch_gate_up_t<W, K, 4, MAX_NT, NV>(p, max_active_experts, stream)
   switch (k_split) {
     case 1: TACHYON_GATE_UP(4, 1); break;
     case 2: TACHYON_GATE_UP(4, 2); break;
@@ -422,10 +478,10 @@ void launch_gate_up_nt(const GateUpParams& p, int max_active_experts, int k_spli
 #undef TACHYON_GATE_UP
 }
 
-template <int WARPS, int STAGES, int MAX_NT, bool NV>
+template <int WARPS, int STAGES, int MAX_NT, bool NV, bool PACKED_H = false>
 void launch_down_t(const DownParams& p, int k_split, cudaStream_t stream) {
   constexpr size_t kShared = static_cast<size_t>(WARPS) * STAGES * Tile<NV>::kBytes;
-  auto kernel = fp4_down_v2_kernel<WARPS, STAGES, MAX_NT, NV>;
+  auto kernel = fp4_down_v2_kernel<WARPS, STAGES, MAX_NT, NV, PACKED_H>;
   static const bool configured = (configure(kernel, kShared), true);
   (void)configured;
   cudaLaunchConfig_t config{};
@@ -442,9 +498,11 @@ void launch_down_t(const DownParams& p, int k_split, cudaStream_t stream) {
 }
 
 template <int MAX_NT, bool NV>
-void launch_down_nt(const DownParams& p, int warps, int stages, int k_split, cudaStream_t stream) {
+void launch_down_nt(const DownParams& p, int warps, int stages, int k_split, bool packed_h, cudaStream_t stream) {
   const bool deep = stages > 6;
-  if (warps > 8)
+  if (packed_h)  // only with 6 stages (fewer instantiations)
+    warps > 8 ? launch_down_t<16, 6, MAX_NT, NV, true>(p, k_split, stream) : launch_down_t<8, 6, MAX_NT, NV, true>(p, k_split, stream);
+  else if (warps > 8)
     deep ? launch_down_t<16, 12, MAX_NT, NV>(p, k_split, stream) : launch_down_t<16, 6, MAX_NT, NV>(p, k_split, stream);
   else
     deep ? launch_down_t<8, 12, MAX_NT, NV>(p, k_split, stream) : launch_down_t<8, 6, MAX_NT, NV>(p, k_split, stream);
@@ -453,27 +511,23 @@ void launch_down_nt(const DownParams& p, int warps, int stages, int k_split, cud
 }  // namespace
 
 void launch_gate_up_v2(const GateUpParams& p, int max_active_experts, int n_tokens, bool nv, int k_split, int stages,
-                       cudaStream_t stream) {
-  if (n_tokens <= 4) {
-    nv ? launch_gate_up_nt<1, true>(p, max_active_experts, k_split, stages, stream)
-       : launch_gate_up_nt<1, false>(p, max_active_experts, k_split, stages, stream);
-  } else if (n_tokens <= 8) {
-    nv ? launch_gate_up_nt<2, true>(p, max_active_experts, k_split, stages, stream)
-       : launch_gate_up_nt<2, false>(p, max_active_experts, k_split, stages, stream);
-  } else {
-    nv ? launch_gate_up_nt<4, true>(p, max_active_experts, k_split, stages, stream)
-       : launch_gate_up_nt<4, false>(p, max_active_experts, k_split, stages, stream);
-  }
+                       bool packed_h, cudaStream_t stream) {
+#define TACHYON_NT(N) nv ? launch_gate_up_nt<N, true>(p, max_active_experts, k_split, stages, packed_h, stream) \
+                         : launch_gate_up_nt<N, false>(p, max_active_experts, k_split, stages, packed_h, stream)
+  if (n_tokens <= 4) TACHYON_NT(1);
+  else if (n_tokens <= 8) TACHYON_NT(2);
+  else TACHYON_NT(4);
+#undef TACHYON_NT
 }
 
-void launch_down_v2(const DownParams& p, int n_tokens, bool nv, int warps, int stages, int k_split, cudaStream_t stream) {
-  if (n_tokens <= 4) {
-    nv ? launch_down_nt<1, true>(p, warps, stages, k_split, stream) : launch_down_nt<1, false>(p, warps, stages, k_split, stream);
-  } else if (n_tokens <= 8) {
-    nv ? launch_down_nt<2, true>(p, warps, stages, k_split, stream) : launch_down_nt<2, false>(p, warps, stages, k_split, stream);
-  } else {
-    nv ? launch_down_nt<4, true>(p, warps, stages, k_split, stream) : launch_down_nt<4, false>(p, warps, stages, k_split, stream);
-  }
+void launch_down_v2(const DownParams& p, int n_tokens, bool nv, int warps, int stages, int k_split, bool packed_h,
+                    cudaStream_t stream) {
+#define TACHYON_NT(N) nv ? launch_down_nt<N, true>(p, warps, stages, k_split, packed_h, stream) \
+                         : launch_down_nt<N, false>(p, warps, stages, k_split, packed_h, stream)
+  if (n_tokens <= 4) TACHYON_NT(1);
+  else if (n_tokens <= 8) TACHYON_NT(2);
+  else TACHYON_NT(4);
+#undef TACHYON_NT
 }
 
 }  // namespace tachyon::kernels::fp4_moe_detail

@@ -173,7 +173,9 @@ run_all() {
   fi
   if [ -s "$OUT/fp4-ncu.txt" ]; then
     echo "ncu (per kernel: duration, DRAM throughput, achieved occupancy, registers, issue slots busy):"
-    awk '/fp4_(gate_up|down).*kernel/ { name = $1; sub(/\(.*/, "", name); sub(/.*::/, "", name); print "  " name }
+    awk 'match($0, /fp4_(gate_up|down)[a-z_0-9]*kernel<[^>]*>/) && !/^==/ {
+           rest = substr($0, RSTART + RLENGTH); sub(/^\([^)]*\) /, "", rest);
+           print "  " substr($0, RSTART, RLENGTH) " " substr(rest, 1, 40) }
          /^ +(Duration|DRAM Throughput|Achieved Occupancy|Registers Per Thread|Issue Slots Busy|Eligible Warps Per Scheduler|Warp Cycles Per Issued Instruction) / {
            printf "    %s\n", $0 }' "$OUT/fp4-ncu.txt" | sed 's/  \+/ /g' | head -80
   fi

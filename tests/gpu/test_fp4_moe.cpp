@@ -6,6 +6,7 @@
 // tiles respect padding; dequantization to bf16 equals the CPU's dequantization rounded to bf16).
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <set>
 
 #include "fp4/fp4_blocks.h"
@@ -98,7 +99,28 @@ std::vector<kernels::Fp4MoeTuning> gate_up_tunings() {
   for (int stages : {4, 8})
     for (int k_split : {1, 2, 4, 8})
       list.push_back(kernels::parse_fp4_moe_tuning("v2 ks" + std::to_string(k_split) + " s" + std::to_string(stages)));
+  for (int k_split : {1, 2, 4, 8}) list.push_back(kernels::parse_fp4_moe_tuning("v2 ks" + std::to_string(k_split) + " hp1"));
   return list;
+}
+bool packs_h(const kernels::Fp4MoeTuning& t) { return t.version != 1 && t.packed_h != 0; }
+
+// h as float from what gate/up wrote: packed words (fp16 hi of h / 16 | fp16 lo << 16) or floats.
+float half_to_float(uint32_t bits) {
+  const uint32_t sign = bits >> 15, exponent = (bits >> 10) & 31, mantissa = bits & 1023;
+  const float magnitude = exponent == 0    ? std::ldexp(static_cast<float>(mantissa), -24)
+                          : exponent == 31 ? (mantissa ? NAN : INFINITY)
+                                           : std::ldexp(static_cast<float>(1024 + mantissa), static_cast<int>(exponent) - 25);
+  return sign ? -magnitude : magnitude;
+}
+std::vector<float> h_as_float(const std::vector<float>& h, bool packed) {
+  if (!packed) return h;
+  std::vector<float> out(h.size());
+  for (size_t i = 0; i < h.size(); ++i) {
+    uint32_t word;
+    std::memcpy(&word, &h[i], sizeof(word));
+    out[i] = 16.0f * (half_to_float(word & 0xffff) + half_to_float(word >> 16));
+  }
+  return out;
 }
 std::vector<kernels::Fp4MoeTuning> down_tunings() {
   std::vector<kernels::Fp4MoeTuning> list{kernels::parse_fp4_moe_tuning("v1"), kernels::parse_fp4_moe_tuning("v2")};
@@ -107,6 +129,8 @@ std::vector<kernels::Fp4MoeTuning> down_tunings() {
       for (int k_split : {1, 2, 3, 4})
         list.push_back(kernels::parse_fp4_moe_tuning("v2 dw" + std::to_string(warps) + " ds" + std::to_string(stages) +
                                                      " dk" + std::to_string(k_split)));
+  for (const char* packed : {"v2 hp1", "v2 dw8 hp1", "v2 dw16 dk2 hp1", "v2 dw8 dk3 hp1", "v2 dw16 dk4 hp1"})
+    list.push_back(kernels::parse_fp4_moe_tuning(packed));
   return list;
 }
 
@@ -185,8 +209,14 @@ TEST(GpuFp4Moe, GateUpAndDownCombineMatchCpuReference) {
           kernels::fp4_expert_gate_up(gate.matrices, up.matrices, r.routing, x_dev.data(), h_split.data(), nullptr, 0,
                                       tuning);
           TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
-          expect_within(h_split.to_host(), h_want, h_bound, "gate/up " + kernels::to_string(tuning) + " " + what);
+          expect_within(h_as_float(h_split.to_host(), packs_h(tuning)), h_want, h_bound,
+                        "gate/up " + kernels::to_string(tuning) + " " + what);
         }
+        // h in the packed form, for the down kernels that read it.
+        auto h_packed_dev = poisoned(h_got.size());
+        kernels::fp4_expert_gate_up(gate.matrices, up.matrices, r.routing, x_dev.data(), h_packed_dev.data(), nullptr, 0,
+                                    kernels::parse_fp4_moe_tuning("v2 hp1"));
+        TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
 
         std::vector<float> want(static_cast<size_t>(n_tokens) * c.hidden), bound(want.size(), 1e-6f);
         fp4::fp4_moe_reference(set, r.ids.data(), r.weights.data(), n_tokens, c.top_k, x.data(), want.data());
@@ -222,8 +252,8 @@ TEST(GpuFp4Moe, GateUpAndDownCombineMatchCpuReference) {
         // Every configuration of the down kernel (both versions, warps, ring depth, k parts), accumulating.
         for (const kernels::Fp4MoeTuning& tuning : down_tunings()) {
           cuda::DeviceBuffer<float> acc_variant(base);
-          kernels::fp4_expert_down_combine(down.matrices, r.routing, h_dev.data(), r.weights_dev.data(),
-                                           acc_variant.data(), true, nullptr, false, tuning);
+          kernels::fp4_expert_down_combine(down.matrices, r.routing, packs_h(tuning) ? h_packed_dev.data() : h_dev.data(),
+                                           r.weights_dev.data(), acc_variant.data(), true, nullptr, false, tuning);
           TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
           expect_within(acc_variant.to_host(), want_acc, bound_acc, "down " + kernels::to_string(tuning) + " " + what);
         }
@@ -268,10 +298,18 @@ TEST(GpuFp4Moe, EveryCodeAndScaleDecodesExactly) {
       std::vector<float> want(static_cast<size_t>(n_tokens) * rows);
       for (int t = 0; t < n_tokens; ++t)
         for (int r = 0; r < rows; ++r) want[static_cast<size_t>(t) * rows + r] = w[static_cast<size_t>(r) * cols + first + t];
-      for (const char* version : {"v1", "v2"}) {
+      // The same one-hot h packed (1.0 / 16 = fp16 0x2c00, lo 0) for the packed-h down kernel.
+      std::vector<float> h_packed(h.size());
+      for (size_t i = 0; i < h.size(); ++i) {
+        const uint32_t word = h[i] == 1.0f ? 0x2c00u : 0u;
+        std::memcpy(&h_packed[i], &word, sizeof(word));
+      }
+      cuda::DeviceBuffer<float> h_packed_dev(h_packed);
+      for (const char* version : {"v1", "v2", "v2 hp1"}) {
         auto out = poisoned(static_cast<size_t>(n_tokens) * rows);
-        kernels::fp4_expert_down_combine(down, routing, h_dev.data(), weights.data(), out.data(), false, nullptr, false,
-                                         kernels::parse_fp4_moe_tuning(version));
+        const kernels::Fp4MoeTuning tuning = kernels::parse_fp4_moe_tuning(version);
+        kernels::fp4_expert_down_combine(down, routing, packs_h(tuning) ? h_packed_dev.data() : h_dev.data(), weights.data(),
+                                         out.data(), false, nullptr, false, tuning);
         TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
         expect_within(out.to_host(), want, 0.0f, 0.0f,
                       std::string("exact codes ") + version + " " + std::string(fp4::format_name(format)) + " columns " +
