@@ -149,7 +149,8 @@ void GenerationHandler::handle(const httplib::Request& req, httplib::Response& r
     if (max_tokens > context - prompt_length)  // (not prompt + max_tokens: max_tokens may be near 2^63)
       throw ApiError(400, fmt::format("This model's maximum context length is {} tokens. However, you requested {} tokens "
                                       "({} in the prompt, {} for the completion). Reduce the prompt or max_tokens.",
-                                      context, prompt_length + max_tokens, prompt_length, max_tokens),
+                                      context, static_cast<uint64_t>(prompt_length) + static_cast<uint64_t>(max_tokens),  // both >= 0: fits
+                                      prompt_length, max_tokens),
                      "max_tokens", "context_length_exceeded");
 
     engine_request.params.max_tokens = static_cast<int>(max_tokens);
