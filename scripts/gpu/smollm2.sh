@@ -36,7 +36,7 @@ timeout 240 python3 scripts/gpu/peers_smollm2.py --gguf "$GGUF" --context 1024 -
   --tachyon-json "$OUT/smollm2-bench.json" --out "$OUT/smollm2-peers.json" 2>&1 |
   grep -vE "it/s\]|s/it\]" >> "$log"
 say "peers rc=${PIPESTATUS[0]}"
-grep -E "^(eager|static_compile|tachyon /|torch )" "$log"
+grep -E "^(eager|static_compile[a-z_]*|tachyon /|torch )" "$log"
 
 say "== tachyon_gpu_tests (all)"
 start=$(date +%s)
