@@ -59,10 +59,12 @@
 // load of a warp in flight at once; down 16 warps and (expert, half) items). v2 gate/up still has ~185
 // instructions per step of two tiles at 1 token (SASS): the decode (~84 per tile) and the per-tile activation split
 // (~32 per tile gate/up) are what is left. The down kernel splits h on every tile (318 instructions per tile in its
-// loop at 1 token); with packed h (Fp4MoeTuning::packed_h, "hp1", not yet the default: untested on a GPU when
-// written) gate/up writes h already split and the down kernel only permutes (283). Next: two row tiles per gate/up
-// warp (one split for four tiles), the 2^14 decode multiply folded into an fp16 block scale if the tensor cores keep
-// fp16 subnormals, a persistent gate/up + down kernel.
+// loop at 1 token); with packed h (Fp4MoeTuning::packed_h, "hp1", not the default) gate/up writes h already split
+// and the down kernel only permutes (283): measured 7-11% faster down kernels, its h check's bound corrected, not yet
+// passed on a GPU. Version 2 measured (H100, 2026-11-26 10:04; table, sweep and ncu in the fp4_moe_v2.cu header):
+// Qwen3-30B-A3B experts 1 token NVFP4 19.6 us = 34.7% of read, 16 tokens 133.3 us = 51.8%; decode 262.6 tok/s vs
+// bf16 197.3. Next: two row tiles per gate/up warp (one split for four tiles), the 2^14 decode multiply folded into an
+// fp16 block scale if the tensor cores keep fp16 subnormals, a persistent gate/up + down kernel.
 #include "fp4_moe/fp4_moe.h"
 
 #include <algorithm>
@@ -415,11 +417,14 @@ void fp4_expert_gate_up(const Fp4ExpertMatrices& gate, const Fp4ExpertMatrices& 
   const int multiprocessors = cuda::current_device_info().multiprocessors;
   if (tuning.version != 1) {
     if (k_split != 1 && k_split != 2 && k_split != 4 && k_split != 8) {
-      // Fewest warps per row tile that still give every SM ~16 warps (counting every possible expert slot): at
-      // Qwen3 shapes 8 at 1 token (each warp 4 steps, all in flight), 1 from ~8 tokens on.
+      // Fewest warps per row tile (at least 2) that still give every SM ~8 warps, counting every possible expert
+      // slot: at Qwen3-30B-A3B shapes 4 at 1 token, 2 from 2 tokens on. Measured (H100, sweep of 2026-11-26 10:04,
+      // fp4_moe_v2.cu header): at 1 token ks4 beat the earlier ks8 (NVFP4 11.98 vs 12.16 us, MXFP4 11.47 vs 11.87,
+      // the fastest MXFP4 configuration; ks2 was within noise for NVFP4); at 16 tokens ks2 beat the earlier ks1
+      // (73.59 vs 75.26 us NVFP4, 72.27 vs 75.51 MXFP4, the fastest of both). 2, 4 and 8 tokens were not swept.
       k_split = 8;
-      for (int candidate : {1, 2, 4}) {
-        if (static_cast<int64_t>(row_tiles) * candidate * routing.max_active_experts >= 16LL * multiprocessors) {
+      for (int candidate : {2, 4}) {
+        if (static_cast<int64_t>(row_tiles) * candidate * routing.max_active_experts >= 8LL * multiprocessors) {
           k_split = candidate;
           break;
         }

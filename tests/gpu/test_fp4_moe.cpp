@@ -202,6 +202,21 @@ TEST(GpuFp4Moe, GateUpAndDownCombineMatchCpuReference) {
                                     h_want.begin() + static_cast<size_t>(entry + 1) * c.width);
         }
         expect_within(h_got, h_want, h_bound, "gate/up " + what);
+        // Packed h (hp1) is not float: gate/up stores its float result v as hi = fp16(v / 16), lo = fp16(v / 16 - hi)
+        // (the subtraction is exact), the same split the float-h down kernel applies to v when it reads it, so the
+        // down kernel's MMAs get the same hi / lo either way and only this h check sees the rounding. Bound:
+        // r = v / 16 - hi has |r| <= 2^-11 |v / 16| (or <= 2^-25 when hi is subnormal); rounding r to fp16 errs by
+        // <= 2^-25 in the subnormal range, else <= 2^-11 |r|; so |16 (hi + lo) - v| <= max(2^-21, 2^-22 |v|).
+        // Decoding here (16 * (hi + lo), one float add) is exact while |hi + lo| < 1 (multiples of 2^-24 below 2^0);
+        // beyond, |v| >= ~16 and the add's 2^-24 |16 (hi + lo)| stays below 2^-22 |v|. In all: <= 2^-21 (1 + |v|), and
+        // with |v| <= |want| + bound (the float check): bound + 2^-21 (1 + |want| + bound). The floor 2^-21 = 4.8e-7
+        // is what the two hp1 failures of 2026-11-26 10:04 (H100) exceeded: h 2.19e-6 read back as 1.91e-6 (error
+        // 2.8e-7, float bound 2.7e-7) and h 2.46e-7 read back as 0 (float bound 1.9e-7); every other hp1 element was
+        // inside the float bound, and every hp1 down configuration passed.
+        std::vector<float> h_bound_packed(h_bound.size());
+        for (size_t i = 0; i < h_bound.size(); ++i)
+          h_bound_packed[i] =
+              static_cast<float>(h_bound[i] + std::ldexp(1.0, -21) * (1.0 + std::fabs(h_want[i]) + h_bound[i]));
         // Every configuration of the gate/up kernel the bench can select (both versions, every k_split and ring
         // depth), not only the defaults.
         for (const kernels::Fp4MoeTuning& tuning : gate_up_tunings()) {
@@ -209,7 +224,8 @@ TEST(GpuFp4Moe, GateUpAndDownCombineMatchCpuReference) {
           kernels::fp4_expert_gate_up(gate.matrices, up.matrices, r.routing, x_dev.data(), h_split.data(), nullptr, 0,
                                       tuning);
           TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
-          expect_within(h_as_float(h_split.to_host(), packs_h(tuning)), h_want, h_bound,
+          expect_within(h_as_float(h_split.to_host(), packs_h(tuning)), h_want,
+                        packs_h(tuning) ? h_bound_packed : h_bound,
                         "gate/up " + kernels::to_string(tuning) + " " + what);
         }
         // h in the packed form, for the down kernels that read it.
