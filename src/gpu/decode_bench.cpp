@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <exception>
 #include <set>
 
 #include "bandwidth/stream_read.h"
@@ -171,6 +173,123 @@ DecodeBenchResult run_decode_bench(GpuModel& model, const DecodeBenchOptions& op
   r.floor_seconds = r.bytes.total() / r.bandwidth_bytes_per_second;
   model.truncate(0);
   return r;
+}
+
+namespace {
+
+// A pass of b tokens at KV length `context` on `model`, as one CUDA graph replayed back to back. The KV rows of
+// the pass are rewritten by every replay (enqueue_pass does not advance the model), so each replay times the
+// same pass. Returns per-sample seconds per pass.
+std::vector<double> time_block_pass(GpuModel& model, int block, const VerifySweepOptions& o,
+                                    std::vector<std::vector<int>>* routing, bool* graphed) {
+  const GpuModelConfig& c = model.config();
+  cudaStream_t stream = model.stream();
+  model.reserve(o.context + block);
+  // [tokens b | positions b | seq_len 1 | query_start 2 | token_sequence b]
+  const std::vector<int32_t> ids = bench_prompt(block, c.vocab, o.seed + 1000 + block);
+  std::vector<int> host(3 * block + 3, 0);
+  for (int i = 0; i < block; ++i) {
+    host[i] = ids[i];
+    host[block + i] = static_cast<int>(o.context + i);
+  }
+  host[2 * block] = static_cast<int>(o.context + block);
+  host[2 * block + 1] = 0;
+  host[2 * block + 2] = block;
+  cuda::DeviceBuffer<int> ints(host);
+  PassInputs in;
+  in.tokens = ints.data();
+  in.positions = ints.data() + block;
+  in.seq_lens = ints.data() + 2 * block;
+  in.query_start = ints.data() + 2 * block + 1;
+  in.token_sequence = ints.data() + 2 * block + 3;
+  const int max_seq_len = static_cast<int>(o.context + block);
+  model.enqueue_pass(in, block, max_seq_len, model.pass_logits(), stream);  // warm-up, kernel attributes
+  TACHYON_CUDA_CHECK(cudaStreamSynchronize(stream));
+  if (routing) *routing = model.last_routing(block);
+
+  // Captured as a graph, so that host launch gaps do not count; if capture fails, plain stream launches (the
+  // caller is told through *graphed).
+  cudaGraphExec_t exec = nullptr;
+  cudaGraph_t graph = nullptr;
+  if (cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed) == cudaSuccess) {
+    bool enqueued = true;
+    try {
+      model.enqueue_pass(in, block, max_seq_len, model.pass_logits(), stream);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "[bench: capturing the %d-token pass failed (%s); timing stream launches]\n", block,
+                   e.what());
+      enqueued = false;
+    }
+    if (cudaStreamEndCapture(stream, &graph) == cudaSuccess && graph && enqueued) {
+      if (cudaGraphInstantiate(&exec, graph, 0) != cudaSuccess) exec = nullptr;
+    }
+    if (graph) cudaGraphDestroy(graph);
+  }
+  cudaGetLastError();  // clear the (non-sticky) error a failed capture leaves; the stream is usable again
+  *graphed = exec != nullptr;
+  auto launch = [&] {
+    if (exec)
+      TACHYON_CUDA_CHECK(cudaGraphLaunch(exec, stream));
+    else
+      model.enqueue_pass(in, block, max_seq_len, model.pass_logits(), stream);
+  };
+  std::vector<double> samples;
+  cuda::Event begin, end;
+  try {
+    for (int i = 0; i < 2; ++i) launch();
+    for (int r = 0; r < o.repeats; ++r) {
+      begin.record(stream);
+      for (int i = 0; i < o.launches; ++i) launch();
+      end.record(stream);
+      end.synchronize();
+      samples.push_back(end.elapsed_ms_since(begin) * 1e-3 / o.launches);
+    }
+  } catch (...) {
+    if (exec) cudaGraphExecDestroy(exec);
+    throw;
+  }
+  if (exec) cudaGraphExecDestroy(exec);
+  return samples;
+}
+
+void prefill_context(GpuModel& model, const VerifySweepOptions& o) {
+  if (o.context + kMaxPassTokens > model.capacity())
+    fail("bench --verify-sweep: context {} + {} exceeds the KV capacity of {}", o.context, kMaxPassTokens,
+         model.capacity());
+  model.truncate(0);
+  model.prefill(bench_prompt(o.context, model.config().vocab, o.seed));
+  TACHYON_CUDA_CHECK(cudaStreamSynchronize(model.stream()));
+}
+
+}  // namespace
+
+std::vector<VerifySweepPoint> run_verify_sweep(GpuModel& target, GpuModel* drafter, const VerifySweepOptions& o) {
+  if (o.repeats < 1 || o.launches < 1) fail("bench --verify-sweep: repeats and launches must be positive");
+  for (int b : o.blocks)
+    if (b < 1 || b > kMaxPassTokens) fail("bench --verify-sweep: block size {} is outside 1..{}", b, kMaxPassTokens);
+  std::vector<VerifySweepPoint> points;
+  prefill_context(target, o);
+  for (int b : o.blocks) {
+    VerifySweepPoint p;
+    p.block = b;
+    std::vector<std::vector<int>> routing;
+    p.verify_samples = time_block_pass(target, b, o, &routing, &p.graphed);
+    p.verify_seconds = median(p.verify_samples);
+    if (target.config().experts > 0) p.distinct_experts_per_layer = mean_distinct_experts(target.config(), routing);
+    points.push_back(std::move(p));
+  }
+  target.truncate(0);
+  if (drafter) {
+    prefill_context(*drafter, o);
+    for (auto& p : points) {
+      bool graphed = false;
+      p.draft_samples = time_block_pass(*drafter, p.block, o, nullptr, &graphed);
+      p.graphed = p.graphed && graphed;
+      p.draft_seconds = median(p.draft_samples);
+    }
+    drafter->truncate(0);
+  }
+  return points;
 }
 
 nlohmann::json to_json(const DecodeBenchResult& r) {

@@ -65,5 +65,32 @@ DecodeBenchResult run_decode_bench(GpuModel& model, const DecodeBenchOptions& op
 
 nlohmann::json to_json(const DecodeBenchResult& result);
 
+// The block-size sweep of issue 5 item 6 (docs/dflash.md, "Block size against cost"). For each block size b:
+//   verify: one target pass of b tokens at KV length `context` (enqueue_pass captured in a CUDA graph, so it
+//           is the GPU time of the pass, the same kernels a verify block runs; FP4 experts use the fused FP4 MoE
+//           kernels), median over `repeats` samples of `launches` back-to-back replays;
+//   draft:  (with a drafter model) one pass of b tokens through it at the same KV length: a PROXY of the DFlash
+//           drafter forward (same stack, hidden size and lm_head; causal instead of bidirectional inside the
+//           block; no fc / hidden_norm and no projection of the new context rows);
+//   distinct experts per MoE layer that the b (pseudo-random) tokens route to.
+struct VerifySweepPoint {
+  int block = 0;
+  double verify_seconds = 0, draft_seconds = 0;  // draft_seconds 0 without a drafter
+  double distinct_experts_per_layer = 0;
+  bool graphed = false;  // timed as CUDA graph replays (else stream launches: capture failed)
+  std::vector<double> verify_samples, draft_samples;
+  double round_seconds() const { return verify_seconds + draft_seconds; }
+};
+
+struct VerifySweepOptions {
+  std::vector<int> blocks = {2, 4, 8, 16};
+  int64_t context = 1024;
+  int repeats = 5;
+  int launches = 10;  // graph replays per timed sample
+  uint64_t seed = 1;
+};
+
+std::vector<VerifySweepPoint> run_verify_sweep(GpuModel& target, GpuModel* drafter, const VerifySweepOptions& options);
+
 }  // namespace tachyon::gpu
 #endif  // TACHYON_HAS_CUDA

@@ -1,8 +1,14 @@
 // tachyon bench: batch-1 decode and prefill speed of a model on the GPU, against the card's roofline
 // (shared/docs/benchmarks.md). Real weights (-m PATH) or random weights of a real shape (--random-weights
 // CONFIG.json | DIR | smollm2-135m | qwen3-30b-a3b): speed does not depend on the weight values.
+// --verify-sweep B,B,..: verify-pass time and distinct experts per block size, a drafter-proxy pass
+// (--drafter-config) and a PROJECTION of DFlash tokens/s from published tau (docs/dflash.md, "Block size against
+// cost").
 #include <algorithm>
 #include <charconv>
+#include <cmath>
+#include <cstdlib>
+#include <limits>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -17,6 +23,7 @@
 #include "core/error.h"
 #include "gpu/gpu_config.h"
 #include "loader/json_file.h"
+#include "spec/block_size_policy.h"
 #ifdef TACHYON_HAS_CUDA
 #include "gpu/decode_bench.h"
 #include "gpu/fp4_experts.h"
@@ -29,13 +36,14 @@ namespace {
 
 struct BenchOptions {
   std::string model_path, random_weights, prefill = "1024,8192", label, json_file, experts = "bf16";
+  std::string verify_sweep, drafter_config, tau = "6.4,8";
   int64_t context = 1024, kv_positions = 0;
   int steps = 64, repeats = 5;
   uint64_t seed = 1;
   bool json = false;
 };
 
-std::vector<int64_t> parse_lengths(const std::string& text) {
+std::vector<int64_t> parse_lengths(const std::string& text, const char* what = "--prefill") {
   std::vector<int64_t> lengths;
   if (text.empty() || text == "none") return lengths;
   size_t pos = 0;
@@ -45,7 +53,7 @@ std::vector<int64_t> parse_lengths(const std::string& text) {
     int64_t value = 0;
     auto [end, ec] = std::from_chars(part.data(), part.data() + part.size(), value);
     if (part.empty() || ec != std::errc() || end != part.data() + part.size() || value < 1)
-      fail("--prefill: '{}' is not a positive token count", part);
+      fail("{}: '{}' is not a positive token count", what, part);
     lengths.push_back(value);
     if (comma == std::string::npos) break;
     pos = comma + 1;
@@ -64,6 +72,68 @@ nlohmann::json random_weights_config(const std::string& what) {
     fail("--random-weights {}: neither a config.json nor a built-in shape ({})", what, names);
   }
   return read_json_file(path.string());
+}
+
+std::vector<double> parse_numbers(const std::string& text, const char* what) {
+  std::vector<double> values;
+  size_t pos = 0;
+  while (pos <= text.size()) {
+    const size_t comma = text.find(',', pos);
+    const std::string part = text.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    char* end = nullptr;
+    const double value = std::strtod(part.c_str(), &end);
+    if (part.empty() || end != part.c_str() + part.size()) fail("{}: '{}' is not a number", what, part);
+    values.push_back(value);
+    if (comma == std::string::npos) break;
+    pos = comma + 1;
+  }
+  return values;
+}
+
+// The drafter-cost proxy of --drafter-config: a dense Qwen3 stack with the target's hidden size, heads, vocabulary
+// (the DFlash drafter uses the target's embedding and lm_head) and RoPE. "qwen3-coder-30b-a3b-dflash": the size of
+// z-lab/Qwen3-Coder-30B-A3B-DFlash (8 layers; intermediate 6144 assumed: its config.json was not at hand, and
+// 6144 gives the ~0.5B parameters reported for it); otherwise a drafter's config.json (or a directory holding
+// one), whose Qwen3 fields are used and whose missing ones are taken from the target.
+nlohmann::json drafter_proxy_config(const std::string& what, const nlohmann::json& target) {
+  nlohmann::json d;
+  if (what == "qwen3-coder-30b-a3b-dflash") {
+    d = {{"num_hidden_layers", 8}, {"intermediate_size", 6144}};
+  } else {
+    std::filesystem::path path(what);
+    if (std::filesystem::is_directory(path)) path /= "config.json";
+    if (!std::filesystem::exists(path))
+      fail("--drafter-config {}: neither a config.json nor the built-in qwen3-coder-30b-a3b-dflash", what);
+    d = read_json_file(path.string());
+  }
+  for (const char* key : {"hidden_size", "num_attention_heads", "num_key_value_heads", "head_dim", "vocab_size",
+                          "rms_norm_eps", "rope_theta", "max_position_embeddings", "intermediate_size",
+                          "bos_token_id", "eos_token_id"})
+    if (!d.contains(key) && target.contains(key)) d[key] = target[key];
+  for (const char* key : {"dflash_config", "layer_types", "block_size", "num_target_layers", "auto_map",
+                          "moe_intermediate_size", "num_experts", "num_experts_per_tok", "rope_scaling",
+                          "norm_topk_prob", "decoder_sparse_step", "mlp_only_layers", "sliding_window",
+                          "max_window_layers"})
+    d.erase(key);
+  d["architectures"] = {"Qwen3ForCausalLM"};
+  d["model_type"] = "qwen3";
+  d["hidden_act"] = "silu";
+  d["use_sliding_window"] = false;
+  d["tie_word_embeddings"] = false;
+  d["attention_bias"] = false;
+  return d;
+}
+
+// The per-slot acceptance p, the same for every slot, with E(block) = (1 - p^block) / (1 - p) = tau: the
+// policy's expected_tokens_per_round with alpha_k = p for every k.
+double acceptance_for_tau(double tau, int block) {
+  if (!(tau > 1 && tau < block)) fail("--tau {}: must lie strictly between 1 and {}", tau, block);
+  double lo = 0, hi = 1;
+  for (int i = 0; i < 100; ++i) {
+    const double p = 0.5 * (lo + hi);
+    (expected_tokens_per_round(std::vector<double>(block - 1, p), block) < tau ? lo : hi) = p;
+  }
+  return 0.5 * (lo + hi);
 }
 
 std::string utc_now() {
@@ -119,6 +189,94 @@ int run_bench(const BenchOptions& o) {
   j["weights_gb"] = model->weights().device_bytes / 1e9;
   j["kv_cache_gb"] = model->kv_cache_bytes() / 1e9;
   j["load_seconds"] = load_seconds;
+  if (!o.verify_sweep.empty()) {
+    // Block-size sweep (issue 5 item 6): measured verify / drafter-proxy pass times and distinct experts, then a
+    // PROJECTION of tokens/s from published tau (docs/dflash.md, "Block size against cost").
+    gpu::VerifySweepOptions sweep;
+    sweep.blocks.clear();
+    for (int64_t b : parse_lengths(o.verify_sweep, "--verify-sweep"))
+      sweep.blocks.push_back(static_cast<int>(std::min<int64_t>(b, 1 << 20)));
+    sweep.context = o.context;
+    sweep.repeats = o.repeats;
+    sweep.seed = o.seed;
+    std::unique_ptr<gpu::GpuModel> drafter;
+    nlohmann::json drafter_json;
+    if (!o.drafter_config.empty()) {
+      nlohmann::json target_json = {{"hidden_size", c.hidden},
+                                    {"num_attention_heads", c.heads},
+                                    {"num_key_value_heads", c.kv_heads},
+                                    {"head_dim", c.head_dim},
+                                    {"vocab_size", c.vocab},
+                                    {"rms_norm_eps", c.rms_eps},
+                                    {"rope_theta", c.rope.theta},
+                                    {"max_position_embeddings", c.max_context},
+                                    {"intermediate_size", 6144}};
+      drafter_json = drafter_proxy_config(o.drafter_config, target_json);
+      gpu::GpuModelOptions drafter_options;
+      drafter_options.kv_positions = o.context + gpu::kMaxPassTokens + 1;
+      drafter_options.progress = false;
+      drafter = gpu::GpuModel::random(drafter_json, o.drafter_config, o.seed + 1, drafter_options);
+    }
+    const std::vector<gpu::VerifySweepPoint> points = gpu::run_verify_sweep(*model, drafter.get(), sweep);
+    const double decode_step = r.graph_step_seconds;  // plain decoding: one token per step (b = 1, no draft)
+
+    nlohmann::json sweep_json = nlohmann::json::array();
+    for (const auto& p : points) {
+      auto us = [](const std::vector<double>& s) {
+        std::vector<double> out;
+        for (double v : s) out.push_back(v * 1e6);
+        return out;
+      };
+      sweep_json.push_back({{"block", p.block},
+                            {"verify_us", p.verify_seconds * 1e6},
+                            {"draft_proxy_us", p.draft_seconds * 1e6},
+                            {"round_us", p.round_seconds() * 1e6},
+                            {"verify_over_decode_step", p.verify_seconds / decode_step},
+                            {"distinct_experts_per_layer", p.distinct_experts_per_layer},
+                            {"timed_as", p.graphed ? "graph" : "stream launches"},
+                            {"verify_us_samples", us(p.verify_samples)},
+                            {"draft_proxy_us_samples", us(p.draft_samples)}});
+    }
+    // Projection: slot acceptance p fitted to each published tau at b = 16; E(b) from the policy's model; cost[b]
+    // = measured round time (b = 1: the plain decode step); the policy's pick vs fixed b = 16.
+    nlohmann::json projections = nlohmann::json::array();
+    std::vector<double> cost(gpu::kMaxPassTokens + 1, std::numeric_limits<double>::infinity());
+    cost[1] = decode_step;
+    for (const auto& p : points)
+      if (p.block > 1) cost[p.block] = p.round_seconds();
+    for (double tau : parse_numbers(o.tau, "--tau")) {
+      const double acceptance = acceptance_for_tau(tau, gpu::kMaxPassTokens);
+      const std::vector<double> alpha(gpu::kMaxPassTokens - 1, acceptance);
+      const int picked = best_block_size(alpha, cost, 1, gpu::kMaxPassTokens);
+      nlohmann::json rows = nlohmann::json::array();
+      for (const auto& p : points) {
+        const double tokens = expected_tokens_per_round(alpha, p.block);
+        const double seconds = p.block > 1 ? p.round_seconds() : decode_step;
+        rows.push_back({{"block", p.block},
+                        {"expected_tokens_per_round", tokens},
+                        {"projected_tokens_per_second", tokens / seconds},
+                        {"projected_speedup_over_decode", tokens / seconds * decode_step}});
+      }
+      const auto rate = [&](int b) { return std::isfinite(cost[b]) ? expected_tokens_per_round(alpha, b) / cost[b] : 0.0; };
+      projections.push_back({{"tau_at_16", tau},
+                             {"slot_acceptance", acceptance},
+                             {"rows", rows},
+                             {"policy_block", picked},
+                             {"policy_tokens_per_second", rate(picked)},
+                             {"fixed_16_tokens_per_second", rate(16)},
+                             {"policy_over_fixed_16", rate(16) > 0 ? rate(picked) / rate(16) : 0.0}});
+    }
+    j["verify_sweep"] = {
+        {"context", o.context},
+        {"method",
+         "measured: one target pass of b tokens at KV length context (CUDA graph replay, median) and one pass of "
+         "b tokens through a random-weights dense drafter proxy at the same KV length; distinct experts of b "
+         "pseudo-random tokens; projection: per-slot acceptance fitted to the published tau at b = 16"},
+        {"drafter_proxy", drafter ? drafter_json : nlohmann::json()},
+        {"decode_step_us", decode_step * 1e6},
+        {"points", sweep_json},
+        {"projection", projections}};
+  }
   if (!o.json_file.empty()) {
     std::ofstream file(o.json_file);
     file << j.dump(2) << "\n";
@@ -153,6 +311,28 @@ int run_bench(const BenchOptions& o) {
   for (const auto& p : r.prefill)
     std::printf("  prefill %lld tokens: %.3f s = %.0f tok/s\n", static_cast<long long>(p.tokens), p.seconds,
                 p.tokens_per_second);
+  if (j.contains("verify_sweep")) {
+    const auto& v = j["verify_sweep"];
+    std::printf("  verify sweep at context %lld (measured; draft = %s):\n", static_cast<long long>(o.context),
+                o.drafter_config.empty() ? "none"
+                                         : "PROXY: random dense drafter pass, no fc / context-row projection");
+    std::printf("    %5s %11s %11s %11s %10s %9s\n", "b", "verify us", "draft us", "round us", "x decode", "experts");
+    for (const auto& p : v["points"])
+      std::printf("    %5d %11.1f %11.1f %11.1f %10.2f %9.1f\n", p["block"].get<int>(), p["verify_us"].get<double>(),
+                  p["draft_proxy_us"].get<double>(), p["round_us"].get<double>(),
+                  p["verify_over_decode_step"].get<double>(), p["distinct_experts_per_layer"].get<double>());
+    for (const auto& q : v["projection"]) {
+      std::printf("  PROJECTION (not a measurement) for published tau %.2f at b = 16 (slot acceptance %.4f):\n",
+                  q["tau_at_16"].get<double>(), q["slot_acceptance"].get<double>());
+      for (const auto& row : q["rows"])
+        std::printf("    b %2d: E[tokens/round] %.2f, projected %.1f tok/s = %.2fx decode\n", row["block"].get<int>(),
+                    row["expected_tokens_per_round"].get<double>(), row["projected_tokens_per_second"].get<double>(),
+                    row["projected_speedup_over_decode"].get<double>());
+      std::printf("    policy picks b = %d: projected %.1f tok/s vs fixed b = 16 %.1f tok/s (%.3fx)\n",
+                  q["policy_block"].get<int>(), q["policy_tokens_per_second"].get<double>(),
+                  q["fixed_16_tokens_per_second"].get<double>(), q["policy_over_fixed_16"].get<double>());
+    }
+  }
   return 0;
 }
 #else
@@ -183,6 +363,15 @@ Runner add_bench_command(CLI::App& app) {
   cmd->add_option("--experts", options->experts,
                   "Routed experts on the GPU: bf16, or nvfp4 / mxfp4 (FP4 kernels; a checkpoint's experts are "
                   "quantized at load)")
+      ->capture_default_str();
+  cmd->add_option("--verify-sweep", options->verify_sweep,
+                  "Block sizes (1..16, comma-separated) at which to time one verify pass of b tokens at --context, "
+                  "with distinct experts per MoE layer and a projected DFlash tokens/s (docs/dflash.md)");
+  cmd->add_option("--drafter-config", options->drafter_config,
+                  "With --verify-sweep: time a random-weights drafter proxy too: qwen3-coder-30b-a3b-dflash or a "
+                  "drafter's config.json / directory");
+  cmd->add_option("--tau", options->tau,
+                  "With --verify-sweep: published mean acceptance at b = 16 (comma-separated) for the projection")
       ->capture_default_str();
   cmd->add_option("--kv-positions", options->kv_positions, "KV cache capacity (default: what the runs need)");
   cmd->add_option("--seed", options->seed, "Seed of the random weights and prompt ids")->capture_default_str();
