@@ -146,6 +146,12 @@ std::string utc_now() {
 #ifdef TACHYON_HAS_CUDA
 int run_bench(const BenchOptions& o) {
   if (o.model_path.empty() == o.random_weights.empty()) fail("give exactly one of -m PATH or --random-weights CONFIG");
+  if (!o.drafter_config.empty() && o.verify_sweep.empty()) fail("--drafter-config needs --verify-sweep");
+  if (!o.verify_sweep.empty()) {  // check the arguments before minutes of loading
+    for (int64_t b : parse_lengths(o.verify_sweep, "--verify-sweep"))
+      if (b > gpu::kMaxPassTokens) fail("--verify-sweep: block size {} is above {}", b, gpu::kMaxPassTokens);
+    for (double tau : parse_numbers(o.tau, "--tau")) acceptance_for_tau(tau, gpu::kMaxPassTokens);
+  }
   gpu::DecodeBenchOptions bench;
   bench.context = o.context;
   bench.steps = o.steps;
