@@ -10,8 +10,8 @@
 #   here:            bash scripts/gpu/fp4.sh --pack        (build-fp4-cuda -> build-fp4-carry)
 #   on the device:   run(command="bash scripts/gpu/block_size.sh", carry=["build-fp4-carry"])
 #                    (or carry .cache/fp4carry.tar.xz, made by
-#                     `tar -C . -cf - build-fp4-carry | xz -T2 -6 > .cache/fp4carry.tar.xz`: unpacked here when
-#                     build-fp4-carry is missing)
+#                     `tar -C . -cf - build-fp4-carry | xz -T2 -6 > .cache/fp4carry.tar.xz`: when present it is
+#                     unpacked here, replacing any build-fp4-carry)
 # Results in $OUT (or ./gpu-results): block-size-summary.txt (this output), block-size-{nvfp4,bf16}.{log,json}.
 # Environment: FP4_BIN (build-fp4-carry), CONTEXT (1024), BLOCKS (2,3,4,6,8,12,16), TAU ("6.4,8"), REPEATS (5),
 # EXPERTS ("nvfp4 bf16"), DEADLINE (230 s; each bench gets at most RUN_TIMEOUT = 110 s of what is left).
@@ -21,8 +21,9 @@ cd "$(dirname "$0")/../.."
 OUT="${OUT:-./gpu-results}"
 mkdir -p "$OUT"
 BIN="${FP4_BIN:-build-fp4-carry}"
-if [ ! -x "$BIN/tachyon" ] && [ -f .cache/fp4carry.tar.xz ]; then
-  xz -dc .cache/fp4carry.tar.xz | tar -xf - || echo "unpacking .cache/fp4carry.tar.xz failed"
+# A carried tarball always wins over a build-fp4-carry left on a warm machine by an earlier call.
+if [ "$BIN" = build-fp4-carry ] && [ -f .cache/fp4carry.tar.xz ]; then
+  rm -rf build-fp4-carry && xz -dc .cache/fp4carry.tar.xz | tar -xf - || echo "unpacking .cache/fp4carry.tar.xz failed"
 fi
 export LD_LIBRARY_PATH="$PWD/$BIN/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 CONTEXT="${CONTEXT:-1024}"
@@ -38,6 +39,9 @@ run_all() {
   echo "commit: $(cat "$BIN/COMMIT" 2>/dev/null | tr '\n' ' ' || echo unknown)"
   echo "device: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | head -1)"
   if [ ! -x "$BIN/tachyon" ]; then echo "no $BIN/tachyon: pack with scripts/gpu/fp4.sh --pack and carry $BIN"; return 2; fi
+  if ! "$BIN/tachyon" bench --help 2>/dev/null | grep -q -- --verify-sweep; then
+    echo "$BIN/tachyon has no bench --verify-sweep: repack (scripts/gpu/fp4.sh --pack) from commit 12d8f2b or later"; return 2
+  fi
   if ldd "$BIN/tachyon" | grep -q "not found"; then echo "missing shared libraries:"; ldd "$BIN/tachyon" | grep "not found"; fi
   for experts in $EXPERTS; do
     local t; t=$(budget "${RUN_TIMEOUT:-110}")
