@@ -70,6 +70,13 @@ struct EngineStats {
   uint64_t steps = 0;        // engine steps run
   uint64_t decode_rows = 0;  // decode tokens run, over all steps (decode_rows / steps = mean batch)
   uint64_t prefill_tokens = 0;
+  // Speculative decoding (SpeculativeEngine, serve --draft); all 0 without a drafter.
+  bool speculative = false;
+  uint64_t speculative_rounds = 0;            // target verify passes
+  uint64_t speculative_draft_tokens = 0;      // drafted slots offered (sum of b - 1)
+  uint64_t speculative_accepted_tokens = 0;   // drafted slots accepted
+  uint64_t speculative_committed_tokens = 0;  // tokens the rounds produced, bonus included (/ rounds = tau)
+  std::vector<uint64_t> speculative_tokens_per_round;  // [k] = rounds that committed k tokens
 };
 
 struct ModelInfo {

@@ -9,7 +9,7 @@ namespace tachyon::server {
 namespace {
 std::string format_bound(double bound) { return fmt::format("{}", bound); }
 
-void header(std::string& out, const char* name, const char* type, const char* help) {
+void header(std::string& out, const char* name, const char* type, const std::string& help) {
   out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
 }
 }  // namespace
@@ -120,12 +120,33 @@ std::string Metrics::render(const EngineStats& engine, size_t max_waiting) const
   header(out, "tachyon_engine_prefill_tokens_total", "counter", "Prompt tokens run through the model.");
   out += fmt::format("tachyon_engine_prefill_tokens_total {}\n", engine.prefill_tokens);
 
-  header(out, "tachyon_speculative_draft_tokens_total", "counter",
-         "PLACEHOLDER, always 0: speculative decoding is not wired into the server yet.");
-  out += "tachyon_speculative_draft_tokens_total 0\n";
-  header(out, "tachyon_speculative_accepted_tokens_total", "counter",
-         "PLACEHOLDER, always 0: speculative decoding is not wired into the server yet.");
-  out += "tachyon_speculative_accepted_tokens_total 0\n";
+  // Speculative decoding (serve --draft): 0 without a drafter (the HELP line says which).
+  const std::string without = engine.speculative ? "" : " Always 0: this server runs without --draft.";
+  header(out, "tachyon_speculative_rounds_total", "counter",
+         "Speculative rounds (one target verify pass of a drafted block each)." + without);
+  out += fmt::format("tachyon_speculative_rounds_total {}\n", engine.speculative_rounds);
+  header(out, "tachyon_speculative_draft_tokens_total", "counter", "Drafted tokens offered to the target." + without);
+  out += fmt::format("tachyon_speculative_draft_tokens_total {}\n", engine.speculative_draft_tokens);
+  header(out, "tachyon_speculative_accepted_tokens_total", "counter", "Drafted tokens the target accepted." + without);
+  out += fmt::format("tachyon_speculative_accepted_tokens_total {}\n", engine.speculative_accepted_tokens);
+  header(out, "tachyon_speculative_tau", "gauge",
+         "Mean tokens committed per target pass, bonus token included (acceptance length tau), since start." + without);
+  out += fmt::format("tachyon_speculative_tau {}\n",
+                     engine.speculative_rounds ? static_cast<double>(engine.speculative_committed_tokens) /
+                                                     static_cast<double>(engine.speculative_rounds)
+                                               : 0.0);
+  header(out, "tachyon_speculative_tokens_per_round", "histogram",
+         "Tokens committed per speculative round (accepted drafts + the bonus token)." + without);
+  const std::vector<uint64_t>& per_round = engine.speculative_tokens_per_round;
+  const size_t top = std::max<size_t>(per_round.size(), 17);  // buckets 1..16 at least: the drafter's block
+  uint64_t cumulative = 0;
+  for (size_t k = 1; k < top; ++k) {
+    cumulative += k < per_round.size() ? per_round[k] : 0;
+    out += fmt::format("tachyon_speculative_tokens_per_round_bucket{{le=\"{}\"}} {}\n", k, cumulative);
+  }
+  out += fmt::format("tachyon_speculative_tokens_per_round_bucket{{le=\"+Inf\"}} {}\n", engine.speculative_rounds);
+  out += fmt::format("tachyon_speculative_tokens_per_round_sum {}\n", engine.speculative_committed_tokens);
+  out += fmt::format("tachyon_speculative_tokens_per_round_count {}\n", engine.speculative_rounds);
   return out;
 }
 

@@ -245,7 +245,27 @@ TEST(ServerMetrics, PrometheusText) {
                            "tachyon_inter_token_latency_seconds_bucket{le=\"+Inf\"} 2", "tachyon_queue_depth 2",
                            "tachyon_running_sequences 3", "# TYPE tachyon_inter_token_latency_seconds histogram"})
     EXPECT_NE(text.find(std::string(line) + "\n"), std::string::npos) << line << "\n" << text;
-  EXPECT_NE(text.find("PLACEHOLDER"), std::string::npos);  // speculative counters are labelled as such
+  // Without a drafter the speculative counters are 0 and say why.
+  EXPECT_NE(text.find("tachyon_speculative_rounds_total 0\n"), std::string::npos);
+  EXPECT_NE(text.find("this server runs without --draft"), std::string::npos);
+
+  stats.speculative = true;
+  stats.speculative_rounds = 4;
+  stats.speculative_draft_tokens = 60;
+  stats.speculative_accepted_tokens = 6;
+  stats.speculative_committed_tokens = 10;
+  stats.speculative_tokens_per_round = {0, 1, 2, 0, 1};
+  const std::string spec = m.render(stats, 32);
+  for (const char* line : {"tachyon_speculative_rounds_total 4", "tachyon_speculative_draft_tokens_total 60",
+                           "tachyon_speculative_accepted_tokens_total 6", "tachyon_speculative_tau 2.5",
+                           "tachyon_speculative_tokens_per_round_bucket{le=\"1\"} 1",
+                           "tachyon_speculative_tokens_per_round_bucket{le=\"2\"} 3",
+                           "tachyon_speculative_tokens_per_round_bucket{le=\"4\"} 4",
+                           "tachyon_speculative_tokens_per_round_bucket{le=\"16\"} 4",
+                           "tachyon_speculative_tokens_per_round_bucket{le=\"+Inf\"} 4",
+                           "tachyon_speculative_tokens_per_round_sum 10", "tachyon_speculative_tokens_per_round_count 4"})
+    EXPECT_NE(spec.find(std::string(line) + "\n"), std::string::npos) << line << "\n" << spec;
+  EXPECT_EQ(spec.find("without --draft"), std::string::npos);
 }
 
 }  // namespace

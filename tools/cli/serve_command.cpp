@@ -15,6 +15,8 @@
 #include "runtime/batching_engine.h"
 #include "runtime/cpu_model_runner.h"
 #include "server/http_server.h"
+#include "spec/speculative_engine.h"
+#include "spec/target.h"
 #include "tokenizer/tokenizer.h"
 #include "loader/json_file.h"
 #ifdef TACHYON_HAS_CUDA
@@ -82,9 +84,10 @@ std::unique_ptr<ModelRunner> make_gpu_runner(const ServeOptions& o, const Checkp
 #endif
 
 int run_serve(ServeOptions& o) {
-  if (!o.draft_path.empty())
-    fail("--draft: speculative decoding is not wired into the server yet; serve without a drafter for now");
   if (o.device != "cpu" && o.device != "cuda") fail("--device {}: cpu or cuda", o.device);
+  if (!o.draft_path.empty() && o.device != "cpu")
+    fail("--draft with --device {}: speculative decoding runs on the CPU only for now (the GPU round is not written "
+         "yet); serve with --device cpu, or on the GPU without --draft", o.device);
 #ifndef TACHYON_HAS_CUDA
   if (o.device == "cuda") fail("--device cuda: this tachyon was built without CUDA (configure with -DTACHYON_CUDA=ON)");
 #endif
@@ -119,14 +122,37 @@ int run_serve(ServeOptions& o) {
     checkpoint = open_checkpoint(o.model_path);
     tokenizer = Tokenizer::from_checkpoint(checkpoint);
   }
+  // --draft: one request at a time through the speculative driver (spec/speculative_engine.h).
+  // Declared in this order so that the engine (its thread) goes first, then what it reads.
+  Checkpoint draft_checkpoint;
+  std::unique_ptr<Model> target_model;
+  std::unique_ptr<DFlashDrafter> drafter;
+  std::unique_ptr<InferenceEngine> engine;
+  if (!o.draft_path.empty()) {
+    target_model = create_model(checkpoint);
+    auto* decoder = dynamic_cast<DecoderModel*>(target_model.get());
+    if (!decoder) fail("--draft: {} is not a decoder model the drafter can read features from", o.model_path);
+    draft_checkpoint = open_checkpoint(o.draft_path);
+    drafter = std::make_unique<DFlashDrafter>(draft_checkpoint, drafter_target_info(*decoder));
+    if (o.scheduler.max_running != SchedulerConfig{}.max_running && o.scheduler.max_running != 1)
+      std::fprintf(stderr, "tachyon serve: --draft runs one request at a time; --max-batch %d is ignored\n",
+                   o.scheduler.max_running);
+    o.scheduler.max_running = 1;
+    engine = std::make_unique<SpeculativeEngine>(*decoder, *drafter, tokenizer,
+                                                 static_cast<size_t>(o.scheduler.max_waiting));
+    std::fprintf(stderr, "tachyon serve: %s, drafter %s\n", engine->model_info().description.c_str(),
+                 o.draft_path.c_str());
+  }
   std::unique_ptr<ModelRunner> runner;
 #ifdef TACHYON_HAS_CUDA
-  if (o.device == "cuda") runner = make_gpu_runner(o, checkpoint, tokenizer);
+  if (o.device == "cuda" && !engine) runner = make_gpu_runner(o, checkpoint, tokenizer);
 #endif
-  if (!runner) runner = std::make_unique<CpuModelRunner>(create_model(checkpoint), o.scheduler.max_running);
-  std::fprintf(stderr, "tachyon serve: %s\n", runner->description().c_str());
-  BatchingEngine engine(std::move(runner), tokenizer, o.scheduler);
-  server::HttpServer http(engine, tokenizer, o.server);
+  if (!engine) {
+    if (!runner) runner = std::make_unique<CpuModelRunner>(create_model(checkpoint), o.scheduler.max_running);
+    std::fprintf(stderr, "tachyon serve: %s\n", runner->description().c_str());
+    engine = std::make_unique<BatchingEngine>(std::move(runner), tokenizer, o.scheduler);
+  }
+  server::HttpServer http(*engine, tokenizer, o.server);
   const int port = http.bind();
 
   std::thread signal_thread([&] {
@@ -150,7 +176,7 @@ Runner add_serve_command(CLI::App& app) {
   auto o = std::make_shared<ServeOptions>();
   CLI::App* cmd = app.add_subcommand("serve", "Serve a model over an OpenAI-compatible HTTP API");
   cmd->add_option("-m,--model", o->model_path, "Model: a .gguf file or a Hugging Face directory")->required();
-  cmd->add_option("--draft", o->draft_path, "Drafter model for speculative decoding (not wired into the server yet)");
+  cmd->add_option("--draft", o->draft_path, "DFlash drafter directory (z-lab layout): speculative decoding on the CPU, one request at a time");
   cmd->add_option("--host", o->server.host, "Address to listen on")->capture_default_str();
   cmd->add_option("--port", o->server.port, "TCP port (0 = any free port)")->capture_default_str()->check(CLI::Range(0, 65535));
   cmd->add_option("--api-key", o->server.api_key,

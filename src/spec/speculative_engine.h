@@ -1,0 +1,58 @@
+// The server's engine with a DFlash drafter on the CPU (tachyon serve --draft): requests run one at a time
+// through the speculative driver (spec/driver.h), one fresh CpuSpecTarget and DFlashProposer each; the others
+// wait in a bounded queue. Text reaches the handler through the same RequestStream as BatchingEngine's, with
+// the same post-processing (stop ids counted as generated, IncrementalDecoder, StopStringFilter, max_tokens), so
+// a greedy completion is the same text with or without the drafter. Cancellation and the deadline are checked
+// as each committed token comes out of a round (and in the queue), so a request ends within one round of either.
+// Batch 1 is the honest first version: the driver's round is single-sequence (docs/server.md).
+#pragma once
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+
+#include "models/decoder.h"
+#include "models/dflash_drafter.h"
+#include "runtime/engine.h"
+#include "spec/driver.h"
+#include "tokenizer/tokenizer.h"
+
+namespace tachyon {
+
+class SpeculativeEngine final : public InferenceEngine {
+ public:
+  // model, drafter and tokenizer must outlive the engine; the engine is their only user while it runs.
+  SpeculativeEngine(DecoderModel& model, const DFlashDrafter& drafter, const Tokenizer& tokenizer, size_t max_waiting,
+                    SpecOptions options = {});
+  ~SpeculativeEngine() override;  // stops the loop; unfinished requests finish with an error
+
+  std::shared_ptr<RequestStream> submit(EngineRequest request) override;
+  EngineStats stats() const override;
+  ModelInfo model_info() const override;
+  size_t max_running() const override { return 1; }
+  size_t max_waiting() const override { return max_waiting_; }
+
+ private:
+  struct Queued {
+    std::shared_ptr<Sequence> sequence;
+    std::shared_ptr<RequestStream> stream;
+  };
+  void loop();
+  void run(Queued& request);  // the whole request, on the engine thread
+
+  DecoderModel& model_;
+  const DFlashDrafter& drafter_;
+  const Tokenizer& tokenizer_;
+  const size_t max_waiting_;
+  const SpecOptions options_;
+
+  mutable std::mutex mutex_;  // guards everything below
+  std::condition_variable work_;
+  std::deque<Queued> queue_;
+  EngineStats stats_;
+  bool stopping_ = false;
+  uint64_t next_id_ = 1;
+  std::thread thread_;
+};
+
+}  // namespace tachyon
