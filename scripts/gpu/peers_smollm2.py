@@ -48,7 +48,8 @@ def main():
     ap.add_argument("--steps", type=int, default=64, help="decode steps timed (tachyon bench --steps)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--modes", default="eager,static_compile,static_compile_default")
+    ap.add_argument("--modes", default="eager,static_compile_default,static_compile",
+                    help="comma-separated; static_compile (CUDA graphs) last: on torch 2.11 it can kill the process")
     ap.add_argument("--tachyon-json", help="tachyon bench --json-file output of the same run (floor, bandwidth)")
     ap.add_argument("--out", help="write the results as JSON here")
     ap.add_argument("--device", default="cuda", help="cuda; cpu only to try the script")
