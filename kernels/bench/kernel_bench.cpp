@@ -13,6 +13,7 @@
 
 #include "attention/decode_attention.h"
 #include "bandwidth/stream_read.h"
+#include "bench/graph_timing.h"
 #include "cuda/device_buffer.h"
 #include "cuda/stream.h"
 #include "gemm/cublaslt_gemm.h"
@@ -24,36 +25,12 @@
 namespace tachyon {
 namespace {
 
+using kernels::graph_time_us;
+
 using cuda::DeviceBuffer;
 
 double g_stream_read_gbps = 0;
 
-// Median microseconds per launch: `launches` calls of launch(i, stream) captured in one graph, replayed.
-double time_us(const std::function<void(int, cudaStream_t)>& launch, int launches, int replays = 15) {
-  cuda::Stream stream;
-  launch(0, stream);  // outside capture: one-time setup (attributes, cuBLASLt plans)
-  stream.synchronize();
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  TACHYON_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  for (int i = 0; i < launches; ++i) launch(i, stream);
-  TACHYON_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
-  TACHYON_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
-  for (int w = 0; w < 2; ++w) TACHYON_CUDA_CHECK(cudaGraphLaunch(exec, stream));
-  std::vector<double> times;
-  cuda::Event start, stop;
-  for (int r = 0; r < replays; ++r) {
-    start.record(stream);
-    TACHYON_CUDA_CHECK(cudaGraphLaunch(exec, stream));
-    stop.record(stream);
-    stop.synchronize();
-    times.push_back(1000.0 * stop.elapsed_ms_since(start) / launches);
-  }
-  TACHYON_CUDA_CHECK(cudaGraphExecDestroy(exec));
-  TACHYON_CUDA_CHECK(cudaGraphDestroy(graph));
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
-}
 
 void row(const std::string& kernel, const std::string& shape, int tokens, const std::string& variant, double us,
          double bytes) {
@@ -103,7 +80,7 @@ void bench_bandwidth() {
   DeviceBuffer<uint8_t> buffer(bytes);
   buffer.fill_bytes(0x5a);
   DeviceBuffer<uint32_t> checksum(1);
-  const double us = time_us([&](int, cudaStream_t s) { kernels::stream_read(buffer.data(), bytes, checksum.data(), s); }, 10);
+  const double us = graph_time_us([&](int, cudaStream_t s) { kernels::stream_read(buffer.data(), bytes, checksum.data(), s); }, 10);
   g_stream_read_gbps = bytes / (us * 1e3);
   const auto& info = cuda::current_device_info();
   std::printf("device: %s, %d SMs, L2 %zu MB\n", info.name.c_str(), info.multiprocessors, info.l2_bytes >> 20);
@@ -123,13 +100,13 @@ void bench_gemv_shape(int out, int in, const std::vector<int>& token_counts, con
   for (int n : token_counts) {
     const double bytes = 2.0 * out * in + 4.0 * n * (in + out);
     for (int k_split : k_splits) {
-      const double us = time_us([&](int i, cudaStream_t s) {
+      const double us = graph_time_us([&](int i, cudaStream_t s) {
         kernels::gemv_bf16(weights.copy(i), nullptr, x.data(), y.data(), n, out, in, s, kernels::GemvTuning{k_split});
       }, launches);
       row("gemv_bf16", shape, n, k_split == 0 ? "tachyon" : "k_split=" + std::to_string(k_split), us, bytes);
     }
     if (baseline) {
-      const double us = time_us([&](int i, cudaStream_t s) {
+      const double us = graph_time_us([&](int i, cudaStream_t s) {
         cublas.linear_bf16(weights.copy(i), reinterpret_cast<const __nv_bfloat16*>(x_bf16.data()), nullptr, y.data(), n,
                            out, in, s);
       }, launches);
@@ -180,7 +157,7 @@ void bench_attention() {
       kernels::PagedKvCache cache{nullptr, nullptr, table_dev.data(), pages, page, n_kv, head_dim};
       const size_t workspace_bytes = kernels::decode_attention_workspace_bytes(params, cache, batch);
       DeviceBuffer<uint8_t> workspace(std::max<size_t>(workspace_bytes, 16));
-      const double us = time_us([&](int i, cudaStream_t s) {
+      const double us = graph_time_us([&](int i, cudaStream_t s) {
         kernels::PagedKvCache layer = cache;
         layer.k_pages = reinterpret_cast<__nv_bfloat16*>(k.data()) + (i % layers) * layer_elems;
         layer.v_pages = reinterpret_cast<__nv_bfloat16*>(v.data()) + (i % layers) * layer_elems;
@@ -229,9 +206,9 @@ void bench_moe(bool sweep) {
       kernels::moe_combine(y.data(), weights.data(), routing, n, hidden, out.data(), false, s);
     };
     const double bytes = 3.0 * active * expert_elems * 2 + 2.0 * n_experts * hidden;
-    const double us = time_us(layer, 20);
+    const double us = graph_time_us(layer, 20);
     row("moe_layer (5 kernels)", "qwen3 2048/768 128e top8, " + std::to_string(active) + " experts", n, "tachyon", us, bytes);
-    const double us_experts = time_us([&](int i, cudaStream_t s) {
+    const double us_experts = graph_time_us([&](int i, cudaStream_t s) {
       const size_t l = i % layers;
       kernels::expert_gated_gemv_bf16(bf(gate, l * expert_elems * n_experts), bf(up, l * expert_elems * n_experts),
                                       static_cast<int64_t>(expert_elems), routing, x.data(), h.data(), width, hidden, s);
@@ -244,14 +221,14 @@ void bench_moe(bool sweep) {
     for (int k_split : {0, 1, 2, 4}) {
       const std::string variant = k_split == 0 ? "tachyon" : "k_split=" + std::to_string(k_split);
       row("expert_gated_gemv_bf16", "768x2048 x " + std::to_string(active) + " experts", n, variant,
-          time_us([&](int i, cudaStream_t s) {
+          graph_time_us([&](int i, cudaStream_t s) {
             const size_t l = i % layers;
             kernels::expert_gated_gemv_bf16(bf(gate, l * expert_elems * n_experts), bf(up, l * expert_elems * n_experts),
                                             static_cast<int64_t>(expert_elems), routing, x.data(), h.data(), width,
                                             hidden, s, kernels::GemvTuning{k_split});
           }, 20), 2.0 * active * expert_elems * 2);
       row("expert_gemv_bf16", "2048x768 x " + std::to_string(active) + " experts", n, variant,
-          time_us([&](int i, cudaStream_t s) {
+          graph_time_us([&](int i, cudaStream_t s) {
             const size_t l = i % layers;
             kernels::expert_gemv_bf16(bf(down, l * expert_elems * n_experts), static_cast<int64_t>(expert_elems),
                                       routing, h.data(), y.data(), hidden, width, s, kernels::GemvTuning{k_split});
@@ -259,7 +236,7 @@ void bench_moe(bool sweep) {
     }
     for (int k_split : {0, 1, 2, 4})
       row("gemv_bf16 (router)", "128x2048", n, k_split == 0 ? "tachyon" : "k_split=" + std::to_string(k_split),
-          time_us([&](int i, cudaStream_t s) {
+          graph_time_us([&](int i, cudaStream_t s) {
             kernels::gemv_bf16(bf(router, (i % layers) * n_experts * hidden), nullptr, x.data(), logits.data(), n,
                                n_experts, hidden, s, kernels::GemvTuning{k_split});
           }, 20), 2.0 * n_experts * hidden);
@@ -273,20 +250,20 @@ void bench_misc() {
     fill_random(logits, -8, 8, 12);
     DeviceBuffer<int> out(n);
     const double bytes = 4.0 * n * vocab;
-    row("argmax_rows", "vocab 151936", n, "tachyon", time_us([&](int, cudaStream_t s) {
+    row("argmax_rows", "vocab 151936", n, "tachyon", graph_time_us([&](int, cudaStream_t s) {
           kernels::argmax_rows(logits.data(), n, vocab, out.data(), s);
         }, 20), bytes);
-    row("sample_rows", "vocab 151936 T=0.7 k=50 p=0.9", n, "tachyon", time_us([&](int, cudaStream_t s) {
+    row("sample_rows", "vocab 151936 T=0.7 k=50 p=0.9", n, "tachyon", graph_time_us([&](int, cudaStream_t s) {
           kernels::sample_rows(logits.data(), n, vocab, kernels::SamplingParams{0.7f, 50, 0.9f, 1}, nullptr, out.data(), s);
         }, 20), bytes);
-    row("sample_rows", "vocab 151936 T=1 p=0.95", n, "tachyon", time_us([&](int, cudaStream_t s) {
+    row("sample_rows", "vocab 151936 T=1 p=0.95", n, "tachyon", graph_time_us([&](int, cudaStream_t s) {
           kernels::sample_rows(logits.data(), n, vocab, kernels::SamplingParams{1.0f, 0, 0.95f, 1}, nullptr, out.data(), s);
         }, 20), bytes);
     DeviceBuffer<float> residual(static_cast<size_t>(n) * 4096), delta(residual.size()), w(4096), y(residual.size());
     fill_random(residual, -1, 1, 13);
     fill_random(delta, -1, 1, 14);
     fill_random(w, -1, 1, 15);
-    row("add_rms_norm", "4096", n, "tachyon", time_us([&](int, cudaStream_t s) {
+    row("add_rms_norm", "4096", n, "tachyon", graph_time_us([&](int, cudaStream_t s) {
           kernels::add_rms_norm(residual.data(), delta.data(), w.data(), y.data(), n, 4096, 1e-6f, s);
         }, 50), 16.0 * n * 4096);
   }

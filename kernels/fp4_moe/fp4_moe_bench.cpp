@@ -11,6 +11,7 @@
 #include <cuda_bf16.h>
 
 #include "bandwidth/stream_read.h"
+#include "bench/graph_timing.h"
 #include "cuda/device_buffer.h"
 #include "cuda/stream.h"
 #include "fp4_moe/fp4_moe.h"
@@ -25,33 +26,6 @@ namespace {
 
 using cuda::DeviceBuffer;
 
-// Median microseconds per launch: `launches` calls captured in one CUDA graph, replayed (launch gaps shrink to
-// graph-node cost, as in kernels/bench).
-double time_us(const std::function<void(int, cudaStream_t)>& launch, int launches, int replays = 15) {
-  cuda::Stream stream;
-  launch(0, stream);
-  stream.synchronize();
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  TACHYON_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  for (int i = 0; i < launches; ++i) launch(i, stream);
-  TACHYON_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
-  TACHYON_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
-  for (int w = 0; w < 2; ++w) TACHYON_CUDA_CHECK(cudaGraphLaunch(exec, stream));
-  std::vector<double> times;
-  cuda::Event start, stop;
-  for (int r = 0; r < replays; ++r) {
-    start.record(stream);
-    TACHYON_CUDA_CHECK(cudaGraphLaunch(exec, stream));
-    stop.record(stream);
-    stop.synchronize();
-    times.push_back(1000.0 * stop.elapsed_ms_since(start) / launches);
-  }
-  TACHYON_CUDA_CHECK(cudaGraphExecDestroy(exec));
-  TACHYON_CUDA_CHECK(cudaGraphDestroy(graph));
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
-}
 
 double g_read_gbps = 0;
 
@@ -79,7 +53,7 @@ void bench_stream_read() {
   DeviceBuffer<uint8_t> buffer(bytes);
   buffer.fill_bytes(0x5a);
   DeviceBuffer<uint32_t> checksum(1);
-  const double us = time_us([&](int, cudaStream_t s) { stream_read(buffer.data(), bytes, checksum.data(), s); }, 10);
+  const double us = graph_time_us([&](int, cudaStream_t s) { stream_read(buffer.data(), bytes, checksum.data(), s); }, 10);
   g_read_gbps = bytes / (us * 1e3);
   const auto& info = cuda::current_device_info();
   std::printf("device: %s, %d SMs, L2 %zu MB\n", info.name.c_str(), info.multiprocessors, info.l2_bytes >> 20);
@@ -156,12 +130,12 @@ void sweep_variants(const Experts& f, const Routing& routing, const Buffer& x, c
                     Buffer& out, const std::string& shape_text, int n, const std::string& variant, int active,
                     int launches) {
   auto gate_up_us = [&](const Fp4MoeTuning& t) {
-    return time_us([&](int i, cudaStream_t s) {
+    return graph_time_us([&](int i, cudaStream_t s) {
       fp4_expert_gate_up(f.matrices(0, i), f.matrices(1, i), routing, x.data(), h.data(), s, 0, t);
     }, launches);
   };
   auto down_us = [&](const Fp4MoeTuning& t) {
-    return time_us([&](int i, cudaStream_t s) {
+    return graph_time_us([&](int i, cudaStream_t s) {
       fp4_expert_down_combine(f.matrices(2, i), routing, h.data(), weights.data(), out.data(), false, s, false, t);
     }, launches);
   };
@@ -233,7 +207,7 @@ void sweep_variants(const Experts& f, const Routing& routing, const Buffer& x, c
   double best_us = 1e30;
   Fp4MoeTuning winner = t;
   for (const Fp4MoeTuning& b : best) {
-    const double us = time_us([&](int i, cudaStream_t s) {
+    const double us = graph_time_us([&](int i, cudaStream_t s) {
       fp4_moe_experts(f.matrices(0, i), f.matrices(1, i), f.matrices(2, i), routing, x.data(), weights.data(), h.data(),
                       out.data(), false, s, b);
     }, launches);
@@ -298,12 +272,12 @@ void bench_shape(const Shape& shape, bool sweep) {
       const std::string variant = f->kind == Fp4Kind::Nvfp4 ? "nvfp4" : "mxfp4";
       const double touched = active * f->expert_bytes();  // the union of experts the n tokens route to
       const int launches = std::max(20, std::min(200, 2 * f->copies));
-      const double us_experts = time_us([&](int i, cudaStream_t s) {
+      const double us_experts = graph_time_us([&](int i, cudaStream_t s) {
         fp4_moe_experts(f->matrices(0, i), f->matrices(1, i), f->matrices(2, i), routing, x.data(), weights.data(),
                         h.data(), out.data(), false, s);
       }, launches);
       row("fp4 experts (gate_up + down_combine)", shape_text, n, variant, us_experts, touched);
-      const double us_layer = time_us([&](int i, cudaStream_t s) {
+      const double us_layer = graph_time_us([&](int i, cudaStream_t s) {
         gemv_bf16(router.data(), nullptr, x.data(), logits.data(), n, E, H, s);
         const ExpertRouting r = moe_route_and_group(logits.data(), n, config, ids.data(), weights.data(), buffers, s);
         fp4_moe_experts(f->matrices(0, i), f->matrices(1, i), f->matrices(2, i), r, x.data(), weights.data(), h.data(),
@@ -314,7 +288,7 @@ void bench_shape(const Shape& shape, bool sweep) {
       // Version 1 beside the default, on the same routing.
       Fp4MoeTuning v1;
       v1.version = 1;
-      const double us_v1 = time_us([&](int i, cudaStream_t s) {
+      const double us_v1 = graph_time_us([&](int i, cudaStream_t s) {
         fp4_moe_experts(f->matrices(0, i), f->matrices(1, i), f->matrices(2, i), routing, x.data(), weights.data(),
                         h.data(), out.data(), false, s, v1);
       }, launches);
@@ -325,14 +299,14 @@ void bench_shape(const Shape& shape, bool sweep) {
     // The BF16 expert path on the same routing, and the whole BF16 MoE layer as GpuModel runs it.
     const double bf16_touched = 3.0 * active * expert_elems * 2;
     const int launches = std::max(20, std::min(200, 2 * bf16_copies));
-    const double us_bf16 = time_us([&](int i, cudaStream_t s) {
+    const double us_bf16 = graph_time_us([&](int i, cudaStream_t s) {
       expert_gated_gemv_bf16(bf(bf16_gate, i), bf(bf16_up, i), static_cast<int64_t>(expert_elems), routing, x.data(),
                              h.data(), I, H, s);
       expert_gemv_bf16(bf(bf16_down, i), static_cast<int64_t>(expert_elems), routing, h.data(), y.data(), H, I, s);
       moe_combine(y.data(), weights.data(), routing, n, H, out.data(), false, s);
     }, launches);
     row("bf16 experts (gated gemv + gemv + combine)", shape_text, n, "bf16", us_bf16, bf16_touched);
-    const double us_bf16_layer = time_us([&](int i, cudaStream_t s) {
+    const double us_bf16_layer = graph_time_us([&](int i, cudaStream_t s) {
       gemv_bf16(router.data(), nullptr, x.data(), logits.data(), n, E, H, s);
       const ExpertRouting r = moe_route_and_group(logits.data(), n, config, ids.data(), weights.data(), buffers, s);
       expert_gated_gemv_bf16(bf(bf16_gate, i), bf(bf16_up, i), static_cast<int64_t>(expert_elems), r, x.data(), h.data(),

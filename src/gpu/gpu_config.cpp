@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <map>
 
 #include "core/error.h"
+#include "loader/json_file.h"
 #include "models/architectures.h"
 
 namespace tachyon::gpu {
@@ -176,5 +178,17 @@ std::optional<nlohmann::json> builtin_model_config(const std::string& name) {
 }
 
 std::vector<std::string> builtin_model_config_names() { return {"smollm2-135m", "qwen3-30b-a3b"}; }
+
+nlohmann::json random_weights_config(const std::string& what) {
+  if (auto builtin = builtin_model_config(what)) return *builtin;
+  std::filesystem::path path(what);
+  if (std::filesystem::is_directory(path)) path /= "config.json";
+  if (!std::filesystem::exists(path)) {
+    std::string names;
+    for (const auto& name : builtin_model_config_names()) names += (names.empty() ? "" : ", ") + name;
+    fail("--random-weights {}: neither a config.json nor a built-in shape ({})", what, names);
+  }
+  return read_json_file(path.string());
+}
 
 }  // namespace tachyon::gpu

@@ -65,6 +65,8 @@ GpuModelConfig read_gpu_model_config(const nlohmann::json& config, const std::st
 // Hugging Face repositories (only the fields the loaders read). nullopt for an unknown name.
 std::optional<nlohmann::json> builtin_model_config(const std::string& name);
 std::vector<std::string> builtin_model_config_names();
+// The config.json that --random-weights WHAT names: a built-in shape, a config.json, or a directory holding one.
+nlohmann::json random_weights_config(const std::string& what);
 
 // Rounds up to a multiple of `multiple`.
 inline int round_up(int value, int multiple) { return (value + multiple - 1) / multiple * multiple; }

@@ -23,9 +23,7 @@ GenerationResult generate_on_gpu(GpuModel& model, const Tokenizer& tokenizer, st
   if (result.prompt_tokens >= model.capacity())
     fail("prompt of {} tokens does not fit the GPU KV cache of {} positions", prompt.size(), model.capacity());
 
-  std::vector<int32_t> stop_ids = params.stop_token_ids;
-  if (!params.ignore_eos)
-    for (int32_t id : tokenizer.eos_ids()) stop_ids.push_back(id);
+  const std::vector<int32_t> stop_ids = stop_token_ids(params, tokenizer);
   IncrementalDecoder decoder(tokenizer);
   StopStringFilter stop_filter(params.stop_strings);
   auto emit = [&](const std::string& piece) {

@@ -101,9 +101,7 @@ void BatchingEngine::step() {
     std::unique_lock lock(mutex_);
     for (auto& [sequence, stream] : arrivals_) {
       Active active{sequence, stream, Sampler(sequence->params.sampling), IncrementalDecoder(tokenizer_),
-                    StopStringFilter(sequence->params.stop_strings), sequence->params.stop_token_ids};
-      if (!sequence->params.ignore_eos)
-        for (int32_t id : tokenizer_.eos_ids()) active.stop_ids.push_back(id);
+                    StopStringFilter(sequence->params.stop_strings), stop_token_ids(sequence->params, tokenizer_)};
       active_.emplace(sequence->id, std::move(active));
     }
     arrivals_.clear();

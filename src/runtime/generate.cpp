@@ -42,6 +42,15 @@ std::string StopStringFilter::flush() {
   return out;
 }
 
+std::vector<int32_t> stop_token_ids(const GenerationParams& params, const Tokenizer& tokenizer) {
+  std::vector<int32_t> ids = params.stop_token_ids;
+  if (!params.ignore_eos) {
+    const std::vector<int32_t> eos = tokenizer.eos_ids();
+    ids.insert(ids.end(), eos.begin(), eos.end());
+  }
+  return ids;
+}
+
 GenerationResult generate(Model& model, const Tokenizer& tokenizer, std::span<const int32_t> prompt,
                           const GenerationParams& params, const TextCallback& on_text) {
   if (prompt.empty()) fail("the prompt is empty (no tokens)");
@@ -51,9 +60,7 @@ GenerationResult generate(Model& model, const Tokenizer& tokenizer, std::span<co
   if (result.prompt_tokens >= model.max_context())
     fail("prompt of {} tokens does not fit the context length of {}", prompt.size(), model.max_context());
 
-  std::vector<int32_t> stop_ids = params.stop_token_ids;
-  if (!params.ignore_eos)
-    for (int32_t id : tokenizer.eos_ids()) stop_ids.push_back(id);
+  const std::vector<int32_t> stop_ids = stop_token_ids(params, tokenizer);
   Sampler sampler(params.sampling);
   IncrementalDecoder decoder(tokenizer);
   StopStringFilter stop_filter(params.stop_strings);

@@ -32,6 +32,9 @@ struct GenerationResult {
 
 using TextCallback = std::function<void(std::string_view piece)>;
 
+// The ids that end a generation: params.stop_token_ids, plus the tokenizer's EOS ids unless ignore_eos.
+std::vector<int32_t> stop_token_ids(const GenerationParams& params, const Tokenizer& tokenizer);
+
 GenerationResult generate(Model& model, const Tokenizer& tokenizer, std::span<const int32_t> prompt,
                           const GenerationParams& params, const TextCallback& on_text = {});
 

@@ -156,9 +156,7 @@ GenerationResult generate_speculative(SpecTarget& target, DraftProposer& propose
   SpecDecodeParams decode;
   decode.max_tokens = params.max_tokens;
   decode.sampling = params.sampling;
-  decode.stop_ids = params.stop_token_ids;
-  if (!params.ignore_eos)
-    for (int32_t id : tokenizer.eos_ids()) decode.stop_ids.push_back(id);
+  decode.stop_ids = stop_token_ids(params, tokenizer);
   decode.spec = options;
 
   IncrementalDecoder decoder(tokenizer);

@@ -118,9 +118,7 @@ void SpeculativeEngine::run(Queued& request) {
   RequestStream& stream = *request.stream;
   const GenerationParams& params = sequence.params;
 
-  std::vector<int32_t> stop_ids = params.stop_token_ids;
-  if (!params.ignore_eos)
-    for (int32_t id : tokenizer_.eos_ids()) stop_ids.push_back(id);
+  const std::vector<int32_t> stop_ids = stop_token_ids(params, tokenizer_);
   IncrementalDecoder decoder(tokenizer_);
   StopStringFilter stop_filter(params.stop_strings);
   FinishReason reason = FinishReason::none;

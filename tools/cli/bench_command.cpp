@@ -61,19 +61,6 @@ std::vector<int64_t> parse_lengths(const std::string& text, const char* what = "
   return lengths;
 }
 
-// A built-in shape name, a config.json, or a directory holding one.
-nlohmann::json random_weights_config(const std::string& what) {
-  if (auto builtin = gpu::builtin_model_config(what)) return *builtin;
-  std::filesystem::path path(what);
-  if (std::filesystem::is_directory(path)) path /= "config.json";
-  if (!std::filesystem::exists(path)) {
-    std::string names;
-    for (const auto& name : gpu::builtin_model_config_names()) names += (names.empty() ? "" : ", ") + name;
-    fail("--random-weights {}: neither a config.json nor a built-in shape ({})", what, names);
-  }
-  return read_json_file(path.string());
-}
-
 std::vector<double> parse_numbers(const std::string& text, const char* what) {
   std::vector<double> values;
   size_t pos = 0;
@@ -173,7 +160,7 @@ int run_bench(const BenchOptions& o) {
     model = gpu::GpuModel::load(checkpoint, model_options);
     model_name = o.model_path;
   } else {
-    model = gpu::GpuModel::random(random_weights_config(o.random_weights), o.random_weights, o.seed, model_options);
+    model = gpu::GpuModel::random(gpu::random_weights_config(o.random_weights), o.random_weights, o.seed, model_options);
     model_name = "random weights: " + o.random_weights;
   }
   const double load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();

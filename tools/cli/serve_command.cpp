@@ -45,19 +45,6 @@ std::string default_model_name(const std::string& path) {
 }
 
 #ifdef TACHYON_HAS_CUDA
-// --random-weights: a built-in shape name, a config.json, or a directory holding one (as `tachyon bench`).
-nlohmann::json random_weights_config(const std::string& what) {
-  if (auto builtin = gpu::builtin_model_config(what)) return *builtin;
-  std::filesystem::path path(what);
-  if (std::filesystem::is_directory(path)) path /= "config.json";
-  if (!std::filesystem::exists(path)) {
-    std::string names;
-    for (const auto& name : gpu::builtin_model_config_names()) names += (names.empty() ? "" : ", ") + name;
-    fail("--random-weights {}: neither a config.json nor a built-in shape ({})", what, names);
-  }
-  return read_json_file(path.string());
-}
-
 // The GPU runner: real weights from the checkpoint, or random weights of a shape (the checkpoint then only
 // gives the tokenizer, whose vocabulary bounds the sampled ids).
 std::unique_ptr<ModelRunner> make_gpu_runner(const ServeOptions& o, const Checkpoint& checkpoint,
@@ -72,7 +59,7 @@ std::unique_ptr<ModelRunner> make_gpu_runner(const ServeOptions& o, const Checkp
     model = gpu::GpuModel::load(checkpoint, options);
     label = o.model_path;
   } else {
-    const nlohmann::json config = random_weights_config(o.random_weights);
+    const nlohmann::json config = gpu::random_weights_config(o.random_weights);
     const int64_t context = gpu::read_gpu_model_config(config, o.random_weights).max_context;
     options.kv_positions = o.kv_positions > 0 ? o.kv_positions : o.scheduler.max_running * std::min<int64_t>(context, 2048);
     model = gpu::GpuModel::random(config, o.random_weights, o.seed, options);
