@@ -54,6 +54,20 @@ GpuModel::GpuModel(GpuModelConfig config, const GpuModelOptions& options)
   const int64_t pages = (requested + options_.page_size - 1) / options_.page_size;
   capacity_ = pages * options_.page_size;
   if (capacity_ > (int64_t{1} << 30)) fail("GpuModel: KV capacity of {} positions is too large", capacity_);
+  // Feature layers: what DecoderModel::set_feature_layers records, except the last layer (HF reports it after the
+  // final norm; DFlash drafters never use it) and an order other than ascending (the slots of a feature row).
+  feature_slot_.assign(config_.layers, -1);
+  const std::vector<int>& features = options_.feature_layers;
+  for (size_t f = 0; f < features.size(); ++f) {
+    const int layer = features[f];
+    if (layer < 0 || layer >= config_.layers - 1)
+      fail("GpuModel: feature layer {} is outside [0, {}) (0-based decoder layers of {}; the last layer is refused: its "
+           "HF hidden state is taken after the final norm)",
+           layer, config_.layers - 1, config_.layers);
+    if (f > 0 && layer <= features[f - 1])
+      fail("GpuModel: feature layers must be ascending without repeats; {} follows {}", layer, features[f - 1]);
+    feature_slot_[layer] = static_cast<int>(f);
+  }
 }
 
 GpuModel::~GpuModel() = default;
@@ -100,6 +114,7 @@ void GpuModel::allocate_runtime() {
   qkv_ = cuda::DeviceBuffer<float>(size_t{T} * c.qkv_width());
   attn_ = cuda::DeviceBuffer<float>(size_t{T} * c.q_width());
   pass_logits_ = cuda::DeviceBuffer<float>(size_t{T} * c.vocab);
+  if (feature_width() > 0) pass_features_ = cuda::DeviceBuffer<float>(size_t{T} * feature_width());
   if (c.has_dense_layers()) mlp_h_ = cuda::DeviceBuffer<float>(size_t{T} * c.intermediate_padded);
   if (c.experts > 0) {
     const int assignments = T * c.top_k;
@@ -183,6 +198,7 @@ const float* GpuModel::forward(std::span<const int32_t> tokens) {
   in.seq_lens = forward_ints_.data() + 2 * T;
   in.query_start = forward_ints_.data() + 2 * T + 1;
   in.token_sequence = forward_ints_.data() + 2 * T + 3;
+  in.features = feature_width() > 0 ? pass_features_.data() : nullptr;
   enqueue_pass(in, n, static_cast<int>(length_ + n), pass_logits_.data(), stream_.get());
   advance(n);
   return pass_logits_.data();
@@ -215,6 +231,8 @@ void GpuModel::enqueue_pass(const PassInputs& in, int n, int max_seq_len, float*
     // The previous layer's MLP output joins the residual here (layer 0: a plain norm of the embeddings).
     kernels::add_rms_norm(x_.data(), layer == 0 ? nullptr : delta_.data(), L.input_norm, normed_.data(), n,
                           c.hidden_padded, c.hidden_norm_eps(), stream);
+    // x now holds the output of layer - 1 (its MLP delta was just added).
+    if (in.features && layer > 0) copy_features(layer - 1, x_.data(), n, in.features, stream);
     attention_pass(layer, normed_.data(), in, n, max_seq_len, stream);
     // all-reduce point (tensor parallel): delta holds this rank's share of o_proj.
     kernels::add_rms_norm(x_.data(), delta_.data(), L.post_attention_norm, normed_.data(), n, c.hidden_padded,
@@ -225,6 +243,15 @@ void GpuModel::enqueue_pass(const PassInputs& in, int n, int max_seq_len, float*
   kernels::add_rms_norm(x_.data(), delta_.data(), w.final_norm, normed_.data(), n, c.hidden_padded, c.hidden_norm_eps(),
                         stream);
   kernels::gemv_bf16(w.lm_head, nullptr, normed_.data(), logits, n, c.vocab, c.hidden_padded, stream);
+}
+
+void GpuModel::copy_features(int finished, const float* x, int n, float* features, cudaStream_t stream) const {
+  const int slot = feature_slot_[finished];
+  if (slot < 0) return;
+  const size_t row_bytes = static_cast<size_t>(config_.hidden_padded) * sizeof(float);
+  TACHYON_CUDA_CHECK(cudaMemcpy2DAsync(features + static_cast<size_t>(slot) * config_.hidden_padded,
+                                       static_cast<size_t>(feature_width()) * sizeof(float), x, row_bytes, row_bytes, n,
+                                       cudaMemcpyDeviceToDevice, stream));
 }
 
 kernels::AttentionPrologue GpuModel::prologue_for(int layer, float* qkv) const {

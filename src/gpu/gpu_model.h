@@ -46,6 +46,11 @@ struct GpuModelOptions {
   // Routed experts as stored on the GPU: bf16, or NVFP4 / MXFP4 run by kernels/fp4_moe (fp4_experts.h). A
   // checkpoint's bf16/float experts are quantized at load time.
   ExpertFormat experts = ExpertFormat::Bf16;
+  // DFlash target features: 0-based decoder layers whose output (the residual stream after the layer, before
+  // any final norm: HF hidden_states[l + 1]) forward() and prefill() record for every row, and enqueue_pass
+  // writes where PassInputs::features points. Ascending, no repeats, each in [0, layers - 1): the last layer
+  // is refused because HF reports it after the final norm (docs/dflash.md, "Feature layers"). Empty = none.
+  std::vector<int> feature_layers;
 };
 
 // Device int32 arrays describing one pass of 1..16 tokens (AttentionBatch's fields). One sequence (the
@@ -63,6 +68,9 @@ struct PassInputs {
   int block_table_stride = 0;
   void* attention_workspace = nullptr;  // nullptr = the model's (sized for one sequence)
   size_t attention_workspace_bytes = 0;
+  // When set: [n, feature_width()] float32 rows, row r = [f_l0 | f_l1 | ...] in feature_layers' order, each
+  // block hidden_padded wide (padding columns zero). Written by device-to-device copies: capturable.
+  float* features = nullptr;
 };
 
 // One sequence's tokens in a forward_batch pass.
@@ -97,8 +105,9 @@ class GpuModel {
   // [n, vocab] on the device (valid until the next pass).
   const float* forward(std::span<const int32_t> tokens);
   // A prompt of any length (chunks of prefill_chunk through the GEMM path; up to 16 tokens through forward()).
-  // Returns device logits of the last row [vocab], or of every row [n, vocab] when all_rows.
-  const float* prefill(std::span<const int32_t> tokens, bool all_rows = false);
+  // Returns device logits of the last row [vocab], or of every row [n, vocab] when all_rows. features_out
+  // (device memory, needs feature_layers): the features of every row, [n, feature_width()].
+  const float* prefill(std::span<const int32_t> tokens, bool all_rows = false, float* features_out = nullptr);
   // Host copies (synchronizing the stream).
   std::vector<float> forward_to_host(std::span<const int32_t> tokens);
   std::vector<float> prefill_to_host(std::span<const int32_t> tokens, bool all_rows = false);
@@ -109,6 +118,12 @@ class GpuModel {
   void enqueue_pass(const PassInputs& inputs, int n_tokens, int max_seq_len, float* logits, cudaStream_t stream);
   void advance(int64_t positions);
   float* pass_logits() { return pass_logits_.data(); }  // [16, vocab]
+  // Features: feature_layers.size() blocks of hidden_padded floats per row (0 without feature layers).
+  const std::vector<int>& feature_layers() const { return options_.feature_layers; }
+  int feature_width() const { return static_cast<int>(options_.feature_layers.size()) * config_.hidden_padded; }
+  // forward()'s features [16, feature_width()] (rows of its last pass; valid until the next pass); nullptr
+  // without feature layers.
+  const float* pass_features() const { return pass_features_.size() ? pass_features_.data() : nullptr; }
 
   // Several sequences (serving, gpu_model_batch.cpp). Sequence 0 exists from the start; the single-sequence
   // API above (length, truncate, reserve, forward, prefill, enqueue_pass, the decode loop) acts on the
@@ -140,9 +155,12 @@ class GpuModel {
   void attention_pass(int layer, const float* normed, const PassInputs& in, int n, int max_seq_len,
                       cudaStream_t stream);
   void feed_forward_pass(int layer, const float* normed, int n, cudaStream_t stream);
+  // x [n, hidden_padded] holds the residual stream after decoder layer `finished`: copies it into that layer's
+  // block of features [n, feature_width()] if it is a feature layer.
+  void copy_features(int finished, const float* x, int n, float* features, cudaStream_t stream) const;
   // Prefill (gpu_model_prefill.cpp).
   void prefill_chunk(std::span<const int32_t> tokens, int64_t start, bool all_rows, float* logits_rows,
-                     bool last_chunk);
+                     float* feature_rows, bool last_chunk);
   void prefill_moe(int layer, int m);
   void record_router_margins(int layer, int m);
   void allocate_prefill();
@@ -166,6 +184,8 @@ class GpuModel {
 
   // Pass (1..16 token) activations, float32 row-major.
   cuda::DeviceBuffer<float> x_, normed_, qkv_, attn_, delta_, mlp_h_, pass_logits_;
+  cuda::DeviceBuffer<float> pass_features_;  // [16, feature_width()] when there are feature layers
+  std::vector<int> feature_slot_;            // per decoder layer: its block in a feature row, or -1
   cuda::DeviceBuffer<float> router_logits_, topk_weights_, expert_h_, expert_out_;
   cuda::DeviceBuffer<int> topk_ids_;      // [layers][16 * top_k]: kept per layer for last_routing()
   cuda::DeviceBuffer<int> routing_ints_;  // moe_group_by_expert's tables

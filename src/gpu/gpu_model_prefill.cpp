@@ -86,11 +86,16 @@ void GpuModel::allocate_prefill() {
   prefill_ = std::move(p);
 }
 
-const float* GpuModel::prefill(std::span<const int32_t> tokens, bool all_rows) {
+const float* GpuModel::prefill(std::span<const int32_t> tokens, bool all_rows, float* features_out) {
   const int64_t n = static_cast<int64_t>(tokens.size());
   if (n == 0) fail("prefill: no tokens");
+  if (features_out && feature_width() == 0) fail("prefill: features requested from a model without feature_layers");
   if (n <= kMaxPassTokens) {  // one gemv pass reads the weights once: faster than GEMMs at this size
     const float* logits = forward(tokens);
+    if (features_out)
+      TACHYON_CUDA_CHECK(cudaMemcpyAsync(features_out, pass_features_.data(),
+                                         static_cast<size_t>(n) * feature_width() * sizeof(float),
+                                         cudaMemcpyDeviceToDevice, stream_.get()));
     return all_rows ? logits : logits + (n - 1) * config_.vocab;
   }
   for (int32_t id : tokens)
@@ -106,14 +111,15 @@ const float* GpuModel::prefill(std::span<const int32_t> tokens, bool all_rows) {
   for (int64_t begin = 0; begin < n; begin += C) {
     const int m = static_cast<int>(std::min<int64_t>(C, n - begin));
     prefill_chunk(tokens.subspan(begin, m), length_, all_rows,
-                  all_rows ? prefill_logits_.data() + begin * config_.vocab : nullptr, begin + m == n);
+                  all_rows ? prefill_logits_.data() + begin * config_.vocab : nullptr,
+                  features_out ? features_out + begin * feature_width() : nullptr, begin + m == n);
     advance(m);
   }
   return all_rows ? prefill_logits_.data() : pass_logits_.data();
 }
 
 void GpuModel::prefill_chunk(std::span<const int32_t> tokens, int64_t start, bool all_rows, float* logits_rows,
-                             bool last_chunk) {
+                             float* feature_rows, bool last_chunk) {
   const GpuModelConfig& c = config_;
   const GpuWeights& w = weights_;
   PrefillBuffers& p = *prefill_;
@@ -164,6 +170,7 @@ void GpuModel::prefill_chunk(std::span<const int32_t> tokens, int64_t start, boo
     const GpuLayerWeights& L = w.layers[layer];
     kernels::add_rms_norm(p.x.data(), layer == 0 ? nullptr : p.delta.data(), L.input_norm, p.normed.data(), m,
                           c.hidden_padded, c.hidden_norm_eps(), stream);
+    if (feature_rows && layer > 0) copy_features(layer - 1, p.x.data(), m, feature_rows, stream);  // layer - 1's output
     linear(L.qkv, L.qkv_bias, p.normed.data(), m, c.qkv_width(), c.hidden_padded, p.qkv.data());
     const kernels::PagedKvCache cache = layer_cache(layer, ints + layout.block_table);
     kernels::qk_norm_rope_kv_append(prologue_for(layer, p.qkv.data()), cache, batch, stream);
