@@ -33,11 +33,11 @@ DecodeLoop::~DecodeLoop() {
   if (pinned_) cudaFreeHost(pinned_);
 }
 
-int DecodeLoop::bucket_for(int64_t length) const {
+int attention_bucket(int64_t length, int64_t capacity) {
   int64_t granularity = 256;
   while (granularity * 8 <= length) granularity *= 2;
   const int64_t bucket = (length + granularity - 1) / granularity * granularity;
-  return static_cast<int>(std::min(bucket, model_.capacity()));
+  return static_cast<int>(std::min(bucket, capacity));
 }
 
 void DecodeLoop::set_device_state(int64_t length, const int32_t* next_token, bool reset_ring) {

@@ -32,6 +32,10 @@ struct DecodeSampling {
   uint64_t seed = 0;
 };
 
+// The KV-length bound baked into a graph that serves KV lengths up to `length` (buckets grow by 1/8 to 1/4 of the
+// length, capped at the cache capacity). Shared by the decode loop and the speculative round.
+int attention_bucket(int64_t length, int64_t capacity);
+
 class DecodeLoop {
  public:
   // `ring_size` bounds the tokens generated between two reads of the ring.
@@ -61,7 +65,7 @@ class DecodeLoop {
 
   int graphs_captured() const { return static_cast<int>(graphs_.size()); }
   // The KV-length bound baked into the graph that serves lengths up to `length`.
-  int bucket_for(int64_t length) const;
+  int bucket_for(int64_t length) const { return attention_bucket(length, model_.capacity()); }
 
  private:
   void enqueue_step(int bucket, cudaStream_t stream);

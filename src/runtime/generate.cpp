@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "core/error.h"
+#include "tokenizer/chat_template.h"
 
 namespace tachyon {
 
@@ -48,6 +49,26 @@ std::vector<int32_t> stop_token_ids(const GenerationParams& params, const Tokeni
     const std::vector<int32_t> eos = tokenizer.eos_ids();
     ids.insert(ids.end(), eos.begin(), eos.end());
   }
+  return ids;
+}
+
+std::vector<int32_t> encode_prompt(const Tokenizer& tokenizer, const std::string& text, bool chat,
+                                   const std::string& system, const std::string& source) {
+  if (chat) {
+    if (tokenizer.chat_template().empty()) fail("{}: a chat prompt was asked for but the model has no chat template", source);
+    nlohmann::json messages = nlohmann::json::array();
+    if (!system.empty()) messages.push_back({{"role", "system"}, {"content", system}});
+    messages.push_back({{"role", "user"}, {"content", text}});
+    const nlohmann::json context = {{"messages", messages},
+                                    {"add_generation_prompt", true},
+                                    {"bos_token", tokenizer.bos_text()},
+                                    {"eos_token", tokenizer.eos_text()}};
+    return tokenizer.encode(render_jinja_template(tokenizer.chat_template(), context));
+  }
+  std::vector<int32_t> ids;
+  if (tokenizer.add_bos() && tokenizer.bos_id() >= 0) ids.push_back(tokenizer.bos_id());
+  const std::vector<int32_t> text_ids = tokenizer.encode(text);
+  ids.insert(ids.end(), text_ids.begin(), text_ids.end());
   return ids;
 }
 

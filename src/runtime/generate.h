@@ -35,6 +35,13 @@ using TextCallback = std::function<void(std::string_view piece)>;
 // The ids that end a generation: params.stop_token_ids, plus the tokenizer's EOS ids unless ignore_eos.
 std::vector<int32_t> stop_token_ids(const GenerationParams& params, const Tokenizer& tokenizer);
 
+// A prompt's ids as `tachyon generate` builds them: with `chat`, one user turn (after an optional system turn)
+// rendered by the model's chat template with the generation prompt, as apply_chat_template does (the template
+// writes any BOS itself); otherwise BOS when the tokenizer adds one, then the text. `source` names the model in
+// the error when chat is asked of a model without a template.
+std::vector<int32_t> encode_prompt(const Tokenizer& tokenizer, const std::string& text, bool chat,
+                                   const std::string& system = {}, const std::string& source = "the model");
+
 GenerationResult generate(Model& model, const Tokenizer& tokenizer, std::span<const int32_t> prompt,
                           const GenerationParams& params, const TextCallback& on_text = {});
 

@@ -27,6 +27,9 @@
 #ifdef TACHYON_HAS_CUDA
 #include "gpu/decode_bench.h"
 #include "gpu/fp4_experts.h"
+#include "gpu/gpu_speculative.h"
+#include "gpu/spec_bench.h"
+#include "tokenizer/tokenizer.h"
 #include "loader/checkpoint.h"
 #endif
 
@@ -37,6 +40,9 @@ namespace {
 struct BenchOptions {
   std::string model_path, random_weights, prefill = "1024,8192", label, json_file, experts = "bf16";
   std::string verify_sweep, drafter_config, tau = "6.4,8";
+  std::string draft_path, prompts = "prompts/chat.jsonl,prompts/code.jsonl,prompts/math.jsonl";
+  int max_tokens = 128, block_size = 0, prompt_limit = 0;
+  bool adaptive_block_size = false;
   int64_t context = 1024, kv_positions = 0;
   int steps = 64, repeats = 5;
   uint64_t seed = 1;
@@ -131,7 +137,63 @@ std::string utc_now() {
 }
 
 #ifdef TACHYON_HAS_CUDA
+std::vector<std::string> split_commas(const std::string& text) {
+  std::vector<std::string> parts;
+  size_t pos = 0;
+  while (pos <= text.size()) {
+    const size_t comma = text.find(',', pos);
+    const std::string part = text.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    if (!part.empty()) parts.push_back(part);
+    if (comma == std::string::npos) break;
+    pos = comma + 1;
+  }
+  return parts;
+}
+
+// --draft: DFlash on the GPU against plain decoding, same run (gpu/spec_bench.h).
+int run_draft_bench(const BenchOptions& o) {
+  if (o.model_path.empty()) fail("--draft needs a real model (-m PATH): acceptance depends on the weights");
+  if (!o.verify_sweep.empty()) fail("--draft and --verify-sweep are separate runs");
+  Checkpoint checkpoint = open_checkpoint(o.model_path);
+  Checkpoint draft_checkpoint = open_checkpoint(o.draft_path);
+  const Tokenizer tokenizer = Tokenizer::from_checkpoint(checkpoint);
+  gpu::GpuModelOptions model_options;
+  model_options.kv_positions = o.kv_positions > 0 ? o.kv_positions : 4096;
+  model_options.experts = gpu::parse_expert_format(o.experts, "--experts");
+  model_options.feature_layers = gpu::drafter_feature_layers(draft_checkpoint, checkpoint.config);
+  std::unique_ptr<gpu::GpuModel> model = gpu::GpuModel::load(checkpoint, model_options);
+  gpu::GpuDrafter drafter(draft_checkpoint, *model, model->capacity());
+  gpu::SpecBenchOptions bench;
+  bench.prompt_files = split_commas(o.prompts);
+  bench.max_tokens = o.max_tokens;
+  bench.limit = o.prompt_limit;
+  bench.block_size = o.block_size;
+  bench.adaptive = o.adaptive_block_size;
+  bench.phase_context = o.context;
+  nlohmann::json j = gpu::run_spec_bench(*model, drafter, tokenizer, bench);
+  j["model"] = o.model_path;
+  j["drafter"] = o.draft_path;
+  j["experts"] = gpu::expert_format_name(model->config().expert_format);
+  j["device"] = cuda::current_device_info().name;
+  j["date"] = utc_now();
+  j["label"] = o.label;
+  if (!o.json_file.empty()) {
+    std::ofstream out(o.json_file);
+    if (!out) fail("--json-file {}: cannot open for writing", o.json_file);
+    out << j.dump(2) << "\n";
+  }
+  if (o.json) {
+    std::printf("%s\n", j.dump(2).c_str());
+  } else {
+    std::printf("tachyon bench --draft: %s + %s on %s (%s)\n", o.model_path.c_str(), o.draft_path.c_str(),
+                j["device"].get<std::string>().c_str(), j["date"].get<std::string>().c_str());
+    gpu::print_spec_bench(j);
+  }
+  return 0;
+}
+
 int run_bench(const BenchOptions& o) {
+  if (!o.draft_path.empty()) return run_draft_bench(o);
   if (o.model_path.empty() == o.random_weights.empty()) fail("give exactly one of -m PATH or --random-weights CONFIG");
   if (!o.drafter_config.empty() && o.verify_sweep.empty()) fail("--drafter-config needs --verify-sweep");
   if (!o.verify_sweep.empty()) {  // check the arguments before minutes of loading
@@ -366,6 +428,21 @@ Runner add_bench_command(CLI::App& app) {
   cmd->add_option("--tau", options->tau,
                   "With --verify-sweep: published mean acceptance at b = 16 (comma-separated) for the projection")
       ->capture_default_str();
+  cmd->add_option("--draft", options->draft_path,
+                  "DFlash drafter directory: speculative decoding on the GPU against plain decoding of -m, same run, "
+                  "on --prompts (tau, tokens per round, tokens/s, speedup, identical outputs, round part timings at "
+                  "--context)");
+  cmd->add_option("--prompts", options->prompts, "With --draft: JSON-lines prompt files (comma-separated)")
+      ->capture_default_str();
+  cmd->add_option("--max-tokens", options->max_tokens, "With --draft: tokens per prompt (EOS also ends one)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 16));
+  cmd->add_option("--prompt-limit", options->prompt_limit, "With --draft: prompts per file (0 = all)")
+      ->check(CLI::Range(0, 1 << 20));
+  cmd->add_option("--block-size", options->block_size, "With --draft: block size (default: the drafter's)")
+      ->check(CLI::Range(1, 16));
+  cmd->add_flag("--adaptive-block-size", options->adaptive_block_size,
+                "With --draft: choose b per round from measured acceptance and cost (at most --block-size)");
   cmd->add_option("--kv-positions", options->kv_positions, "KV cache capacity (default: what the runs need)");
   cmd->add_option("--seed", options->seed, "Seed of the random weights and prompt ids")->capture_default_str();
   cmd->add_option("--label", options->label, "Free text recorded with the results (e.g. the commit)");

@@ -1,0 +1,244 @@
+// The on-device speculative round (src/gpu/gpu_speculative.cpp):
+//   - the accept kernel against spec/verifier.h's verify_greedy (the CPU reference) on random drafts with planted
+//     agreement of every length;
+//   - greedy output with a drafter equals the GPU's own plain greedy decode loop, token for token: random drafters
+//     of the tiny fixtures (nearly every block rejected: rollback every round), block sizes 1..16, graph and stream
+//     launches, and a KV cache exactly as large as the output (the round shrinks its block at the end);
+//   - SmolLM2-135M-Instruct with the committed trained drafter (when the model file is present): identical to plain
+//     greedy on the fixture prompts, with real acceptance (tau well above 1);
+//   - at T > 0: valid tokens, the same tokens for the same seed, different ones for another seed.
+#include <numeric>
+
+#include "gpu/decode_loop.h"
+#include "gpu/gpu_drafter.h"
+#include "gpu/gpu_model.h"
+#include "gpu/gpu_speculative.h"
+#include "gpu_test_util.h"
+#include "loader/json_file.h"
+#include "speculative/spec_round.h"
+#include "spec/verifier.h"
+#include "../support/paths.h"
+
+namespace tachyon::gpu {
+namespace {
+
+using kernels::SpecState;
+using gpu_test::rng;
+
+TEST(GpuSpecRound, AcceptMatchesVerifyGreedy) {
+  SKIP_WITHOUT_GPU();
+  gpu_test::reseed_for_current_test();
+  cuda::Stream stream;
+  const int vocab = 50;
+  cuda::DeviceBuffer<int> state(SpecState::kInts), ring(4096), round_ring(64);
+  cuda::DeviceBuffer<uint64_t> offset(1);
+  offset.fill_bytes(0, stream);
+  std::uniform_int_distribution<int> token(0, vocab - 1);
+  int count = 7, length = 100;
+  for (int trial = 0; trial < 60; ++trial) {
+    const int b = 1 + trial % 16;
+    const int agree = trial % (b + 1);  // planted: drafts 1..agree equal the target's choices (maybe more by luck)
+    std::vector<float> logits(static_cast<size_t>(b) * vocab);
+    for (float& x : logits) x = std::uniform_real_distribution<float>(-3, 3)(rng());
+    std::vector<int32_t> choice(b);
+    for (int j = 0; j < b; ++j)
+      choice[j] = static_cast<int32_t>(std::max_element(logits.begin() + j * vocab, logits.begin() + (j + 1) * vocab) -
+                                       logits.begin() - j * vocab);
+    std::vector<int32_t> block(b);
+    block[0] = token(rng());
+    for (int j = 1; j < b; ++j) block[j] = j <= agree ? choice[j - 1] : token(rng());
+    const Verdict expected = verify_greedy(std::span<const int32_t>(block.data() + 1, b - 1), logits.data(), vocab);
+
+    std::vector<int> host(SpecState::kInts, -1);
+    host[SpecState::kLength] = length;
+    host[SpecState::kBonus] = block[0];
+    host[SpecState::kCount] = count;
+    host[SpecState::kRounds] = trial;
+    for (int j = 0; j < b; ++j) {
+      host[SpecState::kBlock + j] = block[j];
+      host[SpecState::kChoice + j] = choice[j];
+    }
+    state.copy_from_host(host);
+    kernels::spec_round_accept(state.data(), b, ring.data(), 4096, round_ring.data(), 64, offset.data(), stream);
+    stream.synchronize();
+    std::vector<int> out(SpecState::kInts), ring_host(4096), rounds_host(64);
+    TACHYON_CUDA_CHECK(cudaMemcpy(out.data(), state.data(), state.bytes(), cudaMemcpyDeviceToHost));
+    TACHYON_CUDA_CHECK(cudaMemcpy(ring_host.data(), ring.data(), ring.bytes(), cudaMemcpyDeviceToHost));
+    TACHYON_CUDA_CHECK(cudaMemcpy(rounds_host.data(), round_ring.data(), round_ring.bytes(), cudaMemcpyDeviceToHost));
+    const int a = expected.accepted;
+    EXPECT_EQ(out[SpecState::kLength], length + a + 1) << "trial " << trial;
+    EXPECT_EQ(out[SpecState::kBonus], expected.bonus) << "trial " << trial;
+    EXPECT_EQ(out[SpecState::kCount], count + a + 1) << "trial " << trial;
+    EXPECT_EQ(out[SpecState::kRounds], trial + 1);
+    EXPECT_EQ(rounds_host[trial % 64], a + 1);
+    for (int j = 1; j <= a; ++j) EXPECT_EQ(ring_host[(count + j - 1) % 4096], block[j]) << "trial " << trial;
+    EXPECT_EQ(ring_host[(count + a) % 4096], expected.bonus) << "trial " << trial;
+    count = (count + a + 1) % 3000;
+    length += a + 1;
+  }
+  uint64_t final_offset = 0;
+  TACHYON_CUDA_CHECK(cudaMemcpy(&final_offset, offset.data(), sizeof final_offset, cudaMemcpyDeviceToHost));
+  EXPECT_EQ(final_offset, 60u);
+}
+
+std::vector<int> drafter_layers(const std::string& drafter_dir) {
+  const nlohmann::json config = read_json_file(drafter_dir + "/config.json");
+  return config.at("dflash_config").at("target_layer_ids").get<std::vector<int>>();
+}
+
+std::vector<int32_t> plain_greedy(GpuModel& model, std::span<const int32_t> prompt, int max_tokens) {
+  model.truncate(0);
+  DecodeLoop loop(model, {});
+  loop.start(prompt);
+  loop.enqueue(max_tokens - 1);
+  return loop.tokens();
+}
+
+void check_stats(const SpecStats& s, size_t generated) {
+  EXPECT_EQ(std::accumulate(s.histogram.begin(), s.histogram.end(), int64_t{0}), s.rounds);
+  EXPECT_EQ(s.committed, s.rounds + s.accepted_tokens);
+  // The first token comes from the prefill; the rounds counted are those whose tokens were looked at.
+  EXPECT_GE(s.committed + 1, static_cast<int64_t>(generated));
+}
+
+std::vector<std::vector<int32_t>> random_prompts(int count, int vocab, uint32_t seed) {
+  std::mt19937 generator(seed);
+  std::vector<std::vector<int32_t>> prompts;
+  for (int i = 0; i < count; ++i) {
+    std::vector<int32_t> p(3 + (i * 7) % 40);
+    for (int32_t& t : p) t = std::uniform_int_distribution<int32_t>(0, vocab - 2)(generator);
+    prompts.push_back(std::move(p));
+  }
+  return prompts;
+}
+
+class GpuSpecGreedy : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(GpuSpecGreedy, RandomDrafterMatchesPlainGreedy) {
+  SKIP_WITHOUT_GPU();
+  const std::string dir = test::fixture_path("dflash/" + GetParam());
+  const nlohmann::json reference = read_json_file(dir + "/reference.json");
+  Checkpoint target_checkpoint = open_checkpoint(test::fixture_path(reference.at("target").get<std::string>()));
+  Checkpoint drafter_checkpoint = open_checkpoint(dir + "/drafter");
+  const int max_tokens = 40;
+  for (const bool tight : {false, true}) {
+    GpuModelOptions options;
+    options.feature_layers = drafter_layers(dir + "/drafter");
+    options.kv_positions = tight ? 0 : 512;
+    const auto prompts = random_prompts(8, target_checkpoint.config.value("vocab_size", 0), 31);
+    // tight: a cache exactly as long as the longest prompt plus the output (the block shrinks at the end).
+    size_t longest = 0;
+    for (const auto& p : prompts) longest = std::max(longest, p.size());
+    if (tight) options.kv_positions = static_cast<int64_t>(longest) + max_tokens;
+    std::unique_ptr<GpuModel> model = GpuModel::load(target_checkpoint, options);
+    GpuDrafter drafter(drafter_checkpoint, *model, model->capacity());
+    const int block_sizes[] = {1, 2, 5, 8, 16, 3, 12, 16};
+    SpecStats total;
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      const std::vector<int32_t> plain = plain_greedy(*model, prompts[i], max_tokens);
+      SpecDecodeParams params;
+      params.max_tokens = max_tokens;
+      params.spec.block_size = block_sizes[i];
+      GpuSpecRunOptions run;
+      run.use_graph = i % 2 == 0;
+      run.rounds_per_read = 1 + static_cast<int>(i % 5);
+      const SpecDecodeResult spec = gpu_speculative_decode(*model, drafter, prompts[i], params, {}, run);
+      EXPECT_EQ(spec.tokens, plain) << GetParam() << " prompt " << i << " block " << block_sizes[i]
+                                    << (tight ? " tight cache" : "");
+      check_stats(spec.stats, spec.tokens.size());
+      total.add(spec.stats);
+    }
+    EXPECT_GT(total.rounds, 0);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, GpuSpecGreedy, ::testing::Values("qwen3", "llama_sliding"));
+
+TEST(GpuSpecStops, StopIdsEndGenerationInsideABlock) {
+  SKIP_WITHOUT_GPU();
+  const std::string dir = test::fixture_path("dflash/qwen3");
+  Checkpoint target_checkpoint = open_checkpoint(test::fixture_path("tiny/qwen3"));
+  Checkpoint drafter_checkpoint = open_checkpoint(dir + "/drafter");
+  GpuModelOptions options;
+  options.feature_layers = drafter_layers(dir + "/drafter");
+  options.kv_positions = 256;
+  std::unique_ptr<GpuModel> model = GpuModel::load(target_checkpoint, options);
+  GpuDrafter drafter(drafter_checkpoint, *model, model->capacity());
+  const auto prompts = random_prompts(4, target_checkpoint.config.value("vocab_size", 0), 77);
+  for (const auto& prompt : prompts) {
+    const std::vector<int32_t> plain = plain_greedy(*model, prompt, 30);
+    SpecDecodeParams params;
+    params.max_tokens = 30;
+    params.stop_ids = {plain[17]};
+    const SpecDecodeResult spec = gpu_speculative_decode(*model, drafter, prompt, params);
+    const auto stop = std::find(plain.begin(), plain.end(), plain[17]);
+    EXPECT_EQ(spec.tokens, std::vector<int32_t>(plain.begin(), stop));
+    EXPECT_TRUE(spec.stopped);
+    // on_token returning false ends generation after that token.
+    int seen = 0;
+    const SpecDecodeResult cut =
+        gpu_speculative_decode(*model, drafter, prompt, {.max_tokens = 30}, [&](int32_t) { return ++seen < 5; });
+    EXPECT_EQ(cut.tokens, std::vector<int32_t>(plain.begin(), plain.begin() + 5));
+  }
+}
+
+TEST(GpuSpecSampling, SeededTokensAreValidAndReproducible) {
+  SKIP_WITHOUT_GPU();
+  const std::string dir = test::fixture_path("dflash/qwen3");
+  Checkpoint target_checkpoint = open_checkpoint(test::fixture_path("tiny/qwen3"));
+  Checkpoint drafter_checkpoint = open_checkpoint(dir + "/drafter");
+  GpuModelOptions options;
+  options.feature_layers = drafter_layers(dir + "/drafter");
+  options.kv_positions = 256;
+  std::unique_ptr<GpuModel> model = GpuModel::load(target_checkpoint, options);
+  GpuDrafter drafter(drafter_checkpoint, *model, model->capacity());
+  const std::vector<int32_t> prompt = random_prompts(1, model->config().vocab, 5)[0];
+  SpecDecodeParams params;
+  params.max_tokens = 48;
+  params.sampling.temperature = 1.0f;
+  params.sampling.top_p = 0.95f;
+  params.sampling.seed = 1234;
+  const SpecDecodeResult a = gpu_speculative_decode(*model, drafter, prompt, params);
+  const SpecDecodeResult b = gpu_speculative_decode(*model, drafter, prompt, params);
+  params.sampling.seed = 99;
+  const SpecDecodeResult c = gpu_speculative_decode(*model, drafter, prompt, params);
+  ASSERT_EQ(a.tokens.size(), 48u);
+  for (int32_t t : a.tokens) EXPECT_TRUE(t >= 0 && t < model->config().vocab);
+  EXPECT_EQ(a.tokens, b.tokens);
+  EXPECT_NE(a.tokens, c.tokens);
+}
+
+// SmolLM2 with tachyon's committed drafter: real acceptance, same tokens as plain greedy.
+TEST(GpuSpecSmolLM2, TrainedDrafterMatchesPlainGreedy) {
+  SKIP_WITHOUT_GPU();
+  const std::string path = test::smollm2_gguf_path();
+  if (path.empty()) GTEST_SKIP() << "SmolLM2-135M-Instruct.Q4_1.gguf not found (set TACHYON_MODELS_DIR)";
+  const std::string drafter_dir = test::source_dir() + "/drafters/smollm2-135m-instruct-dflash";
+  Checkpoint target_checkpoint = open_checkpoint(path);
+  Checkpoint drafter_checkpoint = open_checkpoint(drafter_dir);
+  GpuModelOptions options;
+  options.feature_layers = drafter_layers(drafter_dir);
+  options.kv_positions = 1024;
+  std::unique_ptr<GpuModel> model = GpuModel::load(target_checkpoint, options);
+  GpuDrafter drafter(drafter_checkpoint, *model, model->capacity());
+  const nlohmann::json reference = read_json_file(test::fixture_path("smollm2/reference.json"));
+  SpecStats total;
+  int cases = 0;
+  for (const auto& c : reference["cases"]) {
+    const std::vector<int32_t> prompt = c["prompt_ids"].get<std::vector<int32_t>>();
+    const int max_tokens = 96;
+    const std::vector<int32_t> plain = plain_greedy(*model, prompt, max_tokens);
+    SpecDecodeParams params;
+    params.max_tokens = max_tokens;
+    const SpecDecodeResult spec = gpu_speculative_decode(*model, drafter, prompt, params);
+    EXPECT_EQ(spec.tokens, plain) << c["text"];
+    check_stats(spec.stats, spec.tokens.size());
+    total.add(spec.stats);
+    ++cases;
+  }
+  std::printf("[ SmolLM2 ] GPU DFlash b=16 on %d fixture prompts: %s\n", cases, format_spec_stats(total).c_str());
+  EXPECT_GT(total.tau(), 1.2) << "the trained drafter should be accepted sometimes";
+}
+
+}  // namespace
+}  // namespace tachyon::gpu
