@@ -210,7 +210,8 @@ sample_rows_kernel(const float* logits, int vocab, SamplingParams params, const 
     return;
   }
   const float max_logit = best.value, inv_temperature = 1.0f / params.temperature;
-  const uint64_t rng_counter = rng_offset ? *rng_offset : 0;
+  const uint64_t rng_counter = (rng_offset ? *rng_offset : 0) + (params.consecutive_offsets ? row_index : 0);
+  const uint32_t rng_row = params.consecutive_offsets ? 0u : static_cast<uint32_t>(row_index);
   const bool restricted = (params.top_k > 0 && params.top_k < vocab) || params.top_p < 1.0f;
 
   // Fast path: a small candidate set that provably holds every token top_k / top_p can keep, sorted in
@@ -290,7 +291,7 @@ sample_rows_kernel(const float* logits, int vocab, SamplingParams params, const 
       ArgMax pick{-INFINITY, vocab};
       for (int c = threadIdx.x; c < keep_count; c += kThreads) {
         const int i = candidate_id[c];
-        const float u = philox_uniform(params.seed, static_cast<uint32_t>(i), static_cast<uint32_t>(row_index), rng_counter);
+        const float u = philox_uniform(params.seed, static_cast<uint32_t>(i), rng_row, rng_counter);
         pick = better(pick, ArgMax{(candidate_value[c] - max_logit) * inv_temperature - logf(-logf(u)), i});
       }
       pick = block_argmax(pick, scratch);
@@ -331,7 +332,7 @@ sample_rows_kernel(const float* logits, int vocab, SamplingParams params, const 
   for (int i = threadIdx.x; i < vocab; i += kThreads) {
     const float logit = row[i];
     if (order_key(logit) < floor_key) continue;
-    const float u = philox_uniform(params.seed, static_cast<uint32_t>(i), static_cast<uint32_t>(row_index), rng_counter);
+    const float u = philox_uniform(params.seed, static_cast<uint32_t>(i), rng_row, rng_counter);
     pick = better(pick, ArgMax{(logit - max_logit) * inv_temperature - logf(-logf(u)), i});
   }
   pick = block_argmax(pick, scratch);

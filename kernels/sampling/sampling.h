@@ -14,6 +14,11 @@ struct SamplingParams {
   int top_k = 0;             // 0 = no limit
   float top_p = 1.0f;        // 1 = no limit; applied after top_k, to the top_k tokens' renormalized mass
   uint64_t seed = 0;
+  // false: row r draws with Philox (seed, row r, *rng_offset) (rows of different sequences).
+  // true:  row r draws as row 0 at offset *rng_offset + r: the rows are consecutive positions of ONE sequence, so
+  //        a speculative verify block samples each position exactly as plain decoding (one token per offset)
+  //        samples it, and a seed gives the same tokens with or without a drafter.
+  bool consecutive_offsets = false;
 };
 
 // Samples one token per row from softmax(logits / temperature) restricted to the top_k tokens, then to the

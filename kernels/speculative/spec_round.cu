@@ -50,7 +50,7 @@ __global__ void spec_round_accept_kernel(int* state, int b, int* ring, int ring_
   const int rounds = state[S::kRounds];
   round_ring[rounds % round_ring_size] = accepted + 1;
   state[S::kRounds] = rounds + 1;
-  ++*rng_offset;
+  *rng_offset = count;  // the next round's row j samples token `count + j` at offset count + j, as plain decoding
 }
 
 }  // namespace

@@ -33,7 +33,8 @@ void spec_round_begin(int* state, int b, int mask_token, cudaStream_t stream);
 
 // Round end (greedy / target-sampled rule): a = longest prefix with block[j + 1] == choice[j] (j < b - 1);
 // the committed tokens block[1..a], choice[a] go to ring[count % ring_size ...]; count += a + 1; bonus =
-// choice[a]; L += a + 1; round_ring[rounds % round_ring_size] = a + 1; ++rounds; ++*rng_offset.
+// choice[a]; L += a + 1; round_ring[rounds % round_ring_size] = a + 1; ++rounds; *rng_offset = count (the sampler
+// draws generated token k at Philox offset k, with or without a drafter: sampling.h consecutive_offsets).
 // Positions / seq_len keep the round's values (the drafter's context pass after it reads them).
 void spec_round_accept(int* state, int b, int* ring, int ring_size, int* round_ring, int round_ring_size,
                        uint64_t* rng_offset, cudaStream_t stream);

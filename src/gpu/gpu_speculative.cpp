@@ -99,7 +99,8 @@ class SpecRound {
   const HostSnapshot& snapshot(int slot) const { return snapshots_[slot]; }
 
  private:
-  // The target's token for each of `rows` rows: argmax, or the plain sampler (row r draws with Philox row r).
+  // The target's token for each of `rows` rows: argmax, or the plain sampler drawing the token at generated index
+  // k with Philox offset k (as DecodeLoop does), so a seed gives the same tokens as plain sampling.
   void choose(const float* logits, int rows, int* out) {
     if (sampling_.temperature <= 0) {
       kernels::argmax_rows(logits, rows, vocab_, out, stream());
@@ -110,6 +111,7 @@ class SpecRound {
     params.top_k = sampling_.top_k;
     params.top_p = sampling_.top_p;
     params.seed = sampling_.seed;
+    params.consecutive_offsets = true;
     kernels::sample_rows(logits, rows, vocab_, params, rng_offset_.data(), out, stream());
   }
 
