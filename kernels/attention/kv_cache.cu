@@ -2,7 +2,8 @@
 // (layout and reasons in kv_cache.h), the latter fusing Qwen3's per-head q/k RMSNorm and RoPE on the way.
 // One warp per (token, head slot) over q heads, then k heads, then v heads; the head is staged in shared
 // memory (head_dim <= 256) so RoPE's pairing is a plain index. Memory-trivial at decode sizes (16 tokens x
-// 40 heads x 128 floats = 330 KB): one launch instead of four is the point.
+// 40 heads x 128 floats = 330 KB): one launch instead of four is the point, and that launch is programmatic
+// (common/launch.cuh: the kernel waits for the previous one first thing).
 // Error bound vs CPU (rms_norm, Rope::apply, float_to_bf16): q 2e-6 relative; cached K/V = the bf16 rounding of
 // the CPU values (exact match except where the tiny q/k difference crosses a rounding boundary: 1 bf16 ulp).
 #include "attention/kv_cache.h"
@@ -10,6 +11,7 @@
 #include <cstdint>
 
 #include "common/device_helpers.cuh"
+#include "common/launch.cuh"
 #include "cuda/cuda_check.h"
 #include "rope/rope_device.cuh"
 
@@ -28,6 +30,7 @@ __device__ __forceinline__ __nv_bfloat16* cache_row(__nv_bfloat16* pages, const 
 
 __global__ void qk_norm_rope_kv_append_kernel(AttentionPrologue pro, PagedKvCache cache, AttentionBatch batch) {
   __shared__ float heads[kWarpsPerBlock][256];
+  wait_for_previous_kernel();  // launched programmatically: q/k/v, positions and the block table come from earlier work
   allow_next_kernel_to_start();
   const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
   const int slots = pro.n_heads + 2 * cache.n_kv_heads;
@@ -93,9 +96,9 @@ void qk_norm_rope_kv_append(const AttentionPrologue& prologue, const PagedKvCach
                     "qk_norm_rope_kv_append", "rotary_dim must be even and in 2..head_dim");
   const int jobs = batch.n_tokens * (prologue.n_heads + 2 * cache.n_kv_heads);
   if (jobs <= 0) return;
-  qk_norm_rope_kv_append_kernel<<<(jobs + kWarpsPerBlock - 1) / kWarpsPerBlock, 32 * kWarpsPerBlock, 0, stream>>>(
-      prologue, cache, batch);
-  TACHYON_CUDA_CHECK_LAUNCH("qk_norm_rope_kv_append_kernel");
+  launch_programmatic("qk_norm_rope_kv_append_kernel", qk_norm_rope_kv_append_kernel,
+                      dim3((jobs + kWarpsPerBlock - 1) / kWarpsPerBlock), dim3(32 * kWarpsPerBlock), 0, stream,
+                      prologue, cache, batch);
 }
 
 void kv_cache_append(const PagedKvCache& cache, const AttentionBatch& batch, const float* k, int k_stride,

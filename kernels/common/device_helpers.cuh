@@ -120,10 +120,11 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* 
 
 namespace tachyon::kernels {
 
-// Programmatic dependent launch (sm_90). A kernel launched with launch_programmatic() may start while the
-// previous kernel in the stream is still running: it must call wait_for_previous_kernel() before touching
-// anything that kernel writes (or reads). Kernels call allow_next_kernel_to_start() early to let such a
-// dependent be scheduled; that is always safe, since the dependent still waits for full completion.
+// Programmatic dependent launch (sm_90). A kernel launched with launch_programmatic() (common/launch.cuh, which
+// states the contract) may start while the previous kernel in the stream is still running: it must call
+// wait_for_previous_kernel() before touching anything that kernel writes (or reads), and before any global write.
+// Kernels call allow_next_kernel_to_start() early to let such a dependent be scheduled; that is always safe, since
+// the dependent still waits for full completion. In a kernel launched normally the wait returns at once.
 __device__ __forceinline__ void wait_for_previous_kernel() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
 __device__ __forceinline__ void allow_next_kernel_to_start() { asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory"); }
 

@@ -1,11 +1,13 @@
 // embedding_gather_bf16: x[t, :] = table[id[t], :] * scale, bf16 [vocab, dim] -> float32 [tokens, dim].
 // One block per token, 16-byte loads of the row (8 bf16) and two float4 stores. Reads dim * 2 bytes per
-// token: negligible; costs its launch. Exact (bf16 -> float32 is exact; scale = 1 in most models).
+// token: negligible; costs its launch, hence programmatic dependent launch (waits for the previous kernel first
+// thing). Exact (bf16 -> float32 is exact; scale = 1 in most models).
 #include "embedding/embedding.h"
 
 #include <cstdint>
 
 #include "common/device_helpers.cuh"
+#include "common/launch.cuh"
 #include "cuda/cuda_check.h"
 
 namespace tachyon::kernels {
@@ -14,6 +16,7 @@ namespace {
 
 __global__ void embedding_gather_kernel(const __nv_bfloat16* table, const int* token_ids, float* x, int vocab,
                                         int dim, float scale) {
+  wait_for_previous_kernel();  // launched programmatically: the token ids may come from the previous kernel
   allow_next_kernel_to_start();
   const int token = blockIdx.x;
   const int id = token_ids[token];
@@ -38,8 +41,8 @@ void embedding_gather_bf16(const __nv_bfloat16* table, const int* token_ids, flo
                            int dim, float scale, cudaStream_t stream) {
   TACHYON_REQUIRE(dim > 0 && dim % 8 == 0, "embedding_gather_bf16", "dim must be a positive multiple of 8");
   if (n_tokens <= 0) return;
-  embedding_gather_kernel<<<n_tokens, 128, 0, stream>>>(table, token_ids, x, vocab, dim, scale);
-  TACHYON_CUDA_CHECK_LAUNCH("embedding_gather_kernel");
+  launch_programmatic("embedding_gather_kernel", embedding_gather_kernel, dim3(n_tokens), dim3(128), 0, stream, table,
+                      token_ids, x, vocab, dim, scale);
 }
 
 }  // namespace tachyon::kernels

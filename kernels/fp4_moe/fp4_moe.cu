@@ -322,7 +322,8 @@ __global__ void __launch_bounds__(kDownWarps * 32) fp4_down_combine_kernel(DownP
 template <int N_TILES, int K_SPLIT, bool NV>
 void launch_gate_up(dim3 grid, const GateUpParams& p, cudaStream_t stream) {
   const size_t shared = static_cast<size_t>(kGateUpWarps) * kGateUpStages * 2 * Tile<NV>::kBytes;
-  launch_programmatic(fp4_gate_up_kernel<N_TILES, K_SPLIT, NV>, grid, kGateUpWarps * 32, shared, p, stream);
+  launch_programmatic("fp4_gate_up_kernel", fp4_gate_up_kernel<N_TILES, K_SPLIT, NV>, grid, dim3(kGateUpWarps * 32),
+                      shared, stream, p);
 }
 
 template <int N_TILES, bool NV>
@@ -484,13 +485,9 @@ void fp4_expert_down_combine(const Fp4ExpertMatrices& down, const ExpertRouting&
   const dim3 grid(down.rows / kTileRows);
   const int threads = kDownWarps * 32;
   const size_t shared = static_cast<size_t>(kDownWarps) * kDownStages * tile_bytes(down.kind);
-  if (routing.n_tokens <= 8) {
-    nv ? launch_programmatic(fp4_down_combine_kernel<1, true>, grid, threads, shared, p, stream)
-       : launch_programmatic(fp4_down_combine_kernel<1, false>, grid, threads, shared, p, stream);
-  } else {
-    nv ? launch_programmatic(fp4_down_combine_kernel<2, true>, grid, threads, shared, p, stream)
-       : launch_programmatic(fp4_down_combine_kernel<2, false>, grid, threads, shared, p, stream);
-  }
+  auto kernel = routing.n_tokens <= 8 ? (nv ? fp4_down_combine_kernel<1, true> : fp4_down_combine_kernel<1, false>)
+                                      : (nv ? fp4_down_combine_kernel<2, true> : fp4_down_combine_kernel<2, false>);
+  launch_programmatic("fp4_down_combine_kernel", kernel, grid, threads, shared, stream, p);
 }
 
 void fp4_moe_experts(const Fp4ExpertMatrices& gate, const Fp4ExpertMatrices& up, const Fp4ExpertMatrices& down,

@@ -7,6 +7,7 @@
 #include <cuda_fp8.h>
 
 #include "common/device_helpers.cuh"
+#include "common/launch.cuh"
 #include "cuda/cuda_check.h"
 #include "fp4_moe/fp4_moe.h"
 
@@ -123,22 +124,6 @@ struct DownParams {
   int top_k, n_tokens;
   bool accumulate, after_gate_up;
 };
-
-template <typename Kernel, typename Params>
-void launch_programmatic(Kernel kernel, dim3 grid, int threads, size_t shared_bytes, const Params& p,
-                         cudaStream_t stream) {
-  cudaLaunchConfig_t config{};
-  config.gridDim = grid;
-  config.blockDim = dim3(threads);
-  config.dynamicSmemBytes = shared_bytes;
-  config.stream = stream;
-  cudaLaunchAttribute attribute{};
-  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute.val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = &attribute;
-  config.numAttrs = 1;
-  TACHYON_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, p));
-}
 
 // Version 2 (fp4_moe_v2.cu).
 void launch_gate_up_v2(const GateUpParams& p, int max_active_experts, int n_tokens, bool nv, int k_split, int stages,

@@ -487,7 +487,7 @@ void launch_gate_up_t(const GateUpParams& p, int max_active_experts, cudaStream_
   (void)configured;
   const int row_tiles = p.rows / kTileRows, tiles_per_block = WARPS / K_SPLIT;
   const dim3 grid((row_tiles + tiles_per_block - 1) / tiles_per_block, max_active_experts);
-  launch_programmatic(kernel, grid, WARPS * 32, kShared, p, stream);
+  launch_programmatic("fp4_gate_up_v2_kernel", kernel, grid, dim3(WARPS * 32), kShared, stream, p);
 }
 
 template <int MAX_NT, bool NV>
@@ -514,17 +514,8 @@ void launch_down_t(const DownParams& p, int k_split, cudaStream_t stream) {
   auto kernel = fp4_down_v2_kernel<WARPS, STAGES, MAX_NT, NV, PACKED_H>;
   static const bool configured = (configure(kernel, kShared), true);
   (void)configured;
-  cudaLaunchConfig_t config{};
-  config.gridDim = dim3(p.rows / kTileRows);
-  config.blockDim = dim3(WARPS * 32);
-  config.dynamicSmemBytes = kShared;
-  config.stream = stream;
-  cudaLaunchAttribute attribute{};
-  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute.val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = &attribute;
-  config.numAttrs = 1;
-  TACHYON_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, p, k_split));
+  launch_programmatic("fp4_down_v2_kernel", kernel, dim3(p.rows / kTileRows), dim3(WARPS * 32), kShared, stream, p,
+                      k_split);
 }
 
 template <int MAX_NT, bool NV>

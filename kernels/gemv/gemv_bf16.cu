@@ -40,6 +40,7 @@
 #include <algorithm>
 
 #include "common/device_helpers.cuh"
+#include "common/launch.cuh"
 #include "cuda/cuda_check.h"
 #include "cuda/stream.h"
 
@@ -274,17 +275,8 @@ void launch_instance(dim3 grid, const GemvParams& p, cudaStream_t stream) {
   (void)configured;
   // Programmatic dependent launch: the kernel may start before the previous one ends (it waits for it
   // before reading x), so launch latency and the weight pipeline's ramp-up overlap the previous kernel.
-  cudaLaunchConfig_t config{};
-  config.gridDim = grid;
-  config.blockDim = dim3(kThreadsPerBlock);
-  config.dynamicSmemBytes = kRingBytes;
-  config.stream = stream;
-  cudaLaunchAttribute attribute{};
-  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute.val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = &attribute;
-  config.numAttrs = 1;
-  TACHYON_CUDA_CHECK(cudaLaunchKernelEx(&config, gemv_bf16_kernel<N_TILES, GATED, K_SPLIT>, p));
+  launch_programmatic("gemv_bf16_kernel", gemv_bf16_kernel<N_TILES, GATED, K_SPLIT>, grid, dim3(kThreadsPerBlock),
+                      kRingBytes, stream, p);
 }
 
 template <int N_TILES, bool GATED>

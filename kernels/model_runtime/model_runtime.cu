@@ -1,8 +1,11 @@
 // fill_random_bf16, fill_f32_periodic, decode_step_advance, gather_rows_to_bf16 (semantics in model_runtime.h).
 // Grid-stride loops; the random fill writes at close to copy bandwidth (60 GB of Qwen3-30B-A3B weights in a
-// few tens of milliseconds), so random-weight benchmarks start in seconds.
+// few tens of milliseconds), so random-weight benchmarks start in seconds. decode_step_advance, a node of every
+// decode-step graph, is launched programmatically (common/launch.cuh) and waits for the previous kernel first thing.
 #include "model_runtime/model_runtime.h"
 
+#include "common/device_helpers.cuh"
+#include "common/launch.cuh"
 #include "cuda/cuda_check.h"
 
 namespace tachyon::kernels {
@@ -45,6 +48,8 @@ __global__ void fill_f32_periodic_kernel(float* out, int64_t count, float value,
 
 __global__ void decode_step_advance_kernel(const int* next_token, int* ring, int ring_size, int* step_count,
                                            uint64_t* rng_offset, int* positions, int* seq_lens, bool advance_position) {
+  wait_for_previous_kernel();  // launched programmatically: next_token comes from the sampling kernel
+  allow_next_kernel_to_start();
   const int step = *step_count;
   ring[step % ring_size] = *next_token;
   *step_count = step + 1;
@@ -85,9 +90,8 @@ void fill_f32_periodic(float* out, int64_t count, float value, int64_t period, i
 void decode_step_advance(const int* next_token, int* ring, int ring_size, int* step_count, uint64_t* rng_offset,
                          int* positions, int* seq_lens, bool advance_position, cudaStream_t stream) {
   TACHYON_REQUIRE(ring_size > 0, "decode_step_advance", "ring_size must be positive");
-  decode_step_advance_kernel<<<1, 1, 0, stream>>>(next_token, ring, ring_size, step_count, rng_offset, positions,
-                                                  seq_lens, advance_position);
-  TACHYON_CUDA_CHECK_LAUNCH("decode_step_advance_kernel");
+  launch_programmatic("decode_step_advance_kernel", decode_step_advance_kernel, dim3(1), dim3(1), 0, stream, next_token,
+                      ring, ring_size, step_count, rng_offset, positions, seq_lens, advance_position);
 }
 
 void gather_rows_to_bf16(const float* x, int64_t x_stride, const int* source, int divisor, int rows, int cols,

@@ -4,10 +4,13 @@
 // (token, head) for per-head norms. Memory-trivial at decode sizes (a 16 x 6144 row block is 393 KB):
 // these kernels cost their launch: add_rms_norm 4096 wide, 1 or 16 rows: 3.1-3.3 us per graph node (H100,
 // 2026-11-26).
+// rms_norm / add_rms_norm are launched with programmatic dependent launch (common/launch.cuh): they wait for the
+// previous kernel first thing.
 // Error bound vs the CPU reference: 1e-5 relative (reduction order only).
 #include "norm/rms_norm.h"
 
 #include "common/device_helpers.cuh"
+#include "common/launch.cuh"
 #include "cuda/cuda_check.h"
 
 namespace tachyon::kernels {
@@ -19,6 +22,7 @@ constexpr int kNormThreads = 256;
 __global__ void __launch_bounds__(kNormThreads)
 add_rms_norm_kernel(float* residual, const float* delta, const float* weight, float* y, int dim, float eps) {
   __shared__ float scratch[kNormThreads / 32];
+  wait_for_previous_kernel();  // launched programmatically: residual and delta come from earlier kernels
   allow_next_kernel_to_start();
   float* row = residual + static_cast<int64_t>(blockIdx.x) * dim;
   const float* delta_row = delta ? delta + static_cast<int64_t>(blockIdx.x) * dim : nullptr;
@@ -87,8 +91,8 @@ void add_rms_norm(float* residual, const float* delta, const float* weight, floa
                   cudaStream_t stream) {
   TACHYON_REQUIRE(rows >= 0 && dim > 0, "add_rms_norm", "rows must be >= 0 and dim > 0");
   if (rows == 0) return;
-  add_rms_norm_kernel<<<rows, kNormThreads, 0, stream>>>(residual, delta, weight, y, dim, eps);
-  TACHYON_CUDA_CHECK_LAUNCH("add_rms_norm_kernel");
+  launch_programmatic("add_rms_norm_kernel", add_rms_norm_kernel, dim3(rows), dim3(kNormThreads), 0, stream, residual,
+                      delta, weight, y, dim, eps);
 }
 
 void rms_norm(const float* x, const float* weight, float* y, int rows, int dim, float eps, cudaStream_t stream) {

@@ -14,6 +14,7 @@
 // top_p and Gumbel-max then run on those. The radix path above is the fallback (flat distributions).
 // Each pass reads the row from L2 (608 KB for a 151,936 vocab): ~7-9 passes, one SM per row.
 // argmax_rows: one pass, one block per row.
+// Both are launched programmatically (common/launch.cuh) and wait for the previous kernel first thing.
 // Measured, H100, 2026-11-26, vocab 151,936: argmax_rows 9.6 us (1 or 16 rows); sample_rows T=0.7 top_k=50
 // top_p=0.9 99 us (fast path); top_p=0.95 alone on flat logits 1.25 ms (radix fallback: the thing to fix).
 #include "sampling/sampling.h"
@@ -24,6 +25,7 @@
 #include <cooperative_groups/reduce.h>
 
 #include "common/device_helpers.cuh"
+#include "common/launch.cuh"
 #include "cuda/cuda_check.h"
 
 namespace tachyon::kernels {
@@ -128,6 +130,8 @@ __device__ ArgMax row_argmax(const float* row, int vocab, ArgMax* scratch, float
 
 __global__ void __launch_bounds__(kThreads) argmax_rows_kernel(const float* logits, int vocab, int* token_out) {
   __shared__ ArgMax scratch[kThreads / 32];
+  wait_for_previous_kernel();  // launched programmatically: the logits come from the lm_head gemv
+  allow_next_kernel_to_start();
   const ArgMax best = row_argmax(logits + static_cast<int64_t>(blockIdx.x) * vocab, vocab, &scratch[0]);
   if (threadIdx.x == 0) token_out[blockIdx.x] = best.index < vocab ? best.index : 0;
 }
@@ -201,6 +205,8 @@ __global__ void __launch_bounds__(kThreads)
 sample_rows_kernel(const float* logits, int vocab, SamplingParams params, const uint64_t* rng_offset, int* token_out) {
   __shared__ ArgMax scratch[kThreads / 32];
   __shared__ unsigned long long histogram[kBins];
+  wait_for_previous_kernel();  // launched programmatically: the logits (and rng_offset) come from earlier kernels
+  allow_next_kernel_to_start();
   const int row_index = blockIdx.x;
   const float* row = logits + static_cast<int64_t>(row_index) * vocab;
   float my_max = -INFINITY;
@@ -344,8 +350,8 @@ sample_rows_kernel(const float* logits, int vocab, SamplingParams params, const 
 void argmax_rows(const float* logits, int rows, int vocab, int* token_out, cudaStream_t stream) {
   TACHYON_REQUIRE(vocab > 0, "argmax_rows", "vocab must be positive");
   if (rows <= 0) return;
-  argmax_rows_kernel<<<rows, kThreads, 0, stream>>>(logits, vocab, token_out);
-  TACHYON_CUDA_CHECK_LAUNCH("argmax_rows_kernel");
+  launch_programmatic("argmax_rows_kernel", argmax_rows_kernel, dim3(rows), dim3(kThreads), 0, stream, logits, vocab,
+                      token_out);
 }
 
 void sample_rows(const float* logits, int rows, int vocab, const SamplingParams& params, const uint64_t* rng_offset,
@@ -354,8 +360,8 @@ void sample_rows(const float* logits, int rows, int vocab, const SamplingParams&
   TACHYON_REQUIRE(params.top_k >= 0, "sample_rows", "top_k must be >= 0");
   TACHYON_REQUIRE(params.top_p > 0.0f && params.top_p <= 1.0f, "sample_rows", "top_p must be in (0, 1]");
   if (rows <= 0) return;
-  sample_rows_kernel<<<rows, kThreads, 0, stream>>>(logits, vocab, params, rng_offset, token_out);
-  TACHYON_CUDA_CHECK_LAUNCH("sample_rows_kernel");
+  launch_programmatic("sample_rows_kernel", sample_rows_kernel, dim3(rows), dim3(kThreads), 0, stream, logits, vocab,
+                      params, rng_offset, token_out);
 }
 
 float philox_uniform_host(uint64_t seed, uint32_t token, uint32_t row, uint64_t offset) {

@@ -1,5 +1,10 @@
+// spec_start, spec_round_begin, spec_round_accept: the speculative round's bookkeeping over the SpecState int array
+// (spec_round.h). One block of at most 16 threads each; they cost their launch, which is programmatic
+// (common/launch.cuh): each waits for the previous kernel first thing.
 #include "speculative/spec_round.h"
 
+#include "common/device_helpers.cuh"
+#include "common/launch.cuh"
 #include "cuda/cuda_check.h"
 
 namespace tachyon::kernels {
@@ -9,6 +14,8 @@ namespace {
 using S = SpecState;
 
 __global__ void spec_start_kernel(int* state, int length, int* ring) {
+  wait_for_previous_kernel();  // launched programmatically: the state comes from earlier kernels
+  allow_next_kernel_to_start();
   const int i = threadIdx.x;
   if (i < S::kMaxBlock) state[S::kTokenSequence + i] = 0;
   if (i == 0) {
@@ -21,6 +28,8 @@ __global__ void spec_start_kernel(int* state, int length, int* ring) {
 }
 
 __global__ void spec_round_begin_kernel(int* state, int b, int mask_token) {
+  wait_for_previous_kernel();  // launched programmatically: the state comes from earlier kernels
+  allow_next_kernel_to_start();
   const int i = threadIdx.x;
   const int length = state[S::kLength];
   if (i < b) {
@@ -36,6 +45,8 @@ __global__ void spec_round_begin_kernel(int* state, int b, int mask_token) {
 // One thread: b <= 16, a handful of reads and writes.
 __global__ void spec_round_accept_kernel(int* state, int b, int* ring, int ring_size, int* round_ring,
                                          int round_ring_size, uint64_t* rng_offset) {
+  wait_for_previous_kernel();  // launched programmatically: the state comes from earlier kernels
+  allow_next_kernel_to_start();
   const int* block = state + S::kBlock;
   const int* choice = state + S::kChoice;
   int accepted = 0;
@@ -57,22 +68,22 @@ __global__ void spec_round_accept_kernel(int* state, int b, int* ring, int ring_
 
 void spec_start(int* state, int length, int* ring, cudaStream_t stream) {
   TACHYON_REQUIRE(length > 0, "spec_start", "length must be positive");
-  spec_start_kernel<<<1, S::kMaxBlock, 0, stream>>>(state, length, ring);
-  TACHYON_CUDA_CHECK_LAUNCH("spec_start_kernel");
+  launch_programmatic("spec_start_kernel", spec_start_kernel, dim3(1), dim3(S::kMaxBlock), 0, stream, state, length,
+                      ring);
 }
 
 void spec_round_begin(int* state, int b, int mask_token, cudaStream_t stream) {
   TACHYON_REQUIRE(b >= 1 && b <= S::kMaxBlock, "spec_round_begin", "block size must be in [1, 16]");
-  spec_round_begin_kernel<<<1, S::kMaxBlock, 0, stream>>>(state, b, mask_token);
-  TACHYON_CUDA_CHECK_LAUNCH("spec_round_begin_kernel");
+  launch_programmatic("spec_round_begin_kernel", spec_round_begin_kernel, dim3(1), dim3(S::kMaxBlock), 0, stream,
+                      state, b, mask_token);
 }
 
 void spec_round_accept(int* state, int b, int* ring, int ring_size, int* round_ring, int round_ring_size,
                        uint64_t* rng_offset, cudaStream_t stream) {
   TACHYON_REQUIRE(b >= 1 && b <= S::kMaxBlock, "spec_round_accept", "block size must be in [1, 16]");
   TACHYON_REQUIRE(ring_size >= S::kMaxBlock && round_ring_size > 0, "spec_round_accept", "rings too small");
-  spec_round_accept_kernel<<<1, 1, 0, stream>>>(state, b, ring, ring_size, round_ring, round_ring_size, rng_offset);
-  TACHYON_CUDA_CHECK_LAUNCH("spec_round_accept_kernel");
+  launch_programmatic("spec_round_accept_kernel", spec_round_accept_kernel, dim3(1), dim3(1), 0, stream, state, b, ring,
+                      ring_size, round_ring, round_ring_size, rng_offset);
 }
 
 }  // namespace tachyon::kernels
