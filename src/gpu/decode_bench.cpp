@@ -10,6 +10,7 @@
 #include "bandwidth/stream_read.h"
 #include "core/error.h"
 #include "gpu/decode_loop.h"
+#include "gpu/gpu_drafter.h"
 #include "gpu/fp4_experts.h"
 
 namespace tachyon::gpu {
@@ -180,11 +181,14 @@ namespace {
 // A pass of b tokens at KV length `context` on `model`, as one CUDA graph replayed back to back. The KV rows of
 // the pass are rewritten by every replay (enqueue_pass does not advance the model), so each replay times the
 // same pass. Returns per-sample seconds per pass.
+// With a drafter: its context pass over the b rows plus its drafting pass of b slots at the same positions
+// (target = the model whose embedding and lm_head it reads; features are zeros: values do not change the time).
 std::vector<double> time_block_pass(GpuModel& model, int block, const VerifySweepOptions& o,
-                                    std::vector<std::vector<int>>* routing, bool* graphed) {
+                                    std::vector<std::vector<int>>* routing, bool* graphed,
+                                    GpuDrafter* drafter = nullptr) {
   const GpuModelConfig& c = model.config();
   cudaStream_t stream = model.stream();
-  model.reserve(o.context + block);
+  if (!drafter) model.reserve(o.context + block);
   // [tokens b | positions b | seq_len 1 | query_start 2 | token_sequence b]
   const std::vector<int32_t> ids = bench_prompt(block, c.vocab, o.seed + 1000 + block);
   std::vector<int> host(3 * block + 3, 0);
@@ -203,9 +207,23 @@ std::vector<double> time_block_pass(GpuModel& model, int block, const VerifySwee
   in.query_start = ints.data() + 2 * block + 1;
   in.token_sequence = ints.data() + 2 * block + 3;
   const int max_seq_len = static_cast<int>(o.context + block);
-  model.enqueue_pass(in, block, max_seq_len, model.pass_logits(), stream);  // warm-up, kernel attributes
+  cuda::DeviceBuffer<float> features, draft_logits;
+  if (drafter) {
+    features = cuda::DeviceBuffer<float>(static_cast<size_t>(block) * drafter->feature_width());
+    features.fill_bytes(0, stream);
+    draft_logits = cuda::DeviceBuffer<float>(static_cast<size_t>(kMaxPassTokens) * c.vocab);
+  }
+  auto enqueue = [&] {
+    if (drafter) {
+      drafter->enqueue_context(features.data(), in, block, max_seq_len, stream);
+      drafter->enqueue_draft(in, block, max_seq_len, draft_logits.data(), stream);
+    } else {
+      model.enqueue_pass(in, block, max_seq_len, model.pass_logits(), stream);
+    }
+  };
+  enqueue();  // warm-up, kernel attributes
   TACHYON_CUDA_CHECK(cudaStreamSynchronize(stream));
-  if (routing) *routing = model.last_routing(block);
+  if (routing && !drafter) *routing = model.last_routing(block);
 
   // Captured as a graph, so that host launch gaps do not count; if capture fails, plain stream launches (the
   // caller is told through *graphed).
@@ -214,7 +232,7 @@ std::vector<double> time_block_pass(GpuModel& model, int block, const VerifySwee
   if (cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed) == cudaSuccess) {
     bool enqueued = true;
     try {
-      model.enqueue_pass(in, block, max_seq_len, model.pass_logits(), stream);
+      enqueue();
     } catch (const std::exception& e) {
       std::fprintf(stderr, "[bench: capturing the %d-token pass failed (%s); timing stream launches]\n", block,
                    e.what());
@@ -231,7 +249,7 @@ std::vector<double> time_block_pass(GpuModel& model, int block, const VerifySwee
     if (exec)
       TACHYON_CUDA_CHECK(cudaGraphLaunch(exec, stream));
     else
-      model.enqueue_pass(in, block, max_seq_len, model.pass_logits(), stream);
+      enqueue();
   };
   std::vector<double> samples;
   cuda::Event begin, end;
@@ -263,10 +281,13 @@ void prefill_context(GpuModel& model, const VerifySweepOptions& o) {
 
 }  // namespace
 
-std::vector<VerifySweepPoint> run_verify_sweep(GpuModel& target, GpuModel* drafter, const VerifySweepOptions& o) {
+std::vector<VerifySweepPoint> run_verify_sweep(GpuModel& target, GpuDrafter* drafter, const VerifySweepOptions& o) {
   if (o.repeats < 1 || o.launches < 1) fail("bench --verify-sweep: repeats and launches must be positive");
   for (int b : o.blocks)
     if (b < 1 || b > kMaxPassTokens) fail("bench --verify-sweep: block size {} is outside 1..{}", b, kMaxPassTokens);
+  if (drafter && o.context + kMaxPassTokens > drafter->capacity())
+    fail("bench --verify-sweep: context {} + {} exceeds the drafter's capacity of {}", o.context, kMaxPassTokens,
+         drafter->capacity());
   std::vector<VerifySweepPoint> points;
   prefill_context(target, o);
   for (int b : o.blocks) {
@@ -276,19 +297,15 @@ std::vector<VerifySweepPoint> run_verify_sweep(GpuModel& target, GpuModel* draft
     p.verify_samples = time_block_pass(target, b, o, &routing, &p.graphed);
     p.verify_seconds = median(p.verify_samples);
     if (target.config().experts > 0) p.distinct_experts_per_layer = mean_distinct_experts(target.config(), routing);
-    points.push_back(std::move(p));
-  }
-  target.truncate(0);
-  if (drafter) {
-    prefill_context(*drafter, o);
-    for (auto& p : points) {
+    if (drafter && b >= 2) {  // b = 1 is plain decoding: no draft
       bool graphed = false;
-      p.draft_samples = time_block_pass(*drafter, p.block, o, nullptr, &graphed);
+      p.draft_samples = time_block_pass(target, b, o, nullptr, &graphed, drafter);
       p.graphed = p.graphed && graphed;
       p.draft_seconds = median(p.draft_samples);
     }
-    drafter->truncate(0);
+    points.push_back(std::move(p));
   }
+  target.truncate(0);
   return points;
 }
 

@@ -69,9 +69,9 @@ nlohmann::json to_json(const DecodeBenchResult& result);
 //   verify: one target pass of b tokens at KV length `context` (enqueue_pass captured in a CUDA graph, so it
 //           is the GPU time of the pass, the same kernels a verify block runs; FP4 experts use the fused FP4 MoE
 //           kernels), median over `repeats` samples of `launches` back-to-back replays;
-//   draft:  (with a drafter model) one pass of b tokens through it at the same KV length: a PROXY of the DFlash
-//           drafter forward (same stack, hidden size and lm_head; causal instead of bidirectional inside the
-//           block; no fc / hidden_norm and no projection of the new context rows);
+//   draft:  (with a drafter) what a round runs on the drafter at the same KV length: the context pass over the b
+//           verified rows (fc, hidden_norm, every layer's K/V) and the drafting pass of b slots (bidirectional,
+//           target lm_head on b - 1 rows), also one CUDA graph;
 //   distinct experts per MoE layer that the b (pseudo-random) tokens route to.
 struct VerifySweepPoint {
   int block = 0;
@@ -90,7 +90,8 @@ struct VerifySweepOptions {
   uint64_t seed = 1;
 };
 
-std::vector<VerifySweepPoint> run_verify_sweep(GpuModel& target, GpuModel* drafter, const VerifySweepOptions& options);
+class GpuDrafter;
+std::vector<VerifySweepPoint> run_verify_sweep(GpuModel& target, GpuDrafter* drafter, const VerifySweepOptions& options);
 
 }  // namespace tachyon::gpu
 #endif  // TACHYON_HAS_CUDA

@@ -1,8 +1,8 @@
 // tachyon bench: batch-1 decode and prefill speed of a model on the GPU, against the card's roofline
 // (shared/docs/benchmarks.md). Real weights (-m PATH) or random weights of a real shape (--random-weights
 // CONFIG.json | DIR | smollm2-135m | qwen3-30b-a3b): speed does not depend on the weight values.
-// --verify-sweep B,B,..: verify-pass time and distinct experts per block size, a drafter-proxy pass
-// (--drafter-config) and a PROJECTION of DFlash tokens/s from published tau (docs/dflash.md, "Block size against
+// --verify-sweep B,B,..: verify-pass time and distinct experts per block size, the drafter's part of a round
+// (--drafter-config: a drafter directory, or random weights of the published Qwen3-Coder drafter's size) and a PROJECTION of DFlash tokens/s from published tau (docs/dflash.md, "Block size against
 // cost").
 #include <algorithm>
 #include <charconv>
@@ -29,6 +29,7 @@
 #include "gpu/fp4_experts.h"
 #include "gpu/gpu_speculative.h"
 #include "gpu/spec_bench.h"
+#include "spec/random_drafter.h"
 #include "tokenizer/tokenizer.h"
 #include "loader/checkpoint.h"
 #endif
@@ -81,40 +82,6 @@ std::vector<double> parse_numbers(const std::string& text, const char* what) {
     pos = comma + 1;
   }
   return values;
-}
-
-// The drafter-cost proxy of --drafter-config: a dense Qwen3 stack with the target's hidden size, heads, vocabulary
-// (the DFlash drafter uses the target's embedding and lm_head) and RoPE. "qwen3-coder-30b-a3b-dflash": the size of
-// z-lab/Qwen3-Coder-30B-A3B-DFlash (8 layers; intermediate 6144 assumed: its config.json was not at hand, and
-// 6144 gives the ~0.5B parameters reported for it); otherwise a drafter's config.json (or a directory holding
-// one), whose Qwen3 fields are used and whose missing ones are taken from the target.
-nlohmann::json drafter_proxy_config(const std::string& what, const nlohmann::json& target) {
-  nlohmann::json d;
-  if (what == "qwen3-coder-30b-a3b-dflash") {
-    d = {{"num_hidden_layers", 8}, {"intermediate_size", 6144}};
-  } else {
-    std::filesystem::path path(what);
-    if (std::filesystem::is_directory(path)) path /= "config.json";
-    if (!std::filesystem::exists(path))
-      fail("--drafter-config {}: neither a config.json nor the built-in qwen3-coder-30b-a3b-dflash", what);
-    d = read_json_file(path.string());
-  }
-  for (const char* key : {"hidden_size", "num_attention_heads", "num_key_value_heads", "head_dim", "vocab_size",
-                          "rms_norm_eps", "rope_theta", "max_position_embeddings", "intermediate_size",
-                          "bos_token_id", "eos_token_id"})
-    if (!d.contains(key) && target.contains(key)) d[key] = target[key];
-  for (const char* key : {"dflash_config", "layer_types", "block_size", "num_target_layers", "auto_map",
-                          "moe_intermediate_size", "num_experts", "num_experts_per_tok", "rope_scaling",
-                          "norm_topk_prob", "decoder_sparse_step", "mlp_only_layers", "sliding_window",
-                          "max_window_layers"})
-    d.erase(key);
-  d["architectures"] = {"Qwen3ForCausalLM"};
-  d["model_type"] = "qwen3";
-  d["hidden_act"] = "silu";
-  d["use_sliding_window"] = false;
-  d["tie_word_embeddings"] = false;
-  d["attention_bias"] = false;
-  return d;
 }
 
 // The per-slot acceptance p, the same for every slot, with E(block) = (1 - p^block) / (1 - p) = tau: the
@@ -254,23 +221,32 @@ int run_bench(const BenchOptions& o) {
     sweep.context = o.context;
     sweep.repeats = o.repeats;
     sweep.seed = o.seed;
-    std::unique_ptr<gpu::GpuModel> drafter;
+    // The drafter: a checkpoint directory, or random weights of the published Qwen3-Coder-30B-A3B drafter's size
+    // (speed only), run by the real GpuDrafter.
+    std::unique_ptr<RandomDrafterCheckpoint> random_drafter;
+    Checkpoint drafter_checkpoint;
+    std::unique_ptr<gpu::GpuDrafter> drafter;
     nlohmann::json drafter_json;
     if (!o.drafter_config.empty()) {
-      nlohmann::json target_json = {{"hidden_size", c.hidden},
-                                    {"num_attention_heads", c.heads},
-                                    {"num_key_value_heads", c.kv_heads},
-                                    {"head_dim", c.head_dim},
-                                    {"vocab_size", c.vocab},
-                                    {"rms_norm_eps", c.rms_eps},
-                                    {"rope_theta", c.rope.theta},
-                                    {"max_position_embeddings", c.max_context},
-                                    {"intermediate_size", 6144}};
-      drafter_json = drafter_proxy_config(o.drafter_config, target_json);
-      gpu::GpuModelOptions drafter_options;
-      drafter_options.kv_positions = o.context + gpu::kMaxPassTokens + 1;
-      drafter_options.progress = false;
-      drafter = gpu::GpuModel::random(drafter_json, o.drafter_config, o.seed + 1, drafter_options);
+      const nlohmann::json target_json = {{"hidden_size", c.hidden},
+                                          {"num_hidden_layers", c.layers},
+                                          {"num_attention_heads", c.heads},
+                                          {"num_key_value_heads", c.kv_heads},
+                                          {"head_dim", c.head_dim},
+                                          {"vocab_size", c.vocab},
+                                          {"rms_norm_eps", c.rms_eps},
+                                          {"rope_theta", c.rope.theta},
+                                          {"max_position_embeddings", c.max_context}};
+      const Checkpoint* source = nullptr;
+      if (o.drafter_config == "qwen3-coder-30b-a3b-dflash") {
+        random_drafter = random_dflash_checkpoint(qwen3_coder_dflash_config(target_json), o.seed + 1);
+        source = &random_drafter->checkpoint;
+      } else {
+        drafter_checkpoint = open_checkpoint(o.drafter_config);
+        source = &drafter_checkpoint;
+      }
+      drafter_json = source->config;
+      drafter = std::make_unique<gpu::GpuDrafter>(*source, *model, o.context + gpu::kMaxPassTokens + 1);
     }
     const std::vector<gpu::VerifySweepPoint> points = gpu::run_verify_sweep(*model, drafter.get(), sweep);
     const double decode_step = r.graph_step_seconds;  // plain decoding: one token per step (b = 1, no draft)
@@ -284,13 +260,13 @@ int run_bench(const BenchOptions& o) {
       };
       sweep_json.push_back({{"block", p.block},
                             {"verify_us", p.verify_seconds * 1e6},
-                            {"draft_proxy_us", p.draft_seconds * 1e6},
+                            {"draft_us", p.draft_seconds * 1e6},
                             {"round_us", p.round_seconds() * 1e6},
                             {"verify_over_decode_step", p.verify_seconds / decode_step},
                             {"distinct_experts_per_layer", p.distinct_experts_per_layer},
                             {"timed_as", p.graphed ? "graph" : "stream launches"},
                             {"verify_us_samples", us(p.verify_samples)},
-                            {"draft_proxy_us_samples", us(p.draft_samples)}});
+                            {"draft_us_samples", us(p.draft_samples)}});
     }
     // Projection: slot acceptance p fitted to each published tau at b = 16; E(b) from the policy's model; cost[b]
     // = measured round time (b = 1: the plain decode step); the policy's pick vs fixed b = 16.
@@ -324,10 +300,11 @@ int run_bench(const BenchOptions& o) {
     j["verify_sweep"] = {
         {"context", o.context},
         {"method",
-         "measured: one target pass of b tokens at KV length context (CUDA graph replay, median) and one pass of "
-         "b tokens through a random-weights dense drafter proxy at the same KV length; distinct experts of b "
-         "pseudo-random tokens; projection: per-slot acceptance fitted to the published tau at b = 16"},
-        {"drafter_proxy", drafter ? drafter_json : nlohmann::json()},
+         "measured: one target pass of b tokens at KV length context (CUDA graph replay, median) and the drafter's "
+         "part of a round at the same KV length (GpuDrafter context pass over b rows + drafting pass of b slots, "
+         "one graph); distinct experts of b pseudo-random tokens; projection: per-slot acceptance fitted to the "
+         "published tau at b = 16"},
+        {"drafter", drafter ? nlohmann::json{{"source", o.drafter_config}, {"config", drafter_json}} : nlohmann::json()},
         {"decode_step_us", decode_step * 1e6},
         {"points", sweep_json},
         {"projection", projections}};
@@ -369,12 +346,11 @@ int run_bench(const BenchOptions& o) {
   if (j.contains("verify_sweep")) {
     const auto& v = j["verify_sweep"];
     std::printf("  verify sweep at context %lld (measured; draft = %s):\n", static_cast<long long>(o.context),
-                o.drafter_config.empty() ? "none"
-                                         : "PROXY: random dense drafter pass, no fc / context-row projection");
+                o.drafter_config.empty() ? "none" : o.drafter_config.c_str());
     std::printf("    %5s %11s %11s %11s %10s %9s\n", "b", "verify us", "draft us", "round us", "x decode", "experts");
     for (const auto& p : v["points"])
       std::printf("    %5d %11.1f %11.1f %11.1f %10.2f %9.1f\n", p["block"].get<int>(), p["verify_us"].get<double>(),
-                  p["draft_proxy_us"].get<double>(), p["round_us"].get<double>(),
+                  p["draft_us"].get<double>(), p["round_us"].get<double>(),
                   p["verify_over_decode_step"].get<double>(), p["distinct_experts_per_layer"].get<double>());
     for (const auto& q : v["projection"]) {
       std::printf("  PROJECTION (not a measurement) for published tau %.2f at b = 16 (slot acceptance %.4f):\n",
@@ -423,8 +399,8 @@ Runner add_bench_command(CLI::App& app) {
                   "Block sizes (1..16, comma-separated) at which to time one verify pass of b tokens at --context, "
                   "with distinct experts per MoE layer and a projected DFlash tokens/s (docs/dflash.md)");
   cmd->add_option("--drafter-config", options->drafter_config,
-                  "With --verify-sweep: time a random-weights drafter proxy too: qwen3-coder-30b-a3b-dflash or a "
-                  "drafter's config.json / directory");
+                  "With --verify-sweep: time the drafter's part of each round too: a DFlash drafter directory, or "
+                  "qwen3-coder-30b-a3b-dflash (random weights of the published drafter's size: speed only)");
   cmd->add_option("--tau", options->tau,
                   "With --verify-sweep: published mean acceptance at b = 16 (comma-separated) for the projection")
       ->capture_default_str();
