@@ -1,6 +1,6 @@
 // swiglu: h = silu(gate) * up over float32 [rows, cols] with row strides (gate and up may be the two halves
-// of one fused projection output); convert_f32_to_bf16. Grid-stride elementwise loops; memory-trivial at
-// decode sizes. Error bound vs CPU: 1e-6 relative (expf vs std::exp).
+// of one fused projection output); convert_f32_to_bf16; logit_softcap. Grid-stride elementwise loops;
+// memory-trivial at decode sizes. Error bound vs CPU: 1e-6 relative (expf / tanhf vs std::exp / std::tanh).
 #include "activation/swiglu.h"
 
 #include "common/device_helpers.cuh"
@@ -27,6 +27,14 @@ __global__ void convert_f32_to_bf16_kernel(const float* x, __nv_bfloat16* y, int
     y[i] = __float2bfloat16_rn(x[i]);
 }
 
+__global__ void logit_softcap_kernel(float* x, int64_t count, float cap) {
+  allow_next_kernel_to_start();
+  const float inv_cap = 1.0f / cap;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    x[i] = tanhf(x[i] * inv_cap) * cap;
+}
+
 int grid_for(int64_t count, int threads) {
   const int64_t blocks = (count + threads - 1) / threads;
   return static_cast<int>(blocks < 4096 ? (blocks > 0 ? blocks : 1) : 4096);
@@ -46,6 +54,13 @@ void convert_f32_to_bf16(const float* x, __nv_bfloat16* y, int64_t count, cudaSt
   if (count <= 0) return;
   convert_f32_to_bf16_kernel<<<grid_for(count, 256), 256, 0, stream>>>(x, y, count);
   TACHYON_CUDA_CHECK_LAUNCH("convert_f32_to_bf16_kernel");
+}
+
+void logit_softcap(float* x, int64_t count, float cap, cudaStream_t stream) {
+  TACHYON_REQUIRE(cap > 0.0f, "logit_softcap", "cap must be positive");
+  if (count <= 0) return;
+  logit_softcap_kernel<<<grid_for(count, 256), 256, 0, stream>>>(x, count, cap);
+  TACHYON_CUDA_CHECK_LAUNCH("logit_softcap_kernel");
 }
 
 }  // namespace tachyon::kernels

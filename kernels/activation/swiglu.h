@@ -1,4 +1,5 @@
-// Elementwise kernels between GEMMs: SwiGLU and float32 -> bf16 conversion (prefill feeds cuBLASLt bf16).
+// Elementwise kernels between GEMMs: SwiGLU, float32 -> bf16 conversion (prefill feeds cuBLASLt bf16), and the
+// final-logit softcap.
 #pragma once
 #include <cstdint>
 
@@ -14,5 +15,8 @@ void swiglu(const float* gate, int gate_stride, const float* up, int up_stride, 
 
 // y[i] = bf16(x[i]) (round to nearest even), count elements.
 void convert_f32_to_bf16(const float* x, __nv_bfloat16* y, int64_t count, cudaStream_t stream);
+
+// x[i] = tanh(x[i] / cap) * cap in place, count elements, cap > 0 (final_logit_softcapping, e.g. DFlash drafters).
+void logit_softcap(float* x, int64_t count, float cap, cudaStream_t stream);
 
 }  // namespace tachyon::kernels

@@ -1,8 +1,9 @@
 // decode_attention: softmax(q k^T * scale) v for 1..16 query tokens per sequence over the paged bf16 KV cache,
-// GQA, causal inside the query block, optional sliding window and sinks, a batch of sequences of different
-// lengths. Flash-decoding: blocks = (KV split, KV head [x row block], sequence); each block streams its range
-// of keys through shared memory in tiles of 64 (cp.async, double-buffered) and keeps an online softmax; when
-// the keys are split over several blocks, a combine kernel merges the partial (max, sum, output) triples.
+// GQA, causal inside the query block (or bidirectional: the DFlash drafter), optional sliding window and sinks,
+// a batch of sequences of different lengths. Flash-decoding: blocks = (KV split, KV head [x row block],
+// sequence); each block streams its range of keys through shared memory in tiles of 64 (cp.async,
+// double-buffered) and keeps an online softmax; when the keys are split over several blocks, a combine kernel
+// merges the partial (max, sum, output) triples.
 //
 // The rows of a block are (query token, query head of the KV group): up to 16 tokens x 8 heads = 128 rows,
 // one warp per 16 rows. Both products run on tensor cores (mma m16n8k16): S = Q K^T with Q split into bf16
@@ -92,7 +93,9 @@ __global__ void __launch_bounds__(32 * kMaxWarps) decode_attention_kernel(Attent
   const int n_tiles = key_end > key_begin ? (key_end - key_begin + kKeyTile - 1) / kKeyTile : 0;
 
   // This lane's two rows (g and g + 8 of the warp's 16).
-  int row_token[2], row_head[2], row_position[2];
+  // row_last_key: the last key a row may see: its position when causal, else (bidirectional) the window's far
+  // end or every key; -1 for a lane without a row.
+  int row_token[2], row_head[2], row_position[2], row_last_key[2];
   const float q_scale = prm.scale * kLog2e;  // scores in log2 units: exp2f in the softmax
   uint32_t q_hi[D / 16][4], q_lo[D / 16][4];
 #pragma unroll
@@ -102,6 +105,8 @@ __global__ void __launch_bounds__(32 * kMaxWarps) decode_attention_kernel(Attent
     row_token[h] = valid ? q_begin + r / group : -1;
     row_head[h] = valid ? kv_head * group + r % group : -1;
     row_position[h] = valid ? batch.positions[row_token[h]] : -1;  // -1: sees no key
+    row_last_key[h] = !valid || prm.causal ? row_position[h]
+                                           : (window > 0 ? row_position[h] + window - 1 : 0x7fffffff);
     const float* q_row = valid ? prm.q + static_cast<int64_t>(row_token[h]) * prm.q_stride + row_head[h] * D : nullptr;
 #pragma unroll
     for (int s = 0; s < D / 16; ++s) {
@@ -185,7 +190,8 @@ __global__ void __launch_bounds__(32 * kMaxWarps) decode_attention_kernel(Attent
 #pragma unroll
       for (int c = 0; c < 4; ++c) {
         const int key = tile_start + n * 8 + 2 * t + (c & 1), position = row_position[c >> 1];
-        const bool visible = key < key_end && key <= position && (window <= 0 || key > position - window);
+        const bool visible =
+            key < key_end && key <= row_last_key[c >> 1] && (window <= 0 || key > position - window);
         s[n][c] = visible ? s[n][c] : -INFINITY;
         tile_max[c >> 1] = fmaxf(tile_max[c >> 1], s[n][c]);
       }

@@ -16,6 +16,9 @@ struct AttentionParams {
   int n_heads = 0;           // query heads; n_heads / cache.n_kv_heads query heads share one KV head (GQA)
   float scale = 0;           // multiplies q . k (1 / sqrt(head_dim) usually)
   int sliding_window = 0;    // 0 = full; else a query at position p sees keys in (p - window, p]
+  // false (bidirectional, the DFlash drafter's block): a query row sees every key j < seq_len, not only j <= p;
+  // with a sliding window, the keys in (p - window, p + window). The default (causal) path is unchanged.
+  bool causal = true;
   const float* sinks = nullptr;  // [n_heads] logits that join the softmax denominator only (gpt-oss), or nullptr
 };
 
@@ -26,6 +29,8 @@ size_t decode_attention_workspace_bytes(const AttentionParams& params, const Pag
 
 // out[t, h] = softmax_j(scale * q[t, h] . k[j]) v[j] over the keys j that row t sees: j < seq_len,
 // j <= position(t) (causal, also inside the query block), j > position(t) - window when windowed.
+// With causal = false: j < seq_len, and position(t) - window < j < position(t) + window when windowed. A
+// windowed pass must list each sequence's rows in ascending position order (the first row bounds the keys read).
 // head_dim 64 or 128. The cache must already hold this pass's keys and values.
 void decode_attention(const AttentionParams& params, const PagedKvCache& cache, const AttentionBatch& batch,
                       void* workspace, size_t workspace_bytes, cudaStream_t stream);

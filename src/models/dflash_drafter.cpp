@@ -35,80 +35,111 @@ const TensorView& DFlashDrafter::tensor(const std::string& name, std::initialize
   return weights_.get(prefix_ + name, shape);
 }
 
-DFlashDrafter::DFlashDrafter(const Checkpoint& checkpoint, const DrafterTargetInfo& target)
-    : config_json_(merged_config(checkpoint.config)),
-      config_(config_json_, checkpoint.path + " config"),
-      weights_(checkpoint.weights),
-      target_(target) {
+DFlashDrafterConfig read_dflash_drafter_config(const Checkpoint& checkpoint, const DrafterTargetInfo& target) {
+  const nlohmann::json merged = merged_config(checkpoint.config);
+  const ConfigReader config(merged, checkpoint.path + " config");
+  DFlashDrafterConfig c;
   std::string architecture;
-  if (config_.has("architectures") && config_.raw()["architectures"].is_array() &&
-      !config_.raw()["architectures"].empty() && config_.raw()["architectures"][0].is_string())
-    architecture = config_.raw()["architectures"][0].get<std::string>();
+  if (config.has("architectures") && config.raw()["architectures"].is_array() &&
+      !config.raw()["architectures"].empty() && config.raw()["architectures"][0].is_string())
+    architecture = config.raw()["architectures"][0].get<std::string>();
   if (architecture != "DFlashDraftModel")
-    config_.fail_field("architectures", fmt::format("expected [\"DFlashDraftModel\"] (z-lab DFlash drafter), got {}",
-                                                    architecture.empty() ? "nothing" : architecture));
-  if (!target.embed_tokens || !target.lm_head) fail("{}: the target provides no embedding / lm_head", checkpoint.path);
+    config.fail_field("architectures", fmt::format("expected [\"DFlashDraftModel\"] (z-lab DFlash drafter), got {}",
+                                                   architecture.empty() ? "nothing" : architecture));
 
-  hidden_size_ = static_cast<int>(config_.get_dim("hidden_size", 1, 1 << 16));
-  if (hidden_size_ != target.hidden_size)
-    config_.fail_field("hidden_size", fmt::format("{} differs from the target's hidden size {}", hidden_size_,
-                                                  target.hidden_size));
-  num_layers_ = static_cast<int>(config_.get_dim("num_hidden_layers", 1, 256));
-  num_heads_ = static_cast<int>(config_.get_dim("num_attention_heads", 1, 4096));
-  num_kv_heads_ = static_cast<int>(config_.get_dim("num_key_value_heads", 1, 4096, num_heads_));
-  if (num_heads_ % num_kv_heads_ != 0)
-    config_.fail_field("num_key_value_heads", fmt::format("{} does not divide num_attention_heads {}", num_kv_heads_,
-                                                          num_heads_));
-  head_dim_ = static_cast<int>(config_.get_dim("head_dim", 2, 4096, hidden_size_ / num_heads_));
-  intermediate_ = static_cast<int>(config_.get_dim("intermediate_size", 1, 1 << 20));
-  rms_eps_ = static_cast<float>(config_.get_float("rms_norm_eps", 1e-6));
-  attention_scale_ = 1.0f / std::sqrt(static_cast<float>(head_dim_));
-  block_size_ = static_cast<int>(config_.get_dim("block_size", 2, 1024, 16));
-  mask_token_id_ = static_cast<int32_t>(config_.get_dim("mask_token_id", 0, target.vocab_size - 1));
-  embedding_scale_ = static_cast<float>(config_.get_float("input_embedding_scale", 1.0));
-  output_multiplier_ = static_cast<float>(config_.get_float("output_multiplier", 1.0));
-  softcap_ = static_cast<float>(config_.get_float("final_logit_softcapping", 0.0));
-  std::string act = config_.get_string("hidden_act", "silu");
-  if (act != "silu" && act != "swish") config_.fail_field("hidden_act", "activation '" + act + "' is not supported (silu is)");
-  if (config_.has("num_target_layers") && config_.get_int("num_target_layers") != target.num_layers)
-    config_.fail_field("num_target_layers",
-                       fmt::format("the drafter was made for a target of {} layers; this target has {}",
-                                   config_.get_int("num_target_layers"), target.num_layers));
+  c.hidden_size = static_cast<int>(config.get_dim("hidden_size", 1, 1 << 16));
+  if (c.hidden_size != target.hidden_size)
+    config.fail_field("hidden_size", fmt::format("{} differs from the target's hidden size {}", c.hidden_size,
+                                                 target.hidden_size));
+  c.num_layers = static_cast<int>(config.get_dim("num_hidden_layers", 1, 256));
+  c.num_heads = static_cast<int>(config.get_dim("num_attention_heads", 1, 4096));
+  c.num_kv_heads = static_cast<int>(config.get_dim("num_key_value_heads", 1, 4096, c.num_heads));
+  if (c.num_heads % c.num_kv_heads != 0)
+    config.fail_field("num_key_value_heads", fmt::format("{} does not divide num_attention_heads {}", c.num_kv_heads,
+                                                         c.num_heads));
+  c.head_dim = static_cast<int>(config.get_dim("head_dim", 2, 4096, c.hidden_size / c.num_heads));
+  c.intermediate_size = static_cast<int>(config.get_dim("intermediate_size", 1, 1 << 20));
+  c.rms_eps = static_cast<float>(config.get_float("rms_norm_eps", 1e-6));
+  c.attention_scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  c.block_size = static_cast<int>(config.get_dim("block_size", 2, 1024, 16));
+  c.mask_token_id = static_cast<int32_t>(config.get_dim("mask_token_id", 0, target.vocab_size - 1));
+  c.embedding_scale = static_cast<float>(config.get_float("input_embedding_scale", 1.0));
+  c.output_multiplier = static_cast<float>(config.get_float("output_multiplier", 1.0));
+  c.softcap = static_cast<float>(config.get_float("final_logit_softcapping", 0.0));
+  std::string act = config.get_string("hidden_act", "silu");
+  if (act != "silu" && act != "swish") config.fail_field("hidden_act", "activation '" + act + "' is not supported (silu is)");
+  if (config.has("num_target_layers") && config.get_int("num_target_layers") != target.num_layers)
+    config.fail_field("num_target_layers",
+                      fmt::format("the drafter was made for a target of {} layers; this target has {}",
+                                  config.get_int("num_target_layers"), target.num_layers));
 
-  if (config_.has("target_layer_ids")) {
-    const auto& ids = config_.raw()["target_layer_ids"];
-    if (!ids.is_array() || ids.empty()) config_.fail_field("target_layer_ids", "expected a non-empty list of layer ids");
+  if (config.has("target_layer_ids")) {
+    const auto& ids = config.raw()["target_layer_ids"];
+    if (!ids.is_array() || ids.empty()) config.fail_field("target_layer_ids", "expected a non-empty list of layer ids");
     for (const auto& id : ids) {
-      if (!id.is_number_integer()) config_.fail_field("target_layer_ids", "expected integers, got " + id.dump());
-      target_layer_ids_.push_back(id.get<int>());
+      if (!id.is_number_integer()) config.fail_field("target_layer_ids", "expected integers, got " + id.dump());
+      c.target_layer_ids.push_back(id.get<int>());
     }
   } else {
-    target_layer_ids_ = default_dflash_target_layers(target.num_layers, num_layers_);
+    c.target_layer_ids = default_dflash_target_layers(target.num_layers, c.num_layers);
   }
-  for (int id : target_layer_ids_)
+  for (int id : c.target_layer_ids)
     if (id < 0 || id >= target.num_layers)
-      config_.fail_field("target_layer_ids", fmt::format("layer {} is outside the target's layers [0, {})", id,
-                                                         target.num_layers));
+      config.fail_field("target_layer_ids", fmt::format("layer {} is outside the target's layers [0, {})", id,
+                                                        target.num_layers));
 
-  RopeConfig rope = read_rope_config(config_, head_dim_, 10000.0);
-  rope_.emplace(rope);
+  c.rope = read_rope_config(config, c.head_dim, 10000.0);
+  c.attention_bias = config.get_bool("attention_bias", false);
+  c.prefix = checkpoint.weights.has("fc.weight") || !checkpoint.weights.has("model.fc.weight") ? "" : "model.";
 
-  prefix_ = weights_.has("fc.weight") || !weights_.has("model.fc.weight") ? "" : "model.";
+  std::vector<std::string> layer_types(c.num_layers, "full_attention");
+  if (config.has("layer_types")) {
+    const auto& types = config.raw()["layer_types"];
+    if (!types.is_array() || types.size() != static_cast<size_t>(c.num_layers))
+      config.fail_field("layer_types", fmt::format("expected a list of {} layer types", c.num_layers));
+    for (int i = 0; i < c.num_layers; ++i)
+      layer_types[i] = types[i].is_string() ? types[i].get<std::string>() : types[i].dump();
+  }
+  const bool has_is_causal = config.has("is_causal");
+  for (int i = 0; i < c.num_layers; ++i) {
+    DFlashDrafterConfig::LayerAttention layer;
+    const std::string& type = layer_types[i];
+    if (type == "sliding_attention") layer.sliding_window = static_cast<int>(config.get_dim("sliding_window", 1, 1 << 30));
+    else if (type != "full_attention")
+      config.fail_field("layer_types", fmt::format("layer {} has type {} (sliding_attention and full_attention are supported)", i, type));
+    layer.causal = has_is_causal ? config.get_bool("is_causal", false) : layer.sliding_window > 0;
+    c.layers.push_back(layer);
+  }
+  return c;
+}
+
+DFlashDrafter::DFlashDrafter(const Checkpoint& checkpoint, const DrafterTargetInfo& target)
+    : config_(read_dflash_drafter_config(checkpoint, target)), weights_(checkpoint.weights), target_(target) {
+  if (!target.embed_tokens || !target.lm_head) fail("{}: the target provides no embedding / lm_head", checkpoint.path);
+  hidden_size_ = config_.hidden_size;
+  num_layers_ = config_.num_layers;
+  num_heads_ = config_.num_heads;
+  num_kv_heads_ = config_.num_kv_heads;
+  head_dim_ = config_.head_dim;
+  intermediate_ = config_.intermediate_size;
+  rms_eps_ = config_.rms_eps;
+  attention_scale_ = config_.attention_scale;
+  block_size_ = config_.block_size;
+  mask_token_id_ = config_.mask_token_id;
+  embedding_scale_ = config_.embedding_scale;
+  output_multiplier_ = config_.output_multiplier;
+  softcap_ = config_.softcap;
+  target_layer_ids_ = config_.target_layer_ids;
+  rope_.emplace(config_.rope);
+  prefix_ = config_.prefix;
+
   const int64_t d = hidden_size_, k_features = static_cast<int64_t>(target_layer_ids_.size());
   fc_ = &tensor("fc.weight", {d, k_features * d});
   hidden_norm_ = to_float_vector(tensor("hidden_norm.weight", {d}));
   final_norm_ = to_float_vector(tensor("norm.weight", {d}));
 
   const int64_t q_width = int64_t{num_heads_} * head_dim_, kv_width = int64_t{num_kv_heads_} * head_dim_;
-  const bool bias = config_.get_bool("attention_bias", false);
-  std::vector<std::string> layer_types(num_layers_, "full_attention");
-  if (config_.has("layer_types")) {
-    const auto& types = config_.raw()["layer_types"];
-    if (!types.is_array() || types.size() != static_cast<size_t>(num_layers_))
-      config_.fail_field("layer_types", fmt::format("expected a list of {} layer types", num_layers_));
-    for (int i = 0; i < num_layers_; ++i) layer_types[i] = types[i].is_string() ? types[i].get<std::string>() : types[i].dump();
-  }
-  const bool has_is_causal = config_.has("is_causal");
+  const bool bias = config_.attention_bias;
   for (int i = 0; i < num_layers_; ++i) {
     Layer layer;
     auto name = [&](const std::string& suffix) { return fmt::format("layers.{}.{}", i, suffix); };
@@ -129,11 +160,8 @@ DFlashDrafter::DFlashDrafter(const Checkpoint& checkpoint, const DrafterTargetIn
     layer.gate = &tensor(name("mlp.gate_proj.weight"), {intermediate_, d});
     layer.up = &tensor(name("mlp.up_proj.weight"), {intermediate_, d});
     layer.down = &tensor(name("mlp.down_proj.weight"), {d, intermediate_});
-    const std::string& type = layer_types[i];
-    if (type == "sliding_attention") layer.sliding_window = static_cast<int>(config_.get_dim("sliding_window", 1, 1 << 30));
-    else if (type != "full_attention")
-      config_.fail_field("layer_types", fmt::format("layer {} has type {} (sliding_attention and full_attention are supported)", i, type));
-    layer.causal = has_is_causal ? config_.get_bool("is_causal", false) : layer.sliding_window > 0;
+    layer.causal = config_.layers[i].causal;
+    layer.sliding_window = config_.layers[i].sliding_window;
     layers_.push_back(std::move(layer));
   }
 }

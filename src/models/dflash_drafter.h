@@ -17,6 +17,7 @@
 #pragma once
 #include <optional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "loader/checkpoint.h"
@@ -33,6 +34,31 @@ struct DrafterTargetInfo {
   const TensorView* lm_head = nullptr;       // [vocab, hidden]
 };
 
+// The drafter's configuration: config.json with dflash_config laid over it, checked against the target's sizes.
+// Shared by the CPU DFlashDrafter and the GPU one (src/gpu/gpu_drafter), so both accept and refuse the same
+// checkpoints with the same messages.
+struct DFlashDrafterConfig {
+  int hidden_size = 0, num_layers = 0, num_heads = 0, num_kv_heads = 0, head_dim = 0, intermediate_size = 0;
+  int block_size = 16;
+  int32_t mask_token_id = 0;
+  float rms_eps = 1e-6f, attention_scale = 0, embedding_scale = 1, output_multiplier = 1, softcap = 0;
+  bool attention_bias = false;  // q/k/v/o biases present
+  std::vector<int> target_layer_ids;
+  RopeConfig rope;
+  std::string prefix;  // tensor-name prefix: "" (z-lab) or "model."
+  // Per layer. z-lab: sliding_attention layers are causal (a config-wide is_causal overrides); a windowed query at
+  // p sees keys j with p - j < window, and also j - p < window when not causal.
+  struct LayerAttention {
+    bool causal = false;
+    int sliding_window = 0;  // 0 = full
+  };
+  std::vector<LayerAttention> layers;
+};
+
+// Reads and checks the checkpoint's config (only target.num_layers / hidden_size / vocab_size are used; the
+// tensor pointers may be null). Throws Error naming the file and field at fault.
+DFlashDrafterConfig read_dflash_drafter_config(const Checkpoint& checkpoint, const DrafterTargetInfo& target);
+
 // z-lab's default feature layers: K layers spread from 1 to n-3 with Python's round (half to even);
 // n // 2 when K == 1.
 std::vector<int> default_dflash_target_layers(int num_target_layers, int num_features);
@@ -42,12 +68,13 @@ class DFlashDrafter {
   // Throws Error naming the file and field at fault (wrong architecture, sizes that do not fit the target,
   // feature layers outside the target, missing tensors).
   DFlashDrafter(const Checkpoint& checkpoint, const DrafterTargetInfo& target);
-  DFlashDrafter(const DFlashDrafter&) = delete;  // config_ refers into config_json_
+  DFlashDrafter(const DFlashDrafter&) = delete;  // layers_ point into the checkpoint's tensors
   DFlashDrafter& operator=(const DFlashDrafter&) = delete;
 
   int block_size() const { return block_size_; }  // from the checkpoint
   int32_t mask_token_id() const { return mask_token_id_; }
   const std::vector<int>& target_layer_ids() const { return target_layer_ids_; }
+  const DFlashDrafterConfig& config() const { return config_; }
   int feature_width() const { return static_cast<int>(target_layer_ids_.size()) * hidden_size_; }
   int num_layers() const { return num_layers_; }
   int vocab_size() const { return target_.vocab_size; }
@@ -74,8 +101,7 @@ class DFlashDrafter {
   void store_keys_values(const Layer& layer, const float* input, int64_t n, int64_t start, KvLayer& kv) const;
   const TensorView& tensor(const std::string& name, std::initializer_list<int64_t> shape) const;
 
-  nlohmann::json config_json_;  // config.json with dflash_config's fields laid over it
-  ConfigReader config_;
+  DFlashDrafterConfig config_;
   const WeightStore& weights_;
   std::string prefix_;  // "" (z-lab) or "model."
   DrafterTargetInfo target_;

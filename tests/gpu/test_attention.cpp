@@ -1,6 +1,7 @@
 // qk_norm_rope_kv_append + decode_attention against the CPU (rms_norm, Rope::apply, cached_attention) on a
 // batch of sequences of different lengths in shuffled pages: GQA, causal inside the query block, sliding
-// window, sinks, long contexts (split-KV), and an O(1) rollback followed by a replay.
+// window, sinks, long contexts (split-KV), and an O(1) rollback followed by a replay; bidirectional passes (the
+// DFlash drafter's block: causal = false), with and without a window.
 // Bound: |out - ref| <= 4e-3 * max|v| + 1e-4 (P rounded to bf16: 2^-9 relative per weight).
 #include <algorithm>
 #include <cmath>
@@ -24,7 +25,40 @@ struct AttentionCase {
   bool sinks;
   int page_size;
   std::vector<std::pair<int, int>> sequences;  // (positions already cached, new tokens)
+  bool causal = true;
 };
+
+// The CPU reference of a bidirectional pass (cached_attention is causal): row t at position start + t sees every
+// key j < start + n, within (p - window, p + window) when windowed. Double accumulation.
+void bidirectional_attention(const float* q, int64_t n, int64_t start, const KvLayer& kv, const AttentionShape& shape,
+                             const float* sinks, float* out) {
+  const int keys = static_cast<int>(start + n), group = shape.n_heads / shape.n_kv_heads, d = shape.head_dim;
+  for (int t = 0; t < n; ++t) {
+    const int p = static_cast<int>(start) + t;
+    for (int h = 0; h < shape.n_heads; ++h) {
+      const float* qh = q + (static_cast<size_t>(t) * shape.n_heads + h) * d;
+      std::vector<double> scores(keys, -INFINITY);
+      double max = sinks ? sinks[h] : -INFINITY;
+      for (int j = 0; j < keys; ++j) {
+        if (shape.sliding_window > 0 && (p - j >= shape.sliding_window || j - p >= shape.sliding_window)) continue;
+        double dot = 0;
+        for (int i = 0; i < d; ++i) dot += static_cast<double>(qh[i]) * kv.k_row(j)[(h / group) * d + i];
+        scores[j] = dot * shape.scale;
+        max = std::max(max, scores[j]);
+      }
+      double sum = sinks ? std::exp(sinks[h] - max) : 0.0;
+      std::vector<double> acc(d, 0.0);
+      for (int j = 0; j < keys; ++j) {
+        if (scores[j] == -INFINITY) continue;
+        const double w = std::exp(scores[j] - max);
+        sum += w;
+        for (int i = 0; i < d; ++i) acc[i] += w * kv.v_row(j)[(h / group) * d + i];
+      }
+      float* o = out + (static_cast<size_t>(t) * shape.n_heads + h) * d;
+      for (int i = 0; i < d; ++i) o[i] = static_cast<float>(acc[i] / sum);
+    }
+  }
+}
 
 // Host mirror of the paged cache plus one CPU KvLayer per sequence holding the same bf16-rounded values.
 struct Scenario {
@@ -137,8 +171,9 @@ void run_pass(Scenario& sc, const std::vector<int>& start, const std::vector<int
   AttentionShape shape{c.n_heads, c.n_kv_heads, c.head_dim, c.head_dim, 1.0f / std::sqrt(static_cast<float>(c.head_dim)),
                        c.window};
   for (int s = 0; s < n_seq; ++s) {
-    cached_attention(q_want.data() + static_cast<size_t>(query_start[s]) * q_width, fresh[s], start[s], sc.cpu[s], shape,
-                     c.sinks ? sc.sinks.data() : nullptr, out_want.data() + static_cast<size_t>(query_start[s]) * q_width);
+    (c.causal ? cached_attention : bidirectional_attention)(
+        q_want.data() + static_cast<size_t>(query_start[s]) * q_width, fresh[s], start[s], sc.cpu[s], shape,
+        c.sinks ? sc.sinks.data() : nullptr, out_want.data() + static_cast<size_t>(query_start[s]) * q_width);
     for (int p = 0; p < seq_lens[s]; ++p)
       for (int i = 0; i < sc.kv_width; ++i) v_max = std::max(v_max, std::fabs(sc.cpu[s].v_row(p)[i]));
   }
@@ -174,6 +209,7 @@ void run_pass(Scenario& sc, const std::vector<int>& start, const std::vector<int
   params.n_heads = c.n_heads;
   params.scale = shape.scale;
   params.sliding_window = c.window;
+  params.causal = c.causal;
   params.sinks = c.sinks ? sinks_dev.data() : nullptr;
   const size_t workspace_bytes = kernels::decode_attention_workspace_bytes(params, cache, batch);
   cuda::DeviceBuffer<uint8_t> workspace(std::max<size_t>(workspace_bytes, 16));
@@ -244,6 +280,17 @@ TEST(GpuAttention, LongContextsSplitAcrossBlocks) {
   reseed_for_current_test();
   run_case({"long 8/1x128", 8, 1, 128, false, 0, false, 64, {{8191, 1}, {6000, 16}}});
   run_case({"long 32/4x128 one sequence", 32, 4, 128, true, 0, false, 128, {{16000, 16}}});
+}
+
+TEST(GpuAttention, BidirectionalBlocks) {
+  SKIP_WITHOUT_GPU();
+  reseed_for_current_test();
+  // Every row sees the whole block, later rows included (and, after the rollback, rows cached past it that the
+  // replay overwrites). Windows of 5 and 100 cut keys on both sides of a row; the window's far side inside the
+  // block matters for the small one.
+  run_case({"bidirectional 8/2x64", 8, 2, 64, true, 0, false, 16, {{37, 16}, {0, 2}, {200, 8}}, false});
+  run_case({"bidirectional window 5 4/1x64", 4, 1, 64, true, 5, false, 16, {{37, 16}, {3, 6}}, false});
+  run_case({"bidirectional window 100 32/4x128 long", 32, 4, 128, false, 100, false, 64, {{3000, 16}, {90, 12}}, false});
 }
 
 }  // namespace

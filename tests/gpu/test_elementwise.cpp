@@ -110,6 +110,19 @@ TEST(GpuActivation, SwigluWithStridesAndBf16Conversion) {
   for (size_t i = 0; i < fused.size(); ++i) ASSERT_EQ(bits[i], float_to_bf16(fused[i])) << "element " << i;
 }
 
+TEST(GpuActivation, LogitSoftcap) {
+  SKIP_WITHOUT_GPU();
+  reseed_for_current_test();
+  const float cap = 30.0f;
+  const std::vector<float> logits = random_floats(3 * 50257, -200, 200);  // well past the cap both ways
+  std::vector<float> want(logits.size());
+  for (size_t i = 0; i < logits.size(); ++i) want[i] = std::tanh(logits[i] / cap) * cap;
+  cuda::DeviceBuffer<float> x_dev(logits);
+  kernels::logit_softcap(x_dev.data(), static_cast<int64_t>(logits.size()), cap, nullptr);
+  TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
+  expect_within(x_dev.to_host(), want, 2e-6f, 2e-6f * cap, "logit_softcap");
+}
+
 RopeConfig rope_config(RopeType type, int rotary_dim, bool interleaved) {
   RopeConfig c;
   c.type = type;
