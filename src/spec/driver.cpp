@@ -148,7 +148,30 @@ SpecDecodeResult speculative_decode(SpecTarget& target, DraftProposer& proposer,
   return result;
 }
 
+SpecDecodeFn cpu_spec_decoder(DecoderModel& model, const DFlashDrafter& drafter, int64_t max_positions) {
+  return [&model, &drafter, max_positions](std::span<const int32_t> prompt, const SpecDecodeParams& params,
+                                           const TokenCallback& on_token) {
+    const int64_t positions =
+        max_positions > 0 ? max_positions
+                          : std::min<int64_t>(model.max_context(),
+                                              static_cast<int64_t>(prompt.size()) + std::max(params.max_tokens, 1));
+    CpuSpecTarget target(model, drafter.target_layer_ids(), positions);
+    DFlashProposer proposer(drafter, positions);
+    return speculative_decode(target, proposer, prompt, params, on_token);
+  };
+}
+
 GenerationResult generate_speculative(SpecTarget& target, DraftProposer& proposer, const Tokenizer& tokenizer,
+                                      std::span<const int32_t> prompt, const GenerationParams& params,
+                                      const SpecOptions& options, SpecStats* stats, const TextCallback& on_text) {
+  const SpecDecodeFn decode = [&](std::span<const int32_t> p, const SpecDecodeParams& decode_params,
+                                  const TokenCallback& on_token) {
+    return speculative_decode(target, proposer, p, decode_params, on_token);
+  };
+  return generate_speculative(decode, tokenizer, prompt, params, options, stats, on_text);
+}
+
+GenerationResult generate_speculative(const SpecDecodeFn& decode_fn, const Tokenizer& tokenizer,
                                       std::span<const int32_t> prompt, const GenerationParams& params,
                                       const SpecOptions& options, SpecStats* stats, const TextCallback& on_text) {
   GenerationResult result;
@@ -166,7 +189,7 @@ GenerationResult generate_speculative(SpecTarget& target, DraftProposer& propose
     result.text += piece;
     if (on_text) on_text(piece);
   };
-  SpecDecodeResult decoded = speculative_decode(target, proposer, prompt, decode, [&](int32_t token) {
+  SpecDecodeResult decoded = decode_fn(prompt, decode, [&](int32_t token) {
     emit(stop_filter.push(decoder.push(token)));
     return !stop_filter.stopped();
   });

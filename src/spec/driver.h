@@ -65,8 +65,24 @@ using TokenCallback = std::function<bool(int32_t token)>;
 SpecDecodeResult speculative_decode(SpecTarget& target, DraftProposer& proposer, std::span<const int32_t> prompt,
                                     const SpecDecodeParams& params, const TokenCallback& on_token = {});
 
+// One whole speculative generation with speculative_decode's contract (fresh state per call: prefill, rounds, stop
+// rules, SpecStats). The CPU path (cpu_spec_decoder) and the GPU one (gpu::gpu_speculative_decode over a GpuModel
+// and GpuDrafter) both come as this type, so generate_speculative and SpeculativeEngine serve either.
+using SpecDecodeFn = std::function<SpecDecodeResult(std::span<const int32_t> prompt, const SpecDecodeParams& params,
+                                                    const TokenCallback& on_token)>;
+
+// The CPU path: each call makes a fresh CpuSpecTarget (recording the drafter's feature layers) and DFlashProposer
+// with KV for max_positions (0 = the prompt and every token that may follow, max(max_tokens, 1), within the
+// model's context length) and runs speculative_decode. model and drafter must outlive the function.
+SpecDecodeFn cpu_spec_decoder(DecoderModel& model, const DFlashDrafter& drafter, int64_t max_positions = 0);
+
 // generate() of runtime/generate.h with a drafter: same parameters, same result and streaming; the round
-// statistics go to *stats when given.
+// statistics go to *stats when given. `options` goes to the decode function as SpecDecodeParams::spec.
+GenerationResult generate_speculative(const SpecDecodeFn& decode, const Tokenizer& tokenizer,
+                                      std::span<const int32_t> prompt, const GenerationParams& params,
+                                      const SpecOptions& options, SpecStats* stats = nullptr,
+                                      const TextCallback& on_text = {});
+// The same on a given (fresh) target and proposer.
 GenerationResult generate_speculative(SpecTarget& target, DraftProposer& proposer, const Tokenizer& tokenizer,
                                       std::span<const int32_t> prompt, const GenerationParams& params,
                                       const SpecOptions& options, SpecStats* stats = nullptr,

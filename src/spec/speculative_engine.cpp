@@ -5,17 +5,28 @@
 
 #include "core/error.h"
 #include "runtime/generate.h"
-#include "spec/proposer.h"
-#include "spec/target.h"
 
 namespace tachyon {
 
-SpeculativeEngine::SpeculativeEngine(DecoderModel& model, const DFlashDrafter& drafter, const Tokenizer& tokenizer,
+SpeculativeEngine::SpeculativeEngine(SpecDecodeFn decode, ModelInfo model, const Tokenizer& tokenizer,
                                      size_t max_waiting, SpecOptions options)
-    : model_(model), drafter_(drafter), tokenizer_(tokenizer), max_waiting_(max_waiting), options_(options) {
+    : decode_(std::move(decode)),
+      model_(std::move(model)),
+      tokenizer_(tokenizer),
+      max_waiting_(max_waiting),
+      options_(options) {
+  if (!decode_) fail("SpeculativeEngine: no decode function");
   stats_.speculative = true;
   thread_ = std::thread([this] { loop(); });
 }
+
+SpeculativeEngine::SpeculativeEngine(DecoderModel& model, const DFlashDrafter& drafter, const Tokenizer& tokenizer,
+                                     size_t max_waiting, SpecOptions options)
+    : SpeculativeEngine(cpu_spec_decoder(model, drafter),
+                        {model.vocab_size(), model.max_context(),
+                         "CPU, speculative decoding with a DFlash drafter (block " +
+                             std::to_string(drafter.block_size()) + "), one request at a time"},
+                        tokenizer, max_waiting, options) {}
 
 SpeculativeEngine::~SpeculativeEngine() {
   {
@@ -31,8 +42,8 @@ std::shared_ptr<RequestStream> SpeculativeEngine::submit(EngineRequest request) 
   if (request.prompt.empty()) fail("the prompt is empty (no tokens)");
   if (request.params.max_tokens < 0) fail("max_tokens must be >= 0, got {}", request.params.max_tokens);
   for (int32_t id : request.prompt)
-    if (id < 0 || id >= model_.vocab_size())
-      fail("prompt token id {} is outside the vocabulary [0, {})", id, model_.vocab_size());
+    if (id < 0 || id >= model_.vocab_size)
+      fail("prompt token id {} is outside the vocabulary [0, {})", id, model_.vocab_size);
   // The driver implements every SamplingParams field (greedy; temperature, top_k, top_p, min_p through the
   // speculative min(1, p/q) rule), so no sampling parameter is refused here.
   validate(request.params.sampling);
@@ -42,9 +53,9 @@ std::shared_ptr<RequestStream> SpeculativeEngine::submit(EngineRequest request) 
   sequence->params = std::move(request.params);
   sequence->arrival = request.arrival;
   sequence->deadline = request.deadline;
-  if (sequence->max_positions() > model_.max_context())
+  if (sequence->max_positions() > model_.max_context)
     fail("{} prompt tokens + {} max_tokens exceed the context length of {}", sequence->prompt_length(),
-         sequence->params.max_tokens, model_.max_context());
+         sequence->params.max_tokens, model_.max_context);
 
   std::shared_ptr<RequestStream> stream;
   {
@@ -66,11 +77,7 @@ EngineStats SpeculativeEngine::stats() const {
   return s;
 }
 
-ModelInfo SpeculativeEngine::model_info() const {
-  return {model_.vocab_size(), model_.max_context(),
-          "CPU, speculative decoding with a DFlash drafter (block " + std::to_string(drafter_.block_size()) +
-              "), one request at a time"};
-}
+ModelInfo SpeculativeEngine::model_info() const { return model_; }
 
 void SpeculativeEngine::loop() {
   for (;;) {
@@ -152,17 +159,12 @@ void SpeculativeEngine::run(Queued& request) {
   bool ran = false;  // the driver returned (its prefill pass and rounds are in decoded.stats)
   std::string error;
   if (reason == FinishReason::none) {
-    // KV for the prompt and every token that may follow (as `generate --draft`), within the context length.
-    const int64_t positions =
-        std::min<int64_t>(model_.max_context(), sequence.prompt_length() + std::max(params.max_tokens, 1));
     SpecDecodeParams decode;
     decode.max_tokens = params.max_tokens;
     decode.sampling = params.sampling;
     decode.spec = options_;
     try {
-      CpuSpecTarget target(model_, drafter_.target_layer_ids(), positions);
-      DFlashProposer proposer(drafter_, positions);
-      decoded = speculative_decode(target, proposer, sequence.prompt, decode, on_token);
+      decoded = decode_(sequence.prompt, decode, on_token);
       ran = true;
     } catch (const std::exception& e) {
       reason = FinishReason::error;

@@ -1,10 +1,11 @@
-// The server's engine with a DFlash drafter on the CPU (tachyon serve --draft): requests run one at a time
-// through the speculative driver (spec/driver.h), one fresh CpuSpecTarget and DFlashProposer each; the others
-// wait in a bounded queue. Text reaches the handler through the same RequestStream as BatchingEngine's, with
-// the same post-processing (stop ids counted as generated, IncrementalDecoder, StopStringFilter, max_tokens), so
-// a greedy completion is the same text with or without the drafter. Cancellation and the deadline are checked
-// as each committed token comes out of a round (and in the queue), so a request ends within one round of either.
-// Batch 1 is the honest first version: the driver's round is single-sequence (docs/server.md).
+// The server's engine with a DFlash drafter (tachyon serve --draft): requests run one at a time through a
+// speculative decode function (spec/driver.h's SpecDecodeFn: the CPU driver over a fresh CpuSpecTarget and
+// DFlashProposer per request, or the GPU round over a GpuModel and GpuDrafter); the others wait in a bounded queue.
+// Text reaches the handler through the same RequestStream as BatchingEngine's, with the same post-processing (stop
+// ids counted as generated, IncrementalDecoder, StopStringFilter, max_tokens), so a greedy completion is the same
+// text with or without the drafter. Cancellation and the deadline are checked as each committed token comes out of
+// a round (and in the queue), so a request ends within one round of either (on the GPU, within one read of its
+// token ring). Batch 1 is the honest first version: the round is single-sequence (docs/server.md).
 #pragma once
 #include <condition_variable>
 #include <deque>
@@ -21,7 +22,12 @@ namespace tachyon {
 
 class SpeculativeEngine final : public InferenceEngine {
  public:
-  // model, drafter and tokenizer must outlive the engine; the engine is their only user while it runs.
+  // `decode` runs one request (it gets no stop ids: the engine applies them); `model` is what requests are checked
+  // against (vocabulary, context length) and what /v1/models describes. Whatever decode uses and the tokenizer must
+  // outlive the engine; the engine is their only user while it runs.
+  SpeculativeEngine(SpecDecodeFn decode, ModelInfo model, const Tokenizer& tokenizer, size_t max_waiting,
+                    SpecOptions options = {});
+  // The CPU path: cpu_spec_decoder(model, drafter).
   SpeculativeEngine(DecoderModel& model, const DFlashDrafter& drafter, const Tokenizer& tokenizer, size_t max_waiting,
                     SpecOptions options = {});
   ~SpeculativeEngine() override;  // stops the loop; unfinished requests finish with an error
@@ -40,8 +46,8 @@ class SpeculativeEngine final : public InferenceEngine {
   void loop();
   void run(Queued& request);  // the whole request, on the engine thread
 
-  DecoderModel& model_;
-  const DFlashDrafter& drafter_;
+  const SpecDecodeFn decode_;
+  const ModelInfo model_;
   const Tokenizer& tokenizer_;
   const size_t max_waiting_;
   const SpecOptions options_;
