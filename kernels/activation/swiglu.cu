@@ -4,6 +4,7 @@
 #include "activation/swiglu.h"
 
 #include "common/device_helpers.cuh"
+#include "common/launch.cuh"
 #include "cuda/cuda_check.h"
 
 namespace tachyon::kernels {
@@ -28,6 +29,7 @@ __global__ void convert_f32_to_bf16_kernel(const float* x, __nv_bfloat16* y, int
 }
 
 __global__ void logit_softcap_kernel(float* x, int64_t count, float cap) {
+  wait_for_previous_kernel();  // launched programmatically: x comes from the previous kernel (the lm_head gemv)
   allow_next_kernel_to_start();
   const float inv_cap = 1.0f / cap;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
@@ -59,8 +61,8 @@ void convert_f32_to_bf16(const float* x, __nv_bfloat16* y, int64_t count, cudaSt
 void logit_softcap(float* x, int64_t count, float cap, cudaStream_t stream) {
   TACHYON_REQUIRE(cap > 0.0f, "logit_softcap", "cap must be positive");
   if (count <= 0) return;
-  logit_softcap_kernel<<<grid_for(count, 256), 256, 0, stream>>>(x, count, cap);
-  TACHYON_CUDA_CHECK_LAUNCH("logit_softcap_kernel");
+  launch_programmatic("logit_softcap_kernel", logit_softcap_kernel, dim3(grid_for(count, 256)), dim3(256), 0, stream, x,
+                      count, cap);
 }
 
 }  // namespace tachyon::kernels

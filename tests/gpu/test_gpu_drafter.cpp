@@ -132,6 +132,15 @@ struct DeviceRows {
   }
 };
 
+// A device copy made on `stream` (the tests' streams are non-blocking: a copy on the legacy stream would not be
+// ordered before their kernels).
+cuda::DeviceBuffer<float> upload(const std::vector<float>& host, cudaStream_t stream) {
+  cuda::DeviceBuffer<float> buffer(host.size());
+  TACHYON_CUDA_CHECK(
+      cudaMemcpyAsync(buffer.data(), host.data(), host.size() * sizeof(float), cudaMemcpyHostToDevice, stream));
+  return buffer;
+}
+
 std::vector<int32_t> make_block(const DrafterFixture& f, int b) {
   std::vector<int32_t> block(b, f.cpu_drafter->mask_token_id());
   block[0] = static_cast<int32_t>(std::uniform_int_distribution<int>(0, f.vocab - 1)(gpu_test::rng()));
@@ -184,7 +193,7 @@ TEST_P(GpuDrafterTest, ContextRoundsAndBlocksMatchCpu) {
   const int prompt = 37;
   const std::vector<float> prompt_features = random_normal(static_cast<size_t>(prompt) * cpu_width);
   cpu.add_context(prompt_features.data(), prompt, cache);
-  cuda::DeviceBuffer<float> prompt_dev(pad_features(f, prompt_features, prompt));
+  cuda::DeviceBuffer<float> prompt_dev = upload(pad_features(f, prompt_features, prompt), stream);
   g.add_context(prompt_dev.data(), prompt, 0, stream);
 
   struct Round {
@@ -204,7 +213,8 @@ TEST_P(GpuDrafterTest, ContextRoundsAndBlocksMatchCpu) {
     const std::vector<float> want = cpu.draft(block, cache);
 
     rows.set(block, L, b, stream);
-    auto logits = gpu_test::poisoned(static_cast<size_t>(b - 1) * vocab);
+    cuda::DeviceBuffer<float> logits(static_cast<size_t>(b - 1) * vocab);
+    logits.fill_bytes(0xff, stream);  // NaN, on the pass's stream
     // An exact bound on odd rounds, the capacity (as a captured graph would use) on even ones.
     const int max_seq_len = r % 2 ? L + b : static_cast<int>(g.capacity());
     g.enqueue_draft(rows.inputs(), b, max_seq_len, logits.data(), stream);
@@ -243,7 +253,7 @@ TEST_P(GpuDrafterTest, GraphReplayAtTwoPositionsMatchesCpu) {
   const int prefix = 58;
   const std::vector<float> prefix_features = random_normal(static_cast<size_t>(prefix) * cpu_width);
   cpu.add_context(prefix_features.data(), prefix, cache);
-  cuda::DeviceBuffer<float> prefix_dev(pad_features(f, prefix_features, prefix));
+  cuda::DeviceBuffer<float> prefix_dev = upload(pad_features(f, prefix_features, prefix), stream);
   g.add_context(prefix_dev.data(), prefix, 0, stream);
 
   DeviceRows context_rows, block_rows;
