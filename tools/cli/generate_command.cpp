@@ -16,6 +16,7 @@
 #include "tokenizer/tokenizer.h"
 #ifdef TACHYON_HAS_CUDA
 #include "gpu/gpu_generate.h"
+#include "gpu/gpu_spec_decoder.h"
 #endif
 
 namespace tachyon::cli {
@@ -103,8 +104,6 @@ int run_generate(const GenerateOptions& o) {
 #endif
   if (o.prompt.empty() && o.prompt_ids.empty()) fail("give a prompt with -p TEXT or --prompt-ids 1,2,3");
   if (o.threads > 0) set_cpu_thread_count(o.threads);
-  if (!o.draft_path.empty() && o.device != "cpu")
-    fail("--draft: speculative decoding runs on the CPU path for now (the GPU round is not written yet)");
   Checkpoint checkpoint = open_checkpoint(o.model_path);
   Tokenizer tokenizer = Tokenizer::from_checkpoint(checkpoint);
   std::vector<int32_t> prompt = build_prompt(o, tokenizer);
@@ -121,13 +120,34 @@ int run_generate(const GenerateOptions& o) {
   };
   GenerationResult result;
   SpecStats spec_stats;
+  // With --draft: the same text-level loop over the CPU driver or the GPU round (a SpecDecodeFn each).
+  auto run_speculative = [&](const SpecDecodeFn& decode, int drafter_block_size) {
+    SpecOptions spec;
+    spec.block_size = o.block_size;
+    const int max_block = o.block_size > 0 ? o.block_size : drafter_block_size;
+    CostAwareBlockSize adaptive(max_block, {}, /*min_block=*/1);  // 1 = plain decoding when drafts do not pay
+    if (o.adaptive_block_size) spec.policy = &adaptive;
+    result = generate_speculative(decode, tokenizer, prompt, params, spec, &spec_stats, print_piece);
+    if (o.stats)
+      std::fprintf(stderr, "[dflash%s %s%d: %s]\n", o.device == "cuda" ? " (GPU)" : "",
+                   o.adaptive_block_size ? "adaptive b<=" : "b=", max_block, format_spec_stats(spec_stats).c_str());
+  };
   if (o.device == "cuda") {
 #ifdef TACHYON_HAS_CUDA
     // The KV cache holds the prompt and every token that may follow, within the model's context length.
     gpu::GpuModelOptions gpu_options;
     gpu_options.kv_positions = static_cast<int64_t>(prompt.size()) + o.max_tokens + 1;
-    std::unique_ptr<gpu::GpuModel> model = gpu::GpuModel::load(checkpoint, gpu_options);
-    result = gpu::generate_on_gpu(*model, tokenizer, prompt, params, print_piece);
+    if (!o.draft_path.empty()) {
+      // Room for the rounds the GPU runs ahead of the host's stop checks (their rows are dropped), so the last
+      // rounds before max_tokens need not shrink their blocks to fit.
+      gpu_options.kv_positions += 128;
+      const Checkpoint draft_checkpoint = open_checkpoint(o.draft_path);
+      gpu::GpuSpecDecoder gpu = gpu::load_gpu_spec_decoder(checkpoint, draft_checkpoint, gpu_options);
+      run_speculative(gpu.decode_fn(), gpu.drafter->block_size());
+    } else {
+      std::unique_ptr<gpu::GpuModel> model = gpu::GpuModel::load(checkpoint, gpu_options);
+      result = gpu::generate_on_gpu(*model, tokenizer, prompt, params, print_piece);
+    }
 #endif
   } else if (!o.draft_path.empty()) {
     std::unique_ptr<Model> model = create_model(checkpoint);
@@ -135,20 +155,8 @@ int run_generate(const GenerateOptions& o) {
     if (!decoder) fail("--draft: {} is not a decoder model the drafter can read features from", o.model_path);
     Checkpoint draft_checkpoint = open_checkpoint(o.draft_path);
     DFlashDrafter drafter(draft_checkpoint, drafter_target_info(*decoder));
-    // Like generate(): KV for the prompt and every token that may follow, within the context length.
-    const int64_t positions = std::min<int64_t>(model->max_context(),
-                                                static_cast<int64_t>(prompt.size()) + std::max(o.max_tokens, 1));
-    CpuSpecTarget target(*decoder, drafter.target_layer_ids(), positions);
-    DFlashProposer proposer(drafter, positions);
-    SpecOptions spec;
-    spec.block_size = o.block_size;
-    const int max_block = o.block_size > 0 ? o.block_size : drafter.block_size();
-    CostAwareBlockSize adaptive(max_block, {}, /*min_block=*/1);  // 1 = plain decoding when drafts do not pay
-    if (o.adaptive_block_size) spec.policy = &adaptive;
-    result = generate_speculative(target, proposer, tokenizer, prompt, params, spec, &spec_stats, print_piece);
-    if (o.stats)
-      std::fprintf(stderr, "[dflash %s%d: %s]\n", o.adaptive_block_size ? "adaptive b<=" : "b=", max_block,
-                   format_spec_stats(spec_stats).c_str());
+    // Like generate(): KV for the prompt and every token that may follow, within the context length (per call).
+    run_speculative(cpu_spec_decoder(*decoder, drafter), drafter.block_size());
   } else {
     std::unique_ptr<Model> model = create_model(checkpoint);
     result = generate(*model, tokenizer, prompt, params, print_piece);
@@ -193,7 +201,8 @@ Runner add_generate_command(CLI::App& app) {
   cmd->add_option("--device", options->device, "cpu or cuda")->capture_default_str();
   cmd->add_option("-t,--threads", options->threads, "CPU threads (default: all cores)");
   cmd->add_option("--draft", options->draft_path,
-                  "DFlash drafter directory (z-lab layout): speculative decoding, same output distribution (CPU)");
+                  "DFlash drafter directory (z-lab layout): speculative decoding, same output distribution (CPU or "
+                  "--device cuda; on the GPU blocks of at most 16 and no --min-p)");
   cmd->add_option("--block-size", options->block_size, "Drafted block size with --draft (0 = the drafter's)")
       ->check(CLI::Range(0, 64));
   cmd->add_flag("--adaptive-block-size", options->adaptive_block_size,

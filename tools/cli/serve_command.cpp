@@ -22,6 +22,7 @@
 #ifdef TACHYON_HAS_CUDA
 #include "gpu/gpu_config.h"
 #include "gpu/gpu_model.h"
+#include "gpu/gpu_spec_decoder.h"
 #include "runtime/gpu_model_runner.h"
 #endif
 
@@ -72,9 +73,8 @@ std::unique_ptr<ModelRunner> make_gpu_runner(const ServeOptions& o, const Checkp
 
 int run_serve(ServeOptions& o) {
   if (o.device != "cpu" && o.device != "cuda") fail("--device {}: cpu or cuda", o.device);
-  if (!o.draft_path.empty() && o.device != "cpu")
-    fail("--draft with --device {}: speculative decoding runs on the CPU only for now (the GPU round is not written "
-         "yet); serve with --device cpu, or on the GPU without --draft", o.device);
+  if (!o.draft_path.empty() && !o.random_weights.empty())
+    fail("--draft with --random-weights: a drafter needs the target it was trained on (give -m a real model)");
 #ifndef TACHYON_HAS_CUDA
   if (o.device == "cuda") fail("--device cuda: this tachyon was built without CUDA (configure with -DTACHYON_CUDA=ON)");
 #endif
@@ -109,24 +109,40 @@ int run_serve(ServeOptions& o) {
     checkpoint = open_checkpoint(o.model_path);
     tokenizer = Tokenizer::from_checkpoint(checkpoint);
   }
-  // --draft: one request at a time through the speculative driver (spec/speculative_engine.h).
+  // --draft: one request at a time through the speculative driver (CPU) or round (GPU), spec/speculative_engine.h.
   // Declared in this order so that the engine (its thread) goes first, then what it reads.
   Checkpoint draft_checkpoint;
   std::unique_ptr<Model> target_model;
   std::unique_ptr<DFlashDrafter> drafter;
+#ifdef TACHYON_HAS_CUDA
+  gpu::GpuSpecDecoder gpu_spec;
+#endif
   std::unique_ptr<InferenceEngine> engine;
   if (!o.draft_path.empty()) {
-    target_model = create_model(checkpoint);
-    auto* decoder = dynamic_cast<DecoderModel*>(target_model.get());
-    if (!decoder) fail("--draft: {} is not a decoder model the drafter can read features from", o.model_path);
     draft_checkpoint = open_checkpoint(o.draft_path);
-    drafter = std::make_unique<DFlashDrafter>(draft_checkpoint, drafter_target_info(*decoder));
     if (o.scheduler.max_running != SchedulerConfig{}.max_running && o.scheduler.max_running != 1)
       std::fprintf(stderr, "tachyon serve: --draft runs one request at a time; --max-batch %d is ignored\n",
                    o.scheduler.max_running);
     o.scheduler.max_running = 1;
-    engine = std::make_unique<SpeculativeEngine>(*decoder, *drafter, tokenizer,
-                                                 static_cast<size_t>(o.scheduler.max_waiting));
+    const size_t max_waiting = static_cast<size_t>(o.scheduler.max_waiting);
+    if (o.device == "cuda") {
+#ifdef TACHYON_HAS_CUDA
+      // One sequence's KV (--kv-positions, default min(context, 4096)); requests are checked against it.
+      gpu::GpuModelOptions options;
+      options.kv_positions = o.kv_positions;
+      gpu_spec = gpu::load_gpu_spec_decoder(checkpoint, draft_checkpoint, options);
+      const ModelInfo info{gpu_spec.target->config().vocab, gpu_spec.max_context(),
+                           "GPU, speculative decoding with a DFlash drafter (block " +
+                               std::to_string(gpu_spec.drafter->block_size()) + "), one request at a time"};
+      engine = std::make_unique<SpeculativeEngine>(gpu_spec.decode_fn(), info, tokenizer, max_waiting);
+#endif
+    } else {
+      target_model = create_model(checkpoint);
+      auto* decoder = dynamic_cast<DecoderModel*>(target_model.get());
+      if (!decoder) fail("--draft: {} is not a decoder model the drafter can read features from", o.model_path);
+      drafter = std::make_unique<DFlashDrafter>(draft_checkpoint, drafter_target_info(*decoder));
+      engine = std::make_unique<SpeculativeEngine>(*decoder, *drafter, tokenizer, max_waiting);
+    }
     std::fprintf(stderr, "tachyon serve: %s, drafter %s\n", engine->model_info().description.c_str(),
                  o.draft_path.c_str());
   }
@@ -163,7 +179,9 @@ Runner add_serve_command(CLI::App& app) {
   auto o = std::make_shared<ServeOptions>();
   CLI::App* cmd = app.add_subcommand("serve", "Serve a model over an OpenAI-compatible HTTP API");
   cmd->add_option("-m,--model", o->model_path, "Model: a .gguf file or a Hugging Face directory")->required();
-  cmd->add_option("--draft", o->draft_path, "DFlash drafter directory (z-lab layout): speculative decoding on the CPU, one request at a time");
+  cmd->add_option("--draft", o->draft_path,
+                  "DFlash drafter directory (z-lab layout): speculative decoding, one request at a time (CPU or "
+                  "--device cuda)");
   cmd->add_option("--host", o->server.host, "Address to listen on")->capture_default_str();
   cmd->add_option("--port", o->server.port, "TCP port (0 = any free port)")->capture_default_str()->check(CLI::Range(0, 65535));
   cmd->add_option("--api-key", o->server.api_key,
@@ -183,7 +201,8 @@ Runner add_serve_command(CLI::App& app) {
                   "GPU only: random weights of a shape (a config.json, a directory with one, or smollm2-135m / "
                   "qwen3-30b-a3b); -m then gives only the tokenizer (a model, or a folder with tokenizer.json)");
   cmd->add_option("--kv-positions", o->kv_positions,
-                  "GPU only: KV cache positions shared by all sequences (default: max-batch x min(context, 2048))");
+                  "GPU only: KV cache positions shared by all sequences (default: max-batch x min(context, 2048); "
+                  "with --draft, one sequence's: min(context, 4096))");
   cmd->add_option("--seed", o->seed, "Seed of --random-weights")->capture_default_str();
   cmd->add_option("-t,--threads", o->threads, "CPU threads (default: all cores)");
   cmd->add_flag("-q,--quiet", o->quiet, "Do not log each request on stderr");
