@@ -90,6 +90,10 @@ nlohmann::json qwen3_coder_dflash_config(const nlohmann::json& target) {
     if (target.contains(key)) d[key] = target[key];
   if (!target.contains("num_hidden_layers") || !target.contains("vocab_size"))
     fail("qwen3-coder-30b-a3b-dflash: the target's config has no num_hidden_layers / vocab_size");
+  if (!d.contains("num_key_value_heads") && d.contains("num_attention_heads"))
+    d["num_key_value_heads"] = d["num_attention_heads"];
+  if (!d.contains("head_dim") && d.contains("hidden_size") && d.contains("num_attention_heads"))
+    d["head_dim"] = d["hidden_size"].get<int64_t>() / d["num_attention_heads"].get<int64_t>();
   d["num_target_layers"] = target["num_hidden_layers"];
   // Any id inside the vocabulary serves for speed; z-lab's drafters use a reserved special token.
   d["dflash_config"] = {{"mask_token_id", target["vocab_size"].get<int64_t>() - 1}};
