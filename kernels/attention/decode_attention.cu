@@ -3,7 +3,8 @@
 // a batch of sequences of different lengths. Flash-decoding: blocks = (KV split, KV head [x row block],
 // sequence); each block streams its range of keys through shared memory in tiles of 64 (cp.async,
 // double-buffered) and keeps an online softmax; when the keys are split over several blocks, a combine kernel
-// merges the partial (max, sum, output) triples.
+// merges the partial (max, sum, output) triples. Both kernels are launched programmatically (common/launch.cuh)
+// and wait for the previous kernel first thing.
 //
 // The rows of a block are (query token, query head of the KV group): up to 16 tokens x 8 heads = 128 rows,
 // one warp per 16 rows. Both products run on tensor cores (mma m16n8k16): S = Q K^T with Q split into bf16
@@ -23,6 +24,7 @@
 #include <cstdint>
 
 #include "common/device_helpers.cuh"
+#include "common/launch.cuh"
 #include "cuda/cuda_check.h"
 #include "cuda/stream.h"
 
@@ -75,6 +77,7 @@ __global__ void __launch_bounds__(32 * kMaxWarps) decode_attention_kernel(Attent
   constexpr int kChunksPerRow = D / 8;  // 16-byte pieces per key row
   extern __shared__ __align__(16) __nv_bfloat16 tiles[];  // [stage][K, V][kKeyTile][kRowPad]
 
+  wait_for_previous_kernel();  // launched programmatically: q, the K/V pages and the batch come from earlier work
   allow_next_kernel_to_start();
   const AttentionParams& prm = args.params;
   const AttentionBatch& batch = args.batch;
@@ -279,6 +282,7 @@ __global__ void __launch_bounds__(32 * kMaxWarps) decode_attention_kernel(Attent
 template <int D>
 __global__ void attention_combine_kernel(AttentionKernelArgs args) {
   __shared__ float split_weight[4][kMaxSplits];
+  wait_for_previous_kernel();  // launched programmatically: the partial triples come from the attention kernel
   allow_next_kernel_to_start();
   const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
   const int row = blockIdx.x * 4 + warp;
@@ -331,12 +335,12 @@ void launch_attention(const AttentionKernelArgs& args, cudaStream_t stream) {
   // At least 4 warps: with one warp (a single decode token, GQA group <= 16) the tile loads issue too slowly.
   const int warps = std::clamp((args.batch.max_query_tokens * args.group + 15) / 16, 4, kMaxWarps);
   const dim3 grid(args.n_splits * args.row_blocks, args.cache.n_kv_heads, args.batch.n_sequences);
-  decode_attention_kernel<D><<<grid, 32 * warps, kSharedBytes, stream>>>(args);
-  TACHYON_CUDA_CHECK_LAUNCH("decode_attention_kernel");
+  launch_programmatic("decode_attention_kernel", decode_attention_kernel<D>, grid, dim3(32 * warps), kSharedBytes,
+                      stream, args);
   if (args.n_splits > 1) {
-    const int rows = args.batch.n_tokens * args.params.n_heads;
-    attention_combine_kernel<D><<<(rows + 3) / 4, 128, 0, stream>>>(args);  // 4 warps = 4 rows per block
-    TACHYON_CUDA_CHECK_LAUNCH("attention_combine_kernel");
+    const int rows = args.batch.n_tokens * args.params.n_heads;  // 4 warps = 4 rows per block
+    launch_programmatic("attention_combine_kernel", attention_combine_kernel<D>, dim3((rows + 3) / 4), dim3(128), 0,
+                        stream, args);
   }
 }
 
