@@ -20,11 +20,12 @@ TEST(RandomDrafter, LoadsAsADFlashDrafterAndDrafts) {
   nlohmann::json config = qwen3_coder_dflash_config(tc);
   config["num_hidden_layers"] = 2;  // the built-in's 8 layers and 6144 width, shrunk for a test
   config["intermediate_size"] = 64;
+  config["dflash_config"]["target_layer_ids"] = {0, 1};  // the default spread needs more than 2 target layers
   const auto random = random_dflash_checkpoint(config, 7);
   DFlashDrafter drafter(random->checkpoint, drafter_target_info(model));
   EXPECT_EQ(drafter.block_size(), 16);
   EXPECT_EQ(drafter.mask_token_id(), model.vocab_size() - 1);
-  EXPECT_EQ(drafter.target_layer_ids(), default_dflash_target_layers(model.num_layers(), 2));
+  EXPECT_EQ(drafter.target_layer_ids(), (std::vector<int>{0, 1}));
   KvCache cache = drafter.new_cache(64);
   std::vector<float> features(5 * drafter.feature_width(), 0.5f);
   drafter.add_context(features.data(), 5, cache);
