@@ -11,11 +11,14 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 GGUF="${1:?usage: scripts/gpu/spec.sh GGUF}"
-OUT="${OUT:-./gpu-results}"
+FINAL_OUT="${OUT:-./gpu-results}"
+# Everything goes to a scratch folder, packed into $FINAL_OUT/spec-results.tar.gz at the end (the device tool
+# returns at most 8 files); spec.log is also copied beside it.
+OUT="$(mktemp -d)"
 BIN="${BIN:-build-lead-carry}"
 STEPS="${STEPS:-tests memcheck bench serve}"
 DRAFTER="${DRAFTER:-drafters/smollm2-135m-instruct-dflash}"
-mkdir -p "$OUT"
+mkdir -p "$FINAL_OUT"
 export LD_LIBRARY_PATH="$PWD/$BIN/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export TACHYON_SOURCE_DIR="$PWD" TACHYON_MODELS_DIR="$(cd "$(dirname "$GGUF")" && pwd)"
 log="$OUT/spec.log"
@@ -65,9 +68,10 @@ if has serve; then
     "$BIN/tachyon" serve -m "$GGUF" --device cuda --port "$port" "${extra[@]}" > "$OUT/serve-$mode.log" 2>&1 &
     pid=$!
     for _ in $(seq 1 60); do curl -sf "http://127.0.0.1:$port/health" > /dev/null && break; sleep 1; done
+    model=$(curl -s "http://127.0.0.1:$port/v1/models" | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"][0]["id"])')
     for i in 0 1 2; do
       prompt=$(sed -n "$((i + 1))p" prompts/chat.jsonl | python3 -c 'import json,sys; print(json.load(sys.stdin)["prompt"])')
-      body=$(python3 -c 'import json,sys; print(json.dumps({"model": "m", "messages": [{"role": "user", "content": sys.argv[1]}], "max_tokens": 96, "temperature": 0}))' "$prompt")
+      body=$(python3 -c 'import json,sys; print(json.dumps({"model": sys.argv[2], "messages": [{"role": "user", "content": sys.argv[1]}], "max_tokens": 96, "temperature": 0}))' "$prompt" "$model")
       curl -s "http://127.0.0.1:$port/v1/chat/completions" -H 'Content-Type: application/json' -d "$body" \
         | python3 -c 'import json,sys; r=json.load(sys.stdin); print(json.dumps(r["choices"][0]["message"]["content"]))' \
         > "$OUT/serve-$mode-$i.txt" 2>&1
@@ -76,9 +80,14 @@ if has serve; then
     kill "$pid"; wait "$pid" 2>/dev/null
   done
   same=0
-  for i in 0 1 2; do cmp -s "$OUT/serve-plain-$i.txt" "$OUT/serve-draft-$i.txt" && same=$((same + 1)); done
+  for i in 0 1 2; do
+    grep -q '^"' "$OUT/serve-draft-$i.txt" && cmp -s "$OUT/serve-plain-$i.txt" "$OUT/serve-draft-$i.txt" && same=$((same + 1))
+  done
   say "serve: $same/3 greedy completions identical with and without the drafter"
   head -c 300 "$OUT/serve-draft-0.txt" | tee -a "$log"; echo | tee -a "$log"
   cat "$OUT/serve-draft-metrics.txt" | tee -a "$log"
 fi
 say "== done"
+tar -czf "$FINAL_OUT/spec-results.tar.gz" -C "$OUT" .
+cp "$log" "$FINAL_OUT/spec.log"
+rm -rf "$OUT"

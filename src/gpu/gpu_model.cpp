@@ -54,16 +54,14 @@ GpuModel::GpuModel(GpuModelConfig config, const GpuModelOptions& options)
   const int64_t pages = (requested + options_.page_size - 1) / options_.page_size;
   capacity_ = pages * options_.page_size;
   if (capacity_ > (int64_t{1} << 30)) fail("GpuModel: KV capacity of {} positions is too large", capacity_);
-  // Feature layers: what DecoderModel::set_feature_layers records, except the last layer (HF reports it after the
-  // final norm; DFlash drafters never use it) and an order other than ascending (the slots of a feature row).
+  // Feature layers: what DecoderModel::set_feature_layers records (the last layer's after the final norm, as HF's
+  // hidden_states[-1]), in ascending order only (the slots of a feature row).
   feature_slot_.assign(config_.layers, -1);
   const std::vector<int>& features = options_.feature_layers;
   for (size_t f = 0; f < features.size(); ++f) {
     const int layer = features[f];
-    if (layer < 0 || layer >= config_.layers - 1)
-      fail("GpuModel: feature layer {} is outside [0, {}) (0-based decoder layers of {}; the last layer is refused: its "
-           "HF hidden state is taken after the final norm)",
-           layer, config_.layers - 1, config_.layers);
+    if (layer < 0 || layer >= config_.layers)
+      fail("GpuModel: feature layer {} is outside [0, {}) (0-based decoder layers)", layer, config_.layers);
     if (f > 0 && layer <= features[f - 1])
       fail("GpuModel: feature layers must be ascending without repeats; {} follows {}", layer, features[f - 1]);
     feature_slot_[layer] = static_cast<int>(f);
@@ -242,6 +240,7 @@ void GpuModel::enqueue_pass(const PassInputs& in, int n, int max_seq_len, float*
   }
   kernels::add_rms_norm(x_.data(), delta_.data(), w.final_norm, normed_.data(), n, c.hidden_padded, c.hidden_norm_eps(),
                         stream);
+  if (in.features) copy_features(c.layers - 1, normed_.data(), n, in.features, stream);  // normed, as HF reports it
   kernels::gemv_bf16(w.lm_head, nullptr, normed_.data(), logits, n, c.vocab, c.hidden_padded, stream);
 }
 

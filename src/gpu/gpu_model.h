@@ -48,8 +48,8 @@ struct GpuModelOptions {
   ExpertFormat experts = ExpertFormat::Bf16;
   // DFlash target features: 0-based decoder layers whose output (the residual stream after the layer, before
   // any final norm: HF hidden_states[l + 1]) forward() and prefill() record for every row, and enqueue_pass
-  // writes where PassInputs::features points. Ascending, no repeats, each in [0, layers - 1): the last layer
-  // is refused because HF reports it after the final norm (docs/dflash.md, "Feature layers"). Empty = none.
+  // writes where PassInputs::features points. Ascending, no repeats; the last layer's is taken after the final
+  // norm, as HF's hidden_states[-1] and the CPU hook report it (docs/dflash.md, "Feature layers"). Empty = none.
   std::vector<int> feature_layers;
 };
 

@@ -190,6 +190,7 @@ void GpuModel::prefill_chunk(std::span<const int32_t> tokens, int64_t start, boo
   }
   kernels::add_rms_norm(p.x.data(), p.delta.data(), w.final_norm, p.normed.data(), m, c.hidden_padded,
                         c.hidden_norm_eps(), stream);
+  if (feature_rows) copy_features(c.layers - 1, p.normed.data(), m, feature_rows, stream);  // normed, as HF reports it
   if (all_rows) {
     linear(w.lm_head, nullptr, p.normed.data(), m, c.vocab, c.hidden_padded, logits_rows);
   } else if (last_chunk) {
