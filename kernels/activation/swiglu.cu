@@ -24,6 +24,17 @@ __global__ void swiglu_kernel(const float* gate, int gate_stride, const float* u
   }
 }
 
+__global__ void clamped_swiglu_kernel(const float* gate, int gate_stride, const float* up, int up_stride, float* h,
+                                      int rows, int cols, float alpha, float limit) {
+  allow_next_kernel_to_start();
+  const int64_t total = static_cast<int64_t>(rows) * cols;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = i / cols, c = i % cols;
+    h[i] = clamped_swiglu(gate[r * gate_stride + c], up[r * up_stride + c], alpha, limit);
+  }
+}
+
 __global__ void convert_f32_to_bf16_kernel(const float* x, __nv_bfloat16* y, int64_t count) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
@@ -51,6 +62,15 @@ void swiglu(const float* gate, int gate_stride, const float* up, int up_stride, 
   if (rows <= 0 || cols <= 0) return;
   launch_programmatic("swiglu_kernel", swiglu_kernel, dim3(grid_for(static_cast<int64_t>(rows) * cols, 256)), dim3(256),
                       0, stream, gate, gate_stride, up, up_stride, h, rows, cols);
+}
+
+void clamped_swiglu(const float* gate, int gate_stride, const float* up, int up_stride, float* h, int rows, int cols,
+                    float alpha, float limit, cudaStream_t stream) {
+  TACHYON_REQUIRE(limit > 0, "clamped_swiglu", "limit must be positive");
+  if (rows <= 0 || cols <= 0) return;
+  clamped_swiglu_kernel<<<grid_for(static_cast<int64_t>(rows) * cols, 256), 256, 0, stream>>>(
+      gate, gate_stride, up, up_stride, h, rows, cols, alpha, limit);
+  TACHYON_CUDA_CHECK_LAUNCH("clamped_swiglu_kernel");
 }
 
 void convert_f32_to_bf16(const float* x, __nv_bfloat16* y, int64_t count, cudaStream_t stream) {

@@ -13,6 +13,11 @@ namespace tachyon::kernels {
 void swiglu(const float* gate, int gate_stride, const float* up, int up_stride, float* h, int rows, int cols,
             cudaStream_t stream);
 
+// h[r, c] = clamped_swiglu(gate[r, c], up[r, c]): gpt-oss's g = min(g, limit), u = clamp(u, -limit, limit),
+// h = (u + 1) * g * sigmoid(alpha g). Prefill of gpt-oss experts (their GEMMs have added the biases).
+void clamped_swiglu(const float* gate, int gate_stride, const float* up, int up_stride, float* h, int rows, int cols,
+                    float alpha, float limit, cudaStream_t stream);
+
 // y[i] = bf16(x[i]) (round to nearest even), count elements.
 void convert_f32_to_bf16(const float* x, __nv_bfloat16* y, int64_t count, cudaStream_t stream);
 

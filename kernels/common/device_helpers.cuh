@@ -77,6 +77,14 @@ __device__ __forceinline__ uint4 load_streaming_16B(const void* ptr) {
 
 __device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
 
+// gpt-oss's clamped SwiGLU (models/gpt_oss.cpp): g = min(g, limit), u = clamp(u, -limit, limit),
+// h = (u + 1) * g * sigmoid(alpha * g).
+__device__ __forceinline__ float clamped_swiglu(float g, float u, float alpha, float limit) {
+  g = fminf(g, limit);
+  u = fminf(fmaxf(u, -limit), limit);
+  return (u + 1.0f) * (g / (1.0f + expf(-alpha * g)));
+}
+
 }  // namespace tachyon::kernels
 
 namespace tachyon::kernels {

@@ -401,7 +401,8 @@ const Fp4MoeTuning& default_fp4_moe_tuning() {
 }
 
 void fp4_expert_gate_up(const Fp4ExpertMatrices& gate, const Fp4ExpertMatrices& up, const ExpertRouting& routing,
-                        const float* x, float* h, cudaStream_t stream, int k_split, const Fp4MoeTuning& tuning) {
+                        const float* x, float* h, cudaStream_t stream, int k_split, const Fp4MoeTuning& tuning,
+                        const ExpertEpilogue& epilogue) {
   const char* name = "fp4_expert_gate_up";
   check_matrices(name, gate, gate.rows, gate.cols);
   check_matrices(name, up, gate.rows, gate.cols);
@@ -412,6 +413,18 @@ void fp4_expert_gate_up(const Fp4ExpertMatrices& gate, const Fp4ExpertMatrices& 
   GateUpParams p{gate.tiles, up.tiles, gate.expert_stride, up.expert_stride, gate.global_scales, up.global_scales,
                  gate.rows, gate.cols, x, h, routing.active_expert_count, routing.active_experts, routing.slot_offsets,
                  routing.sorted_assignments, routing.top_k};
+  if (epilogue.any()) {
+    TACHYON_REQUIRE(tuning.version != 1, name, "the gpt-oss epilogue (biases, clamped SwiGLU) is in version 2 only");
+    TACHYON_REQUIRE(!epilogue.down_bias, name, "down_bias belongs to fp4_expert_down_combine");
+    TACHYON_REQUIRE(epilogue.swiglu_limit > 0, name, "gate/up biases are applied with the clamped SwiGLU only");
+    TACHYON_REQUIRE(!(epilogue.gate_bias || epilogue.up_bias) || epilogue.gate_up_bias_stride >= gate.rows, name,
+                    "gate_up_bias_stride must be >= rows");
+    p.gate_bias = epilogue.gate_bias;
+    p.up_bias = epilogue.up_bias;
+    p.bias_stride = epilogue.gate_up_bias_stride;
+    p.swiglu_limit = epilogue.swiglu_limit;
+    p.swiglu_alpha = epilogue.swiglu_alpha;
+  }
   const int row_tiles = gate.rows / kTileRows;
   const bool nv = gate.kind == Fp4Kind::Nvfp4;
   if (k_split == 0) k_split = tuning.k_split;
@@ -459,7 +472,7 @@ void fp4_expert_gate_up(const Fp4ExpertMatrices& gate, const Fp4ExpertMatrices& 
 
 void fp4_expert_down_combine(const Fp4ExpertMatrices& down, const ExpertRouting& routing, const float* h,
                              const float* topk_weights, float* out, bool accumulate, cudaStream_t stream,
-                             bool after_gate_up, const Fp4MoeTuning& tuning) {
+                             bool after_gate_up, const Fp4MoeTuning& tuning, const ExpertEpilogue& epilogue) {
   const char* name = "fp4_expert_down_combine";
   check_matrices(name, down, down.rows, down.cols);
   TACHYON_REQUIRE(routing.n_tokens >= 1 && routing.n_tokens <= 16 && routing.top_k > 0, name, "1..16 tokens, top_k > 0");
@@ -467,6 +480,12 @@ void fp4_expert_down_combine(const Fp4ExpertMatrices& down, const ExpertRouting&
   DownParams p{down.tiles, down.expert_stride, down.global_scales, down.rows, down.cols, h, topk_weights, out,
                routing.active_expert_count, routing.active_experts, routing.slot_offsets, routing.sorted_assignments,
                routing.top_k, routing.n_tokens, accumulate, after_gate_up};
+  if (epilogue.down_bias) {
+    TACHYON_REQUIRE(tuning.version != 1, name, "the gpt-oss down bias is in version 2 only");
+    TACHYON_REQUIRE(epilogue.down_bias_stride >= down.rows, name, "down_bias_stride must be >= rows");
+    p.bias = epilogue.down_bias;
+    p.bias_stride = epilogue.down_bias_stride;
+  }
   const bool nv = down.kind == Fp4Kind::Nvfp4;
   if (tuning.version != 1) {
     const int warps = tuning.down_warps > 8 ? 16 : tuning.down_warps == 8 ? 8 : 16;
@@ -492,14 +511,15 @@ void fp4_expert_down_combine(const Fp4ExpertMatrices& down, const ExpertRouting&
 
 void fp4_moe_experts(const Fp4ExpertMatrices& gate, const Fp4ExpertMatrices& up, const Fp4ExpertMatrices& down,
                      const ExpertRouting& routing, const float* x, const float* topk_weights, float* h_workspace,
-                     float* out, bool accumulate, cudaStream_t stream, const Fp4MoeTuning& tuning) {
+                     float* out, bool accumulate, cudaStream_t stream, const Fp4MoeTuning& tuning,
+                     const ExpertEpilogue& epilogue) {
   TACHYON_REQUIRE(down.cols == gate.rows && down.rows == gate.cols, "fp4_moe_experts",
                   "down must be [hidden, intermediate] for gate/up [intermediate, hidden]");
-  fp4_expert_gate_up(gate, up, routing, x, h_workspace, stream, 0, tuning);
+  fp4_expert_gate_up(gate, up, routing, x, h_workspace, stream, 0, tuning, epilogue.gate_up_part());
   // The down kernel may skip its entry wait only when a gate/up grid ran before it (it launches none when no
   // expert can be active).
   fp4_expert_down_combine(down, routing, h_workspace, topk_weights, out, accumulate, stream,
-                          /*after_gate_up=*/routing.max_active_experts > 0, tuning);
+                          /*after_gate_up=*/routing.max_active_experts > 0, tuning, epilogue.down_part());
 }
 
 }  // namespace tachyon::kernels

@@ -57,23 +57,27 @@ int64_t fp4_tile_matrix_bytes(Fp4Kind kind, int rows, int cols);
 // the routing's entry order (with tuning.packed_h and version 2: packed words, see Fp4MoeTuning). Gate and up may
 // carry different NVFP4 global scales. k_split: 0 = the tuning's (or
 // the heuristic), else 1/2/4 (8 with version 2).
+// `epilogue` (gpt-oss, version 2 only): gate/up biases (gate_up_bias_stride floats apart per expert) and the
+// clamped SwiGLU when swiglu_limit > 0, in the epilogue; off (the default), the kernel computes exactly as before.
 void fp4_expert_gate_up(const Fp4ExpertMatrices& gate, const Fp4ExpertMatrices& up, const ExpertRouting& routing,
                         const float* x, float* h, cudaStream_t stream, int k_split = 0,
-                        const Fp4MoeTuning& tuning = default_fp4_moe_tuning());
+                        const Fp4MoeTuning& tuning = default_fp4_moe_tuning(), const ExpertEpilogue& epilogue = {});
 
 // out[t, :] (+)= sum_j topk_weights[t, j] * (down_e h[entry(t, j)]): the down projection of every routed entry and the
 // weighted combine in one launch, deterministic (no atomics). down: [H, I]; h as written by fp4_expert_gate_up;
 // topk_weights: float [n_tokens, top_k]; out: float [n_tokens, H]. `after_gate_up`: the previous kernel in the stream
 // is fp4_expert_gate_up of this routing, so the routing tables are complete when this kernel starts and its weight
 // loads may begin before the gate/up kernel ends.
+// `epilogue.down_bias` (gpt-oss, version 2 only): out[t, :] += sum_j topk_weights[t, j] * down_bias_e as well.
 void fp4_expert_down_combine(const Fp4ExpertMatrices& down, const ExpertRouting& routing, const float* h,
                              const float* topk_weights, float* out, bool accumulate, cudaStream_t stream,
-                             bool after_gate_up = false, const Fp4MoeTuning& tuning = default_fp4_moe_tuning());
+                             bool after_gate_up = false, const Fp4MoeTuning& tuning = default_fp4_moe_tuning(),
+                             const ExpertEpilogue& epilogue = {});
 
 // Both launches: the MoE experts of one layer. h_workspace: float [n_tokens * top_k * I].
 void fp4_moe_experts(const Fp4ExpertMatrices& gate, const Fp4ExpertMatrices& up, const Fp4ExpertMatrices& down,
                      const ExpertRouting& routing, const float* x, const float* topk_weights, float* h_workspace,
                      float* out, bool accumulate, cudaStream_t stream,
-                     const Fp4MoeTuning& tuning = default_fp4_moe_tuning());
+                     const Fp4MoeTuning& tuning = default_fp4_moe_tuning(), const ExpertEpilogue& epilogue = {});
 
 }  // namespace tachyon::kernels

@@ -107,6 +107,12 @@ struct GateUpParams {
   const int* slot_offsets;
   const int* sorted_assignments;
   int top_k;
+  // gpt-oss epilogue (ExpertEpilogue; version 2 only): biases of expert e at + e * bias_stride, clamped SwiGLU
+  // when swiglu_limit > 0.
+  const float* gate_bias;
+  const float* up_bias;
+  int64_t bias_stride;
+  float swiglu_limit, swiglu_alpha;
 };
 
 struct DownParams {
@@ -123,6 +129,8 @@ struct DownParams {
   const int* sorted_assignments;
   int top_k, n_tokens;
   bool accumulate, after_gate_up;
+  const float* bias;  // gpt-oss (version 2 only): expert e's down bias at bias + e * bias_stride, weighted like its product
+  int64_t bias_stride;
 };
 
 // Version 2 (fp4_moe_v2.cu).

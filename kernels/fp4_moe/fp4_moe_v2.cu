@@ -283,7 +283,15 @@ __device__ __forceinline__ void gate_up_body(const GateUpParams& p, uint4* ring,
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
         const int64_t at = static_cast<int64_t>(entry_base + entry) * p.rows + row_tile * kTileRows + g + 8 * r;
-        const float value = silu(val[0][j][r] * gate_scale) * (val[1][j][r] * up_scale);
+        float value;
+        if (p.swiglu_limit > 0) {  // gpt-oss (uniform branch; the plain path below is unchanged)
+          const int row = row_tile * kTileRows + g + 8 * r;
+          value = clamped_swiglu(val[0][j][r] * gate_scale + (p.gate_bias ? p.gate_bias[expert * p.bias_stride + row] : 0.0f),
+                                 val[1][j][r] * up_scale + (p.up_bias ? p.up_bias[expert * p.bias_stride + row] : 0.0f),
+                                 p.swiglu_alpha, p.swiglu_limit);
+        } else {
+          value = silu(val[0][j][r] * gate_scale) * (val[1][j][r] * up_scale);
+        }
         if constexpr (PACKED_H)
           reinterpret_cast<uint32_t*>(p.h)[at] = pack_hi_lo(value);
         else
@@ -391,10 +399,18 @@ __device__ __forceinline__ void down_item(const DownParams& p, float (&out_tile)
     const int entry = 4 * j + t;
     if (entry < n_cols) {
       const int assignment = p.sorted_assignments[entry_base + entry];
-      const float weight = p.topk_weights[assignment] * scale;
       const int token = assignment / p.top_k;
-      out_tile[g][token] += weight * (acc[j][0] + acc[j][1]);
-      out_tile[g + 8][token] += weight * (acc[j][2] + acc[j][3]);
+      if (p.bias) {  // gpt-oss: w * (down h + b), the bias added once per expert (by its first k part)
+        const float* b = p.bias + expert * p.bias_stride + blockIdx.x * kTileRows;
+        const float b0 = kt0 == 0 ? b[g] : 0.0f, b8 = kt0 == 0 ? b[g + 8] : 0.0f;
+        const float weight = p.topk_weights[assignment];
+        out_tile[g][token] += weight * fmaf(scale, acc[j][0] + acc[j][1], b0);
+        out_tile[g + 8][token] += weight * fmaf(scale, acc[j][2] + acc[j][3], b8);
+      } else {
+        const float weight = p.topk_weights[assignment] * scale;
+        out_tile[g][token] += weight * (acc[j][0] + acc[j][1]);
+        out_tile[g + 8][token] += weight * (acc[j][2] + acc[j][3]);
+      }
     }
   }
   __syncwarp();  // out_tile writes ordered before the next item's (other lanes may add to the same token)

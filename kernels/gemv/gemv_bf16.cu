@@ -70,6 +70,12 @@ struct GemvParams {
   const int* group_offsets;
   const int* entry_source;  // x row of entry e: entry_source ? entry_source[e] / divisor : e
   int entry_source_divisor;
+  // Expert mode, gpt-oss (ExpertEpilogue): per-expert biases (bias is then expert e's at bias + e * bias_stride)
+  // and the clamped SwiGLU when swiglu_limit > 0.
+  const float* gate_bias;
+  const float* up_bias;
+  int64_t bias_stride;
+  float swiglu_limit, swiglu_alpha;
 };
 
 template <int N_TILES, bool GATED, int K_SPLIT>
@@ -85,6 +91,9 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(GemvParams 
   int n_cols = p.n_tokens, entry_base = 0;
   const __nv_bfloat16* weight = p.weight;
   const __nv_bfloat16* up_weight = p.up_weight;
+  const float* bias = p.bias;
+  const float* gate_bias = p.gate_bias;
+  const float* up_bias = p.up_bias;
   if (p.group_count) {
     wait_for_previous_kernel();  // the routing tables come from the previous kernel
     const int slot = blockIdx.y;
@@ -94,6 +103,9 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(GemvParams 
     const int64_t expert = p.group_expert[slot];
     weight += expert * p.expert_stride;
     if (GATED) up_weight += expert * p.expert_stride;
+    if (bias) bias += expert * p.bias_stride;
+    if (gate_bias) gate_bias += expert * p.bias_stride;
+    if (up_bias) up_bias += expert * p.bias_stride;
   }
   const int in = p.in_features, out = p.out_features;
 
@@ -249,10 +261,14 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(GemvParams 
         if (row >= out || col >= n_cols) continue;
         float value;
         if constexpr (GATED) {
-          value = silu(acc[0][j][r]) * acc[1][j][r];
+          if (p.swiglu_limit > 0)  // gpt-oss (uniform branch; the plain path below is unchanged)
+            value = clamped_swiglu(acc[0][j][r] + (gate_bias ? gate_bias[row] : 0.0f),
+                                   acc[1][j][r] + (up_bias ? up_bias[row] : 0.0f), p.swiglu_alpha, p.swiglu_limit);
+          else
+            value = silu(acc[0][j][r]) * acc[1][j][r];
         } else {
           value = acc[tile][j][r];
-          if (p.bias) value += p.bias[row];
+          if (bias) value += bias[row];
         }
         p.y[static_cast<int64_t>(entry_base + col) * out + row] = value;
       }
@@ -372,20 +388,35 @@ void gated_gemv_bf16(const __nv_bfloat16* gate_weight, const __nv_bfloat16* up_w
 
 void expert_gated_gemv_bf16(const __nv_bfloat16* gate_weights, const __nv_bfloat16* up_weights,
                             int64_t expert_stride, const ExpertRouting& routing, const float* x, float* h,
-                            int out_features, int in_features, cudaStream_t stream, GemvTuning tuning) {
+                            int out_features, int in_features, cudaStream_t stream, GemvTuning tuning,
+                            const ExpertEpilogue& epilogue) {
   TACHYON_REQUIRE(routing.top_k > 0, "expert_gated_gemv_bf16", "routing.top_k must be positive");
   TACHYON_REQUIRE(reinterpret_cast<uintptr_t>(up_weights) % 16 == 0, "expert_gated_gemv_bf16", "up_weights must be 16-byte aligned");
-  launch_gemv("expert_gated_gemv_bf16",
-              expert_params(gate_weights, up_weights, expert_stride, routing, x, h, out_features, in_features, true),
-              true, routing.n_tokens, routing.max_active_experts, tuning, stream);
+  TACHYON_REQUIRE(!epilogue.down_bias, "expert_gated_gemv_bf16", "down_bias belongs to expert_gemv_bf16");
+  TACHYON_REQUIRE(!(epilogue.gate_bias || epilogue.up_bias) || epilogue.swiglu_limit > 0, "expert_gated_gemv_bf16",
+                  "gate/up biases are applied with the clamped SwiGLU only (swiglu_limit > 0)");
+  TACHYON_REQUIRE(!(epilogue.gate_bias || epilogue.up_bias) || epilogue.gate_up_bias_stride >= out_features,
+                  "expert_gated_gemv_bf16", "gate_up_bias_stride must be >= out_features");
+  GemvParams p = expert_params(gate_weights, up_weights, expert_stride, routing, x, h, out_features, in_features, true);
+  p.gate_bias = epilogue.gate_bias;
+  p.up_bias = epilogue.up_bias;
+  p.bias_stride = epilogue.gate_up_bias_stride;
+  p.swiglu_limit = epilogue.swiglu_limit;
+  p.swiglu_alpha = epilogue.swiglu_alpha;
+  launch_gemv("expert_gated_gemv_bf16", p, true, routing.n_tokens, routing.max_active_experts, tuning, stream);
 }
 
 void expert_gemv_bf16(const __nv_bfloat16* weights, int64_t expert_stride, const ExpertRouting& routing,
                       const float* x, float* y, int out_features, int in_features, cudaStream_t stream,
-                      GemvTuning tuning) {
-  launch_gemv("expert_gemv_bf16",
-              expert_params(weights, nullptr, expert_stride, routing, x, y, out_features, in_features, false), false,
-              routing.n_tokens, routing.max_active_experts, tuning, stream);
+                      GemvTuning tuning, const ExpertEpilogue& epilogue) {
+  TACHYON_REQUIRE(!epilogue.gate_bias && !epilogue.up_bias && epilogue.swiglu_limit <= 0, "expert_gemv_bf16",
+                  "only down_bias applies to a single expert product");
+  TACHYON_REQUIRE(!epilogue.down_bias || epilogue.down_bias_stride >= out_features, "expert_gemv_bf16",
+                  "down_bias_stride must be >= out_features");
+  GemvParams p = expert_params(weights, nullptr, expert_stride, routing, x, y, out_features, in_features, false);
+  p.bias = epilogue.down_bias;
+  p.bias_stride = epilogue.down_bias_stride;
+  launch_gemv("expert_gemv_bf16", p, false, routing.n_tokens, routing.max_active_experts, tuning, stream);
 }
 
 }  // namespace tachyon::kernels

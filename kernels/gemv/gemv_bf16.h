@@ -22,6 +22,31 @@ struct ExpertRouting {
   int n_tokens = 0;                          // tokens of the pass (1..16): at most this many entries per expert
 };
 
+// Optional additions to the expert products for gpt-oss (everything off by default: the Qwen3 path is unchanged,
+// a uniform branch in the epilogue). Biases are float32 on the device, expert e's at e * its stride.
+struct ExpertEpilogue {
+  const float* gate_bias = nullptr;  // gated products: added to gate row o before the activation
+  const float* up_bias = nullptr;    //   and to up row o
+  int64_t gate_up_bias_stride = 0;   // floats between experts' gate (and up) biases
+  const float* down_bias = nullptr;  // single products (down): added to output row o (FP4 down_combine: weighted)
+  int64_t down_bias_stride = 0;
+  float swiglu_limit = 0;            // > 0: h = clamped_swiglu(g, u) (gpt-oss, alpha below) instead of silu(g) * u
+  float swiglu_alpha = 0;
+  bool any() const { return gate_bias || up_bias || down_bias || swiglu_limit > 0; }
+  ExpertEpilogue gate_up_part() const {  // what the gate/up product applies
+    ExpertEpilogue e = *this;
+    e.down_bias = nullptr;
+    e.down_bias_stride = 0;
+    return e;
+  }
+  ExpertEpilogue down_part() const {  // what the down product applies
+    ExpertEpilogue e;
+    e.down_bias = down_bias;
+    e.down_bias_stride = down_bias_stride;
+    return e;
+  }
+};
+
 // Launch shape override for benchmarks; 0 picks by heuristic. k_split = warps of a block that share the
 // same output rows and split in_features between them (1, 2 or 4).
 struct GemvTuning {
@@ -44,12 +69,15 @@ void gated_gemv_bf16(const __nv_bfloat16* gate_weight, const __nv_bfloat16* up_w
 // weight + e * expert_stride (elements), each [out_features, in_features].
 // expert_gated_gemv_bf16: h[entry, o] = silu(gate_e[o] . x[token]) * (up_e[o] . x[token]) where
 //   token = sorted_assignments[entry] / top_k; x: float [n_tokens, in]; h: float [n_entries, out].
+//   With `epilogue`: gate/up biases, and the clamped SwiGLU when swiglu_limit > 0.
 void expert_gated_gemv_bf16(const __nv_bfloat16* gate_weights, const __nv_bfloat16* up_weights,
                             int64_t expert_stride, const ExpertRouting& routing, const float* x, float* h,
-                            int out_features, int in_features, cudaStream_t stream, GemvTuning tuning = {});
-// expert_gemv_bf16: y[entry, o] = w_e[o] . x[entry]; x: float [n_entries, in]; y: float [n_entries, out].
+                            int out_features, int in_features, cudaStream_t stream, GemvTuning tuning = {},
+                            const ExpertEpilogue& epilogue = {});
+// expert_gemv_bf16: y[entry, o] = w_e[o] . x[entry] (+ epilogue.down_bias of e); x: float [n_entries, in];
+// y: float [n_entries, out].
 void expert_gemv_bf16(const __nv_bfloat16* weights, int64_t expert_stride, const ExpertRouting& routing,
                       const float* x, float* y, int out_features, int in_features, cudaStream_t stream,
-                      GemvTuning tuning = {});
+                      GemvTuning tuning = {}, const ExpertEpilogue& epilogue = {});
 
 }  // namespace tachyon::kernels

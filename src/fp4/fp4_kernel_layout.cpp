@@ -1,5 +1,6 @@
 #include "fp4/fp4_kernel_layout.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -99,7 +100,7 @@ Fp4Matrix unpack_kernel_tiles(const uint8_t* tiles, Fp4Format format, int64_t ro
 }
 
 void fp4_moe_reference(const Fp4ExpertSet& experts, const int* expert_ids, const float* weights, int n_tokens, int top_k,
-                       const float* x, float* out) {
+                       const float* x, float* out, const Fp4MoeReferenceEpilogue& epilogue) {
   const int64_t inter = experts.gate.at(0).rows, hidden = experts.gate.at(0).cols;
   std::vector<float> row(std::max(inter, hidden)), g(inter), u(inter), h(inter);
   for (int t = 0; t < n_tokens; ++t) {
@@ -112,11 +113,20 @@ void fp4_moe_reference(const Fp4ExpertSet& experts, const int* expert_ids, const
         g[r] = dot(row.data(), x + t * hidden, hidden);
         experts.up[e].row_to_float(r, row.data());
         u[r] = dot(row.data(), x + t * hidden, hidden);
-        h[r] = silu(g[r]) * u[r];
+        if (epilogue.swiglu_limit > 0) {  // gpt-oss (models/gpt_oss.cpp)
+          const float limit = epilogue.swiglu_limit;
+          const float gate = std::min(g[r] + (epilogue.gate_bias ? epilogue.gate_bias[e * inter + r] : 0.0f), limit);
+          const float up =
+              std::clamp(u[r] + (epilogue.up_bias ? epilogue.up_bias[e * inter + r] : 0.0f), -limit, limit);
+          h[r] = (up + 1.0f) * gate * sigmoid(epilogue.swiglu_alpha * gate);
+        } else {
+          h[r] = silu(g[r]) * u[r];
+        }
       }
       for (int64_t r = 0; r < hidden; ++r) {
         experts.down[e].row_to_float(r, row.data());
-        o[r] += weights[t * top_k + j] * dot(row.data(), h.data(), inter);
+        const float bias = epilogue.down_bias ? epilogue.down_bias[e * hidden + r] : 0.0f;
+        o[r] += weights[t * top_k + j] * (dot(row.data(), h.data(), inter) + bias);
       }
     }
   }

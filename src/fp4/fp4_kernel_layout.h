@@ -41,7 +41,16 @@ Fp4Matrix unpack_kernel_tiles(const uint8_t* tiles, Fp4Format format, int64_t ro
 struct Fp4ExpertSet {
   std::vector<Fp4MatrixView> gate, up, down;  // one per expert
 };
+// With `epilogue` (gpt-oss, the kernels' ExpertEpilogue): g += gate_bias_e, u += up_bias_e,
+// h = (clamp(u, -limit, limit) + 1) * min(g, limit) * sigmoid(alpha min(g, limit)), out_t += sum_j weight * down_bias_e.
+struct Fp4MoeReferenceEpilogue {
+  const float* gate_bias = nullptr;  // [E][I] or nullptr
+  const float* up_bias = nullptr;    // [E][I]
+  const float* down_bias = nullptr;  // [E][H]
+  float swiglu_limit = 0;            // > 0: the clamped SwiGLU
+  float swiglu_alpha = 0;
+};
 void fp4_moe_reference(const Fp4ExpertSet& experts, const int* expert_ids, const float* weights, int n_tokens, int top_k,
-                       const float* x, float* out);
+                       const float* x, float* out, const Fp4MoeReferenceEpilogue& epilogue = {});
 
 }  // namespace tachyon::fp4

@@ -57,12 +57,17 @@ StepBytes decode_step_bytes(const GpuModelConfig& c, double kv_length, double ex
     if (c.o_bias) b.attention += f32 * H;
     b.norms += f32 * 2 * H + (c.qk_norm ? f32 * 2 * c.head_dim_padded : 0);
     if (c.is_sparse(layer)) {
-      b.router += bf16 * c.experts * H;
+      b.router += bf16 * c.experts * H + (c.router_bias ? f32 * c.experts : 0);
       b.experts += experts_per_layer * stored_expert_bytes(c);  // bf16, or FP4 codes + scales
+      if (c.expert_biases)  // gpt-oss: float32 gate/up and down biases of each touched expert
+        b.experts += experts_per_layer * f32 * (2.0 * c.moe_intermediate_padded + H);
     } else {
       b.dense_mlp += bf16 * 3.0 * c.intermediate_padded * H;
     }
-    b.kv_cache += 2 * bf16 * kv_length * c.kv_width();  // keys and values of every position
+    // Keys and values of every position the layer attends to (a sliding-window layer: at most its window).
+    const double window = c.sliding_window(layer);
+    b.kv_cache += 2 * bf16 * (window > 0 ? std::min(kv_length, window) : kv_length) * c.kv_width();
+    if (c.attention_sinks) b.attention += f32 * c.heads;
   }
   b.norms += f32 * H;
   b.lm_head = bf16 * static_cast<double>(c.vocab) * H + bf16 * H;  // + the embedding row

@@ -19,6 +19,7 @@ const std::map<std::string, GpuFamily>& gpu_architectures() {
       {"Qwen2ForCausalLM", GpuFamily::Qwen2},
       {"Qwen3ForCausalLM", GpuFamily::Qwen3},
       {"Qwen3MoeForCausalLM", GpuFamily::Qwen3Moe},
+      {"GptOssForCausalLM", GpuFamily::GptOss},
   };
   return table;
 }
@@ -41,6 +42,45 @@ std::vector<bool> read_sparse_layers(const ConfigReader& config, int layers, int
   return sparse;
 }
 
+// gpt-oss: the fields models/gpt_oss.cpp reads, with its defaults and checks.
+void read_gpt_oss(const ConfigReader& config, const nlohmann::json& json, GpuModelConfig& c) {
+  c.qkv_bias = c.o_bias = config.get_bool("attention_bias", true);
+  c.attention_sinks = true;
+  c.experts = static_cast<int>(config.get_dim("num_local_experts", 1, 512));  // the router kernel's limit
+  c.top_k = static_cast<int>(config.get_dim("num_experts_per_tok", 1, std::min(c.experts, 32)));
+  c.norm_topk_prob = true;  // softmax over the top-k logits == softmax over all, renormalized over the top k
+  c.moe_intermediate = static_cast<int>(config.get_dim("intermediate_size", 1, 1 << 20));
+  c.router_bias = c.expert_biases = true;
+  c.swiglu_limit = static_cast<float>(config.get_float("swiglu_limit", 7.0));
+  if (!(c.swiglu_limit > 0)) config.fail_field("swiglu_limit", "must be positive");
+  c.swiglu_alpha = 1.702f;  // fixed in gpt-oss (not a config field)
+  // Layer types as DecoderModel::layer_sliding_windows.
+  c.sliding_windows.assign(c.layers, 0);
+  if (config.has("layer_types")) {
+    const auto& types = json["layer_types"];
+    if (!types.is_array() || types.size() != static_cast<size_t>(c.layers))
+      config.fail_field("layer_types", fmt::format("expected a list of {} layer types", c.layers));
+    for (int i = 0; i < c.layers; ++i) {
+      const std::string type = types[i].is_string() ? types[i].get<std::string>() : types[i].dump();
+      if (type == "sliding_attention")
+        c.sliding_windows[i] = static_cast<int>(config.get_dim("sliding_window", 1, 1 << 30));
+      else if (type != "full_attention")
+        config.fail_field("layer_types", fmt::format("layer {} has type {} (sliding_attention and full_attention are "
+                                                     "supported)", i, type));
+    }
+  }
+  if (config.has("quantization_config")) {  // as GptOssModel::uses_mxfp4
+    const auto& quantization = json["quantization_config"];
+    const std::string method = quantization.is_object() && quantization.contains("quant_method") &&
+                                       quantization["quant_method"].is_string()
+                                   ? quantization["quant_method"].get<std::string>()
+                                   : quantization.dump();
+    if (method != "mxfp4")
+      config.fail_field("quantization_config.quant_method", "'" + method + "' is not supported (mxfp4 is)");
+    c.gpt_oss_mxfp4 = true;
+  }
+}
+
 }  // namespace
 
 bool GpuModelConfig::has_dense_layers() const {
@@ -61,6 +101,8 @@ std::string GpuModelConfig::family_name() const {
       return "qwen3";
     case GpuFamily::Qwen3Moe:
       return "qwen3_moe";
+    case GpuFamily::GptOss:
+      return "gpt_oss";
   }
   return "?";
 }
@@ -106,7 +148,10 @@ GpuModelConfig read_gpu_model_config(const nlohmann::json& json, const std::stri
     partial = params.get_float("partial_rotary_factor", partial);
   }
   if (!(partial > 0 && partial <= 1)) config.fail_field("partial_rotary_factor", "must be in (0, 1]");
-  c.rope = read_rope_config(config, static_cast<int>(c.head_dim * partial), 10000.0);
+  if (c.family == GpuFamily::GptOss && !config.has("rope_parameters") && !config.has("rope_scaling"))
+    config.fail_field("rope_parameters", "missing (gpt-oss needs its YaRN parameters)");  // as models/gpt_oss.cpp
+  c.rope = read_rope_config(config, static_cast<int>(c.head_dim * partial),
+                            c.family == GpuFamily::GptOss ? 150000.0 : 10000.0);
   c.tied_embeddings = config.get_bool("tie_word_embeddings", false);
   if (config.has("tachyon_rope_freqs_tensor"))  // llama.cpp's Llama-3 RoPE scaling stored as a tensor
     config.fail_field("tachyon_rope_freqs_tensor", "per-dimension RoPE frequency tensors are not on the GPU yet");
@@ -127,6 +172,9 @@ GpuModelConfig read_gpu_model_config(const nlohmann::json& json, const std::stri
       c.qkv_bias = c.o_bias = config.get_bool("attention_bias", false);
       c.qk_norm = true;
       break;
+    case GpuFamily::GptOss:
+      read_gpt_oss(config, json, c);
+      break;
   }
   if (c.family == GpuFamily::Qwen3Moe) {
     // Hugging Face checkpoints say num_experts; transformers 5 saves num_local_experts.
@@ -136,7 +184,10 @@ GpuModelConfig read_gpu_model_config(const nlohmann::json& json, const std::stri
     c.norm_topk_prob = config.get_bool("norm_topk_prob", false);
     if (c.experts > 0) c.moe_intermediate = static_cast<int>(config.get_dim("moe_intermediate_size", 1, 1 << 20));
   }
-  c.sparse_layers = read_sparse_layers(config, c.layers, c.experts);
+  if (c.family == GpuFamily::GptOss)
+    c.sparse_layers.assign(c.layers, true);  // every gpt-oss layer is an MoE
+  else
+    c.sparse_layers = read_sparse_layers(config, c.layers, c.experts);
   if (c.has_dense_layers()) c.intermediate = static_cast<int>(config.get_dim("intermediate_size", 1, 1 << 20));
 
   // What the kernels accept (see the header): padded widths, and limits that padding cannot hide.
@@ -153,7 +204,7 @@ GpuModelConfig read_gpu_model_config(const nlohmann::json& json, const std::stri
 }
 
 // Shapes from the models' config.json on the Hugging Face hub (HuggingFaceTB/SmolLM2-135M-Instruct,
-// Qwen/Qwen3-30B-A3B), kept to the fields the loaders read.
+// Qwen/Qwen3-30B-A3B, openai/gpt-oss-20b), kept to the fields the loaders read.
 std::optional<nlohmann::json> builtin_model_config(const std::string& name) {
   if (name == "smollm2-135m") {
     return nlohmann::json::parse(R"({
@@ -174,10 +225,34 @@ std::optional<nlohmann::json> builtin_model_config(const std::string& name) {
       "rope_scaling": null, "attention_bias": false, "tie_word_embeddings": false, "use_sliding_window": false,
       "initializer_range": 0.02, "bos_token_id": 151643, "eos_token_id": 151645})");
   }
+  if (name == "gpt-oss-20b") {
+    // openai/gpt-oss-20b config.json (transformers 4.55 release), the fields the loaders read: 24 layers alternating
+    // sliding (window 128) and full attention, 64 query / 8 KV heads of 64, per-head sinks, q/k/v/o biases, YaRN
+    // (factor 32 over 4096 positions, theta 150000), 32 experts of width 2880, top-4, MXFP4 experts
+    // (quantization_config: random weights make the experts as gpt-oss MXFP4 blocks / scales, gpu_weights_gpt_oss.cpp).
+    nlohmann::json config = nlohmann::json::parse(R"({
+      "architectures": ["GptOssForCausalLM"], "model_type": "gpt_oss", "hidden_act": "silu",
+      "attention_bias": true, "attention_dropout": 0.0, "head_dim": 64, "hidden_size": 2880,
+      "initial_context_length": 4096, "initializer_range": 0.02, "intermediate_size": 2880,
+      "max_position_embeddings": 131072, "num_attention_heads": 64, "num_experts_per_tok": 4,
+      "experts_per_token": 4, "num_hidden_layers": 24, "num_key_value_heads": 8, "num_local_experts": 32,
+      "quantization_config": {"modules_to_not_convert": ["model.layers.*.self_attn", "model.layers.*.mlp.router",
+                              "model.embed_tokens", "lm_head"], "quant_method": "mxfp4"},
+      "rms_norm_eps": 1e-05,
+      "rope_scaling": {"beta_fast": 32.0, "beta_slow": 1.0, "factor": 32.0, "original_max_position_embeddings": 4096,
+                       "rope_type": "yarn", "truncate": false},
+      "rope_theta": 150000, "router_aux_loss_coef": 0.9, "sliding_window": 128, "swiglu_limit": 7.0,
+      "tie_word_embeddings": false, "use_cache": true, "vocab_size": 201088,
+      "eos_token_id": 200002, "pad_token_id": 199999})");
+    nlohmann::json types = nlohmann::json::array();
+    for (int i = 0; i < 24; ++i) types.push_back(i % 2 == 0 ? "sliding_attention" : "full_attention");
+    config["layer_types"] = types;  // 12 x ["sliding_attention", "full_attention"], as published
+    return config;
+  }
   return std::nullopt;
 }
 
-std::vector<std::string> builtin_model_config_names() { return {"smollm2-135m", "qwen3-30b-a3b"}; }
+std::vector<std::string> builtin_model_config_names() { return {"smollm2-135m", "qwen3-30b-a3b", "gpt-oss-20b"}; }
 
 nlohmann::json random_weights_config(const std::string& what) {
   if (auto builtin = builtin_model_config(what)) return *builtin;

@@ -20,7 +20,7 @@
 namespace tachyon::gpu {
 
 // The architectures that run on the GPU; everything else fails with "not on the GPU yet".
-enum class GpuFamily { Llama, Qwen2, Qwen3, Qwen3Moe };
+enum class GpuFamily { Llama, Qwen2, Qwen3, Qwen3Moe, GptOss };
 
 // How routed experts are stored on the GPU: bf16, or FP4 in the kernel tile layout (src/gpu/fp4_experts.h).
 enum class ExpertFormat { Bf16, Nvfp4, Mxfp4 };
@@ -45,6 +45,13 @@ struct GpuModelConfig {
   int moe_intermediate = 0, moe_intermediate_padded = 0;
   bool norm_topk_prob = false;
   std::vector<bool> sparse_layers;  // per layer: routed experts (true) or a dense MLP
+  // gpt-oss (models/gpt_oss.cpp): per-head attention sinks, a sliding window per layer (0 = full attention), router
+  // bias, expert biases, gate/up rows interleaved in the checkpoint, and the clamped SwiGLU (limit > 0).
+  bool attention_sinks = false;
+  std::vector<int> sliding_windows;  // per layer; empty or 0 = full attention
+  bool router_bias = false, expert_biases = false;
+  float swiglu_limit = 0, swiglu_alpha = 0;
+  bool gpt_oss_mxfp4 = false;  // the checkpoint (or random shape) stores experts as gpt-oss MXFP4 blocks / scales
   ExpertFormat expert_format = ExpertFormat::Bf16;  // set by set_expert_format (fp4_experts.h), never by config.json
 
   int q_width() const { return heads * head_dim_padded; }
@@ -54,6 +61,7 @@ struct GpuModelConfig {
   float hidden_norm_eps() const { return rms_eps * static_cast<float>(hidden) / static_cast<float>(hidden_padded); }
   float hidden_norm_scale() const;
   bool is_sparse(int layer) const { return sparse_layers[layer]; }
+  int sliding_window(int layer) const { return sliding_windows.empty() ? 0 : sliding_windows[layer]; }
   bool has_dense_layers() const;
   std::string family_name() const;
 };

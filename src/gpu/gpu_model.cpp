@@ -12,6 +12,7 @@
 #include "fp4_moe/fp4_moe.h"
 #include "gemv/gemv_bf16.h"
 #include "gpu/fp4_experts.h"
+#include "gpu/gpt_oss_experts.h"
 #include "gpu/gpu_model_buffers.h"
 #include "moe/moe_routing.h"
 #include "models/rope.h"
@@ -72,7 +73,10 @@ GpuModel::~GpuModel() = default;
 
 std::unique_ptr<GpuModel> GpuModel::load(const Checkpoint& checkpoint, const GpuModelOptions& options) {
   GpuModelConfig config = read_gpu_model_config(checkpoint.config, checkpoint.path + " config");
-  set_expert_format(config, options.experts, checkpoint.path);
+  if (config.family == GpuFamily::GptOss && checkpoint.weights.has("model.layers.0.mlp.experts.gate_up_proj_blocks"))
+    config.gpt_oss_mxfp4 = true;  // as GptOssModel::uses_mxfp4: the tensors tell when the config does not
+  set_expert_format(config, options.experts.value_or(config.gpt_oss_mxfp4 ? ExpertFormat::Mxfp4 : ExpertFormat::Bf16),
+                    checkpoint.path);
   std::unique_ptr<GpuModel> model(new GpuModel(std::move(config), options));
   model->weights_ = upload_checkpoint_weights(checkpoint, model->config_, options.progress);
   model->allocate_runtime();
@@ -82,7 +86,10 @@ std::unique_ptr<GpuModel> GpuModel::load(const Checkpoint& checkpoint, const Gpu
 std::unique_ptr<GpuModel> GpuModel::random(const nlohmann::json& config_json, const std::string& source, uint64_t seed,
                                            const GpuModelOptions& options) {
   GpuModelConfig config = read_gpu_model_config(config_json, source);
-  set_expert_format(config, options.experts, source);
+  // gpt-oss random experts are made as MXFP4 blocks / scales (gpt_oss_experts.h): kept so unless asked otherwise.
+  set_expert_format(
+      config, options.experts.value_or(config.family == GpuFamily::GptOss ? ExpertFormat::Mxfp4 : ExpertFormat::Bf16),
+      source);
   std::unique_ptr<GpuModel> model(new GpuModel(std::move(config), options));
   model->weights_ = random_device_weights(model->config_, seed);
   model->allocate_runtime();
@@ -275,8 +282,10 @@ kernels::AttentionPrologue GpuModel::prologue_for(int layer, float* qkv) const {
   return prologue;
 }
 
-kernels::AttentionParams GpuModel::attention_params_for(float* qkv, float* out) const {
+kernels::AttentionParams GpuModel::attention_params_for(int layer, float* qkv, float* out) const {
   kernels::AttentionParams params;
+  params.sliding_window = config_.sliding_window(layer);
+  params.sinks = weights_.layers[layer].sinks;
   params.q = qkv;
   params.q_stride = config_.qkv_width();
   params.out = out;
@@ -305,7 +314,7 @@ void GpuModel::attention_pass(int layer, const float* normed, const PassInputs& 
   if (in.block_table) cache.max_pages_per_seq = in.block_table_stride;
 
   kernels::qk_norm_rope_kv_append(prologue_for(layer, qkv_.data()), cache, batch, stream);
-  const kernels::AttentionParams params = attention_params_for(qkv_.data(), attn_.data());
+  const kernels::AttentionParams params = attention_params_for(layer, qkv_.data(), attn_.data());
   if (in.attention_workspace)
     kernels::decode_attention(params, cache, batch, in.attention_workspace, in.attention_workspace_bytes, stream);
   else
@@ -326,7 +335,7 @@ void GpuModel::feed_forward_pass(int layer, const float* normed, int n, cudaStre
   const int Ip = c.moe_intermediate_padded;
   const int assignments = kMaxPassTokens * c.top_k;
   int* topk_ids = topk_ids_.data() + static_cast<size_t>(layer) * assignments;
-  kernels::gemv_bf16(L.router, nullptr, normed, router_logits_.data(), n, c.experts, c.hidden_padded, stream);
+  kernels::gemv_bf16(L.router, L.router_bias, normed, router_logits_.data(), n, c.experts, c.hidden_padded, stream);
   kernels::RouterConfig router;
   router.n_experts = c.experts;
   router.top_k = c.top_k;
@@ -337,17 +346,19 @@ void GpuModel::feed_forward_pass(int layer, const float* normed, int n, cudaStre
   // Top-k and grouping by expert in one launch (one graph node fewer per MoE layer).
   const kernels::ExpertRouting routing =
       kernels::moe_route_and_group(router_logits_.data(), n, router, topk_ids, topk_weights_.data(), buffers, stream);
-  // Each expert that any of the n tokens chose is read once for all of them.
+  // Each expert that any of the n tokens chose is read once for all of them. gpt-oss: biases and the clamped
+  // SwiGLU in the kernels' epilogues (empty for the other families).
+  const kernels::ExpertEpilogue epilogue = expert_epilogue(c, L);
   if (c.expert_format != ExpertFormat::Bf16) {  // FP4: gate/up + SiLU, then down + the weighted combine
     kernels::fp4_moe_experts(L.fp4_gate, L.fp4_up, L.fp4_down, routing, normed, topk_weights_.data(), expert_h_.data(),
-                             delta_.data(), false, stream);
+                             delta_.data(), false, stream, kernels::default_fp4_moe_tuning(), epilogue);
     return;
   }
   kernels::expert_gated_gemv_bf16(L.expert_gate_up, L.expert_gate_up + int64_t{Ip} * c.hidden_padded,
                                   expert_gate_up_stride(c), routing, normed, expert_h_.data(), Ip, c.hidden_padded,
-                                  stream);
+                                  stream, {}, epilogue.gate_up_part());
   kernels::expert_gemv_bf16(L.expert_down, expert_down_stride(c), routing, expert_h_.data(), expert_out_.data(),
-                            c.hidden_padded, Ip, stream);
+                            c.hidden_padded, Ip, stream, {}, epilogue.down_part());
   kernels::moe_combine(expert_out_.data(), topk_weights_.data(), routing, n, c.hidden_padded, delta_.data(), false,
                        stream);
 }

@@ -1,4 +1,4 @@
-// The GPU model runner: one decoder-only model (Llama / Qwen2 / Qwen3 / Qwen3-MoE) resident on one GPU, its
+// The GPU model runner: one decoder-only model (Llama / Qwen2 / Qwen3 / Qwen3-MoE / gpt-oss) resident on one GPU, its
 // paged KV cache, and the passes that run it:
 //   - forward / enqueue_pass: 1..16 tokens (a decode step or a speculative verify block) through the gemv
 //     kernels; enqueue_pass takes device-side inputs only, so the decode loop can capture it in a CUDA graph;
@@ -15,6 +15,7 @@
 #pragma once
 #ifdef TACHYON_HAS_CUDA
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -44,8 +45,9 @@ struct GpuModelOptions {
   // the router logits per layer and chunk, so off by default.
   bool record_router_margins = false;
   // Routed experts as stored on the GPU: bf16, or NVFP4 / MXFP4 run by kernels/fp4_moe (fp4_experts.h). A
-  // checkpoint's bf16/float experts are quantized at load time.
-  ExpertFormat experts = ExpertFormat::Bf16;
+  // checkpoint's bf16/float experts are quantized at load time. Unset: as the checkpoint stores them (MXFP4 for
+  // gpt-oss MXFP4 checkpoints and gpt-oss random weights, which are made as MXFP4; bf16 otherwise).
+  std::optional<ExpertFormat> experts;
   // DFlash target features: 0-based decoder layers whose output (the residual stream after the layer, before
   // any final norm: HF hidden_states[l + 1]) forward() and prefill() record for every row, and enqueue_pass
   // writes where PassInputs::features points. Ascending, no repeats; the last layer's is taken after the final
@@ -151,7 +153,8 @@ class GpuModel {
   void sync_block_table();
   // The attention prologue / kernel arguments of a layer for a qkv projection output [rows, qkv_width].
   kernels::AttentionPrologue prologue_for(int layer, float* qkv) const;
-  kernels::AttentionParams attention_params_for(float* qkv, float* out) const;
+  // (sliding window and sinks of `layer`; the workspace size does not depend on them)
+  kernels::AttentionParams attention_params_for(int layer, float* qkv, float* out) const;
   void attention_pass(int layer, const float* normed, const PassInputs& in, int n, int max_seq_len,
                       cudaStream_t stream);
   void feed_forward_pass(int layer, const float* normed, int n, cudaStream_t stream);

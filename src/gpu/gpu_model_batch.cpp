@@ -109,7 +109,7 @@ const float* GpuModel::forward_batch(std::span<const SequenceTokens> items) {
   in.block_table_stride = width;
 
   // The split over the keys (hence the workspace) depends on the batch's shape: size it for this one.
-  kernels::AttentionParams params = attention_params_for(qkv_.data(), attn_.data());
+  kernels::AttentionParams params = attention_params_for(0, qkv_.data(), attn_.data());
   kernels::PagedKvCache cache = layer_cache(0, in.block_table);
   cache.max_pages_per_seq = width;
   kernels::AttentionBatch batch;

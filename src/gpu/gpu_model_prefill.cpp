@@ -18,6 +18,7 @@
 #include "embedding/embedding.h"
 #include "gemv/gemv_bf16.h"
 #include "gpu/fp4_experts.h"
+#include "gpu/gpt_oss_experts.h"
 #include "gpu/gpu_model_buffers.h"
 #include "model_runtime/model_runtime.h"
 #include "moe/moe_routing.h"
@@ -152,9 +153,9 @@ void GpuModel::prefill_chunk(std::span<const int32_t> tokens, int64_t start, boo
   batch.token_sequence = ints + layout.token_sequence;
   batch.max_seq_len = static_cast<int>(start + m);
   batch.max_query_tokens = std::min(16, m);
-  const kernels::AttentionParams params = attention_params_for(p.qkv.data(), p.attn.data());
-  const size_t workspace =
-      kernels::decode_attention_workspace_bytes(params, layer_cache(0, ints + layout.block_table), batch);
+  // (every layer's split is the same: the sliding window and sinks do not change the workspace)
+  const size_t workspace = kernels::decode_attention_workspace_bytes(
+      attention_params_for(0, p.qkv.data(), p.attn.data()), layer_cache(0, ints + layout.block_table), batch);
   if (p.attention_workspace.bytes() < workspace) {
     stream_.synchronize();
     p.attention_workspace = cuda::DeviceBuffer<uint8_t>(workspace);
@@ -174,8 +175,8 @@ void GpuModel::prefill_chunk(std::span<const int32_t> tokens, int64_t start, boo
     linear(L.qkv, L.qkv_bias, p.normed.data(), m, c.qkv_width(), c.hidden_padded, p.qkv.data());
     const kernels::PagedKvCache cache = layer_cache(layer, ints + layout.block_table);
     kernels::qk_norm_rope_kv_append(prologue_for(layer, p.qkv.data()), cache, batch, stream);
-    kernels::decode_attention(params, cache, batch, p.attention_workspace.data(), p.attention_workspace.bytes(),
-                              stream);
+    kernels::decode_attention(attention_params_for(layer, p.qkv.data(), p.attn.data()), cache, batch,
+                              p.attention_workspace.data(), p.attention_workspace.bytes(), stream);
     linear(L.o, L.o_bias, p.attn.data(), m, c.hidden_padded, c.q_width(), p.delta.data());
     kernels::add_rms_norm(p.x.data(), p.delta.data(), L.post_attention_norm, p.normed.data(), m, c.hidden_padded,
                           c.hidden_norm_eps(), stream);
@@ -210,7 +211,7 @@ void GpuModel::prefill_moe(int layer, int m) {
   // made the Qwen3-30B-A3B prefill 25-35% slower on an H200 and did not change which tokens flip experts at
   // near-ties: those come from the hidden state's own rounding; docs/gpu-runtime.md.)
   kernels::convert_f32_to_bf16(p.normed.data(), p.activations.data(), int64_t{m} * H, stream);
-  p.gemm.linear_bf16(L.router, p.activations.data(), nullptr, p.router_logits.data(), m, c.experts, H, stream);
+  p.gemm.linear_bf16(L.router, p.activations.data(), L.router_bias, p.router_logits.data(), m, c.experts, H, stream);
   kernels::RouterConfig router;
   router.n_experts = c.experts;
   router.top_k = k;
@@ -253,19 +254,28 @@ void GpuModel::prefill_moe(int layer, int m) {
       fp4_prefill_experts_ = cuda::DeviceBuffer<bf16>(static_cast<size_t>(fp4_prefill_scratch_elements(c)));
     experts = dequantize_layer_experts(L, c, fp4_prefill_experts_.data(), stream);
   }
+  // gpt-oss: expert biases in the GEMMs ([2][Ip] gate, up per expert = the gate_up output's columns) and the
+  // clamped SwiGLU.
+  const bool biases = L.expert_gate_up_bias != nullptr;
   for (int e = 0; e < c.experts; ++e) {
     if (count[e] == 0) continue;
     p.gemm.linear_bf16(experts.gate_up + e * expert_gate_up_stride(c),
-                       p.expert_activations.data() + int64_t{offset[e]} * H, nullptr,
+                       p.expert_activations.data() + int64_t{offset[e]} * H,
+                       biases ? L.expert_gate_up_bias + int64_t{e} * 2 * Ip : nullptr,
                        p.expert_gate_up.data() + int64_t{offset[e]} * 2 * Ip, count[e], 2 * Ip, H, stream);
   }
-  kernels::swiglu(p.expert_gate_up.data(), 2 * Ip, p.expert_gate_up.data() + Ip, 2 * Ip, p.expert_h.data(), rows, Ip,
-                  stream);
+  if (c.swiglu_limit > 0)
+    kernels::clamped_swiglu(p.expert_gate_up.data(), 2 * Ip, p.expert_gate_up.data() + Ip, 2 * Ip, p.expert_h.data(),
+                            rows, Ip, c.swiglu_alpha, c.swiglu_limit, stream);
+  else
+    kernels::swiglu(p.expert_gate_up.data(), 2 * Ip, p.expert_gate_up.data() + Ip, 2 * Ip, p.expert_h.data(), rows,
+                    Ip, stream);
   kernels::convert_f32_to_bf16(p.expert_h.data(), p.expert_activations.data(), int64_t{rows} * Ip, stream);
   for (int e = 0; e < c.experts; ++e) {
     if (count[e] == 0) continue;
     p.gemm.linear_bf16(experts.down + e * expert_down_stride(c), p.expert_activations.data() + int64_t{offset[e]} * Ip,
-                       nullptr, p.expert_out.data() + int64_t{offset[e]} * H, count[e], H, Ip, stream);
+                       L.expert_down_bias ? L.expert_down_bias + int64_t{e} * H : nullptr,
+                       p.expert_out.data() + int64_t{offset[e]} * H, count[e], H, Ip, stream);
   }
   kernels::ExpertRouting routing;
   routing.assignment_entry = p.assignment_entry.data();

@@ -17,6 +17,7 @@
 #include "fp4/fp4_layouts.h"
 #include "fp4_moe/fp4_tiles.h"
 #include "gpu/fp4_experts.h"
+#include "gpu/gpt_oss_experts.h"
 #include "model_runtime/model_runtime.h"
 
 namespace tachyon::gpu {
@@ -64,6 +65,8 @@ class WeightSink {
   virtual void matrix(const MatrixSpec& spec) = 0;
   virtual void vector(const VectorSpec& spec) = 0;
   virtual void fp4_stack(const Fp4StackSpec& spec) = 0;
+  // gpt-oss: one layer's stacked experts and their biases (gpt_oss_experts.h: one conversion for both sources).
+  virtual void gpt_oss_experts(int layer, const GptOssExpertTargets& targets) = 0;
   virtual void layer_done(int layer, int layers) {}
 };
 
@@ -136,6 +139,11 @@ GpuWeights build_weights(const GpuModelConfig& c, WeightSink& sink) {
       sink.vector({layer_name(i, "self_attn.o_proj.bias"), bias, VectorKind::Bias, H, H, Hp});
       L.o_bias = bias;
     }
+    if (c.attention_sinks) {
+      float* sinks = new_vector(c.heads);
+      sink.vector({layer_name(i, "self_attn.sinks"), sinks, VectorKind::Bias, c.heads, c.heads, c.heads});
+      L.sinks = sinks;
+    }
     if (c.qk_norm) {
       float* q_norm = new_vector(hdp);
       float* k_norm = new_vector(hdp);
@@ -156,9 +164,44 @@ GpuWeights build_weights(const GpuModelConfig& c, WeightSink& sink) {
       L.down = down;
     } else {
       const int64_t I = c.moe_intermediate, Ip = c.moe_intermediate_padded;
+      const bool gpt_oss = c.family == GpuFamily::GptOss;
       bf16* router = new_matrix(c.experts, Hp);
-      sink.matrix({layer_name(i, "mlp.gate.weight"), router, c.experts, H, 1, 1, H, Hp});
+      sink.matrix({layer_name(i, gpt_oss ? "mlp.router.weight" : "mlp.gate.weight"), router, c.experts, H, 1, 1, H, Hp});
       L.router = router;
+      if (c.router_bias) {
+        float* bias = new_vector(c.experts);
+        sink.vector({layer_name(i, "mlp.router.bias"), bias, VectorKind::Bias, c.experts, c.experts, c.experts});
+        L.router_bias = bias;
+      }
+      if (gpt_oss) {
+        GptOssExpertTargets targets;
+        targets.gate_up_bias = new_vector(int64_t{c.experts} * 2 * Ip);
+        targets.down_bias = new_vector(int64_t{c.experts} * Hp);
+        if (c.expert_format == ExpertFormat::Bf16) {
+          targets.gate_up = new_matrix(int64_t{c.experts} * 2 * Ip, Hp);
+          targets.down = new_matrix(int64_t{c.experts} * Hp, Ip);
+          L.expert_gate_up = targets.gate_up;
+          L.expert_down = targets.down;
+        } else {
+          const fp4::Fp4Format format = fp4_format_of(c.expert_format);
+          const bool nvfp4 = format == fp4::Fp4Format::Nvfp4;
+          auto stack = [&](int64_t rows, int64_t cols) {
+            const int64_t bytes = fp4::fp4_kernel_matrix_bytes(format, rows, cols);
+            auto* tiles = static_cast<uint8_t*>(allocate(static_cast<size_t>(bytes) * c.experts));
+            return kernels::Fp4ExpertMatrices{nvfp4 ? kernels::Fp4Kind::Nvfp4 : kernels::Fp4Kind::Mxfp4,
+                                              static_cast<int>(rows), static_cast<int>(cols), tiles, bytes,
+                                              nvfp4 ? new_vector(c.experts) : nullptr};
+          };
+          L.fp4_gate = targets.gate = stack(Ip, Hp);
+          L.fp4_up = targets.up = stack(Ip, Hp);
+          L.fp4_down = targets.down_fp4 = stack(Hp, Ip);
+        }
+        L.expert_gate_up_bias = targets.gate_up_bias;
+        L.expert_down_bias = targets.down_bias;
+        sink.gpt_oss_experts(i, targets);
+        sink.layer_done(i, c.layers);
+        continue;
+      }
       if (c.expert_format != ExpertFormat::Bf16) {
         const fp4::Fp4Format format = fp4_format_of(c.expert_format);
         const bool nvfp4 = format == fp4::Fp4Format::Nvfp4;
@@ -215,8 +258,8 @@ std::vector<uint16_t> pad_to_bf16(const std::vector<float>& values, const Matrix
 
 class CheckpointSink : public WeightSink {
  public:
-  CheckpointSink(const Checkpoint& checkpoint, ExpertFormat expert_format, bool progress)
-      : weights_(checkpoint.weights), expert_format_(expert_format), progress_(progress) {
+  CheckpointSink(const Checkpoint& checkpoint, const GpuModelConfig& config, bool progress)
+      : weights_(checkpoint.weights), config_(config), expert_format_(config.expert_format), progress_(progress) {
     // FP4 linears stored by the checkpoint (ModelOpt / compressed-tensors), by the name the models read.
     for (const fp4::Fp4Linear& linear : fp4::find_fp4_linears(weights_))
       fp4_linears_[linear.base + ".weight"] = linear.matrix;
@@ -272,6 +315,23 @@ class CheckpointSink : public WeightSink {
                                     cudaMemcpyHostToDevice));
   }
 
+  void gpt_oss_experts(int layer, const GptOssExpertTargets& targets) override {
+    const std::string prefix = layer_name(layer, "mlp.experts.");
+    GptOssExpertTensors t;
+    if (weights_.has(prefix + "gate_up_proj_blocks")) {
+      t.gate_up_blocks = &weights_.get(prefix + "gate_up_proj_blocks");
+      t.gate_up_scales = &weights_.get(prefix + "gate_up_proj_scales");
+      t.down_blocks = &weights_.get(prefix + "down_proj_blocks");
+      t.down_scales = &weights_.get(prefix + "down_proj_scales");
+    } else {
+      t.gate_up = &weights_.get(prefix + "gate_up_proj");
+      t.down = &weights_.get(prefix + "down_proj");
+    }
+    t.gate_up_bias = &weights_.get(prefix + "gate_up_proj_bias");
+    t.down_bias = &weights_.get(prefix + "down_proj_bias");
+    uploaded_ += upload_gpt_oss_experts(t, config_, targets, prefix);
+  }
+
   void layer_done(int layer, int layers) override {
     // Only big models are worth a progress line (SmolLM2 loads in a blink).
     if (!progress_ || (uploaded_ < (size_t{1} << 30) && layer + 1 < layers)) return;
@@ -283,6 +343,7 @@ class CheckpointSink : public WeightSink {
 
  private:
   const WeightStore& weights_;
+  const GpuModelConfig& config_;
   std::map<std::string, fp4::Fp4MatrixView> fp4_linears_;
   ExpertFormat expert_format_;
   bool progress_;
@@ -292,7 +353,14 @@ class CheckpointSink : public WeightSink {
 
 class RandomSink : public WeightSink {
  public:
-  explicit RandomSink(uint64_t seed) : seed_(seed) {}
+  RandomSink(const GpuModelConfig& config, uint64_t seed) : config_(config), seed_(seed) {}
+
+  // gpt-oss: random MXFP4 blocks / scales and bf16 biases in host memory, in the checkpoint's layout, through the
+  // checkpoint's conversion (gpt_oss_experts.h). One layer at a time (~0.4 GB at gpt-oss-20b shapes).
+  void gpt_oss_experts(int layer, const GptOssExpertTargets& targets) override {
+    make_random_gpt_oss_experts(config_, layer, seed_, experts_);
+    upload_gpt_oss_experts(experts_.tensors(), config_, targets, layer_name(layer, "mlp.experts."));
+  }
 
   void matrix(const MatrixSpec& s) override {
     kernels::PaddedMatrixLayout layout;
@@ -329,18 +397,20 @@ class RandomSink : public WeightSink {
 
  private:
   static constexpr float kStddev = 0.02f;
+  const GpuModelConfig& config_;
   uint64_t seed_;
+  RandomGptOssExperts experts_;
 };
 
 }  // namespace
 
 GpuWeights upload_checkpoint_weights(const Checkpoint& checkpoint, const GpuModelConfig& config, bool progress) {
-  CheckpointSink sink(checkpoint, config.expert_format, progress);
+  CheckpointSink sink(checkpoint, config, progress);
   return build_weights(config, sink);
 }
 
 GpuWeights random_device_weights(const GpuModelConfig& config, uint64_t seed) {
-  RandomSink sink(seed);
+  RandomSink sink(config, seed);
   GpuWeights weights = build_weights(config, sink);
   TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
   return weights;

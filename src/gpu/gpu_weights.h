@@ -50,6 +50,12 @@ struct GpuLayerWeights {
   // gate, up [experts][moe_intermediate_padded, hidden] and down [experts][hidden, moe_intermediate_padded] in the
   // kernel tile layout, NVFP4 global scales [experts] each (fp4_experts.h).
   kernels::Fp4ExpertMatrices fp4_gate, fp4_up, fp4_down;
+  // gpt-oss (null otherwise): attention sinks [heads], router bias [experts], expert biases [experts][2][Ip] (gate,
+  // then up) and [experts][hidden_padded].
+  const float* sinks = nullptr;
+  const float* router_bias = nullptr;
+  const float* expert_gate_up_bias = nullptr;
+  const float* expert_down_bias = nullptr;
 };
 
 struct GpuWeights {

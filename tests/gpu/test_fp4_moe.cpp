@@ -3,7 +3,8 @@
 // inputs, routing by the GPU router (uneven tokens per expert, and a skewed case where every token shares one
 // expert), 1..16 tokens, every k_split of the gate/up kernel, outputs poisoned with NaN before each launch. Plus
 // exact decoding of every e2m1 code and both block-scale kinds, and the device helpers of fp4_tiles.h (random
-// tiles respect padding; dequantization to bf16 equals the CPU's dequantization rounded to bf16).
+// tiles respect padding; dequantization to bf16 equals the CPU's dequantization rounded to bf16), and the gpt-oss
+// epilogue (biases, clamped SwiGLU).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -273,6 +274,134 @@ TEST(GpuFp4Moe, GateUpAndDownCombineMatchCpuReference) {
           TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
           expect_within(acc_variant.to_host(), want_acc, bound_acc, "down " + kernels::to_string(tuning) + " " + what);
         }
+      }
+    }
+  }
+}
+
+// gpt-oss epilogue (ExpertEpilogue, version 2): gate/up biases, the clamped SwiGLU, down biases weighted into the
+// combine; biases large enough that the clamp (limit 7) acts on both sides. Against fp4_moe_reference with its
+// epilogue. h bound: the clamp is 1-Lipschitz, d/dg [g sigmoid(a g)] <= 1.1 and |g sigmoid(a g)| <= |g|, so
+// |dh| <= 1.1 |u + 1| dg + |g| du with dg, du the dot errors (1e-5 of the sum of |terms|), plus 1e-6 |h| (expf).
+TEST(GpuFp4Moe, GptOssEpilogueMatchesCpuReference) {
+  SKIP_WITHOUT_GPU();
+  reseed_for_current_test();
+  struct Case {
+    int hidden, width, n_experts, top_k;
+    bool skewed;
+  };
+  const float limit = 7.0f, alpha = 1.702f;
+  for (const Case& c : {Case{640, 320, 32, 4, false}, Case{576, 192, 8, 3, true}}) {
+    for (Fp4Format format : {Fp4Format::Mxfp4, Fp4Format::Nvfp4}) {
+      DeviceExperts gate(format, c.n_experts, c.width, c.hidden, 0.02f), up(format, c.n_experts, c.width, c.hidden, 0.03f),
+          down(format, c.n_experts, c.hidden, c.width, 0.02f);
+      fp4::Fp4ExpertSet set{gate.views, up.views, down.views};
+      // Biases: CPU [E][I] gate and up, [E][H] down; device [E][2][I] (gate, then up), as the runner stores them.
+      const std::vector<float> gate_bias = random_floats(static_cast<size_t>(c.n_experts) * c.width, -10.0f, 10.0f);
+      const std::vector<float> up_bias = random_floats(gate_bias.size(), -10.0f, 10.0f);
+      const std::vector<float> down_bias = random_floats(static_cast<size_t>(c.n_experts) * c.hidden, -1.0f, 1.0f);
+      std::vector<float> gate_up_bias(2 * gate_bias.size());
+      for (int e = 0; e < c.n_experts; ++e)
+        for (int i = 0; i < c.width; ++i) {
+          gate_up_bias[(static_cast<size_t>(e) * 2 + 0) * c.width + i] = gate_bias[static_cast<size_t>(e) * c.width + i];
+          gate_up_bias[(static_cast<size_t>(e) * 2 + 1) * c.width + i] = up_bias[static_cast<size_t>(e) * c.width + i];
+        }
+      cuda::DeviceBuffer<float> gate_up_bias_dev(gate_up_bias), down_bias_dev(down_bias);
+      kernels::ExpertEpilogue epilogue;
+      epilogue.gate_bias = gate_up_bias_dev.data();
+      epilogue.up_bias = gate_up_bias_dev.data() + c.width;
+      epilogue.gate_up_bias_stride = 2 * c.width;
+      epilogue.down_bias = down_bias_dev.data();
+      epilogue.down_bias_stride = c.hidden;
+      epilogue.swiglu_limit = limit;
+      epilogue.swiglu_alpha = alpha;
+      const fp4::Fp4MoeReferenceEpilogue reference_epilogue{gate_bias.data(), up_bias.data(), down_bias.data(), limit,
+                                                            alpha};
+      for (int n_tokens : {1, 5, 16}) {
+        const std::string what = std::string(fp4::format_name(format)) + " gpt-oss epilogue hidden=" +
+                                 std::to_string(c.hidden) + " experts=" + std::to_string(c.n_experts) + " top-" +
+                                 std::to_string(c.top_k) + (c.skewed ? " skewed" : "") + " tokens=" + std::to_string(n_tokens);
+        const std::vector<float> x = random_floats(static_cast<size_t>(n_tokens) * c.hidden, -2.0f, 2.0f);
+        Routed r = route(n_tokens, c.n_experts, c.top_k, c.skewed);
+        const int entries = n_tokens * c.top_k;
+        cuda::DeviceBuffer<float> x_dev(x);
+        const kernels::ExpertRoutingBuffers buffers = kernels::expert_routing_buffers(r.storage.data(), c.n_experts, entries);
+        std::vector<int> entry_assignment(entries);
+        TACHYON_CUDA_CHECK(cudaMemcpy(entry_assignment.data(), buffers.sorted_assignments, entries * sizeof(int),
+                                      cudaMemcpyDeviceToHost));
+        // CPU h per entry and its bound; clamped elements counted (the test must exercise the clamp).
+        std::vector<float> h_want(static_cast<size_t>(entries) * c.width), h_bound(h_want.size());
+        std::vector<std::vector<float>> h_of_assignment(entries);
+        int clamped_gate = 0, clamped_up = 0;
+        for (int entry = 0; entry < entries; ++entry) {
+          const int a = entry_assignment[entry], t = a / c.top_k, e = r.ids[a];
+          const std::vector<float> g_w = dequantized(gate.views[e]), u_w = dequantized(up.views[e]);
+          const float* xr = x.data() + static_cast<size_t>(t) * c.hidden;
+          for (int i = 0; i < c.width; ++i) {
+            const size_t row = static_cast<size_t>(i) * c.hidden;
+            double g_abs = 0, u_abs = 0;
+            for (int k = 0; k < c.hidden; ++k) {
+              g_abs += std::fabs(g_w[row + k] * xr[k]);
+              u_abs += std::fabs(u_w[row + k] * xr[k]);
+            }
+            const float g_raw = dot(g_w.data() + row, xr, c.hidden) + gate_bias[static_cast<size_t>(e) * c.width + i];
+            const float u_raw = dot(u_w.data() + row, xr, c.hidden) + up_bias[static_cast<size_t>(e) * c.width + i];
+            clamped_gate += g_raw > limit;
+            clamped_up += std::fabs(u_raw) > limit;
+            const float g = std::min(g_raw, limit), u = std::clamp(u_raw, -limit, limit);
+            const float h = (u + 1.0f) * g * sigmoid(alpha * g);
+            h_want[static_cast<size_t>(entry) * c.width + i] = h;
+            h_bound[static_cast<size_t>(entry) * c.width + i] = static_cast<float>(
+                1e-5 * (1.1 * std::fabs(u + 1.0f) * (g_abs + std::fabs(g_raw)) + std::fabs(g) * (u_abs + std::fabs(u_raw))) +
+                1e-6 * std::fabs(h) + 1e-7);
+          }
+          h_of_assignment[a].assign(h_want.begin() + static_cast<size_t>(entry) * c.width,
+                                    h_want.begin() + static_cast<size_t>(entry + 1) * c.width);
+        }
+        EXPECT_GT(clamped_gate, 0) << what;
+        EXPECT_GT(clamped_up, 0) << what;
+        std::vector<float> want(static_cast<size_t>(n_tokens) * c.hidden), bound(want.size(), 1e-6f);
+        fp4::fp4_moe_reference(set, r.ids.data(), r.weights.data(), n_tokens, c.top_k, x.data(), want.data(),
+                               reference_epilogue);
+        for (int a = 0; a < entries; ++a) {
+          const int t = a / c.top_k, e = r.ids[a];
+          const std::vector<float> d_w = dequantized(down.views[e]);
+          for (int i = 0; i < c.hidden; ++i) {
+            double abs_dot = 0;
+            for (int k = 0; k < c.width; ++k) abs_dot += std::fabs(d_w[static_cast<size_t>(i) * c.width + k] * h_of_assignment[a][k]);
+            bound[static_cast<size_t>(t) * c.hidden + i] += static_cast<float>(
+                r.weights[a] * (1e-4 * abs_dot + 1e-6 * std::fabs(down_bias[static_cast<size_t>(e) * c.hidden + i])));
+          }
+        }
+        // The default configuration through fp4_moe_experts, then gate/up and down configurations separately.
+        auto h_dev = poisoned(h_want.size());
+        auto out_dev = poisoned(want.size());
+        kernels::fp4_moe_experts(gate.matrices, up.matrices, down.matrices, r.routing, x_dev.data(), r.weights_dev.data(),
+                                 h_dev.data(), out_dev.data(), false, nullptr, kernels::default_fp4_moe_tuning(), epilogue);
+        TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
+        expect_within(h_dev.to_host(), h_want, h_bound, "gate/up " + what);
+        expect_within(out_dev.to_host(), want, bound, "out " + what);
+        for (const char* text : {"v2 ks1", "v2 ks2 s8", "v2 ks4", "v2 ks8"}) {
+          const kernels::Fp4MoeTuning tuning = kernels::parse_fp4_moe_tuning(text);
+          auto h_variant = poisoned(h_want.size());
+          kernels::fp4_expert_gate_up(gate.matrices, up.matrices, r.routing, x_dev.data(), h_variant.data(), nullptr, 0,
+                                      tuning, epilogue.gate_up_part());
+          TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
+          expect_within(h_variant.to_host(), h_want, h_bound, std::string("gate/up ") + text + " " + what);
+        }
+        for (const char* text : {"v2 dw8 dk1", "v2 dw16 dk2", "v2 dw8 ds12 dk3", "v2 dw16 dk4"}) {
+          const kernels::Fp4MoeTuning tuning = kernels::parse_fp4_moe_tuning(text);
+          auto out_variant = poisoned(want.size());
+          kernels::fp4_expert_down_combine(down.matrices, r.routing, h_dev.data(), r.weights_dev.data(),
+                                           out_variant.data(), false, nullptr, false, tuning, epilogue.down_part());
+          TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
+          expect_within(out_variant.to_host(), want, bound, std::string("down ") + text + " " + what);
+        }
+        // Version 1 has no epilogue: refused with a message, not silently ignored.
+        EXPECT_THROW(kernels::fp4_moe_experts(gate.matrices, up.matrices, down.matrices, r.routing, x_dev.data(),
+                                              r.weights_dev.data(), h_dev.data(), out_dev.data(), false, nullptr,
+                                              kernels::parse_fp4_moe_tuning("v1"), epilogue),
+                     std::exception);
       }
     }
   }

@@ -101,6 +101,14 @@ TEST(GpuModelConfig, TinyFixturesArePaddedForTheKernels) {
   EXPECT_FALSE(qwen2.o_bias);
   EXPECT_EQ(qwen2.rope.type, RopeType::Yarn);
 
+  const auto gpt_oss = fixture_config("gpt_oss");
+  EXPECT_EQ(gpt_oss.family, GpuFamily::GptOss);
+  EXPECT_EQ(gpt_oss.sliding_window(0), 8);
+  EXPECT_EQ(gpt_oss.sliding_window(1), 0);
+  EXPECT_EQ(gpt_oss.head_dim_padded, 64);
+  EXPECT_FALSE(gpt_oss.gpt_oss_mxfp4);
+  EXPECT_TRUE(fixture_config("gpt_oss_mxfp4").gpt_oss_mxfp4);
+
   EXPECT_TRUE(fixture_config("qwen3").tied_embeddings);
   EXPECT_EQ(fixture_config("llama").rope.type, RopeType::Llama3);
 }
@@ -119,6 +127,26 @@ TEST(GpuModelConfig, BuiltinShapesParse) {
   EXPECT_TRUE(smol.tied_embeddings);
   EXPECT_EQ(smol.intermediate_padded, 1536);
   EXPECT_FALSE(builtin_model_config("no-such-model").has_value());
+
+  const auto oss = read_gpu_model_config(*builtin_model_config("gpt-oss-20b"), "gpt-oss-20b");
+  EXPECT_EQ(oss.family, GpuFamily::GptOss);
+  EXPECT_EQ(oss.layers, 24);
+  EXPECT_EQ(oss.hidden_padded, 2880);
+  EXPECT_EQ(oss.heads, 64);
+  EXPECT_EQ(oss.kv_heads, 8);
+  EXPECT_EQ(oss.head_dim_padded, 64);
+  EXPECT_EQ(oss.experts, 32);
+  EXPECT_EQ(oss.top_k, 4);
+  EXPECT_EQ(oss.moe_intermediate_padded, 2880);
+  EXPECT_EQ(oss.vocab, 201088);
+  EXPECT_EQ(oss.rope.type, RopeType::Yarn);
+  EXPECT_TRUE(oss.attention_sinks && oss.qkv_bias && oss.o_bias && oss.router_bias && oss.expert_biases);
+  EXPECT_TRUE(oss.gpt_oss_mxfp4);
+  EXPECT_FLOAT_EQ(oss.swiglu_limit, 7.0f);
+  EXPECT_EQ(oss.sliding_window(0), 128);
+  EXPECT_EQ(oss.sliding_window(1), 0);
+  EXPECT_EQ(oss.sliding_window(22), 128);
+  EXPECT_FALSE(oss.has_dense_layers());
 }
 
 TEST(GpuModelConfig, OtherArchitecturesAreNotOnTheGpuYet) {
@@ -140,7 +168,8 @@ TEST(GpuModelConfig, OtherArchitecturesAreNotOnTheGpuYet) {
 // alone: the rounding helper keeps the model working, and how far bf16 weights move the logits from
 // transformers' float32 ones (the gap the GPU tests' transformers bound must allow).
 TEST(GpuModelReference, Bf16RoundedCpuModelStaysCloseToTransformers) {
-  for (const std::string name : {"llama", "qwen2", "qwen3", "qwen3_moe", "qwen3_moe_unnormalized"}) {
+  for (const std::string name :
+       {"llama", "qwen2", "qwen3", "qwen3_moe", "qwen3_moe_unnormalized", "gpt_oss", "gpt_oss_mxfp4"}) {
     const std::string dir = test::fixture_path("tiny/" + name);
     const Checkpoint checkpoint = open_checkpoint(dir);
     const auto rounded = gpu_model_test::round_matrices_to_bf16(checkpoint);

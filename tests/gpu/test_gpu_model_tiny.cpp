@@ -1,6 +1,10 @@
 // The GPU model runner on every tiny fixture the GPU supports (tests/fixtures/tiny/{llama, qwen2, qwen3,
-// qwen3_moe, qwen3_moe_unnormalized}: RoPE llama3 / yarn, biases, q/k norm, tied embeddings, head_dim 8..32
-// padded to 64, MoE with and without renormalization, dense layers inside MoE models).
+// qwen3_moe, qwen3_moe_unnormalized, gpt_oss, gpt_oss_mxfp4}: RoPE llama3 / yarn, biases, q/k norm, tied embeddings,
+// head_dim 8..32 padded to 64, MoE with and without renormalization, dense layers inside MoE models; gpt-oss:
+// attention sinks, a sliding window of 8 on layer 0, router and expert biases, interleaved gate/up, the clamped
+// SwiGLU, experts bf16 (gpt_oss: float32 checkpoint) or MXFP4 as stored (gpt_oss_mxfp4: the GPU keeps the codes,
+// so the CPU on the "rounded" checkpoint, which leaves U8 blocks alone, runs exactly the GPU's expert weights; its
+// 2-D expert biases are rounded to bf16 there while the GPU keeps them float32, a ~2^-9 relative difference).
 //
 // Metric, per position: max_i |gpu_i - ref_i| / max_i |ref_i| over the vocabulary.
 // Bounds (the measured values are printed). These models are small and sensitive: rounding the weights to
@@ -174,7 +178,8 @@ TEST_P(GpuTinyModel, GreedyGraphDecodeMatchesCpu) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, GpuTinyModel,
-                         testing::Values("llama", "qwen2", "qwen3", "qwen3_moe", "qwen3_moe_unnormalized"));
+                         testing::Values("llama", "qwen2", "qwen3", "qwen3_moe", "qwen3_moe_unnormalized", "gpt_oss",
+                                         "gpt_oss_mxfp4"));
 
 }  // namespace
 }  // namespace tachyon::gpu

@@ -39,7 +39,7 @@ namespace tachyon::cli {
 namespace {
 
 struct BenchOptions {
-  std::string model_path, random_weights, prefill = "1024,8192", label, json_file, experts = "bf16";
+  std::string model_path, random_weights, prefill = "1024,8192", label, json_file, experts;
   std::string verify_sweep, drafter_config, tau = "6.4,8";
   std::string draft_path, prompts = "prompts/chat.jsonl,prompts/code.jsonl,prompts/math.jsonl";
   int max_tokens = 128, block_size = 0, prompt_limit = 0;
@@ -126,7 +126,7 @@ int run_draft_bench(const BenchOptions& o) {
   const Tokenizer tokenizer = Tokenizer::from_checkpoint(checkpoint);
   gpu::GpuModelOptions model_options;
   model_options.kv_positions = o.kv_positions > 0 ? o.kv_positions : 4096;
-  model_options.experts = gpu::parse_expert_format(o.experts, "--experts");
+  if (!o.experts.empty()) model_options.experts = gpu::parse_expert_format(o.experts, "--experts");
   model_options.feature_layers = gpu::drafter_feature_layers(draft_checkpoint, checkpoint.config);
   std::unique_ptr<gpu::GpuModel> model = gpu::GpuModel::load(checkpoint, model_options);
   gpu::GpuDrafter drafter(draft_checkpoint, *model, model->capacity());
@@ -178,7 +178,7 @@ int run_bench(const BenchOptions& o) {
   int64_t needed = o.context + o.steps + gpu::kMaxPassTokens + 1;
   for (int64_t length : bench.prefill_lengths) needed = std::max(needed, length);
   model_options.kv_positions = o.kv_positions > 0 ? o.kv_positions : needed;
-  model_options.experts = gpu::parse_expert_format(o.experts, "--experts");
+  if (!o.experts.empty()) model_options.experts = gpu::parse_expert_format(o.experts, "--experts");
 
   const auto load_start = std::chrono::steady_clock::now();
   std::unique_ptr<gpu::GpuModel> model;
@@ -393,8 +393,8 @@ Runner add_bench_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--experts", options->experts,
                   "Routed experts on the GPU: bf16, or nvfp4 / mxfp4 (FP4 kernels; a checkpoint's experts are "
-                  "quantized at load)")
-      ->capture_default_str();
+                  "quantized at load). Default: as stored (mxfp4 for gpt-oss MXFP4 checkpoints and gpt-oss random "
+                  "weights, else bf16)");
   cmd->add_option("--verify-sweep", options->verify_sweep,
                   "Block sizes (1..16, comma-separated) at which to time one verify pass of b tokens at --context, "
                   "with distinct experts per MoE layer and a projected DFlash tokens/s (docs/dflash.md)");
