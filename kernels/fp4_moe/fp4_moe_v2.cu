@@ -175,7 +175,9 @@ __device__ __forceinline__ void tile_product_packed(const uint4& codes, const ui
 // ---------------------------------------------------------------------------------------------------------------
 // gate/up: grid (row tiles / (WARPS / K_SPLIT), expert slots); K_SPLIT warps share a row tile and split H.
 
-template <int WARPS, int K_SPLIT, int STAGES, int NT, bool NV, bool PACKED_H>
+// EPI: the gpt-oss epilogue (biases, clamped SwiGLU) compiled in; separate instances, so the plain kernels are
+// exactly what they were.
+template <int WARPS, int K_SPLIT, int STAGES, int NT, bool NV, bool PACKED_H, bool EPI>
 __device__ __forceinline__ void gate_up_body(const GateUpParams& p, uint4* ring, int expert, int entry_base,
                                              int n_cols, int row_tile, int k_part, bool rows_active, int kt_begin,
                                              int n_steps) {
@@ -284,7 +286,7 @@ __device__ __forceinline__ void gate_up_body(const GateUpParams& p, uint4* ring,
       for (int r = 0; r < 2; ++r) {
         const int64_t at = static_cast<int64_t>(entry_base + entry) * p.rows + row_tile * kTileRows + g + 8 * r;
         float value;
-        if (p.swiglu_limit > 0) {  // gpt-oss (uniform branch; the plain path below is unchanged)
+        if constexpr (EPI) {  // gpt-oss
           const int row = row_tile * kTileRows + g + 8 * r;
           value = clamped_swiglu(val[0][j][r] * gate_scale + (p.gate_bias ? p.gate_bias[expert * p.bias_stride + row] : 0.0f),
                                  val[1][j][r] * up_scale + (p.up_bias ? p.up_bias[expert * p.bias_stride + row] : 0.0f),
@@ -302,7 +304,7 @@ __device__ __forceinline__ void gate_up_body(const GateUpParams& p, uint4* ring,
 
 // Kernels with more than one n8 tile per expert are capped at 128 registers (16 warps per SM): at 16 tokens most
 // experts take the 1-tile path, which needs far fewer, and would otherwise pay for the rare 4-tile one.
-template <int WARPS, int K_SPLIT, int STAGES, int MAX_NT, bool NV, bool PACKED_H>
+template <int WARPS, int K_SPLIT, int STAGES, int MAX_NT, bool NV, bool PACKED_H, bool EPI>
 __global__ void __launch_bounds__(WARPS * 32, MAX_NT > 1 ? 512 / (WARPS * 32) : 1) fp4_gate_up_v2_kernel(GateUpParams p) {
   wait_for_previous_kernel();    // the routing tables come from the previous kernel
   allow_next_kernel_to_start();  // the down kernel may start streaming weights; it waits for h itself
@@ -322,17 +324,17 @@ __global__ void __launch_bounds__(WARPS * 32, MAX_NT > 1 ? 512 / (WARPS * 32) : 
   const int nt = min((n_cols + 3) / 4, MAX_NT);  // block-uniform: every warp takes the same branch
   if constexpr (MAX_NT >= 4)
     if (nt == 4)
-      return gate_up_body<WARPS, K_SPLIT, STAGES, 4, NV, PACKED_H>(p, ring, expert, entry_base, n_cols, safe_row_tile, k_part,
+      return gate_up_body<WARPS, K_SPLIT, STAGES, 4, NV, PACKED_H, EPI>(p, ring, expert, entry_base, n_cols, safe_row_tile, k_part,
                                                          rows_active, kt_begin, n_steps);
   if constexpr (MAX_NT >= 3)
     if (nt == 3)
-      return gate_up_body<WARPS, K_SPLIT, STAGES, 3, NV, PACKED_H>(p, ring, expert, entry_base, n_cols, safe_row_tile, k_part,
+      return gate_up_body<WARPS, K_SPLIT, STAGES, 3, NV, PACKED_H, EPI>(p, ring, expert, entry_base, n_cols, safe_row_tile, k_part,
                                                          rows_active, kt_begin, n_steps);
   if constexpr (MAX_NT >= 2)
     if (nt == 2)
-      return gate_up_body<WARPS, K_SPLIT, STAGES, 2, NV, PACKED_H>(p, ring, expert, entry_base, n_cols, safe_row_tile, k_part,
+      return gate_up_body<WARPS, K_SPLIT, STAGES, 2, NV, PACKED_H, EPI>(p, ring, expert, entry_base, n_cols, safe_row_tile, k_part,
                                                          rows_active, kt_begin, n_steps);
-  gate_up_body<WARPS, K_SPLIT, STAGES, 1, NV, PACKED_H>(p, ring, expert, entry_base, n_cols, safe_row_tile, k_part, rows_active,
+  gate_up_body<WARPS, K_SPLIT, STAGES, 1, NV, PACKED_H, EPI>(p, ring, expert, entry_base, n_cols, safe_row_tile, k_part, rows_active,
                                               kt_begin, n_steps);
 }
 
@@ -341,7 +343,8 @@ __global__ void __launch_bounds__(WARPS * 32, MAX_NT > 1 ? 512 / (WARPS * 32) : 
 // block's warps; each item's weighted result is added into the warp's [16 rows][16 tokens] tile in shared memory,
 // and the warps' tiles are summed in a fixed order at the end (deterministic, no atomics).
 
-template <int STAGES, int NT, bool NV, bool PACKED_H, typename Issue>
+// BIAS: the gpt-oss down bias compiled in (separate instances, as EPI above).
+template <int STAGES, int NT, bool NV, bool PACKED_H, bool BIAS, typename Issue>
 __device__ __forceinline__ void down_item(const DownParams& p, float (&out_tile)[kTileRows][16], const uint4* my_ring,
                                           int expert, int entry_base, int n_cols, int kt0, int item_tiles, int step0,
                                           Issue& issue) {
@@ -400,7 +403,7 @@ __device__ __forceinline__ void down_item(const DownParams& p, float (&out_tile)
     if (entry < n_cols) {
       const int assignment = p.sorted_assignments[entry_base + entry];
       const int token = assignment / p.top_k;
-      if (p.bias) {  // gpt-oss: w * (down h + b), the bias added once per expert (by its first k part)
+      if constexpr (BIAS) {  // gpt-oss: w * (down h + b), the bias added once per expert (by its first k part)
         const float* b = p.bias + expert * p.bias_stride + blockIdx.x * kTileRows;
         const float b0 = kt0 == 0 ? b[g] : 0.0f, b8 = kt0 == 0 ? b[g + 8] : 0.0f;
         const float weight = p.topk_weights[assignment];
@@ -416,7 +419,7 @@ __device__ __forceinline__ void down_item(const DownParams& p, float (&out_tile)
   __syncwarp();  // out_tile writes ordered before the next item's (other lanes may add to the same token)
 }
 
-template <int WARPS, int STAGES, int MAX_NT, bool NV, bool PACKED_H>
+template <int WARPS, int STAGES, int MAX_NT, bool NV, bool PACKED_H, bool BIAS>
 __global__ void __launch_bounds__(WARPS * 32, MAX_NT > 1 ? 512 / (WARPS * 32) : 1) fp4_down_v2_kernel(DownParams p, int k_split) {
   using T = Tile<NV>;
   __shared__ float out_tile[WARPS][kTileRows][16];
@@ -462,16 +465,16 @@ __global__ void __launch_bounds__(WARPS * 32, MAX_NT > 1 ? 512 / (WARPS * 32) : 
     const int nt = min((n_cols + 3) / 4, MAX_NT);  // warp-uniform
     const int step0 = local * item_tiles;
     if (MAX_NT >= 4 && nt == 4)
-      down_item<STAGES, (MAX_NT >= 4 ? 4 : 1), NV, PACKED_H>(p, out_tile[warp], my_ring, expert, entry_base, n_cols, kt0,
+      down_item<STAGES, (MAX_NT >= 4 ? 4 : 1), NV, PACKED_H, BIAS>(p, out_tile[warp], my_ring, expert, entry_base, n_cols, kt0,
                                                    item_tiles, step0, issue);
     else if (MAX_NT >= 3 && nt == 3)
-      down_item<STAGES, (MAX_NT >= 3 ? 3 : 1), NV, PACKED_H>(p, out_tile[warp], my_ring, expert, entry_base, n_cols, kt0,
+      down_item<STAGES, (MAX_NT >= 3 ? 3 : 1), NV, PACKED_H, BIAS>(p, out_tile[warp], my_ring, expert, entry_base, n_cols, kt0,
                                                    item_tiles, step0, issue);
     else if (MAX_NT >= 2 && nt == 2)
-      down_item<STAGES, (MAX_NT >= 2 ? 2 : 1), NV, PACKED_H>(p, out_tile[warp], my_ring, expert, entry_base, n_cols, kt0,
+      down_item<STAGES, (MAX_NT >= 2 ? 2 : 1), NV, PACKED_H, BIAS>(p, out_tile[warp], my_ring, expert, entry_base, n_cols, kt0,
                                                    item_tiles, step0, issue);
     else
-      down_item<STAGES, 1, NV, PACKED_H>(p, out_tile[warp], my_ring, expert, entry_base, n_cols, kt0, item_tiles, step0, issue);
+      down_item<STAGES, 1, NV, PACKED_H, BIAS>(p, out_tile[warp], my_ring, expert, entry_base, n_cols, kt0, item_tiles, step0, issue);
   }
   cp_async_wait<0>();
   __syncthreads();
@@ -494,11 +497,11 @@ void configure(Kernel kernel, size_t dynamic_shared) {
                                           cudaSharedmemCarveoutMaxShared));
 }
 
-template <int WARPS, int K_SPLIT, int STAGES, int MAX_NT, bool NV, bool PACKED_H = false>
+template <int WARPS, int K_SPLIT, int STAGES, int MAX_NT, bool NV, bool PACKED_H = false, bool EPI = false>
 void launch_gate_up_t(const GateUpParams& p, int max_active_experts, cudaStream_t stream) {
   constexpr size_t kShared = static_cast<size_t>(WARPS) * STAGES * 2 * Tile<NV>::kBytes;
   static_assert(kShared >= static_cast<size_t>(WARPS) * 4 * 2 * 2 * 32 * sizeof(float), "k-split partials fit the ring");
-  auto kernel = fp4_gate_up_v2_kernel<WARPS, K_SPLIT, STAGES, MAX_NT, NV, PACKED_H>;
+  auto kernel = fp4_gate_up_v2_kernel<WARPS, K_SPLIT, STAGES, MAX_NT, NV, PACKED_H, EPI>;
   static const bool configured = (configure(kernel, kShared), true);
   (void)configured;
   const int row_tiles = p.rows / kTileRows, tiles_per_block = WARPS / K_SPLIT;
@@ -510,9 +513,11 @@ template <int MAX_NT, bool NV>
 void launch_gate_up_nt(const GateUpParams& p, int max_active_experts, int k_split, int stages, bool packed_h,
                        cudaStream_t stream) {
   const bool deep = stages > 4;
+  const bool epilogue = p.swiglu_limit > 0;  // gpt-oss: only with 4 stages and float h (fp4_moe.cu checks)
   // Packed h only with 4 stages (fewer instantiations).
 #define TACHYON_GATE_UP(W, K)                                                                    \
-  packed_h ? launch_gate_up_t<W, K, 4, MAX_NT, NV, true>(p, max_active_experts, stream)         \
+  epilogue ? launch_gate_up_t<W, K, 4, MAX_NT, NV, false, true>(p, max_active_experts, stream)  \
+  : packed_h ? launch_gate_up_t<W, K, 4, MAX_NT, NV, true>(p, max_active_experts, stream)       \
   : deep   ? launch_gate_up_t<W, K, 8, MAX_NT, NV>(p, max_active_experts, stream)               \
            : launch_gate_up_t<W, K, 4, MAX_NT, NV>(p, max_active_experts, stream)
   switch (k_split) {
@@ -524,10 +529,10 @@ void launch_gate_up_nt(const GateUpParams& p, int max_active_experts, int k_spli
 #undef TACHYON_GATE_UP
 }
 
-template <int WARPS, int STAGES, int MAX_NT, bool NV, bool PACKED_H = false>
+template <int WARPS, int STAGES, int MAX_NT, bool NV, bool PACKED_H = false, bool BIAS = false>
 void launch_down_t(const DownParams& p, int k_split, cudaStream_t stream) {
   constexpr size_t kShared = static_cast<size_t>(WARPS) * STAGES * Tile<NV>::kBytes;
-  auto kernel = fp4_down_v2_kernel<WARPS, STAGES, MAX_NT, NV, PACKED_H>;
+  auto kernel = fp4_down_v2_kernel<WARPS, STAGES, MAX_NT, NV, PACKED_H, BIAS>;
   static const bool configured = (configure(kernel, kShared), true);
   (void)configured;
   launch_programmatic("fp4_down_v2_kernel", kernel, dim3(p.rows / kTileRows), dim3(WARPS * 32), kShared, stream, p,
@@ -537,7 +542,10 @@ void launch_down_t(const DownParams& p, int k_split, cudaStream_t stream) {
 template <int MAX_NT, bool NV>
 void launch_down_nt(const DownParams& p, int warps, int stages, int k_split, bool packed_h, cudaStream_t stream) {
   const bool deep = stages > 6;
-  if (packed_h)  // only with 6 stages (fewer instantiations)
+  if (p.bias)  // gpt-oss: only with 6 stages and float h (fp4_moe.cu checks)
+    warps > 8 ? launch_down_t<16, 6, MAX_NT, NV, false, true>(p, k_split, stream)
+              : launch_down_t<8, 6, MAX_NT, NV, false, true>(p, k_split, stream);
+  else if (packed_h)  // only with 6 stages (fewer instantiations)
     warps > 8 ? launch_down_t<16, 6, MAX_NT, NV, true>(p, k_split, stream) : launch_down_t<8, 6, MAX_NT, NV, true>(p, k_split, stream);
   else if (warps > 8)
     deep ? launch_down_t<16, 12, MAX_NT, NV>(p, k_split, stream) : launch_down_t<16, 6, MAX_NT, NV>(p, k_split, stream);

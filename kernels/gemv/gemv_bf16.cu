@@ -91,9 +91,6 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(GemvParams 
   int n_cols = p.n_tokens, entry_base = 0;
   const __nv_bfloat16* weight = p.weight;
   const __nv_bfloat16* up_weight = p.up_weight;
-  const float* bias = p.bias;
-  const float* gate_bias = p.gate_bias;
-  const float* up_bias = p.up_bias;
   if (p.group_count) {
     wait_for_previous_kernel();  // the routing tables come from the previous kernel
     const int slot = blockIdx.y;
@@ -103,9 +100,6 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(GemvParams 
     const int64_t expert = p.group_expert[slot];
     weight += expert * p.expert_stride;
     if (GATED) up_weight += expert * p.expert_stride;
-    if (bias) bias += expert * p.bias_stride;
-    if (gate_bias) gate_bias += expert * p.bias_stride;
-    if (up_bias) up_bias += expert * p.bias_stride;
   }
   const int in = p.in_features, out = p.out_features;
 
@@ -248,6 +242,8 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(GemvParams 
   }
   if (!rows_active) return;
 
+  // Biases (expert mode: this expert's) are located only here, so that nothing extra stays live through the loop.
+  const int64_t bias_offset = p.group_count && p.bias_stride ? p.group_expert[blockIdx.y] * p.bias_stride : 0;
   // Accumulator r of tile/column-tile j holds row (group + 8 * (r >> 1)), token (8 j + 2 t + (r & 1)).
   constexpr int kTilesOut = GATED ? 1 : 2;
 #pragma unroll
@@ -262,13 +258,14 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(GemvParams 
         float value;
         if constexpr (GATED) {
           if (p.swiglu_limit > 0)  // gpt-oss (uniform branch; the plain path below is unchanged)
-            value = clamped_swiglu(acc[0][j][r] + (gate_bias ? gate_bias[row] : 0.0f),
-                                   acc[1][j][r] + (up_bias ? up_bias[row] : 0.0f), p.swiglu_alpha, p.swiglu_limit);
+            value = clamped_swiglu(acc[0][j][r] + (p.gate_bias ? p.gate_bias[bias_offset + row] : 0.0f),
+                                   acc[1][j][r] + (p.up_bias ? p.up_bias[bias_offset + row] : 0.0f), p.swiglu_alpha,
+                                   p.swiglu_limit);
           else
             value = silu(acc[0][j][r]) * acc[1][j][r];
         } else {
           value = acc[tile][j][r];
-          if (bias) value += bias[row];
+          if (p.bias) value += p.bias[bias_offset + row];
         }
         p.y[static_cast<int64_t>(entry_base + col) * out + row] = value;
       }

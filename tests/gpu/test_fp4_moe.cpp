@@ -381,7 +381,7 @@ TEST(GpuFp4Moe, GptOssEpilogueMatchesCpuReference) {
         TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
         expect_within(h_dev.to_host(), h_want, h_bound, "gate/up " + what);
         expect_within(out_dev.to_host(), want, bound, "out " + what);
-        for (const char* text : {"v2 ks1", "v2 ks2 s8", "v2 ks4", "v2 ks8"}) {
+        for (const char* text : {"v2 ks1", "v2 ks2", "v2 ks4", "v2 ks8"}) {
           const kernels::Fp4MoeTuning tuning = kernels::parse_fp4_moe_tuning(text);
           auto h_variant = poisoned(h_want.size());
           kernels::fp4_expert_gate_up(gate.matrices, up.matrices, r.routing, x_dev.data(), h_variant.data(), nullptr, 0,
@@ -389,7 +389,7 @@ TEST(GpuFp4Moe, GptOssEpilogueMatchesCpuReference) {
           TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
           expect_within(h_variant.to_host(), h_want, h_bound, std::string("gate/up ") + text + " " + what);
         }
-        for (const char* text : {"v2 dw8 dk1", "v2 dw16 dk2", "v2 dw8 ds12 dk3", "v2 dw16 dk4"}) {
+        for (const char* text : {"v2 dw8 dk1", "v2 dw16 dk2", "v2 dw8 dk3", "v2 dw16 dk4"}) {
           const kernels::Fp4MoeTuning tuning = kernels::parse_fp4_moe_tuning(text);
           auto out_variant = poisoned(want.size());
           kernels::fp4_expert_down_combine(down.matrices, r.routing, h_dev.data(), r.weights_dev.data(),
@@ -397,11 +397,13 @@ TEST(GpuFp4Moe, GptOssEpilogueMatchesCpuReference) {
           TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
           expect_within(out_variant.to_host(), want, bound, std::string("down ") + text + " " + what);
         }
-        // Version 1 has no epilogue: refused with a message, not silently ignored.
-        EXPECT_THROW(kernels::fp4_moe_experts(gate.matrices, up.matrices, down.matrices, r.routing, x_dev.data(),
-                                              r.weights_dev.data(), h_dev.data(), out_dev.data(), false, nullptr,
-                                              kernels::parse_fp4_moe_tuning("v1"), epilogue),
-                     std::exception);
+        // Version 1, packed h and the deeper rings have no epilogue instances: refused with a message, not ignored.
+        for (const char* text : {"v1", "v2 hp1", "v2 s8", "v2 ds12"})
+          EXPECT_THROW(kernels::fp4_moe_experts(gate.matrices, up.matrices, down.matrices, r.routing, x_dev.data(),
+                                                r.weights_dev.data(), h_dev.data(), out_dev.data(), false, nullptr,
+                                                kernels::parse_fp4_moe_tuning(text), epilogue),
+                       std::exception)
+              << text;
       }
     }
   }
