@@ -410,9 +410,11 @@ void fp4_expert_gate_up(const Fp4ExpertMatrices& gate, const Fp4ExpertMatrices& 
   TACHYON_REQUIRE(routing.n_tokens >= 1 && routing.n_tokens <= 16 && routing.top_k > 0, name, "1..16 tokens, top_k > 0");
   TACHYON_REQUIRE(reinterpret_cast<uintptr_t>(x) % 16 == 0, name, "x must be 16-byte aligned");
   if (routing.max_active_experts <= 0) return;
-  GateUpParams p{gate.tiles, up.tiles, gate.expert_stride, up.expert_stride, gate.global_scales, up.global_scales,
-                 gate.rows, gate.cols, x, h, routing.active_expert_count, routing.active_experts, routing.slot_offsets,
-                 routing.sorted_assignments, routing.top_k};
+  GateUpEpilogueParams ep{};  // the plain kernels get its GateUpParams part only
+  GateUpParams& p = ep;
+  p = GateUpParams{gate.tiles, up.tiles, gate.expert_stride, up.expert_stride, gate.global_scales, up.global_scales,
+                   gate.rows, gate.cols, x, h, routing.active_expert_count, routing.active_experts, routing.slot_offsets,
+                   routing.sorted_assignments, routing.top_k};
   if (epilogue.any()) {
     TACHYON_REQUIRE(tuning.version != 1, name, "the gpt-oss epilogue (biases, clamped SwiGLU) is in version 2 only");
     TACHYON_REQUIRE((tuning.stages == 0 || tuning.stages == 4) && tuning.packed_h == 0, name,
@@ -421,11 +423,11 @@ void fp4_expert_gate_up(const Fp4ExpertMatrices& gate, const Fp4ExpertMatrices& 
     TACHYON_REQUIRE(epilogue.swiglu_limit > 0, name, "gate/up biases are applied with the clamped SwiGLU only");
     TACHYON_REQUIRE(!(epilogue.gate_bias || epilogue.up_bias) || epilogue.gate_up_bias_stride >= gate.rows, name,
                     "gate_up_bias_stride must be >= rows");
-    p.gate_bias = epilogue.gate_bias;
-    p.up_bias = epilogue.up_bias;
-    p.bias_stride = epilogue.gate_up_bias_stride;
-    p.swiglu_limit = epilogue.swiglu_limit;
-    p.swiglu_alpha = epilogue.swiglu_alpha;
+    ep.gate_bias = epilogue.gate_bias;
+    ep.up_bias = epilogue.up_bias;
+    ep.bias_stride = epilogue.gate_up_bias_stride;
+    ep.swiglu_limit = epilogue.swiglu_limit;
+    ep.swiglu_alpha = epilogue.swiglu_alpha;
   }
   const int row_tiles = gate.rows / kTileRows;
   const bool nv = gate.kind == Fp4Kind::Nvfp4;
@@ -446,7 +448,7 @@ void fp4_expert_gate_up(const Fp4ExpertMatrices& gate, const Fp4ExpertMatrices& 
         }
       }
     }
-    launch_gate_up_v2(p, routing.max_active_experts, routing.n_tokens, nv, k_split, tuning.stages ? tuning.stages : 4,
+    launch_gate_up_v2(ep, routing.max_active_experts, routing.n_tokens, nv, k_split, tuning.stages ? tuning.stages : 4,
                       tuning.packed_h != 0, stream);
     return;
   }
@@ -479,16 +481,18 @@ void fp4_expert_down_combine(const Fp4ExpertMatrices& down, const ExpertRouting&
   check_matrices(name, down, down.rows, down.cols);
   TACHYON_REQUIRE(routing.n_tokens >= 1 && routing.n_tokens <= 16 && routing.top_k > 0, name, "1..16 tokens, top_k > 0");
   TACHYON_REQUIRE(reinterpret_cast<uintptr_t>(h) % 16 == 0, name, "h must be 16-byte aligned");
-  DownParams p{down.tiles, down.expert_stride, down.global_scales, down.rows, down.cols, h, topk_weights, out,
-               routing.active_expert_count, routing.active_experts, routing.slot_offsets, routing.sorted_assignments,
-               routing.top_k, routing.n_tokens, accumulate, after_gate_up};
+  DownBiasParams bp{};  // the plain kernels get its DownParams part only
+  DownParams& p = bp;
+  p = DownParams{down.tiles, down.expert_stride, down.global_scales, down.rows, down.cols, h, topk_weights, out,
+                 routing.active_expert_count, routing.active_experts, routing.slot_offsets, routing.sorted_assignments,
+                 routing.top_k, routing.n_tokens, accumulate, after_gate_up};
   if (epilogue.down_bias) {
     TACHYON_REQUIRE(tuning.version != 1, name, "the gpt-oss down bias is in version 2 only");
     TACHYON_REQUIRE((tuning.down_stages == 0 || tuning.down_stages == 6) && tuning.packed_h == 0, name,
                     "the gpt-oss down bias is compiled for 6 stages and float h only (ds6, no hp1)");
     TACHYON_REQUIRE(epilogue.down_bias_stride >= down.rows, name, "down_bias_stride must be >= rows");
-    p.bias = epilogue.down_bias;
-    p.bias_stride = epilogue.down_bias_stride;
+    bp.bias = epilogue.down_bias;
+    bp.bias_stride = epilogue.down_bias_stride;
   }
   const bool nv = down.kind == Fp4Kind::Nvfp4;
   if (tuning.version != 1) {
@@ -501,7 +505,7 @@ void fp4_expert_down_combine(const Fp4ExpertMatrices& down, const ExpertRouting&
       k_split = std::clamp((warps + std::max(1, routing.max_active_experts) - 1) / std::max(1, routing.max_active_experts), 1, 4);
     k_split = std::clamp(k_split, 1, col_tiles);
     while (col_tiles % k_split != 0) --k_split;
-    launch_down_v2(p, routing.n_tokens, nv, warps, tuning.down_stages ? tuning.down_stages : 6, k_split,
+    launch_down_v2(bp, routing.n_tokens, nv, warps, tuning.down_stages ? tuning.down_stages : 6, k_split,
                    tuning.packed_h != 0, stream);
     return;
   }

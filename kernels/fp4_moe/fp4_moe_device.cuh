@@ -107,12 +107,15 @@ struct GateUpParams {
   const int* slot_offsets;
   const int* sorted_assignments;
   int top_k;
-  // gpt-oss epilogue (ExpertEpilogue; version 2 only): biases of expert e at + e * bias_stride, clamped SwiGLU
-  // when swiglu_limit > 0.
+};
+
+// The gpt-oss epilogue (ExpertEpilogue; version 2 only): own kernel instances take these, so the plain instances
+// (GateUpParams, DownParams) compile exactly as before. Biases of expert e at + e * bias_stride.
+struct GateUpEpilogueParams : GateUpParams {
   const float* gate_bias;
   const float* up_bias;
   int64_t bias_stride;
-  float swiglu_limit, swiglu_alpha;
+  float swiglu_limit, swiglu_alpha;  // clamped SwiGLU when swiglu_limit > 0 (the epilogue instances run iff so)
 };
 
 struct DownParams {
@@ -129,14 +132,17 @@ struct DownParams {
   const int* sorted_assignments;
   int top_k, n_tokens;
   bool accumulate, after_gate_up;
-  const float* bias;  // gpt-oss (version 2 only): expert e's down bias at bias + e * bias_stride, weighted like its product
-  int64_t bias_stride;
+};
+
+struct DownBiasParams : DownParams {
+  const float* bias;  // expert e's down bias at bias + e * bias_stride, weighted like its product; the bias
+  int64_t bias_stride;  // instances run iff bias != nullptr
 };
 
 // Version 2 (fp4_moe_v2.cu).
-void launch_gate_up_v2(const GateUpParams& p, int max_active_experts, int n_tokens, bool nv, int k_split, int stages,
+void launch_gate_up_v2(const GateUpEpilogueParams& p, int max_active_experts, int n_tokens, bool nv, int k_split, int stages,
                        bool packed_h, cudaStream_t stream);
-void launch_down_v2(const DownParams& p, int n_tokens, bool nv, int warps, int stages, int k_split, bool packed_h,
+void launch_down_v2(const DownBiasParams& p, int n_tokens, bool nv, int warps, int stages, int k_split, bool packed_h,
                     cudaStream_t stream);
 
 }  // namespace tachyon::kernels::fp4_moe_detail

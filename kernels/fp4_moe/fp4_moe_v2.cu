@@ -41,6 +41,8 @@
 // roofline), NVFP4 262.6 (30.5%, 1.33x; v1 in an earlier run: 203.8), NVFP4 "v2 ks2 dw16 dk2 hp1" 265.6 (30.8%, 1.35x).
 // Tests: every non-hp1 configuration passes (worst 0.0082 of the h bound, 0.007 of the output bound; hp1 down 0.007);
 // memcheck and racecheck clean.
+#include <type_traits>
+
 #include "fp4_moe/fp4_moe_device.cuh"
 
 namespace tachyon::kernels::fp4_moe_detail {
@@ -177,8 +179,8 @@ __device__ __forceinline__ void tile_product_packed(const uint4& codes, const ui
 
 // EPI: the gpt-oss epilogue (biases, clamped SwiGLU) compiled in; separate instances, so the plain kernels are
 // exactly what they were.
-template <int WARPS, int K_SPLIT, int STAGES, int NT, bool NV, bool PACKED_H, bool EPI>
-__device__ __forceinline__ void gate_up_body(const GateUpParams& p, uint4* ring, int expert, int entry_base,
+template <int WARPS, int K_SPLIT, int STAGES, int NT, bool NV, bool PACKED_H, bool EPI, typename P>
+__device__ __forceinline__ void gate_up_body(const P& p, uint4* ring, int expert, int entry_base,
                                              int n_cols, int row_tile, int k_part, bool rows_active, int kt_begin,
                                              int n_steps) {
   using T = Tile<NV>;
@@ -305,7 +307,8 @@ __device__ __forceinline__ void gate_up_body(const GateUpParams& p, uint4* ring,
 // Kernels with more than one n8 tile per expert are capped at 128 registers (16 warps per SM): at 16 tokens most
 // experts take the 1-tile path, which needs far fewer, and would otherwise pay for the rare 4-tile one.
 template <int WARPS, int K_SPLIT, int STAGES, int MAX_NT, bool NV, bool PACKED_H, bool EPI>
-__global__ void __launch_bounds__(WARPS * 32, MAX_NT > 1 ? 512 / (WARPS * 32) : 1) fp4_gate_up_v2_kernel(GateUpParams p) {
+__global__ void __launch_bounds__(WARPS * 32, MAX_NT > 1 ? 512 / (WARPS * 32) : 1) fp4_gate_up_v2_kernel(
+    std::conditional_t<EPI, GateUpEpilogueParams, GateUpParams> p) {
   wait_for_previous_kernel();    // the routing tables come from the previous kernel
   allow_next_kernel_to_start();  // the down kernel may start streaming weights; it waits for h itself
   const int slot = blockIdx.y;
@@ -344,8 +347,8 @@ __global__ void __launch_bounds__(WARPS * 32, MAX_NT > 1 ? 512 / (WARPS * 32) : 
 // and the warps' tiles are summed in a fixed order at the end (deterministic, no atomics).
 
 // BIAS: the gpt-oss down bias compiled in (separate instances, as EPI above).
-template <int STAGES, int NT, bool NV, bool PACKED_H, bool BIAS, typename Issue>
-__device__ __forceinline__ void down_item(const DownParams& p, float (&out_tile)[kTileRows][16], const uint4* my_ring,
+template <int STAGES, int NT, bool NV, bool PACKED_H, bool BIAS, typename P, typename Issue>
+__device__ __forceinline__ void down_item(const P& p, float (&out_tile)[kTileRows][16], const uint4* my_ring,
                                           int expert, int entry_base, int n_cols, int kt0, int item_tiles, int step0,
                                           Issue& issue) {
   using T = Tile<NV>;
@@ -420,7 +423,8 @@ __device__ __forceinline__ void down_item(const DownParams& p, float (&out_tile)
 }
 
 template <int WARPS, int STAGES, int MAX_NT, bool NV, bool PACKED_H, bool BIAS>
-__global__ void __launch_bounds__(WARPS * 32, MAX_NT > 1 ? 512 / (WARPS * 32) : 1) fp4_down_v2_kernel(DownParams p, int k_split) {
+__global__ void __launch_bounds__(WARPS * 32, MAX_NT > 1 ? 512 / (WARPS * 32) : 1) fp4_down_v2_kernel(
+    std::conditional_t<BIAS, DownBiasParams, DownParams> p, int k_split) {
   using T = Tile<NV>;
   __shared__ float out_tile[WARPS][kTileRows][16];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -498,7 +502,8 @@ void configure(Kernel kernel, size_t dynamic_shared) {
 }
 
 template <int WARPS, int K_SPLIT, int STAGES, int MAX_NT, bool NV, bool PACKED_H = false, bool EPI = false>
-void launch_gate_up_t(const GateUpParams& p, int max_active_experts, cudaStream_t stream) {
+void launch_gate_up_t(const GateUpEpilogueParams& all, int max_active_experts, cudaStream_t stream) {
+  const std::conditional_t<EPI, GateUpEpilogueParams, GateUpParams>& p = all;  // plain kernels: the base part
   constexpr size_t kShared = static_cast<size_t>(WARPS) * STAGES * 2 * Tile<NV>::kBytes;
   static_assert(kShared >= static_cast<size_t>(WARPS) * 4 * 2 * 2 * 32 * sizeof(float), "k-split partials fit the ring");
   auto kernel = fp4_gate_up_v2_kernel<WARPS, K_SPLIT, STAGES, MAX_NT, NV, PACKED_H, EPI>;
@@ -510,7 +515,7 @@ void launch_gate_up_t(const GateUpParams& p, int max_active_experts, cudaStream_
 }
 
 template <int MAX_NT, bool NV>
-void launch_gate_up_nt(const GateUpParams& p, int max_active_experts, int k_split, int stages, bool packed_h,
+void launch_gate_up_nt(const GateUpEpilogueParams& p, int max_active_experts, int k_split, int stages, bool packed_h,
                        cudaStream_t stream) {
   const bool deep = stages > 4;
   const bool epilogue = p.swiglu_limit > 0;  // gpt-oss: only with 4 stages and float h (fp4_moe.cu checks)
@@ -530,7 +535,8 @@ void launch_gate_up_nt(const GateUpParams& p, int max_active_experts, int k_spli
 }
 
 template <int WARPS, int STAGES, int MAX_NT, bool NV, bool PACKED_H = false, bool BIAS = false>
-void launch_down_t(const DownParams& p, int k_split, cudaStream_t stream) {
+void launch_down_t(const DownBiasParams& all, int k_split, cudaStream_t stream) {
+  const std::conditional_t<BIAS, DownBiasParams, DownParams>& p = all;  // plain kernels: the base part
   constexpr size_t kShared = static_cast<size_t>(WARPS) * STAGES * Tile<NV>::kBytes;
   auto kernel = fp4_down_v2_kernel<WARPS, STAGES, MAX_NT, NV, PACKED_H, BIAS>;
   static const bool configured = (configure(kernel, kShared), true);
@@ -540,7 +546,7 @@ void launch_down_t(const DownParams& p, int k_split, cudaStream_t stream) {
 }
 
 template <int MAX_NT, bool NV>
-void launch_down_nt(const DownParams& p, int warps, int stages, int k_split, bool packed_h, cudaStream_t stream) {
+void launch_down_nt(const DownBiasParams& p, int warps, int stages, int k_split, bool packed_h, cudaStream_t stream) {
   const bool deep = stages > 6;
   if (p.bias)  // gpt-oss: only with 6 stages and float h (fp4_moe.cu checks)
     warps > 8 ? launch_down_t<16, 6, MAX_NT, NV, false, true>(p, k_split, stream)
@@ -555,7 +561,7 @@ void launch_down_nt(const DownParams& p, int warps, int stages, int k_split, boo
 
 }  // namespace
 
-void launch_gate_up_v2(const GateUpParams& p, int max_active_experts, int n_tokens, bool nv, int k_split, int stages,
+void launch_gate_up_v2(const GateUpEpilogueParams& p, int max_active_experts, int n_tokens, bool nv, int k_split, int stages,
                        bool packed_h, cudaStream_t stream) {
 #define TACHYON_NT(N) nv ? launch_gate_up_nt<N, true>(p, max_active_experts, k_split, stages, packed_h, stream) \
                          : launch_gate_up_nt<N, false>(p, max_active_experts, k_split, stages, packed_h, stream)
@@ -565,7 +571,7 @@ void launch_gate_up_v2(const GateUpParams& p, int max_active_experts, int n_toke
 #undef TACHYON_NT
 }
 
-void launch_down_v2(const DownParams& p, int n_tokens, bool nv, int warps, int stages, int k_split, bool packed_h,
+void launch_down_v2(const DownBiasParams& p, int n_tokens, bool nv, int warps, int stages, int k_split, bool packed_h,
                     cudaStream_t stream) {
 #define TACHYON_NT(N) nv ? launch_down_nt<N, true>(p, warps, stages, k_split, packed_h, stream) \
                          : launch_down_nt<N, false>(p, warps, stages, k_split, packed_h, stream)

@@ -38,6 +38,7 @@
 #include "gemv/gemv_bf16.h"
 
 #include <algorithm>
+#include <type_traits>
 
 #include "common/device_helpers.cuh"
 #include "common/launch.cuh"
@@ -70,16 +71,21 @@ struct GemvParams {
   const int* group_offsets;
   const int* entry_source;  // x row of entry e: entry_source ? entry_source[e] / divisor : e
   int entry_source_divisor;
-  // Expert mode, gpt-oss (ExpertEpilogue): per-expert biases (bias is then expert e's at bias + e * bias_stride)
-  // and the clamped SwiGLU when swiglu_limit > 0.
-  const float* gate_bias;
-  const float* up_bias;
-  int64_t bias_stride;
-  float swiglu_limit, swiglu_alpha;
 };
 
-template <int N_TILES, bool GATED, int K_SPLIT>
-__global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(GemvParams p) {
+// Expert mode with the gpt-oss epilogue (ExpertEpilogue): its own kernel instances (Params = this type), so the
+// plain instances (Params = GemvParams) are compiled exactly as before. Biases of expert e at + e * bias_stride.
+struct GemvEpilogueParams : GemvParams {
+  const float* gate_bias;  // gated: added to the gate row
+  const float* up_bias;    // gated: added to the up row
+  const float* out_bias;   // not gated: added to the output row
+  int64_t bias_stride;
+  float swiglu_limit, swiglu_alpha;  // gated: clamped_swiglu (limit > 0 always here)
+};
+
+template <int N_TILES, bool GATED, int K_SPLIT, typename Params>
+__global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
+  constexpr bool kEpilogue = !std::is_same_v<Params, GemvParams>;
   constexpr int kRowGroupsPerBlock = kWarpsPerBlock / K_SPLIT;
   constexpr int kRowsPerWarp = GATED ? 16 : 32;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -242,8 +248,6 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(GemvParams 
   }
   if (!rows_active) return;
 
-  // Biases (expert mode: this expert's) are located only here, so that nothing extra stays live through the loop.
-  const int64_t bias_offset = p.group_count && p.bias_stride ? p.group_expert[blockIdx.y] * p.bias_stride : 0;
   // Accumulator r of tile/column-tile j holds row (group + 8 * (r >> 1)), token (8 j + 2 t + (r & 1)).
   constexpr int kTilesOut = GATED ? 1 : 2;
 #pragma unroll
@@ -256,16 +260,21 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(GemvParams 
         const int col = 8 * j + 2 * thread_in_group + (r & 1);
         if (row >= out || col >= n_cols) continue;
         float value;
-        if constexpr (GATED) {
-          if (p.swiglu_limit > 0)  // gpt-oss (uniform branch; the plain path below is unchanged)
-            value = clamped_swiglu(acc[0][j][r] + (p.gate_bias ? p.gate_bias[bias_offset + row] : 0.0f),
-                                   acc[1][j][r] + (p.up_bias ? p.up_bias[bias_offset + row] : 0.0f), p.swiglu_alpha,
+        if constexpr (kEpilogue) {  // gpt-oss experts
+          const int64_t bias_at = p.group_expert[blockIdx.y] * p.bias_stride + row;
+          if constexpr (GATED) {
+            value = clamped_swiglu(acc[0][j][r] + (p.gate_bias ? p.gate_bias[bias_at] : 0.0f),
+                                   acc[1][j][r] + (p.up_bias ? p.up_bias[bias_at] : 0.0f), p.swiglu_alpha,
                                    p.swiglu_limit);
-          else
-            value = silu(acc[0][j][r]) * acc[1][j][r];
+          } else {
+            value = acc[tile][j][r];
+            if (p.out_bias) value += p.out_bias[bias_at];
+          }
+        } else if constexpr (GATED) {
+          value = silu(acc[0][j][r]) * acc[1][j][r];
         } else {
           value = acc[tile][j][r];
-          if (p.bias) value += p.bias[bias_offset + row];
+          if (p.bias) value += p.bias[row];
         }
         p.y[static_cast<int64_t>(entry_base + col) * out + row] = value;
       }
@@ -273,14 +282,14 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(GemvParams 
   }
 }
 
-template <int N_TILES, bool GATED, int K_SPLIT>
-void launch_instance(dim3 grid, const GemvParams& p, cudaStream_t stream) {
+template <int N_TILES, bool GATED, int K_SPLIT, typename Params>
+void launch_instance(dim3 grid, const Params& p, cudaStream_t stream) {
   // Over 48 KB of dynamic shared memory needs an opt-in, once per kernel instance (per device, but
   // the engine uses one device per process).
   static const bool configured = [] {
-    TACHYON_CUDA_CHECK(cudaFuncSetAttribute(gemv_bf16_kernel<N_TILES, GATED, K_SPLIT>,
+    TACHYON_CUDA_CHECK(cudaFuncSetAttribute(gemv_bf16_kernel<N_TILES, GATED, K_SPLIT, Params>,
                                             cudaFuncAttributeMaxDynamicSharedMemorySize, kRingBytes));
-    TACHYON_CUDA_CHECK(cudaFuncSetAttribute(gemv_bf16_kernel<N_TILES, GATED, K_SPLIT>,
+    TACHYON_CUDA_CHECK(cudaFuncSetAttribute(gemv_bf16_kernel<N_TILES, GATED, K_SPLIT, Params>,
                                             cudaFuncAttributePreferredSharedMemoryCarveout,
                                             cudaSharedmemCarveoutMaxShared));
     return true;
@@ -288,12 +297,12 @@ void launch_instance(dim3 grid, const GemvParams& p, cudaStream_t stream) {
   (void)configured;
   // Programmatic dependent launch: the kernel may start before the previous one ends (it waits for it
   // before reading x), so launch latency and the weight pipeline's ramp-up overlap the previous kernel.
-  launch_programmatic("gemv_bf16_kernel", gemv_bf16_kernel<N_TILES, GATED, K_SPLIT>, grid, dim3(kThreadsPerBlock),
+  launch_programmatic("gemv_bf16_kernel", gemv_bf16_kernel<N_TILES, GATED, K_SPLIT, Params>, grid, dim3(kThreadsPerBlock),
                       kRingBytes, stream, p);
 }
 
-template <int N_TILES, bool GATED>
-void launch_with_split(int k_split, dim3 grid, const GemvParams& p, cudaStream_t stream) {
+template <int N_TILES, bool GATED, typename Params>
+void launch_with_split(int k_split, dim3 grid, const Params& p, cudaStream_t stream) {
   switch (k_split) {
     case 1: launch_instance<N_TILES, GATED, 1>(grid, p, stream); break;
     case 2: launch_instance<N_TILES, GATED, 2>(grid, p, stream); break;
@@ -301,7 +310,8 @@ void launch_with_split(int k_split, dim3 grid, const GemvParams& p, cudaStream_t
   }
 }
 
-void launch_gemv(const char* name, const GemvParams& p, bool gated, int max_cols, int groups, GemvTuning tuning,
+template <typename Params>
+void launch_gemv(const char* name, const Params& p, bool gated, int max_cols, int groups, GemvTuning tuning,
                  cudaStream_t stream) {
   TACHYON_REQUIRE(p.in_features > 0 && p.in_features % kChunkElements == 0, name,
                   "in_features must be a positive multiple of 32");
@@ -389,31 +399,43 @@ void expert_gated_gemv_bf16(const __nv_bfloat16* gate_weights, const __nv_bfloat
                             const ExpertEpilogue& epilogue) {
   TACHYON_REQUIRE(routing.top_k > 0, "expert_gated_gemv_bf16", "routing.top_k must be positive");
   TACHYON_REQUIRE(reinterpret_cast<uintptr_t>(up_weights) % 16 == 0, "expert_gated_gemv_bf16", "up_weights must be 16-byte aligned");
+  const GemvParams p =
+      expert_params(gate_weights, up_weights, expert_stride, routing, x, h, out_features, in_features, true);
+  if (!epilogue.any()) {
+    launch_gemv("expert_gated_gemv_bf16", p, true, routing.n_tokens, routing.max_active_experts, tuning, stream);
+    return;
+  }
   TACHYON_REQUIRE(!epilogue.down_bias, "expert_gated_gemv_bf16", "down_bias belongs to expert_gemv_bf16");
-  TACHYON_REQUIRE(!(epilogue.gate_bias || epilogue.up_bias) || epilogue.swiglu_limit > 0, "expert_gated_gemv_bf16",
+  TACHYON_REQUIRE(epilogue.swiglu_limit > 0, "expert_gated_gemv_bf16",
                   "gate/up biases are applied with the clamped SwiGLU only (swiglu_limit > 0)");
   TACHYON_REQUIRE(!(epilogue.gate_bias || epilogue.up_bias) || epilogue.gate_up_bias_stride >= out_features,
                   "expert_gated_gemv_bf16", "gate_up_bias_stride must be >= out_features");
-  GemvParams p = expert_params(gate_weights, up_weights, expert_stride, routing, x, h, out_features, in_features, true);
-  p.gate_bias = epilogue.gate_bias;
-  p.up_bias = epilogue.up_bias;
-  p.bias_stride = epilogue.gate_up_bias_stride;
-  p.swiglu_limit = epilogue.swiglu_limit;
-  p.swiglu_alpha = epilogue.swiglu_alpha;
-  launch_gemv("expert_gated_gemv_bf16", p, true, routing.n_tokens, routing.max_active_experts, tuning, stream);
+  GemvEpilogueParams e{};
+  static_cast<GemvParams&>(e) = p;
+  e.gate_bias = epilogue.gate_bias;
+  e.up_bias = epilogue.up_bias;
+  e.bias_stride = epilogue.gate_up_bias_stride;
+  e.swiglu_limit = epilogue.swiglu_limit;
+  e.swiglu_alpha = epilogue.swiglu_alpha;
+  launch_gemv("expert_gated_gemv_bf16", e, true, routing.n_tokens, routing.max_active_experts, tuning, stream);
 }
 
 void expert_gemv_bf16(const __nv_bfloat16* weights, int64_t expert_stride, const ExpertRouting& routing,
                       const float* x, float* y, int out_features, int in_features, cudaStream_t stream,
                       GemvTuning tuning, const ExpertEpilogue& epilogue) {
+  const GemvParams p = expert_params(weights, nullptr, expert_stride, routing, x, y, out_features, in_features, false);
+  if (!epilogue.any()) {
+    launch_gemv("expert_gemv_bf16", p, false, routing.n_tokens, routing.max_active_experts, tuning, stream);
+    return;
+  }
   TACHYON_REQUIRE(!epilogue.gate_bias && !epilogue.up_bias && epilogue.swiglu_limit <= 0, "expert_gemv_bf16",
                   "only down_bias applies to a single expert product");
-  TACHYON_REQUIRE(!epilogue.down_bias || epilogue.down_bias_stride >= out_features, "expert_gemv_bf16",
-                  "down_bias_stride must be >= out_features");
-  GemvParams p = expert_params(weights, nullptr, expert_stride, routing, x, y, out_features, in_features, false);
-  p.bias = epilogue.down_bias;
-  p.bias_stride = epilogue.down_bias_stride;
-  launch_gemv("expert_gemv_bf16", p, false, routing.n_tokens, routing.max_active_experts, tuning, stream);
+  TACHYON_REQUIRE(epilogue.down_bias_stride >= out_features, "expert_gemv_bf16", "down_bias_stride must be >= out_features");
+  GemvEpilogueParams e{};
+  static_cast<GemvParams&>(e) = p;
+  e.out_bias = epilogue.down_bias;
+  e.bias_stride = epilogue.down_bias_stride;
+  launch_gemv("expert_gemv_bf16", e, false, routing.n_tokens, routing.max_active_experts, tuning, stream);
 }
 
 }  // namespace tachyon::kernels
