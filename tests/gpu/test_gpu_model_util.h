@@ -23,8 +23,8 @@
 
 namespace tachyon::gpu_model_test {
 
-// A checkpoint whose tensors of two or more dimensions hold the bf16 rounding of the source's values (as
-// float32); vectors (norms, biases) stay as they are, as on the GPU.
+// A checkpoint whose float tensors of two or more dimensions hold the bf16 rounding of the source's values (as
+// float32); vectors (norms, biases) and integer tensors (MXFP4 codes / scales) stay as they are, as on the GPU.
 struct RoundedCheckpoint {
   Checkpoint checkpoint;
   std::deque<std::vector<float>> storage;
@@ -39,7 +39,12 @@ inline std::unique_ptr<RoundedCheckpoint> round_matrices_to_bf16(const Checkpoin
   c.generation_config = source.generation_config;
   c.weights.set_source(source.weights.source());
   for (const auto& [name, tensor] : source.weights.all()) {
-    if (!dtype_info(tensor.dtype).is_float_convertible) {
+    // Integer tensors stay as they are: gpt-oss MXFP4 `*_blocks` / `*_scales` are U8 bytes that the models read
+    // as codes (the GPU keeps them exactly), not values to round.
+    const bool integer = tensor.dtype == DType::U8 || tensor.dtype == DType::I8 || tensor.dtype == DType::U16 ||
+                         tensor.dtype == DType::I16 || tensor.dtype == DType::U32 || tensor.dtype == DType::I32 ||
+                         tensor.dtype == DType::U64 || tensor.dtype == DType::I64 || tensor.dtype == DType::BOOL;
+    if (integer || !dtype_info(tensor.dtype).is_float_convertible) {
       c.weights.add(tensor);
       continue;
     }
