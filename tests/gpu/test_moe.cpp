@@ -1,6 +1,7 @@
 // MoE on the GPU against CPU references: router top-k (softmax, renormalized or not; DeepSeek-V3 sigmoid with
 // correction bias, group-limited top-k and routed scaling), grouping by expert, and the whole expert SwiGLU MLP
-// (expert_gated_gemv_bf16 -> expert_gemv_bf16 -> moe_combine) for 1..16 tokens at Qwen3-30B-A3B shapes.
+// (expert_gated_gemv_bf16 -> expert_gemv_bf16 -> moe_combine) for 1..16 tokens at Qwen3-30B-A3B shapes, and the
+// same with gpt-oss's epilogue (biases, clamped SwiGLU).
 #include <algorithm>
 #include <cmath>
 #include <set>
@@ -190,6 +191,114 @@ TEST(GpuMoe, ExpertSwigluMlpMatchesDenseCpuPerToken) {
       for (size_t i = 0; i < bound.size(); ++i) bound[i] = 2e-4f * scale[i] * std::sqrt(static_cast<float>(c.width)) * 0.1f + 1e-5f;
       expect_within(out_dev.to_host(), want, bound,
                     "expert MLP hidden=" + std::to_string(c.hidden) + " tokens=" + std::to_string(n_tokens));
+    }
+  }
+}
+
+// gpt-oss experts on the bf16 path: expert_gated_gemv_bf16 with gate/up biases and the clamped SwiGLU, then
+// expert_gemv_bf16 with the down bias, then moe_combine; weights large enough that the clamp (7) acts on gate and
+// up. Bound from the gemv bound (|dy| <= 1e-4 max|x| ||w_row|| + 1e-5, test_gemv.cpp) carried through the clamped
+// SwiGLU (|dh| <= 1.1 |u + 1| dg + |g| du) and the down product, per output element.
+TEST(GpuMoe, GptOssExpertEpilogueMatchesCpu) {
+  SKIP_WITHOUT_GPU();
+  reseed_for_current_test();
+  struct Case {
+    int hidden, width, n_experts, top_k;
+  };
+  const float limit = 7.0f, alpha = 1.702f;
+  for (const Case& c : {Case{576, 192, 8, 2}, Case{640, 320, 32, 4}}) {
+    const size_t expert_elems = static_cast<size_t>(c.width) * c.hidden;
+    const Bf16Tensor gate = to_bf16(random_floats(expert_elems * c.n_experts, -0.5f, 0.5f));
+    const Bf16Tensor up = to_bf16(random_floats(expert_elems * c.n_experts, -0.5f, 0.5f));
+    const Bf16Tensor down = to_bf16(random_floats(expert_elems * c.n_experts, -0.1f, 0.1f));
+    // Biases as the runner stores them: [E][2][width] (gate, then up) and [E][hidden].
+    const std::vector<float> gate_up_bias = random_floats(static_cast<size_t>(c.n_experts) * 2 * c.width, -3.0f, 3.0f);
+    const std::vector<float> down_bias = random_floats(static_cast<size_t>(c.n_experts) * c.hidden, -1.0f, 1.0f);
+    cuda::DeviceBuffer<uint16_t> gate_dev(gate.bits), up_dev(up.bits), down_dev(down.bits);
+    cuda::DeviceBuffer<float> gate_up_bias_dev(gate_up_bias), down_bias_dev(down_bias);
+    kernels::ExpertEpilogue epilogue;
+    epilogue.gate_bias = gate_up_bias_dev.data();
+    epilogue.up_bias = gate_up_bias_dev.data() + c.width;
+    epilogue.gate_up_bias_stride = 2 * c.width;
+    epilogue.down_bias = down_bias_dev.data();
+    epilogue.down_bias_stride = c.hidden;
+    epilogue.swiglu_limit = limit;
+    epilogue.swiglu_alpha = alpha;
+    auto row_norm = [](const float* w, int n) {
+      double s = 0;
+      for (int i = 0; i < n; ++i) s += static_cast<double>(w[i]) * w[i];
+      return std::sqrt(s);
+    };
+    for (int n_tokens : {1, 5, 16}) {
+      const std::vector<float> x = random_floats(static_cast<size_t>(n_tokens) * c.hidden);
+      const std::vector<float> logits = random_normal(static_cast<size_t>(n_tokens) * c.n_experts, 2.0f);
+      std::vector<float> want(static_cast<size_t>(n_tokens) * c.hidden, 0.0f), bound(want.size(), 1e-5f);
+      int clamped_gate = 0, clamped_up = 0;
+      for (int t = 0; t < n_tokens; ++t) {
+        const float* xt = x.data() + static_cast<size_t>(t) * c.hidden;
+        float x_max = 0;
+        for (int k = 0; k < c.hidden; ++k) x_max = std::max(x_max, std::fabs(xt[k]));
+        const CpuRoute route = cpu_softmax_route(logits.data() + static_cast<size_t>(t) * c.n_experts, c.n_experts, c.top_k, true);
+        for (int j = 0; j < c.top_k; ++j) {
+          const int e = route.ids[j];
+          const float* gw = gate.values.data() + e * expert_elems;
+          const float* uw = up.values.data() + e * expert_elems;
+          const float* dw = down.values.data() + e * expert_elems;
+          std::vector<float> g(c.width), u(c.width), h(c.width), dh(c.width), y(c.hidden);
+          linear_f32(gw, c.width, c.hidden, gate_up_bias.data() + static_cast<size_t>(e) * 2 * c.width, xt, 1, g.data());
+          linear_f32(uw, c.width, c.hidden, gate_up_bias.data() + (static_cast<size_t>(e) * 2 + 1) * c.width, xt, 1, u.data());
+          float h_max = 0;
+          for (int i = 0; i < c.width; ++i) {
+            clamped_gate += g[i] > limit;
+            clamped_up += std::fabs(u[i]) > limit;
+            const float gc = std::min(g[i], limit), uc = std::clamp(u[i], -limit, limit);
+            h[i] = (uc + 1.0f) * gc * sigmoid(alpha * gc);
+            const double dg = 1e-4 * x_max * row_norm(gw + static_cast<size_t>(i) * c.hidden, c.hidden) + 1e-5;
+            const double du = 1e-4 * x_max * row_norm(uw + static_cast<size_t>(i) * c.hidden, c.hidden) + 1e-5;
+            dh[i] = static_cast<float>(1.1 * std::fabs(uc + 1.0f) * dg + std::fabs(gc) * du + 1e-6 * std::fabs(h[i]));
+            h_max = std::max(h_max, std::fabs(h[i]));
+          }
+          linear_f32(dw, c.hidden, c.width, down_bias.data() + static_cast<size_t>(e) * c.hidden, h.data(), 1, y.data());
+          for (int o = 0; o < c.hidden; ++o) {
+            const float* dr = dw + static_cast<size_t>(o) * c.width;
+            double carried = 0;
+            for (int i = 0; i < c.width; ++i) carried += std::fabs(dr[i]) * dh[i];
+            const size_t at = static_cast<size_t>(t) * c.hidden + o;
+            want[at] += route.weights[j] * y[o];
+            bound[at] += static_cast<float>(route.weights[j] * (carried + 1e-4 * h_max * row_norm(dr, c.width) + 1e-5));
+          }
+        }
+      }
+      EXPECT_GT(clamped_gate, 0);
+      EXPECT_GT(clamped_up, 0);
+      cuda::DeviceBuffer<float> logits_dev(logits), x_dev(x), weights_dev(static_cast<size_t>(n_tokens) * c.top_k);
+      cuda::DeviceBuffer<int> ids_dev(static_cast<size_t>(n_tokens) * c.top_k);
+      kernels::RouterConfig config;
+      config.n_experts = c.n_experts;
+      config.top_k = c.top_k;
+      kernels::moe_router_topk(logits_dev.data(), n_tokens, config, ids_dev.data(), weights_dev.data(), nullptr);
+      const int assignments = n_tokens * c.top_k;
+      cuda::DeviceBuffer<int> routing_storage(kernels::expert_routing_ints(c.n_experts, assignments));
+      routing_storage.fill_bytes(0xff);
+      const kernels::ExpertRouting routing = kernels::moe_group_by_expert(
+          ids_dev.data(), n_tokens, c.top_k, c.n_experts,
+          kernels::expert_routing_buffers(routing_storage.data(), c.n_experts, assignments), nullptr);
+      auto h_dev = poisoned(static_cast<size_t>(assignments) * c.width);
+      auto y_dev = poisoned(static_cast<size_t>(assignments) * c.hidden);
+      auto out_dev = poisoned(want.size());
+      kernels::expert_gated_gemv_bf16(as_bf16(gate_dev), as_bf16(up_dev), static_cast<int64_t>(expert_elems), routing,
+                                      x_dev.data(), h_dev.data(), c.width, c.hidden, nullptr, {},
+                                      epilogue.gate_up_part());
+      kernels::expert_gemv_bf16(as_bf16(down_dev), static_cast<int64_t>(expert_elems), routing, h_dev.data(), y_dev.data(),
+                                c.hidden, c.width, nullptr, {}, epilogue.down_part());
+      kernels::moe_combine(y_dev.data(), weights_dev.data(), routing, n_tokens, c.hidden, out_dev.data(), false, nullptr);
+      TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
+      expect_within(out_dev.to_host(), want, bound,
+                    "gpt-oss expert MLP hidden=" + std::to_string(c.hidden) + " tokens=" + std::to_string(n_tokens));
+      // The mismatched halves are refused, not silently ignored.
+      EXPECT_THROW(kernels::expert_gemv_bf16(as_bf16(down_dev), static_cast<int64_t>(expert_elems), routing, h_dev.data(),
+                                             y_dev.data(), c.hidden, c.width, nullptr, {}, epilogue),
+                   std::exception);
     }
   }
 }
