@@ -1,6 +1,7 @@
 // swiglu: h = silu(gate) * up over float32 [rows, cols] with row strides (gate and up may be the two halves
-// of one fused projection output); convert_f32_to_bf16; logit_softcap. Grid-stride elementwise loops;
-// memory-trivial at decode sizes. swiglu and logit_softcap are launched programmatically (common/launch.cuh) and
+// of one fused projection output); clamped_swiglu (gpt-oss); convert_f32_to_bf16; logit_softcap. Grid-stride
+// elementwise loops; memory-trivial at decode sizes. swiglu, clamped_swiglu and logit_softcap are launched
+// programmatically (common/launch.cuh) and
 // wait for the previous kernel first thing. Error bound vs CPU: 1e-6 relative (expf / tanhf vs std::exp / std::tanh).
 #include "activation/swiglu.h"
 
@@ -26,6 +27,7 @@ __global__ void swiglu_kernel(const float* gate, int gate_stride, const float* u
 
 __global__ void clamped_swiglu_kernel(const float* gate, int gate_stride, const float* up, int up_stride, float* h,
                                       int rows, int cols, float alpha, float limit) {
+  wait_for_previous_kernel();  // launched programmatically: gate and up come from the previous kernel
   allow_next_kernel_to_start();
   const int64_t total = static_cast<int64_t>(rows) * cols;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
@@ -68,9 +70,9 @@ void clamped_swiglu(const float* gate, int gate_stride, const float* up, int up_
                     float alpha, float limit, cudaStream_t stream) {
   TACHYON_REQUIRE(limit > 0, "clamped_swiglu", "limit must be positive");
   if (rows <= 0 || cols <= 0) return;
-  clamped_swiglu_kernel<<<grid_for(static_cast<int64_t>(rows) * cols, 256), 256, 0, stream>>>(
-      gate, gate_stride, up, up_stride, h, rows, cols, alpha, limit);
-  TACHYON_CUDA_CHECK_LAUNCH("clamped_swiglu_kernel");
+  launch_programmatic("clamped_swiglu_kernel", clamped_swiglu_kernel,
+                      dim3(grid_for(static_cast<int64_t>(rows) * cols, 256)), dim3(256), 0, stream, gate, gate_stride,
+                      up, up_stride, h, rows, cols, alpha, limit);
 }
 
 void convert_f32_to_bf16(const float* x, __nv_bfloat16* y, int64_t count, cudaStream_t stream) {
