@@ -55,7 +55,7 @@ std::vector<int32_t> stop_token_ids(const GenerationParams& params, const Tokeni
 std::vector<int32_t> encode_prompt(const Tokenizer& tokenizer, const std::string& text, bool chat,
                                    const std::string& system, const std::string& source) {
   if (chat) {
-    if (tokenizer.chat_template().empty()) fail("{}: a chat prompt was asked for but the model has no chat template", source);
+    if (tokenizer.chat_template().empty()) fail("{}: --chat given but the model has no chat template", source);
     nlohmann::json messages = nlohmann::json::array();
     if (!system.empty()) messages.push_back({{"role", "system"}, {"content", system}});
     messages.push_back({{"role", "user"}, {"content", text}});

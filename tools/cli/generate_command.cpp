@@ -12,7 +12,6 @@
 #include "models/model.h"
 #include "runtime/generate.h"
 #include "spec/driver.h"
-#include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 #ifdef TACHYON_HAS_CUDA
 #include "gpu/gpu_generate.h"
@@ -49,23 +48,7 @@ std::vector<int32_t> parse_ids(const std::string& text) {
 
 std::vector<int32_t> build_prompt(const GenerateOptions& o, const Tokenizer& tokenizer) {
   if (!o.prompt_ids.empty()) return parse_ids(o.prompt_ids);
-  if (o.chat) {
-    if (tokenizer.chat_template().empty()) fail("{}: --chat given but the model has no chat template", o.model_path);
-    nlohmann::json messages = nlohmann::json::array();
-    if (!o.system.empty()) messages.push_back({{"role", "system"}, {"content", o.system}});
-    messages.push_back({{"role", "user"}, {"content", o.prompt}});
-    nlohmann::json context = {{"messages", messages},
-                              {"add_generation_prompt", true},
-                              {"bos_token", tokenizer.bos_text()},
-                              {"eos_token", tokenizer.eos_text()}};
-    // Like apply_chat_template: the template writes any BOS itself, so none is added here.
-    return tokenizer.encode(render_jinja_template(tokenizer.chat_template(), context));
-  }
-  std::vector<int32_t> ids;
-  if (tokenizer.add_bos() && tokenizer.bos_id() >= 0) ids.push_back(tokenizer.bos_id());
-  std::vector<int32_t> text_ids = tokenizer.encode(o.prompt);
-  ids.insert(ids.end(), text_ids.begin(), text_ids.end());
-  return ids;
+  return encode_prompt(tokenizer, o.prompt, o.chat, o.system, o.model_path);
 }
 
 std::string join_ids(const std::vector<int32_t>& ids) {
