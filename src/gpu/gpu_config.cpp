@@ -229,7 +229,7 @@ std::optional<nlohmann::json> builtin_model_config(const std::string& name) {
     // openai/gpt-oss-20b config.json (transformers 4.55 release), the fields the loaders read: 24 layers alternating
     // sliding (window 128) and full attention, 64 query / 8 KV heads of 64, per-head sinks, q/k/v/o biases, YaRN
     // (factor 32 over 4096 positions, theta 150000), 32 experts of width 2880, top-4, MXFP4 experts
-    // (quantization_config: random weights make the experts as gpt-oss MXFP4 blocks / scales, gpu_weights_gpt_oss.cpp).
+    // (quantization_config: random weights make the experts as gpt-oss MXFP4 blocks / scales, gpu/gpt_oss_experts.cpp).
     nlohmann::json config = nlohmann::json::parse(R"({
       "architectures": ["GptOssForCausalLM"], "model_type": "gpt_oss", "hidden_act": "silu",
       "attention_bias": true, "attention_dropout": 0.0, "head_dim": 64, "hidden_size": 2880,

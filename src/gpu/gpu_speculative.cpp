@@ -175,19 +175,6 @@ class SpecRound {
 
 }  // namespace
 
-std::vector<int> drafter_feature_layers(const Checkpoint& drafter, const nlohmann::json& target_config) {
-  DrafterTargetInfo info;
-  auto dim = [&](const char* key) {
-    if (!target_config.contains(key) || !target_config[key].is_number_integer())
-      fail("the target's config has no integer {} (needed to check the drafter {})", key, drafter.path);
-    return target_config[key].get<int>();
-  };
-  info.num_layers = dim("num_hidden_layers");
-  info.hidden_size = dim("hidden_size");
-  info.vocab_size = dim("vocab_size");
-  return read_dflash_drafter_config(drafter, info).target_layer_ids;
-}
-
 SpecDecodeResult gpu_speculative_decode(GpuModel& target, GpuDrafter& drafter, std::span<const int32_t> prompt,
                                         const SpecDecodeParams& params, const TokenCallback& on_token,
                                         const GpuSpecRunOptions& options) {

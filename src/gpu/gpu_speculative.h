@@ -25,10 +25,6 @@
 
 namespace tachyon::gpu {
 
-// The target layers whose features a drafter checkpoint reads (GpuModelOptions::feature_layers for the target),
-// checked against the target's config.json (num_hidden_layers, hidden_size, vocab_size) before anything is loaded.
-std::vector<int> drafter_feature_layers(const Checkpoint& drafter, const nlohmann::json& target_config);
-
 struct GpuSpecRunOptions {
   bool use_graph = true;    // false: the same kernels launched one by one (bench compares)
   int rounds_per_read = 4;  // rounds enqueued between two reads of the token ring

@@ -110,10 +110,11 @@ nlohmann::json time_round_parts(GpuModel& model, GpuDrafter& drafter, int block,
   };
   const int bucket = attention_bucket(context + block, capacity);
   const int launches = 8;
+  // b = 1 is plain decoding plus the drafter's context pass (no draft pass).
   const double draft_us = kernels::graph_time_us(
       [&](int, cudaStream_t s) {
         drafter.enqueue_context(features.data(), inputs(false), block, bucket, s);
-        drafter.enqueue_draft(inputs(false), block, bucket, logits.data(), s);
+        if (block >= 2) drafter.enqueue_draft(inputs(false), block, bucket, logits.data(), s);
       },
       launches);
   const double verify_us = kernels::graph_time_us(
@@ -146,7 +147,9 @@ nlohmann::json run_spec_bench(GpuModel& model, GpuDrafter& drafter, const Tokeni
   CostAwareBlockSize adaptive(block, {}, /*min_block=*/1);
   if (o.adaptive) spec_params.spec.policy = &adaptive;
 
-  // Warm-up (first graph captures, cuBLASLt plans, clocks) on the first prompt, not timed.
+  // Warm-up (cuBLASLt plans, kernel attributes, clocks) on the first prompt, not timed. Graphs are captured per
+  // call in both loops (DecodeLoop and the speculative round live for one generation), so each timed prompt pays
+  // its own captures on both sides.
   generate_on_gpu(model, tokenizer, prompts[0].ids, plain_params);
   gpu_speculative_decode(model, drafter, prompts[0].ids, spec_params);
 

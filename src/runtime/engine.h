@@ -83,6 +83,7 @@ struct ModelInfo {
   int vocab_size = 0;
   int64_t max_context = 0;
   std::string description;
+  bool min_p = true;  // false: requests with min_p are refused at submit (the GPU sampler has none)
 };
 
 class InferenceEngine {

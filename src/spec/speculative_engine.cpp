@@ -44,9 +44,11 @@ std::shared_ptr<RequestStream> SpeculativeEngine::submit(EngineRequest request) 
   for (int32_t id : request.prompt)
     if (id < 0 || id >= model_.vocab_size)
       fail("prompt token id {} is outside the vocabulary [0, {})", id, model_.vocab_size);
-  // The driver implements every SamplingParams field (greedy; temperature, top_k, top_p, min_p through the
-  // speculative min(1, p/q) rule), so no sampling parameter is refused here.
+  // The CPU driver implements every SamplingParams field (min_p through the speculative min(1, p/q) rule); the
+  // GPU round has no min_p (ModelInfo::min_p false), so such a request is refused here, before it queues.
   validate(request.params.sampling);
+  if (!model_.min_p && request.params.sampling.min_p > 0)
+    fail("min_p is not supported with a drafter on the GPU (use top_k / top_p)");
 
   auto sequence = std::make_shared<Sequence>();
   sequence->prompt = std::move(request.prompt);

@@ -27,7 +27,7 @@
 #ifdef TACHYON_HAS_CUDA
 #include "gpu/decode_bench.h"
 #include "gpu/fp4_experts.h"
-#include "gpu/gpu_speculative.h"
+#include "gpu/gpu_spec_decoder.h"
 #include "gpu/spec_bench.h"
 #include "spec/random_drafter.h"
 #include "tokenizer/tokenizer.h"
@@ -127,9 +127,9 @@ int run_draft_bench(const BenchOptions& o) {
   gpu::GpuModelOptions model_options;
   model_options.kv_positions = o.kv_positions > 0 ? o.kv_positions : 4096;
   if (!o.experts.empty()) model_options.experts = gpu::parse_expert_format(o.experts, "--experts");
-  model_options.feature_layers = gpu::drafter_feature_layers(draft_checkpoint, checkpoint.config);
-  std::unique_ptr<gpu::GpuModel> model = gpu::GpuModel::load(checkpoint, model_options);
-  gpu::GpuDrafter drafter(draft_checkpoint, *model, model->capacity());
+  gpu::GpuSpecDecoder loaded = gpu::load_gpu_spec_decoder(checkpoint, draft_checkpoint, model_options);
+  gpu::GpuModel* model = loaded.target.get();
+  gpu::GpuDrafter& drafter = *loaded.drafter;
   gpu::SpecBenchOptions bench;
   bench.prompt_files = split_commas(o.prompts);
   bench.max_tokens = o.max_tokens;

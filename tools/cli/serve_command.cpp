@@ -131,9 +131,10 @@ int run_serve(ServeOptions& o) {
       gpu::GpuModelOptions options;
       options.kv_positions = o.kv_positions;
       gpu_spec = gpu::load_gpu_spec_decoder(checkpoint, draft_checkpoint, options);
-      const ModelInfo info{gpu_spec.target->config().vocab, gpu_spec.max_context(),
-                           "GPU, speculative decoding with a DFlash drafter (block " +
-                               std::to_string(gpu_spec.drafter->block_size()) + "), one request at a time"};
+      ModelInfo info{gpu_spec.target->config().vocab, gpu_spec.max_context(),
+                     "GPU, speculative decoding with a DFlash drafter (block " +
+                         std::to_string(gpu_spec.drafter->block_size()) + "), one request at a time"};
+      info.min_p = false;  // the GPU sampler has none
       engine = std::make_unique<SpeculativeEngine>(gpu_spec.decode_fn(), info, tokenizer, max_waiting);
 #endif
     } else {
