@@ -4,7 +4,9 @@
 # internet), for
 #   (a) SmolLM2-135M-Instruct: the GGUF when models/SmolLM2-135M-Instruct.Q4_1.gguf is there, else random weights
 #       of its shape (same speed: speed does not depend on the values);
-#   (b) the Qwen3-30B-A3B shape with random weights (61 GB of bf16 on the GPU).
+#   (b) the Qwen3-30B-A3B shape with random weights (61 GB of bf16 on the GPU);
+#   (c) smollm2-draft (only when named in MODELS): the GGUF with the committed DFlash drafter (serve --draft,
+#       block DRAFT_BLOCK=8), requests one at a time through the GPU speculative round.
 # Random-weight servers take the tokenizer from tests/fixtures/tokenizers/smollm2 (ids < 49152, so the
 # Qwen3 shape samples among its first 49152 logits). Prints one Markdown table and writes it to $OUT.
 #
@@ -52,6 +54,10 @@ for m in $MODELS; do
       if [ -f "$GGUF" ]; then label="SmolLM2-135M Q4_1"; args=(--model "$GGUF" -- "${device[@]}")
       elif [ "${CPU:-0}" = "1" ]; then echo "no $GGUF"; continue
       else label="SmolLM2-135M shape, random"; args=(--model "$TOKENIZER" -- "${device[@]}" --random-weights smollm2-135m); fi ;;
+    smollm2-draft)  # the GPU DFlash round with the committed drafter: one request at a time (--max-batch ignored)
+      [ -f "$GGUF" ] || { echo "no $GGUF: smollm2-draft needs the real model"; continue; }
+      label="SmolLM2-135M Q4_1 + DFlash drafter (b = ${DRAFT_BLOCK:-8})"
+      args=(--model "$GGUF" -- "${device[@]}" --draft drafters/smollm2-135m-instruct-dflash --block-size "${DRAFT_BLOCK:-8}") ;;
     qwen3)
       [ "${CPU:-0}" = "1" ] && continue
       label="Qwen3-30B-A3B shape, random"; args=(--model "$TOKENIZER" -- "${device[@]}" --random-weights qwen3-30b-a3b) ;;

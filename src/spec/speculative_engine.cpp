@@ -25,7 +25,8 @@ SpeculativeEngine::SpeculativeEngine(DecoderModel& model, const DFlashDrafter& d
     : SpeculativeEngine(cpu_spec_decoder(model, drafter),
                         {model.vocab_size(), model.max_context(),
                          "CPU, speculative decoding with a DFlash drafter (block " +
-                             std::to_string(drafter.block_size()) + "), one request at a time"},
+                             std::to_string(options.block_size > 0 ? options.block_size : drafter.block_size()) +
+                             "), one request at a time"},
                         tokenizer, max_waiting, options) {}
 
 SpeculativeEngine::~SpeculativeEngine() {

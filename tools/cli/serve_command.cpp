@@ -32,6 +32,7 @@ namespace {
 struct ServeOptions {
   std::string model_path, draft_path, device = "cpu", random_weights;
   int64_t kv_positions = 0;
+  int draft_block_size = 0;  // 0 = the drafter's
   uint64_t seed = 1;
   server::ServerOptions server;
   SchedulerConfig scheduler;
@@ -125,24 +126,30 @@ int run_serve(ServeOptions& o) {
                    o.scheduler.max_running);
     o.scheduler.max_running = 1;
     const size_t max_waiting = static_cast<size_t>(o.scheduler.max_waiting);
+    SpecOptions spec;
+    spec.block_size = o.draft_block_size;
     if (o.device == "cuda") {
 #ifdef TACHYON_HAS_CUDA
       // One sequence's KV (--kv-positions, default min(context, 4096)); requests are checked against it.
       gpu::GpuModelOptions options;
       options.kv_positions = o.kv_positions;
       gpu_spec = gpu::load_gpu_spec_decoder(checkpoint, draft_checkpoint, options);
+      const int block = o.draft_block_size > 0 ? o.draft_block_size : gpu_spec.drafter->block_size();
+      if (block > gpu::kMaxPassTokens)
+        fail("--block-size {}: the GPU verify pass takes at most {} tokens (the drafter's block is {}; pass "
+             "--block-size 16 or less)", block, gpu::kMaxPassTokens, gpu_spec.drafter->block_size());
       ModelInfo info{gpu_spec.target->config().vocab, gpu_spec.max_context(),
-                     "GPU, speculative decoding with a DFlash drafter (block " +
-                         std::to_string(gpu_spec.drafter->block_size()) + "), one request at a time"};
+                     "GPU, speculative decoding with a DFlash drafter (block " + std::to_string(block) +
+                         "), one request at a time"};
       info.min_p = false;  // the GPU sampler has none
-      engine = std::make_unique<SpeculativeEngine>(gpu_spec.decode_fn(), info, tokenizer, max_waiting);
+      engine = std::make_unique<SpeculativeEngine>(gpu_spec.decode_fn(), info, tokenizer, max_waiting, spec);
 #endif
     } else {
       target_model = create_model(checkpoint);
       auto* decoder = dynamic_cast<DecoderModel*>(target_model.get());
       if (!decoder) fail("--draft: {} is not a decoder model the drafter can read features from", o.model_path);
       drafter = std::make_unique<DFlashDrafter>(draft_checkpoint, drafter_target_info(*decoder));
-      engine = std::make_unique<SpeculativeEngine>(*decoder, *drafter, tokenizer, max_waiting);
+      engine = std::make_unique<SpeculativeEngine>(*decoder, *drafter, tokenizer, max_waiting, spec);
     }
     std::fprintf(stderr, "tachyon serve: %s, drafter %s\n", engine->model_info().description.c_str(),
                  o.draft_path.c_str());
@@ -183,6 +190,9 @@ Runner add_serve_command(CLI::App& app) {
   cmd->add_option("--draft", o->draft_path,
                   "DFlash drafter directory (z-lab layout): speculative decoding, one request at a time (CPU or "
                   "--device cuda)");
+  cmd->add_option("--block-size", o->draft_block_size,
+                  "With --draft: tokens per drafted block, 2..16 on the GPU (default: the drafter's)")
+      ->check(CLI::Range(1, 1024));
   cmd->add_option("--host", o->server.host, "Address to listen on")->capture_default_str();
   cmd->add_option("--port", o->server.port, "TCP port (0 = any free port)")->capture_default_str()->check(CLI::Range(0, 65535));
   cmd->add_option("--api-key", o->server.api_key,
