@@ -9,6 +9,7 @@
 #include <set>
 #include <thread>
 
+#include "engine_test_util.h"
 #include "core/error.h"
 #include "loader/checkpoint.h"
 #include "runtime/batching_engine.h"
@@ -68,29 +69,9 @@ class ScriptedRunner final : public ModelRunner {
   std::set<uint64_t> live_;
 };
 
-struct Finished {
-  std::string text;
-  int64_t tokens = 0;
-  FinishReason reason = FinishReason::none;
-  std::string error;
-};
-
-Finished drain(RequestStream& stream, std::chrono::seconds limit = 30s) {
-  Finished f;
-  const auto end = SteadyClock::now() + limit;
-  while (SteadyClock::now() < end) {
-    RequestOutput out = stream.take(50ms);
-    f.text += out.text;
-    f.tokens = out.completion_tokens;
-    if (out.finished) {
-      f.reason = out.finish_reason;
-      f.error = out.error;
-      return f;
-    }
-  }
-  ADD_FAILURE() << "request did not finish";
-  return f;
-}
+using test::Finished;
+// Engine tests wait at most 30s for a request.
+test::Finished drain(RequestStream& stream, std::chrono::seconds limit = 30s) { return test::drain(stream, limit); }
 
 class EngineTest : public ::testing::Test {
  protected:

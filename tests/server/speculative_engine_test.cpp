@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "engine_test_util.h"
 #include "loader/checkpoint.h"
 #include "runtime/batching_engine.h"
 #include "runtime/cpu_model_runner.h"
@@ -20,29 +21,9 @@ namespace {
 
 using namespace std::chrono_literals;
 
-struct Finished {
-  std::string text;
-  int64_t tokens = 0;
-  FinishReason reason = FinishReason::none;
-  std::string error;
-};
-
-Finished drain(RequestStream& stream, std::chrono::seconds limit = 120s) {
-  Finished f;
-  const auto end = SteadyClock::now() + limit;
-  while (SteadyClock::now() < end) {
-    RequestOutput out = stream.take(50ms);
-    f.text += out.text;
-    f.tokens = out.completion_tokens;
-    if (out.finished) {
-      f.reason = out.finish_reason;
-      f.error = out.error;
-      return f;
-    }
-  }
-  ADD_FAILURE() << "request did not finish";
-  return f;
-}
+using test::Finished;
+// Engine tests wait at most 120s for a request.
+test::Finished drain(RequestStream& stream, std::chrono::seconds limit = 120s) { return test::drain(stream, limit); }
 
 class SpeculativeEngineTest : public ::testing::Test {
  protected:
