@@ -218,19 +218,6 @@ kernels::PagedKvCache GpuDrafter::layer_cache(int layer, const PassInputs& in) c
   return cache;
 }
 
-kernels::AttentionBatch GpuDrafter::attention_batch(const PassInputs& in, int n, int max_seq_len) const {
-  kernels::AttentionBatch batch;
-  batch.n_sequences = in.n_sequences;
-  batch.n_tokens = n;
-  batch.query_start = in.query_start;
-  batch.seq_lens = in.seq_lens;
-  batch.positions = in.positions;
-  batch.token_sequence = in.token_sequence;
-  batch.max_seq_len = max_seq_len;
-  batch.max_query_tokens = in.max_query_tokens > 0 ? in.max_query_tokens : n;
-  return batch;
-}
-
 kernels::AttentionPrologue GpuDrafter::prologue(int layer, float* q, const float* k, const float* v, int stride) const {
   kernels::AttentionPrologue pro;
   pro.q = q;

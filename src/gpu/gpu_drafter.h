@@ -83,7 +83,6 @@ class GpuDrafter {
   int kv_width() const { return config_.num_kv_heads * head_dim_padded_; }
   int qkv_width() const { return q_width() + 2 * kv_width(); }
   kernels::PagedKvCache layer_cache(int layer, const PassInputs& in) const;
-  kernels::AttentionBatch attention_batch(const PassInputs& in, int n, int max_seq_len) const;
   kernels::AttentionPrologue prologue(int layer, float* q, const float* k, const float* v, int stride) const;
 
   DFlashDrafterConfig config_;

@@ -301,15 +301,7 @@ void GpuModel::attention_pass(int layer, const float* normed, const PassInputs& 
   const GpuLayerWeights& L = weights_.layers[layer];
   kernels::gemv_bf16(L.qkv, L.qkv_bias, normed, qkv_.data(), n, c.qkv_width(), c.hidden_padded, stream);
 
-  kernels::AttentionBatch batch;
-  batch.n_sequences = in.n_sequences;
-  batch.n_tokens = n;
-  batch.query_start = in.query_start;
-  batch.seq_lens = in.seq_lens;
-  batch.positions = in.positions;
-  batch.token_sequence = in.token_sequence;
-  batch.max_seq_len = max_seq_len;
-  batch.max_query_tokens = in.max_query_tokens > 0 ? in.max_query_tokens : n;
+  const kernels::AttentionBatch batch = attention_batch(in, n, max_seq_len);
   kernels::PagedKvCache cache = layer_cache(layer, in.block_table ? in.block_table : block_table_.data());
   if (in.block_table) cache.max_pages_per_seq = in.block_table_stride;
 

@@ -75,6 +75,20 @@ struct PassInputs {
   float* features = nullptr;
 };
 
+// The attention kernels' view of a pass's inputs (n tokens, keys bounded by max_seq_len on the host side).
+inline kernels::AttentionBatch attention_batch(const PassInputs& in, int n, int max_seq_len) {
+  kernels::AttentionBatch batch;
+  batch.n_sequences = in.n_sequences;
+  batch.n_tokens = n;
+  batch.query_start = in.query_start;
+  batch.seq_lens = in.seq_lens;
+  batch.positions = in.positions;
+  batch.token_sequence = in.token_sequence;
+  batch.max_seq_len = max_seq_len;
+  batch.max_query_tokens = in.max_query_tokens > 0 ? in.max_query_tokens : n;
+  return batch;
+}
+
 // One sequence's tokens in a forward_batch pass.
 struct SequenceTokens {
   int sequence = 0;
