@@ -50,36 +50,38 @@ struct BenchOptions {
   bool json = false;
 };
 
+// The comma-separated parts of `text`, empty ones included (the parsers below refuse them).
+std::vector<std::string> split_commas(const std::string& text) {
+  std::vector<std::string> parts;
+  size_t pos = 0;
+  while (true) {
+    const size_t comma = text.find(',', pos);
+    parts.push_back(text.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos));
+    if (comma == std::string::npos) return parts;
+    pos = comma + 1;
+  }
+}
+
 std::vector<int64_t> parse_lengths(const std::string& text, const char* what = "--prefill") {
   std::vector<int64_t> lengths;
   if (text.empty() || text == "none") return lengths;
-  size_t pos = 0;
-  while (pos <= text.size()) {
-    const size_t comma = text.find(',', pos);
-    const std::string part = text.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+  for (const std::string& part : split_commas(text)) {
     int64_t value = 0;
     auto [end, ec] = std::from_chars(part.data(), part.data() + part.size(), value);
     if (part.empty() || ec != std::errc() || end != part.data() + part.size() || value < 1)
       fail("{}: '{}' is not a positive token count", what, part);
     lengths.push_back(value);
-    if (comma == std::string::npos) break;
-    pos = comma + 1;
   }
   return lengths;
 }
 
 std::vector<double> parse_numbers(const std::string& text, const char* what) {
   std::vector<double> values;
-  size_t pos = 0;
-  while (pos <= text.size()) {
-    const size_t comma = text.find(',', pos);
-    const std::string part = text.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+  for (const std::string& part : split_commas(text)) {
     char* end = nullptr;
     const double value = std::strtod(part.c_str(), &end);
     if (part.empty() || end != part.c_str() + part.size()) fail("{}: '{}' is not a number", what, part);
     values.push_back(value);
-    if (comma == std::string::npos) break;
-    pos = comma + 1;
   }
   return values;
 }
@@ -104,19 +106,6 @@ std::string utc_now() {
 }
 
 #ifdef TACHYON_HAS_CUDA
-std::vector<std::string> split_commas(const std::string& text) {
-  std::vector<std::string> parts;
-  size_t pos = 0;
-  while (pos <= text.size()) {
-    const size_t comma = text.find(',', pos);
-    const std::string part = text.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
-    if (!part.empty()) parts.push_back(part);
-    if (comma == std::string::npos) break;
-    pos = comma + 1;
-  }
-  return parts;
-}
-
 // --draft: DFlash on the GPU against plain decoding, same run (gpu/spec_bench.h).
 int run_draft_bench(const BenchOptions& o) {
   if (o.model_path.empty()) fail("--draft needs a real model (-m PATH): acceptance depends on the weights");
@@ -131,7 +120,8 @@ int run_draft_bench(const BenchOptions& o) {
   gpu::GpuModel* model = loaded.target.get();
   gpu::GpuDrafter& drafter = *loaded.drafter;
   gpu::SpecBenchOptions bench;
-  bench.prompt_files = split_commas(o.prompts);
+  for (std::string& file : split_commas(o.prompts))
+    if (!file.empty()) bench.prompt_files.push_back(std::move(file));
   bench.max_tokens = o.max_tokens;
   bench.limit = o.prompt_limit;
   bench.block_size = o.block_size;
