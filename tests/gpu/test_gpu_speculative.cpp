@@ -11,6 +11,7 @@
 
 #include "gpu/decode_loop.h"
 #include "gpu/gpu_drafter.h"
+#include "gpu/gpu_spec_decoder.h"
 #include "gpu/gpu_model.h"
 #include "gpu/gpu_speculative.h"
 #include "gpu_test_util.h"
@@ -82,11 +83,6 @@ TEST(GpuSpecRound, AcceptMatchesVerifyGreedy) {
   EXPECT_EQ(final_offset, static_cast<uint64_t>(last_count));  // the sampler's next offset = tokens so far
 }
 
-std::vector<int> drafter_layers(const std::string& drafter_dir) {
-  const nlohmann::json config = read_json_file(drafter_dir + "/config.json");
-  return config.at("dflash_config").at("target_layer_ids").get<std::vector<int>>();
-}
-
 std::vector<int32_t> plain_greedy(GpuModel& model, std::span<const int32_t> prompt, int max_tokens) {
   model.truncate(0);
   DecodeLoop loop(model, {});
@@ -113,6 +109,14 @@ std::vector<std::vector<int32_t>> random_prompts(int count, int vocab, uint32_t 
   return prompts;
 }
 
+// The target and drafter on the GPU as `generate|serve --draft` load them (load_gpu_spec_decoder: the target with
+// the drafter's feature layers). `loaded.target` / `loaded.drafter` are what the tests use.
+GpuSpecDecoder load_pair(const Checkpoint& target, const Checkpoint& drafter, int64_t kv_positions) {
+  GpuModelOptions options;
+  options.kv_positions = kv_positions;
+  return load_gpu_spec_decoder(target, drafter, options);
+}
+
 class GpuSpecGreedy : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(GpuSpecGreedy, RandomDrafterMatchesPlainGreedy) {
@@ -123,16 +127,15 @@ TEST_P(GpuSpecGreedy, RandomDrafterMatchesPlainGreedy) {
   Checkpoint drafter_checkpoint = open_checkpoint(dir + "/drafter");
   const int max_tokens = 40;
   for (const bool tight : {false, true}) {
-    GpuModelOptions options;
-    options.feature_layers = drafter_layers(dir + "/drafter");
-    options.kv_positions = tight ? 0 : 512;
+    int64_t kv_positions = 512;
     const auto prompts = random_prompts(8, target_checkpoint.config.value("vocab_size", 0), 31);
     // tight: a cache exactly as long as the longest prompt plus the output (the block shrinks at the end).
     size_t longest = 0;
     for (const auto& p : prompts) longest = std::max(longest, p.size());
-    if (tight) options.kv_positions = static_cast<int64_t>(longest) + max_tokens;
-    std::unique_ptr<GpuModel> model = GpuModel::load(target_checkpoint, options);
-    GpuDrafter drafter(drafter_checkpoint, *model, model->capacity());
+    if (tight) kv_positions = static_cast<int64_t>(longest) + max_tokens;
+    GpuSpecDecoder loaded = load_pair(target_checkpoint, drafter_checkpoint, kv_positions);
+    GpuModel* model = loaded.target.get();
+    GpuDrafter& drafter = *loaded.drafter;
     const int block_sizes[] = {1, 2, 5, 8, 16, 3, 12, 16};
     SpecStats total;
     for (size_t i = 0; i < prompts.size(); ++i) {
@@ -160,11 +163,9 @@ TEST(GpuSpecStops, StopIdsEndGenerationInsideABlock) {
   const std::string dir = test::fixture_path("dflash/qwen3");
   Checkpoint target_checkpoint = open_checkpoint(test::fixture_path("tiny/qwen3"));
   Checkpoint drafter_checkpoint = open_checkpoint(dir + "/drafter");
-  GpuModelOptions options;
-  options.feature_layers = drafter_layers(dir + "/drafter");
-  options.kv_positions = 256;
-  std::unique_ptr<GpuModel> model = GpuModel::load(target_checkpoint, options);
-  GpuDrafter drafter(drafter_checkpoint, *model, model->capacity());
+  GpuSpecDecoder loaded = load_pair(target_checkpoint, drafter_checkpoint, 256);
+  GpuModel* model = loaded.target.get();
+  GpuDrafter& drafter = *loaded.drafter;
   const auto prompts = random_prompts(4, target_checkpoint.config.value("vocab_size", 0), 77);
   for (const auto& prompt : prompts) {
     const std::vector<int32_t> plain = plain_greedy(*model, prompt, 30);
@@ -177,8 +178,10 @@ TEST(GpuSpecStops, StopIdsEndGenerationInsideABlock) {
     EXPECT_TRUE(spec.stopped);
     // on_token returning false ends generation after that token.
     int seen = 0;
+    SpecDecodeParams thirty;
+    thirty.max_tokens = 30;
     const SpecDecodeResult cut =
-        gpu_speculative_decode(*model, drafter, prompt, {.max_tokens = 30}, [&](int32_t) { return ++seen < 5; });
+        gpu_speculative_decode(*model, drafter, prompt, thirty, [&](int32_t) { return ++seen < 5; });
     EXPECT_EQ(cut.tokens, std::vector<int32_t>(plain.begin(), plain.begin() + 5));
   }
 }
@@ -190,11 +193,9 @@ TEST(GpuSpecSampling, SameTokensAsPlainSamplingForASeed) {
   const std::string dir = test::fixture_path("dflash/qwen3");
   Checkpoint target_checkpoint = open_checkpoint(test::fixture_path("tiny/qwen3"));
   Checkpoint drafter_checkpoint = open_checkpoint(dir + "/drafter");
-  GpuModelOptions options;
-  options.feature_layers = drafter_layers(dir + "/drafter");
-  options.kv_positions = 256;
-  std::unique_ptr<GpuModel> model = GpuModel::load(target_checkpoint, options);
-  GpuDrafter drafter(drafter_checkpoint, *model, model->capacity());
+  GpuSpecDecoder loaded = load_pair(target_checkpoint, drafter_checkpoint, 256);
+  GpuModel* model = loaded.target.get();
+  GpuDrafter& drafter = *loaded.drafter;
   const auto prompts = random_prompts(6, model->config().vocab, 5);
   for (size_t i = 0; i < prompts.size(); ++i) {
     SpecDecodeParams params;
@@ -225,11 +226,9 @@ TEST(GpuSpecSmolLM2, TrainedDrafterMatchesPlainGreedy) {
   const std::string drafter_dir = test::source_dir() + "/drafters/smollm2-135m-instruct-dflash";
   Checkpoint target_checkpoint = open_checkpoint(path);
   Checkpoint drafter_checkpoint = open_checkpoint(drafter_dir);
-  GpuModelOptions options;
-  options.feature_layers = drafter_layers(drafter_dir);
-  options.kv_positions = 1024;
-  std::unique_ptr<GpuModel> model = GpuModel::load(target_checkpoint, options);
-  GpuDrafter drafter(drafter_checkpoint, *model, model->capacity());
+  GpuSpecDecoder loaded = load_pair(target_checkpoint, drafter_checkpoint, 1024);
+  GpuModel* model = loaded.target.get();
+  GpuDrafter& drafter = *loaded.drafter;
   const nlohmann::json reference = read_json_file(test::fixture_path("smollm2/reference.json"));
   SpecStats total;
   int cases = 0;
