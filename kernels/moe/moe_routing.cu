@@ -216,20 +216,42 @@ moe_route_and_group_kernel(const float* logits, int n_tokens, RouterConfig confi
   group_assignments(topk_ids, n_tokens * config.top_k, config.n_experts, out);
 }
 
-__global__ void moe_combine_kernel(const float* expert_out, const float* topk_weights, const int* assignment_entry,
-                                   int top_k, int hidden, float* out, bool accumulate) {
+// One block per (token, 1024-float slice of the row): the routing of the token goes to shared memory first, so that
+// every expert row load of a thread is independent of the others and all of them are in flight together (the
+// first version, one block per token looping over the row, paid a chain of dependent L2 round trips per element
+// group: 11 us per MoE layer on an H100 for 8 x 2048 floats, serialized under ncu).
+constexpr int kCombineThreads = 256;
+constexpr int kCombineFloats = 4 * kCombineThreads;  // one float4 per thread
+
+__global__ void __launch_bounds__(kCombineThreads)
+    moe_combine_kernel(const float* expert_out, const float* topk_weights, const int* assignment_entry, int top_k,
+                       int hidden, float* out, bool accumulate) {
   wait_for_previous_kernel();  // launched programmatically: expert outputs, weights and `out` come from earlier kernels
   allow_next_kernel_to_start();
-  const int token = blockIdx.x;
-  float* out_row = out + static_cast<int64_t>(token) * hidden;
-  for (int i = threadIdx.x; i < hidden; i += blockDim.x) {
-    float sum = accumulate ? out_row[i] : 0.0f;
-    for (int j = 0; j < top_k; ++j) {
-      const int a = token * top_k + j;
-      sum += topk_weights[a] * expert_out[static_cast<int64_t>(assignment_entry[a]) * hidden + i];
-    }
-    out_row[i] = sum;
+  __shared__ float weight[32];
+  __shared__ const float* row[32];
+  const int token = blockIdx.y;
+  if (threadIdx.x < top_k) {
+    const int a = token * top_k + threadIdx.x;
+    weight[threadIdx.x] = topk_weights[a];
+    row[threadIdx.x] = expert_out + static_cast<int64_t>(assignment_entry[a]) * hidden;
   }
+  __syncthreads();
+  const int i = blockIdx.x * kCombineFloats + 4 * threadIdx.x;
+  if (i >= hidden) return;
+  float* out_row = out + static_cast<int64_t>(token) * hidden;
+  float4 sum = accumulate ? *reinterpret_cast<const float4*>(out_row + i) : make_float4(0.f, 0.f, 0.f, 0.f);
+  // Fixed order over j (deterministic); the loads do not depend on each other.
+#pragma unroll 8
+  for (int j = 0; j < top_k; ++j) {
+    const float4 v = *reinterpret_cast<const float4*>(row[j] + i);
+    const float w = weight[j];
+    sum.x += w * v.x;
+    sum.y += w * v.y;
+    sum.z += w * v.z;
+    sum.w += w * v.w;
+  }
+  *reinterpret_cast<float4*>(out_row + i) = sum;
 }
 
 void check_router_config(const char* name, const RouterConfig& config) {
@@ -308,7 +330,12 @@ ExpertRouting moe_route_and_group(const float* logits, int n_tokens, const Route
 void moe_combine(const float* expert_out, const float* topk_weights, const ExpertRouting& routing, int n_tokens,
                  int hidden, float* out, bool accumulate, cudaStream_t stream) {
   if (n_tokens <= 0) return;
-  launch_programmatic("moe_combine_kernel", moe_combine_kernel, dim3(n_tokens), dim3(256), 0, stream, expert_out,
+  TACHYON_REQUIRE(hidden > 0 && hidden % 4 == 0, "moe_combine", "hidden must be a positive multiple of 4");
+  TACHYON_REQUIRE(routing.top_k > 0 && routing.top_k <= 32, "moe_combine", "top_k must be in 1..32");
+  TACHYON_REQUIRE(reinterpret_cast<uintptr_t>(expert_out) % 16 == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0,
+                  "moe_combine", "expert_out and out must be 16-byte aligned");
+  const dim3 grid((hidden + kCombineFloats - 1) / kCombineFloats, n_tokens);
+  launch_programmatic("moe_combine_kernel", moe_combine_kernel, grid, dim3(kCombineThreads), 0, stream, expert_out,
                       topk_weights, routing.assignment_entry, routing.top_k, hidden, out, accumulate);
 }
 

@@ -189,8 +189,17 @@ TEST(GpuMoe, ExpertSwigluMlpMatchesDenseCpuPerToken) {
       // Bound: the down projection's error (1e-4 of its scale) plus the gate/up errors carried through it.
       std::vector<float> bound(want.size());
       for (size_t i = 0; i < bound.size(); ++i) bound[i] = 2e-4f * scale[i] * std::sqrt(static_cast<float>(c.width)) * 0.1f + 1e-5f;
-      expect_within(out_dev.to_host(), want, bound,
+      const std::vector<float> combined = out_dev.to_host();
+      expect_within(combined, want, bound,
                     "expert MLP hidden=" + std::to_string(c.hidden) + " tokens=" + std::to_string(n_tokens));
+      // accumulate = true adds the same combine onto what `out` holds (the residual, in the model).
+      const std::vector<float> residual = random_floats(want.size(), -4.0f, 4.0f);
+      cuda::DeviceBuffer<float> acc_dev(residual);
+      kernels::moe_combine(y_dev.data(), weights_dev.data(), routing, n_tokens, c.hidden, acc_dev.data(), true, nullptr);
+      std::vector<float> want_acc(residual.size());
+      for (size_t i = 0; i < want_acc.size(); ++i) want_acc[i] = residual[i] + combined[i];
+      expect_within(acc_dev.to_host(), want_acc, 1e-6f, 1e-5f,
+                    "moe_combine accumulate hidden=" + std::to_string(c.hidden) + " tokens=" + std::to_string(n_tokens));
     }
   }
 }
