@@ -2,11 +2,15 @@
 """Trains a DFlash drafter for a target model and exports it in z-lab's layout (tachyon generate --draft DIR).
 
 Recipe (shared/docs/dflash.md, the DFlash paper; tachyon's notes: docs/dflash.md):
-  data      prompts answered by the TARGET itself (greedy by default, batched HF generate), through the same chat
-            template that `tachyon generate --chat` uses (code prompts are raw completions): deterministic
-            synthetic chat and math prompts and standard-library function prefixes, never a held-out prompt;
-            stored as token ids in <out>/data.jsonl, or given with --data (any file of {"ids": [...],
-            "prompt_length": P} lines, e.g. made with `tachyon generate --print-ids`); --data-seconds bounds it;
+  data      prompts answered by the TARGET itself (greedy by default, batched HF generate, batches sorted by
+            prompt length), through the same chat template that `tachyon generate --chat` uses (code prompts are
+            raw completions); the prompts mix (--mix) requests the target writes itself (Magpie: the template
+            rendered up to the user's message, sampled at T 1, top-p 0.95, optionally after a steering seed),
+            function prefixes cut at several lines (standard library and the installed torch / transformers /
+            numpy), synthetic math and template chat requests; never a held-out prompt, file or function;
+            stored as token ids in <out>/data.jsonl (the prompts in <out>/train_prompts.jsonl), or given with
+            --data (any file of {"ids": [...], "prompt_length": P} lines, e.g. made with `tachyon generate
+            --print-ids`); --data-seconds bounds it;
   features  target hidden states hidden_states[l + 1] (the output of decoder layer l) of the drafter's
             target_layer_ids (frozen target), computed once for all data (FeatureStore);
   anchors   per sequence up to --anchors positions p in the response; each starts a block [token p, MASK...] at
@@ -201,8 +205,8 @@ def write_data(path, data, max_bytes=None):
 
 
 def training_prompts(count, seed, eval_prompts):
-    """Synthetic chat / math prompts and stdlib code prefixes (from files the fixed set does not use), one third
-    each, without duplicates (greedy answers of equal prompts are equal) and never a held-out prompt."""
+    """The previous data recipe (before --mix): synthetic chat / math prompts and stdlib code prefixes, one third
+    each, without duplicates and never a held-out prompt. Kept for reference (`--mix legacy`)."""
     rng = random.Random(seed)
     eval_texts = {p["prompt"] for p in eval_prompts}
     eval_files = {p["source"].split(":")[0] for p in eval_prompts if p.get("source")}
@@ -222,6 +226,298 @@ def training_prompts(count, seed, eval_prompts):
                 prompts.append({"category": kind, "chat": True, "prompt": text})
                 break
     return prompts
+
+
+# Training code prompts: raw completions of function prefixes, cut at several lines per function, from the standard
+# library and (if installed) a few site-packages; never from a held-out file or a held-out function.
+
+CODE_SKIP_DIRS = {"test", "tests", "testing", "idlelib", "lib2to3", "tkinter", "turtledemo", "site-packages",
+                  "dist-packages", "ensurepip", "pydoc_data", "__pycache__", "_vendor", "vendor", "vendored",
+                  "third_party", "benchmarks", "examples"}
+
+
+def code_key(prefix):
+    """A function's identity whatever file it is in (3.12 moved datetime.py into _pydatetime.py, say): its first
+    two non-decorator lines, stripped."""
+    lines = [line.strip() for line in prefix.splitlines() if line.strip() and not line.strip().startswith("@")]
+    return "\n".join(lines[:2])
+
+
+def python_files(root, tops=None):
+    """Sorted .py files under root (only under the top-level packages `tops`), skipping tests and vendored code."""
+    out = []
+    for top in ([os.path.join(root, t) for t in tops] if tops else [root]):
+        if os.path.isfile(top + ".py"):
+            out.append(top + ".py")
+            continue
+        for directory, dirs, files in os.walk(top):
+            dirs[:] = sorted(d for d in dirs if d not in CODE_SKIP_DIRS and not d.startswith((".", "config-")))
+            out += [os.path.join(directory, name) for name in sorted(files) if name.endswith(".py")]
+    return out
+
+
+def function_prefixes(path, cuts, per_file, rng, min_body_lines=6, max_chars=1500):
+    """Up to per_file functions of one file, each cut where the held-out prefixes are cut (signature, docstring,
+    two more lines) and at up to cuts - 1 later lines (each leaving at least two lines to complete):
+    [(line, cut, prefix)]."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            source = f.read()
+        tree = ast.parse(source)
+    except (SyntaxError, UnicodeDecodeError, OSError, ValueError, RecursionError):
+        return []
+    lines = source.splitlines()
+    functions = [node for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                 and node.body and getattr(node, "end_lineno", None)
+                 and node.end_lineno - node.lineno + 1 >= min_body_lines + 1]
+    out = []
+    for node in sorted(rng.sample(functions, min(per_file, len(functions))), key=lambda n: n.lineno):
+        end = node.end_lineno
+        base = node.body[0].end_lineno if ast.get_docstring(node) is not None else node.body[0].lineno - 1
+        base = min(end - 2, max(base, node.lineno) + 2)
+        later = list(range(base + 1, end - 1))
+        first = node.decorator_list[0].lineno if node.decorator_list else node.lineno
+        indent = len(lines[first - 1]) - len(lines[first - 1].lstrip())
+        for cut in [base] + sorted(rng.sample(later, min(cuts - 1, len(later)))):
+            prefix = "\n".join(line[indent:] if not line[:indent].strip() else line
+                               for line in lines[first - 1:cut]) + "\n"
+            if 80 <= len(prefix) <= max_chars:
+                out.append((node.lineno, cut, prefix))
+    return out
+
+
+def site_package_roots(packages):
+    """(site directory, package) for each installed package of `packages` (first site directory that has it)."""
+    import site
+
+    dirs = []
+    for d in [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]] + list(site.getsitepackages()):
+        if d not in dirs and os.path.isdir(d):
+            dirs.append(d)
+    found = []
+    for package in packages:
+        for d in dirs:
+            if os.path.isdir(os.path.join(d, package)) or os.path.isfile(os.path.join(d, package + ".py")):
+                found.append((d, package))
+                break
+    return found
+
+
+def training_code_prompts(seed, eval_prompts, cuts=3, per_file=4, packages=(), site_share=0.3):
+    """Endless (until the files run out) raw-completion code prompts, parsed file by file as they are needed:
+    stdlib files and, for a `site_share` of the prompts, files of the installed `packages`; never a file named in a
+    held-out prompt's source, a held-out function (code_key) or a held-out text."""
+    rng = random.Random(seed)
+    eval_files = {p["source"].split(":")[0] for p in eval_prompts if p.get("source")}
+    keys = {code_key(p["prompt"]) for p in eval_prompts if p.get("chat") is False or p.get("category") == "code"}
+    texts = {p["prompt"] for p in eval_prompts}
+    stdlib_root = sysconfig.get_paths()["stdlib"]
+    pools = {"stdlib": [(stdlib_root, f) for f in python_files(stdlib_root)
+                        if os.path.relpath(f, stdlib_root) not in eval_files]}
+    site_files = [(d, f) for d, package in site_package_roots(packages) for f in python_files(d, [package])]
+    if site_files and site_share > 0:
+        pools["site"] = site_files
+    for files in pools.values():
+        rng.shuffle(files)
+    share = {"stdlib": 1 - site_share if "site" in pools else 1.0, "site": site_share}
+    taken, position, dropped = {k: 0 for k in pools}, {k: 0 for k in pools}, 0
+    log(f"code prompts: {len(pools['stdlib'])} stdlib files (Python {sys.version_info.major}.{sys.version_info.minor}, "
+        f"held-out files excluded), {len(site_files)} files of " + (", ".join(sorted(set(
+            p for _, p in site_package_roots(packages)))) or "no site-packages") + f"; {cuts} cuts per function")
+    while pools:
+        kind = max(pools, key=lambda k: share[k] * (sum(taken.values()) + 1) - taken[k])
+        if position[kind] >= len(pools[kind]):
+            del pools[kind]
+            continue
+        root, path = pools[kind][position[kind]]
+        position[kind] += 1
+        relative = os.path.relpath(path, root)
+        for line, cut, prefix in function_prefixes(path, cuts, per_file, rng):
+            if prefix in texts or code_key(prefix) in keys:
+                dropped += 1
+                continue
+            taken[kind] += 1
+            label = relative if kind == "stdlib" else f"site-packages/{relative}"
+            yield {"category": "code", "chat": False, "prompt": prefix, "source": f"{label}:{line} cut {cut}"}
+    log(f"code prompts: all files used ({taken}; {dropped} held-out functions dropped)")
+
+
+# Magpie: the target writes the user prompts itself. It is given the chat template rendered up to the start of the
+# user's message (as `tachyon generate --chat` renders it: the default system prompt included), optionally followed
+# by a short steering seed, and samples until the end-of-turn token; the sampled text is the prompt.
+
+MAGPIE_SEEDS = {
+    "code": ["Write a Python function", "Write a Python script", "Write a function", "In Python, how do I",
+             "How do I", "Write a program", "Fix this code:", "What does this Python code do?", "Implement",
+             "Write a class", "Can you write a", "How can I use Python to", "Write a SQL query",
+             "Write a JavaScript function", "Write a bash script", "Explain this code:", "Refactor",
+             "Write a unit test", "What is the difference between a list and", "Create a Python program"],
+    "math": ["Solve", "Calculate", "What is", "Find the", "If", "A store", "How many", "Prove that", "Simplify",
+             "A train", "The sum of", "A rectangle", "What is the probability", "Convert", "Evaluate",
+             "Sarah has", "A recipe", "Compute", "Factor", "How much"],
+    "chat": ["Explain", "What are", "Why", "Can you", "Give me", "Tell me about", "Write a short story",
+             "Write a poem", "Summarize", "Describe", "Compare", "List", "I need", "Help me", "What is the best way to",
+             "Write an essay", "Suggest", "How does", "Write a letter", "Create a", "I am", "Please", "Imagine",
+             "Rewrite", "Translate", "What would happen if", "Plan", "Is it true that", "My", "Act as"],
+}
+MAGPIE_WORDS = ["history", "science", "health", "travel", "music", "food", "sports", "art", "economics", "law",
+                "biology", "physics", "chemistry", "philosophy", "psychology", "education", "business", "marketing",
+                "writing", "movies", "animals", "plants", "space", "weather", "technology", "politics", "religion",
+                "language", "fashion", "cooking", "fitness", "careers", "money", "family", "games", "cars", "houses",
+                "cities", "oceans", "energy", "medicine", "robots", "software", "networks", "statistics", "geometry",
+                "algebra", "literature", "poetry", "design"]
+
+
+class MagpieSource:
+    """User prompts sampled from the target (Magpie), made in batches as they are needed; light filtering: complete
+    turns only (ended by the end-of-turn token), no special tokens, at least 4 words and 16 characters, no
+    repetition loops, no duplicates, never a held-out prompt."""
+
+    def __init__(self, target, args, seed, banned_texts):
+        tok = target.tokenizer
+        if tok is None or not tok.chat_template:
+            raise SystemExit("--mix magpie needs a target with a tokenizer and a chat template")
+        sentinel = "MAGPIESENTINEL"
+        rendered = tok.apply_chat_template([{"role": "user", "content": sentinel}], add_generation_prompt=True,
+                                           tokenize=False)
+        self.prefix, suffix = rendered.split(sentinel)
+        full = tok.apply_chat_template([{"role": "user", "content": sentinel}], add_generation_prompt=True,
+                                       tokenize=True, return_dict=False)
+        prefix_ids = tok.encode(self.prefix, add_special_tokens=False)
+        if full[:len(prefix_ids)] != prefix_ids:
+            raise SystemExit(f"magpie: the user-turn prefix {self.prefix!r} does not tokenize as in the template")
+        self.end_of_turn = tok.encode(suffix, add_special_tokens=False)[0]
+        self.stop = sorted(set(target.eos) | {self.end_of_turn})
+        self.special = set(tok.all_special_ids) | {i for i, t in tok.added_tokens_decoder.items() if t.special}
+        self.target, self.tok, self.args = target, tok, args
+        self.rng = random.Random(seed)
+        self.seed = seed
+        self.seen = {self.normalize(t) for t in banned_texts}
+        self.buffer, self.made, self.sampled, self.failures, self.samples_logged = [], 0, 0, 0, False
+        log(f"magpie: user-turn prefix {self.prefix!r} ({len(prefix_ids)} tokens), stop at {self.stop}, "
+            f"T={args.magpie_temperature} top_p={args.magpie_top_p}, {args.magpie_max_tokens} tokens at most, "
+            f"{args.magpie_seeded:.0%} with a steering seed")
+
+    @staticmethod
+    def normalize(text):
+        return " ".join(text.lower().split()).rstrip(".?!:")
+
+    def draw_seed(self):
+        if self.rng.random() >= self.args.magpie_seeded:
+            return "free", ""
+        group = self.rng.choices(["code", "math", "chat"], weights=[0.4, 0.25, 0.35])[0]
+        if group == "chat" and self.rng.random() < 0.3:
+            return group, self.rng.choice(MAGPIE_WORDS).capitalize()
+        return group, self.rng.choice(MAGPIE_SEEDS[group])
+
+    def accept(self, seed_text, response):
+        if not response or response[-1] not in self.stop:
+            return None  # cut at --magpie-max-tokens: not a complete request
+        body = response[:-1]
+        if any(t in self.special for t in body):
+            return None
+        text = (seed_text + self.tok.decode(body, skip_special_tokens=False, clean_up_tokenization_spaces=False)).strip()
+        words = text.split()
+        if len(text) < 16 or len(words) < 4 or "<|" in text or "|>" in text:
+            return None
+        if len(words) >= 12 and len(set(words)) < 0.4 * len(words):
+            return None
+        key = self.normalize(text)
+        if key in self.seen:
+            return None
+        self.seen.add(key)
+        return text
+
+    def take(self, n):
+        batch = self.args.magpie_batch or 2 * self.args.generate_batch
+        while len(self.buffer) < n and self.failures < 3:
+            started = time.time()
+            seeds = [self.draw_seed() for _ in range(batch)]
+            encoded = [self.tok.encode(self.prefix + s, add_special_tokens=False) for _, s in seeds]
+            pairs = self.target.generate(encoded, self.args.magpie_max_tokens, self.args.magpie_temperature, batch,
+                                         self.seed * 1000003 + self.sampled, top_p=self.args.magpie_top_p,
+                                         stop=self.stop, quiet=True)
+            self.sampled += batch
+            accepted = 0
+            for (group, s), (_, response) in zip(seeds, pairs):
+                text = self.accept(s, response)
+                if text is not None:
+                    accepted += 1
+                    self.buffer.append({"category": f"magpie-{group}", "chat": True, "prompt": text,
+                                        "source": f"magpie seed {s!r}"})
+            self.made += accepted
+            log(f"  magpie: {accepted} of {batch} sampled prompts kept in {time.time() - started:.1f} s")
+            if not self.samples_logged and self.buffer:
+                self.samples_logged = True
+                for r in self.buffer[:10]:
+                    log("  magpie sample [" + r["category"] + "]: " + json.dumps(r["prompt"])[:300])
+            self.failures = self.failures + 1 if accepted < 0.02 * batch else 0
+        out, self.buffer = self.buffer[:n], self.buffer[n:]
+        return out
+
+
+MIX_KINDS = ("magpie", "code", "math", "chat")
+
+
+def parse_mix(text):
+    """'magpie=0.5,code=0.3,math=0.15,chat=0.05' -> normalized shares (zero shares dropped)."""
+    mix = {}
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        name = name.strip()
+        if name not in MIX_KINDS or not value:
+            raise SystemExit(f"--mix {text!r}: give name=share pairs, names from {', '.join(MIX_KINDS)}")
+        mix[name] = float(value)
+    total = sum(mix.values())
+    if total <= 0:
+        raise SystemExit(f"--mix {text!r}: the shares sum to zero")
+    return {k: v / total for k, v in mix.items() if v > 0}
+
+
+class PromptMix:
+    """Training prompts in the --mix proportions, in a fixed interleaved order (a data deadline keeps the mix):
+    magpie (target-written requests), code (function prefixes, raw), math (synthetic word problems), chat (the
+    template requests: 100 topics x 24 forms). Without duplicates and never a held-out prompt."""
+
+    def __init__(self, args, target, eval_prompts):
+        self.mix = parse_mix(args.mix)
+        self.rng = random.Random(args.seed)
+        self.seen = {p["prompt"] for p in eval_prompts}
+        self.taken = {k: 0 for k in self.mix}
+        self.code = training_code_prompts(args.seed + 1, eval_prompts, cuts=args.code_cuts, per_file=args.code_per_file,
+                                          packages=args.code_packages, site_share=args.code_site_share) \
+            if "code" in self.mix else None
+        self.magpie = MagpieSource(target, args, args.seed, self.seen) if "magpie" in self.mix else None
+        log("data mix: " + ", ".join(f"{k} {v:.0%}" for k, v in self.mix.items()))
+
+    def synthetic(self, kind):
+        maker = chat_prompt if kind == "chat" else math_prompt
+        for _ in range(20):  # a few retries for an unseen text; the generators have thousands of forms
+            text = maker(self.rng)
+            if text not in self.seen:
+                self.seen.add(text)
+                return {"category": kind, "chat": True, "prompt": text}
+        return None
+
+    def take(self, n):
+        kinds = []
+        for _ in range(n):
+            total = sum(self.taken.values()) + len(kinds) + 1
+            kind = max(self.mix, key=lambda k: self.mix[k] * total - self.taken[k] - kinds.count(k))
+            kinds.append(kind)
+        magpie = self.magpie.take(kinds.count("magpie")) if self.magpie else []
+        out = []
+        for kind in kinds:
+            if kind == "magpie":
+                record = magpie.pop(0) if magpie else None
+            elif kind == "code":
+                record = next(self.code, None)
+            else:
+                record = self.synthetic(kind)
+            self.taken[kind] += 1
+            if record is not None:
+                out.append(record)
+        return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -269,48 +565,63 @@ class Target:
         return ([bos] if bos is not None and getattr(self.tokenizer, "add_bos_token", False) else []) + ids
 
     @torch.no_grad()
-    def generate(self, prompts, max_new_tokens, temperature, batch_size, seed):
-        """Target-regenerated responses: [(prompt_ids, response_ids)], stopping at (and keeping) EOS."""
+    def generate(self, prompts, max_new_tokens, temperature, batch_size, seed, top_p=None, stop=None, deadline=None,
+                 sort=False, quiet=False):
+        """Target-regenerated responses: [(prompt_ids, response_ids)], stopping at (and keeping) EOS (or a `stop`
+        id). sort: batches of similar prompt lengths (less left padding), run in a seeded random order, so that a
+        deadline (no batch is started after it, except the first) does not favour short prompts; the rows of
+        batches not run are None. Results are in the order of `prompts` either way."""
         torch.manual_seed(seed)
-        out = []
+        stop = list(stop or self.eos)
+        out = [None] * len(prompts)
         pad = self.eos[0] if self.eos else 0
-        for i in range(0, len(prompts), batch_size):
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i])) if sort else list(range(len(prompts)))
+        batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        if sort:
+            random.Random(seed).shuffle(batches)
+        for n, rows in enumerate(batches):
+            if deadline is not None and n > 0 and time.time() >= deadline:
+                log(f"  data deadline reached: {n} of {len(batches)} batches of this chunk run")
+                break
             started = time.time()
-            batch = prompts[i:i + batch_size]
+            batch = [prompts[i] for i in rows]
             width = max(len(p) for p in batch)
             ids = torch.full((len(batch), width), pad, dtype=torch.long)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
             for r, p in enumerate(batch):  # left padding
                 ids[r, width - len(p):] = torch.tensor(p)
                 mask[r, width - len(p):] = 1
-            generated = self._generate_rows(ids, mask, max_new_tokens, temperature, pad)
+            generated = self._generate_rows(ids, mask, max_new_tokens, temperature, pad, top_p, stop)
             tokens = 0
             for r, p in enumerate(batch):
                 response = generated[r, width:].tolist()
                 for j, t in enumerate(response):
-                    if t in self.eos:
+                    if t in stop:
                         response = response[:j + 1]
                         break
-                out.append((p, response))
+                out[rows[r]] = (p, response)
                 tokens += len(response)
-            log(f"  generated {len(batch)} answers, {tokens} new tokens, in {time.time() - started:.1f} s")
+            if not quiet:
+                log(f"  generated {len(batch)} answers, {tokens} new tokens, prompts {min(map(len, batch))}.."
+                    f"{width} tokens, in {time.time() - started:.1f} s")
         return out
 
-    def _generate_rows(self, ids, mask, max_new_tokens, temperature, pad):
+    def _generate_rows(self, ids, mask, max_new_tokens, temperature, pad, top_p=None, stop=None):
         """HF generate of one left-padded batch; halves it on running out of GPU memory."""
         try:
             return self.model.generate(
                 input_ids=ids.to(self.device), attention_mask=mask.to(self.device), max_new_tokens=max_new_tokens,
-                do_sample=temperature > 0, temperature=temperature if temperature > 0 else None, top_p=None,
-                top_k=None, pad_token_id=pad, eos_token_id=self.eos or None).cpu()
+                do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,
+                top_p=top_p if temperature > 0 else None, top_k=None, pad_token_id=pad,
+                eos_token_id=stop or self.eos or None).cpu()
         except torch.cuda.OutOfMemoryError:
             if len(ids) == 1:
                 raise
             torch.cuda.empty_cache()
             log(f"  out of GPU memory generating {len(ids)} rows: halving")
         half = len(ids) // 2
-        parts = [self._generate_rows(ids[:half], mask[:half], max_new_tokens, temperature, pad),
-                 self._generate_rows(ids[half:], mask[half:], max_new_tokens, temperature, pad)]
+        parts = [self._generate_rows(ids[:half], mask[:half], max_new_tokens, temperature, pad, top_p, stop),
+                 self._generate_rows(ids[half:], mask[half:], max_new_tokens, temperature, pad, top_p, stop)]
         width = max(p.shape[1] for p in parts)
         return torch.cat([F.pad(p, (0, width - p.shape[1]), value=pad) for p in parts])
 
@@ -343,27 +654,51 @@ def build_data(args, target, eval_prompts):
 
 
 def regenerate_data(args, target, eval_prompts):
+    """Prompts from --mix (or random token prompts), answered by the target in chunks of --sort-chunk generation
+    batches (sorted by prompt length within a chunk) until --train-prompts or --data-seconds."""
     rng = random.Random(args.seed)
+    deadline = time.time() + args.data_seconds if args.data_seconds else None
     if args.token_prompts:
         vocab = target.config["vocab_size"]
-        prompts = [{"category": "tokens", "ids": [rng.randrange(vocab) for _ in range(rng.randint(4, 24))]}
-                   for _ in range(args.token_prompts)]
+        source = [{"category": "tokens", "ids": [rng.randrange(vocab) for _ in range(rng.randint(4, 24))]}
+                  for _ in range(args.token_prompts)]
+        take = lambda n: [source.pop(0) for _ in range(min(n, len(source)))]  # noqa: E731
+    elif args.mix == "legacy":
+        source = training_prompts(args.train_prompts, args.seed, eval_prompts)
+        take = lambda n: [source.pop(0) for _ in range(min(n, len(source)))]  # noqa: E731
     else:
-        prompts = training_prompts(args.train_prompts, args.seed, eval_prompts)
-    log(f"data: regenerating up to {len(prompts)} responses with the target (T={args.data_temperature}, "
-        f"{args.max_new_tokens} new tokens, batches of {args.generate_batch}"
+        take = PromptMix(args, target, eval_prompts).take
+    count = args.token_prompts or args.train_prompts
+    chunk = args.generate_batch * max(1, args.sort_chunk)
+    log(f"data: regenerating up to {count} responses with the target (T={args.data_temperature}, "
+        f"{args.max_new_tokens} new tokens, batches of {args.generate_batch}, sorted by length in chunks of {chunk}"
         + (f", {args.data_seconds:.0f} s at most)" if args.data_seconds else ")"))
-    deadline = time.time() + args.data_seconds if args.data_seconds else None
-    pairs = []
-    for i in range(0, len(prompts), args.generate_batch):  # encoded batch by batch: the deadline may come first
-        if deadline is not None and i > 0 and time.time() >= deadline:
-            log(f"  data deadline reached after {i} of {len(prompts)} prompts")
+    data, used, started = [], [], time.time()
+    while len(used) < count:
+        if deadline is not None and used and time.time() >= deadline:
+            log(f"  data deadline reached after {len(used)} of {count} prompts")
             break
-        encoded = [target.encode_prompt(p) for p in prompts[i:i + args.generate_batch]]
-        pairs += target.generate(encoded, args.max_new_tokens, args.data_temperature, args.generate_batch,
-                                 args.seed + i)
-    data = [{"category": p.get("category", ""), "ids": prompt + response, "prompt_length": len(prompt)}
-            for p, (prompt, response) in zip(prompts, pairs) if len(response) >= 2]
+        records = take(min(chunk, count - len(used)))
+        if not records:
+            log(f"  prompt sources exhausted after {len(used)} prompts")
+            break
+        encoded = [target.encode_prompt(r) for r in records]
+        pairs = target.generate(encoded, args.max_new_tokens, args.data_temperature, args.generate_batch,
+                                args.seed + len(used), deadline=deadline, sort=args.sort_chunk > 1)
+        for record, pair in zip(records, pairs):
+            if pair is None:
+                continue
+            used.append(record)
+            prompt, response = pair
+            if len(response) >= 2:
+                data.append({"category": record.get("category", ""), "ids": prompt + response,
+                             "prompt_length": len(prompt)})
+    new_tokens = sum(len(d["ids"]) - d["prompt_length"] for d in data)
+    log(f"data: {len(data)} sequences, {new_tokens} new tokens in {time.time() - started:.1f} s "
+        f"({new_tokens / max(1e-9, time.time() - started):.0f} tokens/s, prompt making included)")
+    with open(os.path.join(args.out, "train_prompts.jsonl"), "w") as f:  # what was asked (the data has only ids)
+        for record in used:
+            f.write(json.dumps({k: v for k, v in record.items() if k != "ids"}) + "\n")
     return data
 
 
@@ -848,6 +1183,23 @@ def main():
     t.add_argument("--data-seconds", type=float, default=0, help="stop starting generation batches after this")
     t.add_argument("--max-new-tokens", type=int, default=256)
     t.add_argument("--data-temperature", type=float, default=0.0)
+    t.add_argument("--mix", default="magpie=0.5,code=0.3,math=0.15,chat=0.05",
+                   help="shares of the training prompt sources: magpie (requests the target writes itself), code "
+                        "(function prefixes, raw completion), math (synthetic word problems), chat (template "
+                        "requests, 100 topics x 24 forms); 'legacy': the old thirds of chat / math / code")
+    t.add_argument("--sort-chunk", type=int, default=4,
+                   help="generation batches per chunk sorted by prompt length (less padding); 1: no sorting")
+    t.add_argument("--magpie-temperature", type=float, default=1.0)
+    t.add_argument("--magpie-top-p", type=float, default=0.95)
+    t.add_argument("--magpie-max-tokens", type=int, default=64, help="longer samples are dropped (incomplete)")
+    t.add_argument("--magpie-batch", type=int, default=0, help="prompts sampled per batch (default 2 x --generate-batch)")
+    t.add_argument("--magpie-seeded", type=float, default=0.5,
+                   help="share of magpie prompts whose user turn starts with a steering seed (code / math / chat)")
+    t.add_argument("--code-cuts", type=int, default=3, help="prefixes per function (cut at different lines)")
+    t.add_argument("--code-per-file", type=int, default=4, help="functions per file")
+    t.add_argument("--code-packages", nargs="*", default=["torch", "transformers", "numpy"],
+                   help="installed packages whose files also give code prompts (besides the standard library)")
+    t.add_argument("--code-site-share", type=float, default=0.3, help="share of code prompts from --code-packages")
     t.add_argument("--mask-token-id", type=int, required=True)
     t.add_argument("--drafter-layers", type=int, default=5)
     t.add_argument("--target-layer-ids", type=int, nargs="+", default=None)

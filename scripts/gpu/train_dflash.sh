@@ -14,22 +14,30 @@
 # wheel in .cache/wheels is installed offline (pip --no-index --no-deps; its needs numpy and pyyaml come with
 # transformers).
 #
-# Steps (tools/train_dflash.py train): target-regenerated data (greedy, batched HF generate on the GPU, from
-# deterministic synthetic chat / math prompts and standard-library code prefixes, never the held-out prompts/ set)
-# for at most DATA_SECONDS; target features cached once; training until TOTAL_SECONDS minus a reserve; export;
-# held-out tau per prompt category (prompts/{chat,code,math}.jsonl) at b = BLOCK.
+# Steps (tools/train_dflash.py train): target-regenerated data (greedy, batched HF generate on the GPU) for at most
+# DATA_SECONDS, from a mix of prompt sources (MIX, default magpie=0.5,code=0.3,math=0.15,chat=0.05: requests the
+# target writes itself from the chat template's user-turn prefix, function prefixes of the standard library and of
+# the installed torch / transformers / numpy at several cut points, synthetic math, template chat; never the held-out
+# prompts/ set); target features cached once; training until TOTAL_SECONDS minus RESERVE_SECONDS; export; held-out
+# tau per prompt category (prompts/{chat,code,math}.jsonl) at b = BLOCK.
 #
 # Output ($OUT, else runs/dflash-smollm2; at most 8 files, each < 16 MiB, for the device tool):
 #   drafter/{config.json, model.safetensors.index.json, model-0000i-of-0000n.safetensors}   bf16, z-lab names
-#   train.log    versions, the command, data summary, loss / per-slot accuracy lines, eval lines (JSON)
+#   train.log    versions, the command, data summary (magpie samples), loss / per-slot accuracy lines, eval lines
 #   eval.json    final held-out tau per category and histogram, data and drafter summary, versions, command
-# Knobs (environment): TOTAL_SECONDS=490 DATA_SECONDS=120 RESERVE_SECONDS=60 LAYERS=3 BLOCK=16 MASK_TOKEN_ID=16
+#   data.jsonl.gz  every training sequence (token ids; SAVE_DATA=0: not written), DATA_IN of a later call
+# Knobs (environment): TOTAL_SECONDS=490 DATA_SECONDS=120 RESERVE_SECONDS=40 LAYERS=3 BLOCK=16 MASK_TOKEN_ID=16
 # TARGET_LAYERS="1 8 14 20 27" BATCH=16 ANCHORS=128 LR=6e-4 GENERATE_BATCH=768 MAX_NEW_TOKENS=256
-# TRAIN_PROMPTS=30000 EVAL_TOKENS=128 EVAL_EVERY_SECONDS=90 SEED=0 EXTRA_ARGS=... PYTHON=python3
+# TRAIN_PROMPTS=30000 EVAL_TOKENS=128 EVAL_EVERY_SECONDS=90 SEED=0 MIX=(trainer default) SORT_CHUNK=4
+# EXTRA_ARGS=... (e.g. "--magpie-max-tokens 48 --code-cuts 4") PYTHON=python3
+# TOTAL_SECONDS is the whole call (GGUF rebuild and model load included); the trainer is killed at TOTAL_SECONDS + 20,
+# so the device call's timeout_s must be at least TOTAL_SECONDS + 30 (TOTAL_SECONDS=540 with timeout_s=600, the most).
+# The bigger run (docs/dflash.md): LAYERS=5 TOTAL_SECONDS=540 DATA_SECONDS=150 (a fresh drafter: a 3-layer one
+# cannot initialize a 5-layer one).
 # Continued training (a further call while the machine is still warm: the GGUF, $WORK/drafter and $WORK/data.jsonl
 # are still there, nothing to carry):
 #   INIT_DRAFTER=/tmp/dflash-work/drafter DATA_IN=/tmp/dflash-work/data.jsonl SEED=1 LR=3e-4 bash scripts/gpu/train_dflash.sh
-# (GENERATE_MORE=0 trains on DATA_IN only, for the whole budget.)
+# (same LAYERS as the drafter it continues; GENERATE_MORE=0 trains on DATA_IN only, for the whole budget.)
 set -uo pipefail
 start=$(date +%s)
 cd "$(dirname "$0")/../.."
@@ -101,6 +109,8 @@ TOTAL_SECONDS="${TOTAL_SECONDS:-490}"
 deadline=$(( start + TOTAL_SECONDS - 10 ))  # 10 s for copying the results
 rm -rf "$OUT/drafter"
 continue_args=()  # continued training on a machine still warm from a previous run (WORK keeps drafter and data)
+# The data comes back in $OUT (gzip, < 15 MiB): a later call on a fresh machine can carry it as DATA_IN.
+[ "${SAVE_DATA:-1}" = 1 ] && continue_args+=(--save-data "$OUT/data.jsonl.gz")
 [ -n "${INIT_DRAFTER:-}" ] && continue_args+=(--init-drafter "$INIT_DRAFTER")
 if [ -n "${DATA_IN:-}" ]; then
   # shellcheck disable=SC2206
@@ -112,7 +122,8 @@ timeout $(( TOTAL_SECONDS + 20 - ($(date +%s) - start) )) "$PYTHON" tools/train_
   --target "$GGUF" --out "$WORK" --export "$OUT/drafter" \
   --mask-token-id "${MASK_TOKEN_ID:-16}" --drafter-layers "${LAYERS:-3}" --target-layer-ids ${TARGET_LAYERS:-1 8 14 20 27} \
   --block-size "${BLOCK:-16}" --anchors "${ANCHORS:-128}" --batch-size "${BATCH:-16}" --lr "${LR:-6e-4}" \
-  --steps 1000000 --deadline "$deadline" --reserve "${RESERVE_SECONDS:-60}" \
+  --steps 1000000 --deadline "$deadline" --reserve "${RESERVE_SECONDS:-40}" \
+  ${MIX:+--mix "$MIX"} --sort-chunk "${SORT_CHUNK:-4}" \
   --train-prompts "${TRAIN_PROMPTS:-30000}" --data-seconds "${DATA_SECONDS:-120}" --max-new-tokens "${MAX_NEW_TOKENS:-256}" \
   --generate-batch "${GENERATE_BATCH:-768}" --eval-tokens "${EVAL_TOKENS:-128}" \
   --eval-every-seconds "${EVAL_EVERY_SECONDS:-90}" --log-every 25 --max-shard-mb 12 --seed "${SEED:-0}" \
