@@ -202,11 +202,14 @@ __device__ void bitonic_sort_best_first(float* value, int* id, int n) {
 constexpr int kCandidateCapacity = 2048;
 
 __global__ void __launch_bounds__(kThreads)
-sample_rows_kernel(const float* logits, int vocab, SamplingParams params, const uint64_t* rng_offset, int* token_out) {
+sample_rows_kernel(const float* logits, int vocab, SamplingParams host_params, const SamplingParams* device_params,
+                   const uint64_t* rng_offset, int* token_out) {
   __shared__ ArgMax scratch[kThreads / 32];
   __shared__ unsigned long long histogram[kBins];
   wait_for_previous_kernel();  // launched programmatically: the logits (and rng_offset) come from earlier kernels
   allow_next_kernel_to_start();
+  // device_params: read at run time (sample_rows_from_device), so a captured graph serves any parameters.
+  const SamplingParams params = device_params ? *device_params : host_params;
   const int row_index = blockIdx.x;
   const float* row = logits + static_cast<int64_t>(row_index) * vocab;
   float my_max = -INFINITY;
@@ -361,7 +364,16 @@ void sample_rows(const float* logits, int rows, int vocab, const SamplingParams&
   TACHYON_REQUIRE(params.top_p > 0.0f && params.top_p <= 1.0f, "sample_rows", "top_p must be in (0, 1]");
   if (rows <= 0) return;
   launch_programmatic("sample_rows_kernel", sample_rows_kernel, dim3(rows), dim3(kThreads), 0, stream, logits, vocab,
-                      params, rng_offset, token_out);
+                      params, static_cast<const SamplingParams*>(nullptr), rng_offset, token_out);
+}
+
+void sample_rows_from_device(const float* logits, int rows, int vocab, const SamplingParams* params,
+                             const uint64_t* rng_offset, int* token_out, cudaStream_t stream) {
+  TACHYON_REQUIRE(vocab > 0, "sample_rows_from_device", "vocab must be positive");
+  TACHYON_REQUIRE(params != nullptr, "sample_rows_from_device", "params must point to device memory");
+  if (rows <= 0) return;
+  launch_programmatic("sample_rows_kernel", sample_rows_kernel, dim3(rows), dim3(kThreads), 0, stream, logits, vocab,
+                      SamplingParams{}, params, rng_offset, token_out);
 }
 
 float philox_uniform_host(uint64_t seed, uint32_t token, uint32_t row, uint64_t offset) {

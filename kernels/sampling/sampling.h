@@ -29,6 +29,13 @@ struct SamplingParams {
 void sample_rows(const float* logits, int rows, int vocab, const SamplingParams& params, const uint64_t* rng_offset,
                  int* token_out, cudaStream_t stream);
 
+// sample_rows with the parameters read from device memory when the kernel runs (*params: one SamplingParams), not
+// baked into the launch: a CUDA graph captured once serves every temperature / top_k / top_p / seed written there
+// before a replay (the speculative round keeps its graphs across requests this way). The caller validates the
+// values (top_k >= 0, top_p in (0, 1]); temperature <= 0 or top_k == 1 picks the argmax, as in sample_rows.
+void sample_rows_from_device(const float* logits, int rows, int vocab, const SamplingParams* params,
+                             const uint64_t* rng_offset, int* token_out, cudaStream_t stream);
+
 // The uniform (0, 1) number the sampler draws for (seed, row, offset, token id); exposed for tests.
 float philox_uniform_host(uint64_t seed, uint32_t token, uint32_t row, uint64_t offset);
 

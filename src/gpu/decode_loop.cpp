@@ -22,7 +22,7 @@ DecodeLoop::DecodeLoop(GpuModel& model, const DecodeSampling& sampling, int ring
   if (sampling.temperature > 0 && !(sampling.top_p > 0.0f && sampling.top_p <= 1.0f))
     fail("DecodeLoop: top_p must be in (0, 1], got {}", sampling.top_p);
   if (sampling.top_k < 0) fail("DecodeLoop: top_k must be >= 0, got {}", sampling.top_k);
-  TACHYON_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&pinned_), 2 * sizeof(int) * ring_size));
+  pinned_ = cuda::PinnedBuffer<int>(size_t{2} * ring_size);
   state_.fill_bytes(0, model_.stream());
   rng_offset_.fill_bytes(0, model_.stream());
 }
@@ -30,7 +30,6 @@ DecodeLoop::DecodeLoop(GpuModel& model, const DecodeSampling& sampling, int ring
 DecodeLoop::~DecodeLoop() {
   cudaStreamSynchronize(model_.stream());  // queued replays still read the graphs and buffers
   for (auto& [bucket, exec] : graphs_) cudaGraphExecDestroy(exec);
-  if (pinned_) cudaFreeHost(pinned_);
 }
 
 int attention_bucket(int64_t length, int64_t capacity) {
@@ -160,9 +159,9 @@ void DecodeLoop::enqueue_ring_read(int64_t first, int64_t count, int* host) {
 std::vector<int32_t> DecodeLoop::tokens() {
   if (generated_ > ring_size_) fail("DecodeLoop::tokens: {} tokens exceed the ring of {}", generated_, ring_size_);
   std::vector<int32_t> out(generated_);
-  enqueue_ring_read(0, generated_, pinned_);
+  enqueue_ring_read(0, generated_, pinned_.data());
   TACHYON_CUDA_CHECK(cudaStreamSynchronize(model_.stream()));
-  std::copy(pinned_, pinned_ + generated_, out.begin());
+  std::copy(pinned_.data(), pinned_.data() + generated_, out.begin());
   return out;
 }
 
@@ -176,7 +175,7 @@ void DecodeLoop::run(int64_t max_tokens, int read_every, const TokenSink& on_tok
   int next_buffer = 0;
   auto read = [&](int64_t first, int64_t count) {
     Chunk chunk{count, next_buffer};
-    enqueue_ring_read(first, count, pinned_ + static_cast<size_t>(next_buffer) * ring_size_);
+    enqueue_ring_read(first, count, pinned_.data() + static_cast<size_t>(next_buffer) * ring_size_);
     done[next_buffer].record(model_.stream());
     next_buffer ^= 1;
     return chunk;
@@ -195,7 +194,7 @@ void DecodeLoop::run(int64_t max_tokens, int read_every, const TokenSink& on_tok
       requested = generated_;
     }
     done[current.buffer].synchronize();
-    const int* host = pinned_ + static_cast<size_t>(current.buffer) * ring_size_;
+    const int* host = pinned_.data() + static_cast<size_t>(current.buffer) * ring_size_;
     if (!on_tokens(std::span<const int32_t>(host, current.count)) || !next) break;
     current = *next;
   }

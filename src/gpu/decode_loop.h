@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "cuda/device_buffer.h"
+#include "cuda/pinned_buffer.h"
 #include "cuda/stream.h"
 #include "gpu/gpu_model.h"
 
@@ -82,7 +83,7 @@ class DecodeLoop {
   cuda::DeviceBuffer<int> state_;
   cuda::DeviceBuffer<uint64_t> rng_offset_;
   cuda::DeviceBuffer<int> ring_;
-  int* pinned_ = nullptr;  // 2 x ring_size: double-buffered ring reads
+  cuda::PinnedBuffer<int> pinned_;  // 2 x ring_size: double-buffered ring reads
   std::map<int, cudaGraphExec_t> graphs_;
   int64_t generated_ = 0;
 };

@@ -4,7 +4,6 @@
 #include <algorithm>
 
 #include "gpu/gpu_config.h"
-#include "gpu/gpu_speculative.h"
 #include "models/dflash_drafter.h"
 
 namespace tachyon::gpu {
@@ -14,11 +13,9 @@ int64_t GpuSpecDecoder::max_context() const {
 }
 
 SpecDecodeFn GpuSpecDecoder::decode_fn() {
-  return [model = target.get(), gpu_drafter = drafter.get()](std::span<const int32_t> prompt,
-                                                             const SpecDecodeParams& params,
-                                                             const TokenCallback& on_token) {
-    return gpu_speculative_decode(*model, *gpu_drafter, prompt, params, on_token);
-  };
+  if (!session) session = std::make_unique<GpuSpecSession>(*target, *drafter);
+  return [round = session.get()](std::span<const int32_t> prompt, const SpecDecodeParams& params,
+                                 const TokenCallback& on_token) { return round->decode(prompt, params, on_token); };
 }
 
 GpuSpecDecoder load_gpu_spec_decoder(const Checkpoint& target, const Checkpoint& drafter, GpuModelOptions options) {
@@ -33,6 +30,7 @@ GpuSpecDecoder load_gpu_spec_decoder(const Checkpoint& target, const Checkpoint&
   GpuSpecDecoder decoder;
   decoder.target = GpuModel::load(target, options);
   decoder.drafter = std::make_unique<GpuDrafter>(drafter, *decoder.target, decoder.target->capacity());
+  decoder.session = std::make_unique<GpuSpecSession>(*decoder.target, *decoder.drafter);
   return decoder;
 }
 

@@ -1,13 +1,15 @@
 // What `tachyon generate --device cuda --draft` and `tachyon serve --device cuda --draft` run: the target GpuModel
 // loaded with the drafter's feature layers, the GpuDrafter over it, and a spec/driver.h SpecDecodeFn calling
 // gpu_speculative_decode on the pair, so generate_speculative and SpeculativeEngine drive the GPU round exactly as
-// they drive the CPU driver (cpu_spec_decoder).
+// they drive the CPU driver (cpu_spec_decoder). The round's graphs, device state and pinned buffers live in
+// `session` as long as the pair, so consecutive requests reuse them.
 #pragma once
 #ifdef TACHYON_HAS_CUDA
 #include <memory>
 
 #include "gpu/gpu_drafter.h"
 #include "gpu/gpu_model.h"
+#include "gpu/gpu_speculative.h"
 #include "loader/checkpoint.h"
 #include "spec/driver.h"
 
@@ -15,12 +17,15 @@ namespace tachyon::gpu {
 
 struct GpuSpecDecoder {
   std::unique_ptr<GpuModel> target;
-  std::unique_ptr<GpuDrafter> drafter;  // reads the target's embedding and lm_head: destroyed first
+  std::unique_ptr<GpuDrafter> drafter;  // reads the target's embedding and lm_head: destroyed before it
+  // The round kept across requests (graphs per block size / bucket / argmax-or-sampler); uses both: destroyed
+  // first. load_gpu_spec_decoder creates it; decode_fn() does when it is still null.
+  std::unique_ptr<GpuSpecSession> session;
 
   // The positions a request may use: the model's context length within the KV capacity of both.
   int64_t max_context() const;
-  // One request at a time (gpu_speculative_decode resets both caches); target and drafter must outlive the
-  // function (moving this struct is fine).
+  // One request at a time (each resets both caches) through `session`; target, drafter and session must outlive
+  // the function (moving this struct is fine).
   SpecDecodeFn decode_fn();
 };
 

@@ -5,8 +5,10 @@
 #include <chrono>
 #include <deque>
 #include <map>
+#include <tuple>
 
 #include "core/error.h"
+#include "cuda/pinned_buffer.h"
 #include "cuda/stream.h"
 #include "gpu/decode_loop.h"
 #include "sampling/sampling.h"
@@ -37,36 +39,52 @@ struct HostSnapshot {
   int round_ring[kRoundRingSize];
 };
 
-// The device side of one speculative generation: state, rings, scratch, and the graphs of the round.
-class SpecRound {
+}  // namespace
+
+// The device side of the speculative round: state, rings, scratch, sampling parameters, pinned snapshots and the
+// graphs of the round, all kept from one request to the next (start() re-initializes what a request reads).
+class GpuSpecSession::Round {
  public:
-  SpecRound(GpuModel& target, GpuDrafter& drafter, const SamplingParams& sampling)
+  Round(GpuModel& target, GpuDrafter& drafter)
       : target_(target),
         drafter_(drafter),
-        sampling_(sampling),
         vocab_(target.config().vocab),
         state_(S::kInts),
         rng_offset_(1),
+        sampling_params_(1),
         ring_(kRingSize),
         round_ring_(kRoundRingSize),
         draft_logits_(static_cast<size_t>(S::kMaxBlock - 1) * target.config().vocab),
-        features_(static_cast<size_t>(S::kMaxBlock) * target.feature_width()) {
-    TACHYON_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&snapshots_), 2 * sizeof(HostSnapshot)));
+        features_(static_cast<size_t>(S::kMaxBlock) * target.feature_width()),
+        snapshots_(2) {
     state_.fill_bytes(0, stream());
     rng_offset_.fill_bytes(0, stream());
+    sampling_params_.fill_bytes(0, stream());
   }
-  ~SpecRound() {
+  ~Round() {
     cudaStreamSynchronize(stream());  // queued replays still read the graphs and buffers
     for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
-    if (snapshots_) cudaFreeHost(snapshots_);
   }
-  SpecRound(const SpecRound&) = delete;
-  SpecRound& operator=(const SpecRound&) = delete;
+  Round(const Round&) = delete;
+  Round& operator=(const Round&) = delete;
 
   cudaStream_t stream() const { return target_.stream(); }
+  int graphs_captured() const { return captures_; }
 
-  // Prefill, the prompt rows' features into the drafter, the first token on the device (ring[0]).
-  void start(std::span<const int32_t> prompt) {
+  // The request's sampling parameters into device memory, then the prefill, the prompt rows' features into the
+  // drafter, the first token on the device (ring[0]). The target must be empty (truncate(0)).
+  void start(std::span<const int32_t> prompt, const SamplingParams& sampling) {
+    sampled_ = sampling.temperature > 0;
+    params_host_ = kernels::SamplingParams{};
+    params_host_.temperature = sampled_ ? sampling.temperature : 0.0f;
+    params_host_.top_k = sampling.top_k;
+    params_host_.top_p = sampling.top_p;
+    params_host_.seed = sampling.seed;
+    params_host_.consecutive_offsets = true;
+    // Pageable source: staged before the call returns (the previous request has finished: decode synchronizes).
+    TACHYON_CUDA_CHECK(cudaMemcpyAsync(sampling_params_.data(), &params_host_, sizeof params_host_,
+                                       cudaMemcpyHostToDevice, stream()));
+    rng_offset_.fill_bytes(0, stream());  // the first token uses Philox offset 0
     const int64_t n = static_cast<int64_t>(prompt.size());
     cuda::DeviceBuffer<float> prompt_features(static_cast<size_t>(n) * target_.feature_width());
     const float* logits = target_.prefill(prompt, /*all_rows=*/false, prompt_features.data());
@@ -100,19 +118,15 @@ class SpecRound {
 
  private:
   // The target's token for each of `rows` rows: argmax, or the plain sampler drawing the token at generated index
-  // k with Philox offset k (as DecodeLoop does), so a seed gives the same tokens as plain sampling.
+  // k with Philox offset k (as DecodeLoop does), so a seed gives the same tokens as plain sampling. The sampler
+  // reads its parameters from device memory, so the graphs do not bake in this request's settings.
   void choose(const float* logits, int rows, int* out) {
-    if (sampling_.temperature <= 0) {
+    if (!sampled_) {
       kernels::argmax_rows(logits, rows, vocab_, out, stream());
       return;
     }
-    kernels::SamplingParams params;
-    params.temperature = sampling_.temperature;
-    params.top_k = sampling_.top_k;
-    params.top_p = sampling_.top_p;
-    params.seed = sampling_.seed;
-    params.consecutive_offsets = true;
-    kernels::sample_rows(logits, rows, vocab_, params, rng_offset_.data(), out, stream());
+    kernels::sample_rows_from_device(logits, rows, vocab_, sampling_params_.data(), rng_offset_.data(), out,
+                                     stream());
   }
 
   void enqueue_round(int b, int bucket) {
@@ -139,8 +153,12 @@ class SpecRound {
     drafter_.enqueue_context(features_.data(), block, b, bucket, stream());
   }
 
+  // Everything a round's launches take by value besides pointers that live as long as this object: b, the
+  // bucket, and argmax vs sampler (the mask token and vocab are the pair's).
+  using GraphKey = std::tuple<int, int, bool>;
+
   cudaGraphExec_t graph_for(int b, int bucket) {
-    const auto key = std::make_pair(b, bucket);
+    const GraphKey key{b, bucket, sampled_};
     if (auto found = graphs_.find(key); found != graphs_.end()) return found->second;
     // Relaxed: a kernel wrapper's first call may set function attributes, which the stricter modes refuse.
     TACHYON_CUDA_CHECK(cudaStreamBeginCapture(stream(), cudaStreamCaptureModeRelaxed));
@@ -158,26 +176,43 @@ class SpecRound {
     cudaGraphDestroy(graph);
     TACHYON_CUDA_CHECK(status);
     graphs_.emplace(key, exec);
+    ++captures_;
     return exec;
   }
 
   GpuModel& target_;
   GpuDrafter& drafter_;
-  SamplingParams sampling_;
   int vocab_;
+  bool sampled_ = false;                  // this request's target choice: sampler (T > 0) or argmax
+  kernels::SamplingParams params_host_;   // source of the upload in start()
   cuda::DeviceBuffer<int> state_;
   cuda::DeviceBuffer<uint64_t> rng_offset_;
+  cuda::DeviceBuffer<kernels::SamplingParams> sampling_params_;  // [1], read by every sampled replay
   cuda::DeviceBuffer<int> ring_, round_ring_;
   cuda::DeviceBuffer<float> draft_logits_, features_;
-  HostSnapshot* snapshots_ = nullptr;
-  std::map<std::pair<int, int>, cudaGraphExec_t> graphs_;
+  cuda::PinnedBuffer<HostSnapshot> snapshots_;  // [2]: double-buffered reads
+  std::map<GraphKey, cudaGraphExec_t> graphs_;
+  int captures_ = 0;
 };
 
-}  // namespace
+GpuSpecSession::GpuSpecSession(GpuModel& target, GpuDrafter& drafter)
+    : target_(target), drafter_(drafter), round_(std::make_unique<Round>(target, drafter)) {}
+
+GpuSpecSession::~GpuSpecSession() = default;
+
+int GpuSpecSession::graphs_captured() const { return round_->graphs_captured(); }
 
 SpecDecodeResult gpu_speculative_decode(GpuModel& target, GpuDrafter& drafter, std::span<const int32_t> prompt,
                                         const SpecDecodeParams& params, const TokenCallback& on_token,
                                         const GpuSpecRunOptions& options) {
+  GpuSpecSession session(target, drafter);
+  return session.decode(prompt, params, on_token, options);
+}
+
+SpecDecodeResult GpuSpecSession::decode(std::span<const int32_t> prompt, const SpecDecodeParams& params,
+                                        const TokenCallback& on_token, const GpuSpecRunOptions& options) {
+  GpuModel& target = target_;
+  GpuDrafter& drafter = drafter_;
   if (prompt.empty()) fail("the prompt is empty (no tokens)");
   if (params.max_tokens < 0) fail("max_tokens must be >= 0, got {}", params.max_tokens);
   validate(params.sampling);
@@ -200,9 +235,9 @@ SpecDecodeResult gpu_speculative_decode(GpuModel& target, GpuDrafter& drafter, s
   SpecDecodeResult result;
   SpecStats& stats = result.stats;
   target.truncate(0);
-  SpecRound round(target, drafter, params.sampling);
+  Round& round = *round_;
   auto started = Clock::now();
-  round.start(prompt);
+  round.start(prompt, params.sampling);
   result.prefill_seconds = seconds_since(started);
   started = Clock::now();
 

@@ -15,8 +15,23 @@
 //             first a + 1 are valid, the next round's seq_len hides and then overwrites the others.
 // The host reads the token ring every few rounds (like DecodeLoop) to apply stop rules while later rounds run;
 // tokens past a stop are discarded. Logits never leave the device.
+//
+// Across requests: a GpuSpecSession keeps the round's device state, pinned snapshots and graphs for as long as the
+// target and drafter live, so a request pays no capture, instantiation or cudaMallocHost once its (block size,
+// attention bucket) graph exists. What a captured round bakes in, and why that is safe to replay for any request:
+//   - by value: the block size b, the attention bucket (the attention kernels' split over the keys), the drafter's
+//     mask token, the vocab, the ring sizes, and whether the target's choice is an argmax or a sample: the graph
+//     key is (b, bucket, sampled);
+//   - device pointers: the round state, rings, rng offset, sampling parameters, draft logits and features (all
+//     owned by the session), the target's weights, KV storage, block table (one device row, rewritten in place for
+//     the selected sequence), pass buffers and attention workspace, the drafter's own buffers: none changes while
+//     the pair is loaded;
+//   - read from device memory at every replay: L, bonus, counts (SpecState), the Philox offset, and the sampling
+//     parameters (temperature, top_k, top_p, seed: kernels::sample_rows_from_device), which start() uploads per
+//     request, so requests with different sampling settings and seeds share the sampled graphs.
 #pragma once
 #ifdef TACHYON_HAS_CUDA
+#include <memory>
 #include <span>
 
 #include "gpu/gpu_drafter.h"
@@ -35,6 +50,33 @@ struct GpuSpecRunOptions {
 // feature layers (GpuModelOptions::feature_layers); its selected sequence is reset to empty first, as is the
 // drafter's context. params.spec.block_size 0 = the drafter's; a policy (params.spec.policy) is consulted once
 // per read of the ring rather than every round. min_p is not available (an error, as in generate_on_gpu).
+// The round's state, kept across requests on one target + drafter pair (both must outlive it). One request at a
+// time, on the target's stream.
+class GpuSpecSession {
+ public:
+  GpuSpecSession(GpuModel& target, GpuDrafter& drafter);
+  ~GpuSpecSession();  // waits for the target's stream (queued replays read the graphs and buffers)
+  GpuSpecSession(const GpuSpecSession&) = delete;
+  GpuSpecSession& operator=(const GpuSpecSession&) = delete;
+
+  // gpu_speculative_decode's contract, reusing the graphs captured by earlier requests.
+  SpecDecodeResult decode(std::span<const int32_t> prompt, const SpecDecodeParams& params,
+                          const TokenCallback& on_token = {}, const GpuSpecRunOptions& options = {});
+  // Round graphs captured since construction (one per distinct (block size, bucket, sampled) key; tests check
+  // that later requests reuse them).
+  int graphs_captured() const;
+  GpuModel& target() const { return target_; }
+  GpuDrafter& drafter() const { return drafter_; }
+
+  class Round;  // gpu_speculative.cpp
+
+ private:
+  GpuModel& target_;
+  GpuDrafter& drafter_;
+  std::unique_ptr<Round> round_;
+};
+
+// One request on a fresh GpuSpecSession (captures its own graphs; the bench times this way on both sides).
 SpecDecodeResult gpu_speculative_decode(GpuModel& target, GpuDrafter& drafter, std::span<const int32_t> prompt,
                                         const SpecDecodeParams& params, const TokenCallback& on_token = {},
                                         const GpuSpecRunOptions& options = {});

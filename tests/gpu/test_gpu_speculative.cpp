@@ -6,7 +6,11 @@
 //     launches, and a KV cache exactly as large as the output (the round shrinks its block at the end);
 //   - SmolLM2-135M-Instruct with the committed trained drafter (when the model file is present): identical to plain
 //     greedy on the fixture prompts, with real acceptance (tau well above 1);
-//   - at T > 0: for a seed, the same tokens as the plain sampling loop (lossless, and seed-identical).
+//   - at T > 0: for a seed, the same tokens as the plain sampling loop (lossless, and seed-identical);
+//   - one GpuSpecDecoder serving requests back to back (its session keeps the graphs): different prompts, block
+//     sizes, greedy / sampling settings and an early stop, each identical to plain decoding, and a second pass over
+//     the same requests captures no graph and gives the same tokens.
+#include <iterator>
 #include <numeric>
 
 #include "gpu/decode_loop.h"
@@ -216,6 +220,83 @@ TEST(GpuSpecSampling, SameTokensAsPlainSamplingForASeed) {
     params.sampling.seed += 1000;
     EXPECT_NE(gpu_speculative_decode(*model, drafter, prompts[i], params).tokens, spec.tokens) << "prompt " << i;
   }
+}
+
+std::vector<int32_t> plain_sampled(GpuModel& model, std::span<const int32_t> prompt, int max_tokens,
+                                   const SamplingParams& p) {
+  model.truncate(0);
+  DecodeLoop loop(model, DecodeSampling{p.temperature, p.top_k, p.top_p, p.seed});
+  loop.start(prompt);
+  loop.enqueue(max_tokens - 1);
+  return loop.tokens();
+}
+
+// The serving path: one decoder, its decode_fn called for request after request. The sampled graphs read their
+// parameters from device memory, so requests with other temperatures / top-k / top-p / seeds replay the graphs an
+// earlier request captured; greedy and sampled requests use different graphs (argmax vs sampler).
+TEST(GpuSpecSession, ConsecutiveRequestsMatchPlainAndReuseGraphs) {
+  SKIP_WITHOUT_GPU();
+  const std::string dir = test::fixture_path("dflash/qwen3");
+  Checkpoint target_checkpoint = open_checkpoint(test::fixture_path("tiny/qwen3"));
+  Checkpoint drafter_checkpoint = open_checkpoint(dir + "/drafter");
+  GpuSpecDecoder loaded = load_pair(target_checkpoint, drafter_checkpoint, 512);
+  ASSERT_NE(loaded.session, nullptr);
+  GpuModel& model = *loaded.target;
+  const SpecDecodeFn decode = loaded.decode_fn();
+  const auto prompts = random_prompts(7, model.config().vocab, 2024);
+  struct Request {
+    int prompt, block, max_tokens;
+    float temperature;
+    int top_k;
+    float top_p;
+    uint64_t seed;
+    int stop_after = 0;  // > 0: on_token ends generation after this many tokens
+  };
+  const Request requests[] = {
+      {0, 16, 40, 0.0f, 0, 1.0f, 0},      {1, 16, 48, 1.0f, 20, 0.95f, 7},  {2, 5, 33, 0.0f, 0, 1.0f, 0},
+      {3, 16, 48, 1.0f, 0, 0.9f, 99},     {4, 16, 40, 0.0f, 0, 1.0f, 0, 6}, {5, 5, 40, 0.7f, 50, 1.0f, 3},
+      {6, 16, 40, 1.0f, 0, 1.0f, 12345},  {0, 16, 40, 0.0f, 0, 1.0f, 0},     {1, 16, 48, 1.0f, 20, 0.95f, 8},
+  };
+  std::vector<std::vector<int32_t>> first_pass;
+  int captures_after_first_pass = 0;
+  for (int pass = 0; pass < 2; ++pass) {
+    for (size_t i = 0; i < std::size(requests); ++i) {
+      const Request& r = requests[i];
+      SpecDecodeParams params;
+      params.max_tokens = r.max_tokens;
+      params.spec.block_size = r.block;
+      params.sampling.temperature = r.temperature;
+      params.sampling.top_k = r.top_k;
+      params.sampling.top_p = r.top_p;
+      params.sampling.seed = r.seed;
+      int seen = 0;
+      TokenCallback on_token;
+      if (r.stop_after > 0) on_token = [&](int32_t) { return ++seen < r.stop_after; };
+      const SpecDecodeResult spec = decode(prompts[r.prompt], params, on_token);
+      // The reference runs on the same target between the requests, as other work may in a server.
+      std::vector<int32_t> plain = r.temperature > 0
+                                       ? plain_sampled(model, prompts[r.prompt], r.max_tokens, params.sampling)
+                                       : plain_greedy(model, prompts[r.prompt], r.max_tokens);
+      if (r.stop_after > 0) plain.resize(r.stop_after);
+      EXPECT_EQ(spec.tokens, plain) << "pass " << pass << " request " << i << " block " << r.block << " T "
+                                    << r.temperature << " seed " << r.seed;
+      check_stats(spec.stats, spec.tokens.size());
+      if (pass == 0) {
+        first_pass.push_back(spec.tokens);
+      } else {
+        EXPECT_EQ(spec.tokens, first_pass[i]) << "request " << i << " on reused graphs";
+      }
+    }
+    if (pass == 0) {
+      captures_after_first_pass = loaded.session->graphs_captured();
+      // Keys (block, bucket, sampled): at most 2 blocks x 2 choices x the buckets these short requests reach.
+      EXPECT_GT(captures_after_first_pass, 0);
+      EXPECT_LE(captures_after_first_pass, 8);
+    }
+  }
+  EXPECT_EQ(loaded.session->graphs_captured(), captures_after_first_pass) << "the second pass captured graphs";
+  // Sampled requests with different seeds on the same graphs still differ (the seed is read at replay).
+  EXPECT_NE(first_pass[1], first_pass[8]);
 }
 
 // SmolLM2 with tachyon's committed drafter: real acceptance, same tokens as plain greedy.
