@@ -45,13 +45,15 @@ struct GpuSpecRunOptions {
   int rounds_per_read = 4;  // rounds enqueued between two reads of the token ring
 };
 
-// The contract of spec/driver.h's speculative_decode (stop ids, max_tokens, the context limit, on_token per
-// committed token, SpecStats) on a GpuModel and GpuDrafter. The target must have been loaded with the drafter's
-// feature layers (GpuModelOptions::feature_layers); its selected sequence is reset to empty first, as is the
-// drafter's context. params.spec.block_size 0 = the drafter's; a policy (params.spec.policy) is consulted once
-// per read of the ring rather than every round. min_p is not available (an error, as in generate_on_gpu).
 // The round's state, kept across requests on one target + drafter pair (both must outlive it). One request at a
 // time, on the target's stream.
+//
+// decode() (and gpu_speculative_decode below): the contract of spec/driver.h's speculative_decode (stop ids,
+// max_tokens, the context limit, on_token per committed token, SpecStats) on a GpuModel and GpuDrafter. The target
+// must have been loaded with the drafter's feature layers (GpuModelOptions::feature_layers); its selected sequence
+// is reset to empty first, as is the drafter's context. params.spec.block_size 0 = the drafter's; a policy
+// (params.spec.policy) is consulted once per read of the ring rather than every round. min_p is not available (an
+// error, as in generate_on_gpu).
 class GpuSpecSession {
  public:
   GpuSpecSession(GpuModel& target, GpuDrafter& drafter);
