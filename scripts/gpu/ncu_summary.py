@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 # Summarizes `ncu --csv --metrics gpu__time_duration.sum ...` output (stdout of the profiled program mixed in is
-# skipped): count, mean and total duration per (kernel, grid), longest total first. Durations in ncu's unit for
-# that metric (ns on the H100 hosts). Usage: scripts/gpu/ncu_summary.py NCU_CSV
+# skipped): count, mean and total duration per (kernel, grid), longest total first, in ns (ncu reports ns on the
+# H100 hosts; us and ms are converted). Usage: scripts/gpu/ncu_summary.py NCU_CSV
 import csv, sys, collections, re
 rows = list(csv.reader(open(sys.argv[1])))
 hdr = None
