@@ -13,27 +13,18 @@ namespace tachyon::kernels {
 
 namespace {
 
+// h = silu(g) * u, or gpt-oss's clamped_swiglu(g, u) when kClamped (one body, two instances).
+template <bool kClamped>
 __global__ void swiglu_kernel(const float* gate, int gate_stride, const float* up, int up_stride, float* h, int rows,
-                              int cols) {
+                              int cols, float alpha, float limit) {
   wait_for_previous_kernel();  // launched programmatically: gate and up come from the previous kernel
   allow_next_kernel_to_start();
   const int64_t total = static_cast<int64_t>(rows) * cols;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t r = i / cols, c = i % cols;
-    h[i] = silu(gate[r * gate_stride + c]) * up[r * up_stride + c];
-  }
-}
-
-__global__ void clamped_swiglu_kernel(const float* gate, int gate_stride, const float* up, int up_stride, float* h,
-                                      int rows, int cols, float alpha, float limit) {
-  wait_for_previous_kernel();  // launched programmatically: gate and up come from the previous kernel
-  allow_next_kernel_to_start();
-  const int64_t total = static_cast<int64_t>(rows) * cols;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t r = i / cols, c = i % cols;
-    h[i] = clamped_swiglu(gate[r * gate_stride + c], up[r * up_stride + c], alpha, limit);
+    const float g = gate[r * gate_stride + c], u = up[r * up_stride + c];
+    h[i] = kClamped ? clamped_swiglu(g, u, alpha, limit) : silu(g) * u;
   }
 }
 
@@ -62,15 +53,15 @@ int grid_for(int64_t count, int threads) {
 void swiglu(const float* gate, int gate_stride, const float* up, int up_stride, float* h, int rows, int cols,
             cudaStream_t stream) {
   if (rows <= 0 || cols <= 0) return;
-  launch_programmatic("swiglu_kernel", swiglu_kernel, dim3(grid_for(static_cast<int64_t>(rows) * cols, 256)), dim3(256),
-                      0, stream, gate, gate_stride, up, up_stride, h, rows, cols);
+  launch_programmatic("swiglu_kernel", swiglu_kernel<false>, dim3(grid_for(static_cast<int64_t>(rows) * cols, 256)),
+                      dim3(256), 0, stream, gate, gate_stride, up, up_stride, h, rows, cols, 0.0f, 0.0f);
 }
 
 void clamped_swiglu(const float* gate, int gate_stride, const float* up, int up_stride, float* h, int rows, int cols,
                     float alpha, float limit, cudaStream_t stream) {
   TACHYON_REQUIRE(limit > 0, "clamped_swiglu", "limit must be positive");
   if (rows <= 0 || cols <= 0) return;
-  launch_programmatic("clamped_swiglu_kernel", clamped_swiglu_kernel,
+  launch_programmatic("clamped_swiglu_kernel", swiglu_kernel<true>,
                       dim3(grid_for(static_cast<int64_t>(rows) * cols, 256)), dim3(256), 0, stream, gate, gate_stride,
                       up, up_stride, h, rows, cols, alpha, limit);
 }
