@@ -15,6 +15,7 @@
 #include "core/dtype.h"
 #include "cuda/device_buffer.h"
 #include "cuda/stream.h"
+#include "gemv/gemv_bf16.h"
 
 namespace tachyon::gpu_test {
 
@@ -100,6 +101,21 @@ inline void expect_within(const std::vector<float>& got, const std::vector<float
   std::vector<float> bound(want.size());
   for (size_t i = 0; i < want.size(); ++i) bound[i] = relative * std::fabs(want[i]) + absolute;
   expect_within(got, want, bound, what);
+}
+
+// gpt-oss's expert epilogue (biases + clamped SwiGLU) over device biases laid out as the runner stores them:
+// gate/up [E][2][width] (gate, then up), down [E][hidden].
+inline kernels::ExpertEpilogue gpt_oss_epilogue(const float* gate_up_bias, const float* down_bias, int width, int hidden,
+                                                float limit, float alpha) {
+  kernels::ExpertEpilogue epilogue;
+  epilogue.gate_bias = gate_up_bias;
+  epilogue.up_bias = gate_up_bias + width;
+  epilogue.gate_up_bias_stride = 2 * width;
+  epilogue.down_bias = down_bias;
+  epilogue.down_bias_stride = hidden;
+  epilogue.swiglu_limit = limit;
+  epilogue.swiglu_alpha = alpha;
+  return epilogue;
 }
 
 }  // namespace tachyon::gpu_test

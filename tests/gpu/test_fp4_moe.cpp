@@ -93,6 +93,22 @@ std::vector<float> dequantized(const fp4::Fp4MatrixView& m) {
   return w;
 }
 
+// The combined output's bound, added per routed entry a (token a / top_k) and scaled by its routing weight: the down
+// product and the errors of h it carries, 1e-4 of the sum of |terms|, plus 1e-6 of |down bias| when there is one.
+void add_down_combine_bound(const Routed& r, const DeviceExperts& down, const std::vector<std::vector<float>>& h_of_assignment,
+                            const float* down_bias, int top_k, int hidden, int width, std::vector<float>& bound) {
+  for (size_t a = 0; a < h_of_assignment.size(); ++a) {
+    const int t = static_cast<int>(a) / top_k, e = r.ids[a];
+    const std::vector<float> d_w = dequantized(down.views[e]);
+    for (int i = 0; i < hidden; ++i) {
+      double abs_dot = 0;
+      for (int k = 0; k < width; ++k) abs_dot += std::fabs(d_w[static_cast<size_t>(i) * width + k] * h_of_assignment[a][k]);
+      const double bias = down_bias ? std::fabs(down_bias[static_cast<size_t>(e) * hidden + i]) : 0.0;
+      bound[static_cast<size_t>(t) * hidden + i] += static_cast<float>(r.weights[a] * (1e-4 * abs_dot + 1e-6 * bias));
+    }
+  }
+}
+
 // The configurations the bench sweeps (kernels/fp4_moe/fp4_moe_bench.cpp), any of which the runner may be told to use.
 std::vector<kernels::Fp4MoeTuning> gate_up_tunings() {
   std::vector<kernels::Fp4MoeTuning> list;
@@ -237,16 +253,7 @@ TEST(GpuFp4Moe, GateUpAndDownCombineMatchCpuReference) {
 
         std::vector<float> want(static_cast<size_t>(n_tokens) * c.hidden), bound(want.size(), 1e-6f);
         fp4::fp4_moe_reference(set, r.ids.data(), r.weights.data(), n_tokens, c.top_k, x.data(), want.data());
-        for (int a = 0; a < entries; ++a) {
-          const int t = a / c.top_k, e = r.ids[a];
-          const std::vector<float> d_w = dequantized(down.views[e]);
-          for (int i = 0; i < c.hidden; ++i) {
-            double abs_dot = 0;
-            for (int k = 0; k < c.width; ++k) abs_dot += std::fabs(d_w[static_cast<size_t>(i) * c.width + k] * h_of_assignment[a][k]);
-            // Both the down product and the errors of h it carries: 1e-4 of the sum of |terms|.
-            bound[static_cast<size_t>(t) * c.hidden + i] += static_cast<float>(1e-4 * r.weights[a] * abs_dot);
-          }
-        }
+        add_down_combine_bound(r, down, h_of_assignment, nullptr, c.top_k, c.hidden, c.width, bound);
         expect_within(out_dev.to_host(), want, bound, "out " + what);
         if (c.skewed) {
           int active = 0;
@@ -307,14 +314,8 @@ TEST(GpuFp4Moe, GptOssEpilogueMatchesCpuReference) {
           gate_up_bias[(static_cast<size_t>(e) * 2 + 1) * c.width + i] = up_bias[static_cast<size_t>(e) * c.width + i];
         }
       cuda::DeviceBuffer<float> gate_up_bias_dev(gate_up_bias), down_bias_dev(down_bias);
-      kernels::ExpertEpilogue epilogue;
-      epilogue.gate_bias = gate_up_bias_dev.data();
-      epilogue.up_bias = gate_up_bias_dev.data() + c.width;
-      epilogue.gate_up_bias_stride = 2 * c.width;
-      epilogue.down_bias = down_bias_dev.data();
-      epilogue.down_bias_stride = c.hidden;
-      epilogue.swiglu_limit = limit;
-      epilogue.swiglu_alpha = alpha;
+      const kernels::ExpertEpilogue epilogue =
+          gpt_oss_epilogue(gate_up_bias_dev.data(), down_bias_dev.data(), c.width, c.hidden, limit, alpha);
       const fp4::Fp4MoeReferenceEpilogue reference_epilogue{gate_bias.data(), up_bias.data(), down_bias.data(), limit,
                                                             alpha};
       for (int n_tokens : {1, 5, 16}) {
@@ -363,16 +364,7 @@ TEST(GpuFp4Moe, GptOssEpilogueMatchesCpuReference) {
         std::vector<float> want(static_cast<size_t>(n_tokens) * c.hidden), bound(want.size(), 1e-6f);
         fp4::fp4_moe_reference(set, r.ids.data(), r.weights.data(), n_tokens, c.top_k, x.data(), want.data(),
                                reference_epilogue);
-        for (int a = 0; a < entries; ++a) {
-          const int t = a / c.top_k, e = r.ids[a];
-          const std::vector<float> d_w = dequantized(down.views[e]);
-          for (int i = 0; i < c.hidden; ++i) {
-            double abs_dot = 0;
-            for (int k = 0; k < c.width; ++k) abs_dot += std::fabs(d_w[static_cast<size_t>(i) * c.width + k] * h_of_assignment[a][k]);
-            bound[static_cast<size_t>(t) * c.hidden + i] += static_cast<float>(
-                r.weights[a] * (1e-4 * abs_dot + 1e-6 * std::fabs(down_bias[static_cast<size_t>(e) * c.hidden + i])));
-          }
-        }
+        add_down_combine_bound(r, down, h_of_assignment, down_bias.data(), c.top_k, c.hidden, c.width, bound);
         // The default configuration through fp4_moe_experts, then gate/up and down configurations separately.
         auto h_dev = poisoned(h_want.size());
         auto out_dev = poisoned(want.size());

@@ -124,6 +124,25 @@ TEST(GpuMoe, DeepSeekV3SigmoidGroupLimitedRouter) {
   }
 }
 
+// Softmax top-k routing and grouping by expert on the GPU (the decode path's two steps), buffers owned here.
+struct GpuRouting {
+  cuda::DeviceBuffer<float> logits, weights;
+  cuda::DeviceBuffer<int> ids, storage;
+  kernels::ExpertRouting routing;
+  GpuRouting(const std::vector<float>& host_logits, int n_tokens, int n_experts, int top_k)
+      : logits(host_logits), weights(static_cast<size_t>(n_tokens) * top_k), ids(weights.size()),
+        storage(kernels::expert_routing_ints(n_experts, n_tokens * top_k)) {
+    kernels::RouterConfig config;
+    config.n_experts = n_experts;
+    config.top_k = top_k;
+    kernels::moe_router_topk(logits.data(), n_tokens, config, ids.data(), weights.data(), nullptr);
+    storage.fill_bytes(0xff);
+    routing = kernels::moe_group_by_expert(ids.data(), n_tokens, top_k, n_experts,
+                                           kernels::expert_routing_buffers(storage.data(), n_experts, n_tokens * top_k),
+                                           nullptr);
+  }
+};
+
 TEST(GpuMoe, ExpertSwigluMlpMatchesDenseCpuPerToken) {
   SKIP_WITHOUT_GPU();
   reseed_for_current_test();
@@ -161,18 +180,11 @@ TEST(GpuMoe, ExpertSwigluMlpMatchesDenseCpuPerToken) {
         }
       }
       // Router on the GPU, then the expert pipeline.
-      cuda::DeviceBuffer<float> logits_dev(logits), x_dev(x), weights_dev(static_cast<size_t>(n_tokens) * c.top_k);
-      cuda::DeviceBuffer<int> ids_dev(static_cast<size_t>(n_tokens) * c.top_k);
-      kernels::RouterConfig config;
-      config.n_experts = c.n_experts;
-      config.top_k = c.top_k;
-      kernels::moe_router_topk(logits_dev.data(), n_tokens, config, ids_dev.data(), weights_dev.data(), nullptr);
+      cuda::DeviceBuffer<float> x_dev(x);
+      const GpuRouting gpu_routing(logits, n_tokens, c.n_experts, c.top_k);
+      const kernels::ExpertRouting& routing = gpu_routing.routing;
+      const cuda::DeviceBuffer<float>& weights_dev = gpu_routing.weights;
       const int assignments = n_tokens * c.top_k;
-      cuda::DeviceBuffer<int> routing_storage(kernels::expert_routing_ints(c.n_experts, assignments));
-      routing_storage.fill_bytes(0xff);
-      const kernels::ExpertRouting routing = kernels::moe_group_by_expert(
-          ids_dev.data(), n_tokens, c.top_k, c.n_experts,
-          kernels::expert_routing_buffers(routing_storage.data(), c.n_experts, assignments), nullptr);
       auto h_dev = poisoned(static_cast<size_t>(assignments) * c.width);
       auto y_dev = poisoned(static_cast<size_t>(assignments) * c.hidden);
       auto out_dev = poisoned(want.size());
@@ -230,14 +242,8 @@ TEST(GpuMoe, GptOssExpertEpilogueMatchesCpu) {
     const std::vector<float> down_bias = random_floats(static_cast<size_t>(c.n_experts) * c.hidden, -1.0f, 1.0f);
     cuda::DeviceBuffer<uint16_t> gate_dev(gate.bits), up_dev(up.bits), down_dev(down.bits);
     cuda::DeviceBuffer<float> gate_up_bias_dev(gate_up_bias), down_bias_dev(down_bias);
-    kernels::ExpertEpilogue epilogue;
-    epilogue.gate_bias = gate_up_bias_dev.data();
-    epilogue.up_bias = gate_up_bias_dev.data() + c.width;
-    epilogue.gate_up_bias_stride = 2 * c.width;
-    epilogue.down_bias = down_bias_dev.data();
-    epilogue.down_bias_stride = c.hidden;
-    epilogue.swiglu_limit = limit;
-    epilogue.swiglu_alpha = alpha;
+    const kernels::ExpertEpilogue epilogue =
+        gpt_oss_epilogue(gate_up_bias_dev.data(), down_bias_dev.data(), c.width, c.hidden, limit, alpha);
     auto row_norm = [](const float* w, int n) {
       double s = 0;
       for (int i = 0; i < n; ++i) s += static_cast<double>(w[i]) * w[i];
@@ -285,18 +291,11 @@ TEST(GpuMoe, GptOssExpertEpilogueMatchesCpu) {
       }
       EXPECT_GT(clamped_gate, 0);
       EXPECT_GT(clamped_up, 0);
-      cuda::DeviceBuffer<float> logits_dev(logits), x_dev(x), weights_dev(static_cast<size_t>(n_tokens) * c.top_k);
-      cuda::DeviceBuffer<int> ids_dev(static_cast<size_t>(n_tokens) * c.top_k);
-      kernels::RouterConfig config;
-      config.n_experts = c.n_experts;
-      config.top_k = c.top_k;
-      kernels::moe_router_topk(logits_dev.data(), n_tokens, config, ids_dev.data(), weights_dev.data(), nullptr);
+      cuda::DeviceBuffer<float> x_dev(x);
+      const GpuRouting gpu_routing(logits, n_tokens, c.n_experts, c.top_k);
+      const kernels::ExpertRouting& routing = gpu_routing.routing;
+      const cuda::DeviceBuffer<float>& weights_dev = gpu_routing.weights;
       const int assignments = n_tokens * c.top_k;
-      cuda::DeviceBuffer<int> routing_storage(kernels::expert_routing_ints(c.n_experts, assignments));
-      routing_storage.fill_bytes(0xff);
-      const kernels::ExpertRouting routing = kernels::moe_group_by_expert(
-          ids_dev.data(), n_tokens, c.top_k, c.n_experts,
-          kernels::expert_routing_buffers(routing_storage.data(), c.n_experts, assignments), nullptr);
       auto h_dev = poisoned(static_cast<size_t>(assignments) * c.width);
       auto y_dev = poisoned(static_cast<size_t>(assignments) * c.hidden);
       auto out_dev = poisoned(want.size());
