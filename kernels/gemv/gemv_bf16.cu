@@ -53,9 +53,15 @@ constexpr int kWarpsPerBlock = 4;
 constexpr int kThreadsPerBlock = 32 * kWarpsPerBlock;
 constexpr int kChunkElements = 32;  // k covered by one 4-lane group per chunk: 4 lanes x 8 bf16
 constexpr int kChunksPerStep = 4;   // chunks per pipeline step: 256 contiguous bytes of each row
-constexpr int kLoadsPerStep = kChunksPerStep * 2 * 2;  // 16-byte loads per lane per step: chunks x tiles x rows
-constexpr int kStages = 3;          // steps in flight per warp: 2 x 8 KB while one computes
-constexpr int kRingBytes = kStages * kWarpsPerBlock * kLoadsPerStep * 32 * 16;  // 96 KB per block
+// 16-byte loads per lane per step: chunks x m-tiles x 2 rows. Two m-tiles (32 rows per warp, 8 KB per step): 3 ring
+// stages; one m-tile (16 rows, 4 KB per step, for matrices whose 32-row grid would leave SMs idle): 6 stages. The
+// ring is 96 KB per block either way (two blocks per SM).
+template <int ROW_TILES>
+constexpr int kLoadsPerStep = kChunksPerStep * ROW_TILES * 2;
+template <int ROW_TILES>
+constexpr int kStages = ROW_TILES == 2 ? 3 : 6;
+constexpr int kRingBytes = 3 * kWarpsPerBlock * kLoadsPerStep<2> * 32 * 16;
+static_assert(kStages<1> * kLoadsPerStep<1> == kStages<2> * kLoadsPerStep<2>, "both ring shapes fill the same bytes");
 
 struct GemvParams {
   const __nv_bfloat16* weight;
@@ -83,11 +89,15 @@ struct GemvEpilogueParams : GemvParams {
   float swiglu_limit, swiglu_alpha;  // gated: clamped_swiglu (limit > 0 always here)
 };
 
-template <int N_TILES, bool GATED, int K_SPLIT, typename Params>
+// ROW_TILES: m-tiles of 16 rows per warp (2, or 1 for small dense matrices; GATED: 2 = the gate and up tiles).
+template <int N_TILES, bool GATED, int K_SPLIT, typename Params, int ROW_TILES = 2>
 __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
+  static_assert(ROW_TILES == 2 || !GATED, "the gated kernel pairs a gate and an up tile");
   constexpr bool kEpilogue = !std::is_same_v<Params, GemvParams>;
   constexpr int kRowGroupsPerBlock = kWarpsPerBlock / K_SPLIT;
-  constexpr int kRowsPerWarp = GATED ? 16 : 32;
+  constexpr int kRowsPerWarp = GATED ? 16 : 16 * ROW_TILES;
+  constexpr int kLoads = kLoadsPerStep<ROW_TILES>;
+  constexpr int kRingStages = kStages<ROW_TILES>;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int group = lane >> 2, thread_in_group = lane & 3;
   const int row_group = warp / K_SPLIT, k_part = warp % K_SPLIT;
@@ -123,9 +133,9 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
   }
   // Weight rows of this lane: [tile][0] = row `group`, [tile][1] = row `group + 8` of the m-tile. Rows
   // past the end are clamped to the last row: read but never stored.
-  const __nv_bfloat16* w_row[2][2];
+  const __nv_bfloat16* w_row[ROW_TILES][2];
 #pragma unroll
-  for (int tile = 0; tile < 2; ++tile) {
+  for (int tile = 0; tile < ROW_TILES; ++tile) {
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       const int row = GATED ? row_base + group + 8 * half : row_base + 16 * tile + group + 8 * half;
@@ -134,9 +144,9 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
     }
   }
 
-  float acc[2][N_TILES][4];
+  float acc[ROW_TILES][N_TILES][4];
 #pragma unroll
-  for (int tile = 0; tile < 2; ++tile)
+  for (int tile = 0; tile < ROW_TILES; ++tile)
 #pragma unroll
     for (int j = 0; j < N_TILES; ++j)
 #pragma unroll
@@ -146,9 +156,9 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
   // loads of the next kStages - 1 steps are in flight while a step computes, whatever order the compiler
   // schedules the arithmetic in. Each lane reads back only the 16-byte pieces it copied itself, so the
   // ring needs no barrier, only the lane's own wait_group.
-  extern __shared__ uint4 weight_ring[];  // [kStages][kWarpsPerBlock][kLoadsPerStep][32 lanes]
-  uint4* my_ring = weight_ring + warp * kLoadsPerStep * 32 + lane;
-  constexpr int kRingStride = kWarpsPerBlock * kLoadsPerStep * 32;  // uint4s between stages
+  extern __shared__ uint4 weight_ring[];  // [kRingStages][kWarpsPerBlock][kLoads][32 lanes]
+  uint4* my_ring = weight_ring + warp * kLoads * 32 + lane;
+  constexpr int kRingStride = kWarpsPerBlock * kLoads * 32;  // uint4s between stages
 
   const int n_chunks = in / kChunkElements;
   const int chunk_first = n_chunks * k_part / K_SPLIT, chunk_end = n_chunks * (k_part + 1) / K_SPLIT;
@@ -156,16 +166,16 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
 
   auto issue_step = [&](int step) {
     if (step < n_steps) {
-      uint4* slot = my_ring + (step % kStages) * kRingStride;
+      uint4* slot = my_ring + (step % kRingStages) * kRingStride;
       const int chunk0 = chunk_first + step * kChunksPerStep;
 #pragma unroll
       for (int c = 0; c < kChunksPerStep; ++c) {
         if (chunk0 + c < chunk_end) {
 #pragma unroll
-          for (int tile = 0; tile < 2; ++tile)
+          for (int tile = 0; tile < ROW_TILES; ++tile)
 #pragma unroll
             for (int half = 0; half < 2; ++half)
-              cp_async_16B(slot + ((c * 2 + tile) * 2 + half) * 32,
+              cp_async_16B(slot + ((c * ROW_TILES + tile) * 2 + half) * 32,
                            w_row[tile][half] + (chunk0 + c) * kChunkElements);
         }
       }
@@ -174,7 +184,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
   };
 
 #pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) issue_step(s);
+  for (int s = 0; s < kRingStages - 1; ++s) issue_step(s);
   // Weights never depend on the previous kernel: their first steps are already in flight while it finishes.
   if (!p.group_count) wait_for_previous_kernel();
 
@@ -199,15 +209,15 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
         split_bf16x2(v1.z, v1.w, x_hi[j][c][3], x_lo[j][c][3]);
       }
     }
-    cp_async_wait<kStages - 2>();  // this step's group is complete
-    const uint4* slot = my_ring + (step % kStages) * kRingStride;
+    cp_async_wait<kRingStages - 2>();  // this step's group is complete
+    const uint4* slot = my_ring + (step % kRingStages) * kRingStride;
 #pragma unroll
     for (int c = 0; c < kChunksPerStep; ++c) {
       if (c >= valid_chunks) break;
 #pragma unroll
-      for (int tile = 0; tile < 2; ++tile) {
-        const uint4 a_lo = slot[((c * 2 + tile) * 2 + 0) * 32];  // row group
-        const uint4 a_hi = slot[((c * 2 + tile) * 2 + 1) * 32];  // row group + 8
+      for (int tile = 0; tile < ROW_TILES; ++tile) {
+        const uint4 a_lo = slot[((c * ROW_TILES + tile) * 2 + 0) * 32];  // row group
+        const uint4 a_hi = slot[((c * ROW_TILES + tile) * 2 + 1) * 32];  // row group + 8
         const uint32_t a_step0[4] = {a_lo.x, a_hi.x, a_lo.y, a_hi.y};
         const uint32_t a_step1[4] = {a_lo.z, a_hi.z, a_lo.w, a_hi.w};
 #pragma unroll
@@ -220,16 +230,16 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
       }
     }
     __syncwarp();  // the slot just read is refilled below (by the same lanes)
-    issue_step(step + kStages - 1);
+    issue_step(step + kRingStages - 1);
   }
   cp_async_wait<0>();
   const bool rows_active = row_base < out;
 
   if constexpr (K_SPLIT > 1) {
-    __shared__ float partial[kWarpsPerBlock][2][N_TILES][4][32];
+    __shared__ float partial[kWarpsPerBlock][ROW_TILES][N_TILES][4][32];
     if (k_part != 0) {
 #pragma unroll
-      for (int tile = 0; tile < 2; ++tile)
+      for (int tile = 0; tile < ROW_TILES; ++tile)
 #pragma unroll
         for (int j = 0; j < N_TILES; ++j)
 #pragma unroll
@@ -240,7 +250,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
 #pragma unroll
     for (int other = 1; other < K_SPLIT; ++other)
 #pragma unroll
-      for (int tile = 0; tile < 2; ++tile)
+      for (int tile = 0; tile < ROW_TILES; ++tile)
 #pragma unroll
         for (int j = 0; j < N_TILES; ++j)
 #pragma unroll
@@ -249,7 +259,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
   if (!rows_active) return;
 
   // Accumulator r of tile/column-tile j holds row (group + 8 * (r >> 1)), token (8 j + 2 t + (r & 1)).
-  constexpr int kTilesOut = GATED ? 1 : 2;
+  constexpr int kTilesOut = GATED ? 1 : ROW_TILES;
 #pragma unroll
   for (int tile = 0; tile < kTilesOut; ++tile) {
 #pragma unroll
@@ -282,23 +292,21 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
   }
 }
 
-template <int N_TILES, bool GATED, int K_SPLIT, typename Params>
+template <int N_TILES, bool GATED, int K_SPLIT, typename Params, int ROW_TILES = 2>
 void launch_instance(dim3 grid, const Params& p, cudaStream_t stream) {
+  constexpr auto kernel = gemv_bf16_kernel<N_TILES, GATED, K_SPLIT, Params, ROW_TILES>;
   // Over 48 KB of dynamic shared memory needs an opt-in, once per kernel instance (per device, but
   // the engine uses one device per process).
   static const bool configured = [] {
-    TACHYON_CUDA_CHECK(cudaFuncSetAttribute(gemv_bf16_kernel<N_TILES, GATED, K_SPLIT, Params>,
-                                            cudaFuncAttributeMaxDynamicSharedMemorySize, kRingBytes));
-    TACHYON_CUDA_CHECK(cudaFuncSetAttribute(gemv_bf16_kernel<N_TILES, GATED, K_SPLIT, Params>,
-                                            cudaFuncAttributePreferredSharedMemoryCarveout,
-                                            cudaSharedmemCarveoutMaxShared));
+    TACHYON_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kRingBytes));
+    TACHYON_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared));
     return true;
   }();
   (void)configured;
   // Programmatic dependent launch: the kernel may start before the previous one ends (it waits for it
   // before reading x), so launch latency and the weight pipeline's ramp-up overlap the previous kernel.
-  launch_programmatic("gemv_bf16_kernel", gemv_bf16_kernel<N_TILES, GATED, K_SPLIT, Params>, grid, dim3(kThreadsPerBlock),
-                      kRingBytes, stream, p);
+  launch_programmatic("gemv_bf16_kernel", kernel, grid, dim3(kThreadsPerBlock), kRingBytes, stream, p);
 }
 
 template <int N_TILES, bool GATED, typename Params>
@@ -343,6 +351,19 @@ void launch_gemv(const char* name, const Params& p, bool gated, int max_cols, in
   }
   const int rows_per_block = rows_per_warp * (kWarpsPerBlock / k_split);
   const dim3 grid((p.out_features + rows_per_block - 1) / rows_per_block, groups);
+  // A dense matrix whose 32-row blocks would leave SMs idle (Qwen3's o_proj: 2048 rows = 64 blocks): warps of 16
+  // rows, twice the blocks, each warp with twice the ring stages of half the size (as many bytes in flight).
+  const bool small_grid = static_cast<int64_t>(grid.x) * groups < cuda::current_device_info().multiprocessors;
+  const bool one_row_tile = !gated && !p.group_count && k_split == 4 &&
+                            (tuning.row_tiles == 1 || (tuning.row_tiles == 0 && small_grid));
+  if constexpr (std::is_same_v<Params, GemvParams>) {
+    if (one_row_tile) {
+      const dim3 grid16((p.out_features + 15) / 16, groups);
+      max_cols <= 8 ? launch_instance<1, false, 4, Params, 1>(grid16, p, stream)
+                    : launch_instance<2, false, 4, Params, 1>(grid16, p, stream);
+      return;
+    }
+  }
   if (max_cols <= 8) {
     gated ? launch_with_split<1, true>(k_split, grid, p, stream) : launch_with_split<1, false>(k_split, grid, p, stream);
   } else {

@@ -51,6 +51,9 @@ struct ExpertEpilogue {
 // same output rows and split in_features between them (1, 2 or 4).
 struct GemvTuning {
   int k_split = 0;
+  // m-tiles of 16 rows per warp: 0 = the launch heuristic, 2, or 1 (dense, not gated, with k_split 4 only;
+  // the heuristic takes it where 32-row blocks would not fill the SMs).
+  int row_tiles = 0;
 };
 
 // y[t, o] = sum_i weight[o, i] * x[t, i] (+ bias[o]).

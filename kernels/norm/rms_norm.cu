@@ -1,6 +1,6 @@
 // rms_norm / add_rms_norm / per_head_rms_norm: y = x / sqrt(mean(x^2) + eps) * w over float32 rows.
 // Shapes: rows = tokens (1..16 in decode, any in prefill), dim = hidden size (576..8192) or head_dim.
-// One block per row for hidden rows (float4 loads, the row stays in L1 between the two passes); one warp per
+// One block per row for hidden rows (float4 loads, the row kept in registers up to 8192 wide); one warp per
 // (token, head) for per-head norms. Memory-trivial at decode sizes (a 16 x 6144 row block is 393 KB):
 // these kernels cost their launch: add_rms_norm 4096 wide, 1 or 16 rows: 3.1-3.3 us per graph node (H100,
 // 2026-11-26).
@@ -18,45 +18,59 @@ namespace tachyon::kernels {
 namespace {
 
 constexpr int kNormThreads = 256;
+constexpr int kMaxRowVectors = 8;  // float4s per thread kept in registers: rows up to 8192 wide
 
+// V > 0: the row is dim % 4 == 0 wide and at most V float4s per thread; it stays in registers between the sum and
+// the scaling, and the weight (constant, so it may be read before the wait) is loaded while the previous kernel
+// finishes: one dependent memory round trip per call instead of three. V == 0: any width, scalar loops.
+template <int V>
 __global__ void __launch_bounds__(kNormThreads)
 add_rms_norm_kernel(float* residual, const float* delta, const float* weight, float* y, int dim, float eps) {
   __shared__ float scratch[kNormThreads / 32];
-  wait_for_previous_kernel();  // launched programmatically: residual and delta come from earlier kernels
-  allow_next_kernel_to_start();
   float* row = residual + static_cast<int64_t>(blockIdx.x) * dim;
   const float* delta_row = delta ? delta + static_cast<int64_t>(blockIdx.x) * dim : nullptr;
   float* out = y + static_cast<int64_t>(blockIdx.x) * dim;
-  float sum = 0;
-  const bool vectorized = (dim % 4) == 0;
-  if (vectorized) {
-    for (int i = threadIdx.x * 4; i < dim; i += kNormThreads * 4) {
-      float4 v = *reinterpret_cast<const float4*>(row + i);
+  if constexpr (V > 0) {
+    float4 w[V], v[V];
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      const int i = (threadIdx.x + k * kNormThreads) * 4;
+      if (i < dim) w[k] = *reinterpret_cast<const float4*>(weight + i);
+    }
+    wait_for_previous_kernel();  // launched programmatically: residual and delta come from earlier kernels
+    allow_next_kernel_to_start();
+    float sum = 0;
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      const int i = (threadIdx.x + k * kNormThreads) * 4;
+      if (i >= dim) continue;
+      v[k] = *reinterpret_cast<const float4*>(row + i);
       if (delta_row) {
         const float4 d = *reinterpret_cast<const float4*>(delta_row + i);
-        v.x += d.x, v.y += d.y, v.z += d.z, v.w += d.w;
-        *reinterpret_cast<float4*>(row + i) = v;
+        v[k].x += d.x, v[k].y += d.y, v[k].z += d.z, v[k].w += d.w;
+        *reinterpret_cast<float4*>(row + i) = v[k];
       }
-      sum += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+      sum += v[k].x * v[k].x + v[k].y * v[k].y + v[k].z * v[k].z + v[k].w * v[k].w;
+    }
+    const float inv = 1.0f / sqrtf(block_sum(sum, scratch) / static_cast<float>(dim) + eps);
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      const int i = (threadIdx.x + k * kNormThreads) * 4;
+      if (i < dim)
+        *reinterpret_cast<float4*>(out + i) = make_float4(w[k].x * (v[k].x * inv), w[k].y * (v[k].y * inv),
+                                                          w[k].z * (v[k].z * inv), w[k].w * (v[k].w * inv));
     }
   } else {
+    wait_for_previous_kernel();
+    allow_next_kernel_to_start();
+    float sum = 0;
     for (int i = threadIdx.x; i < dim; i += kNormThreads) {
       float v = row[i];
       if (delta_row) row[i] = v = v + delta_row[i];
       sum += v * v;
     }
-  }
-  sum = block_sum(sum, scratch);
-  const float inv = 1.0f / sqrtf(sum / static_cast<float>(dim) + eps);
-  // Each thread re-reads only the elements it wrote itself: no barrier needed between the passes.
-  if (vectorized) {
-    for (int i = threadIdx.x * 4; i < dim; i += kNormThreads * 4) {
-      const float4 v = *reinterpret_cast<const float4*>(row + i);
-      const float4 w = *reinterpret_cast<const float4*>(weight + i);
-      *reinterpret_cast<float4*>(out + i) = make_float4(w.x * (v.x * inv), w.y * (v.y * inv), w.z * (v.z * inv),
-                                                        w.w * (v.w * inv));
-    }
-  } else {
+    const float inv = 1.0f / sqrtf(block_sum(sum, scratch) / static_cast<float>(dim) + eps);
+    // Each thread re-reads only the elements it wrote itself: no barrier needed between the passes.
     for (int i = threadIdx.x; i < dim; i += kNormThreads) out[i] = weight[i] * (row[i] * inv);
   }
 }
@@ -91,8 +105,18 @@ void add_rms_norm(float* residual, const float* delta, const float* weight, floa
                   cudaStream_t stream) {
   TACHYON_REQUIRE(rows >= 0 && dim > 0, "add_rms_norm", "rows must be >= 0 and dim > 0");
   if (rows == 0) return;
-  launch_programmatic("add_rms_norm_kernel", add_rms_norm_kernel, dim3(rows), dim3(kNormThreads), 0, stream, residual,
-                      delta, weight, y, dim, eps);
+  const bool aligned = reinterpret_cast<uintptr_t>(residual) % 16 == 0 && reinterpret_cast<uintptr_t>(weight) % 16 == 0 &&
+                       reinterpret_cast<uintptr_t>(y) % 16 == 0 && reinterpret_cast<uintptr_t>(delta) % 16 == 0;
+  const int vectors = dim % 4 == 0 && aligned ? (dim / 4 + kNormThreads - 1) / kNormThreads : 0;
+  auto launch = [&](auto kernel) {
+    launch_programmatic("add_rms_norm_kernel", kernel, dim3(rows), dim3(kNormThreads), 0, stream, residual, delta,
+                        weight, y, dim, eps);
+  };
+  if (vectors == 1) launch(add_rms_norm_kernel<1>);
+  else if (vectors == 2) launch(add_rms_norm_kernel<2>);
+  else if (vectors >= 3 && vectors <= 4) launch(add_rms_norm_kernel<4>);
+  else if (vectors >= 5 && vectors <= kMaxRowVectors) launch(add_rms_norm_kernel<kMaxRowVectors>);
+  else launch(add_rms_norm_kernel<0>);
 }
 
 void rms_norm(const float* x, const float* weight, float* y, int rows, int dim, float eps, cudaStream_t stream) {

@@ -17,7 +17,7 @@ using namespace gpu_test;
 TEST(GpuNorm, AddRmsNormUpdatesResidualAndNormalizes) {
   SKIP_WITHOUT_GPU();
   reseed_for_current_test();
-  for (int dim : {576, 2048, 4096, 6144, 1000, 33}) {
+  for (int dim : {576, 2048, 2880, 4096, 6144, 8192, 12288, 1000, 33}) {  // register widths 1, 2, 4, 8; scalar
     for (int rows : {1, 7, 16}) {
       const std::vector<float> residual = random_floats(static_cast<size_t>(rows) * dim, -3, 3);
       const std::vector<float> delta = random_floats(residual.size());

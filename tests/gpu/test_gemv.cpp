@@ -34,7 +34,7 @@ std::vector<float> gemv_bound(const std::vector<float>& w, const std::vector<flo
   return bound;
 }
 
-void run_gemv_case(int n, int out, int in, bool with_bias, int k_split) {
+void run_gemv_case(int n, int out, int in, bool with_bias, int k_split, int row_tiles = 0) {
   const Bf16Tensor w = to_bf16(random_floats(static_cast<size_t>(out) * in));
   const std::vector<float> x = random_floats(static_cast<size_t>(n) * in);
   const std::vector<float> bias = random_floats(out);
@@ -45,11 +45,11 @@ void run_gemv_case(int n, int out, int in, bool with_bias, int k_split) {
   cuda::DeviceBuffer<float> x_dev(x), bias_dev(bias);
   auto y_dev = poisoned(static_cast<size_t>(n) * out);
   kernels::gemv_bf16(as_bf16(w_dev), with_bias ? bias_dev.data() : nullptr, x_dev.data(), y_dev.data(), n, out, in,
-                     nullptr, kernels::GemvTuning{k_split});
+                     nullptr, kernels::GemvTuning{k_split, row_tiles});
   TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
   expect_within(y_dev.to_host(), want, gemv_bound(w.values, x, n, out, in),
                 "gemv n=" + std::to_string(n) + " " + std::to_string(out) + "x" + std::to_string(in) +
-                    " k_split=" + std::to_string(k_split));
+                    " k_split=" + std::to_string(k_split) + " row_tiles=" + std::to_string(row_tiles));
 }
 
 TEST(GpuGemv, EngineShapesAllTokenCounts) {
@@ -70,6 +70,19 @@ TEST(GpuGemv, LargeShapesAndEveryKSplit) {
   for (int n : {1, 4, 16}) run_gemv_case(n, 49152, 576, false, 0);  // SmolLM2 lm_head
   run_gemv_case(1, 151936, 2048, false, 0);                           // Qwen3 lm_head
   run_gemv_case(16, 151936, 2048, false, 0);
+}
+
+TEST(GpuGemv, OneAndTwoRowTilesPerWarp) {
+  SKIP_WITHOUT_GPU();
+  reseed_for_current_test();
+  // Both warp shapes forced (16 rows per warp with 6 ring stages, 32 rows with 3), ragged rows and short K included.
+  for (int row_tiles : {1, 2})
+    for (int n : {1, 9, 16}) {
+      run_gemv_case(n, 2048, 4096, false, 4, row_tiles);
+      run_gemv_case(n, 1000, 96, true, 4, row_tiles);
+      run_gemv_case(n, 17, 32, true, 4, row_tiles);
+      run_gemv_case(n, 2880, 4096, true, 4, row_tiles);
+    }
 }
 
 TEST(GpuGemv, BiasAndRaggedRowsAndShortK) {
