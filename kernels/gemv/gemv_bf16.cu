@@ -15,14 +15,17 @@
 // - Activations are split into bf16 hi + bf16 lo (x ~= hi + lo to 2^-17), two products per tile:
 //   near-float32 accuracy vs the CPU reference at no cost in bandwidth. They come through L1 (__ldg).
 // - A warp owns 32 output rows (two m-tiles sharing the B fragments; for the gated SwiGLU variant the
-//   two tiles are the gate and up rows of the same 16 outputs, combined as silu(g) * u in registers).
+//   two tiles are the gate and up rows of the same 16 outputs, combined as silu(g) * u in registers), or 16 rows
+//   (one m-tile, 6 ring stages of 4 KB) for dense matrices whose 32-row blocks would leave SMs idle.
 //   4 warps per block; k_split of them share rows and split in_features (partial sums reduced in shared
 //   memory) so that small out_features still fill 132 SMs.
 // - Launched with programmatic dependent launch: the first weight steps stream while the previous kernel
 //   finishes; griddepcontrol.wait precedes the first activation read (expert mode waits first: the routing
 //   tables come from the previous kernel).
-// - Expert (MoE) mode: blockIdx.y = expert slot; each block reads one expert's rows once for all the
-//   tokens routed to it (gathered through the routing tables); slots past the device-side count exit.
+// - Expert (MoE) mode: work items = (active expert slot, row block), the slot count read on the device; a grid
+//   of one wave of blocks loops over them, each warp's weight ring running on from one item into the next (no
+//   second wave of blocks starting cold). Each item reads one expert's rows once for all the tokens routed to it
+//   (gathered through the routing tables).
 //
 // Error bound (tests/gpu/test_gemv.cpp): |y - y_cpu| <= 1e-4 * max|x| * ||w_row|| + 1e-5.
 //
@@ -34,6 +37,9 @@
 //   v2 + programmatic dependent launch and a fixed max-shared carveout (this file): 6144x4096 T=1 19.0 us (85%),
 //      T=16 22.7 us (72%); 4096x2048 T=1 8.1 us (67%); 151936x2048 T=1 218 us (92%), T=16 229 us (88%).
 //      cuBLASLt on the same shapes: 78%, 77%, 62%, 92%, 90%.
+//   v3 (session 5) 16-row warps for small dense grids (Qwen3 o_proj 64 -> 128 blocks) and the one-wave expert
+//      grid: Qwen3-30B-A3B bf16 decode step 4676 -> 4466 -> 4364 us (nsys, exposed per layer: o_proj 11.1 ->
+//      8.4 us; expert gate/up + down 40.1 -> 37.7 us against a 24.3 us floor).
 //   Full tables: docs/gpu-kernels.md.
 #include "gemv/gemv_bf16.h"
 
@@ -90,231 +96,284 @@ struct GemvEpilogueParams : GemvParams {
 };
 
 // ROW_TILES: m-tiles of 16 rows per warp (2, or 1 for small dense matrices; GATED: 2 = the gate and up tiles).
-template <int N_TILES, bool GATED, int K_SPLIT, typename Params, int ROW_TILES = 2>
+// EXPERT: expert mode (p.group_count set), its own instances so that the dense kernel keeps no item loop.
+template <int N_TILES, bool GATED, int K_SPLIT, bool EXPERT, typename Params, int ROW_TILES = 2>
 __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
   static_assert(ROW_TILES == 2 || !GATED, "the gated kernel pairs a gate and an up tile");
   constexpr bool kEpilogue = !std::is_same_v<Params, GemvParams>;
   constexpr int kRowGroupsPerBlock = kWarpsPerBlock / K_SPLIT;
   constexpr int kRowsPerWarp = GATED ? 16 : 16 * ROW_TILES;
+  constexpr int kRowsPerBlock = kRowsPerWarp * kRowGroupsPerBlock;
   constexpr int kLoads = kLoadsPerStep<ROW_TILES>;
   constexpr int kRingStages = kStages<ROW_TILES>;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int group = lane >> 2, thread_in_group = lane & 3;
   const int row_group = warp / K_SPLIT, k_part = warp % K_SPLIT;
-  const int row_base = (blockIdx.x * kRowGroupsPerBlock + row_group) * kRowsPerWarp;
-
-  allow_next_kernel_to_start();
-  int n_cols = p.n_tokens, entry_base = 0;
-  const __nv_bfloat16* weight = p.weight;
-  const __nv_bfloat16* up_weight = p.up_weight;
-  if (p.group_count) {
-    wait_for_previous_kernel();  // the routing tables come from the previous kernel
-    const int slot = blockIdx.y;
-    if (slot >= *p.group_count) return;  // block-uniform: no barrier is skipped by part of a block
-    entry_base = p.group_offsets[slot];
-    n_cols = p.group_offsets[slot + 1] - entry_base;
-    const int64_t expert = p.group_expert[slot];
-    weight += expert * p.expert_stride;
-    if (GATED) up_weight += expert * p.expert_stride;
-  }
   const int in = p.in_features, out = p.out_features;
+  constexpr bool expert_mode = EXPERT;
 
-  // Activation rows of this lane's B columns (token group + 8 j); nullptr = padding column.
-  const float* x_row[N_TILES];
-#pragma unroll
-  for (int j = 0; j < N_TILES; ++j) {
-    const int col = group + 8 * j;
-    x_row[j] = nullptr;
-    if (col < n_cols) {
-      const int entry = entry_base + col;
-      const int source = p.entry_source ? p.entry_source[entry] / p.entry_source_divisor : entry;
-      x_row[j] = p.x + static_cast<int64_t>(source) * in;
-    }
+  // Work items: one block of kRowsPerBlock rows of one matrix. Dense: item = blockIdx.x (one per block). Expert
+  // mode: item = slot * row_blocks + row block over the active experts' slots, the blocks looping over items with
+  // stride gridDim.x (a grid of about one wave); every warp's weight ring runs on across its items, so the stream
+  // never drains between two items and no second wave starts cold.
+  allow_next_kernel_to_start();
+  const int row_blocks = (out + kRowsPerBlock - 1) / kRowsPerBlock;
+  int n_items = row_blocks;
+  if (expert_mode) {
+    wait_for_previous_kernel();  // the routing tables come from the previous kernel
+    n_items = *p.group_count * row_blocks;
   }
-  // Weight rows of this lane: [tile][0] = row `group`, [tile][1] = row `group + 8` of the m-tile. Rows
-  // past the end are clamped to the last row: read but never stored.
-  const __nv_bfloat16* w_row[ROW_TILES][2];
-#pragma unroll
-  for (int tile = 0; tile < ROW_TILES; ++tile) {
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int row = GATED ? row_base + group + 8 * half : row_base + 16 * tile + group + 8 * half;
-      const __nv_bfloat16* base = (GATED && tile == 1) ? up_weight : weight;
-      w_row[tile][half] = base + static_cast<int64_t>(min(row, out - 1)) * in + thread_in_group * 8;
-    }
-  }
+  const int my_items = expert_mode ? (n_items > static_cast<int>(blockIdx.x)
+                                          ? (n_items - blockIdx.x + gridDim.x - 1) / gridDim.x : 0)
+                                   : 1;
+  auto item_at = [&](int k) { return expert_mode ? static_cast<int>(blockIdx.x + k * gridDim.x) : static_cast<int>(blockIdx.x); };
+  auto expert_weight = [&](int slot, const __nv_bfloat16* base) {
+    return expert_mode ? base + static_cast<int64_t>(p.group_expert[slot]) * p.expert_stride : base;
+  };
 
-  float acc[ROW_TILES][N_TILES][4];
-#pragma unroll
-  for (int tile = 0; tile < ROW_TILES; ++tile)
-#pragma unroll
-    for (int j = 0; j < N_TILES; ++j)
-#pragma unroll
-      for (int r = 0; r < 4; ++r) acc[tile][j][r] = 0.0f;
-
-  // Weights stream through a per-warp ring of kStages shared-memory slots filled with cp.async: the
-  // loads of the next kStages - 1 steps are in flight while a step computes, whatever order the compiler
-  // schedules the arithmetic in. Each lane reads back only the 16-byte pieces it copied itself, so the
-  // ring needs no barrier, only the lane's own wait_group.
+  // Weights stream through a per-warp ring of kRingStages shared-memory slots filled with cp.async: the loads of
+  // the next kRingStages - 1 steps (of this item or the next ones) are in flight while a step computes, whatever
+  // order the compiler schedules the arithmetic in. Each lane reads back only the 16-byte pieces it copied itself,
+  // so the ring needs no barrier, only the lane's own wait_group.
   extern __shared__ uint4 weight_ring[];  // [kRingStages][kWarpsPerBlock][kLoads][32 lanes]
   uint4* my_ring = weight_ring + warp * kLoads * 32 + lane;
   constexpr int kRingStride = kWarpsPerBlock * kLoads * 32;  // uint4s between stages
 
   const int n_chunks = in / kChunkElements;
   const int chunk_first = n_chunks * k_part / K_SPLIT, chunk_end = n_chunks * (k_part + 1) / K_SPLIT;
-  const int n_steps = row_base < out ? (chunk_end - chunk_first + kChunksPerStep - 1) / kChunksPerStep : 0;
+  const int steps_per_item = (chunk_end - chunk_first + kChunksPerStep - 1) / kChunksPerStep;
 
-  auto issue_step = [&](int step) {
-    if (step < n_steps) {
-      uint4* slot = my_ring + (step % kRingStages) * kRingStride;
-      const int chunk0 = chunk_first + step * kChunksPerStep;
+  // The next step to issue: step issue_local of this block's item issue_k, into ring stage issue_stage. Steps are
+  // issued strictly in order, so the state advances by counting (no division per step); the item's row pointers
+  // are set up once per item.
+  int issue_k = 0, issue_local = 0, issue_stage = 0;
+  bool issue_rows_active = false;
+  const __nv_bfloat16* w_row[ROW_TILES][2];
+  auto start_issue_item = [&] {
+    if (issue_k >= my_items) return;
+    const int item = item_at(issue_k);
+    const int slot = item / row_blocks;
+    const int row_base = (item - slot * row_blocks) * kRowsPerBlock + row_group * kRowsPerWarp;
+    issue_rows_active = row_base < out;  // a row group wholly past the end loads nothing (never stored)
+    const __nv_bfloat16* weight = expert_weight(slot, p.weight);
+    const __nv_bfloat16* up_weight = GATED ? expert_weight(slot, p.up_weight) : nullptr;
 #pragma unroll
-      for (int c = 0; c < kChunksPerStep; ++c) {
-        if (chunk0 + c < chunk_end) {
+    for (int tile = 0; tile < ROW_TILES; ++tile)
 #pragma unroll
-          for (int tile = 0; tile < ROW_TILES; ++tile)
+      for (int half = 0; half < 2; ++half) {
+        const int row = GATED ? row_base + group + 8 * half : row_base + 16 * tile + group + 8 * half;
+        w_row[tile][half] = ((GATED && tile == 1) ? up_weight : weight) + static_cast<int64_t>(min(row, out - 1)) * in +
+                            thread_in_group * 8;
+      }
+  };
+  auto issue_step = [&] {
+    // Dense: one item, its steps counted by issue_local alone (the kernel keeps v2's step loop).
+    if (EXPERT ? issue_k < my_items : issue_local < steps_per_item) {
+      uint4* ring_slot = my_ring + issue_stage * kRingStride;
+      const int chunk0 = chunk_first + issue_local * kChunksPerStep;
+      if (issue_rows_active) {
 #pragma unroll
-            for (int half = 0; half < 2; ++half)
-              cp_async_16B(slot + ((c * ROW_TILES + tile) * 2 + half) * 32,
-                           w_row[tile][half] + (chunk0 + c) * kChunkElements);
-        }
+        for (int c = 0; c < kChunksPerStep; ++c)
+          if (chunk0 + c < chunk_end)
+#pragma unroll
+            for (int tile = 0; tile < ROW_TILES; ++tile)
+#pragma unroll
+              for (int half = 0; half < 2; ++half)
+                cp_async_16B(ring_slot + ((c * ROW_TILES + tile) * 2 + half) * 32,
+                             w_row[tile][half] + (chunk0 + c) * kChunkElements);
+      }
+      ++issue_local;
+      if (EXPERT && issue_local == steps_per_item) {
+        issue_local = 0;
+        ++issue_k;
+        start_issue_item();
       }
     }
+    issue_stage = issue_stage + 1 == kRingStages ? 0 : issue_stage + 1;
     cp_async_commit();  // possibly empty: keeps one group per step so the wait count stays constant
   };
 
+  start_issue_item();
 #pragma unroll
-  for (int s = 0; s < kRingStages - 1; ++s) issue_step(s);
-  // Weights never depend on the previous kernel: their first steps are already in flight while it finishes.
-  if (!p.group_count) wait_for_previous_kernel();
+  for (int s = 0; s < kRingStages - 1; ++s) issue_step();
+  // Dense weights never depend on the previous kernel: their first steps are in flight while it finishes.
+  if (!expert_mode) wait_for_previous_kernel();
 
-  for (int step = 0; step < n_steps; ++step) {
-    const int chunk0 = chunk_first + step * kChunksPerStep;
-    const int valid_chunks = min(kChunksPerStep, chunk_end - chunk0);
-    // Activations come through L1 (shared by the block's warps); issued before waiting on the weights.
-    uint32_t x_hi[N_TILES][kChunksPerStep][4], x_lo[N_TILES][kChunksPerStep][4];
+  int compute_stage = 0;
+  for (int k = 0; k < my_items; ++k) {
+    const int item = item_at(k);
+    const int slot = item / row_blocks;
+    const int row_base = (item - slot * row_blocks) * kRowsPerBlock + row_group * kRowsPerWarp;
+    int n_cols = p.n_tokens, entry_base = 0;
+    if (expert_mode) {
+      entry_base = p.group_offsets[slot];
+      n_cols = p.group_offsets[slot + 1] - entry_base;
+    }
+    // Activation rows of this lane's B columns (token group + 8 j); nullptr = padding column.
+    const float* x_row[N_TILES];
 #pragma unroll
     for (int j = 0; j < N_TILES; ++j) {
+      const int col = group + 8 * j;
+      x_row[j] = nullptr;
+      if (col < n_cols) {
+        const int entry = entry_base + col;
+        const int source = p.entry_source ? p.entry_source[entry] / p.entry_source_divisor : entry;
+        x_row[j] = p.x + static_cast<int64_t>(source) * in;
+      }
+    }
+    float acc[ROW_TILES][N_TILES][4];
+#pragma unroll
+    for (int tile = 0; tile < ROW_TILES; ++tile)
+#pragma unroll
+      for (int j = 0; j < N_TILES; ++j)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) acc[tile][j][r] = 0.0f;
+
+    for (int local = 0; local < steps_per_item; ++local) {
+      const int chunk0 = chunk_first + local * kChunksPerStep;
+      const int valid_chunks = min(kChunksPerStep, chunk_end - chunk0);
+      // Activations come through L1 (shared by the block's warps); issued before waiting on the weights.
+      uint32_t x_hi[N_TILES][kChunksPerStep][4], x_lo[N_TILES][kChunksPerStep][4];
+#pragma unroll
+      for (int j = 0; j < N_TILES; ++j) {
+#pragma unroll
+        for (int c = 0; c < kChunksPerStep; ++c) {
+          float4 v0 = make_float4(0.f, 0.f, 0.f, 0.f), v1 = v0;
+          if (x_row[j] && c < valid_chunks) {
+            const float* src = x_row[j] + (chunk0 + c) * kChunkElements + thread_in_group * 8;
+            v0 = __ldg(reinterpret_cast<const float4*>(src));
+            v1 = __ldg(reinterpret_cast<const float4*>(src + 4));
+          }
+          split_bf16x2(v0.x, v0.y, x_hi[j][c][0], x_lo[j][c][0]);
+          split_bf16x2(v0.z, v0.w, x_hi[j][c][1], x_lo[j][c][1]);
+          split_bf16x2(v1.x, v1.y, x_hi[j][c][2], x_lo[j][c][2]);
+          split_bf16x2(v1.z, v1.w, x_hi[j][c][3], x_lo[j][c][3]);
+        }
+      }
+      cp_async_wait<kRingStages - 2>();  // this step's group is complete
+      const uint4* ring_slot = my_ring + compute_stage * kRingStride;
+      compute_stage = compute_stage + 1 == kRingStages ? 0 : compute_stage + 1;
 #pragma unroll
       for (int c = 0; c < kChunksPerStep; ++c) {
-        float4 v0 = make_float4(0.f, 0.f, 0.f, 0.f), v1 = v0;
-        if (x_row[j] && c < valid_chunks) {
-          const float* src = x_row[j] + (chunk0 + c) * kChunkElements + thread_in_group * 8;
-          v0 = __ldg(reinterpret_cast<const float4*>(src));
-          v1 = __ldg(reinterpret_cast<const float4*>(src + 4));
-        }
-        split_bf16x2(v0.x, v0.y, x_hi[j][c][0], x_lo[j][c][0]);
-        split_bf16x2(v0.z, v0.w, x_hi[j][c][1], x_lo[j][c][1]);
-        split_bf16x2(v1.x, v1.y, x_hi[j][c][2], x_lo[j][c][2]);
-        split_bf16x2(v1.z, v1.w, x_hi[j][c][3], x_lo[j][c][3]);
-      }
-    }
-    cp_async_wait<kRingStages - 2>();  // this step's group is complete
-    const uint4* slot = my_ring + (step % kRingStages) * kRingStride;
+        if (c >= valid_chunks) break;
 #pragma unroll
-    for (int c = 0; c < kChunksPerStep; ++c) {
-      if (c >= valid_chunks) break;
+        for (int tile = 0; tile < ROW_TILES; ++tile) {
+          const uint4 a_lo = ring_slot[((c * ROW_TILES + tile) * 2 + 0) * 32];  // row group
+          const uint4 a_hi = ring_slot[((c * ROW_TILES + tile) * 2 + 1) * 32];  // row group + 8
+          const uint32_t a_step0[4] = {a_lo.x, a_hi.x, a_lo.y, a_hi.y};
+          const uint32_t a_step1[4] = {a_lo.z, a_hi.z, a_lo.w, a_hi.w};
 #pragma unroll
-      for (int tile = 0; tile < ROW_TILES; ++tile) {
-        const uint4 a_lo = slot[((c * ROW_TILES + tile) * 2 + 0) * 32];  // row group
-        const uint4 a_hi = slot[((c * ROW_TILES + tile) * 2 + 1) * 32];  // row group + 8
-        const uint32_t a_step0[4] = {a_lo.x, a_hi.x, a_lo.y, a_hi.y};
-        const uint32_t a_step1[4] = {a_lo.z, a_hi.z, a_lo.w, a_hi.w};
-#pragma unroll
-        for (int j = 0; j < N_TILES; ++j) {
-          mma_bf16_16x8x16(acc[tile][j], a_step0, x_hi[j][c][0], x_hi[j][c][1]);
-          mma_bf16_16x8x16(acc[tile][j], a_step0, x_lo[j][c][0], x_lo[j][c][1]);
-          mma_bf16_16x8x16(acc[tile][j], a_step1, x_hi[j][c][2], x_hi[j][c][3]);
-          mma_bf16_16x8x16(acc[tile][j], a_step1, x_lo[j][c][2], x_lo[j][c][3]);
+          for (int j = 0; j < N_TILES; ++j) {
+            mma_bf16_16x8x16(acc[tile][j], a_step0, x_hi[j][c][0], x_hi[j][c][1]);
+            mma_bf16_16x8x16(acc[tile][j], a_step0, x_lo[j][c][0], x_lo[j][c][1]);
+            mma_bf16_16x8x16(acc[tile][j], a_step1, x_hi[j][c][2], x_hi[j][c][3]);
+            mma_bf16_16x8x16(acc[tile][j], a_step1, x_lo[j][c][2], x_lo[j][c][3]);
+          }
         }
       }
+      __syncwarp();  // the slot just read is refilled below (by the same lanes)
+      issue_step();
     }
-    __syncwarp();  // the slot just read is refilled below (by the same lanes)
-    issue_step(step + kRingStages - 1);
-  }
-  cp_async_wait<0>();
-  const bool rows_active = row_base < out;
 
-  if constexpr (K_SPLIT > 1) {
-    __shared__ float partial[kWarpsPerBlock][ROW_TILES][N_TILES][4][32];
-    if (k_part != 0) {
+    if constexpr (K_SPLIT > 1) {
+      __shared__ float partial[kWarpsPerBlock][ROW_TILES][N_TILES][4][32];
+      if (k_part != 0) {
 #pragma unroll
-      for (int tile = 0; tile < ROW_TILES; ++tile)
+        for (int tile = 0; tile < ROW_TILES; ++tile)
 #pragma unroll
-        for (int j = 0; j < N_TILES; ++j)
+          for (int j = 0; j < N_TILES; ++j)
 #pragma unroll
-          for (int r = 0; r < 4; ++r) partial[warp][tile][j][r][lane] = acc[tile][j][r];
+            for (int r = 0; r < 4; ++r) partial[warp][tile][j][r][lane] = acc[tile][j][r];
+      }
+      __syncthreads();
+      if (k_part == 0) {
+#pragma unroll
+        for (int other = 1; other < K_SPLIT; ++other)
+#pragma unroll
+          for (int tile = 0; tile < ROW_TILES; ++tile)
+#pragma unroll
+            for (int j = 0; j < N_TILES; ++j)
+#pragma unroll
+              for (int r = 0; r < 4; ++r) acc[tile][j][r] += partial[warp + other][tile][j][r][lane];
+      }
+      if (k + 1 < my_items) __syncthreads();  // the next item's partial sums overwrite these (block-uniform)
     }
-    __syncthreads();
-    if (k_part != 0) return;
-#pragma unroll
-    for (int other = 1; other < K_SPLIT; ++other)
-#pragma unroll
-      for (int tile = 0; tile < ROW_TILES; ++tile)
-#pragma unroll
-        for (int j = 0; j < N_TILES; ++j)
-#pragma unroll
-          for (int r = 0; r < 4; ++r) acc[tile][j][r] += partial[warp + other][tile][j][r][lane];
-  }
-  if (!rows_active) return;
+    if (k_part != 0 || row_base >= out) continue;
 
-  // Accumulator r of tile/column-tile j holds row (group + 8 * (r >> 1)), token (8 j + 2 t + (r & 1)).
-  constexpr int kTilesOut = GATED ? 1 : ROW_TILES;
+    // Accumulator r of tile/column-tile j holds row (group + 8 * (r >> 1)), token (8 j + 2 t + (r & 1)).
+    constexpr int kTilesOut = GATED ? 1 : ROW_TILES;
 #pragma unroll
-  for (int tile = 0; tile < kTilesOut; ++tile) {
+    for (int tile = 0; tile < kTilesOut; ++tile) {
 #pragma unroll
-    for (int j = 0; j < N_TILES; ++j) {
+      for (int j = 0; j < N_TILES; ++j) {
 #pragma unroll
-      for (int r = 0; r < 4; ++r) {
-        const int row = row_base + 16 * tile + group + 8 * (r >> 1);
-        const int col = 8 * j + 2 * thread_in_group + (r & 1);
-        if (row >= out || col >= n_cols) continue;
-        float value;
-        if constexpr (kEpilogue) {  // gpt-oss experts
-          const int64_t bias_at = p.group_expert[blockIdx.y] * p.bias_stride + row;
-          if constexpr (GATED) {
-            value = clamped_swiglu(acc[0][j][r] + (p.gate_bias ? p.gate_bias[bias_at] : 0.0f),
-                                   acc[1][j][r] + (p.up_bias ? p.up_bias[bias_at] : 0.0f), p.swiglu_alpha,
-                                   p.swiglu_limit);
+        for (int r = 0; r < 4; ++r) {
+          const int row = row_base + 16 * tile + group + 8 * (r >> 1);
+          const int col = 8 * j + 2 * thread_in_group + (r & 1);
+          if (row >= out || col >= n_cols) continue;
+          float value;
+          if constexpr (kEpilogue) {  // gpt-oss experts
+            const int64_t bias_at = p.group_expert[slot] * p.bias_stride + row;
+            if constexpr (GATED) {
+              value = clamped_swiglu(acc[0][j][r] + (p.gate_bias ? p.gate_bias[bias_at] : 0.0f),
+                                     acc[1][j][r] + (p.up_bias ? p.up_bias[bias_at] : 0.0f), p.swiglu_alpha,
+                                     p.swiglu_limit);
+            } else {
+              value = acc[tile][j][r];
+              if (p.out_bias) value += p.out_bias[bias_at];
+            }
+          } else if constexpr (GATED) {
+            value = silu(acc[0][j][r]) * acc[1][j][r];
           } else {
             value = acc[tile][j][r];
-            if (p.out_bias) value += p.out_bias[bias_at];
+            if (p.bias) value += p.bias[row];
           }
-        } else if constexpr (GATED) {
-          value = silu(acc[0][j][r]) * acc[1][j][r];
-        } else {
-          value = acc[tile][j][r];
-          if (p.bias) value += p.bias[row];
+          p.y[static_cast<int64_t>(entry_base + col) * out + row] = value;
         }
-        p.y[static_cast<int64_t>(entry_base + col) * out + row] = value;
       }
     }
   }
+  cp_async_wait<0>();
 }
 
-template <int N_TILES, bool GATED, int K_SPLIT, typename Params, int ROW_TILES = 2>
+template <int N_TILES, bool GATED, int K_SPLIT, bool EXPERT, typename Params, int ROW_TILES = 2>
 void launch_instance(dim3 grid, const Params& p, cudaStream_t stream) {
-  constexpr auto kernel = gemv_bf16_kernel<N_TILES, GATED, K_SPLIT, Params, ROW_TILES>;
+  constexpr auto kernel = gemv_bf16_kernel<N_TILES, GATED, K_SPLIT, EXPERT, Params, ROW_TILES>;
   // Over 48 KB of dynamic shared memory needs an opt-in, once per kernel instance (per device, but
   // the engine uses one device per process).
-  static const bool configured = [] {
+  // Expert mode: blocks resident per SM (two 96 KB rings), so that the grid is one wave.
+  static const int resident_per_sm = [] {
     TACHYON_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kRingBytes));
     TACHYON_CUDA_CHECK(
         cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared));
-    return true;
+    int blocks = 0;
+    TACHYON_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreadsPerBlock, kRingBytes));
+    return blocks;
   }();
-  (void)configured;
+  if (EXPERT) {  // grid.x = the number of (slot, row block) items: as many blocks as fit at once, looping over them
+    const unsigned wave = static_cast<unsigned>(std::max(resident_per_sm, 1) * cuda::current_device_info().multiprocessors);
+    grid.x = std::min(grid.x, wave);
+  }
   // Programmatic dependent launch: the kernel may start before the previous one ends (it waits for it
   // before reading x), so launch latency and the weight pipeline's ramp-up overlap the previous kernel.
   launch_programmatic("gemv_bf16_kernel", kernel, grid, dim3(kThreadsPerBlock), kRingBytes, stream, p);
 }
 
-template <int N_TILES, bool GATED, typename Params>
+template <int N_TILES, bool GATED, bool EXPERT, typename Params>
 void launch_with_split(int k_split, dim3 grid, const Params& p, cudaStream_t stream) {
   switch (k_split) {
-    case 1: launch_instance<N_TILES, GATED, 1>(grid, p, stream); break;
-    case 2: launch_instance<N_TILES, GATED, 2>(grid, p, stream); break;
-    default: launch_instance<N_TILES, GATED, 4>(grid, p, stream); break;
+    case 1: launch_instance<N_TILES, GATED, 1, EXPERT>(grid, p, stream); break;
+    case 2: launch_instance<N_TILES, GATED, 2, EXPERT>(grid, p, stream); break;
+    default: launch_instance<N_TILES, GATED, 4, EXPERT>(grid, p, stream); break;
+  }
+}
+
+template <int N_TILES, bool GATED, typename Params>
+void launch_with_split(int k_split, dim3 grid, const Params& p, cudaStream_t stream) {
+  if (p.group_count) {
+    launch_with_split<N_TILES, GATED, true>(k_split, grid, p, stream);
+  } else if constexpr (std::is_same_v<Params, GemvParams>) {  // the epilogue applies to experts only
+    launch_with_split<N_TILES, GATED, false>(k_split, grid, p, stream);
   }
 }
 
@@ -350,17 +409,19 @@ void launch_gemv(const char* name, const Params& p, bool gated, int max_cols, in
     }
   }
   const int rows_per_block = rows_per_warp * (kWarpsPerBlock / k_split);
-  const dim3 grid((p.out_features + rows_per_block - 1) / rows_per_block, groups);
+  const int row_blocks = (p.out_features + rows_per_block - 1) / rows_per_block;
+  // Experts: row_blocks x groups items over one wave of blocks (launch_instance caps grid.x).
+  const dim3 grid(p.group_count ? row_blocks * groups : row_blocks);
   // A dense matrix whose 32-row blocks would leave SMs idle (Qwen3's o_proj: 2048 rows = 64 blocks): warps of 16
   // rows, twice the blocks, each warp with twice the ring stages of half the size (as many bytes in flight).
-  const bool small_grid = static_cast<int64_t>(grid.x) * groups < cuda::current_device_info().multiprocessors;
+  const bool small_grid = row_blocks < cuda::current_device_info().multiprocessors;
   const bool one_row_tile = !gated && !p.group_count && k_split == 4 &&
                             (tuning.row_tiles == 1 || (tuning.row_tiles == 0 && small_grid));
   if constexpr (std::is_same_v<Params, GemvParams>) {
     if (one_row_tile) {
-      const dim3 grid16((p.out_features + 15) / 16, groups);
-      max_cols <= 8 ? launch_instance<1, false, 4, Params, 1>(grid16, p, stream)
-                    : launch_instance<2, false, 4, Params, 1>(grid16, p, stream);
+      const dim3 grid16((p.out_features + 15) / 16);
+      max_cols <= 8 ? launch_instance<1, false, 4, false, Params, 1>(grid16, p, stream)
+                    : launch_instance<2, false, 4, false, Params, 1>(grid16, p, stream);
       return;
     }
   }
