@@ -96,7 +96,7 @@ struct GemvEpilogueParams : GemvParams {
 };
 
 // ROW_TILES: m-tiles of 16 rows per warp (2, or 1 for small dense matrices; GATED: 2 = the gate and up tiles).
-// EXPERT: expert mode (p.group_count set), its own instances so that the dense kernel keeps no item loop.
+// EXPERT: expert mode (p.group_count set): work items looped over a one-wave grid. Dense instances run one item.
 template <int N_TILES, bool GATED, int K_SPLIT, bool EXPERT, typename Params, int ROW_TILES = 2>
 __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
   static_assert(ROW_TILES == 2 || !GATED, "the gated kernel pairs a gate and an up tile");
@@ -110,7 +110,6 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
   const int group = lane >> 2, thread_in_group = lane & 3;
   const int row_group = warp / K_SPLIT, k_part = warp % K_SPLIT;
   const int in = p.in_features, out = p.out_features;
-  constexpr bool expert_mode = EXPERT;
 
   // Work items: one block of kRowsPerBlock rows of one matrix. Dense: item = blockIdx.x (one per block). Expert
   // mode: item = slot * row_blocks + row block over the active experts' slots, the blocks looping over items with
@@ -119,16 +118,16 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
   allow_next_kernel_to_start();
   const int row_blocks = (out + kRowsPerBlock - 1) / kRowsPerBlock;
   int n_items = row_blocks;
-  if (expert_mode) {
+  if (EXPERT) {
     wait_for_previous_kernel();  // the routing tables come from the previous kernel
     n_items = *p.group_count * row_blocks;
   }
-  const int my_items = expert_mode ? (n_items > static_cast<int>(blockIdx.x)
+  const int my_items = EXPERT ? (n_items > static_cast<int>(blockIdx.x)
                                           ? (n_items - blockIdx.x + gridDim.x - 1) / gridDim.x : 0)
                                    : 1;
-  auto item_at = [&](int k) { return expert_mode ? static_cast<int>(blockIdx.x + k * gridDim.x) : static_cast<int>(blockIdx.x); };
+  auto item_at = [&](int k) { return EXPERT ? static_cast<int>(blockIdx.x + k * gridDim.x) : static_cast<int>(blockIdx.x); };
   auto expert_weight = [&](int slot, const __nv_bfloat16* base) {
-    return expert_mode ? base + static_cast<int64_t>(p.group_expert[slot]) * p.expert_stride : base;
+    return EXPERT ? base + static_cast<int64_t>(p.group_expert[slot]) * p.expert_stride : base;
   };
 
   // Weights stream through a per-warp ring of kRingStages shared-memory slots filled with cp.async: the loads of
@@ -167,7 +166,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
       }
   };
   auto issue_step = [&] {
-    // Dense: one item, its steps counted by issue_local alone (the kernel keeps v2's step loop).
+    // Dense: one item, its steps counted by issue_local alone.
     if (EXPERT ? issue_k < my_items : issue_local < steps_per_item) {
       uint4* ring_slot = my_ring + issue_stage * kRingStride;
       const int chunk0 = chunk_first + issue_local * kChunksPerStep;
@@ -197,7 +196,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
 #pragma unroll
   for (int s = 0; s < kRingStages - 1; ++s) issue_step();
   // Dense weights never depend on the previous kernel: their first steps are in flight while it finishes.
-  if (!expert_mode) wait_for_previous_kernel();
+  if (!EXPERT) wait_for_previous_kernel();
 
   int compute_stage = 0;
   for (int k = 0; k < my_items; ++k) {
@@ -205,7 +204,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
     const int slot = item / row_blocks;
     const int row_base = (item - slot * row_blocks) * kRowsPerBlock + row_group * kRowsPerWarp;
     int n_cols = p.n_tokens, entry_base = 0;
-    if (expert_mode) {
+    if (EXPERT) {
       entry_base = p.group_offsets[slot];
       n_cols = p.group_offsets[slot + 1] - entry_base;
     }
