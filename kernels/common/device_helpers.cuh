@@ -98,6 +98,11 @@ __device__ __forceinline__ void cp_async_16B(void* shared_dst, const void* globa
   const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(shared_dst));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(global_src));
 }
+// The same with the destination already a shared-space address (hoists the generic -> shared conversion out of
+// hot loops).
+__device__ __forceinline__ void cp_async_16B_to_shared_address(uint32_t shared_dst, const void* global_src) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(shared_dst), "l"(global_src));
+}
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {

@@ -137,6 +137,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
   extern __shared__ uint4 weight_ring[];  // [kRingStages][kWarpsPerBlock][kLoads][32 lanes]
   uint4* my_ring = weight_ring + warp * kLoads * 32 + lane;
   constexpr int kRingStride = kWarpsPerBlock * kLoads * 32;  // uint4s between stages
+  const uint32_t my_ring_shared = static_cast<uint32_t>(__cvta_generic_to_shared(my_ring));
 
   const int n_chunks = in / kChunkElements;
   const int chunk_first = n_chunks * k_part / K_SPLIT, chunk_end = n_chunks * (k_part + 1) / K_SPLIT;
@@ -168,7 +169,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
   auto issue_step = [&] {
     // Dense: one item, its steps counted by issue_local alone.
     if (EXPERT ? issue_k < my_items : issue_local < steps_per_item) {
-      uint4* ring_slot = my_ring + issue_stage * kRingStride;
+      const uint32_t ring_slot = my_ring_shared + issue_stage * kRingStride * 16;
       const int chunk0 = chunk_first + issue_local * kChunksPerStep;
       if (issue_rows_active) {
 #pragma unroll
@@ -178,8 +179,8 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
             for (int tile = 0; tile < ROW_TILES; ++tile)
 #pragma unroll
               for (int half = 0; half < 2; ++half)
-                cp_async_16B(ring_slot + ((c * ROW_TILES + tile) * 2 + half) * 32,
-                             w_row[tile][half] + (chunk0 + c) * kChunkElements);
+                cp_async_16B_to_shared_address(ring_slot + ((c * ROW_TILES + tile) * 2 + half) * 32 * 16,
+                                               w_row[tile][half] + (chunk0 + c) * kChunkElements);
       }
       ++issue_local;
       if (EXPERT && issue_local == steps_per_item) {
