@@ -38,8 +38,9 @@
 //      T=16 22.7 us (72%); 4096x2048 T=1 8.1 us (67%); 151936x2048 T=1 218 us (92%), T=16 229 us (88%).
 //      cuBLASLt on the same shapes: 78%, 77%, 62%, 92%, 90%.
 //   v3 (session 5) 16-row warps for small dense grids (Qwen3 o_proj 64 -> 128 blocks) and the one-wave expert
-//      grid: Qwen3-30B-A3B bf16 decode step 4676 -> 4466 -> 4364 us (nsys, exposed per layer: o_proj 11.1 ->
-//      8.4 us; expert gate/up + down 40.1 -> 37.7 us against a 24.3 us floor).
+//      grid, cp.async to a precomputed shared address: Qwen3-30B-A3B bf16 decode step 4676 -> 4466 -> 4395 -> 4317
+//      us (nsys, exposed per layer: o_proj 11.1 -> 8.4 us; expert gate/up + down 40.1 -> 37.7 us against a 24.3 us
+//      floor).
 //   Full tables: docs/gpu-kernels.md.
 #include "gemv/gemv_bf16.h"
 
