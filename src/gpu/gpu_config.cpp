@@ -54,21 +54,7 @@ void read_gpt_oss(const ConfigReader& config, const nlohmann::json& json, GpuMod
   c.swiglu_limit = static_cast<float>(config.get_float("swiglu_limit", 7.0));
   if (!(c.swiglu_limit > 0)) config.fail_field("swiglu_limit", "must be positive");
   c.swiglu_alpha = 1.702f;  // fixed in gpt-oss (not a config field)
-  // Layer types as DecoderModel::layer_sliding_windows.
-  c.sliding_windows.assign(c.layers, 0);
-  if (config.has("layer_types")) {
-    const auto& types = json["layer_types"];
-    if (!types.is_array() || types.size() != static_cast<size_t>(c.layers))
-      config.fail_field("layer_types", fmt::format("expected a list of {} layer types", c.layers));
-    for (int i = 0; i < c.layers; ++i) {
-      const std::string type = types[i].is_string() ? types[i].get<std::string>() : types[i].dump();
-      if (type == "sliding_attention")
-        c.sliding_windows[i] = static_cast<int>(config.get_dim("sliding_window", 1, 1 << 30));
-      else if (type != "full_attention")
-        config.fail_field("layer_types", fmt::format("layer {} has type {} (sliding_attention and full_attention are "
-                                                     "supported)", i, type));
-    }
-  }
+  c.sliding_windows = read_layer_sliding_windows(config, c.layers);
   if (config.has("quantization_config")) {  // as GptOssModel::uses_mxfp4
     const auto& quantization = json["quantization_config"];
     const std::string method = quantization.is_object() && quantization.contains("quant_method") &&

@@ -130,4 +130,21 @@ RopeConfig read_rope_config(const ConfigReader& reader, int rotary_dim, double d
   return rope;
 }
 
+std::vector<int> read_layer_sliding_windows(const ConfigReader& reader, int num_layers) {
+  std::vector<int> windows(num_layers, 0);
+  if (!reader.has("layer_types")) return windows;
+  const auto& types = reader.raw()["layer_types"];
+  if (!types.is_array() || types.size() != static_cast<size_t>(num_layers))
+    reader.fail_field("layer_types", fmt::format("expected a list of {} layer types", num_layers));
+  for (int i = 0; i < num_layers; ++i) {
+    const std::string type = types[i].is_string() ? types[i].get<std::string>() : types[i].dump();
+    if (type == "sliding_attention")
+      windows[i] = static_cast<int>(reader.get_dim("sliding_window", 1, 1 << 30));
+    else if (type != "full_attention")
+      reader.fail_field("layer_types",
+                        fmt::format("layer {} has type {} (sliding_attention and full_attention are supported)", i, type));
+  }
+  return windows;
+}
+
 }  // namespace tachyon

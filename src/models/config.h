@@ -55,4 +55,9 @@ struct RopeConfig {
 // Unsupported rope types give an error naming the field and the type.
 RopeConfig read_rope_config(const ConfigReader& reader, int rotary_dim, double default_theta = 10000.0);
 
+// The sliding window of each of num_layers layers from `layer_types` (gpt-oss, Qwen2, DFlash drafters):
+// "sliding_attention" layers get `sliding_window`, "full_attention" ones 0; all 0 without layer_types. Any other
+// type, or a list of the wrong length, is an error naming the field.
+std::vector<int> read_layer_sliding_windows(const ConfigReader& reader, int num_layers);
+
 }  // namespace tachyon

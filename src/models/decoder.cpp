@@ -69,18 +69,7 @@ void DecoderModel::load_common(const CommonOptions& options) {
 }
 
 std::vector<int> DecoderModel::layer_sliding_windows() const {
-  std::vector<int> windows(num_layers_, 0);
-  if (!config_.has("layer_types")) return windows;
-  const auto& types = config_.raw()["layer_types"];
-  if (!types.is_array() || types.size() != static_cast<size_t>(num_layers_))
-    config_.fail_field("layer_types", fmt::format("expected a list of {} layer types", num_layers_));
-  for (int i = 0; i < num_layers_; ++i) {
-    const std::string type = types[i].is_string() ? types[i].get<std::string>() : types[i].dump();
-    if (type == "sliding_attention") windows[i] = static_cast<int>(config_.get_dim("sliding_window", 1, 1 << 30));
-    else if (type != "full_attention")
-      config_.fail_field("layer_types", fmt::format("layer {} has type {} (sliding_attention and full_attention are supported)", i, type));
-  }
-  return windows;
+  return read_layer_sliding_windows(config_, num_layers_);
 }
 
 AttentionWeights DecoderModel::load_attention(int layer, bool qkv_bias, bool o_bias, bool qk_norm) const {

@@ -92,21 +92,11 @@ DFlashDrafterConfig read_dflash_drafter_config(const Checkpoint& checkpoint, con
   c.attention_bias = config.get_bool("attention_bias", false);
   c.prefix = checkpoint.weights.has("fc.weight") || !checkpoint.weights.has("model.fc.weight") ? "" : "model.";
 
-  std::vector<std::string> layer_types(c.num_layers, "full_attention");
-  if (config.has("layer_types")) {
-    const auto& types = config.raw()["layer_types"];
-    if (!types.is_array() || types.size() != static_cast<size_t>(c.num_layers))
-      config.fail_field("layer_types", fmt::format("expected a list of {} layer types", c.num_layers));
-    for (int i = 0; i < c.num_layers; ++i)
-      layer_types[i] = types[i].is_string() ? types[i].get<std::string>() : types[i].dump();
-  }
+  const std::vector<int> windows = read_layer_sliding_windows(config, c.num_layers);
   const bool has_is_causal = config.has("is_causal");
   for (int i = 0; i < c.num_layers; ++i) {
     DFlashDrafterConfig::LayerAttention layer;
-    const std::string& type = layer_types[i];
-    if (type == "sliding_attention") layer.sliding_window = static_cast<int>(config.get_dim("sliding_window", 1, 1 << 30));
-    else if (type != "full_attention")
-      config.fail_field("layer_types", fmt::format("layer {} has type {} (sliding_attention and full_attention are supported)", i, type));
+    layer.sliding_window = windows[i];
     layer.causal = has_is_causal ? config.get_bool("is_causal", false) : layer.sliding_window > 0;
     c.layers.push_back(layer);
   }
