@@ -32,7 +32,7 @@ nlohmann::json merged_config(const nlohmann::json& config) {
 }  // namespace
 
 const TensorView& DFlashDrafter::tensor(const std::string& name, std::initializer_list<int64_t> shape) const {
-  return weights_.get(prefix_ + name, shape);
+  return weights_.get(config_.prefix + name, shape);
 }
 
 DFlashDrafterConfig read_dflash_drafter_config(const Checkpoint& checkpoint, const DrafterTargetInfo& target) {
@@ -105,32 +105,18 @@ DFlashDrafterConfig read_dflash_drafter_config(const Checkpoint& checkpoint, con
 
 DFlashDrafter::DFlashDrafter(const Checkpoint& checkpoint, const DrafterTargetInfo& target)
     : config_(read_dflash_drafter_config(checkpoint, target)), weights_(checkpoint.weights), target_(target) {
+  const DFlashDrafterConfig& c = config_;
   if (!target.embed_tokens || !target.lm_head) fail("{}: the target provides no embedding / lm_head", checkpoint.path);
-  hidden_size_ = config_.hidden_size;
-  num_layers_ = config_.num_layers;
-  num_heads_ = config_.num_heads;
-  num_kv_heads_ = config_.num_kv_heads;
-  head_dim_ = config_.head_dim;
-  intermediate_ = config_.intermediate_size;
-  rms_eps_ = config_.rms_eps;
-  attention_scale_ = config_.attention_scale;
-  block_size_ = config_.block_size;
-  mask_token_id_ = config_.mask_token_id;
-  embedding_scale_ = config_.embedding_scale;
-  output_multiplier_ = config_.output_multiplier;
-  softcap_ = config_.softcap;
-  target_layer_ids_ = config_.target_layer_ids;
-  rope_.emplace(config_.rope);
-  prefix_ = config_.prefix;
+  rope_.emplace(c.rope);
 
-  const int64_t d = hidden_size_, k_features = static_cast<int64_t>(target_layer_ids_.size());
+  const int64_t d = c.hidden_size, k_features = static_cast<int64_t>(c.target_layer_ids.size());
   fc_ = &tensor("fc.weight", {d, k_features * d});
   hidden_norm_ = to_float_vector(tensor("hidden_norm.weight", {d}));
   final_norm_ = to_float_vector(tensor("norm.weight", {d}));
 
-  const int64_t q_width = int64_t{num_heads_} * head_dim_, kv_width = int64_t{num_kv_heads_} * head_dim_;
-  const bool bias = config_.attention_bias;
-  for (int i = 0; i < num_layers_; ++i) {
+  const int64_t q_width = int64_t{c.num_heads} * c.head_dim, kv_width = int64_t{c.num_kv_heads} * c.head_dim;
+  const bool bias = c.attention_bias;
+  for (int i = 0; i < c.num_layers; ++i) {
     Layer layer;
     auto name = [&](const std::string& suffix) { return fmt::format("layers.{}.{}", i, suffix); };
     layer.q = &tensor(name("self_attn.q_proj.weight"), {q_width, d});
@@ -143,83 +129,87 @@ DFlashDrafter::DFlashDrafter(const Checkpoint& checkpoint, const DrafterTargetIn
       layer.v_bias = to_float_vector(tensor(name("self_attn.v_proj.bias"), {kv_width}));
       layer.o_bias = to_float_vector(tensor(name("self_attn.o_proj.bias"), {d}));
     }
-    layer.q_norm = to_float_vector(tensor(name("self_attn.q_norm.weight"), {head_dim_}));
-    layer.k_norm = to_float_vector(tensor(name("self_attn.k_norm.weight"), {head_dim_}));
+    layer.q_norm = to_float_vector(tensor(name("self_attn.q_norm.weight"), {c.head_dim}));
+    layer.k_norm = to_float_vector(tensor(name("self_attn.k_norm.weight"), {c.head_dim}));
     layer.input_norm = to_float_vector(tensor(name("input_layernorm.weight"), {d}));
     layer.post_attention_norm = to_float_vector(tensor(name("post_attention_layernorm.weight"), {d}));
-    layer.gate = &tensor(name("mlp.gate_proj.weight"), {intermediate_, d});
-    layer.up = &tensor(name("mlp.up_proj.weight"), {intermediate_, d});
-    layer.down = &tensor(name("mlp.down_proj.weight"), {d, intermediate_});
-    layer.causal = config_.layers[i].causal;
-    layer.sliding_window = config_.layers[i].sliding_window;
+    layer.gate = &tensor(name("mlp.gate_proj.weight"), {c.intermediate_size, d});
+    layer.up = &tensor(name("mlp.up_proj.weight"), {c.intermediate_size, d});
+    layer.down = &tensor(name("mlp.down_proj.weight"), {d, c.intermediate_size});
+    layer.causal = c.layers[i].causal;
+    layer.sliding_window = c.layers[i].sliding_window;
     layers_.push_back(std::move(layer));
   }
 }
 
 KvCache DFlashDrafter::new_cache(int64_t max_positions) const {
-  const int64_t kv_width = int64_t{num_kv_heads_} * head_dim_;
-  return KvCache(std::vector<std::pair<int64_t, int64_t>>(num_layers_, {kv_width, kv_width}), max_positions);
+  const DFlashDrafterConfig& c = config_;
+  const int64_t kv_width = int64_t{c.num_kv_heads} * c.head_dim;
+  return KvCache(std::vector<std::pair<int64_t, int64_t>>(c.num_layers, {kv_width, kv_width}), max_positions);
 }
 
 void DFlashDrafter::store_keys_values(const Layer& layer, const float* input, int64_t n, int64_t start,
                                       KvLayer& kv) const {
-  const int64_t kv_width = int64_t{num_kv_heads_} * head_dim_;
+  const DFlashDrafterConfig& c = config_;
+  const int64_t kv_width = int64_t{c.num_kv_heads} * c.head_dim;
   std::vector<float> k(n * kv_width), v(n * kv_width);
   linear(*layer.k, layer.k_bias.empty() ? nullptr : layer.k_bias.data(), input, n, k.data());
   linear(*layer.v, layer.v_bias.empty() ? nullptr : layer.v_bias.data(), input, n, v.data());
-  rms_norm(k.data(), layer.k_norm.data(), rms_eps_, n * num_kv_heads_, head_dim_, k.data());
+  rms_norm(k.data(), layer.k_norm.data(), c.rms_eps, n * c.num_kv_heads, c.head_dim, k.data());
   for (int64_t t = 0; t < n; ++t) {
-    for (int h = 0; h < num_kv_heads_; ++h) rope_->apply(k.data() + (t * num_kv_heads_ + h) * head_dim_, start + t);
+    for (int h = 0; h < c.num_kv_heads; ++h) rope_->apply(k.data() + (t * c.num_kv_heads + h) * c.head_dim, start + t);
     std::copy_n(k.data() + t * kv_width, kv_width, kv.k_row(start + t));
     std::copy_n(v.data() + t * kv_width, kv_width, kv.v_row(start + t));
   }
 }
 
 void DFlashDrafter::add_context(const float* features, int64_t n, KvCache& cache) const {
+  const DFlashDrafterConfig& c = config_;
   if (n == 0) return;
-  const int64_t start = cache.length(), d = hidden_size_;
+  const int64_t start = cache.length(), d = c.hidden_size;
   cache.reserve_for(n);
   std::vector<float> ctx(n * d);
   linear(*fc_, nullptr, features, n, ctx.data());
-  rms_norm(ctx.data(), hidden_norm_.data(), rms_eps_, n, d, ctx.data());
+  rms_norm(ctx.data(), hidden_norm_.data(), c.rms_eps, n, d, ctx.data());
   // ctx rows skip input_layernorm, Q, o_proj and the MLP: they only lend keys and values to every layer.
-  for (int i = 0; i < num_layers_; ++i) store_keys_values(layers_[i], ctx.data(), n, start, cache.layer(i));
+  for (int i = 0; i < c.num_layers; ++i) store_keys_values(layers_[i], ctx.data(), n, start, cache.layer(i));
   cache.advance(n);
 }
 
 std::vector<float> DFlashDrafter::draft(std::span<const int32_t> block, KvCache& cache) const {
-  const int64_t n = static_cast<int64_t>(block.size()), start = cache.length(), d = hidden_size_;
+  const DFlashDrafterConfig& c = config_;
+  const int64_t n = static_cast<int64_t>(block.size()), start = cache.length(), d = c.hidden_size;
   if (n < 2) fail("DFlash draft: a block needs at least 2 slots (bonus + 1 mask), got {}", n);
   for (int32_t id : block)
     if (id < 0 || id >= target_.vocab_size) fail("DFlash draft: token id {} is outside the vocabulary [0, {})", id, target_.vocab_size);
   cache.reserve_for(n);  // the block's keys/values go to [start, start + n) without advancing
 
-  const int64_t q_width = int64_t{num_heads_} * head_dim_, keys = start + n;
-  const int group = num_heads_ / num_kv_heads_;
+  const int64_t q_width = int64_t{c.num_heads} * c.head_dim, keys = start + n;
+  const int group = c.num_heads / c.num_kv_heads;
   std::vector<float> x(n * d), h(n * d), q(n * q_width), context(n * q_width), delta(n * d);
-  std::vector<float> gate(n * intermediate_), up(n * intermediate_);
+  std::vector<float> gate(n * c.intermediate_size), up(n * c.intermediate_size);
   for (int64_t t = 0; t < n; ++t) {
     target_.embed_tokens->row_to_float(block[t], x.data() + t * d);
-    if (embedding_scale_ != 1.0f)
-      for (int64_t i = 0; i < d; ++i) x[t * d + i] *= embedding_scale_;
+    if (c.embedding_scale != 1.0f)
+      for (int64_t i = 0; i < d; ++i) x[t * d + i] *= c.embedding_scale;
   }
-  for (int li = 0; li < num_layers_; ++li) {
+  for (int li = 0; li < c.num_layers; ++li) {
     const Layer& layer = layers_[li];
     KvLayer& kv = cache.layer(li);
-    rms_norm(x.data(), layer.input_norm.data(), rms_eps_, n, d, h.data());
+    rms_norm(x.data(), layer.input_norm.data(), c.rms_eps, n, d, h.data());
     store_keys_values(layer, h.data(), n, start, kv);
     linear(*layer.q, layer.q_bias.empty() ? nullptr : layer.q_bias.data(), h.data(), n, q.data());
-    rms_norm(q.data(), layer.q_norm.data(), rms_eps_, n * num_heads_, head_dim_, q.data());
+    rms_norm(q.data(), layer.q_norm.data(), c.rms_eps, n * c.num_heads, c.head_dim, q.data());
     for (int64_t t = 0; t < n; ++t)
-      for (int hd = 0; hd < num_heads_; ++hd) rope_->apply(q.data() + (t * num_heads_ + hd) * head_dim_, start + t);
+      for (int hd = 0; hd < c.num_heads; ++hd) rope_->apply(q.data() + (t * c.num_heads + hd) * c.head_dim, start + t);
     // Block rows attend to every cached ctx row and to every block row (bidirectional), unless the layer is
     // causal / windowed. Key j is the cache row at position j.
-    parallel_for(n * num_heads_, [&](int64_t begin, int64_t end) {
+    parallel_for(n * c.num_heads, [&](int64_t begin, int64_t end) {
       std::vector<float> scores(keys);
       for (int64_t job = begin; job < end; ++job) {
-        const int64_t t = job / num_heads_, pos = start + t;
-        const int head = static_cast<int>(job % num_heads_), kv_head = head / group;
-        const float* qh = q.data() + (t * num_heads_ + head) * head_dim_;
+        const int64_t t = job / c.num_heads, pos = start + t;
+        const int head = static_cast<int>(job % c.num_heads), kv_head = head / group;
+        const float* qh = q.data() + (t * c.num_heads + head) * c.head_dim;
         float max = -INFINITY;
         for (int64_t j = 0; j < keys; ++j) {
           bool visible = !layer.causal || j <= pos;
@@ -227,38 +217,38 @@ std::vector<float> DFlashDrafter::draft(std::span<const int32_t> block, KvCache&
             visible = visible && pos - j < layer.sliding_window;
             if (!layer.causal) visible = visible && j - pos < layer.sliding_window;
           }
-          scores[j] = visible ? dot(qh, kv.k_row(j) + kv_head * head_dim_, head_dim_) * attention_scale_ : -INFINITY;
+          scores[j] = visible ? dot(qh, kv.k_row(j) + kv_head * c.head_dim, c.head_dim) * c.attention_scale : -INFINITY;
           max = std::max(max, scores[j]);
         }
         float sum = 0;
         for (int64_t j = 0; j < keys; ++j) sum += scores[j] = scores[j] == -INFINITY ? 0.0f : std::exp(scores[j] - max);
-        float* out = context.data() + (t * num_heads_ + head) * head_dim_;
-        std::fill(out, out + head_dim_, 0.0f);
+        float* out = context.data() + (t * c.num_heads + head) * c.head_dim;
+        std::fill(out, out + c.head_dim, 0.0f);
         for (int64_t j = 0; j < keys; ++j) {
           if (scores[j] == 0.0f) continue;
           const float p = scores[j] / sum;
-          const float* vh = kv.v_row(j) + kv_head * head_dim_;
-          for (int c = 0; c < head_dim_; ++c) out[c] += p * vh[c];
+          const float* vh = kv.v_row(j) + kv_head * c.head_dim;
+          for (int i = 0; i < c.head_dim; ++i) out[i] += p * vh[i];
         }
       }
     });
     linear(*layer.o, layer.o_bias.empty() ? nullptr : layer.o_bias.data(), context.data(), n, delta.data());
     for (int64_t i = 0; i < n * d; ++i) x[i] += delta[i];
-    rms_norm(x.data(), layer.post_attention_norm.data(), rms_eps_, n, d, h.data());
+    rms_norm(x.data(), layer.post_attention_norm.data(), c.rms_eps, n, d, h.data());
     linear(*layer.gate, nullptr, h.data(), n, gate.data());
     linear(*layer.up, nullptr, h.data(), n, up.data());
-    swiglu(gate.data(), up.data(), n * intermediate_, gate.data());
+    swiglu(gate.data(), up.data(), n * c.intermediate_size, gate.data());
     linear(*layer.down, nullptr, gate.data(), n, delta.data());
     for (int64_t i = 0; i < n * d; ++i) x[i] += delta[i];
   }
   // Slot 0 (the bonus) predicts nothing; slots 1..n-1 each predict their own token.
-  rms_norm(x.data() + d, final_norm_.data(), rms_eps_, n - 1, d, h.data());
+  rms_norm(x.data() + d, final_norm_.data(), c.rms_eps, n - 1, d, h.data());
   std::vector<float> logits((n - 1) * target_.vocab_size);
   linear(*target_.lm_head, nullptr, h.data(), n - 1, logits.data());
-  if (output_multiplier_ != 1.0f)
-    for (float& l : logits) l *= output_multiplier_;
-  if (softcap_ > 0)
-    for (float& l : logits) l = std::tanh(l / softcap_) * softcap_;
+  if (c.output_multiplier != 1.0f)
+    for (float& l : logits) l *= c.output_multiplier;
+  if (c.softcap > 0)
+    for (float& l : logits) l = std::tanh(l / c.softcap) * c.softcap;
   return logits;
 }
 

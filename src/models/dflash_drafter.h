@@ -71,12 +71,12 @@ class DFlashDrafter {
   DFlashDrafter(const DFlashDrafter&) = delete;  // layers_ point into the checkpoint's tensors
   DFlashDrafter& operator=(const DFlashDrafter&) = delete;
 
-  int block_size() const { return block_size_; }  // from the checkpoint
-  int32_t mask_token_id() const { return mask_token_id_; }
-  const std::vector<int>& target_layer_ids() const { return target_layer_ids_; }
+  int block_size() const { return config_.block_size; }  // from the checkpoint
+  int32_t mask_token_id() const { return config_.mask_token_id; }
+  const std::vector<int>& target_layer_ids() const { return config_.target_layer_ids; }
   const DFlashDrafterConfig& config() const { return config_; }
-  int feature_width() const { return static_cast<int>(target_layer_ids_.size()) * hidden_size_; }
-  int num_layers() const { return num_layers_; }
+  int feature_width() const { return static_cast<int>(config_.target_layer_ids.size()) * config_.hidden_size; }
+  int num_layers() const { return config_.num_layers; }
   int vocab_size() const { return target_.vocab_size; }
 
   KvCache new_cache(int64_t max_positions) const;
@@ -103,13 +103,7 @@ class DFlashDrafter {
 
   DFlashDrafterConfig config_;
   const WeightStore& weights_;
-  std::string prefix_;  // "" (z-lab) or "model."
   DrafterTargetInfo target_;
-  int hidden_size_ = 0, num_layers_ = 0, num_heads_ = 0, num_kv_heads_ = 0, head_dim_ = 0, intermediate_ = 0;
-  int block_size_ = 16;
-  int32_t mask_token_id_ = 0;
-  float rms_eps_ = 1e-6f, attention_scale_ = 0, embedding_scale_ = 1, output_multiplier_ = 1, softcap_ = 0;
-  std::vector<int> target_layer_ids_;
   std::optional<Rope> rope_;
   const TensorView* fc_ = nullptr;  // [D, K * D]
   std::vector<float> hidden_norm_, final_norm_;
