@@ -340,9 +340,8 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
 template <int N_TILES, bool GATED, int K_SPLIT, bool EXPERT, typename Params, int ROW_TILES = 2>
 void launch_instance(dim3 grid, const Params& p, cudaStream_t stream) {
   constexpr auto kernel = gemv_bf16_kernel<N_TILES, GATED, K_SPLIT, EXPERT, Params, ROW_TILES>;
-  // Over 48 KB of dynamic shared memory needs an opt-in, once per kernel instance (per device, but
-  // the engine uses one device per process).
-  // Expert mode: blocks resident per SM (two 96 KB rings), so that the grid is one wave.
+  // Once per kernel instance (the engine uses one device per process): the opt-in to over 48 KB of dynamic shared
+  // memory, and the blocks resident per SM (two 96 KB rings), which sizes the expert grid to one wave.
   static const int resident_per_sm = [] {
     TACHYON_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kRingBytes));
     TACHYON_CUDA_CHECK(
