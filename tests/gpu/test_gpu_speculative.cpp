@@ -121,6 +121,25 @@ GpuSpecDecoder load_pair(const Checkpoint& target, const Checkpoint& drafter, in
   return load_gpu_spec_decoder(target, drafter, options);
 }
 
+// The tiny Qwen3 target with its fixture drafter on the GPU; the checkpoints outlive the decoder that reads them.
+struct Qwen3SpecPair {
+  explicit Qwen3SpecPair(int64_t kv_positions)
+      : target_checkpoint(open_checkpoint(test::fixture_path("tiny/qwen3"))),
+        drafter_checkpoint(open_checkpoint(test::fixture_path("dflash/qwen3") + "/drafter")),
+        loaded(load_pair(target_checkpoint, drafter_checkpoint, kv_positions)) {}
+  Checkpoint target_checkpoint, drafter_checkpoint;
+  GpuSpecDecoder loaded;
+};
+
+std::vector<int32_t> plain_sampled(GpuModel& model, std::span<const int32_t> prompt, int max_tokens,
+                                   const SamplingParams& p) {
+  model.truncate(0);
+  DecodeLoop loop(model, DecodeSampling{p.temperature, p.top_k, p.top_p, p.seed});
+  loop.start(prompt);
+  loop.enqueue(max_tokens - 1);
+  return loop.tokens();
+}
+
 class GpuSpecGreedy : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(GpuSpecGreedy, RandomDrafterMatchesPlainGreedy) {
@@ -164,13 +183,10 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, GpuSpecGreedy, ::testing::Values("qwen3", "ll
 
 TEST(GpuSpecStops, StopIdsEndGenerationInsideABlock) {
   SKIP_WITHOUT_GPU();
-  const std::string dir = test::fixture_path("dflash/qwen3");
-  Checkpoint target_checkpoint = open_checkpoint(test::fixture_path("tiny/qwen3"));
-  Checkpoint drafter_checkpoint = open_checkpoint(dir + "/drafter");
-  GpuSpecDecoder loaded = load_pair(target_checkpoint, drafter_checkpoint, 256);
-  GpuModel* model = loaded.target.get();
-  GpuDrafter& drafter = *loaded.drafter;
-  const auto prompts = random_prompts(4, target_checkpoint.config.value("vocab_size", 0), 77);
+  Qwen3SpecPair pair(256);
+  GpuModel* model = pair.loaded.target.get();
+  GpuDrafter& drafter = *pair.loaded.drafter;
+  const auto prompts = random_prompts(4, pair.target_checkpoint.config.value("vocab_size", 0), 77);
   for (const auto& prompt : prompts) {
     const std::vector<int32_t> plain = plain_greedy(*model, prompt, 30);
     SpecDecodeParams params;
@@ -194,12 +210,9 @@ TEST(GpuSpecStops, StopIdsEndGenerationInsideABlock) {
 // drafts while they equal those draws (the target-sampled rule): so a seed gives plain sampling's tokens.
 TEST(GpuSpecSampling, SameTokensAsPlainSamplingForASeed) {
   SKIP_WITHOUT_GPU();
-  const std::string dir = test::fixture_path("dflash/qwen3");
-  Checkpoint target_checkpoint = open_checkpoint(test::fixture_path("tiny/qwen3"));
-  Checkpoint drafter_checkpoint = open_checkpoint(dir + "/drafter");
-  GpuSpecDecoder loaded = load_pair(target_checkpoint, drafter_checkpoint, 256);
-  GpuModel* model = loaded.target.get();
-  GpuDrafter& drafter = *loaded.drafter;
+  Qwen3SpecPair pair(256);
+  GpuModel* model = pair.loaded.target.get();
+  GpuDrafter& drafter = *pair.loaded.drafter;
   const auto prompts = random_prompts(6, model->config().vocab, 5);
   for (size_t i = 0; i < prompts.size(); ++i) {
     SpecDecodeParams params;
@@ -210,25 +223,10 @@ TEST(GpuSpecSampling, SameTokensAsPlainSamplingForASeed) {
     params.sampling.seed = 1234 + i;
     params.spec.block_size = 2 + static_cast<int>(i * 3 % 15);
     const SpecDecodeResult spec = gpu_speculative_decode(*model, drafter, prompts[i], params);
-    DecodeSampling sampling{params.sampling.temperature, params.sampling.top_k, params.sampling.top_p,
-                            params.sampling.seed};
-    model->truncate(0);
-    DecodeLoop loop(*model, sampling);
-    loop.start(prompts[i]);
-    loop.enqueue(params.max_tokens - 1);
-    EXPECT_EQ(spec.tokens, loop.tokens()) << "prompt " << i;
+    EXPECT_EQ(spec.tokens, plain_sampled(*model, prompts[i], params.max_tokens, params.sampling)) << "prompt " << i;
     params.sampling.seed += 1000;
     EXPECT_NE(gpu_speculative_decode(*model, drafter, prompts[i], params).tokens, spec.tokens) << "prompt " << i;
   }
-}
-
-std::vector<int32_t> plain_sampled(GpuModel& model, std::span<const int32_t> prompt, int max_tokens,
-                                   const SamplingParams& p) {
-  model.truncate(0);
-  DecodeLoop loop(model, DecodeSampling{p.temperature, p.top_k, p.top_p, p.seed});
-  loop.start(prompt);
-  loop.enqueue(max_tokens - 1);
-  return loop.tokens();
 }
 
 // The serving path: one decoder, its decode_fn called for request after request. The sampled graphs read their
@@ -236,10 +234,8 @@ std::vector<int32_t> plain_sampled(GpuModel& model, std::span<const int32_t> pro
 // earlier request captured; greedy and sampled requests use different graphs (argmax vs sampler).
 TEST(GpuSpecSession, ConsecutiveRequestsMatchPlainAndReuseGraphs) {
   SKIP_WITHOUT_GPU();
-  const std::string dir = test::fixture_path("dflash/qwen3");
-  Checkpoint target_checkpoint = open_checkpoint(test::fixture_path("tiny/qwen3"));
-  Checkpoint drafter_checkpoint = open_checkpoint(dir + "/drafter");
-  GpuSpecDecoder loaded = load_pair(target_checkpoint, drafter_checkpoint, 512);
+  Qwen3SpecPair pair(512);
+  GpuSpecDecoder& loaded = pair.loaded;
   ASSERT_NE(loaded.session, nullptr);
   GpuModel& model = *loaded.target;
   const SpecDecodeFn decode = loaded.decode_fn();
