@@ -94,14 +94,13 @@ namespace tachyon::kernels {
 // No "memory" clobber here on purpose: it would stop the compiler from hoisting the address loads of later
 // copies (e.g. block-table lookups) above earlier copies, serializing their latencies. Ordering against
 // ordinary accesses of the destination comes from cp_async_wait (which clobbers memory) and barriers.
-__device__ __forceinline__ void cp_async_16B(void* shared_dst, const void* global_src) {
-  const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(shared_dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(global_src));
-}
-// The same with the destination already a shared-space address (hoists the generic -> shared conversion out of
-// hot loops).
+// cp_async_16B_to_shared_address: the destination already a shared-space address (lets a hot loop convert its
+// ring's address once).
 __device__ __forceinline__ void cp_async_16B_to_shared_address(uint32_t shared_dst, const void* global_src) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(shared_dst), "l"(global_src));
+}
+__device__ __forceinline__ void cp_async_16B(void* shared_dst, const void* global_src) {
+  cp_async_16B_to_shared_address(static_cast<uint32_t>(__cvta_generic_to_shared(shared_dst)), global_src);
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 template <int N>
