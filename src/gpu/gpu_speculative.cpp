@@ -75,15 +75,16 @@ class GpuSpecSession::Round {
   // drafter, the first token on the device (ring[0]). The target must be empty (truncate(0)).
   void start(std::span<const int32_t> prompt, const SamplingParams& sampling) {
     sampled_ = sampling.temperature > 0;
-    params_host_ = kernels::SamplingParams{};
-    params_host_.temperature = sampled_ ? sampling.temperature : 0.0f;
-    params_host_.top_k = sampling.top_k;
-    params_host_.top_p = sampling.top_p;
-    params_host_.seed = sampling.seed;
-    params_host_.consecutive_offsets = true;
-    // Pageable source: staged before the call returns (the previous request has finished: decode synchronizes).
-    TACHYON_CUDA_CHECK(cudaMemcpyAsync(sampling_params_.data(), &params_host_, sizeof params_host_,
-                                       cudaMemcpyHostToDevice, stream()));
+    kernels::SamplingParams params;
+    params.temperature = sampled_ ? sampling.temperature : 0.0f;
+    params.top_k = sampling.top_k;
+    params.top_p = sampling.top_p;
+    params.seed = sampling.seed;
+    params.consecutive_offsets = true;
+    // A pageable source is staged before cudaMemcpyAsync returns, so a local will do (and the previous request
+    // has finished reading the device copy: decode synchronizes before it returns).
+    TACHYON_CUDA_CHECK(
+        cudaMemcpyAsync(sampling_params_.data(), &params, sizeof params, cudaMemcpyHostToDevice, stream()));
     rng_offset_.fill_bytes(0, stream());  // the first token uses Philox offset 0
     const int64_t n = static_cast<int64_t>(prompt.size());
     cuda::DeviceBuffer<float> prompt_features(static_cast<size_t>(n) * target_.feature_width());
@@ -184,7 +185,6 @@ class GpuSpecSession::Round {
   GpuDrafter& drafter_;
   int vocab_;
   bool sampled_ = false;                  // this request's target choice: sampler (T > 0) or argmax
-  kernels::SamplingParams params_host_;   // source of the upload in start()
   cuda::DeviceBuffer<int> state_;
   cuda::DeviceBuffer<uint64_t> rng_offset_;
   cuda::DeviceBuffer<kernels::SamplingParams> sampling_params_;  // [1], read by every sampled replay
