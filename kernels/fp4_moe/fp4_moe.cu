@@ -373,8 +373,8 @@ Fp4MoeTuning parse_fp4_moe_tuning(const std::string& text) {
     else if (word.rfind("s", 0) == 0) t.stages = value(1);
     else throw std::invalid_argument("parse_fp4_moe_tuning: unknown field '" + word + "' in '" + text + "'");
   }
-  if (t.version < 0 || t.version > 3)
-    throw std::invalid_argument("parse_fp4_moe_tuning: version is 1, 2 or 3: '" + text + "'");
+  if (t.version < 0 || t.version > 2)
+    throw std::invalid_argument("parse_fp4_moe_tuning: version is 1 or 2: '" + text + "'");
   return t;
 }
 
@@ -400,18 +400,16 @@ const Fp4MoeTuning& default_fp4_moe_tuning() {
   return tuning;
 }
 
-namespace {
-
-// The gate/up kernels' parameters, checked (shared by the two-launch path and the fused version 3).
-GateUpEpilogueParams gate_up_params(const Fp4ExpertMatrices& gate, const Fp4ExpertMatrices& up,
-                                    const ExpertRouting& routing, const float* x, float* h, const Fp4MoeTuning& tuning,
-                                    const ExpertEpilogue& epilogue) {
+void fp4_expert_gate_up(const Fp4ExpertMatrices& gate, const Fp4ExpertMatrices& up, const ExpertRouting& routing,
+                        const float* x, float* h, cudaStream_t stream, int k_split, const Fp4MoeTuning& tuning,
+                        const ExpertEpilogue& epilogue) {
   const char* name = "fp4_expert_gate_up";
   check_matrices(name, gate, gate.rows, gate.cols);
   check_matrices(name, up, gate.rows, gate.cols);
   TACHYON_REQUIRE(gate.kind == up.kind, name, "gate and up must have the same FP4 format");
   TACHYON_REQUIRE(routing.n_tokens >= 1 && routing.n_tokens <= 16 && routing.top_k > 0, name, "1..16 tokens, top_k > 0");
   TACHYON_REQUIRE(reinterpret_cast<uintptr_t>(x) % 16 == 0, name, "x must be 16-byte aligned");
+  if (routing.max_active_experts <= 0) return;
   GateUpEpilogueParams ep{};  // the plain kernels get its GateUpParams part only
   GateUpParams& p = ep;
   p = GateUpParams{gate.tiles, up.tiles, gate.expert_stride, up.expert_stride, gate.global_scales, up.global_scales,
@@ -431,52 +429,6 @@ GateUpEpilogueParams gate_up_params(const Fp4ExpertMatrices& gate, const Fp4Expe
     ep.swiglu_limit = epilogue.swiglu_limit;
     ep.swiglu_alpha = epilogue.swiglu_alpha;
   }
-  return ep;
-}
-
-// The down kernels' parameters, checked.
-DownBiasParams down_params(const Fp4ExpertMatrices& down, const ExpertRouting& routing, const float* h,
-                           const float* topk_weights, float* out, bool accumulate, bool after_gate_up,
-                           const Fp4MoeTuning& tuning, const ExpertEpilogue& epilogue) {
-  const char* name = "fp4_expert_down_combine";
-  check_matrices(name, down, down.rows, down.cols);
-  TACHYON_REQUIRE(routing.n_tokens >= 1 && routing.n_tokens <= 16 && routing.top_k > 0, name, "1..16 tokens, top_k > 0");
-  TACHYON_REQUIRE(reinterpret_cast<uintptr_t>(h) % 16 == 0, name, "h must be 16-byte aligned");
-  DownBiasParams bp{};  // the plain kernels get its DownParams part only
-  DownParams& p = bp;
-  p = DownParams{down.tiles, down.expert_stride, down.global_scales, down.rows, down.cols, h, topk_weights, out,
-                 routing.active_expert_count, routing.active_experts, routing.slot_offsets, routing.sorted_assignments,
-                 routing.top_k, routing.n_tokens, accumulate, after_gate_up};
-  if (epilogue.down_bias) {
-    TACHYON_REQUIRE(tuning.version != 1, name, "the gpt-oss down bias is in version 2 only");
-    TACHYON_REQUIRE((tuning.down_stages == 0 || tuning.down_stages == 6) && tuning.packed_h == 0, name,
-                    "the gpt-oss down bias is compiled for 6 stages and float h only (ds6, no hp1)");
-    TACHYON_REQUIRE(epilogue.down_bias_stride >= down.rows, name, "down_bias_stride must be >= rows");
-    bp.bias = epilogue.down_bias;
-    bp.bias_stride = epilogue.down_bias_stride;
-  }
-  return bp;
-}
-
-// Version 2+ down items (expert, k part): at least one per warp when few experts are active (1 token: 8 experts,
-// 16 warps: 2 parts of 6 tiles each), whole experts otherwise; the parts must divide the expert's column tiles.
-int down_items_per_expert(const Fp4MoeTuning& tuning, int warps, int col_tiles, int max_active_experts) {
-  int k_split = tuning.down_k_split;
-  if (k_split <= 0)
-    k_split = std::clamp((warps + std::max(1, max_active_experts) - 1) / std::max(1, max_active_experts), 1, 4);
-  k_split = std::clamp(k_split, 1, col_tiles);
-  while (col_tiles % k_split != 0) --k_split;
-  return k_split;
-}
-
-}  // namespace
-
-void fp4_expert_gate_up(const Fp4ExpertMatrices& gate, const Fp4ExpertMatrices& up, const ExpertRouting& routing,
-                        const float* x, float* h, cudaStream_t stream, int k_split, const Fp4MoeTuning& tuning,
-                        const ExpertEpilogue& epilogue) {
-  const GateUpEpilogueParams ep = gate_up_params(gate, up, routing, x, h, tuning, epilogue);
-  const GateUpParams& p = ep;
-  if (routing.max_active_experts <= 0) return;
   const int row_tiles = gate.rows / kTileRows;
   const bool nv = gate.kind == Fp4Kind::Nvfp4;
   if (k_split == 0) k_split = tuning.k_split;
@@ -525,12 +477,34 @@ void fp4_expert_gate_up(const Fp4ExpertMatrices& gate, const Fp4ExpertMatrices& 
 void fp4_expert_down_combine(const Fp4ExpertMatrices& down, const ExpertRouting& routing, const float* h,
                              const float* topk_weights, float* out, bool accumulate, cudaStream_t stream,
                              bool after_gate_up, const Fp4MoeTuning& tuning, const ExpertEpilogue& epilogue) {
-  const DownBiasParams bp = down_params(down, routing, h, topk_weights, out, accumulate, after_gate_up, tuning, epilogue);
-  const DownParams& p = bp;
+  const char* name = "fp4_expert_down_combine";
+  check_matrices(name, down, down.rows, down.cols);
+  TACHYON_REQUIRE(routing.n_tokens >= 1 && routing.n_tokens <= 16 && routing.top_k > 0, name, "1..16 tokens, top_k > 0");
+  TACHYON_REQUIRE(reinterpret_cast<uintptr_t>(h) % 16 == 0, name, "h must be 16-byte aligned");
+  DownBiasParams bp{};  // the plain kernels get its DownParams part only
+  DownParams& p = bp;
+  p = DownParams{down.tiles, down.expert_stride, down.global_scales, down.rows, down.cols, h, topk_weights, out,
+                 routing.active_expert_count, routing.active_experts, routing.slot_offsets, routing.sorted_assignments,
+                 routing.top_k, routing.n_tokens, accumulate, after_gate_up};
+  if (epilogue.down_bias) {
+    TACHYON_REQUIRE(tuning.version != 1, name, "the gpt-oss down bias is in version 2 only");
+    TACHYON_REQUIRE((tuning.down_stages == 0 || tuning.down_stages == 6) && tuning.packed_h == 0, name,
+                    "the gpt-oss down bias is compiled for 6 stages and float h only (ds6, no hp1)");
+    TACHYON_REQUIRE(epilogue.down_bias_stride >= down.rows, name, "down_bias_stride must be >= rows");
+    bp.bias = epilogue.down_bias;
+    bp.bias_stride = epilogue.down_bias_stride;
+  }
   const bool nv = down.kind == Fp4Kind::Nvfp4;
   if (tuning.version != 1) {
-    const int warps = tuning.down_warps == 8 ? 8 : 16;
-    const int k_split = down_items_per_expert(tuning, warps, down.cols / kTileCols, routing.max_active_experts);
+    const int warps = tuning.down_warps > 8 ? 16 : tuning.down_warps == 8 ? 8 : 16;
+    const int col_tiles = down.cols / kTileCols;
+    // Items (expert, k part): at least one per warp when few experts are active (1 token: 8 experts, 16 warps:
+    // 2 parts of 6 tiles each), whole experts otherwise; the parts must divide the expert's column tiles.
+    int k_split = tuning.down_k_split;
+    if (k_split <= 0)
+      k_split = std::clamp((warps + std::max(1, routing.max_active_experts) - 1) / std::max(1, routing.max_active_experts), 1, 4);
+    k_split = std::clamp(k_split, 1, col_tiles);
+    while (col_tiles % k_split != 0) --k_split;
     launch_down_v2(bp, routing.n_tokens, nv, warps, tuning.down_stages ? tuning.down_stages : 6, k_split,
                    tuning.packed_h != 0, stream);
     return;
@@ -549,22 +523,6 @@ void fp4_moe_experts(const Fp4ExpertMatrices& gate, const Fp4ExpertMatrices& up,
                      const ExpertEpilogue& epilogue) {
   TACHYON_REQUIRE(down.cols == gate.rows && down.rows == gate.cols, "fp4_moe_experts",
                   "down must be [hidden, intermediate] for gate/up [intermediate, hidden]");
-  // Version 3: both phases in one launch (fp4_moe_fused.cu) for passes of up to 4 tokens, float h, the default
-  // ring depths, and the gpt-oss epilogue only whole (gate/up biases + clamped SwiGLU + down bias); otherwise the
-  // two launches of version 2.
-  const ExpertEpilogue gate_up_epilogue = epilogue.gate_up_part(), down_epilogue = epilogue.down_part();
-  const bool whole_epilogue = !epilogue.any() || (gate_up_epilogue.swiglu_limit > 0 && down_epilogue.down_bias);
-  if (tuning.version == 3 && routing.n_tokens <= 4 && routing.max_active_experts > 0 && tuning.packed_h == 0 && (tuning.stages == 0 || tuning.stages == 4) &&
-      (tuning.down_stages == 0 || tuning.down_stages == 6) && whole_epilogue) {
-    const GateUpEpilogueParams gate_up = gate_up_params(gate, up, routing, x, h_workspace, tuning, gate_up_epilogue);
-    const DownBiasParams down_p = down_params(down, routing, h_workspace, topk_weights, out, accumulate,
-                                              /*after_gate_up=*/true, tuning, down_epilogue);
-    const int warps = tuning.down_warps == 8 ? 8 : 16;
-    const int k_split = tuning.k_split == 4 ? 4 : 8;
-    launch_fused_v3(gate_up, down_p, routing.max_active_experts, gate.kind == Fp4Kind::Nvfp4, warps, k_split,
-                    down_items_per_expert(tuning, warps, down.cols / kTileCols, routing.max_active_experts), stream);
-    return;
-  }
   fp4_expert_gate_up(gate, up, routing, x, h_workspace, stream, 0, tuning, epilogue.gate_up_part());
   // The down kernel may skip its entry wait only when a gate/up grid ran before it (it launches none when no
   // expert can be active).

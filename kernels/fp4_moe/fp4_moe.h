@@ -31,13 +31,9 @@ struct Fp4ExpertMatrices {
 //   number of column tiles chosen per expert from its own token count (1..4), the next step's activations loaded
 //   one step ahead, the four k16 steps of a tile as independent MMA chains, ring depth and block shape configurable,
 //   and the down kernel's work split into (expert, k part) items.
-// version 3: fp4_moe_experts runs both phases in ONE launch (fp4_moe_fused.cu: a one-wave grid, down weights
-//   streamed before gate/up, a grid barrier between) for passes of 1..4 tokens with float h and the default ring
-//   depths; k_split 4 or 8 (gate/up warps per row tile), down_warps 8 or 16 (warps per block), down_k_split as in
-//   version 2. Everything else, and fp4_expert_gate_up / fp4_expert_down_combine called alone, runs version 2.
 // 0 in a field = the default for the shape (see fp4_moe.cu).
 struct Fp4MoeTuning {
-  int version = 0;        // 0 = default (2), 1, 2, 3
+  int version = 0;        // 0 = default (2), 1, 2
   int k_split = 0;        // gate/up: warps sharing one row tile along H: 1, 2, 4 (4-warp blocks) or 8 (8-warp blocks)
   int stages = 0;         // gate/up ring stages per warp (version 2: 4 or 8)
   int down_warps = 0;     // down: warps per block (version 2: 8 or 16)

@@ -293,25 +293,6 @@ void bench_shape(const Shape& shape, bool sweep) {
                         h.data(), out.data(), false, s, v1);
       }, launches);
       row("fp4 experts (gate_up + down_combine)", shape_text, n, variant + " v1", us_v1, touched);
-      // Version 3 (both phases in one launch) where it applies, each configuration, and the layer with its default.
-      if (n <= 4) {
-        for (const char* text : {"v3", "v3 ks4", "v3 dw8", "v3 dw8 ks4", "v3 dk1"}) {
-          const Fp4MoeTuning v3 = parse_fp4_moe_tuning(text);
-          const double us = graph_time_us([&](int i, cudaStream_t s) {
-            fp4_moe_experts(f->matrices(0, i), f->matrices(1, i), f->matrices(2, i), routing, x.data(), weights.data(),
-                            h.data(), out.data(), false, s, v3);
-          }, launches);
-          row("fp4 experts (fused, one launch)", shape_text, n, variant + " " + text, us, touched);
-        }
-        const Fp4MoeTuning v3 = parse_fp4_moe_tuning("v3");
-        const double us = graph_time_us([&](int i, cudaStream_t s) {
-          gemv_bf16(router.data(), nullptr, x.data(), logits.data(), n, E, H, s);
-          const ExpertRouting r = moe_route_and_group(logits.data(), n, config, ids.data(), weights.data(), buffers, s);
-          fp4_moe_experts(f->matrices(0, i), f->matrices(1, i), f->matrices(2, i), r, x.data(), weights.data(), h.data(),
-                          out.data(), false, s, v3);
-        }, launches);
-        row("fp4 MoE layer (router, route+group, fused experts)", shape_text, n, variant + " v3", us, touched + 2.0 * E * H);
-      }
       if (sweep && (n == 1 || n == 16)) sweep_variants(*f, routing, x, weights, h, out, shape_text, n, variant, active, launches);
     }
 

@@ -144,8 +144,5 @@ void launch_gate_up_v2(const GateUpEpilogueParams& p, int max_active_experts, in
                        bool packed_h, cudaStream_t stream);
 void launch_down_v2(const DownBiasParams& p, int n_tokens, bool nv, int warps, int stages, int k_split, bool packed_h,
                     cudaStream_t stream);
-// Version 3 (fp4_moe_fused.cu): both phases in one launch, 1..4 tokens; warps 8 or 16, k_split 4 or 8.
-void launch_fused_v3(const GateUpEpilogueParams& gate_up, const DownBiasParams& down, int max_active_experts, bool nv,
-                     int warps, int k_split, int down_k_split, cudaStream_t stream);
 
 }  // namespace tachyon::kernels::fp4_moe_detail

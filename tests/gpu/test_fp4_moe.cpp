@@ -120,13 +120,6 @@ std::vector<kernels::Fp4MoeTuning> gate_up_tunings() {
   return list;
 }
 bool packs_h(const kernels::Fp4MoeTuning& t) { return t.version != 1 && t.packed_h != 0; }
-// Version 3 (fp4_moe_experts only): block warps x gate/up k split, and the down k parts.
-std::vector<kernels::Fp4MoeTuning> fused_tunings() {
-  std::vector<kernels::Fp4MoeTuning> list;
-  for (const char* text : {"v3", "v3 ks4", "v3 dw8", "v3 dw8 ks4", "v3 dk1", "v3 dw8 dk3"})
-    list.push_back(kernels::parse_fp4_moe_tuning(text));
-  return list;
-}
 
 // h as float from what gate/up wrote: packed words (fp16 hi of h / 16 | fp16 lo << 16) or floats.
 float half_to_float(uint32_t bits) {
@@ -159,8 +152,6 @@ std::vector<kernels::Fp4MoeTuning> down_tunings() {
 }
 
 TEST(GpuFp4Moe, TuningTextRoundTrips) {
-  EXPECT_EQ(kernels::parse_fp4_moe_tuning("v3 dw8 ks4").version, 3);
-  EXPECT_THROW(kernels::parse_fp4_moe_tuning("v4"), std::exception);
   const kernels::Fp4MoeTuning t = kernels::parse_fp4_moe_tuning("v2 ks8 s4 dw16 ds12 dk3");
   EXPECT_EQ(t.version, 2);
   EXPECT_EQ(t.k_split, 8);
@@ -179,15 +170,13 @@ TEST(GpuFp4Moe, GateUpAndDownCombineMatchCpuReference) {
     int hidden, width, n_experts, top_k;
     bool skewed;
   };
-  // Qwen3-30B-A3B experts; SmolLM2 split into 8 experts; every token on expert 0 (16 entries for one expert); a
-  // hidden size of 180 row tiles (gpt-oss's 2880), more than one per block of version 3's one-wave grid on an H100.
-  for (const Case& c : {Case{2048, 768, 128, 8, false}, Case{576, 192, 8, 2, false}, Case{576, 192, 8, 3, true},
-                        Case{2880, 256, 16, 4, false}}) {
+  // Qwen3-30B-A3B experts; SmolLM2 split into 8 experts; every token on expert 0 (16 entries for one expert).
+  for (const Case& c : {Case{2048, 768, 128, 8, false}, Case{576, 192, 8, 2, false}, Case{576, 192, 8, 3, true}}) {
     for (Fp4Format format : {Fp4Format::Nvfp4, Fp4Format::Mxfp4}) {
       DeviceExperts gate(format, c.n_experts, c.width, c.hidden, 0.02f), up(format, c.n_experts, c.width, c.hidden, 0.03f),
           down(format, c.n_experts, c.hidden, c.width, 0.02f);
       fp4::Fp4ExpertSet set{gate.views, up.views, down.views};
-      for (int n_tokens : {1, 2, 4, 5, 9, 16}) {
+      for (int n_tokens : {1, 2, 5, 9, 16}) {
         const std::string what = std::string(fp4::format_name(format)) + " hidden=" + std::to_string(c.hidden) +
                                  " experts=" + std::to_string(c.n_experts) + " top-" + std::to_string(c.top_k) +
                                  (c.skewed ? " skewed" : "") + " tokens=" + std::to_string(n_tokens);
@@ -284,22 +273,6 @@ TEST(GpuFp4Moe, GateUpAndDownCombineMatchCpuReference) {
           bound_acc[i] = bound[i] + 1e-6f * std::fabs(base[i]);
         }
         expect_within(acc_dev.to_host(), want_acc, bound_acc, "accumulate " + what);
-        // Version 3 (both phases in one launch for 1..4 tokens; version 2 beyond): every configuration, h and the
-        // output, written and accumulated; the back-to-back launches reuse the grid barrier.
-        for (const kernels::Fp4MoeTuning& tuning : fused_tunings()) {
-          const std::string label = kernels::to_string(tuning) + " " + what;
-          auto h_fused = poisoned(h_got.size());
-          auto out_fused = poisoned(want.size());
-          cuda::DeviceBuffer<float> acc_fused(base);
-          kernels::fp4_moe_experts(gate.matrices, up.matrices, down.matrices, r.routing, x_dev.data(),
-                                   r.weights_dev.data(), h_fused.data(), out_fused.data(), false, nullptr, tuning);
-          kernels::fp4_moe_experts(gate.matrices, up.matrices, down.matrices, r.routing, x_dev.data(),
-                                   r.weights_dev.data(), h_fused.data(), acc_fused.data(), true, nullptr, tuning);
-          TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
-          expect_within(h_fused.to_host(), h_want, h_bound, "gate/up " + label);
-          expect_within(out_fused.to_host(), want, bound, "out " + label);
-          expect_within(acc_fused.to_host(), want_acc, bound_acc, "accumulate " + label);
-        }
         // Every configuration of the down kernel (both versions, warps, ring depth, k parts), accumulating.
         for (const kernels::Fp4MoeTuning& tuning : down_tunings()) {
           cuda::DeviceBuffer<float> acc_variant(base);
@@ -400,15 +373,6 @@ TEST(GpuFp4Moe, GptOssEpilogueMatchesCpuReference) {
         TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
         expect_within(h_dev.to_host(), h_want, h_bound, "gate/up " + what);
         expect_within(out_dev.to_host(), want, bound, "out " + what);
-        for (const kernels::Fp4MoeTuning& tuning : fused_tunings()) {
-          auto h_fused = poisoned(h_want.size());
-          auto out_fused = poisoned(want.size());
-          kernels::fp4_moe_experts(gate.matrices, up.matrices, down.matrices, r.routing, x_dev.data(),
-                                   r.weights_dev.data(), h_fused.data(), out_fused.data(), false, nullptr, tuning, epilogue);
-          TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
-          expect_within(h_fused.to_host(), h_want, h_bound, "gate/up " + kernels::to_string(tuning) + " " + what);
-          expect_within(out_fused.to_host(), want, bound, "out " + kernels::to_string(tuning) + " " + what);
-        }
         for (const char* text : {"v2 ks1", "v2 ks2", "v2 ks4", "v2 ks8"}) {
           const kernels::Fp4MoeTuning tuning = kernels::parse_fp4_moe_tuning(text);
           auto h_variant = poisoned(h_want.size());
