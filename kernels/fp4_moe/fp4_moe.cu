@@ -9,10 +9,11 @@
 //   decoded in registers with integer ops: the kernel tile layout (src/fp4/fp4_kernel_layout.h, written at load
 //   time) orders each lane's nibbles so that (w << 4p) & 0x80008000 | ((w << 4p) & 0x70007000) >> 3 is an fp16
 //   pair equal to the two codes times 2^-14 (sign to bit 15, exponent bits to the low exponent bits, mantissa bit
-//   to the top mantissa bit; code 0.5 lands on an fp16 subnormal). One mul.f16x2 by 2^14 (no .ftz: subnormals
-//   kept) makes every code exact and normal, so the tensor cores never see a subnormal. That is ~3 integer ops
-//   and half an FMA-pipe op per weight; the dot products run on the tensor cores (mma.sync m16n8k16 f16 in, f32
-//   accumulate), whose cost does not grow with the token count.
+//   to the top mantissa bit; code 0.5 lands on an fp16 subnormal). The tensor cores take those pairs as they are
+//   (fp16 subnormals are exact inputs of mma.sync; GpuFp4Moe.EveryCodeAndScaleDecodesExactly checks every code)
+//   and the 2^14 is folded into the output scale (kOutputScale), so decoding is ~3 integer ops per weight pair and
+//   nothing else (an mul.f16x2 by 2^14 per pair until 2026-11-26: 16 instructions per tile). The dot products run
+//   on the tensor cores (mma.sync m16n8k16 f16 in, f32 accumulate), whose cost does not grow with the token count.
 // - The layout also puts each lane's A-fragment codes of a 16-row x 64-column tile in one 16-byte load, and the
 //   tile's block scales right after the codes: one tile = 576 (NVFP4) or 544 (MXFP4) contiguous bytes. A k16 MMA
 //   step covers exactly one NVFP4 block (half an MXFP4 block), so block scales are applied to the step's fresh
@@ -63,8 +64,9 @@
 // and the down kernel only permutes (283): measured 7-11% faster down kernels, its h check's bound corrected, not yet
 // passed on a GPU. Version 2 measured (H100, 2026-11-26 10:04; table, sweep and ncu in the fp4_moe_v2.cu header):
 // Qwen3-30B-A3B experts 1 token NVFP4 19.6 us = 34.7% of read, 16 tokens 133.3 us = 51.8%; decode 262.6 tok/s vs
-// bf16 197.3. Next: two row tiles per gate/up warp (one split for four tiles), the 2^14 decode multiply folded into an
-// fp16 block scale if the tensor cores keep fp16 subnormals, a persistent gate/up + down kernel.
+// bf16 197.3. Next: two row tiles per gate/up warp (one split for four tiles), a persistent gate/up + down kernel
+// (session 6 measured one such launch slower, docs/fp4.md). The 2^14 decode multiply is folded into kOutputScale
+// since session 6.
 #include "fp4_moe/fp4_moe.h"
 
 #include <algorithm>

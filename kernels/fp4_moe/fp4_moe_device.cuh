@@ -16,8 +16,9 @@ namespace tachyon::kernels::fp4_moe_detail {
 constexpr int kTileRows = 16, kTileCols = 64, kTileCodeBytes = 512;
 constexpr int kGateUpWarps = 4, kGateUpStages = 4;
 constexpr int kDownWarps = 8, kDownStages = 6;
-constexpr float kInputScale = 0.0625f, kOutputScale = 16.0f;
-constexpr uint32_t kTwoTo14x2 = 0x74007400u;  // fp16 pair (16384, 16384)
+// Activations enter the MMAs as x / 16 (fp16 range) and codes as code * 2^-14 (decode_pair): results are scaled
+// back by 16 * 2^14.
+constexpr float kInputScale = 0.0625f, kOutputScale = 16.0f * 16384.0f;
 
 template <bool NV>
 struct Tile {
@@ -29,13 +30,11 @@ struct Tile {
 
 inline int tile_bytes(Fp4Kind kind) { return kTileCodeBytes + (kind == Fp4Kind::Nvfp4 ? 64 : 32); }
 
-// The fp16 pair p (0..3) of a lane's word: A-fragment register p, exact code values.
+// The fp16 pair p (0..3) of a lane's word: A-fragment register p, the exact code values times 2^-14 (code 0.5 is an
+// fp16 subnormal, which the tensor cores take exactly; kOutputScale undoes the 2^-14).
 __device__ __forceinline__ uint32_t decode_pair(uint32_t word, int p) {
   const uint32_t q = word << (4 * p);
-  const uint32_t pair = (q & 0x80008000u) | ((q & 0x70007000u) >> 3);
-  uint32_t exact;
-  asm("mul.rn.f16x2 %0, %1, %2;\n" : "=r"(exact) : "r"(pair), "r"(kTwoTo14x2));
-  return exact;
+  return (q & 0x80008000u) | ((q & 0x70007000u) >> 3);
 }
 
 // D += A * B for one m16n8k16 tile with fp16 inputs and float32 accumulation (fragments as mma_bf16_16x8x16).
