@@ -39,14 +39,15 @@ struct Fp4MoeTuning {
   int down_warps = 0;     // down: warps per block (version 2: 8 or 16)
   int down_stages = 0;    // down ring stages per warp (version 2: 6 or 12)
   int down_k_split = 0;   // down: each expert's columns split into this many items (version 2: 1, 2, 3, 4)
-  int packed_h = 0;       // version 2, 1: h between the kernels is not float but one 32-bit word per value, fp16 hi
-                          // of h / 16 (low half) and fp16 lo (high half), written by gate/up, only permuted by down
-                          // (with 4 gate/up and 6 down stages; gate/up and down must agree)
+  int packed_h = 0;       // version 2, 1 (the process default): h between the kernels is not float but one 32-bit
+                          // word per value, fp16 hi of h / 16 (low half) and fp16 lo (high half), written by gate/up,
+                          // only permuted by down (4 gate/up and 6 down stages; gate/up and down must agree)
 };
 // "v2 ks4 s4 dw8 ds6 dk1 hp1" (fields left out stay 0); throws on anything else.
 Fp4MoeTuning parse_fp4_moe_tuning(const std::string& text);
 std::string to_string(const Fp4MoeTuning& tuning);
-// The process default: TACHYON_FP4_MOE (parsed once) or {} (every field default).
+// The process default: TACHYON_FP4_MOE (parsed once; a text without hp1 means float h) or version 2 with packed h
+// (hp1) and every other field default.
 const Fp4MoeTuning& default_fp4_moe_tuning();
 
 // Bytes of one expert matrix in the tile layout (codes + scales).

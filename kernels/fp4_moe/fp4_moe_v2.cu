@@ -518,11 +518,12 @@ template <int MAX_NT, bool NV>
 void launch_gate_up_nt(const GateUpEpilogueParams& p, int max_active_experts, int k_split, int stages, bool packed_h,
                        cudaStream_t stream) {
   const bool deep = stages > 4;
-  const bool epilogue = p.swiglu_limit > 0;  // gpt-oss: only with 4 stages and float h (fp4_moe.cu checks)
+  const bool epilogue = p.swiglu_limit > 0;  // gpt-oss: only with 4 stages (fp4_moe.cu checks)
   // Packed h only with 4 stages (fewer instantiations).
-#define TACHYON_GATE_UP(W, K)                                                                    \
-  epilogue ? launch_gate_up_t<W, K, 4, MAX_NT, NV, false, true>(p, max_active_experts, stream)  \
-  : packed_h ? launch_gate_up_t<W, K, 4, MAX_NT, NV, true>(p, max_active_experts, stream)       \
+#define TACHYON_GATE_UP(W, K)                                                                              \
+  epilogue ? (packed_h ? launch_gate_up_t<W, K, 4, MAX_NT, NV, true, true>(p, max_active_experts, stream)   \
+                       : launch_gate_up_t<W, K, 4, MAX_NT, NV, false, true>(p, max_active_experts, stream)) \
+  : packed_h ? launch_gate_up_t<W, K, 4, MAX_NT, NV, true>(p, max_active_experts, stream)                 \
   : deep   ? launch_gate_up_t<W, K, 8, MAX_NT, NV>(p, max_active_experts, stream)               \
            : launch_gate_up_t<W, K, 4, MAX_NT, NV>(p, max_active_experts, stream)
   switch (k_split) {
@@ -548,7 +549,10 @@ void launch_down_t(const DownBiasParams& all, int k_split, cudaStream_t stream) 
 template <int MAX_NT, bool NV>
 void launch_down_nt(const DownBiasParams& p, int warps, int stages, int k_split, bool packed_h, cudaStream_t stream) {
   const bool deep = stages > 6;
-  if (p.bias)  // gpt-oss: only with 6 stages and float h (fp4_moe.cu checks)
+  if (p.bias && packed_h)  // gpt-oss: only with 6 stages (fp4_moe.cu checks)
+    warps > 8 ? launch_down_t<16, 6, MAX_NT, NV, true, true>(p, k_split, stream)
+              : launch_down_t<8, 6, MAX_NT, NV, true, true>(p, k_split, stream);
+  else if (p.bias)
     warps > 8 ? launch_down_t<16, 6, MAX_NT, NV, false, true>(p, k_split, stream)
               : launch_down_t<8, 6, MAX_NT, NV, false, true>(p, k_split, stream);
   else if (packed_h)  // only with 6 stages (fewer instantiations)

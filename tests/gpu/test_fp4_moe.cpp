@@ -139,6 +139,17 @@ std::vector<float> h_as_float(const std::vector<float>& h, bool packed) {
   }
   return out;
 }
+// The bound of h read back from packed words: the float bound plus the packing's rounding (derivation at its use in
+// GateUpAndDownCombineMatchCpuReference).
+std::vector<float> packed_h_bound(const std::vector<float>& bound, const std::vector<float>& want) {
+  std::vector<float> packed(bound.size());
+  for (size_t i = 0; i < bound.size(); ++i)
+    packed[i] = static_cast<float>(bound[i] + std::ldexp(1.0, -21) * (1.0 + std::fabs(want[i]) + bound[i]));
+  return packed;
+}
+// The process default packs h (Fp4MoeTuning::packed_h) unless TACHYON_FP4_MOE says otherwise.
+bool default_packs_h() { return packs_h(kernels::default_fp4_moe_tuning()); }
+
 std::vector<kernels::Fp4MoeTuning> down_tunings() {
   std::vector<kernels::Fp4MoeTuning> list{kernels::parse_fp4_moe_tuning("v1"), kernels::parse_fp4_moe_tuning("v2")};
   for (int warps : {8, 16})
@@ -195,7 +206,7 @@ TEST(GpuFp4Moe, GateUpAndDownCombineMatchCpuReference) {
         std::vector<int> entry_assignment(entries);
         TACHYON_CUDA_CHECK(cudaMemcpy(entry_assignment.data(), buffers.sorted_assignments, entries * sizeof(int),
                                       cudaMemcpyDeviceToHost));
-        const std::vector<float> h_got = h_dev.to_host();
+        const std::vector<float> h_got = h_as_float(h_dev.to_host(), default_packs_h());
         std::vector<float> h_want(h_got.size()), h_bound(h_got.size());
         std::vector<std::vector<float>> h_of_assignment(entries);
         for (int entry = 0; entry < entries; ++entry) {
@@ -218,8 +229,7 @@ TEST(GpuFp4Moe, GateUpAndDownCombineMatchCpuReference) {
           h_of_assignment[a].assign(h_want.begin() + static_cast<size_t>(entry) * c.width,
                                     h_want.begin() + static_cast<size_t>(entry + 1) * c.width);
         }
-        expect_within(h_got, h_want, h_bound, "gate/up " + what);
-        // Packed h (hp1) is not float: gate/up stores its float result v as hi = fp16(v / 16), lo = fp16(v / 16 - hi)
+        // Packed h (hp1, the default) is not float: gate/up stores its float result v as hi = fp16(v / 16), lo = fp16(v / 16 - hi)
         // (the subtraction is exact), the same split the float-h down kernel applies to v when it reads it, so the
         // down kernel's MMAs get the same hi / lo either way and only this h check sees the rounding. Bound:
         // r = v / 16 - hi has |r| <= 2^-11 |v / 16| (or <= 2^-25 when hi is subnormal); rounding r to fp16 errs by
@@ -230,10 +240,8 @@ TEST(GpuFp4Moe, GateUpAndDownCombineMatchCpuReference) {
         // is what the two hp1 failures of 2026-11-26 10:04 (H100) exceeded: h 2.19e-6 read back as 1.91e-6 (error
         // 2.8e-7, float bound 2.7e-7) and h 2.46e-7 read back as 0 (float bound 1.9e-7); every other hp1 element was
         // inside the float bound, and every hp1 down configuration passed.
-        std::vector<float> h_bound_packed(h_bound.size());
-        for (size_t i = 0; i < h_bound.size(); ++i)
-          h_bound_packed[i] =
-              static_cast<float>(h_bound[i] + std::ldexp(1.0, -21) * (1.0 + std::fabs(h_want[i]) + h_bound[i]));
+        const std::vector<float> h_bound_packed = packed_h_bound(h_bound, h_want);
+        expect_within(h_got, h_want, default_packs_h() ? h_bound_packed : h_bound, "gate/up " + what);
         // Every configuration of the gate/up kernel the bench can select (both versions, every k_split and ring
         // depth), not only the defaults.
         for (const kernels::Fp4MoeTuning& tuning : gate_up_tunings()) {
@@ -245,10 +253,12 @@ TEST(GpuFp4Moe, GateUpAndDownCombineMatchCpuReference) {
                         packs_h(tuning) ? h_bound_packed : h_bound,
                         "gate/up " + kernels::to_string(tuning) + " " + what);
         }
-        // h in the packed form, for the down kernels that read it.
-        auto h_packed_dev = poisoned(h_got.size());
+        // h in both forms, for the down kernels that read them.
+        auto h_packed_dev = poisoned(h_got.size()), h_float_dev = poisoned(h_got.size());
         kernels::fp4_expert_gate_up(gate.matrices, up.matrices, r.routing, x_dev.data(), h_packed_dev.data(), nullptr, 0,
                                     kernels::parse_fp4_moe_tuning("v2 hp1"));
+        kernels::fp4_expert_gate_up(gate.matrices, up.matrices, r.routing, x_dev.data(), h_float_dev.data(), nullptr, 0,
+                                    kernels::parse_fp4_moe_tuning("v2"));
         TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
 
         std::vector<float> want(static_cast<size_t>(n_tokens) * c.hidden), bound(want.size(), 1e-6f);
@@ -264,7 +274,8 @@ TEST(GpuFp4Moe, GateUpAndDownCombineMatchCpuReference) {
         // accumulate = true adds onto what out holds; the standalone down launch (not after gate/up) agrees.
         std::vector<float> base = random_floats(want.size());
         cuda::DeviceBuffer<float> acc_dev(base);
-        kernels::fp4_expert_down_combine(down.matrices, r.routing, h_dev.data(), r.weights_dev.data(), acc_dev.data(),
+        kernels::fp4_expert_down_combine(down.matrices, r.routing, default_packs_h() ? h_packed_dev.data() : h_float_dev.data(),
+                                         r.weights_dev.data(), acc_dev.data(),
                                          true, nullptr, /*after_gate_up=*/false);
         TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
         std::vector<float> want_acc(want.size()), bound_acc(want.size());
@@ -276,7 +287,7 @@ TEST(GpuFp4Moe, GateUpAndDownCombineMatchCpuReference) {
         // Every configuration of the down kernel (both versions, warps, ring depth, k parts), accumulating.
         for (const kernels::Fp4MoeTuning& tuning : down_tunings()) {
           cuda::DeviceBuffer<float> acc_variant(base);
-          kernels::fp4_expert_down_combine(down.matrices, r.routing, packs_h(tuning) ? h_packed_dev.data() : h_dev.data(),
+          kernels::fp4_expert_down_combine(down.matrices, r.routing, packs_h(tuning) ? h_packed_dev.data() : h_float_dev.data(),
                                            r.weights_dev.data(), acc_variant.data(), true, nullptr, false, tuning);
           TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
           expect_within(acc_variant.to_host(), want_acc, bound_acc, "down " + kernels::to_string(tuning) + " " + what);
@@ -371,26 +382,33 @@ TEST(GpuFp4Moe, GptOssEpilogueMatchesCpuReference) {
         kernels::fp4_moe_experts(gate.matrices, up.matrices, down.matrices, r.routing, x_dev.data(), r.weights_dev.data(),
                                  h_dev.data(), out_dev.data(), false, nullptr, kernels::default_fp4_moe_tuning(), epilogue);
         TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
-        expect_within(h_dev.to_host(), h_want, h_bound, "gate/up " + what);
+        const std::vector<float> h_bound_packed = packed_h_bound(h_bound, h_want);
+        expect_within(h_as_float(h_dev.to_host(), default_packs_h()), h_want, default_packs_h() ? h_bound_packed : h_bound,
+                      "gate/up " + what);
         expect_within(out_dev.to_host(), want, bound, "out " + what);
-        for (const char* text : {"v2 ks1", "v2 ks2", "v2 ks4", "v2 ks8"}) {
+        // Gate/up configurations, float and packed h; each h form then feeds the down configurations that read it.
+        auto h_float_dev = poisoned(h_want.size()), h_packed_dev = poisoned(h_want.size());
+        for (const char* text : {"v2 ks1", "v2 ks2", "v2 ks4", "v2 ks8", "v2 ks2 hp1", "v2 ks4 hp1"}) {
           const kernels::Fp4MoeTuning tuning = kernels::parse_fp4_moe_tuning(text);
-          auto h_variant = poisoned(h_want.size());
+          auto& h_variant = packs_h(tuning) ? h_packed_dev : h_float_dev;
+          h_variant.fill_bytes(0xff);  // NaN
           kernels::fp4_expert_gate_up(gate.matrices, up.matrices, r.routing, x_dev.data(), h_variant.data(), nullptr, 0,
                                       tuning, epilogue.gate_up_part());
           TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
-          expect_within(h_variant.to_host(), h_want, h_bound, std::string("gate/up ") + text + " " + what);
+          expect_within(h_as_float(h_variant.to_host(), packs_h(tuning)), h_want,
+                        packs_h(tuning) ? h_bound_packed : h_bound, std::string("gate/up ") + text + " " + what);
         }
-        for (const char* text : {"v2 dw8 dk1", "v2 dw16 dk2", "v2 dw8 dk3", "v2 dw16 dk4"}) {
+        for (const char* text : {"v2 dw8 dk1", "v2 dw16 dk2", "v2 dw8 dk3", "v2 dw16 dk4", "v2 dw16 dk2 hp1", "v2 dw8 dk1 hp1"}) {
           const kernels::Fp4MoeTuning tuning = kernels::parse_fp4_moe_tuning(text);
           auto out_variant = poisoned(want.size());
-          kernels::fp4_expert_down_combine(down.matrices, r.routing, h_dev.data(), r.weights_dev.data(),
-                                           out_variant.data(), false, nullptr, false, tuning, epilogue.down_part());
+          kernels::fp4_expert_down_combine(down.matrices, r.routing, packs_h(tuning) ? h_packed_dev.data() : h_float_dev.data(),
+                                           r.weights_dev.data(), out_variant.data(), false, nullptr, false, tuning,
+                                           epilogue.down_part());
           TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
           expect_within(out_variant.to_host(), want, bound, std::string("down ") + text + " " + what);
         }
-        // Version 1, packed h and the deeper rings have no epilogue instances: refused with a message, not ignored.
-        for (const char* text : {"v1", "v2 hp1", "v2 s8", "v2 ds12"})
+        // Version 1 and the deeper rings have no epilogue instances: refused with a message, not ignored.
+        for (const char* text : {"v1", "v2 s8", "v2 ds12"})
           EXPECT_THROW(kernels::fp4_moe_experts(gate.matrices, up.matrices, down.matrices, r.routing, x_dev.data(),
                                                 r.weights_dev.data(), h_dev.data(), out_dev.data(), false, nullptr,
                                                 kernels::parse_fp4_moe_tuning(text), epilogue),
