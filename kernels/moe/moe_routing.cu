@@ -23,31 +23,51 @@ namespace {
 constexpr int kRouterWarps = 4;
 constexpr int kMaxExperts = 512;
 
-// Warp argmax over shared values[0..n) skipping taken[] entries; ties -> lower index.
-__device__ __forceinline__ int warp_argmax(const float* values, const bool* taken, int n, int lane) {
-  float best = -INFINITY;
-  int best_index = n;
-  for (int i = lane; i < n; i += 32) {
-    if (!taken[i] && (values[i] > best || best_index == n)) {
-      best = values[i];
-      best_index = i;
-    }
-  }
+// The top_k choices of one warp, best first (ties -> lower index, as torch.topk): lane j < top_k gets the j-th
+// index in `picked` and score[index] in `picked_score`; returns the sum of the picked scores (every lane). The choice
+// values live in registers (lane holds experts lane, lane + 32, ...), a taken bit per register: a round is a local
+// scan and a 5-step warp reduction, no shared-memory traffic (the first version kept choice / taken in shared
+// memory, with two warp barriers per round).
+template <int PER_LANE>
+__device__ __forceinline__ float warp_top_k(const float* choice, const float* score, int n, int top_k, int lane,
+                                            int& picked, float& picked_score) {
+  float v[PER_LANE];
 #pragma unroll
-  for (int offset = 16; offset > 0; offset >>= 1) {
-    const float other = __shfl_xor_sync(0xffffffffu, best, offset);
-    const int other_index = __shfl_xor_sync(0xffffffffu, best_index, offset);
-    if (other > best || (other == best && other_index < best_index)) {
-      best = other;
-      best_index = other_index;
+  for (int r = 0; r < PER_LANE; ++r) v[r] = lane + 32 * r < n ? choice[lane + 32 * r] : 0.0f;
+  unsigned taken = 0;
+  float score_sum = 0.0f;
+  for (int j = 0; j < top_k; ++j) {
+    float best = -INFINITY;
+    int best_index = n;
+#pragma unroll
+    for (int r = 0; r < PER_LANE; ++r) {
+      const int i = lane + 32 * r;
+      if (i < n && !((taken >> r) & 1u) && (v[r] > best || best_index == n)) {
+        best = v[r];
+        best_index = i;
+      }
     }
+#pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1) {
+      const float other = __shfl_xor_sync(0xffffffffu, best, offset);
+      const int other_index = __shfl_xor_sync(0xffffffffu, best_index, offset);
+      if (other > best || (other == best && other_index < best_index)) {
+        best = other;
+        best_index = other_index;
+      }
+    }
+    if ((best_index & 31) == lane) taken |= 1u << (best_index >> 5);
+    const float w = score[best_index];
+    if (lane == j) picked = best_index, picked_score = w;
+    score_sum += w;
   }
-  return best_index;
+  return score_sum;
 }
 
-// Routes one token with one warp; score/choice/taken are this warp's shared scratch of n_experts entries.
-__device__ void route_token(const float* logits, int token, const RouterConfig& config, float* score, float* choice,
-                            bool* taken, int* topk_ids, float* topk_weights) {
+// Routes one token with one warp; score/choice are this warp's shared scratch of n_experts entries. Returns, in lane
+// j < top_k, the j-th chosen expert.
+__device__ int route_token(const float* logits, int token, const RouterConfig& config, float* score, float* choice,
+                           int* topk_ids, float* topk_weights) {
   const int lane = threadIdx.x & 31;
   const int n = config.n_experts;
   const float* row = logits + static_cast<int64_t>(token) * n;
@@ -62,13 +82,11 @@ __device__ void route_token(const float* logits, int token, const RouterConfig& 
     for (int i = lane; i < n; i += 32) {
       score[i] /= sum;
       choice[i] = score[i];
-      taken[i] = false;
     }
   } else {
     for (int i = lane; i < n; i += 32) {
       score[i] = 1.0f / (1.0f + expf(-row[i]));
       choice[i] = score[i] + (config.correction_bias ? config.correction_bias[i] : 0.0f);
-      taken[i] = false;
     }
   }
   __syncwarp();
@@ -104,17 +122,11 @@ __device__ void route_token(const float* logits, int token, const RouterConfig& 
     __syncwarp();
   }
 
-  float picked_weight = 0, weight_sum = 0;
+  float picked_weight = 0;
   int picked_id = 0;
-  for (int j = 0; j < config.top_k; ++j) {
-    const int best = warp_argmax(choice, taken, n, lane);
-    const float w = score[best];
-    if (lane == j) picked_id = best, picked_weight = w;
-    weight_sum += w;
-    __syncwarp();
-    if (lane == 0) taken[best] = true;
-    __syncwarp();
-  }
+  const float weight_sum = n <= 128 ? warp_top_k<4>(choice, score, n, config.top_k, lane, picked_id, picked_weight)
+                                    : warp_top_k<kMaxExperts / 32>(choice, score, n, config.top_k, lane, picked_id,
+                                                                   picked_weight);
   if (lane < config.top_k) {
     float w = picked_weight;
     if (config.renormalize)
@@ -124,17 +136,17 @@ __device__ void route_token(const float* logits, int token, const RouterConfig& 
     topk_weights[static_cast<int64_t>(token) * config.top_k + lane] = w;
   }
   __syncwarp();  // the scratch is reused by the warp's next token
+  return picked_id;
 }
 
 __global__ void moe_router_kernel(const float* logits, int n_tokens, RouterConfig config, int* topk_ids,
                                   float* topk_weights) {
   __shared__ float score_buffer[kRouterWarps][kMaxExperts];   // weights source (probabilities / sigmoid)
   __shared__ float choice_buffer[kRouterWarps][kMaxExperts];  // what top-k ranks
-  __shared__ bool taken_buffer[kRouterWarps][kMaxExperts];
   const int warp = threadIdx.x / 32;
   const int token = blockIdx.x * kRouterWarps + warp;
   if (token >= n_tokens) return;
-  route_token(logits, token, config, score_buffer[warp], choice_buffer[warp], taken_buffer[warp], topk_ids, topk_weights);
+  route_token(logits, token, config, score_buffer[warp], choice_buffer[warp], topk_ids, topk_weights);
 }
 
 constexpr int kGroupThreads = 1024;
@@ -199,19 +211,37 @@ moe_group_by_expert_kernel(const int* topk_ids, int n_assignments, int n_experts
 
 // Router top-k and grouping in one launch (one block of 4 warps): decode passes route <= 16 tokens, so a launch saved
 // is worth more than the parallelism of the router's own grid.
-constexpr int kFusedWarps = 4;  // 4 x 4.5 KB of router scratch + 20 KB of grouping: under the 48 KB static limit
+constexpr int kFusedWarps = 4;  // 4 x 4 KB of router scratch + 20 KB of grouping: under the 48 KB static limit
 __global__ void __launch_bounds__(32 * kFusedWarps)
 moe_route_and_group_kernel(const float* logits, int n_tokens, RouterConfig config, int* topk_ids, float* topk_weights,
                            ExpertRoutingBuffers out) {
   __shared__ float score_buffer[kFusedWarps][kMaxExperts];
   __shared__ float choice_buffer[kFusedWarps][kMaxExperts];
-  __shared__ bool taken_buffer[kFusedWarps][kMaxExperts];
   wait_for_previous_kernel();  // launched programmatically: the logits come from the router gemv
   allow_next_kernel_to_start();
-  const int warp = threadIdx.x / 32;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+  if (n_tokens == 1) {
+    // Plain decode: one warp routes and groups. The top_k experts of one token are distinct, so grouping is a sort
+    // of top_k ids: lane j's slot is the number of chosen ids below its own (what group_assignments computes for
+    // one token, without its block barriers and shared-memory counting).
+    if (warp != 0) return;
+    const int id = route_token(logits, 0, config, score_buffer[0], choice_buffer[0], topk_ids, topk_weights);
+    int slot = 0;
+    for (int j = 0; j < config.top_k; ++j) slot += __shfl_sync(0xffffffffu, id, j) < id;
+    if (lane < config.top_k) {
+      out.active_experts[slot] = id;
+      out.slot_offsets[slot] = slot;
+      out.sorted_assignments[slot] = lane;
+      out.assignment_entry[lane] = slot;
+    }
+    if (lane == 0) {
+      *out.active_expert_count = config.top_k;
+      out.slot_offsets[config.top_k] = config.top_k;
+    }
+    return;
+  }
   for (int token = warp; token < n_tokens; token += kFusedWarps)
-    route_token(logits, token, config, score_buffer[warp], choice_buffer[warp], taken_buffer[warp], topk_ids,
-                topk_weights);
+    route_token(logits, token, config, score_buffer[warp], choice_buffer[warp], topk_ids, topk_weights);
   __syncthreads();  // topk_ids written by this block's threads are visible to all of them after the barrier
   group_assignments(topk_ids, n_tokens * config.top_k, config.n_experts, out);
 }
