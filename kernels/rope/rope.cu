@@ -26,8 +26,9 @@ __global__ void rope_apply_kernel(float* x, int token_stride, int n_tokens, int 
   float* buffer = heads[warp];
   for (int i = lane; i < rope.rotary_dim; i += 32) buffer[i] = v[i];
   __syncwarp();
-  rotate_head_in_shared(buffer, rope.rotary_dim, positions[token], rope.inv_freq, rope.attention_factor,
-                        rope.interleaved, lane);
+  float freq[4];
+  load_rope_frequencies(rope.inv_freq, rope.rotary_dim, lane, freq);
+  rotate_head_in_shared(buffer, rope.rotary_dim, positions[token], freq, rope.attention_factor, rope.interleaved, lane);
   __syncwarp();
   for (int i = lane; i < rope.rotary_dim; i += 32) v[i] = buffer[i];
 }
