@@ -290,6 +290,15 @@ __global__ void attention_combine_kernel(AttentionKernelArgs args) {
   if (row >= n_tokens * n_heads) return;
   const int token = row / n_heads, head = row % n_heads;
   const int64_t stride = static_cast<int64_t>(n_tokens) * n_heads;
+  const float* part = args.partial_out + static_cast<int64_t>(row) * D + lane;
+  // The first splits' partial outputs do not depend on the max: their loads go out together with the max's instead
+  // of one round trip later.
+  constexpr int kEarly = 8;
+  float early[kEarly][D / 32];
+#pragma unroll
+  for (int sp = 0; sp < kEarly; ++sp)
+#pragma unroll
+    for (int j = 0; j < D / 32; ++j) early[sp][j] = sp < n_splits ? part[sp * stride * D + 32 * j] : 0.f;
   float global_max = args.params.sinks ? args.params.sinks[head] * kLog2e : -INFINITY;
   for (int sp = lane; sp < n_splits; sp += 32) global_max = fmaxf(global_max, args.partial_max[sp * stride + row]);
   global_max = warp_max(global_max);
@@ -306,9 +315,15 @@ __global__ void attention_combine_kernel(AttentionKernelArgs args) {
   float acc[D / 32];
 #pragma unroll
   for (int j = 0; j < D / 32; ++j) acc[j] = 0.f;
-  const float* part = args.partial_out + static_cast<int64_t>(row) * D + lane;
+#pragma unroll
+  for (int sp = 0; sp < kEarly; ++sp) {
+    if (sp >= n_splits) break;
+    const float weight = split_weight[warp][sp];
+#pragma unroll
+    for (int j = 0; j < D / 32; ++j) acc[j] += early[sp][j] * weight;
+  }
 #pragma unroll 8
-  for (int sp = 0; sp < n_splits; ++sp) {
+  for (int sp = kEarly; sp < n_splits; ++sp) {
     const float weight = split_weight[warp][sp];
 #pragma unroll
     for (int j = 0; j < D / 32; ++j) acc[j] += part[sp * stride * D + 32 * j] * weight;
