@@ -54,7 +54,8 @@ __global__ void qk_norm_rope_kv_append_kernel(AttentionPrologue pro, PagedKvCach
   const bool rotate = kind != kValue && pro.rope.inv_freq;
   float weight[8], freq[4];  // head_dim <= 256
 #pragma unroll
-  for (int r = 0; r < 8; ++r) weight[r] = has_job && norm_weight && lane + 32 * r < head_dim ? norm_weight[lane + 32 * r] : 0.f;
+  for (int r = 0; r < 8; ++r)
+    weight[r] = has_job && norm_weight && lane + 32 * r < head_dim ? norm_weight[lane + 32 * r] : 0.f;
   if (rotate && has_job) load_rope_frequencies(pro.rope.inv_freq, pro.rope.rotary_dim, lane, freq);
 
   wait_for_previous_kernel();  // launched programmatically: q/k/v, positions and the block table come from earlier work

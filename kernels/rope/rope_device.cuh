@@ -1,14 +1,15 @@
 // Device-side rotary embedding of one head held in shared memory, shared by rope_apply and the fused
 // attention prologue. Matches models/rope.cpp: angle = float(position) * inv_freq[i] in float32, then
 // cos/sin of that float angle (sincosf, full range reduction), both multiplied by the attention factor.
+// rotary_dim <= 256 (the callers check head_dim <= 256): a lane holds at most 4 frequencies.
 #pragma once
-// rotary_dim <= 256 (callers check head_dim <= 256).
 
 namespace tachyon::kernels {
 
 // The frequencies a lane uses for rotary_dim <= 256: freq[r] = inv_freq[lane + 32 r] (0 past rotary_dim / 2). Kept
 // apart from the rotation so that a kernel can read them (constant data) before waiting for its predecessor.
-__device__ __forceinline__ void load_rope_frequencies(const float* inv_freq, int rotary_dim, int lane, float (&freq)[4]) {
+__device__ __forceinline__ void load_rope_frequencies(const float* inv_freq, int rotary_dim, int lane,
+                                                      float (&freq)[4]) {
 #pragma unroll
   for (int r = 0; r < 4; ++r) freq[r] = lane + 32 * r < rotary_dim / 2 ? inv_freq[lane + 32 * r] : 0.0f;
 }

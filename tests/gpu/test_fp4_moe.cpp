@@ -229,7 +229,8 @@ TEST(GpuFp4Moe, GateUpAndDownCombineMatchCpuReference) {
           h_of_assignment[a].assign(h_want.begin() + static_cast<size_t>(entry) * c.width,
                                     h_want.begin() + static_cast<size_t>(entry + 1) * c.width);
         }
-        // Packed h (hp1, the default) is not float: gate/up stores its float result v as hi = fp16(v / 16), lo = fp16(v / 16 - hi)
+        // Packed h (hp1, the default) is not float: gate/up stores its float result v as hi = fp16(v / 16),
+        // lo = fp16(v / 16 - hi)
         // (the subtraction is exact), the same split the float-h down kernel applies to v when it reads it, so the
         // down kernel's MMAs get the same hi / lo either way and only this h check sees the rounding. Bound:
         // r = v / 16 - hi has |r| <= 2^-11 |v / 16| (or <= 2^-25 when hi is subnormal); rounding r to fp16 errs by
@@ -274,7 +275,8 @@ TEST(GpuFp4Moe, GateUpAndDownCombineMatchCpuReference) {
         // accumulate = true adds onto what out holds; the standalone down launch (not after gate/up) agrees.
         std::vector<float> base = random_floats(want.size());
         cuda::DeviceBuffer<float> acc_dev(base);
-        kernels::fp4_expert_down_combine(down.matrices, r.routing, default_packs_h() ? h_packed_dev.data() : h_float_dev.data(),
+        kernels::fp4_expert_down_combine(down.matrices, r.routing,
+                                         default_packs_h() ? h_packed_dev.data() : h_float_dev.data(),
                                          r.weights_dev.data(), acc_dev.data(),
                                          true, nullptr, /*after_gate_up=*/false);
         TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
@@ -287,7 +289,8 @@ TEST(GpuFp4Moe, GateUpAndDownCombineMatchCpuReference) {
         // Every configuration of the down kernel (both versions, warps, ring depth, k parts), accumulating.
         for (const kernels::Fp4MoeTuning& tuning : down_tunings()) {
           cuda::DeviceBuffer<float> acc_variant(base);
-          kernels::fp4_expert_down_combine(down.matrices, r.routing, packs_h(tuning) ? h_packed_dev.data() : h_float_dev.data(),
+          kernels::fp4_expert_down_combine(down.matrices, r.routing,
+                                           packs_h(tuning) ? h_packed_dev.data() : h_float_dev.data(),
                                            r.weights_dev.data(), acc_variant.data(), true, nullptr, false, tuning);
           TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
           expect_within(acc_variant.to_host(), want_acc, bound_acc, "down " + kernels::to_string(tuning) + " " + what);
@@ -383,8 +386,8 @@ TEST(GpuFp4Moe, GptOssEpilogueMatchesCpuReference) {
                                  h_dev.data(), out_dev.data(), false, nullptr, kernels::default_fp4_moe_tuning(), epilogue);
         TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
         const std::vector<float> h_bound_packed = packed_h_bound(h_bound, h_want);
-        expect_within(h_as_float(h_dev.to_host(), default_packs_h()), h_want, default_packs_h() ? h_bound_packed : h_bound,
-                      "gate/up " + what);
+        expect_within(h_as_float(h_dev.to_host(), default_packs_h()), h_want,
+                      default_packs_h() ? h_bound_packed : h_bound, "gate/up " + what);
         expect_within(out_dev.to_host(), want, bound, "out " + what);
         // Gate/up configurations, float and packed h; each h form then feeds the down configurations that read it.
         auto h_float_dev = poisoned(h_want.size()), h_packed_dev = poisoned(h_want.size());
@@ -398,10 +401,12 @@ TEST(GpuFp4Moe, GptOssEpilogueMatchesCpuReference) {
           expect_within(h_as_float(h_variant.to_host(), packs_h(tuning)), h_want,
                         packs_h(tuning) ? h_bound_packed : h_bound, std::string("gate/up ") + text + " " + what);
         }
-        for (const char* text : {"v2 dw8 dk1", "v2 dw16 dk2", "v2 dw8 dk3", "v2 dw16 dk4", "v2 dw16 dk2 hp1", "v2 dw8 dk1 hp1"}) {
+        for (const char* text :
+             {"v2 dw8 dk1", "v2 dw16 dk2", "v2 dw8 dk3", "v2 dw16 dk4", "v2 dw16 dk2 hp1", "v2 dw8 dk1 hp1"}) {
           const kernels::Fp4MoeTuning tuning = kernels::parse_fp4_moe_tuning(text);
           auto out_variant = poisoned(want.size());
-          kernels::fp4_expert_down_combine(down.matrices, r.routing, packs_h(tuning) ? h_packed_dev.data() : h_float_dev.data(),
+          kernels::fp4_expert_down_combine(down.matrices, r.routing,
+                                           packs_h(tuning) ? h_packed_dev.data() : h_float_dev.data(),
                                            r.weights_dev.data(), out_variant.data(), false, nullptr, false, tuning,
                                            epilogue.down_part());
           TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
