@@ -57,12 +57,12 @@
 // Version 2 cuts the per-tile work where it is not the decode (MMAs halved at 1 token and quartered at 16, splits
 // quartered at 16 tokens, no division per tile in the down kernel), hides the activation latency, makes the four
 // k16 steps independent chains, and raises warps per SM (gate/up 8-way H split at 1 token: 23 warps per SM, every
-// load of a warp in flight at once; down 16 warps and (expert, half) items). v2 gate/up still has ~185
-// instructions per step of two tiles at 1 token (SASS): the decode (~84 per tile) and the per-tile activation split
-// (~32 per tile gate/up) are what is left. The down kernel splits h on every tile (318 instructions per tile in its
-// loop at 1 token); with packed h (Fp4MoeTuning::packed_h, "hp1", not the default) gate/up writes h already split
-// and the down kernel only permutes (283): measured 7-11% faster down kernels, its h check's bound corrected, not yet
-// passed on a GPU. Version 2 measured (H100, 2026-11-26 10:04; table, sweep and ncu in the fp4_moe_v2.cu header):
+// load of a warp in flight at once; down 16 warps and (expert, half) items). Its SASS (session 6, NVFP4, 1 token):
+// gate/up 371 instructions per ring step of two tiles (144 decode, ~80 splitting the activations, ~40 scales, 8
+// HMMA), 339 after the 2^14 fold; the down loop with packed h (Fp4MoeTuning::packed_h, "hp1": gate/up writes h
+// already split, down only permutes; the process default since session 6, gpt-oss epilogue included) 267 per tile.
+// Packed h: 7-11% faster down kernels, decode Qwen3 NVFP4 -0.8%, gpt-oss -1.6% (docs/fp4.md "Session 6").
+// Version 2 measured (H100, 2026-11-26 10:04; table, sweep and ncu in the fp4_moe_v2.cu header):
 // Qwen3-30B-A3B experts 1 token NVFP4 19.6 us = 34.7% of read, 16 tokens 133.3 us = 51.8%; decode 262.6 tok/s vs
 // bf16 197.3. Next: two row tiles per gate/up warp (one split for four tiles), a persistent gate/up + down kernel
 // (session 6 measured one such launch slower, docs/fp4.md). The 2^14 decode multiply is folded into kOutputScale

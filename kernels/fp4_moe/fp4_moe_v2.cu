@@ -27,9 +27,10 @@
 // 16 tokens gate/up ks1 75.26, ks2 73.59 (62.6%), hp1 ks2 72.49; down dw16 ds6 dk1 (default) 58.29 (39.5%), hp1
 // 51.66 (44.6%), dw8 slower (77+). Both kernels, best passing: 16 tokens ks2 129.52 (53.3%; MXFP4 126.87, 51.4%),
 // 1 token MXFP4 ks4 17.96 (35.9%); with hp1 123.03 (56.1%) / 120.08 (54.3%) at 16 tokens. Hence the defaults since:
-// gate/up k split 4 at 1 token and 2 from 2 tokens on (fp4_moe.cu), down unchanged, hp1 off (its gate/up tests
-// failed only on the h check's bound, which did not allow for the fp16 rounding of packed h; the bound is corrected
-// in tests/gpu/test_fp4_moe.cpp, and the output is unaffected, but no GPU run has passed it yet). Unexplained: at
+// gate/up k split 4 at 1 token and 2 from 2 tokens on (fp4_moe.cu), down unchanged, hp1 off at the time (its
+// gate/up tests failed only on the h check's bound, which did not allow for the fp16 rounding of packed h; the bound
+// was corrected in tests/gpu/test_fp4_moe.cpp and passed on a GPU in session 5; hp1 is the default since session 6,
+// docs/fp4.md). Unexplained: at
 // 1 token, NVFP4 ks2 in the both-kernel graph measured 25.0 us (24.5 with hp1) though its kernels alone sum to
 // 20.1, while the decode with "v2 ks2 dw16 dk2 hp1" was faster than the default (below); so ks2 is not the 1-token
 // default. ncu (one launch each, 1 token, NVFP4, defaults of be74d84): gate/up 16.6 us, DRAM 25.5%, issue slots
