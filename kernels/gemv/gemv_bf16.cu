@@ -372,8 +372,10 @@ template <int N_TILES, bool GATED, typename Params>
 void launch_with_split(int k_split, dim3 grid, const Params& p, cudaStream_t stream) {
   if (p.group_count) {
     launch_with_split<N_TILES, GATED, true>(k_split, grid, p, stream);
-  } else if constexpr (std::is_same_v<Params, GemvParams>) {  // the epilogue applies to experts only
+  } else if constexpr (std::is_same_v<Params, GemvParams>) {
     launch_with_split<N_TILES, GATED, false>(k_split, grid, p, stream);
+  } else {  // no dense instance takes the epilogue: refused, not skipped (the expert entry points always route)
+    TACHYON_REQUIRE(false, "gemv_bf16", "the gpt-oss expert epilogue needs expert routing (group_count)");
   }
 }
 
