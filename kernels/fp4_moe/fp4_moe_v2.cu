@@ -42,6 +42,8 @@
 // roofline), NVFP4 262.6 (30.5%, 1.33x; v1 in an earlier run: 203.8), NVFP4 "v2 ks2 dw16 dk2 hp1" 265.6 (30.8%, 1.35x).
 // Tests: every non-hp1 configuration passes (worst 0.0082 of the h bound, 0.007 of the output bound; hp1 down 0.007);
 // memcheck and racecheck clean.
+#include <sstream>
+#include <stdexcept>
 #include <type_traits>
 
 #include "fp4_moe/fp4_moe_device.cuh"
@@ -178,12 +180,25 @@ __device__ __forceinline__ void tile_product_packed(const uint4& codes, const ui
 // ---------------------------------------------------------------------------------------------------------------
 // gate/up: grid (row tiles / (WARPS / K_SPLIT), expert slots); K_SPLIT warps share a row tile and split H.
 
+// Staged activations (the kernels for 1..4 tokens, STAGED_X): every warp of a block reads the same token rows of
+// x, and each lane used to split its float4s into fp16 hi / lo at every step (~80 of the step loop's 339 SASS
+// instructions at 1 token, NVFP4). Instead the block splits the slot's rows ONCE, into packed words (pack_hi_lo,
+// as packed h) in shared memory after the ring, and a step only picks its halves (one byte permute per B
+// register). Rows are kStagedPad words longer than x's so that the four entries' 64-byte pieces a warp reads at
+// once fall on different banks. Shared memory: n_tokens x (cols + kStagedPad) x 4 bytes on top of the ring.
+constexpr int kStagedPad = 16;
+
+inline size_t staged_x_bytes(int n_tokens, int cols) {
+  return static_cast<size_t>(n_tokens) * (cols + kStagedPad) * sizeof(uint32_t);
+}
+
 // EPI: the gpt-oss epilogue (biases, clamped SwiGLU) compiled in; separate instances, so the plain kernels are
 // exactly what they were.
-template <int WARPS, int K_SPLIT, int STAGES, int NT, bool NV, bool PACKED_H, bool EPI, typename P>
+template <int WARPS, int K_SPLIT, int STAGES, int NT, bool NV, bool PACKED_H, bool EPI, bool STAGED_X, typename P>
 __device__ __forceinline__ void gate_up_body(const P& p, uint4* ring, int expert, int entry_base,
                                              int n_cols, int row_tile, int k_part, bool rows_active, int kt_begin,
                                              int n_steps) {
+  static_assert(!STAGED_X || NT == 1, "staged activations: at most 4 entries per slot");
   using T = Tile<NV>;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
   const int col_tiles = p.cols / kTileCols;
@@ -204,14 +219,35 @@ __device__ __forceinline__ void gate_up_body(const P& p, uint4* ring, int expert
   for (int s = 0; s < STAGES - 1; ++s) issue(s);
 
   const float lo_select = (g & 1) ? 1.0f : 0.0f;
+  const uint32_t selector = (g & 1) ? 0x7632u : 0x5410u;  // pick_packed: lo halves for odd columns
+  const int stride = p.cols + kStagedPad;
+  const uint32_t* staged = reinterpret_cast<const uint32_t*>(ring + WARPS * STAGES * 2 * T::kChunks);
   const float* x_row[NT];
+  if constexpr (STAGED_X) {
+    // Entry e of the slot is row e of the staged block; every thread splits a share of the slot's rows.
+    const int quads = p.cols / 4;
+    for (int entry = 0; entry < n_cols; ++entry) {
+      const int token = p.sorted_assignments[entry_base + entry] / p.top_k;
+      const float4* in = reinterpret_cast<const float4*>(p.x + static_cast<int64_t>(token) * p.cols);
+      uint4* out = reinterpret_cast<uint4*>(const_cast<uint32_t*>(staged) + entry * stride);
+#pragma unroll 4
+      for (int q = threadIdx.x; q < quads; q += WARPS * 32) {
+        const float4 v = __ldg(in + q);
+        out[q] = make_uint4(pack_hi_lo(v.x), pack_hi_lo(v.y), pack_hi_lo(v.z), pack_hi_lo(v.w));
+      }
+    }
+    __syncthreads();
+  } else {
 #pragma unroll
-  for (int j = 0; j < NT; ++j) {
-    const int entry = 4 * j + (g >> 1);
-    x_row[j] = entry < n_cols
-                   ? p.x + static_cast<int64_t>(p.sorted_assignments[entry_base + entry] / p.top_k) * p.cols
-                   : nullptr;
+    for (int j = 0; j < NT; ++j) {
+      const int entry = 4 * j + (g >> 1);
+      x_row[j] = entry < n_cols
+                     ? p.x + static_cast<int64_t>(p.sorted_assignments[entry_base + entry] / p.top_k) * p.cols
+                     : nullptr;
+    }
   }
+  // STAGED_X: this lane's staged row (entry g / 2), or none past the slot's entries.
+  const uint32_t* my_staged = (g >> 1) < n_cols ? staged + (g >> 1) * stride + 4 * t : nullptr;
   float acc[2][NT][4];
 #pragma unroll
   for (int w = 0; w < 2; ++w)
@@ -220,13 +256,21 @@ __device__ __forceinline__ void gate_up_body(const P& p, uint4* ring, int expert
 #pragma unroll
       for (int r = 0; r < 4; ++r) acc[w][j][r] = 0.0f;
   // The next step's activations one step ahead, up to 2 n8 tiles (beyond, the registers cost occupancy).
-  constexpr bool kPrefetch = NT <= 2;
+  constexpr bool kPrefetch = NT <= 2 && !STAGED_X;
   float4 v[kPrefetch ? NT : 1][4];
   if constexpr (kPrefetch)
     if (n_steps > 0) load_raw<NT>(x_row, kt_begin * kTileCols, t, v);
   for (int step = 0; step < n_steps; ++step) {
     uint32_t b[NT][4][2];
-    if constexpr (kPrefetch) {
+    if constexpr (STAGED_X) {
+      uint4 w[NT][4];
+      const int column0 = (kt_begin + step) * kTileCols;
+#pragma unroll
+      for (int sub = 0; sub < 4; ++sub)
+        w[0][sub] = my_staged ? *reinterpret_cast<const uint4*>(my_staged + column0 + 16 * sub)
+                              : make_uint4(0u, 0u, 0u, 0u);
+      pick_packed<NT>(w, selector, b);
+    } else if constexpr (kPrefetch) {
       split_packed<NT>(v, lo_select, b);
       if (step + 1 < n_steps) load_raw<NT>(x_row, (kt_begin + step + 1) * kTileCols, t, v);
     } else {
@@ -313,10 +357,14 @@ __global__ void __launch_bounds__(WARPS * 32, MAX_NT > 1 ? 512 / (WARPS * 32) : 
   wait_for_previous_kernel();    // the routing tables come from the previous kernel
   allow_next_kernel_to_start();  // the down kernel may start streaming weights; it waits for h itself
   const int slot = blockIdx.y;
-  if (slot >= *p.active_count) return;  // block-uniform
+  // One memory round trip for the four table reads (slot < max_active_experts = gridDim.y: in bounds whether or
+  // not the slot is active), instead of the count first and the slot's entries after it: the exit test reads all
+  // four, so the compiler cannot sink the slot's reads below it (for an active slot the last two terms are false).
+  const int active = *p.active_count, expert = p.active_experts[slot];
+  const int entry_base = p.slot_offsets[slot], entry_end = p.slot_offsets[slot + 1];
+  if (slot >= active || entry_end < entry_base || expert < 0) return;  // block-uniform
   const int warp = threadIdx.x >> 5;
-  const int expert = p.active_experts[slot];
-  const int entry_base = p.slot_offsets[slot], n_cols = p.slot_offsets[slot + 1] - entry_base;
+  const int n_cols = entry_end - entry_base;
   constexpr int kTilesPerBlock = WARPS / K_SPLIT;
   const int row_tiles = p.rows / kTileRows, col_tiles = p.cols / kTileCols;
   const int row_tile = blockIdx.x * kTilesPerBlock + warp / K_SPLIT, k_part = warp % K_SPLIT;
@@ -326,19 +374,20 @@ __global__ void __launch_bounds__(WARPS * 32, MAX_NT > 1 ? 512 / (WARPS * 32) : 
   const int safe_row_tile = min(row_tile, row_tiles - 1);
   extern __shared__ uint4 ring[];  // [warp][stage][gate, up][T::kChunks]
   const int nt = min((n_cols + 3) / 4, MAX_NT);  // block-uniform: every warp takes the same branch
+  constexpr bool kStagedX = MAX_NT == 1;
   if constexpr (MAX_NT >= 4)
     if (nt == 4)
-      return gate_up_body<WARPS, K_SPLIT, STAGES, 4, NV, PACKED_H, EPI>(p, ring, expert, entry_base, n_cols, safe_row_tile, k_part,
+      return gate_up_body<WARPS, K_SPLIT, STAGES, 4, NV, PACKED_H, EPI, false>(p, ring, expert, entry_base, n_cols, safe_row_tile, k_part,
                                                          rows_active, kt_begin, n_steps);
   if constexpr (MAX_NT >= 3)
     if (nt == 3)
-      return gate_up_body<WARPS, K_SPLIT, STAGES, 3, NV, PACKED_H, EPI>(p, ring, expert, entry_base, n_cols, safe_row_tile, k_part,
+      return gate_up_body<WARPS, K_SPLIT, STAGES, 3, NV, PACKED_H, EPI, false>(p, ring, expert, entry_base, n_cols, safe_row_tile, k_part,
                                                          rows_active, kt_begin, n_steps);
   if constexpr (MAX_NT >= 2)
     if (nt == 2)
-      return gate_up_body<WARPS, K_SPLIT, STAGES, 2, NV, PACKED_H, EPI>(p, ring, expert, entry_base, n_cols, safe_row_tile, k_part,
+      return gate_up_body<WARPS, K_SPLIT, STAGES, 2, NV, PACKED_H, EPI, false>(p, ring, expert, entry_base, n_cols, safe_row_tile, k_part,
                                                          rows_active, kt_begin, n_steps);
-  gate_up_body<WARPS, K_SPLIT, STAGES, 1, NV, PACKED_H, EPI>(p, ring, expert, entry_base, n_cols, safe_row_tile, k_part, rows_active,
+  gate_up_body<WARPS, K_SPLIT, STAGES, 1, NV, PACKED_H, EPI, kStagedX>(p, ring, expert, entry_base, n_cols, safe_row_tile, k_part, rows_active,
                                               kt_begin, n_steps);
 }
 
@@ -493,6 +542,14 @@ __global__ void __launch_bounds__(WARPS * 32, MAX_NT > 1 ? 512 / (WARPS * 32) : 
   }
 }
 
+// The current device's opt-in maximum of dynamic shared memory per block.
+size_t max_dynamic_shared() {
+  int device = 0, bytes = 0;
+  TACHYON_CUDA_CHECK(cudaGetDevice(&device));
+  TACHYON_CUDA_CHECK(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  return static_cast<size_t>(bytes);
+}
+
 // Once per kernel: rings above 48 KB need the opt-in; the maximum carveout lets more blocks share an SM.
 template <typename Kernel>
 void configure(Kernel kernel, size_t dynamic_shared) {
@@ -503,30 +560,37 @@ void configure(Kernel kernel, size_t dynamic_shared) {
 }
 
 template <int WARPS, int K_SPLIT, int STAGES, int MAX_NT, bool NV, bool PACKED_H = false, bool EPI = false>
-void launch_gate_up_t(const GateUpEpilogueParams& all, int max_active_experts, cudaStream_t stream) {
+void launch_gate_up_t(const GateUpEpilogueParams& all, int max_active_experts, int n_tokens, cudaStream_t stream) {
   const std::conditional_t<EPI, GateUpEpilogueParams, GateUpParams>& p = all;  // plain kernels: the base part
-  constexpr size_t kShared = static_cast<size_t>(WARPS) * STAGES * 2 * Tile<NV>::kBytes;
-  static_assert(kShared >= static_cast<size_t>(WARPS) * 4 * 2 * 2 * 32 * sizeof(float), "k-split partials fit the ring");
+  constexpr size_t kRing = static_cast<size_t>(WARPS) * STAGES * 2 * Tile<NV>::kBytes;
+  static_assert(kRing >= static_cast<size_t>(WARPS) * 4 * 2 * 2 * 32 * sizeof(float), "k-split partials fit the ring");
+  // The kernels for 1..4 tokens stage the activations after the ring (gate_up_body, STAGED_X).
+  const size_t shared = kRing + (MAX_NT == 1 ? staged_x_bytes(n_tokens, p.cols) : 0);
   auto kernel = fp4_gate_up_v2_kernel<WARPS, K_SPLIT, STAGES, MAX_NT, NV, PACKED_H, EPI>;
-  static const bool configured = (configure(kernel, kShared), true);
-  (void)configured;
+  static const size_t configured = (configure(kernel, max_dynamic_shared()), max_dynamic_shared());
+  if (shared > configured) {
+    std::ostringstream message;
+    message << "fp4_expert_gate_up: " << n_tokens << " tokens of " << p.cols << " columns need " << shared
+            << " bytes of shared memory, more than the device's " << configured;
+    throw std::runtime_error(message.str());
+  }
   const int row_tiles = p.rows / kTileRows, tiles_per_block = WARPS / K_SPLIT;
   const dim3 grid((row_tiles + tiles_per_block - 1) / tiles_per_block, max_active_experts);
-  launch_programmatic("fp4_gate_up_v2_kernel", kernel, grid, dim3(WARPS * 32), kShared, stream, p);
+  launch_programmatic("fp4_gate_up_v2_kernel", kernel, grid, dim3(WARPS * 32), shared, stream, p);
 }
 
 template <int MAX_NT, bool NV>
-void launch_gate_up_nt(const GateUpEpilogueParams& p, int max_active_experts, int k_split, int stages, bool packed_h,
-                       cudaStream_t stream) {
+void launch_gate_up_nt(const GateUpEpilogueParams& p, int max_active_experts, int n_tokens, int k_split, int stages,
+                       bool packed_h, cudaStream_t stream) {
   const bool deep = stages > 4;
   const bool epilogue = p.swiglu_limit > 0;  // gpt-oss: only with 4 stages (fp4_moe.cu checks)
   // Packed h only with 4 stages (fewer instantiations).
 #define TACHYON_GATE_UP(W, K)                                                                              \
-  epilogue ? (packed_h ? launch_gate_up_t<W, K, 4, MAX_NT, NV, true, true>(p, max_active_experts, stream)   \
-                       : launch_gate_up_t<W, K, 4, MAX_NT, NV, false, true>(p, max_active_experts, stream)) \
-  : packed_h ? launch_gate_up_t<W, K, 4, MAX_NT, NV, true>(p, max_active_experts, stream)                 \
-  : deep   ? launch_gate_up_t<W, K, 8, MAX_NT, NV>(p, max_active_experts, stream)               \
-           : launch_gate_up_t<W, K, 4, MAX_NT, NV>(p, max_active_experts, stream)
+  epilogue ? (packed_h ? launch_gate_up_t<W, K, 4, MAX_NT, NV, true, true>(p, max_active_experts, n_tokens, stream)   \
+                       : launch_gate_up_t<W, K, 4, MAX_NT, NV, false, true>(p, max_active_experts, n_tokens, stream)) \
+  : packed_h ? launch_gate_up_t<W, K, 4, MAX_NT, NV, true>(p, max_active_experts, n_tokens, stream)                 \
+  : deep   ? launch_gate_up_t<W, K, 8, MAX_NT, NV>(p, max_active_experts, n_tokens, stream)               \
+           : launch_gate_up_t<W, K, 4, MAX_NT, NV>(p, max_active_experts, n_tokens, stream)
   switch (k_split) {
     case 1: TACHYON_GATE_UP(4, 1); break;
     case 2: TACHYON_GATE_UP(4, 2); break;
@@ -568,8 +632,8 @@ void launch_down_nt(const DownBiasParams& p, int warps, int stages, int k_split,
 
 void launch_gate_up_v2(const GateUpEpilogueParams& p, int max_active_experts, int n_tokens, bool nv, int k_split, int stages,
                        bool packed_h, cudaStream_t stream) {
-#define TACHYON_NT(N) nv ? launch_gate_up_nt<N, true>(p, max_active_experts, k_split, stages, packed_h, stream) \
-                         : launch_gate_up_nt<N, false>(p, max_active_experts, k_split, stages, packed_h, stream)
+#define TACHYON_NT(N) nv ? launch_gate_up_nt<N, true>(p, max_active_experts, n_tokens, k_split, stages, packed_h, stream) \
+                         : launch_gate_up_nt<N, false>(p, max_active_experts, n_tokens, k_split, stages, packed_h, stream)
   if (n_tokens <= 4) TACHYON_NT(1);
   else if (n_tokens <= 8) TACHYON_NT(2);
   else TACHYON_NT(4);

@@ -119,16 +119,23 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
   allow_next_kernel_to_start();
   const int row_blocks = (out + kRowsPerBlock - 1) / kRowsPerBlock;
   int n_items = row_blocks;
+  int first_expert = 0;  // expert id of this block's first item (EXPERT)
   if (EXPERT) {
     wait_for_previous_kernel();  // the routing tables come from the previous kernel
-    n_items = *p.group_count * row_blocks;
+    // The first item's expert is read together with the count (one memory round trip before the first weight copy
+    // instead of two): the grid is at most row_blocks x max_active_experts blocks, so the slot is in bounds whether
+    // or not it is active. A block whose first slot is inactive has no items, so n_items may depend on that id,
+    // which keeps the compiler from sinking its load below this point.
+    const int count = *p.group_count;
+    first_expert = p.group_expert[blockIdx.x / row_blocks];
+    n_items = first_expert < 0 ? 0 : count * row_blocks;
   }
   const int my_items = EXPERT ? (n_items > static_cast<int>(blockIdx.x)
                                           ? (n_items - blockIdx.x + gridDim.x - 1) / gridDim.x : 0)
                                    : 1;
   auto item_at = [&](int k) { return EXPERT ? static_cast<int>(blockIdx.x + k * gridDim.x) : static_cast<int>(blockIdx.x); };
-  auto expert_weight = [&](int slot, const __nv_bfloat16* base) {
-    return EXPERT ? base + static_cast<int64_t>(p.group_expert[slot]) * p.expert_stride : base;
+  auto expert_weight = [&](int expert, const __nv_bfloat16* base) {
+    return EXPERT ? base + static_cast<int64_t>(expert) * p.expert_stride : base;
   };
 
   // Weights stream through a per-warp ring of kRingStages shared-memory slots filled with cp.async: the loads of
@@ -156,8 +163,9 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
     const int slot = item / row_blocks;
     const int row_base = (item - slot * row_blocks) * kRowsPerBlock + row_group * kRowsPerWarp;
     issue_rows_active = row_base < out;  // a row group wholly past the end loads nothing (never stored)
-    const __nv_bfloat16* weight = expert_weight(slot, p.weight);
-    const __nv_bfloat16* up_weight = GATED ? expert_weight(slot, p.up_weight) : nullptr;
+    const int expert = !EXPERT ? 0 : issue_k == 0 ? first_expert : p.group_expert[slot];
+    const __nv_bfloat16* weight = expert_weight(expert, p.weight);
+    const __nv_bfloat16* up_weight = GATED ? expert_weight(expert, p.up_weight) : nullptr;
 #pragma unroll
     for (int tile = 0; tile < ROW_TILES; ++tile)
 #pragma unroll

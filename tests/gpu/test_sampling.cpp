@@ -62,6 +62,30 @@ TEST(GpuSampling, ArgmaxMatchesCpuOnLargeVocab) {
   }
 }
 
+// argmax_rows splits a row among the blocks of a cluster: a tie across slices must still go to the lower id, and
+// rows that are not 16-byte aligned (odd vocab) take the scalar path.
+TEST(GpuSampling, ArgmaxTiesGoToTheLowerIdAcrossSlices) {
+  SKIP_WITHOUT_GPU();
+  reseed_for_current_test();
+  for (int vocab : {151937, 151936, 33}) {
+    const int rows = 4;
+    std::vector<float> logits = random_normal(static_cast<size_t>(rows) * vocab, 1.0f);
+    auto row = [&](int r) { return logits.data() + static_cast<size_t>(r) * vocab; };
+    row(0)[vocab - 3] = 50.0f, row(0)[5] = 50.0f;           // first and last slices: 5
+    row(1)[vocab - 1] = 50.0f;                               // the very last id
+    std::fill(row(2), row(2) + vocab, -2.0f);                // all equal: 0
+    row(3)[vocab / 2 - 1] = 50.0f, row(3)[vocab / 2] = 50.0f;  // neighbours (two slices at vocab 151936)
+    cuda::DeviceBuffer<float> logits_dev(logits);
+    cuda::DeviceBuffer<int> out_dev(rows);
+    out_dev.fill_bytes(0xff);
+    kernels::argmax_rows(logits_dev.data(), rows, vocab, out_dev.data(), nullptr);
+    TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
+    const std::vector<int> got = out_dev.to_host();
+    const int want[rows] = {5, vocab - 1, 0, vocab / 2 - 1};
+    for (int r = 0; r < rows; ++r) EXPECT_EQ(got[r], want[r]) << "vocab " << vocab << " row " << r;
+  }
+}
+
 TEST(GpuSampling, SamplesStayInsideTopKTopPSet) {
   SKIP_WITHOUT_GPU();
   reseed_for_current_test();
