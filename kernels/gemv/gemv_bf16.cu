@@ -51,6 +51,8 @@
 #include "common/launch.cuh"
 #include "cuda/cuda_check.h"
 #include "cuda/stream.h"
+#include "norm/rms_norm.h"
+#include "norm/rms_norm_device.cuh"
 
 namespace tachyon::kernels {
 
@@ -84,7 +86,10 @@ struct GemvParams {
   const int* group_offsets;
   const int* entry_source;  // x row of entry e: entry_source ? entry_source[e] / divisor : e
   int entry_source_divisor;
+  ResidualNorm norm;  // NORM instances: x = add_rms_norm's output, computed in the prologue (x unused)
 };
+
+constexpr int kMaxNormTokens = 2;  // fused norms stage at most this many rows (shared memory: see fuse_norm)
 
 // Expert mode with the gpt-oss epilogue (ExpertEpilogue): its own kernel instances (Params = this type), so the
 // plain instances (Params = GemvParams) are compiled exactly as before. Biases of expert e at + e * bias_stride.
@@ -98,8 +103,58 @@ struct GemvEpilogueParams : GemvParams {
 
 // ROW_TILES: m-tiles of 16 rows per warp (2, or 1 for small dense matrices; GATED: 2 = the gate and up tiles).
 // EXPERT: expert mode (p.group_count set): work items looped over a one-wave grid. Dense instances run one item.
-template <int N_TILES, bool GATED, int K_SPLIT, bool EXPERT, typename Params, int ROW_TILES = 2>
+// add_rms_norm of n_tokens rows into `staged` (shared memory), the reduction laid out as the norm kernel's
+// kNormLanes threads (this block's thread t plays lanes t and t + kThreadsPerBlock), so the bits are the same.
+__device__ __forceinline__ void stage_normalized_rows(const ResidualNorm& norm, int n_tokens, int in, float* staged) {
+  constexpr int kPlays = kNormLanes / kThreadsPerBlock;
+  __shared__ float lane_group_sums[kMaxNormTokens][kNormLanes / 32];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, quads = in / 4;
+  const bool writer = blockIdx.x == 0;  // every block computes the same rows; one writes them out
+  for (int t = 0; t < n_tokens; ++t) {
+    const float4* row = reinterpret_cast<const float4*>(norm.residual + static_cast<int64_t>(t) * in);
+    const float4* delta = norm.delta ? reinterpret_cast<const float4*>(norm.delta + static_cast<int64_t>(t) * in) : nullptr;
+    float4* out = reinterpret_cast<float4*>(norm.residual_out + static_cast<int64_t>(t) * in);
+    float4* stage = reinterpret_cast<float4*>(staged + t * in);
+#pragma unroll
+    for (int play = 0; play < kPlays; ++play) {
+      float sum = 0;
+      for (int i = threadIdx.x + play * kThreadsPerBlock; i < quads; i += kNormLanes) {
+        float4 v = row[i];
+        if (delta) v = add4(v, delta[i]);
+        stage[i] = v;
+        if (writer) out[i] = v;
+        sum = add_squares(sum, v);
+      }
+      sum = warp_sum(sum);
+      if (lane == 0) lane_group_sums[t][warp + play * kWarpsPerBlock] = sum;
+    }
+  }
+  __syncthreads();
+  for (int t = 0; t < n_tokens; ++t) {
+    float total = 0;
+    for (int group = 0; group < kNormLanes / 32; ++group) total += lane_group_sums[t][group];  // block_sum's order
+    const float inv = inverse_rms(total, in, norm.eps);
+    const float4* weight = reinterpret_cast<const float4*>(norm.weight);
+    float4* stage = reinterpret_cast<float4*>(staged + t * in);
+    float4* normed = reinterpret_cast<float4*>(norm.normed + static_cast<int64_t>(t) * in);
+    // Each thread rescales the float4s it stored itself.
+#pragma unroll
+    for (int play = 0; play < kPlays; ++play)
+      for (int i = threadIdx.x + play * kThreadsPerBlock; i < quads; i += kNormLanes) {
+        const float4 y = scale_normalized(stage[i], weight[i], inv);
+        stage[i] = y;
+        if (writer) normed[i] = y;
+      }
+  }
+  __syncthreads();
+}
+
+// NORM (dense, N_TILES 1): the rows x are add_rms_norm's output of p.norm, computed by every block into shared
+// memory after the ring (rms_norm_device.cuh: the same bits as the norm kernel); block 0 also writes
+// residual_out and normed for the kernels after this one. Removes the norm's launch from the decode chain.
+template <int N_TILES, bool GATED, int K_SPLIT, bool EXPERT, typename Params, int ROW_TILES = 2, bool NORM = false>
 __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
+  static_assert(!NORM || (!EXPERT && N_TILES == 1), "fused norms: dense products of 1..8 tokens");
   static_assert(ROW_TILES == 2 || !GATED, "the gated kernel pairs a gate and an up tile");
   constexpr bool kEpilogue = !std::is_same_v<Params, GemvParams>;
   constexpr int kRowGroupsPerBlock = kWarpsPerBlock / K_SPLIT;
@@ -207,6 +262,11 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
   for (int s = 0; s < kRingStages - 1; ++s) issue_step();
   // Dense weights never depend on the previous kernel: their first steps are in flight while it finishes.
   if (!EXPERT) wait_for_previous_kernel();
+  float* staged = nullptr;  // NORM: [n_tokens][in] normalized rows
+  if constexpr (NORM) {
+    staged = reinterpret_cast<float*>(weight_ring + kRingStages * kRingStride);
+    stage_normalized_rows(p.norm, p.n_tokens, in, staged);
+  }
 
   int compute_stage = 0;
   for (int k = 0; k < my_items; ++k) {
@@ -227,7 +287,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
       if (col < n_cols) {
         const int entry = entry_base + col;
         const int source = p.entry_source ? p.entry_source[entry] / p.entry_source_divisor : entry;
-        x_row[j] = p.x + static_cast<int64_t>(source) * in;
+        x_row[j] = (NORM ? staged : p.x) + static_cast<int64_t>(source) * in;
       }
     }
     float acc[ROW_TILES][N_TILES][4];
@@ -250,8 +310,13 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
           float4 v0 = make_float4(0.f, 0.f, 0.f, 0.f), v1 = v0;
           if (x_row[j] && c < valid_chunks) {
             const float* src = x_row[j] + (chunk0 + c) * kChunkElements + thread_in_group * 8;
-            v0 = __ldg(reinterpret_cast<const float4*>(src));
-            v1 = __ldg(reinterpret_cast<const float4*>(src + 4));
+            if constexpr (NORM) {  // shared memory
+              v0 = *reinterpret_cast<const float4*>(src);
+              v1 = *reinterpret_cast<const float4*>(src + 4);
+            } else {
+              v0 = __ldg(reinterpret_cast<const float4*>(src));
+              v1 = __ldg(reinterpret_cast<const float4*>(src + 4));
+            }
           }
           split_bf16x2(v0.x, v0.y, x_hi[j][c][0], x_lo[j][c][0]);
           split_bf16x2(v0.z, v0.w, x_hi[j][c][1], x_lo[j][c][1]);
@@ -345,13 +410,36 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
   cp_async_wait<0>();
 }
 
-template <int N_TILES, bool GATED, int K_SPLIT, bool EXPERT, typename Params, int ROW_TILES = 2>
+// The opt-in maximum of dynamic shared memory per block, and the shared memory of one SM.
+struct SharedMemoryLimits {
+  int per_block_optin = 0, per_sm = 0, reserved_per_block = 0;
+};
+const SharedMemoryLimits& shared_memory_limits() {
+  static const SharedMemoryLimits limits = [] {
+    SharedMemoryLimits l;
+    int device = 0;
+    TACHYON_CUDA_CHECK(cudaGetDevice(&device));
+    TACHYON_CUDA_CHECK(cudaDeviceGetAttribute(&l.per_block_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    TACHYON_CUDA_CHECK(cudaDeviceGetAttribute(&l.per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device));
+    TACHYON_CUDA_CHECK(cudaDeviceGetAttribute(&l.reserved_per_block, cudaDevAttrReservedSharedMemoryPerBlock, device));
+    return l;
+  }();
+  return limits;
+}
+
+size_t staged_norm_bytes(int n_tokens, int in_features) {
+  return static_cast<size_t>(n_tokens) * in_features * sizeof(float);
+}
+
+template <int N_TILES, bool GATED, int K_SPLIT, bool EXPERT, typename Params, int ROW_TILES = 2, bool NORM = false>
 void launch_instance(dim3 grid, const Params& p, cudaStream_t stream) {
-  constexpr auto kernel = gemv_bf16_kernel<N_TILES, GATED, K_SPLIT, EXPERT, Params, ROW_TILES>;
+  constexpr auto kernel = gemv_bf16_kernel<N_TILES, GATED, K_SPLIT, EXPERT, Params, ROW_TILES, NORM>;
   // Once per kernel instance (the engine uses one device per process): the opt-in to over 48 KB of dynamic shared
-  // memory, and the blocks resident per SM (two 96 KB rings), which sizes the expert grid to one wave.
+  // memory (NORM: up to the device maximum, for the staged rows), and the blocks resident per SM (two 96 KB
+  // rings), which sizes the expert grid to one wave.
   static const int resident_per_sm = [] {
-    TACHYON_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kRingBytes));
+    const int max_bytes = NORM ? shared_memory_limits().per_block_optin : kRingBytes;
+    TACHYON_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_bytes));
     TACHYON_CUDA_CHECK(
         cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared));
     int blocks = 0;
@@ -362,17 +450,18 @@ void launch_instance(dim3 grid, const Params& p, cudaStream_t stream) {
     const unsigned wave = static_cast<unsigned>(std::max(resident_per_sm, 1) * cuda::current_device_info().multiprocessors);
     grid.x = std::min(grid.x, wave);
   }
+  const size_t shared = kRingBytes + (NORM ? staged_norm_bytes(p.n_tokens, p.in_features) : 0);
   // Programmatic dependent launch: the kernel may start before the previous one ends (it waits for it
   // before reading x), so launch latency and the weight pipeline's ramp-up overlap the previous kernel.
-  launch_programmatic("gemv_bf16_kernel", kernel, grid, dim3(kThreadsPerBlock), kRingBytes, stream, p);
+  launch_programmatic("gemv_bf16_kernel", kernel, grid, dim3(kThreadsPerBlock), shared, stream, p);
 }
 
-template <int N_TILES, bool GATED, bool EXPERT, typename Params>
+template <int N_TILES, bool GATED, bool EXPERT, typename Params, bool NORM = false>
 void launch_with_split(int k_split, dim3 grid, const Params& p, cudaStream_t stream) {
   switch (k_split) {
-    case 1: launch_instance<N_TILES, GATED, 1, EXPERT>(grid, p, stream); break;
-    case 2: launch_instance<N_TILES, GATED, 2, EXPERT>(grid, p, stream); break;
-    default: launch_instance<N_TILES, GATED, 4, EXPERT>(grid, p, stream); break;
+    case 1: launch_instance<N_TILES, GATED, 1, EXPERT, Params, 2, NORM>(grid, p, stream); break;
+    case 2: launch_instance<N_TILES, GATED, 2, EXPERT, Params, 2, NORM>(grid, p, stream); break;
+    default: launch_instance<N_TILES, GATED, 4, EXPERT, Params, 2, NORM>(grid, p, stream); break;
   }
 }
 
@@ -387,6 +476,17 @@ void launch_with_split(int k_split, dim3 grid, const Params& p, cudaStream_t str
   }
 }
 
+// Whether a dense product fuses its norm (ResidualNorm) into its prologue: only where that costs no occupancy and
+// no second wave, since every block recomputes the norm (a 152k-row lm_head would do it ~4,700 times, in waves).
+bool fuse_norm(const GemvParams& p, int grid_blocks) {
+  if (p.n_tokens > kMaxNormTokens || p.in_features > 8 * 4 * kNormLanes) return false;  // the norm kernel's vector path
+  const auto& limits = shared_memory_limits();
+  const size_t block_bytes = kRingBytes + staged_norm_bytes(p.n_tokens, p.in_features);
+  if (block_bytes > static_cast<size_t>(limits.per_block_optin)) return false;
+  const int per_sm = std::min(2, limits.per_sm / static_cast<int>(block_bytes + limits.reserved_per_block));
+  return grid_blocks <= per_sm * cuda::current_device_info().multiprocessors;
+}
+
 template <typename Params>
 void launch_gemv(const char* name, const Params& p, bool gated, int max_cols, int groups, GemvTuning tuning,
                  cudaStream_t stream) {
@@ -394,7 +494,8 @@ void launch_gemv(const char* name, const Params& p, bool gated, int max_cols, in
                   "in_features must be a positive multiple of 32");
   TACHYON_REQUIRE(p.out_features > 0, name, "out_features must be positive");
   TACHYON_REQUIRE(max_cols >= 1 && max_cols <= 16, name, "1..16 tokens per expert or call");
-  TACHYON_REQUIRE(reinterpret_cast<uintptr_t>(p.weight) % 16 == 0 && reinterpret_cast<uintptr_t>(p.x) % 16 == 0,
+  TACHYON_REQUIRE(reinterpret_cast<uintptr_t>(p.weight) % 16 == 0 &&
+                      (p.norm.weight || reinterpret_cast<uintptr_t>(p.x) % 16 == 0),
                   name, "weight and x must be 16-byte aligned");
   TACHYON_REQUIRE(p.expert_stride % 8 == 0, name, "expert_stride must keep 16-byte alignment");
   if (groups <= 0) return;
@@ -428,6 +529,23 @@ void launch_gemv(const char* name, const Params& p, bool gated, int max_cols, in
   const bool one_row_tile = !gated && !p.group_count && k_split == 4 &&
                             (tuning.row_tiles == 1 || (tuning.row_tiles == 0 && small_grid));
   if constexpr (std::is_same_v<Params, GemvParams>) {
+    if (p.norm.weight) {
+      const ResidualNorm& n = p.norm;
+      const dim3 launched = one_row_tile ? dim3((p.out_features + 15) / 16) : grid;
+      if (!fuse_norm(p, static_cast<int>(launched.x))) {  // the two launches it stands for
+        add_rms_norm_to(n.residual, n.delta, n.weight, n.normed, p.n_tokens, p.in_features, n.eps, n.residual_out,
+                        stream);
+        GemvParams plain = p;
+        plain.norm = ResidualNorm{};
+        plain.x = n.normed;
+        launch_gemv(name, plain, gated, max_cols, groups, tuning, stream);
+        return;
+      }
+      if (one_row_tile) launch_instance<1, false, 4, false, Params, 1, true>(launched, p, stream);
+      else if (gated) launch_with_split<1, true, false, Params, true>(k_split, grid, p, stream);
+      else launch_with_split<1, false, false, Params, true>(k_split, grid, p, stream);
+      return;
+    }
     if (one_row_tile) {
       const dim3 grid16((p.out_features + 15) / 16);
       max_cols <= 8 ? launch_instance<1, false, 4, false, Params, 1>(grid16, p, stream)
@@ -483,6 +601,35 @@ void gated_gemv_bf16(const __nv_bfloat16* gate_weight, const __nv_bfloat16* up_w
   TACHYON_REQUIRE(reinterpret_cast<uintptr_t>(up_weight) % 16 == 0, "gated_gemv_bf16", "up_weight must be 16-byte aligned");
   launch_gemv("gated_gemv_bf16", dense_params(gate_weight, up_weight, nullptr, x, h, n_tokens, out_features, in_features),
               true, n_tokens, 1, tuning, stream);
+}
+
+namespace {
+void check_norm(const char* name, const ResidualNorm& norm, int n_tokens, int in_features) {
+  TACHYON_REQUIRE(norm.residual && norm.weight && norm.residual_out && norm.normed, name,
+                  "the fused norm needs residual, weight, residual_out and normed");
+  const size_t bytes = static_cast<size_t>(n_tokens) * in_features * sizeof(float);
+  const auto* in = reinterpret_cast<const char*>(norm.residual);
+  const auto* out = reinterpret_cast<const char*>(norm.residual_out);
+  TACHYON_REQUIRE(in + bytes <= out || out + bytes <= in, name,
+                  "residual_out must not overlap residual (other blocks still read it)");
+}
+}  // namespace
+
+void gemv_bf16(const ResidualNorm& norm, const __nv_bfloat16* weight, const float* bias, float* y, int n_tokens,
+               int out_features, int in_features, cudaStream_t stream, GemvTuning tuning) {
+  check_norm("gemv_bf16", norm, n_tokens, in_features);
+  GemvParams p = dense_params(weight, nullptr, bias, nullptr, y, n_tokens, out_features, in_features);
+  p.norm = norm;
+  launch_gemv("gemv_bf16", p, false, n_tokens, 1, tuning, stream);
+}
+
+void gated_gemv_bf16(const ResidualNorm& norm, const __nv_bfloat16* gate_weight, const __nv_bfloat16* up_weight,
+                     float* h, int n_tokens, int out_features, int in_features, cudaStream_t stream, GemvTuning tuning) {
+  check_norm("gated_gemv_bf16", norm, n_tokens, in_features);
+  TACHYON_REQUIRE(reinterpret_cast<uintptr_t>(up_weight) % 16 == 0, "gated_gemv_bf16", "up_weight must be 16-byte aligned");
+  GemvParams p = dense_params(gate_weight, up_weight, nullptr, nullptr, h, n_tokens, out_features, in_features);
+  p.norm = norm;
+  launch_gemv("gated_gemv_bf16", p, true, n_tokens, 1, tuning, stream);
 }
 
 void expert_gated_gemv_bf16(const __nv_bfloat16* gate_weights, const __nv_bfloat16* up_weights,

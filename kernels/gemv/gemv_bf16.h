@@ -68,6 +68,28 @@ void gemv_bf16(const __nv_bfloat16* weight, const float* bias, const float* x, f
 void gated_gemv_bf16(const __nv_bfloat16* gate_weight, const __nv_bfloat16* up_weight, const float* x, float* h,
                      int n_tokens, int out_features, int in_features, cudaStream_t stream, GemvTuning tuning = {});
 
+// The pre-norm residual step of a layer (add_rms_norm) fused into the product that reads its output.
+struct ResidualNorm {
+  const float* residual = nullptr;  // [n_tokens, in_features]
+  const float* delta = nullptr;     // [n_tokens, in_features], or nullptr (the first layer: a plain norm)
+  const float* weight = nullptr;    // [in_features]
+  float eps = 0;
+  float* residual_out = nullptr;    // residual + delta; must not overlap residual
+  float* normed = nullptr;          // [n_tokens, in_features]: the normalized rows, as add_rms_norm's y
+};
+
+// Bit for bit the same as
+//   add_rms_norm_to(norm.residual, norm.delta, norm.weight, norm.normed, n_tokens, in_features, norm.eps,
+//                   norm.residual_out);  then  gemv_bf16 / gated_gemv_bf16(..., norm.normed, ...)
+// in ONE launch where that pays (1..2 tokens, the product's grid one wave, the staged rows costing no occupancy):
+// every block normalizes the rows into its shared memory and block 0 writes residual_out and normed; elsewhere it
+// is those two launches. Decode uses it for the projections after each norm (QKV, MLP gate/up or router).
+void gemv_bf16(const ResidualNorm& norm, const __nv_bfloat16* weight, const float* bias, float* y, int n_tokens,
+               int out_features, int in_features, cudaStream_t stream, GemvTuning tuning = {});
+void gated_gemv_bf16(const ResidualNorm& norm, const __nv_bfloat16* gate_weight, const __nv_bfloat16* up_weight,
+                     float* h, int n_tokens, int out_features, int in_features, cudaStream_t stream,
+                     GemvTuning tuning = {});
+
 // MoE experts, each touched expert's matrix read once for all of its tokens. Expert e's matrices start at
 // weight + e * expert_stride (elements), each [out_features, in_features].
 // expert_gated_gemv_bf16: h[entry, o] = silu(gate_e[o] . x[token]) * (up_e[o] . x[token]) where

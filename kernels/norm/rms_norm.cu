@@ -12,22 +12,27 @@
 #include "common/device_helpers.cuh"
 #include "common/launch.cuh"
 #include "cuda/cuda_check.h"
+#include "norm/rms_norm_device.cuh"
 
 namespace tachyon::kernels {
 
 namespace {
 
-constexpr int kNormThreads = 256;
+constexpr int kNormThreads = kNormLanes;  // one thread per lane of the shared reduction (rms_norm_device.cuh)
 constexpr int kMaxRowVectors = 8;  // float4s per thread kept in registers: rows up to 8192 wide
 
 // V > 0: the row is dim % 4 == 0 wide and at most V float4s per thread; it stays in registers between the sum and
 // the scaling, and the weight (constant, so it may be read before the wait) is loaded while the previous kernel
 // finishes: one dependent memory round trip per call instead of three. V == 0: any width, scalar loops.
+// residual_out: residual + delta (may be residual itself; written when delta != nullptr or it differs).
 template <int V>
 __global__ void __launch_bounds__(kNormThreads)
-add_rms_norm_kernel(float* residual, const float* delta, const float* weight, float* y, int dim, float eps) {
+add_rms_norm_kernel(const float* residual, const float* delta, const float* weight, float* y, int dim, float eps,
+                    float* residual_out) {
   __shared__ float scratch[kNormThreads / 32];
-  float* row = residual + static_cast<int64_t>(blockIdx.x) * dim;
+  const float* row = residual + static_cast<int64_t>(blockIdx.x) * dim;
+  float* row_out = residual_out + static_cast<int64_t>(blockIdx.x) * dim;
+  const bool write_row = delta || residual_out != residual;
   const float* delta_row = delta ? delta + static_cast<int64_t>(blockIdx.x) * dim : nullptr;
   float* out = y + static_cast<int64_t>(blockIdx.x) * dim;
   if constexpr (V > 0) {
@@ -45,20 +50,15 @@ add_rms_norm_kernel(float* residual, const float* delta, const float* weight, fl
       const int i = (threadIdx.x + k * kNormThreads) * 4;
       if (i >= dim) continue;
       v[k] = *reinterpret_cast<const float4*>(row + i);
-      if (delta_row) {
-        const float4 d = *reinterpret_cast<const float4*>(delta_row + i);
-        v[k].x += d.x, v[k].y += d.y, v[k].z += d.z, v[k].w += d.w;
-        *reinterpret_cast<float4*>(row + i) = v[k];
-      }
-      sum += v[k].x * v[k].x + v[k].y * v[k].y + v[k].z * v[k].z + v[k].w * v[k].w;
+      if (delta_row) v[k] = add4(v[k], *reinterpret_cast<const float4*>(delta_row + i));
+      if (write_row) *reinterpret_cast<float4*>(row_out + i) = v[k];
+      sum = add_squares(sum, v[k]);
     }
-    const float inv = 1.0f / sqrtf(block_sum(sum, scratch) / static_cast<float>(dim) + eps);
+    const float inv = inverse_rms(block_sum(sum, scratch), dim, eps);
 #pragma unroll
     for (int k = 0; k < V; ++k) {
       const int i = (threadIdx.x + k * kNormThreads) * 4;
-      if (i < dim)
-        *reinterpret_cast<float4*>(out + i) = make_float4(w[k].x * (v[k].x * inv), w[k].y * (v[k].y * inv),
-                                                          w[k].z * (v[k].z * inv), w[k].w * (v[k].w * inv));
+      if (i < dim) *reinterpret_cast<float4*>(out + i) = scale_normalized(v[k], w[k], inv);
     }
   } else {
     wait_for_previous_kernel();
@@ -66,12 +66,14 @@ add_rms_norm_kernel(float* residual, const float* delta, const float* weight, fl
     float sum = 0;
     for (int i = threadIdx.x; i < dim; i += kNormThreads) {
       float v = row[i];
-      if (delta_row) row[i] = v = v + delta_row[i];
+      if (delta_row) v = v + delta_row[i];
+      if (write_row) row_out[i] = v;
       sum += v * v;
     }
     const float inv = 1.0f / sqrtf(block_sum(sum, scratch) / static_cast<float>(dim) + eps);
     // Each thread re-reads only the elements it wrote itself: no barrier needed between the passes.
-    for (int i = threadIdx.x; i < dim; i += kNormThreads) out[i] = weight[i] * (row[i] * inv);
+    const float* normalized = write_row ? row_out : row;
+    for (int i = threadIdx.x; i < dim; i += kNormThreads) out[i] = weight[i] * (normalized[i] * inv);
   }
 }
 
@@ -103,14 +105,20 @@ __global__ void per_head_rms_norm_kernel(float* x, int token_stride, int n_token
 
 void add_rms_norm(float* residual, const float* delta, const float* weight, float* y, int rows, int dim, float eps,
                   cudaStream_t stream) {
+  add_rms_norm_to(residual, delta, weight, y, rows, dim, eps, residual, stream);
+}
+
+void add_rms_norm_to(const float* residual, const float* delta, const float* weight, float* y, int rows, int dim,
+                     float eps, float* residual_out, cudaStream_t stream) {
   TACHYON_REQUIRE(rows >= 0 && dim > 0, "add_rms_norm", "rows must be >= 0 and dim > 0");
   if (rows == 0) return;
   const bool aligned = reinterpret_cast<uintptr_t>(residual) % 16 == 0 && reinterpret_cast<uintptr_t>(weight) % 16 == 0 &&
-                       reinterpret_cast<uintptr_t>(y) % 16 == 0 && reinterpret_cast<uintptr_t>(delta) % 16 == 0;
+                       reinterpret_cast<uintptr_t>(y) % 16 == 0 && reinterpret_cast<uintptr_t>(delta) % 16 == 0 &&
+                       reinterpret_cast<uintptr_t>(residual_out) % 16 == 0;
   const int vectors = dim % 4 == 0 && aligned ? (dim / 4 + kNormThreads - 1) / kNormThreads : 0;
   auto launch = [&](auto kernel) {
     launch_programmatic("add_rms_norm_kernel", kernel, dim3(rows), dim3(kNormThreads), 0, stream, residual, delta,
-                        weight, y, dim, eps);
+                        weight, y, dim, eps, residual_out);
   };
   if (vectors == 1) launch(add_rms_norm_kernel<1>);
   else if (vectors == 2) launch(add_rms_norm_kernel<2>);

@@ -113,7 +113,7 @@ void GpuModel::allocate_runtime() {
   rope_inv_freq_ = cuda::DeviceBuffer<float>(rope.inverse_frequencies());
   rope_attention_factor_ = rope.attention_factor();
 
-  x_ = cuda::DeviceBuffer<float>(size_t{T} * c.hidden_padded);
+  x_ = cuda::DeviceBuffer<float>(2 * size_t{T} * c.hidden_padded);  // the residual and its next value (enqueue_pass)
   normed_ = cuda::DeviceBuffer<float>(size_t{T} * c.hidden_padded);
   delta_ = cuda::DeviceBuffer<float>(size_t{T} * c.hidden_padded);
   qkv_ = cuda::DeviceBuffer<float>(size_t{T} * c.qkv_width());
@@ -230,22 +230,29 @@ std::vector<float> GpuModel::prefill_to_host(std::span<const int32_t> tokens, bo
 void GpuModel::enqueue_pass(const PassInputs& in, int n, int max_seq_len, float* logits, cudaStream_t stream) {
   const GpuModelConfig& c = config_;
   const GpuWeights& w = weights_;
-  kernels::embedding_gather_bf16(w.embed, in.tokens, x_.data(), n, c.vocab, c.hidden_padded, 1.0f, stream);
+  // Each pre-norm is fused into the projection that reads it (kernels::ResidualNorm: one launch fewer where it
+  // pays), which must write the new residual beside the old one, since other blocks are still reading it: the
+  // residual alternates between the two halves of x_.
+  float* residual = x_.data();
+  float* next_residual = x_.data() + x_.size() / 2;
+  auto pre_norm = [&](const float* delta, const float* weight) {
+    const kernels::ResidualNorm norm{residual, delta, weight, c.hidden_norm_eps(), next_residual, normed_.data()};
+    std::swap(residual, next_residual);
+    return norm;
+  };
+  kernels::embedding_gather_bf16(w.embed, in.tokens, residual, n, c.vocab, c.hidden_padded, 1.0f, stream);
   for (int layer = 0; layer < c.layers; ++layer) {
     const GpuLayerWeights& L = w.layers[layer];
     // The previous layer's MLP output joins the residual here (layer 0: a plain norm of the embeddings).
-    kernels::add_rms_norm(x_.data(), layer == 0 ? nullptr : delta_.data(), L.input_norm, normed_.data(), n,
-                          c.hidden_padded, c.hidden_norm_eps(), stream);
-    // x now holds the output of layer - 1 (its MLP delta was just added).
-    if (in.features && layer > 0) copy_features(layer - 1, x_.data(), n, in.features, stream);
-    attention_pass(layer, normed_.data(), in, n, max_seq_len, stream);
+    attention_pass(layer, pre_norm(layer == 0 ? nullptr : delta_.data(), L.input_norm), in, n, max_seq_len, stream);
+    // residual now holds the output of layer - 1 (its MLP delta was added by the QKV projection's norm).
+    if (in.features && layer > 0) copy_features(layer - 1, residual, n, in.features, stream);
     // all-reduce point (tensor parallel): delta holds this rank's share of o_proj.
-    kernels::add_rms_norm(x_.data(), delta_.data(), L.post_attention_norm, normed_.data(), n, c.hidden_padded,
-                          c.hidden_norm_eps(), stream);
-    feed_forward_pass(layer, normed_.data(), n, stream);
+    feed_forward_pass(layer, pre_norm(delta_.data(), L.post_attention_norm), n, stream);
     // all-reduce point (tensor parallel): delta holds this rank's share of the MLP / experts.
   }
-  kernels::add_rms_norm(x_.data(), delta_.data(), w.final_norm, normed_.data(), n, c.hidden_padded, c.hidden_norm_eps(),
+  // Not fused: every block of the vocabulary-wide lm_head would recompute it (kernels::ResidualNorm).
+  kernels::add_rms_norm(residual, delta_.data(), w.final_norm, normed_.data(), n, c.hidden_padded, c.hidden_norm_eps(),
                         stream);
   if (in.features) copy_features(c.layers - 1, normed_.data(), n, in.features, stream);  // normed, as HF reports it
   kernels::gemv_bf16(w.lm_head, nullptr, normed_.data(), logits, n, c.vocab, c.hidden_padded, stream);
@@ -295,11 +302,11 @@ kernels::AttentionParams GpuModel::attention_params_for(int layer, float* qkv, f
   return params;
 }
 
-void GpuModel::attention_pass(int layer, const float* normed, const PassInputs& in, int n, int max_seq_len,
-                              cudaStream_t stream) {
+void GpuModel::attention_pass(int layer, const kernels::ResidualNorm& norm, const PassInputs& in, int n,
+                              int max_seq_len, cudaStream_t stream) {
   const GpuModelConfig& c = config_;
   const GpuLayerWeights& L = weights_.layers[layer];
-  kernels::gemv_bf16(L.qkv, L.qkv_bias, normed, qkv_.data(), n, c.qkv_width(), c.hidden_padded, stream);
+  kernels::gemv_bf16(norm, L.qkv, L.qkv_bias, qkv_.data(), n, c.qkv_width(), c.hidden_padded, stream);
 
   const kernels::AttentionBatch batch = attention_batch(in, n, max_seq_len);
   kernels::PagedKvCache cache = layer_cache(layer, in.block_table ? in.block_table : block_table_.data());
@@ -314,12 +321,13 @@ void GpuModel::attention_pass(int layer, const float* normed, const PassInputs& 
   kernels::gemv_bf16(L.o, L.o_bias, attn_.data(), delta_.data(), n, c.hidden_padded, c.q_width(), stream);
 }
 
-void GpuModel::feed_forward_pass(int layer, const float* normed, int n, cudaStream_t stream) {
+void GpuModel::feed_forward_pass(int layer, const kernels::ResidualNorm& norm, int n, cudaStream_t stream) {
   const GpuModelConfig& c = config_;
   const GpuLayerWeights& L = weights_.layers[layer];
+  const float* normed = norm.normed;  // written by the first product below, read by the expert kernels after it
   if (!c.is_sparse(layer)) {
     const int64_t Ip = c.intermediate_padded;
-    kernels::gated_gemv_bf16(L.gate_up, L.gate_up + Ip * c.hidden_padded, normed, mlp_h_.data(), n,
+    kernels::gated_gemv_bf16(norm, L.gate_up, L.gate_up + Ip * c.hidden_padded, mlp_h_.data(), n,
                              static_cast<int>(Ip), c.hidden_padded, stream);
     kernels::gemv_bf16(L.down, nullptr, mlp_h_.data(), delta_.data(), n, c.hidden_padded, static_cast<int>(Ip), stream);
     return;
@@ -327,7 +335,7 @@ void GpuModel::feed_forward_pass(int layer, const float* normed, int n, cudaStre
   const int Ip = c.moe_intermediate_padded;
   const int assignments = kMaxPassTokens * c.top_k;
   int* topk_ids = topk_ids_.data() + static_cast<size_t>(layer) * assignments;
-  kernels::gemv_bf16(L.router, L.router_bias, normed, router_logits_.data(), n, c.experts, c.hidden_padded, stream);
+  kernels::gemv_bf16(norm, L.router, L.router_bias, router_logits_.data(), n, c.experts, c.hidden_padded, stream);
   kernels::RouterConfig router;
   router.n_experts = c.experts;
   router.top_k = c.top_k;

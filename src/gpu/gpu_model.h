@@ -25,6 +25,7 @@
 #include "cuda/device_buffer.h"
 #include "cuda/stream.h"
 #include "gemm/cublaslt_gemm.h"
+#include "gemv/gemv_bf16.h"
 #include "gpu/gpu_config.h"
 #include "gpu/gpu_weights.h"
 #include "gpu/kv_block_allocator.h"
@@ -169,9 +170,9 @@ class GpuModel {
   kernels::AttentionPrologue prologue_for(int layer, float* qkv) const;
   // (sliding window and sinks of `layer`; the workspace size does not depend on them)
   kernels::AttentionParams attention_params_for(int layer, float* qkv, float* out) const;
-  void attention_pass(int layer, const float* normed, const PassInputs& in, int n, int max_seq_len,
+  void attention_pass(int layer, const kernels::ResidualNorm& norm, const PassInputs& in, int n, int max_seq_len,
                       cudaStream_t stream);
-  void feed_forward_pass(int layer, const float* normed, int n, cudaStream_t stream);
+  void feed_forward_pass(int layer, const kernels::ResidualNorm& norm, int n, cudaStream_t stream);
   // x [n, hidden_padded] holds the residual stream after decoder layer `finished`: copies it into that layer's
   // block of features [n, feature_width()] if it is a feature layer.
   void copy_features(int finished, const float* x, int n, float* features, cudaStream_t stream) const;

@@ -2,10 +2,13 @@
 // Bound: |y - ref| <= 1e-4 * max|x| * ||w_row|| + 1e-5 (activations enter as bf16 hi + lo: ~2^-17 each).
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <string>
 
 #include "gemv/gemv_bf16.h"
 #include "gpu_test_util.h"
 #include "models/layers.h"
+#include "norm/rms_norm.h"
 
 namespace tachyon {
 namespace {
@@ -120,6 +123,89 @@ TEST(GpuGemv, GatedSwigluMatchesTwoLinearsAndSilu) {
       TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
       expect_within(h_dev.to_host(), want, bound, "gated gemv n=" + std::to_string(n) + " " + std::to_string(out));
     }
+  }
+}
+
+// The fused pre-norm (kernels::ResidualNorm) must give exactly the bits of add_rms_norm_to + the plain product,
+// fused (1..2 tokens, one-wave grids) or not (3 tokens, a vocabulary-sized grid): speculative verification runs
+// the unfused path at more tokens and must agree with plain decoding. The unfused parts have their own CPU tests.
+void expect_same_bits(const std::vector<float>& got, const std::vector<float>& want, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  size_t differ = 0, first = 0;
+  for (size_t i = 0; i < got.size(); ++i)
+    if (std::memcmp(&got[i], &want[i], sizeof(float)) != 0 && differ++ == 0) first = i;
+  EXPECT_EQ(differ, 0u) << what << ": " << differ << " of " << got.size() << " differ, first at " << first << " ("
+                        << got[first] << " vs " << want[first] << ")";
+}
+
+TEST(GpuGemv, FusedResidualNormGivesTheBitsOfNormThenGemv) {
+  SKIP_WITHOUT_GPU();
+  reseed_for_current_test();
+  struct Case {
+    int out, in;
+    bool gated, bias;
+  };
+  // SmolLM2 QKV (16-row warps) and MLP gate/up, Qwen3 QKV and router, gpt-oss QKV (hidden 2880), and a
+  // vocabulary-sized product (never fused: many waves).
+  const Case cases[] = {{960, 576, false, true}, {1536, 576, true, false}, {5120, 2048, false, false},
+                        {128, 2048, false, false}, {5120, 2880, false, true}, {49152, 576, false, false}};
+  for (const Case& c : cases) {
+    for (int n : {1, 2, 3}) {
+      for (bool with_delta : {true, false}) {
+        const std::string what = std::to_string(c.out) + "x" + std::to_string(c.in) + (c.gated ? " gated" : "") +
+                                 " n=" + std::to_string(n) + (with_delta ? "" : " no delta");
+        const size_t rows = static_cast<size_t>(n) * c.in;
+        const std::vector<float> residual = random_normal(rows, 2.0f), delta = random_normal(rows, 0.5f);
+        const std::vector<float> weight = random_floats(c.in), bias = random_floats(c.out);
+        const Bf16Tensor w = to_bf16(random_floats(static_cast<size_t>(c.out) * c.in));
+        const Bf16Tensor up = to_bf16(random_floats(c.gated ? static_cast<size_t>(c.out) * c.in : 1));
+        cuda::DeviceBuffer<uint16_t> w_dev(w.bits), up_dev(up.bits);
+        cuda::DeviceBuffer<float> residual_dev(residual), delta_dev(delta), weight_dev(weight), bias_dev(bias);
+        const float* delta_ptr = with_delta ? delta_dev.data() : nullptr;
+        const float* bias_ptr = c.bias ? bias_dev.data() : nullptr;
+        const size_t out_size = static_cast<size_t>(n) * c.out;
+        const float eps = 1e-5f;
+
+        // Reference: the two launches.
+        auto ref_residual = poisoned(rows), ref_normed = poisoned(rows), ref_y = poisoned(out_size);
+        kernels::add_rms_norm_to(residual_dev.data(), delta_ptr, weight_dev.data(), ref_normed.data(), n, c.in, eps,
+                                 ref_residual.data(), nullptr);
+        if (c.gated)
+          kernels::gated_gemv_bf16(as_bf16(w_dev), as_bf16(up_dev), ref_normed.data(), ref_y.data(), n, c.out, c.in,
+                                   nullptr);
+        else
+          kernels::gemv_bf16(as_bf16(w_dev), bias_ptr, ref_normed.data(), ref_y.data(), n, c.out, c.in, nullptr);
+
+        auto fused_residual = poisoned(rows), fused_normed = poisoned(rows), fused_y = poisoned(out_size);
+        const kernels::ResidualNorm norm{residual_dev.data(), delta_ptr, weight_dev.data(), eps,
+                                         fused_residual.data(), fused_normed.data()};
+        if (c.gated)
+          kernels::gated_gemv_bf16(norm, as_bf16(w_dev), as_bf16(up_dev), fused_y.data(), n, c.out, c.in, nullptr);
+        else
+          kernels::gemv_bf16(norm, as_bf16(w_dev), bias_ptr, fused_y.data(), n, c.out, c.in, nullptr);
+        TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
+
+        std::vector<float> sum(rows);
+        for (size_t i = 0; i < rows; ++i) sum[i] = with_delta ? residual[i] + delta[i] : residual[i];
+        expect_same_bits(ref_residual.to_host(), sum, what + " residual_out (two launches)");
+        expect_same_bits(fused_residual.to_host(), sum, what + " residual_out");
+        expect_same_bits(fused_normed.to_host(), ref_normed.to_host(), what + " normed");
+        expect_same_bits(fused_y.to_host(), ref_y.to_host(), what + " product");
+      }
+    }
+  }
+}
+
+TEST(GpuGemv, FusedResidualNormRefusesAnOverlappingResidual) {
+  SKIP_WITHOUT_GPU();
+  cuda::DeviceBuffer<uint16_t> w(64 * 64);
+  cuda::DeviceBuffer<float> residual(64), weight(64), normed(64), y(64);
+  const kernels::ResidualNorm in_place{residual.data(), nullptr, weight.data(), 1e-5f, residual.data(), normed.data()};
+  try {
+    kernels::gemv_bf16(in_place, as_bf16(w), nullptr, y.data(), 1, 64, 64, nullptr);
+    FAIL() << "an in-place residual was accepted";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("overlap"), std::string::npos) << e.what();
   }
 }
 
