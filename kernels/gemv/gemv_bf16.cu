@@ -438,7 +438,12 @@ void launch_instance(dim3 grid, const Params& p, cudaStream_t stream) {
   // memory (NORM: up to the device maximum, for the staged rows), and the blocks resident per SM (two 96 KB
   // rings), which sizes the expert grid to one wave.
   static const int resident_per_sm = [] {
-    const int max_bytes = NORM ? shared_memory_limits().per_block_optin : kRingBytes;
+    int max_bytes = kRingBytes;
+    if (NORM) {  // the opt-in maximum less the kernel's static shared memory (k-split partials, norm sums)
+      cudaFuncAttributes attributes{};
+      TACHYON_CUDA_CHECK(cudaFuncGetAttributes(&attributes, kernel));
+      max_bytes = shared_memory_limits().per_block_optin - static_cast<int>(attributes.sharedSizeBytes);
+    }
     TACHYON_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_bytes));
     TACHYON_CUDA_CHECK(
         cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared));
@@ -480,8 +485,9 @@ void launch_with_split(int k_split, dim3 grid, const Params& p, cudaStream_t str
 // no second wave, since every block recomputes the norm (a 152k-row lm_head would do it ~4,700 times, in waves).
 bool fuse_norm(const GemvParams& p, int grid_blocks) {
   if (p.n_tokens > kMaxNormTokens || p.in_features > 8 * 4 * kNormLanes) return false;  // the norm kernel's vector path
+  constexpr size_t kStaticBound = 8 << 10;  // the kernels' static shared memory (k-split partials 4 KB, norm sums)
   const auto& limits = shared_memory_limits();
-  const size_t block_bytes = kRingBytes + staged_norm_bytes(p.n_tokens, p.in_features);
+  const size_t block_bytes = kRingBytes + staged_norm_bytes(p.n_tokens, p.in_features) + kStaticBound;
   if (block_bytes > static_cast<size_t>(limits.per_block_optin)) return false;
   const int per_sm = std::min(2, limits.per_sm / static_cast<int>(block_bytes + limits.reserved_per_block));
   return grid_blocks <= per_sm * cuda::current_device_info().multiprocessors;
