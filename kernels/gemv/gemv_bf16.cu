@@ -104,29 +104,52 @@ struct GemvEpilogueParams : GemvParams {
 // ROW_TILES: m-tiles of 16 rows per warp (2, or 1 for small dense matrices; GATED: 2 = the gate and up tiles).
 // EXPERT: expert mode (p.group_count set): work items looped over a one-wave grid. Dense instances run one item.
 // add_rms_norm of n_tokens rows into `staged` (shared memory), the reduction laid out as the norm kernel's
-// kNormLanes threads (this block's thread t plays lanes t and t + kThreadsPerBlock), so the bits are the same.
-__device__ __forceinline__ void stage_normalized_rows(const ResidualNorm& norm, int n_tokens, int in, float* staged) {
-  constexpr int kPlays = kNormLanes / kThreadsPerBlock;
+// kNormLanes threads, so the bits are the same: norm lane L sums float4s L, L + 256, ...; this block's thread t
+// holds float4s t + 128 m (m < kMaxNormVectors), i.e. lane t (m even) and lane t + 128 (m odd). Every load of a
+// row is issued before any use (one memory round trip per row), and the weight was read before the PDL wait.
+constexpr int kMaxNormVectors = 8;  // rows up to 8 x 128 float4s = 4096 wide (fuse_norm)
+
+__device__ __forceinline__ void load_norm_weight(const ResidualNorm& norm, int in, float4 (&weight)[kMaxNormVectors]) {
+  const int quads = in / 4;
+#pragma unroll
+  for (int m = 0; m < kMaxNormVectors; ++m) {
+    const int i = threadIdx.x + m * kThreadsPerBlock;
+    weight[m] = i < quads ? reinterpret_cast<const float4*>(norm.weight)[i] : make_float4(0.f, 0.f, 0.f, 0.f);
+  }
+}
+
+__device__ __forceinline__ void stage_normalized_rows(const ResidualNorm& norm, int n_tokens, int in,
+                                                      const float4 (&weight)[kMaxNormVectors], float* staged) {
+  static_assert(kNormLanes == 2 * kThreadsPerBlock, "thread t plays norm lanes t and t + 128");
   __shared__ float lane_group_sums[kMaxNormTokens][kNormLanes / 32];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, quads = in / 4;
   const bool writer = blockIdx.x == 0;  // every block computes the same rows; one writes them out
   for (int t = 0; t < n_tokens; ++t) {
     const float4* row = reinterpret_cast<const float4*>(norm.residual + static_cast<int64_t>(t) * in);
     const float4* delta = norm.delta ? reinterpret_cast<const float4*>(norm.delta + static_cast<int64_t>(t) * in) : nullptr;
-    float4* out = reinterpret_cast<float4*>(norm.residual_out + static_cast<int64_t>(t) * in);
-    float4* stage = reinterpret_cast<float4*>(staged + t * in);
+    float4 v[kMaxNormVectors], d[kMaxNormVectors];
 #pragma unroll
-    for (int play = 0; play < kPlays; ++play) {
-      float sum = 0;
-      for (int i = threadIdx.x + play * kThreadsPerBlock; i < quads; i += kNormLanes) {
-        float4 v = row[i];
-        if (delta) v = add4(v, delta[i]);
-        stage[i] = v;
-        if (writer) out[i] = v;
-        sum = add_squares(sum, v);
-      }
-      sum = warp_sum(sum);
-      if (lane == 0) lane_group_sums[t][warp + play * kWarpsPerBlock] = sum;
+    for (int m = 0; m < kMaxNormVectors; ++m) {
+      const int i = threadIdx.x + m * kThreadsPerBlock;
+      v[m] = i < quads ? row[i] : make_float4(0.f, 0.f, 0.f, 0.f);
+      d[m] = i < quads && delta ? delta[i] : make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+    float4* stage = reinterpret_cast<float4*>(staged + t * in);
+    float4* out = reinterpret_cast<float4*>(norm.residual_out + static_cast<int64_t>(t) * in);
+    float sum[2] = {0.f, 0.f};
+#pragma unroll
+    for (int m = 0; m < kMaxNormVectors; ++m) {
+      const int i = threadIdx.x + m * kThreadsPerBlock;
+      if (i >= quads) continue;
+      if (delta) v[m] = add4(v[m], d[m]);
+      stage[i] = v[m];
+      if (writer) out[i] = v[m];
+      sum[m & 1] = add_squares(sum[m & 1], v[m]);
+    }
+#pragma unroll
+    for (int play = 0; play < 2; ++play) {
+      const float group_sum = warp_sum(sum[play]);
+      if (lane == 0) lane_group_sums[t][warp + play * kWarpsPerBlock] = group_sum;
     }
   }
   __syncthreads();
@@ -134,17 +157,16 @@ __device__ __forceinline__ void stage_normalized_rows(const ResidualNorm& norm, 
     float total = 0;
     for (int group = 0; group < kNormLanes / 32; ++group) total += lane_group_sums[t][group];  // block_sum's order
     const float inv = inverse_rms(total, in, norm.eps);
-    const float4* weight = reinterpret_cast<const float4*>(norm.weight);
     float4* stage = reinterpret_cast<float4*>(staged + t * in);
     float4* normed = reinterpret_cast<float4*>(norm.normed + static_cast<int64_t>(t) * in);
-    // Each thread rescales the float4s it stored itself.
 #pragma unroll
-    for (int play = 0; play < kPlays; ++play)
-      for (int i = threadIdx.x + play * kThreadsPerBlock; i < quads; i += kNormLanes) {
-        const float4 y = scale_normalized(stage[i], weight[i], inv);
-        stage[i] = y;
-        if (writer) normed[i] = y;
-      }
+    for (int m = 0; m < kMaxNormVectors; ++m) {  // each thread rescales the float4s it stored itself
+      const int i = threadIdx.x + m * kThreadsPerBlock;
+      if (i >= quads) continue;
+      const float4 y = scale_normalized(stage[i], weight[m], inv);
+      stage[i] = y;
+      if (writer) normed[i] = y;
+    }
   }
   __syncthreads();
 }
@@ -260,12 +282,14 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
   start_issue_item();
 #pragma unroll
   for (int s = 0; s < kRingStages - 1; ++s) issue_step();
+  float4 norm_weight[NORM ? kMaxNormVectors : 1];
+  if constexpr (NORM) load_norm_weight(p.norm, in, norm_weight);  // constant: before the wait
   // Dense weights never depend on the previous kernel: their first steps are in flight while it finishes.
   if (!EXPERT) wait_for_previous_kernel();
   float* staged = nullptr;  // NORM: [n_tokens][in] normalized rows
   if constexpr (NORM) {
     staged = reinterpret_cast<float*>(weight_ring + kRingStages * kRingStride);
-    stage_normalized_rows(p.norm, p.n_tokens, in, staged);
+    stage_normalized_rows(p.norm, p.n_tokens, in, norm_weight, staged);
   }
 
   int compute_stage = 0;
@@ -484,7 +508,7 @@ void launch_with_split(int k_split, dim3 grid, const Params& p, cudaStream_t str
 // Whether a dense product fuses its norm (ResidualNorm) into its prologue: only where that costs no occupancy and
 // no second wave, since every block recomputes the norm (a 152k-row lm_head would do it ~4,700 times, in waves).
 bool fuse_norm(const GemvParams& p, int grid_blocks) {
-  if (p.n_tokens > kMaxNormTokens || p.in_features > 8 * 4 * kNormLanes) return false;  // the norm kernel's vector path
+  if (p.n_tokens > kMaxNormTokens || p.in_features > 4 * kThreadsPerBlock * kMaxNormVectors) return false;
   constexpr size_t kStaticBound = 8 << 10;  // the kernels' static shared memory (k-split partials 4 KB, norm sums)
   const auto& limits = shared_memory_limits();
   const size_t block_bytes = kRingBytes + staged_norm_bytes(p.n_tokens, p.in_features) + kStaticBound;
