@@ -10,7 +10,10 @@
 // - the four k16 steps of a tile are independent MMA chains (fresh partial sums), scaled per block afterwards;
 // - ring depth, warps per block and the split of H among warps (gate/up) or of each expert's columns into items
 //   (down) are template / run-time parameters, swept by `tachyon eval --kernel-bench qwen3 --sweep`;
-// - both kernels get the maximum shared-memory carveout (more blocks per SM) and opt in to > 48 KB rings.
+// - both kernels get the maximum shared-memory carveout (more blocks per SM) and opt in to > 48 KB rings;
+// - (session 7) the gate/up kernels for 1..4 tokens split the activations once per block into shared memory
+//   (gate_up_body, STAGED_X) and read the slot's routing-table words in one round trip: decode Qwen3 NVFP4 -1.8%,
+//   gpt-oss -2.8% (same call, H100).
 //
 // Measured: NVIDIA H100 80GB HBM3 (132 SMs, driver 580.159.04, stream read 3113 GB/s = 100%), 2026-11-26 10:04 UTC,
 // binaries of commit be74d84 + local changes (scripts/gpu/fp4.sh; results in .cache/gpu-results/fp4v2/). Qwen3-30B-A3B

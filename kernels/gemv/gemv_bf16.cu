@@ -22,6 +22,13 @@
 // - Launched with programmatic dependent launch: the first weight steps stream while the previous kernel
 //   finishes; griddepcontrol.wait precedes the first activation read (expert mode waits first: the routing
 //   tables come from the previous kernel).
+// - Fused pre-norm (ResidualNorm, NORM instances, 1..2 tokens): the product after a norm computes add_rms_norm
+//   itself. Every block loads the rows (one round trip: all loads of a row issued before any use; the norm weight
+//   read before the PDL wait), reduces them with the norm kernel's exact lane layout (norm/rms_norm_device.cuh, so
+//   the bits match the two-launch path used at more tokens), and keeps the normalized rows in shared memory after
+//   the ring, where the steps read them; block 0 writes the new residual (to another buffer: the other blocks
+//   still read the old one) and the normed rows. Taken only where no second wave and no occupancy is lost
+//   (fuse_norm): not for the vocabulary-wide lm_head, whose thousands of blocks would each redo the norm.
 // - Expert (MoE) mode: work items = (active expert slot, row block), the slot count read on the device; a grid
 //   of one wave of blocks loops over them, each warp's weight ring running on from one item into the next (no
 //   second wave of blocks starting cold). Each item reads one expert's rows once for all the tokens routed to it
@@ -41,6 +48,9 @@
 //      grid, cp.async to a precomputed shared address: Qwen3-30B-A3B bf16 decode step 4676 -> 4466 -> 4395 -> 4317
 //      us (nsys, exposed per layer: o_proj 11.1 -> 8.4 us; expert gate/up + down 40.1 -> 37.7 us against a 24.3 us
 //      floor).
+//   v4 (session 7) the fused pre-norm: decode Qwen3 NVFP4 3105 -> 2972 us, SmolLM2 shape 699 -> 665, gpt-oss 2573 ->
+//      2536, bf16 4167 -> 4139 (same calls; a first prologue with serialized loads was 2.6-4.8% slower everywhere).
+//      The expert instances read their first item's expert id together with the slot count.
 //   Full tables: docs/gpu-kernels.md.
 #include "gemv/gemv_bf16.h"
 

@@ -15,7 +15,8 @@
 // Each pass reads the row from L2 (608 KB for a 151,936 vocab): ~7-9 passes, one SM per row.
 // argmax_rows: one pass, one cluster of 8 blocks per row.
 // Both are launched programmatically (common/launch.cuh) and wait for the previous kernel first thing.
-// Measured, H100, 2026-11-26, vocab 151,936: argmax_rows 9.6 us (1 or 16 rows); sample_rows T=0.7 top_k=50
+// Measured, H100, 2026-11-26, vocab 151,936: argmax_rows 9.6 us (1 or 16 rows; one block per row then: the cluster
+// version of session 7 was measured only inside the decode step, with two other changes); sample_rows T=0.7 top_k=50
 // top_p=0.9 99 us (fast path); top_p=0.95 alone on flat logits 1.25 ms (radix fallback: the thing to fix).
 #include "sampling/sampling.h"
 
