@@ -49,6 +49,7 @@
 #include <stdexcept>
 #include <type_traits>
 
+#include "cuda/stream.h"
 #include "fp4_moe/fp4_moe_device.cuh"
 
 namespace tachyon::kernels::fp4_moe_detail {
@@ -224,7 +225,7 @@ __device__ __forceinline__ void gate_up_body(const P& p, uint4* ring, int expert
   const float lo_select = (g & 1) ? 1.0f : 0.0f;
   const uint32_t selector = (g & 1) ? 0x7632u : 0x5410u;  // pick_packed: lo halves for odd columns
   const int stride = p.cols + kStagedPad;
-  const uint32_t* staged = reinterpret_cast<const uint32_t*>(ring + WARPS * STAGES * 2 * T::kChunks);
+  uint32_t* staged = reinterpret_cast<uint32_t*>(ring + WARPS * STAGES * 2 * T::kChunks);  // STAGED_X rows
   const float* x_row[NT];
   if constexpr (STAGED_X) {
     // Entry e of the slot is row e of the staged block; every thread splits a share of the slot's rows.
@@ -232,7 +233,7 @@ __device__ __forceinline__ void gate_up_body(const P& p, uint4* ring, int expert
     for (int entry = 0; entry < n_cols; ++entry) {
       const int token = p.sorted_assignments[entry_base + entry] / p.top_k;
       const float4* in = reinterpret_cast<const float4*>(p.x + static_cast<int64_t>(token) * p.cols);
-      uint4* out = reinterpret_cast<uint4*>(const_cast<uint32_t*>(staged) + entry * stride);
+      uint4* out = reinterpret_cast<uint4*>(staged + entry * stride);
 #pragma unroll 4
       for (int q = threadIdx.x; q < quads; q += WARPS * 32) {
         const float4 v = __ldg(in + q);
@@ -545,14 +546,6 @@ __global__ void __launch_bounds__(WARPS * 32, MAX_NT > 1 ? 512 / (WARPS * 32) : 
   }
 }
 
-// The current device's opt-in maximum of dynamic shared memory per block.
-size_t max_dynamic_shared() {
-  int device = 0, bytes = 0;
-  TACHYON_CUDA_CHECK(cudaGetDevice(&device));
-  TACHYON_CUDA_CHECK(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  return static_cast<size_t>(bytes);
-}
-
 // Once per kernel: rings above 48 KB need the opt-in; the maximum carveout lets more blocks share an SM.
 template <typename Kernel>
 void configure(Kernel kernel, size_t dynamic_shared) {
@@ -570,7 +563,13 @@ void launch_gate_up_t(const GateUpEpilogueParams& all, int max_active_experts, i
   // The kernels for 1..4 tokens stage the activations after the ring (gate_up_body, STAGED_X).
   const size_t shared = kRing + (MAX_NT == 1 ? staged_x_bytes(n_tokens, p.cols) : 0);
   auto kernel = fp4_gate_up_v2_kernel<WARPS, K_SPLIT, STAGES, MAX_NT, NV, PACKED_H, EPI>;
-  static const size_t configured = (configure(kernel, max_dynamic_shared()), max_dynamic_shared());
+  static const size_t configured = [&] {  // all the device allows (the staged rows vary with the token count)
+    cudaFuncAttributes attributes{};
+    TACHYON_CUDA_CHECK(cudaFuncGetAttributes(&attributes, kernel));
+    const size_t bytes = cuda::current_device_info().shared_memory_per_block_optin - attributes.sharedSizeBytes;
+    configure(kernel, bytes);
+    return bytes;
+  }();
   if (shared > configured) {
     std::ostringstream message;
     message << "fp4_expert_gate_up: " << n_tokens << " tokens of " << p.cols << " columns need " << shared

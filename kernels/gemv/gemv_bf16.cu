@@ -111,8 +111,6 @@ struct GemvEpilogueParams : GemvParams {
   float swiglu_limit, swiglu_alpha;  // gated: clamped_swiglu (limit > 0 always here)
 };
 
-// ROW_TILES: m-tiles of 16 rows per warp (2, or 1 for small dense matrices; GATED: 2 = the gate and up tiles).
-// EXPERT: expert mode (p.group_count set): work items looped over a one-wave grid. Dense instances run one item.
 // add_rms_norm of n_tokens rows into `staged` (shared memory), the reduction laid out as the norm kernel's
 // kNormLanes threads, so the bits are the same: norm lane L sums float4s L, L + 256, ...; this block's thread t
 // holds float4s t + 128 m (m < kMaxNormVectors), i.e. lane t (m even) and lane t + 128 (m odd). Every load of a
@@ -181,12 +179,14 @@ __device__ __forceinline__ void stage_normalized_rows(const ResidualNorm& norm, 
   __syncthreads();
 }
 
+// ROW_TILES: m-tiles of 16 rows per warp (2, or 1 for small dense matrices; GATED: 2 = the gate and up tiles).
+// EXPERT: expert mode (p.group_count set): work items looped over a one-wave grid. Dense instances run one item.
 // NORM (dense, N_TILES 1): the rows x are add_rms_norm's output of p.norm, computed by every block into shared
 // memory after the ring (rms_norm_device.cuh: the same bits as the norm kernel); block 0 also writes
 // residual_out and normed for the kernels after this one. Removes the norm's launch from the decode chain.
 template <int N_TILES, bool GATED, int K_SPLIT, bool EXPERT, typename Params, int ROW_TILES = 2, bool NORM = false>
 __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
-  static_assert(!NORM || (!EXPERT && N_TILES == 1), "fused norms: dense products of 1..8 tokens");
+  static_assert(!NORM || (!EXPERT && N_TILES == 1), "fused norms: dense products with one token tile");
   static_assert(ROW_TILES == 2 || !GATED, "the gated kernel pairs a gate and an up tile");
   constexpr bool kEpilogue = !std::is_same_v<Params, GemvParams>;
   constexpr int kRowGroupsPerBlock = kWarpsPerBlock / K_SPLIT;
@@ -444,23 +444,6 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
   cp_async_wait<0>();
 }
 
-// The opt-in maximum of dynamic shared memory per block, and the shared memory of one SM.
-struct SharedMemoryLimits {
-  int per_block_optin = 0, per_sm = 0, reserved_per_block = 0;
-};
-const SharedMemoryLimits& shared_memory_limits() {
-  static const SharedMemoryLimits limits = [] {
-    SharedMemoryLimits l;
-    int device = 0;
-    TACHYON_CUDA_CHECK(cudaGetDevice(&device));
-    TACHYON_CUDA_CHECK(cudaDeviceGetAttribute(&l.per_block_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-    TACHYON_CUDA_CHECK(cudaDeviceGetAttribute(&l.per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device));
-    TACHYON_CUDA_CHECK(cudaDeviceGetAttribute(&l.reserved_per_block, cudaDevAttrReservedSharedMemoryPerBlock, device));
-    return l;
-  }();
-  return limits;
-}
-
 size_t staged_norm_bytes(int n_tokens, int in_features) {
   return static_cast<size_t>(n_tokens) * in_features * sizeof(float);
 }
@@ -476,7 +459,7 @@ void launch_instance(dim3 grid, const Params& p, cudaStream_t stream) {
     if (NORM) {  // the opt-in maximum less the kernel's static shared memory (k-split partials, norm sums)
       cudaFuncAttributes attributes{};
       TACHYON_CUDA_CHECK(cudaFuncGetAttributes(&attributes, kernel));
-      max_bytes = shared_memory_limits().per_block_optin - static_cast<int>(attributes.sharedSizeBytes);
+      max_bytes = static_cast<int>(cuda::current_device_info().shared_memory_per_block_optin - attributes.sharedSizeBytes);
     }
     TACHYON_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_bytes));
     TACHYON_CUDA_CHECK(
@@ -519,12 +502,18 @@ void launch_with_split(int k_split, dim3 grid, const Params& p, cudaStream_t str
 // no second wave, since every block recomputes the norm (a 152k-row lm_head would do it ~4,700 times, in waves).
 bool fuse_norm(const GemvParams& p, int grid_blocks) {
   if (p.n_tokens > kMaxNormTokens || p.in_features > 4 * kThreadsPerBlock * kMaxNormVectors) return false;
+  const ResidualNorm& n = p.norm;
+  for (const void* ptr : {static_cast<const void*>(n.residual), static_cast<const void*>(n.delta),
+                          static_cast<const void*>(n.weight), static_cast<const void*>(n.residual_out),
+                          static_cast<const void*>(n.normed)})
+    if (reinterpret_cast<uintptr_t>(ptr) % 16 != 0) return false;  // the prologue reads and writes float4s
   constexpr size_t kStaticBound = 8 << 10;  // the kernels' static shared memory (k-split partials 4 KB, norm sums)
-  const auto& limits = shared_memory_limits();
+  const cuda::DeviceInfo& device = cuda::current_device_info();
   const size_t block_bytes = kRingBytes + staged_norm_bytes(p.n_tokens, p.in_features) + kStaticBound;
-  if (block_bytes > static_cast<size_t>(limits.per_block_optin)) return false;
-  const int per_sm = std::min(2, limits.per_sm / static_cast<int>(block_bytes + limits.reserved_per_block));
-  return grid_blocks <= per_sm * cuda::current_device_info().multiprocessors;
+  if (block_bytes > device.shared_memory_per_block_optin) return false;
+  const int per_sm = static_cast<int>(
+      std::min<size_t>(2, device.shared_memory_per_multiprocessor / (block_bytes + device.shared_memory_reserved_per_block)));
+  return grid_blocks <= per_sm * device.multiprocessors;
 }
 
 template <typename Params>

@@ -23,6 +23,8 @@ const DeviceInfo& current_device_info() {
     info.l2_bytes = prop.l2CacheSize;
     info.global_memory_bytes = prop.totalGlobalMem;
     info.shared_memory_per_block_optin = prop.sharedMemPerBlockOptin;
+    info.shared_memory_per_multiprocessor = prop.sharedMemPerMultiprocessor;
+    info.shared_memory_reserved_per_block = prop.reservedSharedMemPerBlock;
   }
   return info;
 }

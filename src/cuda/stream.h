@@ -54,6 +54,8 @@ struct DeviceInfo {
   size_t l2_bytes = 0;
   size_t global_memory_bytes = 0;
   size_t shared_memory_per_block_optin = 0;
+  size_t shared_memory_per_multiprocessor = 0;
+  size_t shared_memory_reserved_per_block = 0;  // taken by the system from each resident block's share
 };
 
 // Properties of the current device, read once per device and cached (kernels size grids by them).
