@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "fp4/fp4_codec.h"
+#include "fp4/fp8_blocks.h"
 #include "fp4/hf_export.h"
 #include "fp4/safetensors_writer.h"
 
@@ -58,6 +59,8 @@ WeightRole weight_role(const std::string& name) {
     return WeightRole::RoutedExpert;
   if (projection && (parent == "mlp" || parent == "shared_expert" || parent == "shared_experts" || parent == "shared_mlp"))
     return WeightRole::DenseMlp;
+  if ((leaf == "q_proj" || leaf == "k_proj" || leaf == "v_proj" || leaf == "o_proj") && parent == "self_attn")
+    return WeightRole::Attention;
   return WeightRole::Other;
 }
 
@@ -65,6 +68,7 @@ std::string_view role_name(WeightRole role) {
   switch (role) {
     case WeightRole::RoutedExpert: return "expert";
     case WeightRole::DenseMlp: return "mlp";
+    case WeightRole::Attention: return "attn";
     case WeightRole::Other: return "other";
   }
   return "?";
@@ -76,6 +80,10 @@ std::optional<Fp4Format> QuantizeOptions::format_for(WeightRole role) const {
   return std::nullopt;
 }
 
+bool QuantizeOptions::fp8_for(WeightRole role) const {
+  return (role == WeightRole::Attention && attention_fp8) || (role == WeightRole::DenseMlp && mlp_fp8);
+}
+
 Fp4Layout QuantizeOptions::layout() const {
   if (experts == Fp4Format::Mxfp4 || mlp == Fp4Format::Mxfp4) return Fp4Layout::CompressedTensors;
   return nvfp4_layout;
@@ -83,7 +91,8 @@ Fp4Layout QuantizeOptions::layout() const {
 
 std::string QuantizeOptions::describe() const {
   auto name = [](const std::optional<Fp4Format>& f) { return f ? std::string(format_name(*f)) : std::string("none"); };
-  std::string text = fmt::format("experts={} mlp={}", name(experts), name(mlp));
+  std::string text = fmt::format("experts={} mlp={}", name(experts), mlp_fp8 ? std::string("fp8") : name(mlp));
+  if (attention_fp8) text += " attention=fp8";
   if (experts == Fp4Format::Mxfp4 || mlp == Fp4Format::Mxfp4) text += fmt::format(" mxfp4-scale={}", scale_rule_name(mxfp4_rule));
   return text;
 }
@@ -92,6 +101,12 @@ std::vector<std::string> select_tensors(const WeightStore& weights, const Quanti
   std::vector<std::string> selected;
   for (const auto& [name, tensor] : weights.all()) {
     const std::optional<Fp4Format> format = options.format_for(weight_role(name));
+    if (options.fp8_for(weight_role(name))) {
+      if (tensor.shape.size() != 2)
+        fail("{}: tensor {} has shape {}; FP8 quantizes 2-D [out, in] weights", tensor.file, name, tensor.shape_string());
+      selected.push_back(name);
+      continue;
+    }
     if (!format) continue;
     if (tensor.shape.size() != 2)
       fail("{}: tensor {} has shape {}; FP4 quantizes 2-D [out, in] weights", tensor.file, name, tensor.shape_string());
@@ -138,13 +153,21 @@ std::unique_ptr<DerivedCheckpoint> quantize_in_memory(std::shared_ptr<const Chec
       continue;
     }
     const WeightRole role = weight_role(name);
-    const Fp4Format format = *options.format_for(role);
     const std::vector<float> values = tensor.to_float();
     const int64_t rows = tensor.shape[0], cols = tensor.shape[1];
+    if (options.fp8_for(role)) {
+      const Fp8BlockMatrix q = quantize_fp8_block(values.data(), rows, cols, name);
+      TensorRecord record{name, role, Fp4Format::Nvfp4, true, rows, cols, quantization_error(values.data(), q)};
+      q.to_float(derived->add_float(name, {rows, cols}));
+      if (records) records->push_back(std::move(record));
+      if (progress) progress(++done, selected.size(), name);
+      continue;
+    }
+    const Fp4Format format = *options.format_for(role);
     const auto scale = global_scales.find(name);
     const Fp4Matrix q = quantize(format, values.data(), rows, cols, options.mxfp4_rule,
                                  scale == global_scales.end() ? 0.0f : scale->second, name);
-    TensorRecord record{name, role, format, rows, cols, quantization_error(values.data(), q.view())};
+    TensorRecord record{name, role, format, false, rows, cols, quantization_error(values.data(), q.view())};
     q.view().to_float(derived->add_float(name, {rows, cols}));
     if (records) records->push_back(std::move(record));
     if (progress) progress(++done, selected.size(), name);
@@ -179,6 +202,7 @@ std::vector<TensorRecord> write_quantized_checkpoint(const Checkpoint& source, c
                                                      const QuantizeOptions& options, const WriteOptions& write,
                                                      const Progress& progress) {
   if (!is_float_dtype(write.other_dtype)) fail("quantize: --dtype must be f32, bf16 or f16");
+  if (options.attention_fp8 || options.mlp_fp8) fail("quantize: writing FP8 checkpoints is not supported yet");
   const HfExport plan = plan_hf_export(source);
   const std::vector<std::string> selected = select_tensors(source.weights, options);
   const std::set<std::string> chosen(selected.begin(), selected.end());
@@ -245,7 +269,7 @@ std::vector<TensorRecord> write_quantized_checkpoint(const Checkpoint& source, c
         current = quantize(format, values.data(), tensor.shape[0], tensor.shape[1], options.mxfp4_rule,
                            scale == global_scales.end() ? 0.0f : scale->second, from.name);
         current_name = from.name;
-        records.push_back({from.name, role, format, tensor.shape[0], tensor.shape[1],
+        records.push_back({from.name, role, format, false, tensor.shape[0], tensor.shape[1],
                            quantization_error(values.data(), current.view())});
       }
       bytes = layout_tensors(layout, module_of(from.name), current)[from.piece].bytes;
@@ -289,7 +313,7 @@ std::string summarize_records(const std::vector<TensorRecord>& records) {
   };
   std::map<std::pair<std::string, std::string>, Sum> sums;
   for (const TensorRecord& r : records) {
-    Sum& s = sums[{std::string(role_name(r.role)), std::string(format_name(r.format))}];
+    Sum& s = sums[{std::string(role_name(r.role)), std::string(r.format_label())}];
     ++s.count;
     s.mean += r.error.relative_l2;
     s.max = std::max(s.max, r.error.relative_l2);
@@ -309,7 +333,7 @@ json records_json(const std::vector<TensorRecord>& records) {
   for (const TensorRecord& r : records)
     tensors.push_back({{"name", r.name},
                        {"role", role_name(r.role)},
-                       {"format", format_name(r.format)},
+                       {"format", r.format_label()},
                        {"shape", {r.rows, r.cols}},
                        {"relative_l2", r.error.relative_l2},
                        {"max_abs", r.error.max_abs}});

@@ -16,13 +16,14 @@
 
 namespace tachyon::fp4 {
 
-// Routed experts (what MoE layers select from), dense MLPs (including shared experts), and everything else
-// (attention, routers, embeddings, norms: never quantized here).
-enum class WeightRole { RoutedExpert, DenseMlp, Other };
+// Routed experts (what MoE layers select from), dense MLPs (including shared experts), the attention projections,
+// and everything else (routers, embeddings, norms: never quantized here).
+enum class WeightRole { RoutedExpert, DenseMlp, Attention, Other };
 // By HF tensor name: *.experts.<e>.{gate,up,down}_proj.weight and *.experts.<e>.w{1,2,3}.weight are routed
-// experts; *.mlp.{gate,up,down}_proj.weight and shared_expert(s).*_proj.weight are dense MLPs.
+// experts; *.mlp.{gate,up,down}_proj.weight and shared_expert(s).*_proj.weight are dense MLPs;
+// *.self_attn.{q,k,v,o}_proj.weight are attention.
 WeightRole weight_role(const std::string& name);
-std::string_view role_name(WeightRole role);  // "expert", "mlp", "other"
+std::string_view role_name(WeightRole role);  // "expert", "mlp", "attn", "other"
 
 struct QuantizeOptions {
   std::optional<Fp4Format> experts;  // routed experts
@@ -32,8 +33,12 @@ struct QuantizeOptions {
   Fp4Layout nvfp4_layout = Fp4Layout::ModelOpt;
   // NVFP4: gate and up of one MLP share one global scale (the larger), as vLLM's fused loaders expect.
   bool share_gate_up_scale = true;
+  // Block-scaled FP8 (fp8_blocks.h) instead: attention projections, dense MLPs. In memory only (`tachyon eval`);
+  // writing FP8 checkpoints is not built yet.
+  bool attention_fp8 = false, mlp_fp8 = false;
 
   std::optional<Fp4Format> format_for(WeightRole role) const;
+  bool fp8_for(WeightRole role) const;
   Fp4Layout layout() const;  // the one layout of a written checkpoint
   std::string describe() const;  // "experts=nvfp4 mlp=none (modelopt)"
 };
@@ -42,9 +47,12 @@ struct QuantizeOptions {
 struct TensorRecord {
   std::string name;  // "model.layers.0.mlp.gate_proj.weight"
   WeightRole role = WeightRole::Other;
-  Fp4Format format = Fp4Format::Nvfp4;
+  Fp4Format format = Fp4Format::Nvfp4;  // unless fp8
+  bool fp8 = false;                      // block-scaled FP8 (fp8_blocks.h)
   int64_t rows = 0, cols = 0;
   QuantizationError error;
+
+  std::string_view format_label() const { return fp8 ? "fp8" : format_name(format); }
 };
 
 // Called after each tensor: (done, total, name).

@@ -112,8 +112,11 @@ TEST(Fp4Quantize, WeightRoles) {
   EXPECT_EQ(weight_role("model.layers.0.mlp.up_proj.weight"), WeightRole::DenseMlp);
   EXPECT_EQ(weight_role("model.layers.0.mlp.gate.weight"), WeightRole::Other);  // the router
   EXPECT_EQ(weight_role("model.layers.0.block_sparse_moe.gate.weight"), WeightRole::Other);
+  EXPECT_EQ(weight_role("model.layers.3.self_attn.q_proj.weight"), WeightRole::Attention);
+  EXPECT_EQ(weight_role("model.layers.3.self_attn.o_proj.weight"), WeightRole::Attention);
+  EXPECT_EQ(weight_role("model.layers.3.self_attn.q_norm.weight"), WeightRole::Other);
+  EXPECT_EQ(weight_role("model.embed_tokens.weight"), WeightRole::Other);
   EXPECT_EQ(weight_role("model.layers.0.mlp.shared_expert_gate.weight"), WeightRole::Other);
-  EXPECT_EQ(weight_role("model.layers.0.self_attn.q_proj.weight"), WeightRole::Other);
   EXPECT_EQ(weight_role("model.layers.0.mlp.experts.gate_up_proj"), WeightRole::Other);
   EXPECT_EQ(wildcard_pattern("model.layers.12.mlp.experts.3.up_proj"), "model.layers.*.mlp.experts.*.up_proj");
 }

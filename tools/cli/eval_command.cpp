@@ -1,4 +1,4 @@
-// tachyon eval: the quality of FP4 weights, measured on the CPU reference path. A reference model (a checkpoint,
+// tachyon eval: the quality of FP4 (and block-scaled FP8) weights, measured on the CPU reference path. A reference model (a checkpoint,
 // or an MoE split from it in memory) against candidates: the reference quantized in memory by a spec
 // ("experts=nvfp4", "mlp=mxfp4,scale=mse") and/or checkpoints on disk (written by `tachyon quantize`).
 // Reports per-tensor relative error of every quantized weight, and over >= 20k positions of real text the KL
@@ -66,19 +66,25 @@ fp4::QuantizeOptions parse_spec(const std::string& spec) {
     if (eq == std::string::npos) fail("--quantize {}: '{}' is not key=value", spec, item);
     const std::string key = item.substr(0, eq), value = item.substr(eq + 1);
     fp4::Fp4Format format;
-    if (key == "experts" || key == "mlp") {
-      if (!fp4::parse_format(value, &format)) fail("--quantize {}: {} must be mxfp4 or nvfp4", spec, key);
+    if (key == "mlp" && value == "fp8") {
+      options.mlp_fp8 = true;
+    } else if (key == "attention") {
+      if (value != "fp8") fail("--quantize {}: attention must be fp8", spec);
+      options.attention_fp8 = true;
+    } else if (key == "experts" || key == "mlp") {
+      if (!fp4::parse_format(value, &format)) fail("--quantize {}: {} must be mxfp4 or nvfp4{}", spec, key, key == "mlp" ? " or fp8" : "");
       (key == "experts" ? options.experts : options.mlp) = format;
     } else if (key == "scale") {
       if (!fp4::parse_scale_rule(value, &options.mxfp4_rule)) fail("--quantize {}: scale must be round-up, ocp or mse", spec);
     } else if (key == "layout") {
       if (!fp4::parse_layout(value, &options.nvfp4_layout)) fail("--quantize {}: layout must be modelopt or compressed-tensors", spec);
     } else {
-      fail("--quantize {}: unknown key '{}' (experts, mlp, scale, layout)", spec, key);
+      fail("--quantize {}: unknown key '{}' (experts, mlp, attention, scale, layout)", spec, key);
     }
     start = comma + 1;
   }
-  if (!options.experts && !options.mlp) fail("--quantize {}: names neither experts nor mlp", spec);
+  if (!options.experts && !options.mlp && !options.mlp_fp8 && !options.attention_fp8)
+    fail("--quantize {}: names none of experts, mlp, attention", spec);
   return options;
 }
 
@@ -90,7 +96,7 @@ std::vector<fp4::TensorRecord> file_records(const fp4::DerivedCheckpoint& candid
     const TensorView* ref = reference.weights.find(name);
     if (ref == nullptr || ref->shape != std::vector<int64_t>{linear.matrix.rows, linear.matrix.cols}) continue;
     const std::vector<float> values = ref->to_float();
-    records.push_back({name, fp4::weight_role(name), linear.matrix.format, linear.matrix.rows, linear.matrix.cols,
+    records.push_back({name, fp4::weight_role(name), linear.matrix.format, false, linear.matrix.rows, linear.matrix.cols,
                        fp4::quantization_error(values.data(), linear.matrix)});
   }
   return records;
@@ -210,8 +216,9 @@ Runner add_eval_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("eval", "Quality of FP4 weights: per-tensor error, KL, top-1 agreement, perplexity");
   cmd->add_option("-m,--model", o->model_path, "The reference model: a .gguf file or a Hugging Face directory");
   cmd->add_option("--quantize", o->quantize_specs,
-                  "A candidate quantized in memory: experts=F, mlp=F (F = mxfp4|nvfp4), scale=round-up|ocp|mse, "
-                  "layout=modelopt|compressed-tensors, comma-separated (repeatable)");
+                  "A candidate quantized in memory: experts=F, mlp=F (F = mxfp4|nvfp4, or fp8 for mlp), attention=fp8 "
+                  "(block-scaled E4M3, 128x128 tiles), scale=round-up|ocp|mse, layout=modelopt|compressed-tensors, "
+                  "comma-separated (repeatable)");
   cmd->add_option("--candidate", o->candidate_paths, "A candidate checkpoint on disk (repeatable)");
   cmd->add_option("--split-experts", o->split_experts, "Reference = the model with each MLP split into this many experts");
   cmd->add_option("--top-k", o->top_k, "Experts per token of the split MoE (default: all; fewer fits a router)");
