@@ -501,7 +501,7 @@ void fp4_expert_down_combine(const Fp4ExpertMatrices& down, const ExpertRouting&
   }
   const bool nv = down.kind == Fp4Kind::Nvfp4;
   if (tuning.version != 1) {
-    const int warps = tuning.down_warps > 8 ? 16 : tuning.down_warps == 8 ? 8 : 16;
+    const int warps = tuning.down_warps == 8 ? 8 : 16;
     const int col_tiles = down.cols / kTileCols;
     // Items (expert, k part): at least one per warp when few experts are active (1 token: 8 experts, 16 warps:
     // 2 parts of 6 tiles each), whole experts otherwise; the parts must divide the expert's column tiles.

@@ -57,16 +57,16 @@ namespace tachyon::kernels::fp4_moe_detail {
 namespace {
 
 // Lane (g, t) of n8 tile j is MMA column g: entry 4 j + g / 2, its hi part (g even) or lo part (g odd). Its B
-// fragment of k16 step `sub` is the float4 at columns 16 sub + 4 t .. + 3 of the 64-column tile (the layout's k
-// permutation), split below.
-template <int NT>
-__device__ __forceinline__ void load_raw(const float* const (&row)[NT], int column0, int t, float4 (&v)[NT][4]) {
+// fragment of k16 step `sub` is the 16-byte piece at columns 16 sub + 4 t .. + 3 of the 64-column tile (the layout's
+// k permutation): four floats of x or h (split below), or four packed h words (picked below). nullptr rows read 0.
+template <int NT, typename Element, typename Vector>
+__device__ __forceinline__ void load_columns(const Element* const (&row)[NT], int column0, int t, Vector (&v)[NT][4]) {
+  static_assert(sizeof(Element) == 4 && sizeof(Vector) == 16, "four 32-bit columns per piece");
 #pragma unroll
   for (int j = 0; j < NT; ++j)
 #pragma unroll
     for (int sub = 0; sub < 4; ++sub)
-      v[j][sub] = row[j] ? __ldg(reinterpret_cast<const float4*>(row[j] + column0 + 16 * sub + 4 * t))
-                         : make_float4(0.f, 0.f, 0.f, 0.f);
+      v[j][sub] = row[j] ? __ldg(reinterpret_cast<const Vector*>(row[j] + column0 + 16 * sub + 4 * t)) : Vector{};
 }
 
 // hi = fp16(x / 16) (lo_select 0) or lo = fp16(x / 16 - hi) (lo_select 1), as an fp16 pair.
@@ -97,16 +97,6 @@ __device__ __forceinline__ uint32_t pack_hi_lo(float value) {
   const __half hi = __float2half_rn(scaled);
   const __half lo = __float2half_rn(scaled - __half2float(hi));
   return static_cast<uint32_t>(__half_as_ushort(hi)) | static_cast<uint32_t>(__half_as_ushort(lo)) << 16;
-}
-
-template <int NT>
-__device__ __forceinline__ void load_packed(const uint32_t* const (&row)[NT], int column0, int t, uint4 (&v)[NT][4]) {
-#pragma unroll
-  for (int j = 0; j < NT; ++j)
-#pragma unroll
-    for (int sub = 0; sub < 4; ++sub)
-      v[j][sub] = row[j] ? __ldg(reinterpret_cast<const uint4*>(row[j] + column0 + 16 * sub + 4 * t))
-                         : make_uint4(0u, 0u, 0u, 0u);
 }
 
 // selector 0x5410: the hi halves of two words (lanes of even columns), 0x7632: the lo halves (odd columns).
@@ -263,7 +253,7 @@ __device__ __forceinline__ void gate_up_body(const P& p, uint4* ring, int expert
   constexpr bool kPrefetch = NT <= 2 && !STAGED_X;
   float4 v[kPrefetch ? NT : 1][4];
   if constexpr (kPrefetch)
-    if (n_steps > 0) load_raw<NT>(x_row, kt_begin * kTileCols, t, v);
+    if (n_steps > 0) load_columns<NT>(x_row, kt_begin * kTileCols, t, v);
   for (int step = 0; step < n_steps; ++step) {
     uint32_t b[NT][4][2];
     if constexpr (STAGED_X) {
@@ -276,7 +266,7 @@ __device__ __forceinline__ void gate_up_body(const P& p, uint4* ring, int expert
       pick_packed<NT>(w, selector, b);
     } else if constexpr (kPrefetch) {
       split_packed<NT>(v, lo_select, b);
-      if (step + 1 < n_steps) load_raw<NT>(x_row, (kt_begin + step + 1) * kTileCols, t, v);
+      if (step + 1 < n_steps) load_columns<NT>(x_row, (kt_begin + step + 1) * kTileCols, t, v);
     } else {
       load_split<NT>(x_row, (kt_begin + step) * kTileCols, t, lo_select, b);
     }
@@ -427,21 +417,21 @@ __device__ __forceinline__ void down_item(const P& p, float (&out_tile)[kTileRow
   uint4 w[kPrefetch && PACKED_H ? NT : 1][4];
   if constexpr (kPrefetch) {
     if constexpr (PACKED_H)
-      load_packed<NT>(packed_row, kt0 * kTileCols, t, w);
+      load_columns<NT>(packed_row, kt0 * kTileCols, t, w);
     else
-      load_raw<NT>(x_row, kt0 * kTileCols, t, v);
+      load_columns<NT>(x_row, kt0 * kTileCols, t, v);
   }
   for (int i = 0; i < item_tiles; ++i) {
     uint32_t b[NT][4][2];
     if constexpr (kPrefetch && PACKED_H) {
       pick_packed<NT>(w, selector, b);
-      if (i + 1 < item_tiles) load_packed<NT>(packed_row, (kt0 + i + 1) * kTileCols, t, w);
+      if (i + 1 < item_tiles) load_columns<NT>(packed_row, (kt0 + i + 1) * kTileCols, t, w);
     } else if constexpr (kPrefetch) {
       split_packed<NT>(v, lo_select, b);
-      if (i + 1 < item_tiles) load_raw<NT>(x_row, (kt0 + i + 1) * kTileCols, t, v);
+      if (i + 1 < item_tiles) load_columns<NT>(x_row, (kt0 + i + 1) * kTileCols, t, v);
     } else if constexpr (PACKED_H) {
       uint4 now[NT][4];
-      load_packed<NT>(packed_row, (kt0 + i) * kTileCols, t, now);
+      load_columns<NT>(packed_row, (kt0 + i) * kTileCols, t, now);
       pick_packed<NT>(now, selector, b);
     } else {
       load_split<NT>(x_row, (kt0 + i) * kTileCols, t, lo_select, b);

@@ -557,11 +557,11 @@ void launch_gemv(const char* name, const Params& p, bool gated, int max_cols, in
   const bool small_grid = row_blocks < cuda::current_device_info().multiprocessors;
   const bool one_row_tile = !gated && !p.group_count && k_split == 4 &&
                             (tuning.row_tiles == 1 || (tuning.row_tiles == 0 && small_grid));
+  const dim3 grid16((p.out_features + 15) / 16);  // one_row_tile's grid
   if constexpr (std::is_same_v<Params, GemvParams>) {
     if (p.norm.weight) {
       const ResidualNorm& n = p.norm;
-      const dim3 launched = one_row_tile ? dim3((p.out_features + 15) / 16) : grid;
-      if (!fuse_norm(p, static_cast<int>(launched.x))) {  // the two launches it stands for
+      if (!fuse_norm(p, static_cast<int>(one_row_tile ? grid16.x : grid.x))) {  // the two launches it stands for
         add_rms_norm_to(n.residual, n.delta, n.weight, n.normed, p.n_tokens, p.in_features, n.eps, n.residual_out,
                         stream);
         GemvParams plain = p;
@@ -570,13 +570,12 @@ void launch_gemv(const char* name, const Params& p, bool gated, int max_cols, in
         launch_gemv(name, plain, gated, max_cols, groups, tuning, stream);
         return;
       }
-      if (one_row_tile) launch_instance<1, false, 4, false, Params, 1, true>(launched, p, stream);
+      if (one_row_tile) launch_instance<1, false, 4, false, Params, 1, true>(grid16, p, stream);
       else if (gated) launch_with_split<1, true, false, Params, true>(k_split, grid, p, stream);
       else launch_with_split<1, false, false, Params, true>(k_split, grid, p, stream);
       return;
     }
     if (one_row_tile) {
-      const dim3 grid16((p.out_features + 15) / 16);
       max_cols <= 8 ? launch_instance<1, false, 4, false, Params, 1>(grid16, p, stream)
                     : launch_instance<2, false, 4, false, Params, 1>(grid16, p, stream);
       return;
