@@ -177,23 +177,25 @@ Fp4Matrix quantize(Fp4Format format, const float* w, int64_t rows, int64_t cols,
                                     : quantize_nvfp4(w, rows, cols, global_scale, what);
 }
 
-QuantizationError quantization_error(const float* w, const Fp4MatrixView& q) {
-  std::vector<float> row(q.cols);
+QuantizationError quantization_error(const float* w, const float* dequantized, int64_t count) {
   double error = 0, reference = 0, max_abs = 0;
-  for (int64_t r = 0; r < q.rows; ++r) {
-    q.row_to_float(r, row.data());
-    for (int64_t c = 0; c < q.cols; ++c) {
-      const double x = w[r * q.cols + c], e = x - row[c];
-      error += e * e;
-      reference += x * x;
-      max_abs = std::max(max_abs, std::fabs(e));
-    }
+  for (int64_t i = 0; i < count; ++i) {
+    const double x = w[i], e = x - dequantized[i];
+    error += e * e;
+    reference += x * x;
+    max_abs = std::max(max_abs, std::fabs(e));
   }
   QuantizationError result;
   result.reference_norm = std::sqrt(reference);
   result.relative_l2 = reference > 0 ? std::sqrt(error / reference) : 0.0;
   result.max_abs = max_abs;
   return result;
+}
+
+QuantizationError quantization_error(const float* w, const Fp4MatrixView& q) {
+  std::vector<float> values(static_cast<size_t>(q.rows * q.cols));
+  q.to_float(values.data());
+  return quantization_error(w, values.data(), q.rows * q.cols);
 }
 
 }  // namespace tachyon::fp4

@@ -87,6 +87,7 @@ struct QuantizationError {
   double max_abs = 0;
   double reference_norm = 0;
 };
-QuantizationError quantization_error(const float* w, const Fp4MatrixView& q);
+QuantizationError quantization_error(const float* w, const float* dequantized, int64_t count);
+QuantizationError quantization_error(const float* w, const Fp4MatrixView& q);  // dequantizes q first
 
 }  // namespace tachyon::fp4

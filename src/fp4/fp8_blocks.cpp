@@ -34,21 +34,4 @@ Fp8BlockMatrix quantize_fp8_block(const float* w, int64_t rows, int64_t cols, co
   return q;
 }
 
-QuantizationError quantization_error(const float* w, const Fp8BlockMatrix& q) {
-  std::vector<float> values(static_cast<size_t>(q.rows * q.cols));
-  q.to_float(values.data());
-  double error = 0, reference = 0, max_abs = 0;
-  for (size_t i = 0; i < values.size(); ++i) {
-    const double x = w[i], e = x - values[i];
-    error += e * e;
-    reference += x * x;
-    max_abs = std::max(max_abs, std::fabs(e));
-  }
-  QuantizationError result;
-  result.reference_norm = std::sqrt(reference);
-  result.relative_l2 = reference > 0 ? std::sqrt(error / reference) : 0.0;
-  result.max_abs = max_abs;
-  return result;
-}
-
 }  // namespace tachyon::fp4

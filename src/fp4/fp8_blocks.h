@@ -29,6 +29,5 @@ struct Fp8BlockMatrix {
 // w: float32 [rows, cols], any shape (edge tiles are partial); NaN or infinity throws Error naming `what`.
 Fp8BlockMatrix quantize_fp8_block(const float* w, int64_t rows, int64_t cols, const std::string& what);
 
-QuantizationError quantization_error(const float* w, const Fp8BlockMatrix& q);
 
 }  // namespace tachyon::fp4

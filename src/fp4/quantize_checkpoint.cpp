@@ -155,20 +155,20 @@ std::unique_ptr<DerivedCheckpoint> quantize_in_memory(std::shared_ptr<const Chec
     const WeightRole role = weight_role(name);
     const std::vector<float> values = tensor.to_float();
     const int64_t rows = tensor.shape[0], cols = tensor.shape[1];
-    if (options.fp8_for(role)) {
-      const Fp8BlockMatrix q = quantize_fp8_block(values.data(), rows, cols, name);
-      TensorRecord record{name, role, Fp4Format::Nvfp4, true, rows, cols, quantization_error(values.data(), q)};
-      q.to_float(derived->add_float(name, {rows, cols}));
-      if (records) records->push_back(std::move(record));
-      if (progress) progress(++done, selected.size(), name);
-      continue;
+    float* dequantized = derived->add_float(name, {rows, cols});
+    TensorRecord record{name, role, Fp4Format::Nvfp4, options.fp8_for(role), rows, cols, {}};
+    if (record.fp8) {
+      quantize_fp8_block(values.data(), rows, cols, name).to_float(dequantized);
+    } else {
+      record.format = *options.format_for(role);
+      const auto scale = global_scales.find(name);
+      quantize(record.format, values.data(), rows, cols, options.mxfp4_rule,
+               scale == global_scales.end() ? 0.0f : scale->second, name)
+          .view()
+          .to_float(dequantized);
     }
-    const Fp4Format format = *options.format_for(role);
-    const auto scale = global_scales.find(name);
-    const Fp4Matrix q = quantize(format, values.data(), rows, cols, options.mxfp4_rule,
-                                 scale == global_scales.end() ? 0.0f : scale->second, name);
-    TensorRecord record{name, role, format, false, rows, cols, quantization_error(values.data(), q.view())};
-    q.view().to_float(derived->add_float(name, {rows, cols}));
+    // The error from the values the candidate model will read (no second dequantization).
+    record.error = quantization_error(values.data(), dequantized, rows * cols);
     if (records) records->push_back(std::move(record));
     if (progress) progress(++done, selected.size(), name);
   }

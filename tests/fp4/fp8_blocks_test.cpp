@@ -66,7 +66,7 @@ TEST(Fp8Blocks, TileScalesCodesAndErrorBound) {
     }
   EXPECT_EQ(back[300], 0.0f);
   EXPECT_NEAR(back[17], 0.5f, 0.5f * 1e-6);  // a tile's largest weight lands on 448 x scale
-  const QuantizationError error = quantization_error(w.data(), q);
+  const QuantizationError error = quantization_error(w.data(), back.data(), rows * cols);
   EXPECT_GT(error.relative_l2, 0.0);
   EXPECT_LT(error.relative_l2, 0.0625);
 }
