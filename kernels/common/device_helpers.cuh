@@ -1,9 +1,11 @@
-// Small device-side helpers shared by the kernels: warp reductions, bf16 packing, the bf16 tensor-core
-// instruction used by the gemv and attention kernels, and cache-hinted 16-byte loads.
+// Small device-side helpers shared by the kernels: warp reductions, bf16 packing, the bf16 and fp16
+// tensor-core instructions used by the gemv, FP4 and attention kernels, and cache-hinted 16-byte loads.
 #pragma once
 #include <cstdint>
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
 
 namespace tachyon::kernels {
 
@@ -64,6 +66,31 @@ __device__ __forceinline__ void mma_bf16_16x8x16(float (&d)[4], const uint32_t (
       "{%0,%1,%2,%3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// D += A * B for one m16n8k16 tile with fp16 inputs and float32 accumulation (fragments as mma_bf16_16x8x16; the FP4 and
+// FP8 kernels, whose weight codes are exact in fp16).
+__device__ __forceinline__ void mma_f16_16x8x16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t half2_bits(__half2 v) { return *reinterpret_cast<uint32_t*>(&v); }
+
+// x ~= hi + lo, both fp16 pairs (lower index in the lower half).
+__device__ __forceinline__ void split_f16x2(float a, float b, uint32_t& hi, uint32_t& lo) {
+  const __half2 h = __floats2half2_rn(a, b);
+  const float2 back = __half22float2(h);
+  hi = half2_bits(h);
+  lo = half2_bits(__floats2half2_rn(a - back.x, b - back.y));
+}
+
+// Two e4m3 codes (the low byte is the lower index) -> their exact values as an fp16 pair (every e4m3 value is an
+// fp16 value): one conversion instruction on sm_89+.
+__device__ __forceinline__ uint32_t e4m3x2_to_f16x2(uint32_t two_bytes) {
+  const __half2_raw raw = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(two_bytes), __NV_E4M3);
+  return static_cast<uint32_t>(raw.x) | (static_cast<uint32_t>(raw.y) << 16);
 }
 
 // 16-byte load of data read once (weights): bypasses L1 allocation so that activations stay cached.

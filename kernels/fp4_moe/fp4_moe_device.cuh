@@ -37,23 +37,6 @@ __device__ __forceinline__ uint32_t decode_pair(uint32_t word, int p) {
   return (q & 0x80008000u) | ((q & 0x70007000u) >> 3);
 }
 
-// D += A * B for one m16n8k16 tile with fp16 inputs and float32 accumulation (fragments as mma_bf16_16x8x16).
-__device__ __forceinline__ void mma_f16_16x8x16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ uint32_t half2_bits(__half2 v) { return *reinterpret_cast<uint32_t*>(&v); }
-
-// x ~= hi + lo, both fp16 pairs (lower index in the lower half).
-__device__ __forceinline__ void split_f16x2(float a, float b, uint32_t& hi, uint32_t& lo) {
-  const __half2 h = __floats2half2_rn(a, b);
-  const float2 back = __half22float2(h);
-  hi = half2_bits(h);
-  lo = half2_bits(__floats2half2_rn(a - back.x, b - back.y));
-}
-
 __device__ __forceinline__ float e8m0_to_float(uint32_t byte) {
   return byte == 0 ? __uint_as_float(0x00400000u) : __uint_as_float(byte << 23);  // 2^-127 is a float subnormal
 }

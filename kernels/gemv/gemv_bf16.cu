@@ -70,21 +70,35 @@ namespace {
 
 constexpr int kWarpsPerBlock = 4;
 constexpr int kThreadsPerBlock = 32 * kWarpsPerBlock;
-constexpr int kChunkElements = 32;  // k covered by one 4-lane group per chunk: 4 lanes x 8 bf16
-constexpr int kChunksPerStep = 4;   // chunks per pipeline step: 256 contiguous bytes of each row
-// 16-byte loads per lane per step: chunks x m-tiles x 2 rows. Two m-tiles (32 rows per warp, 8 KB per step): 3 ring
-// stages; one m-tile (16 rows, 4 KB per step, for matrices whose 32-row grid would leave SMs idle): 6 stages. The
-// ring is 96 KB per block either way (two blocks per SM).
-template <int ROW_TILES>
-constexpr int kLoadsPerStep = kChunksPerStep * ROW_TILES * 2;
-template <int ROW_TILES>
-constexpr int kStages = ROW_TILES == 2 ? 3 : 6;
-constexpr int kRingBytes = 3 * kWarpsPerBlock * kLoadsPerStep<2> * 32 * 16;
-static_assert(kStages<1> * kLoadsPerStep<1> == kStages<2> * kLoadsPerStep<2>, "both ring shapes fill the same bytes");
+// A chunk is what one 4-lane group covers of a row: 4 lanes x 16 contiguous bytes = 32 bf16 or 64 e4m3 (FP8).
+template <bool FP8>
+constexpr int kChunkElements = FP8 ? 64 : 32;
+// Chunks per pipeline step: 256 contiguous bytes of each row (bf16); FP8: 128 bytes = 128 columns, exactly one of
+// its scale blocks, so a step's partial products take one scale (and the activation registers stay as many).
+template <bool FP8>
+constexpr int kChunksPerStep = FP8 ? 2 : 4;
+// 16-byte loads per lane per step: chunks x m-tiles x 2 rows. Two m-tiles (32 rows per warp, 8 KB per step in
+// bf16): 3 ring stages; one m-tile (16 rows, 4 KB per step, for matrices whose 32-row grid would leave SMs idle): 6
+// stages; FP8 steps are half as long, so twice the stages. The ring is 96 KB per block always (two blocks per SM).
+template <int ROW_TILES, bool FP8 = false>
+constexpr int kLoadsPerStep = kChunksPerStep<FP8> * ROW_TILES * 2;
+constexpr int kRingLoadsPerLane = 48;  // 16-byte pieces per lane over the whole ring
+template <int ROW_TILES, bool FP8 = false>
+constexpr int kStages = kRingLoadsPerLane / kLoadsPerStep<ROW_TILES, FP8>;
+constexpr int kRingBytes = kRingLoadsPerLane * 16 * 32 * kWarpsPerBlock;
+static_assert(kStages<2> == 3 && kStages<1> == 6 && kStages<2, true> == 6 && kStages<1, true> == 12, "ring shapes");
+// FP8 activations enter the fp16 MMAs as x / 16 (fp16's range is 65504; the codes are at most 448), undone in the
+// per-step scale.
+constexpr float kFp8InputScale = 0.0625f;
 
 struct GemvParams {
   const __nv_bfloat16* weight;
   const __nv_bfloat16* up_weight;  // gated only
+  // FP8 instances instead (Fp8Matrix): codes and scales of the weight (and up) matrices.
+  const uint8_t* weight8;
+  const uint8_t* up_weight8;
+  const float* scales;
+  const float* up_scales;
   int64_t expert_stride;
   const float* bias;
   const float* x;
@@ -184,16 +198,24 @@ __device__ __forceinline__ void stage_normalized_rows(const ResidualNorm& norm, 
 // NORM (dense, N_TILES 1): the rows x are add_rms_norm's output of p.norm, computed by every block into shared
 // memory after the ring (rms_norm_device.cuh: the same bits as the norm kernel); block 0 also writes
 // residual_out and normed for the kernels after this one. Removes the norm's launch from the decode chain.
-template <int N_TILES, bool GATED, int K_SPLIT, bool EXPERT, typename Params, int ROW_TILES = 2, bool NORM = false>
+// FP8 (dense only): the weights are e4m3 codes with a float scale per 16 rows x 128 columns (Fp8Matrix). A step is
+// one 128-column scale block: its codes become fp16 in registers (exact), the MMAs take the activations split into
+// fp16 hi + lo (x / 16), and the step's partial products join the accumulators times the step's scale.
+template <int N_TILES, bool GATED, int K_SPLIT, bool EXPERT, typename Params, int ROW_TILES = 2, bool NORM = false,
+          bool FP8 = false>
 __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
   static_assert(!NORM || (!EXPERT && N_TILES == 1), "fused norms: dense products with one token tile");
   static_assert(ROW_TILES == 2 || !GATED, "the gated kernel pairs a gate and an up tile");
+  static_assert(!FP8 || !EXPERT, "FP8 weights: dense products only");
   constexpr bool kEpilogue = !std::is_same_v<Params, GemvParams>;
   constexpr int kRowGroupsPerBlock = kWarpsPerBlock / K_SPLIT;
   constexpr int kRowsPerWarp = GATED ? 16 : 16 * ROW_TILES;
   constexpr int kRowsPerBlock = kRowsPerWarp * kRowGroupsPerBlock;
-  constexpr int kLoads = kLoadsPerStep<ROW_TILES>;
-  constexpr int kRingStages = kStages<ROW_TILES>;
+  constexpr int kLoads = kLoadsPerStep<ROW_TILES, FP8>;
+  constexpr int kRingStages = kStages<ROW_TILES, FP8>;
+  constexpr int kChunks = kChunksPerStep<FP8>;
+  constexpr int kPairs = kChunkElements<FP8> / 8;  // activation pairs per lane per chunk: 4 (bf16), 8 (FP8)
+  using Weight = std::conditional_t<FP8, uint8_t, __nv_bfloat16>;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int group = lane >> 2, thread_in_group = lane & 3;
   const int row_group = warp / K_SPLIT, k_part = warp % K_SPLIT;
@@ -234,16 +256,20 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
   constexpr int kRingStride = kWarpsPerBlock * kLoads * 32;  // uint4s between stages
   const uint32_t my_ring_shared = static_cast<uint32_t>(__cvta_generic_to_shared(my_ring));
 
-  const int n_chunks = in / kChunkElements;
-  const int chunk_first = n_chunks * k_part / K_SPLIT, chunk_end = n_chunks * (k_part + 1) / K_SPLIT;
-  const int steps_per_item = (chunk_end - chunk_first + kChunksPerStep - 1) / kChunksPerStep;
+  // The k-split divides whole units of chunks between the warps: one chunk (bf16), or two (FP8: a scale block, so
+  // every step of every warp lies in one block).
+  const int n_chunks = in / kChunkElements<FP8>, n_units = FP8 ? (n_chunks + 1) / 2 : n_chunks;
+  const int chunk_first = FP8 ? n_units * k_part / K_SPLIT * 2 : n_chunks * k_part / K_SPLIT;
+  const int chunk_end = FP8 ? min(n_chunks, n_units * (k_part + 1) / K_SPLIT * 2) : n_chunks * (k_part + 1) / K_SPLIT;
+  const int steps_per_item = (chunk_end - chunk_first + kChunks - 1) / kChunks;
+  const int scale_cols = (n_chunks + 1) / 2;  // FP8: 128-column blocks per row group
 
   // The next step to issue: step issue_local of this block's item issue_k, into ring stage issue_stage. Steps are
   // issued strictly in order, so the state advances by counting (no division per step); the item's row pointers
   // are set up once per item.
   int issue_k = 0, issue_local = 0, issue_stage = 0;
   bool issue_rows_active = false;
-  const __nv_bfloat16* w_row[ROW_TILES][2];
+  const Weight* w_row[ROW_TILES][2];  // this lane's first 16 bytes of each of its rows
   auto start_issue_item = [&] {
     if (issue_k >= my_items) return;
     const int item = item_at(issue_k);
@@ -251,32 +277,39 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
     const int row_base = (item - slot * row_blocks) * kRowsPerBlock + row_group * kRowsPerWarp;
     issue_rows_active = row_base < out;  // a row group wholly past the end loads nothing (never stored)
     const int expert = !EXPERT ? 0 : issue_k == 0 ? first_expert : p.group_expert[slot];
-    const __nv_bfloat16* weight = expert_weight(expert, p.weight);
-    const __nv_bfloat16* up_weight = GATED ? expert_weight(expert, p.up_weight) : nullptr;
+    const Weight* weight;
+    const Weight* up_weight = nullptr;
+    if constexpr (FP8) {
+      weight = p.weight8;
+      if (GATED) up_weight = p.up_weight8;
+    } else {
+      weight = expert_weight(expert, p.weight);
+      if (GATED) up_weight = expert_weight(expert, p.up_weight);
+    }
 #pragma unroll
     for (int tile = 0; tile < ROW_TILES; ++tile)
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
         const int row = GATED ? row_base + group + 8 * half : row_base + 16 * tile + group + 8 * half;
         w_row[tile][half] = ((GATED && tile == 1) ? up_weight : weight) + static_cast<int64_t>(min(row, out - 1)) * in +
-                            thread_in_group * 8;
+                            thread_in_group * static_cast<int>(16 / sizeof(Weight));
       }
   };
   auto issue_step = [&] {
     // Dense: one item, its steps counted by issue_local alone.
     if (EXPERT ? issue_k < my_items : issue_local < steps_per_item) {
       const uint32_t ring_slot = my_ring_shared + issue_stage * kRingStride * 16;
-      const int chunk0 = chunk_first + issue_local * kChunksPerStep;
+      const int chunk0 = chunk_first + issue_local * kChunks;
       if (issue_rows_active) {
 #pragma unroll
-        for (int c = 0; c < kChunksPerStep; ++c)
+        for (int c = 0; c < kChunks; ++c)
           if (chunk0 + c < chunk_end)
 #pragma unroll
             for (int tile = 0; tile < ROW_TILES; ++tile)
 #pragma unroll
               for (int half = 0; half < 2; ++half)
                 cp_async_16B_to_shared_address(ring_slot + ((c * ROW_TILES + tile) * 2 + half) * 32 * 16,
-                                               w_row[tile][half] + (chunk0 + c) * kChunkElements);
+                                               w_row[tile][half] + (chunk0 + c) * kChunkElements<FP8>);
       }
       ++issue_local;
       if (EXPERT && issue_local == steps_per_item) {
@@ -324,6 +357,15 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
         x_row[j] = (NORM ? staged : p.x) + static_cast<int64_t>(source) * in;
       }
     }
+    // FP8: each tile's row of scales, from this warp's first block (16 rows share one scale per block).
+    const float* scale_row[ROW_TILES];
+    if constexpr (FP8) {
+#pragma unroll
+      for (int tile = 0; tile < ROW_TILES; ++tile) {
+        const int tile_row = min(GATED ? row_base : row_base + 16 * tile, out - 1);
+        scale_row[tile] = ((GATED && tile == 1) ? p.up_scales : p.scales) + (tile_row / 16) * scale_cols + chunk_first / 2;
+      }
+    }
     float acc[ROW_TILES][N_TILES][4];
 #pragma unroll
     for (int tile = 0; tile < ROW_TILES; ++tile)
@@ -333,49 +375,98 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
         for (int r = 0; r < 4; ++r) acc[tile][j][r] = 0.0f;
 
     for (int local = 0; local < steps_per_item; ++local) {
-      const int chunk0 = chunk_first + local * kChunksPerStep;
-      const int valid_chunks = min(kChunksPerStep, chunk_end - chunk0);
-      // Activations come through L1 (shared by the block's warps); issued before waiting on the weights.
-      uint32_t x_hi[N_TILES][kChunksPerStep][4], x_lo[N_TILES][kChunksPerStep][4];
+      const int chunk0 = chunk_first + local * kChunks;
+      const int valid_chunks = min(kChunks, chunk_end - chunk0);
+      // Activations come through L1 (shared by the block's warps); issued before waiting on the weights. A lane's
+      // pairs are its own columns of the chunk, the same k positions as its weight bytes.
+      uint32_t x_hi[N_TILES][kChunks][kPairs], x_lo[N_TILES][kChunks][kPairs];
 #pragma unroll
       for (int j = 0; j < N_TILES; ++j) {
 #pragma unroll
-        for (int c = 0; c < kChunksPerStep; ++c) {
-          float4 v0 = make_float4(0.f, 0.f, 0.f, 0.f), v1 = v0;
+        for (int c = 0; c < kChunks; ++c) {
+          float4 v[kPairs / 2];
+#pragma unroll
+          for (int q = 0; q < kPairs / 2; ++q) v[q] = q == 0 ? make_float4(0.f, 0.f, 0.f, 0.f) : v[0];
           if (x_row[j] && c < valid_chunks) {
-            const float* src = x_row[j] + (chunk0 + c) * kChunkElements + thread_in_group * 8;
-            if constexpr (NORM) {  // shared memory
-              v0 = *reinterpret_cast<const float4*>(src);
-              v1 = *reinterpret_cast<const float4*>(src + 4);
-            } else {
-              v0 = __ldg(reinterpret_cast<const float4*>(src));
-              v1 = __ldg(reinterpret_cast<const float4*>(src + 4));
+            const float* src = x_row[j] + (chunk0 + c) * kChunkElements<FP8> + thread_in_group * 2 * kPairs;
+#pragma unroll
+            for (int q = 0; q < kPairs / 2; ++q) {
+              if constexpr (NORM) v[q] = *reinterpret_cast<const float4*>(src + 4 * q);  // shared memory
+              else v[q] = __ldg(reinterpret_cast<const float4*>(src + 4 * q));
             }
           }
-          split_bf16x2(v0.x, v0.y, x_hi[j][c][0], x_lo[j][c][0]);
-          split_bf16x2(v0.z, v0.w, x_hi[j][c][1], x_lo[j][c][1]);
-          split_bf16x2(v1.x, v1.y, x_hi[j][c][2], x_lo[j][c][2]);
-          split_bf16x2(v1.z, v1.w, x_hi[j][c][3], x_lo[j][c][3]);
+#pragma unroll
+          for (int q = 0; q < kPairs / 2; ++q) {
+            if constexpr (FP8) {
+              split_f16x2(v[q].x * kFp8InputScale, v[q].y * kFp8InputScale, x_hi[j][c][2 * q], x_lo[j][c][2 * q]);
+              split_f16x2(v[q].z * kFp8InputScale, v[q].w * kFp8InputScale, x_hi[j][c][2 * q + 1], x_lo[j][c][2 * q + 1]);
+            } else {
+              split_bf16x2(v[q].x, v[q].y, x_hi[j][c][2 * q], x_lo[j][c][2 * q]);
+              split_bf16x2(v[q].z, v[q].w, x_hi[j][c][2 * q + 1], x_lo[j][c][2 * q + 1]);
+            }
+          }
         }
+      }
+      float step_scale[ROW_TILES];  // FP8: the step's block scale of each tile, times 16 (kFp8InputScale)
+      if constexpr (FP8) {
+#pragma unroll
+        for (int tile = 0; tile < ROW_TILES; ++tile) step_scale[tile] = __ldg(scale_row[tile] + local) / kFp8InputScale;
       }
       cp_async_wait<kRingStages - 2>();  // this step's group is complete
       const uint4* ring_slot = my_ring + compute_stage * kRingStride;
       compute_stage = compute_stage + 1 == kRingStages ? 0 : compute_stage + 1;
+      if constexpr (FP8) {
+        float part[ROW_TILES][N_TILES][4];
 #pragma unroll
-      for (int c = 0; c < kChunksPerStep; ++c) {
-        if (c >= valid_chunks) break;
+        for (int tile = 0; tile < ROW_TILES; ++tile)
 #pragma unroll
-        for (int tile = 0; tile < ROW_TILES; ++tile) {
-          const uint4 a_lo = ring_slot[((c * ROW_TILES + tile) * 2 + 0) * 32];  // row group
-          const uint4 a_hi = ring_slot[((c * ROW_TILES + tile) * 2 + 1) * 32];  // row group + 8
-          const uint32_t a_step0[4] = {a_lo.x, a_hi.x, a_lo.y, a_hi.y};
-          const uint32_t a_step1[4] = {a_lo.z, a_hi.z, a_lo.w, a_hi.w};
+          for (int j = 0; j < N_TILES; ++j)
 #pragma unroll
-          for (int j = 0; j < N_TILES; ++j) {
-            mma_bf16_16x8x16(acc[tile][j], a_step0, x_hi[j][c][0], x_hi[j][c][1]);
-            mma_bf16_16x8x16(acc[tile][j], a_step0, x_lo[j][c][0], x_lo[j][c][1]);
-            mma_bf16_16x8x16(acc[tile][j], a_step1, x_hi[j][c][2], x_hi[j][c][3]);
-            mma_bf16_16x8x16(acc[tile][j], a_step1, x_lo[j][c][2], x_lo[j][c][3]);
+            for (int r = 0; r < 4; ++r) part[tile][j][r] = 0.0f;
+#pragma unroll
+        for (int c = 0; c < kChunks; ++c) {
+          if (c >= valid_chunks) break;
+#pragma unroll
+          for (int tile = 0; tile < ROW_TILES; ++tile) {
+            const uint4 a_lo = ring_slot[((c * ROW_TILES + tile) * 2 + 0) * 32];  // row group: 16 codes
+            const uint4 a_hi = ring_slot[((c * ROW_TILES + tile) * 2 + 1) * 32];  // row group + 8
+            const uint32_t lo_words[4] = {a_lo.x, a_lo.y, a_lo.z, a_lo.w};
+            const uint32_t hi_words[4] = {a_hi.x, a_hi.y, a_hi.z, a_hi.w};
+#pragma unroll
+            for (int s = 0; s < 4; ++s) {  // k-step s: the lane's codes 4 s .. 4 s + 3 of both rows
+              const uint32_t a[4] = {e4m3x2_to_f16x2(lo_words[s] & 0xffffu), e4m3x2_to_f16x2(hi_words[s] & 0xffffu),
+                                     e4m3x2_to_f16x2(lo_words[s] >> 16), e4m3x2_to_f16x2(hi_words[s] >> 16)};
+#pragma unroll
+              for (int j = 0; j < N_TILES; ++j) {
+                mma_f16_16x8x16(part[tile][j], a, x_hi[j][c][2 * s], x_hi[j][c][2 * s + 1]);
+                mma_f16_16x8x16(part[tile][j], a, x_lo[j][c][2 * s], x_lo[j][c][2 * s + 1]);
+              }
+            }
+          }
+        }
+#pragma unroll
+        for (int tile = 0; tile < ROW_TILES; ++tile)
+#pragma unroll
+          for (int j = 0; j < N_TILES; ++j)
+#pragma unroll
+            for (int r = 0; r < 4; ++r) acc[tile][j][r] = fmaf(step_scale[tile], part[tile][j][r], acc[tile][j][r]);
+      } else {
+#pragma unroll
+        for (int c = 0; c < kChunks; ++c) {
+          if (c >= valid_chunks) break;
+#pragma unroll
+          for (int tile = 0; tile < ROW_TILES; ++tile) {
+            const uint4 a_lo = ring_slot[((c * ROW_TILES + tile) * 2 + 0) * 32];  // row group
+            const uint4 a_hi = ring_slot[((c * ROW_TILES + tile) * 2 + 1) * 32];  // row group + 8
+            const uint32_t a_step0[4] = {a_lo.x, a_hi.x, a_lo.y, a_hi.y};
+            const uint32_t a_step1[4] = {a_lo.z, a_hi.z, a_lo.w, a_hi.w};
+#pragma unroll
+            for (int j = 0; j < N_TILES; ++j) {
+              mma_bf16_16x8x16(acc[tile][j], a_step0, x_hi[j][c][0], x_hi[j][c][1]);
+              mma_bf16_16x8x16(acc[tile][j], a_step0, x_lo[j][c][0], x_lo[j][c][1]);
+              mma_bf16_16x8x16(acc[tile][j], a_step1, x_hi[j][c][2], x_hi[j][c][3]);
+              mma_bf16_16x8x16(acc[tile][j], a_step1, x_lo[j][c][2], x_lo[j][c][3]);
+            }
           }
         }
       }
@@ -448,9 +539,10 @@ size_t staged_norm_bytes(int n_tokens, int in_features) {
   return static_cast<size_t>(n_tokens) * in_features * sizeof(float);
 }
 
-template <int N_TILES, bool GATED, int K_SPLIT, bool EXPERT, typename Params, int ROW_TILES = 2, bool NORM = false>
+template <int N_TILES, bool GATED, int K_SPLIT, bool EXPERT, typename Params, int ROW_TILES = 2, bool NORM = false,
+          bool FP8 = false>
 void launch_instance(dim3 grid, const Params& p, cudaStream_t stream) {
-  constexpr auto kernel = gemv_bf16_kernel<N_TILES, GATED, K_SPLIT, EXPERT, Params, ROW_TILES, NORM>;
+  constexpr auto kernel = gemv_bf16_kernel<N_TILES, GATED, K_SPLIT, EXPERT, Params, ROW_TILES, NORM, FP8>;
   // Once per kernel instance (the engine uses one device per process): the opt-in to over 48 KB of dynamic shared
   // memory (NORM: up to the device maximum, for the staged rows), and the blocks resident per SM (two 96 KB
   // rings), which sizes the expert grid to one wave.
@@ -478,21 +570,26 @@ void launch_instance(dim3 grid, const Params& p, cudaStream_t stream) {
   launch_programmatic("gemv_bf16_kernel", kernel, grid, dim3(kThreadsPerBlock), shared, stream, p);
 }
 
-template <int N_TILES, bool GATED, bool EXPERT, typename Params, bool NORM = false>
+template <int N_TILES, bool GATED, bool EXPERT, typename Params, bool NORM = false, bool FP8 = false>
 void launch_with_split(int k_split, dim3 grid, const Params& p, cudaStream_t stream) {
   switch (k_split) {
-    case 1: launch_instance<N_TILES, GATED, 1, EXPERT, Params, 2, NORM>(grid, p, stream); break;
-    case 2: launch_instance<N_TILES, GATED, 2, EXPERT, Params, 2, NORM>(grid, p, stream); break;
-    default: launch_instance<N_TILES, GATED, 4, EXPERT, Params, 2, NORM>(grid, p, stream); break;
+    case 1: launch_instance<N_TILES, GATED, 1, EXPERT, Params, 2, NORM, FP8>(grid, p, stream); break;
+    case 2: launch_instance<N_TILES, GATED, 2, EXPERT, Params, 2, NORM, FP8>(grid, p, stream); break;
+    default: launch_instance<N_TILES, GATED, 4, EXPERT, Params, 2, NORM, FP8>(grid, p, stream); break;
   }
 }
 
-template <int N_TILES, bool GATED, typename Params>
-void launch_with_split(int k_split, dim3 grid, const Params& p, cudaStream_t stream) {
-  if (p.group_count) {
-    launch_with_split<N_TILES, GATED, true>(k_split, grid, p, stream);
-  } else if constexpr (std::is_same_v<Params, GemvParams>) {
-    launch_with_split<N_TILES, GATED, false>(k_split, grid, p, stream);
+// Expert or dense instances by the params (experts: routing tables set).
+template <int N_TILES, bool GATED, bool FP8, typename Params>
+void launch_by_mode(int k_split, dim3 grid, const Params& p, cudaStream_t stream) {
+  if constexpr (!FP8) {
+    if (p.group_count) {
+      launch_with_split<N_TILES, GATED, true>(k_split, grid, p, stream);
+      return;
+    }
+  }
+  if constexpr (std::is_same_v<Params, GemvParams>) {
+    launch_with_split<N_TILES, GATED, false, Params, false, FP8>(k_split, grid, p, stream);
   } else {  // no dense instance takes the epilogue: refused, not skipped (the expert entry points always route)
     TACHYON_REQUIRE(false, "gemv_bf16", "the gpt-oss expert epilogue needs expert routing (group_count)");
   }
@@ -516,16 +613,19 @@ bool fuse_norm(const GemvParams& p, int grid_blocks) {
   return grid_blocks <= per_sm * device.multiprocessors;
 }
 
-template <typename Params>
+// FP8: the weights are p.weight8 / p.up_weight8 with their scales (dense products only).
+template <bool FP8 = false, typename Params>
 void launch_gemv(const char* name, const Params& p, bool gated, int max_cols, int groups, GemvTuning tuning,
                  cudaStream_t stream) {
-  TACHYON_REQUIRE(p.in_features > 0 && p.in_features % kChunkElements == 0, name,
-                  "in_features must be a positive multiple of 32");
+  TACHYON_REQUIRE(p.in_features > 0 && p.in_features % kChunkElements<FP8> == 0, name,
+                  FP8 ? "in_features must be a positive multiple of 64" : "in_features must be a positive multiple of 32");
   TACHYON_REQUIRE(p.out_features > 0, name, "out_features must be positive");
   TACHYON_REQUIRE(max_cols >= 1 && max_cols <= 16, name, "1..16 tokens per expert or call");
-  TACHYON_REQUIRE(reinterpret_cast<uintptr_t>(p.weight) % 16 == 0 &&
+  TACHYON_REQUIRE(reinterpret_cast<uintptr_t>(FP8 ? static_cast<const void*>(p.weight8) : p.weight) % 16 == 0 &&
                       (p.norm.weight || reinterpret_cast<uintptr_t>(p.x) % 16 == 0),
                   name, "weight and x must be 16-byte aligned");
+  TACHYON_REQUIRE(!FP8 || (p.scales && (!gated || (p.up_weight8 && p.up_scales)) && !p.group_count), name,
+                  "FP8 products need their scales (and up matrix when gated) and no expert routing");
   TACHYON_REQUIRE(p.expert_stride % 8 == 0, name, "expert_stride must keep 16-byte alignment");
   if (groups <= 0) return;
   const int rows_per_warp = gated ? 16 : 32;
@@ -567,24 +667,26 @@ void launch_gemv(const char* name, const Params& p, bool gated, int max_cols, in
         GemvParams plain = p;
         plain.norm = ResidualNorm{};
         plain.x = n.normed;
-        launch_gemv(name, plain, gated, max_cols, groups, tuning, stream);
+        launch_gemv<FP8>(name, plain, gated, max_cols, groups, tuning, stream);
         return;
       }
-      if (one_row_tile) launch_instance<1, false, 4, false, Params, 1, true>(grid16, p, stream);
-      else if (gated) launch_with_split<1, true, false, Params, true>(k_split, grid, p, stream);
-      else launch_with_split<1, false, false, Params, true>(k_split, grid, p, stream);
+      if (one_row_tile) launch_instance<1, false, 4, false, Params, 1, true, FP8>(grid16, p, stream);
+      else if (gated) launch_with_split<1, true, false, Params, true, FP8>(k_split, grid, p, stream);
+      else launch_with_split<1, false, false, Params, true, FP8>(k_split, grid, p, stream);
       return;
     }
     if (one_row_tile) {
-      max_cols <= 8 ? launch_instance<1, false, 4, false, Params, 1>(grid16, p, stream)
-                    : launch_instance<2, false, 4, false, Params, 1>(grid16, p, stream);
+      max_cols <= 8 ? launch_instance<1, false, 4, false, Params, 1, false, FP8>(grid16, p, stream)
+                    : launch_instance<2, false, 4, false, Params, 1, false, FP8>(grid16, p, stream);
       return;
     }
   }
   if (max_cols <= 8) {
-    gated ? launch_with_split<1, true>(k_split, grid, p, stream) : launch_with_split<1, false>(k_split, grid, p, stream);
+    gated ? launch_by_mode<1, true, FP8>(k_split, grid, p, stream)
+          : launch_by_mode<1, false, FP8>(k_split, grid, p, stream);
   } else {
-    gated ? launch_with_split<2, true>(k_split, grid, p, stream) : launch_with_split<2, false>(k_split, grid, p, stream);
+    gated ? launch_by_mode<2, true, FP8>(k_split, grid, p, stream)
+          : launch_by_mode<2, false, FP8>(k_split, grid, p, stream);
   }
 }
 
@@ -658,6 +760,48 @@ void gated_gemv_bf16(const ResidualNorm& norm, const __nv_bfloat16* gate_weight,
   GemvParams p = dense_params(gate_weight, up_weight, nullptr, nullptr, h, n_tokens, out_features, in_features);
   p.norm = norm;
   launch_gemv("gated_gemv_bf16", p, true, n_tokens, 1, tuning, stream);
+}
+
+namespace {
+GemvParams fp8_params(const Fp8Matrix& weight, const Fp8Matrix* up, const float* bias, const float* x, float* y,
+                      int n_tokens, int out_features, int in_features) {
+  GemvParams p = dense_params(nullptr, nullptr, bias, x, y, n_tokens, out_features, in_features);
+  p.weight8 = weight.codes;
+  p.scales = weight.scales;
+  if (up) {
+    p.up_weight8 = up->codes;
+    p.up_scales = up->scales;
+  }
+  return p;
+}
+}  // namespace
+
+void gemv_fp8(const Fp8Matrix& weight, const float* bias, const float* x, float* y, int n_tokens, int out_features,
+              int in_features, cudaStream_t stream, GemvTuning tuning) {
+  launch_gemv<true>("gemv_fp8", fp8_params(weight, nullptr, bias, x, y, n_tokens, out_features, in_features), false,
+                    n_tokens, 1, tuning, stream);
+}
+
+void gated_gemv_fp8(const Fp8Matrix& gate, const Fp8Matrix& up, const float* x, float* h, int n_tokens,
+                    int out_features, int in_features, cudaStream_t stream, GemvTuning tuning) {
+  launch_gemv<true>("gated_gemv_fp8", fp8_params(gate, &up, nullptr, x, h, n_tokens, out_features, in_features), true,
+                    n_tokens, 1, tuning, stream);
+}
+
+void gemv_fp8(const ResidualNorm& norm, const Fp8Matrix& weight, const float* bias, float* y, int n_tokens,
+              int out_features, int in_features, cudaStream_t stream, GemvTuning tuning) {
+  check_norm("gemv_fp8", norm, n_tokens, in_features);
+  GemvParams p = fp8_params(weight, nullptr, bias, nullptr, y, n_tokens, out_features, in_features);
+  p.norm = norm;
+  launch_gemv<true>("gemv_fp8", p, false, n_tokens, 1, tuning, stream);
+}
+
+void gated_gemv_fp8(const ResidualNorm& norm, const Fp8Matrix& gate, const Fp8Matrix& up, float* h, int n_tokens,
+                    int out_features, int in_features, cudaStream_t stream, GemvTuning tuning) {
+  check_norm("gated_gemv_fp8", norm, n_tokens, in_features);
+  GemvParams p = fp8_params(gate, &up, nullptr, nullptr, h, n_tokens, out_features, in_features);
+  p.norm = norm;
+  launch_gemv<true>("gated_gemv_fp8", p, true, n_tokens, 1, tuning, stream);
 }
 
 void expert_gated_gemv_bf16(const __nv_bfloat16* gate_weights, const __nv_bfloat16* up_weights,

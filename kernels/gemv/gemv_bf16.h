@@ -1,5 +1,5 @@
-// Matrix-vector products for decode and verify passes (1..16 tokens) with bf16 weights and float32
-// activations. See gemv_bf16.cu for the design and measured numbers.
+// Matrix-vector products for decode and verify passes (1..16 tokens) with bf16 (or block-scaled FP8) weights and
+// float32 activations. See gemv_bf16.cu for the design and measured numbers.
 #pragma once
 #include <cstdint>
 
@@ -89,6 +89,26 @@ void gemv_bf16(const ResidualNorm& norm, const __nv_bfloat16* weight, const floa
 void gated_gemv_bf16(const ResidualNorm& norm, const __nv_bfloat16* gate_weight, const __nv_bfloat16* up_weight,
                      float* h, int n_tokens, int out_features, int in_features, cudaStream_t stream,
                      GemvTuning tuning = {});
+
+// A block-scaled FP8 matrix [out, in] as the gemv reads it: e4m3 codes row-major and one float scale per 16 rows x
+// 128 columns (w = code * scale). The checkpoints' format (fp4/fp8_blocks.h) scales 128 x 128 tiles: a tile's scale
+// repeats over its 8 row groups here, so that a fused matrix (q, k and v stacked) keeps each part's own tiles.
+struct Fp8Matrix {
+  static constexpr int kRowGroup = 16, kColBlock = 128;
+  const uint8_t* codes = nullptr;  // [out, in], 16-byte aligned
+  const float* scales = nullptr;   // [ceil(out / 16), ceil(in / 128)]
+};
+
+// The products above with FP8 weights (same tokens, tuning and fused-norm rules; in_features % 64 == 0). Error
+// against the dequantized matrix in float64: the bound of the bf16 products (activations enter as fp16 hi + lo).
+void gemv_fp8(const Fp8Matrix& weight, const float* bias, const float* x, float* y, int n_tokens, int out_features,
+              int in_features, cudaStream_t stream, GemvTuning tuning = {});
+void gated_gemv_fp8(const Fp8Matrix& gate, const Fp8Matrix& up, const float* x, float* h, int n_tokens,
+                    int out_features, int in_features, cudaStream_t stream, GemvTuning tuning = {});
+void gemv_fp8(const ResidualNorm& norm, const Fp8Matrix& weight, const float* bias, float* y, int n_tokens,
+              int out_features, int in_features, cudaStream_t stream, GemvTuning tuning = {});
+void gated_gemv_fp8(const ResidualNorm& norm, const Fp8Matrix& gate, const Fp8Matrix& up, float* h, int n_tokens,
+                    int out_features, int in_features, cudaStream_t stream, GemvTuning tuning = {});
 
 // MoE experts, each touched expert's matrix read once for all of its tokens. Expert e's matrices start at
 // weight + e * expert_stride (elements), each [out_features, in_features].

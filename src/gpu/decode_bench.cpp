@@ -10,6 +10,7 @@
 #include "bandwidth/stream_read.h"
 #include "core/error.h"
 #include "gpu/decode_loop.h"
+#include "gpu/fp8_weights.h"
 #include "gpu/gpu_drafter.h"
 #include "gpu/fp4_experts.h"
 
@@ -52,7 +53,9 @@ StepBytes decode_step_bytes(const GpuModelConfig& c, double kv_length, double ex
   StepBytes b;
   const double bf16 = 2, f32 = 4, H = c.hidden_padded;
   for (int layer = 0; layer < c.layers; ++layer) {
-    b.attention += bf16 * H * (c.qkv_width() + c.q_width());
+    b.attention += c.fp8.attention ? fp8_matrix_bytes(c.qkv_width(), c.hidden_padded) +
+                                         fp8_matrix_bytes(c.hidden_padded, c.q_width())
+                                   : bf16 * H * (c.qkv_width() + c.q_width());
     if (c.qkv_bias) b.attention += f32 * c.qkv_width();
     if (c.o_bias) b.attention += f32 * H;
     b.norms += f32 * 2 * H + (c.qk_norm ? f32 * 2 * c.head_dim_padded : 0);
@@ -62,7 +65,9 @@ StepBytes decode_step_bytes(const GpuModelConfig& c, double kv_length, double ex
       if (c.expert_biases)  // gpt-oss: float32 gate/up and down biases of each touched expert
         b.experts += experts_per_layer * f32 * (2.0 * c.moe_intermediate_padded + H);
     } else {
-      b.dense_mlp += bf16 * 3.0 * c.intermediate_padded * H;
+      b.dense_mlp += c.fp8.mlp ? 2 * fp8_matrix_bytes(c.intermediate_padded, c.hidden_padded) +
+                                     fp8_matrix_bytes(c.hidden_padded, c.intermediate_padded)
+                               : bf16 * 3.0 * c.intermediate_padded * H;
     }
     // Keys and values of every position the layer attends to (a sliding-window layer: at most its window).
     const double window = c.sliding_window(layer);
@@ -70,7 +75,8 @@ StepBytes decode_step_bytes(const GpuModelConfig& c, double kv_length, double ex
     if (c.attention_sinks) b.attention += f32 * c.heads;
   }
   b.norms += f32 * H;
-  b.lm_head = bf16 * static_cast<double>(c.vocab) * H + bf16 * H;  // + the embedding row
+  b.lm_head = (c.fp8.lm_head ? fp8_matrix_bytes(c.vocab, c.hidden_padded) : bf16 * static_cast<double>(c.vocab) * H) +
+              bf16 * H;  // + the embedding row
   return b;
 }
 

@@ -25,6 +25,15 @@ enum class GpuFamily { Llama, Qwen2, Qwen3, Qwen3Moe, GptOss };
 // How routed experts are stored on the GPU: bf16, or FP4 in the kernel tile layout (src/gpu/fp4_experts.h).
 enum class ExpertFormat { Bf16, Nvfp4, Mxfp4 };
 
+// Dense matrices stored as block-scaled FP8 on the GPU (kernels::Fp8Matrix; src/gpu/fp8_weights.h). Set by
+// set_fp8_weights, never by config.json.
+struct Fp8Weights {
+  bool attention = false;  // q, k, v and o projections
+  bool mlp = false;        // dense MLPs (not the MoE router, not routed experts)
+  bool lm_head = false;
+  bool any() const { return attention || mlp || lm_head; }
+};
+
 struct GpuModelConfig {
   std::string architecture;  // config.json architectures[0], e.g. Qwen3MoeForCausalLM
   GpuFamily family = GpuFamily::Llama;
@@ -53,6 +62,7 @@ struct GpuModelConfig {
   float swiglu_limit = 0, swiglu_alpha = 0;
   bool gpt_oss_mxfp4 = false;  // the checkpoint (or random shape) stores experts as gpt-oss MXFP4 blocks / scales
   ExpertFormat expert_format = ExpertFormat::Bf16;  // set by set_expert_format (fp4_experts.h), never by config.json
+  Fp8Weights fp8;                                  // set by set_fp8_weights (fp8_weights.h)
 
   int q_width() const { return heads * head_dim_padded; }
   int kv_width() const { return kv_heads * head_dim_padded; }

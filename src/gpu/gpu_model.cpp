@@ -11,6 +11,7 @@
 #include "embedding/embedding.h"
 #include "fp4_moe/fp4_moe.h"
 #include "gemv/gemv_bf16.h"
+#include "gpu/fp8_weights.h"
 #include "gpu/fp4_experts.h"
 #include "gpu/gpt_oss_experts.h"
 #include "gpu/gpu_model_buffers.h"
@@ -77,8 +78,10 @@ std::unique_ptr<GpuModel> GpuModel::load(const Checkpoint& checkpoint, const Gpu
     config.gpt_oss_mxfp4 = true;  // as GptOssModel::uses_mxfp4: the tensors tell when the config does not
   set_expert_format(config, options.experts.value_or(config.gpt_oss_mxfp4 ? ExpertFormat::Mxfp4 : ExpertFormat::Bf16),
                     checkpoint.path);
+  set_fp8_weights(config, options.fp8, checkpoint.path);
   std::unique_ptr<GpuModel> model(new GpuModel(std::move(config), options));
   model->weights_ = upload_checkpoint_weights(checkpoint, model->config_, options.progress);
+  make_fp8_weights(model->weights_, model->config_);
   model->allocate_runtime();
   return model;
 }
@@ -90,8 +93,10 @@ std::unique_ptr<GpuModel> GpuModel::random(const nlohmann::json& config_json, co
   set_expert_format(
       config, options.experts.value_or(config.family == GpuFamily::GptOss ? ExpertFormat::Mxfp4 : ExpertFormat::Bf16),
       source);
+  set_fp8_weights(config, options.fp8, source);
   std::unique_ptr<GpuModel> model(new GpuModel(std::move(config), options));
   model->weights_ = random_device_weights(model->config_, seed);
+  make_fp8_weights(model->weights_, model->config_);
   model->allocate_runtime();
   return model;
 }
@@ -255,7 +260,7 @@ void GpuModel::enqueue_pass(const PassInputs& in, int n, int max_seq_len, float*
   kernels::add_rms_norm(residual, delta_.data(), w.final_norm, normed_.data(), n, c.hidden_padded, c.hidden_norm_eps(),
                         stream);
   if (in.features) copy_features(c.layers - 1, normed_.data(), n, in.features, stream);  // normed, as HF reports it
-  kernels::gemv_bf16(w.lm_head, nullptr, normed_.data(), logits, n, c.vocab, c.hidden_padded, stream);
+  dense_gemv(w.lm_head_fp8, w.lm_head, nullptr, normed_.data(), logits, n, c.vocab, c.hidden_padded, stream);
 }
 
 void GpuModel::copy_features(int finished, const float* x, int n, float* features, cudaStream_t stream) const {
@@ -306,7 +311,7 @@ void GpuModel::attention_pass(int layer, const kernels::ResidualNorm& norm, cons
                               int max_seq_len, cudaStream_t stream) {
   const GpuModelConfig& c = config_;
   const GpuLayerWeights& L = weights_.layers[layer];
-  kernels::gemv_bf16(norm, L.qkv, L.qkv_bias, qkv_.data(), n, c.qkv_width(), c.hidden_padded, stream);
+  dense_gemv(norm, L.qkv_fp8, L.qkv, L.qkv_bias, qkv_.data(), n, c.qkv_width(), c.hidden_padded, stream);
 
   const kernels::AttentionBatch batch = attention_batch(in, n, max_seq_len);
   kernels::PagedKvCache cache = layer_cache(layer, in.block_table ? in.block_table : block_table_.data());
@@ -318,7 +323,7 @@ void GpuModel::attention_pass(int layer, const kernels::ResidualNorm& norm, cons
     kernels::decode_attention(params, cache, batch, in.attention_workspace, in.attention_workspace_bytes, stream);
   else
     kernels::decode_attention(params, cache, batch, attention_workspace_.data(), attention_workspace_.bytes(), stream);
-  kernels::gemv_bf16(L.o, L.o_bias, attn_.data(), delta_.data(), n, c.hidden_padded, c.q_width(), stream);
+  dense_gemv(L.o_fp8, L.o, L.o_bias, attn_.data(), delta_.data(), n, c.hidden_padded, c.q_width(), stream);
 }
 
 void GpuModel::feed_forward_pass(int layer, const kernels::ResidualNorm& norm, int n, cudaStream_t stream) {
@@ -327,9 +332,10 @@ void GpuModel::feed_forward_pass(int layer, const kernels::ResidualNorm& norm, i
   const float* normed = norm.normed;  // written by the first product below, read by the expert kernels after it
   if (!c.is_sparse(layer)) {
     const int64_t Ip = c.intermediate_padded;
-    kernels::gated_gemv_bf16(norm, L.gate_up, L.gate_up + Ip * c.hidden_padded, mlp_h_.data(), n,
-                             static_cast<int>(Ip), c.hidden_padded, stream);
-    kernels::gemv_bf16(L.down, nullptr, mlp_h_.data(), delta_.data(), n, c.hidden_padded, static_cast<int>(Ip), stream);
+    dense_gated_gemv(norm, L.gate_fp8, L.up_fp8, L.gate_up, L.gate_up + Ip * c.hidden_padded, mlp_h_.data(), n,
+                     static_cast<int>(Ip), c.hidden_padded, stream);
+    dense_gemv(L.down_fp8, L.down, nullptr, mlp_h_.data(), delta_.data(), n, c.hidden_padded, static_cast<int>(Ip),
+               stream);
     return;
   }
   const int Ip = c.moe_intermediate_padded;

@@ -49,6 +49,8 @@ struct GpuModelOptions {
   // checkpoint's bf16/float experts are quantized at load time. Unset: as the checkpoint stores them (MXFP4 for
   // gpt-oss MXFP4 checkpoints and gpt-oss random weights, which are made as MXFP4; bf16 otherwise).
   std::optional<ExpertFormat> experts;
+  // Dense matrices held as block-scaled FP8 for decode and verify (fp8_weights.h); none by default.
+  Fp8Weights fp8;
   // DFlash target features: 0-based decoder layers whose output (the residual stream after the layer, before
   // any final norm: HF hidden_states[l + 1]) forward() and prefill() record for every row, and enqueue_pass
   // writes where PassInputs::features points. Ascending, no repeats; the last layer's is taken after the final

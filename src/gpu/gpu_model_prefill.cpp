@@ -17,6 +17,7 @@
 #include "core/error.h"
 #include "embedding/embedding.h"
 #include "gemv/gemv_bf16.h"
+#include "gpu/fp8_weights.h"
 #include "gpu/fp4_experts.h"
 #include "gpu/gpt_oss_experts.h"
 #include "gpu/gpu_model_buffers.h"
@@ -193,10 +194,17 @@ void GpuModel::prefill_chunk(std::span<const int32_t> tokens, int64_t start, boo
                         c.hidden_norm_eps(), stream);
   if (feature_rows) copy_features(c.layers - 1, p.normed.data(), m, feature_rows, stream);  // normed, as HF reports it
   if (all_rows) {
-    linear(w.lm_head, nullptr, p.normed.data(), m, c.vocab, c.hidden_padded, logits_rows);
+    if (w.lm_head_fp8.codes) {  // every row's logits from the FP8 lm_head: the gemv, 16 rows at a time
+      for (int r = 0; r < m; r += kMaxPassTokens)
+        kernels::gemv_fp8(w.lm_head_fp8, nullptr, p.normed.data() + int64_t{r} * c.hidden_padded,
+                          logits_rows + int64_t{r} * c.vocab, std::min(kMaxPassTokens, m - r), c.vocab, c.hidden_padded,
+                          stream);
+    } else {
+      linear(w.lm_head, nullptr, p.normed.data(), m, c.vocab, c.hidden_padded, logits_rows);
+    }
   } else if (last_chunk) {
-    kernels::gemv_bf16(w.lm_head, nullptr, p.normed.data() + int64_t{m - 1} * c.hidden_padded, pass_logits_.data(), 1,
-                       c.vocab, c.hidden_padded, stream);
+    dense_gemv(w.lm_head_fp8, w.lm_head, nullptr, p.normed.data() + int64_t{m - 1} * c.hidden_padded,
+               pass_logits_.data(), 1, c.vocab, c.hidden_padded, stream);
   }
 }
 

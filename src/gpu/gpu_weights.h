@@ -21,6 +21,7 @@
 
 #include "cuda/device_buffer.h"
 #include "fp4_moe/fp4_moe.h"
+#include "gemv/gemv_bf16.h"
 #include "gpu/gpu_config.h"
 #include "loader/checkpoint.h"
 
@@ -56,12 +57,17 @@ struct GpuLayerWeights {
   const float* router_bias = nullptr;
   const float* expert_gate_up_bias = nullptr;
   const float* expert_down_bias = nullptr;
+  // FP8 copies for the decode / verify products (config.fp8; codes null otherwise): qkv, o, and the dense MLP's gate,
+  // up (the two halves of gate_up) and down. The bf16 matrices above then hold the FP8 values rounded to bf16, for
+  // prefill's GEMMs (fp8_weights.h).
+  kernels::Fp8Matrix qkv_fp8, o_fp8, gate_fp8, up_fp8, down_fp8;
 };
 
 struct GpuWeights {
   const bf16* embed = nullptr;        // [vocab, hidden]
   const bf16* lm_head = nullptr;      // [vocab, hidden]; == embed when tied
   const float* final_norm = nullptr;  // [hidden]
+  kernels::Fp8Matrix lm_head_fp8;     // config.fp8.lm_head (lm_head itself stays unrounded: it may be the embedding)
   std::vector<GpuLayerWeights> layers;
   size_t device_bytes = 0;  // everything allocated for the weights
   std::vector<cuda::DeviceBuffer<uint8_t>> storage;

@@ -27,6 +27,7 @@
 #ifdef TACHYON_HAS_CUDA
 #include "gpu/decode_bench.h"
 #include "gpu/fp4_experts.h"
+#include "gpu/fp8_weights.h"
 #include "gpu/gpu_spec_decoder.h"
 #include "gpu/spec_bench.h"
 #include "spec/random_drafter.h"
@@ -39,7 +40,7 @@ namespace tachyon::cli {
 namespace {
 
 struct BenchOptions {
-  std::string model_path, random_weights, prefill = "1024,8192", label, json_file, experts;
+  std::string model_path, random_weights, prefill = "1024,8192", label, json_file, experts, fp8;
   std::string verify_sweep, drafter_config, tau = "6.4,8";
   std::string draft_path, prompts = "prompts/chat.jsonl,prompts/code.jsonl,prompts/math.jsonl";
   int max_tokens = 128, block_size = 0, prompt_limit = 0;
@@ -116,6 +117,7 @@ int run_draft_bench(const BenchOptions& o) {
   gpu::GpuModelOptions model_options;
   model_options.kv_positions = o.kv_positions > 0 ? o.kv_positions : 4096;
   if (!o.experts.empty()) model_options.experts = gpu::parse_expert_format(o.experts, "--experts");
+  model_options.fp8 = gpu::parse_fp8_weights(o.fp8, "--fp8");
   gpu::GpuSpecDecoder loaded = gpu::load_gpu_spec_decoder(checkpoint, draft_checkpoint, model_options);
   gpu::GpuModel* model = loaded.target.get();
   gpu::GpuDrafter& drafter = *loaded.drafter;
@@ -131,6 +133,7 @@ int run_draft_bench(const BenchOptions& o) {
   j["model"] = o.model_path;
   j["drafter"] = o.draft_path;
   j["experts"] = gpu::expert_format_name(model->config().expert_format);
+  j["fp8"] = gpu::fp8_weights_name(model->config().fp8);
   j["device"] = cuda::current_device_info().name;
   j["date"] = utc_now();
   j["label"] = o.label;
@@ -169,6 +172,7 @@ int run_bench(const BenchOptions& o) {
   for (int64_t length : bench.prefill_lengths) needed = std::max(needed, length);
   model_options.kv_positions = o.kv_positions > 0 ? o.kv_positions : needed;
   if (!o.experts.empty()) model_options.experts = gpu::parse_expert_format(o.experts, "--experts");
+  model_options.fp8 = gpu::parse_fp8_weights(o.fp8, "--fp8");
 
   const auto load_start = std::chrono::steady_clock::now();
   std::unique_ptr<gpu::GpuModel> model;
@@ -190,12 +194,14 @@ int run_bench(const BenchOptions& o) {
   nlohmann::json j = gpu::to_json(r);
   j["model"] = model_name;
   j["architecture"] = c.architecture;
-  const std::string precision =
+  std::string precision =
       c.expert_format == gpu::ExpertFormat::Bf16
           ? "bf16 weights"
           : fmt::format("{} routed experts, other weights bf16", gpu::expert_format_name(c.expert_format));
+  if (c.fp8.any()) precision += fmt::format(" (FP8: {})", gpu::fp8_weights_name(c.fp8));
   j["precision"] = precision + ", bf16 KV cache, fp32 activations";
   j["experts"] = gpu::expert_format_name(c.expert_format);
+  j["fp8"] = gpu::fp8_weights_name(c.fp8);
   j["date"] = date;
   j["label"] = o.label;
   j["weights_gb"] = model->weights().device_bytes / 1e9;
@@ -385,6 +391,10 @@ Runner add_bench_command(CLI::App& app) {
                   "Routed experts on the GPU: bf16, or nvfp4 / mxfp4 (FP4 kernels; a checkpoint's experts are "
                   "quantized at load). Default: as stored (mxfp4 for gpt-oss MXFP4 checkpoints and gpt-oss random "
                   "weights, else bf16)");
+  cmd->add_option("--fp8", options->fp8,
+                  "Dense weights held as block-scaled FP8 (e4m3, a scale per 128 x 128 tile) for decode and verify: "
+                  "any of attention, mlp, lm_head, comma-separated (quantized at load; quality: docs/fp4-quality.md)")
+      ->default_str("none");
   cmd->add_option("--verify-sweep", options->verify_sweep,
                   "Block sizes (1..16, comma-separated) at which to time one verify pass of b tokens at --context, "
                   "with distinct experts per MoE layer and a projected DFlash tokens/s (docs/dflash.md)");
