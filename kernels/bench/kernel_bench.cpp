@@ -95,6 +95,8 @@ void bench_gemv_shape(int out, int in, const std::vector<int>& token_counts, con
   fill_random(x, -1, 1, 2);
   fill_random(x_bf16, -1, 1, 3);
   kernels::CublasLtGemm cublas;
+  DeviceBuffer<float> fp8_scales(static_cast<size_t>((out + 15) / 16) * ((in + 127) / 128));
+  fill_random(fp8_scales, 0.001f, 0.002f, 4);
   const std::string shape = std::to_string(out) + "x" + std::to_string(in);
   const int launches = std::max(20, std::min(200, weights.copies));
   for (int n : token_counts) {
@@ -105,6 +107,13 @@ void bench_gemv_shape(int out, int in, const std::vector<int>& token_counts, con
       }, launches);
       row("gemv_bf16", shape, n, k_split == 0 ? "tachyon" : "k_split=" + std::to_string(k_split), us, bytes);
     }
+    // The same matrix as block-scaled FP8 (the pool's bytes taken as e4m3 codes: timing only), half the bytes.
+    const double fp8_bytes = 1.0 * out * in + 4.0 * fp8_scales.size() + 4.0 * n * (in + out);
+    const double fp8_us = graph_time_us([&](int i, cudaStream_t s) {
+      const kernels::Fp8Matrix w{reinterpret_cast<const uint8_t*>(weights.copy(i)), fp8_scales.data()};
+      kernels::gemv_fp8(w, nullptr, x.data(), y.data(), n, out, in, s);
+    }, launches);
+    row("gemv_fp8", shape, n, "tachyon", fp8_us, fp8_bytes);
     if (baseline) {
       const double us = graph_time_us([&](int i, cudaStream_t s) {
         cublas.linear_bf16(weights.copy(i), reinterpret_cast<const __nv_bfloat16*>(x_bf16.data()), nullptr, y.data(), n,
@@ -121,6 +130,8 @@ void bench_gemv(bool sweep) {
   bench_gemv_shape(6144, 4096, tokens, splits, true);
   bench_gemv_shape(151936, 2048, tokens, splits, true);   // Qwen3 lm_head
   bench_gemv_shape(4096, 2048, tokens, splits, true);     // Qwen3-30B-A3B q_proj
+  bench_gemv_shape(5120, 2048, {1, 16}, splits, false);   // Qwen3-30B-A3B fused qkv
+  bench_gemv_shape(2048, 4096, {1, 16}, splits, false);   // Qwen3-30B-A3B o_proj
   bench_gemv_shape(49152, 576, {1, 16}, splits, true);    // SmolLM2 lm_head
   bench_gemv_shape(1536, 576, {1, 16}, splits, true);     // SmolLM2 MLP
   bench_gemv_shape(576, 1536, {1, 16}, splits, false);

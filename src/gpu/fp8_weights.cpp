@@ -1,11 +1,14 @@
-#ifdef TACHYON_HAS_CUDA
 #include "gpu/fp8_weights.h"
+
+#include <algorithm>
 
 #include <fmt/format.h>
 
 #include "core/error.h"
+#ifdef TACHYON_HAS_CUDA
 #include "cuda/cuda_check.h"
 #include "fp8/fp8_quantize.h"
+#endif
 
 namespace tachyon::gpu {
 
@@ -44,6 +47,12 @@ void set_fp8_weights(GpuModelConfig& c, const Fp8Weights& fp8, const std::string
     fail("{}: --fp8 lm_head needs a vocabulary that is a multiple of 16 ({} is not)", source, c.vocab);
 }
 
+double fp8_matrix_bytes(int64_t rows, int64_t cols) {
+  const int64_t scales = (rows + 15) / 16 * ((cols + 127) / 128);
+  return static_cast<double>(rows) * cols + static_cast<double>(scales) * sizeof(float);
+}
+
+#ifdef TACHYON_HAS_CUDA
 void dense_gemv(const kernels::Fp8Matrix& fp8, const bf16* weight, const float* bias, const float* x, float* y,
                 int n_tokens, int out_features, int in_features, cudaStream_t stream) {
   if (fp8.codes) kernels::gemv_fp8(fp8, bias, x, y, n_tokens, out_features, in_features, stream);
@@ -61,12 +70,6 @@ void dense_gated_gemv(const kernels::ResidualNorm& norm, const kernels::Fp8Matri
                       int out_features, int in_features, cudaStream_t stream) {
   if (gate_fp8.codes) kernels::gated_gemv_fp8(norm, gate_fp8, up_fp8, h, n_tokens, out_features, in_features, stream);
   else kernels::gated_gemv_bf16(norm, gate, up, h, n_tokens, out_features, in_features, stream);
-}
-
-double fp8_matrix_bytes(int64_t rows, int64_t cols) {
-  const int64_t scales = (rows + kernels::Fp8Matrix::kRowGroup - 1) / kernels::Fp8Matrix::kRowGroup *
-                         ((cols + kernels::Fp8Matrix::kColBlock - 1) / kernels::Fp8Matrix::kColBlock);
-  return static_cast<double>(rows) * cols + static_cast<double>(scales) * sizeof(float);
 }
 
 void make_fp8_weights(GpuWeights& w, const GpuModelConfig& c) {
@@ -112,5 +115,6 @@ void make_fp8_weights(GpuWeights& w, const GpuModelConfig& c) {
   TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
-}  // namespace tachyon::gpu
 #endif  // TACHYON_HAS_CUDA
+
+}  // namespace tachyon::gpu

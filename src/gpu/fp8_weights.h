@@ -11,12 +11,14 @@
 // Tiles lie over the GPU's padded layout: where heads or widths are padded (head_dim 80 -> 96, say) they differ
 // from the checkpoint tensor's own tiles. Memory: the FP8 copies come on top of the bf16 ones.
 #pragma once
-#ifdef TACHYON_HAS_CUDA
+#include <cstdint>
 #include <string>
 #include <string_view>
 
 #include "gpu/gpu_config.h"
+#ifdef TACHYON_HAS_CUDA
 #include "gpu/gpu_weights.h"
+#endif
 
 namespace tachyon::gpu {
 
@@ -28,6 +30,10 @@ std::string fp8_weights_name(const Fp8Weights& fp8);  // "attention,lm_head", or
 // dense MLP layer.
 void set_fp8_weights(GpuModelConfig& config, const Fp8Weights& fp8, const std::string& source);
 
+// Bytes of a [rows, cols] matrix as the FP8 gemv reads it: codes, and a float scale per 16 rows x 128 columns.
+double fp8_matrix_bytes(int64_t rows, int64_t cols);
+
+#ifdef TACHYON_HAS_CUDA
 // Adds the FP8 copies config.fp8 asks for to `weights` (allocated into weights.storage).
 void make_fp8_weights(GpuWeights& weights, const GpuModelConfig& config);
 
@@ -39,9 +45,6 @@ void dense_gemv(const kernels::ResidualNorm& norm, const kernels::Fp8Matrix& fp8
 void dense_gated_gemv(const kernels::ResidualNorm& norm, const kernels::Fp8Matrix& gate_fp8,
                       const kernels::Fp8Matrix& up_fp8, const bf16* gate, const bf16* up, float* h, int n_tokens,
                       int out_features, int in_features, cudaStream_t stream);
-
-// Bytes of a [rows, cols] matrix as the FP8 gemv reads it: codes and scales.
-double fp8_matrix_bytes(int64_t rows, int64_t cols);
+#endif  // TACHYON_HAS_CUDA
 
 }  // namespace tachyon::gpu
-#endif  // TACHYON_HAS_CUDA

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# FP8 dense weights (src/gpu/fp8_weights.h) on one GPU host, from the repo root, results under $OUT:
+#   scripts/gpu/fp8.sh check NEW_DIR          the FP8 and gemv GPU tests, memcheck on the FP8 kernels, the gemv
+#                                             kernel bench (bf16 vs FP8 rows; NEW_DIR/tachyon_kernel_bench), and
+#                                             decode with and without --fp8 on four shapes
+#   scripts/gpu/fp8.sh ab BASE_DIR NEW_DIR    decode A/B of two builds (bf16 paths) plus the --fp8 rows, twice,
+#                                             then the whole GPU suite of NEW_DIR
+# *_DIR: folders with tachyon (+ tachyon_gpu_tests) and lib/ (scripts/gpu/pack.sh).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT="${OUT:-./gpu-results}"
+mkdir -p "$OUT"
+export TACHYON_SOURCE_DIR="$PWD"
+mode="${1:?usage: fp8.sh check NEW_DIR | ab BASE_DIR NEW_DIR}"
+summary="$OUT/fp8-summary.txt"
+echo "date: $(date -u +%Y-%m-%dT%H:%MZ) $*" | tee "$summary"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$summary"
+
+# decode BUILD TAG MODEL [extra args]: one `tachyon bench` decode run, its summary line appended.
+decode() {
+  local build="$1" tag="$2" model="$3"
+  shift 3
+  local args
+  case "$model" in
+    qwen3-bf16) args=(--random-weights qwen3-30b-a3b --experts bf16) ;;
+    qwen3-nvfp4) args=(--random-weights qwen3-30b-a3b --experts nvfp4) ;;
+    gpt-oss) args=(--random-weights gpt-oss-20b --experts mxfp4) ;;
+    smollm2) args=(--random-weights smollm2-135m) ;;
+  esac
+  local log="$OUT/decode-$model-$tag.log"
+  LD_LIBRARY_PATH="$PWD/$build/lib" timeout 150 "$build/tachyon" bench "${args[@]}" "$@" --context 1024 --steps 64 \
+    --repeats 3 --prefill none --json-file "$OUT/decode-$model-$tag.json" > "$log" 2>&1
+  echo "$model $tag rc=$?: $(grep -E "decode, batch 1" "$log" | head -1) | $(grep -E "bytes per decode token" "$log" | head -1 | cut -c1-60)" |
+    tee -a "$summary"
+}
+
+fp8_groups() {
+  case "$1" in smollm2) echo "attention,mlp,lm_head" ;; *) echo "attention,lm_head" ;; esac
+}
+
+if [ "$mode" = check ]; then
+  new="${2:?NEW_DIR}"
+  timeout 300 "$new/tachyon_gpu_tests" --gtest_filter='GpuGemvFp8*:GpuFp8TinyModel*:GpuGemv.*' > "$OUT/tests-fp8.log" 2>&1
+  echo "fp8 + gemv tests rc=$?: $(grep -E '^\[  (PASSED|FAILED)' "$OUT/tests-fp8.log" | tr '\n' ' ')" | tee -a "$summary"
+  timeout 240 compute-sanitizer --tool memcheck "$new/tachyon_gpu_tests" \
+    --gtest_filter='GpuGemvFp8.GatedSwiglu*:GpuGemvFp8.FusedResidual*:GpuGemvFp8.GpuQuantizer*:GpuFp8TinyModel.PassAndSteps*' \
+    > "$OUT/memcheck-fp8.log" 2>&1
+  echo "memcheck rc=$?: $(grep -E 'ERROR SUMMARY|PASSED|FAILED' "$OUT/memcheck-fp8.log" | tail -3 | tr '\n' ' ')" | tee -a "$summary"
+  LD_LIBRARY_PATH="$PWD/$new/lib" timeout 200 "$new/tachyon_kernel_bench" gemv > "$OUT/kernel-gemv.md" 2>&1
+  echo "kernel bench rc=$?" | tee -a "$summary"
+  grep -E "gemv_(bf16|fp8) \|.*\| (1|16) \| tachyon" "$OUT/kernel-gemv.md" | tee -a "$summary"
+  for model in smollm2 qwen3-nvfp4 gpt-oss qwen3-bf16; do
+    decode "$new" new "$model"
+    decode "$new" new-fp8 "$model" --fp8 "$(fp8_groups "$model")"
+  done
+elif [ "$mode" = ab ]; then
+  base="${2:?BASE_DIR}" new="${3:?NEW_DIR}"
+  for i in 1 2; do
+    for model in smollm2 qwen3-nvfp4 gpt-oss qwen3-bf16; do
+      decode "$base" "base-$i" "$model"
+      decode "$new" "new-$i" "$model"
+      decode "$new" "new-fp8-$i" "$model" --fp8 "$(fp8_groups "$model")"
+    done
+  done
+  timeout 400 "$new/tachyon_gpu_tests" > "$OUT/tests-all.log" 2>&1
+  echo "all GPU tests rc=$?: $(grep -E '^\[  (PASSED|FAILED|SKIPPED)' "$OUT/tests-all.log" | tr '\n' ' ')" | tee -a "$summary"
+fi

@@ -1,0 +1,196 @@
+// The GPU model runner with FP8 dense weights (`--fp8`, src/gpu/fp8_weights.h) on tiny fixtures, against the CPU
+// backend on exactly the GPU's weights: the chosen matrices quantized by the CPU quantizer (fp4/fp8_blocks.h) in the
+// GPU's padded layout (head_dim padded to 64, hidden to a multiple of 64; tiles over that layout, as the loader
+// quantizes), dequantized and cropped; everything else rounded to bf16 as in test_gpu_model_tiny.cpp. The GPU's
+// decode and verify products read the FP8 codes; its prefill GEMMs read the bf16 rounding of the same values.
+// Bounds, router near-tie rule and greedy tie rule as test_gpu_model_tiny.cpp.
+#include <cstring>
+#include <map>
+
+#include "fp4/fp8_blocks.h"
+#include "gpu/decode_loop.h"
+#include "gpu/fp8_weights.h"
+#include "gpu/gpu_model.h"
+#include "gpu_test_util.h"
+#include "loader/json_file.h"
+#include "test_gpu_model_util.h"
+#include "../support/paths.h"
+
+namespace tachyon::gpu {
+namespace {
+
+using namespace gpu_model_test;
+
+constexpr double kCpuBound = 5e-2;
+constexpr float kFlipMargin = 0.05f;
+constexpr int kMaxFlips = 4;
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// values [rows, cols] <- the FP8 round trip of the matrix as the GPU stores it: row r at (r / rg) * rgp + r % rg,
+// columns alike, zeros elsewhere.
+void fp8_round_trip_padded(float* values, int64_t rows, int64_t cols, int64_t rg, int64_t rgp, int64_t cg, int64_t cgp) {
+  const int64_t prows = rows / rg * rgp, pcols = cols / cg * cgp;
+  std::vector<float> padded(static_cast<size_t>(prows * pcols), 0.0f);
+  auto at = [&](int64_t r, int64_t c) { return (r / rg * rgp + r % rg) * pcols + c / cg * cgp + c % cg; };
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) padded[at(r, c)] = values[r * cols + c];
+  const fp4::Fp8BlockMatrix q = fp4::quantize_fp8_block(padded.data(), prows, pcols, "reference");
+  q.to_float(padded.data());
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) values[r * cols + c] = padded[at(r, c)];
+}
+
+std::unique_ptr<RoundedCheckpoint> fp8_reference(const Checkpoint& source, const GpuModelConfig& g) {
+  auto out = round_matrices_to_bf16(source);
+  const int64_t H = g.hidden, Hp = g.hidden_padded, hd = g.head_dim, hdp = g.head_dim_padded;
+  const int64_t I = g.intermediate, Ip = g.intermediate_padded;
+  int quantized = 0;
+  for (const auto& [name, tensor] : out->checkpoint.weights.all()) {
+    if (tensor.shape.size() != 2 || tensor.dtype != DType::F32) continue;
+    float* v = const_cast<float*>(reinterpret_cast<const float*>(tensor.data));
+    const int64_t rows = tensor.shape[0], cols = tensor.shape[1];
+    const bool dense_mlp = name.find(".experts.") == std::string::npos;
+    if (g.fp8.attention && (ends_with(name, "self_attn.q_proj.weight") || ends_with(name, "self_attn.k_proj.weight") ||
+                            ends_with(name, "self_attn.v_proj.weight")))
+      fp8_round_trip_padded(v, rows, cols, hd, hdp, H, Hp);
+    else if (g.fp8.attention && ends_with(name, "self_attn.o_proj.weight"))
+      fp8_round_trip_padded(v, rows, cols, H, Hp, hd, hdp);
+    else if (g.fp8.mlp && dense_mlp && (ends_with(name, "mlp.gate_proj.weight") || ends_with(name, "mlp.up_proj.weight")))
+      fp8_round_trip_padded(v, rows, cols, I, Ip, H, Hp);
+    else if (g.fp8.mlp && dense_mlp && ends_with(name, "mlp.down_proj.weight"))
+      fp8_round_trip_padded(v, rows, cols, H, Hp, I, Ip);
+    else if (g.fp8.lm_head && name == "lm_head.weight")
+      fp8_round_trip_padded(v, rows, cols, rows, rows, H, Hp);
+    else
+      continue;
+    ++quantized;
+  }
+  EXPECT_GT(quantized, 0) << "no FP8 matrix found in " << source.path;
+  return out;
+}
+
+struct Fp8Fixture {
+  Checkpoint checkpoint;
+  Fp8Weights fp8;
+  std::unique_ptr<RoundedCheckpoint> reference;
+  std::unique_ptr<Model> cpu;
+  std::vector<int32_t> prompt, reference_greedy;
+  int vocab = 0;
+};
+
+// Fixture -> the weight groups it can take as FP8 (tied embeddings keep a bf16 lm_head in this test: the CPU
+// reference cannot quantize the lm_head without the embedding; MoE fixtures have no dense MLP).
+const std::map<std::string, std::string>& fixture_groups() {
+  static const std::map<std::string, std::string> groups = {{"llama", "attention,mlp,lm_head"},
+                                                            {"qwen2", "attention,mlp,lm_head"},
+                                                            {"qwen3", "attention,mlp"},
+                                                            {"qwen3_moe", "attention,lm_head"},
+                                                            {"gpt_oss", "attention,lm_head"}};
+  return groups;
+}
+
+std::unique_ptr<GpuModel> gpu_model(const Fp8Fixture& f) {
+  GpuModelOptions options;
+  options.kv_positions = 256;
+  options.record_router_margins = true;
+  options.fp8 = f.fp8;
+  return GpuModel::load(f.checkpoint, options);
+}
+
+Fp8Fixture& fixture(const std::string& name) {
+  static std::map<std::string, std::unique_ptr<Fp8Fixture>> cache;
+  auto& slot = cache[name];
+  if (!slot) {
+    slot = std::make_unique<Fp8Fixture>();
+    const std::string dir = test::fixture_path("tiny/" + name);
+    slot->checkpoint = open_checkpoint(dir);
+    slot->fp8 = parse_fp8_weights(fixture_groups().at(name), name);
+    GpuModelConfig config = read_gpu_model_config(slot->checkpoint.config, name);
+    set_fp8_weights(config, slot->fp8, name);
+    slot->reference = fp8_reference(slot->checkpoint, config);
+    slot->cpu = create_model(slot->reference->checkpoint);
+    const nlohmann::json reference = read_json_file(dir + "/reference.json");
+    slot->prompt = reference["prompt_ids"].get<std::vector<int32_t>>();
+    slot->reference_greedy = reference["greedy_ids"].get<std::vector<int32_t>>();
+    slot->vocab = reference["logits_shape"][1].get<int>();
+  }
+  return *slot;
+}
+
+class GpuFp8TinyModel : public testing::TestWithParam<std::string> {};
+
+TEST_P(GpuFp8TinyModel, HoldsFp8CopiesOfTheChosenMatrices) {
+  SKIP_WITHOUT_GPU();
+  Fp8Fixture& f = fixture(GetParam());
+  auto model = gpu_model(f);
+  const GpuModelConfig& c = model->config();
+  EXPECT_EQ(c.hidden_padded % 64, 0);
+  EXPECT_EQ(model->weights().lm_head_fp8.codes != nullptr, f.fp8.lm_head);
+  for (int layer = 0; layer < c.layers; ++layer) {
+    const GpuLayerWeights& L = model->weights().layers[layer];
+    EXPECT_EQ(L.qkv_fp8.codes != nullptr, f.fp8.attention);
+    EXPECT_EQ(L.o_fp8.codes != nullptr, f.fp8.attention);
+    EXPECT_EQ(L.gate_fp8.codes != nullptr, f.fp8.mlp && !c.is_sparse(layer));
+  }
+}
+
+TEST_P(GpuFp8TinyModel, PrefillLogitsMatchCpu) {
+  SKIP_WITHOUT_GPU();
+  Fp8Fixture& f = fixture(GetParam());
+  auto model = gpu_model(f);
+  const std::vector<float> gpu = model->prefill_to_host(f.prompt, /*all_rows=*/true);
+  KvCache cache = f.cpu->new_cache();
+  const std::vector<float> cpu = f.cpu->forward(f.prompt, cache, /*all_rows=*/true);
+  const double error = expect_rows_within(gpu, cpu, f.vocab, kCpuBound, model->prefill_router_margins(), kFlipMargin,
+                                          kMaxFlips, GetParam() + " FP8 prefill vs CPU");
+  std::printf("[ %s ] FP8 prefill logits (GEMMs on the bf16-rounded FP8 values): vs CPU %.3g\n", GetParam().c_str(),
+              error);
+}
+
+TEST_P(GpuFp8TinyModel, PassAndStepsThroughTheFp8GemvMatchCpu) {
+  SKIP_WITHOUT_GPU();
+  Fp8Fixture& f = fixture(GetParam());
+  auto model = gpu_model(f);
+  const size_t half = f.prompt.size() / 2;
+  const std::span<const int32_t> prompt(f.prompt);
+  KvCache cache = f.cpu->new_cache();
+  std::vector<float> gpu_rows = model->forward_to_host(prompt.first(half));
+  std::vector<float> cpu_rows = f.cpu->forward(prompt.first(half), cache, /*all_rows=*/true);
+  for (size_t t = half; t < f.prompt.size(); ++t) {
+    const std::vector<float> gpu = model->forward_to_host(prompt.subspan(t, 1));
+    const std::vector<float> cpu = f.cpu->forward(prompt.subspan(t, 1), cache);
+    gpu_rows.insert(gpu_rows.end(), gpu.begin(), gpu.end());
+    cpu_rows.insert(cpu_rows.end(), cpu.begin(), cpu.end());
+  }
+  auto probe = gpu_model(f);
+  probe->prefill_to_host(f.prompt, /*all_rows=*/true);
+  const double error = expect_rows_within(gpu_rows, cpu_rows, f.vocab, kCpuBound, probe->prefill_router_margins(),
+                                          kFlipMargin, kMaxFlips, GetParam() + " FP8 pass + steps vs CPU");
+  std::printf("[ %s ] 16-token pass + single steps (FP8 gemv): vs CPU %.3g\n", GetParam().c_str(), error);
+}
+
+TEST_P(GpuFp8TinyModel, GreedyGraphDecodeMatchesCpu) {
+  SKIP_WITHOUT_GPU();
+  Fp8Fixture& f = fixture(GetParam());
+  auto model = gpu_model(f);
+  const int n = static_cast<int>(f.reference_greedy.size());
+  DecodeLoop loop(*model, DecodeSampling{});
+  loop.start(f.prompt);
+  loop.enqueue(n - 1, /*use_graph=*/true);
+  const std::vector<int32_t> gpu = loop.tokens();
+  const GreedyRun cpu = cpu_greedy(*f.cpu, f.prompt, n);
+  auto probe = gpu_model(f);
+  KvCache cache = f.cpu->new_cache();
+  const double difference = max_abs_difference(probe->prefill_to_host(f.prompt), f.cpu->forward(f.prompt, cache));
+  expect_same_greedy(gpu, cpu, static_cast<float>(4 * difference + 1e-3), GetParam() + " FP8 greedy vs CPU");
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, GpuFp8TinyModel,
+                         testing::Values("llama", "qwen2", "qwen3", "qwen3_moe", "gpt_oss"),
+                         [](const testing::TestParamInfo<std::string>& info) { return info.param; });
+
+}  // namespace
+}  // namespace tachyon::gpu
