@@ -109,11 +109,13 @@ void bench_gemv_shape(int out, int in, const std::vector<int>& token_counts, con
     }
     // The same matrix as block-scaled FP8 (the pool's bytes taken as e4m3 codes: timing only), half the bytes.
     const double fp8_bytes = 1.0 * out * in + 4.0 * fp8_scales.size() + 4.0 * n * (in + out);
-    const double fp8_us = graph_time_us([&](int i, cudaStream_t s) {
-      const kernels::Fp8Matrix w{reinterpret_cast<const uint8_t*>(weights.copy(i)), fp8_scales.data()};
-      kernels::gemv_fp8(w, nullptr, x.data(), y.data(), n, out, in, s);
-    }, launches);
-    row("gemv_fp8", shape, n, "tachyon", fp8_us, fp8_bytes);
+    for (int k_split : k_splits) {
+      const double us = graph_time_us([&](int i, cudaStream_t s) {
+        const kernels::Fp8Matrix w{reinterpret_cast<const uint8_t*>(weights.copy(i)), fp8_scales.data()};
+        kernels::gemv_fp8(w, nullptr, x.data(), y.data(), n, out, in, s, kernels::GemvTuning{k_split});
+      }, launches);
+      row("gemv_fp8", shape, n, k_split == 0 ? "tachyon" : "k_split=" + std::to_string(k_split), us, fp8_bytes);
+    }
     if (baseline) {
       const double us = graph_time_us([&](int i, cudaStream_t s) {
         cublas.linear_bf16(weights.copy(i), reinterpret_cast<const __nv_bfloat16*>(x_bf16.data()), nullptr, y.data(), n,

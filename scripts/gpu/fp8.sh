@@ -4,7 +4,7 @@
 #                                             kernel bench (bf16 vs FP8 rows; NEW_DIR/tachyon_kernel_bench), and
 #                                             decode with and without --fp8 on four shapes
 #   scripts/gpu/fp8.sh ab BASE_DIR NEW_DIR    decode A/B of two builds (bf16 paths) plus the --fp8 rows, twice,
-#                                             then the whole GPU suite of NEW_DIR
+#                                             the gemv k_split sweep, then the whole GPU suite of NEW_DIR
 # *_DIR: folders with tachyon (+ tachyon_gpu_tests) and lib/ (scripts/gpu/pack.sh).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -62,6 +62,10 @@ elif [ "$mode" = ab ]; then
       decode "$new" "new-fp8-$i" "$model" --fp8 "$(fp8_groups "$model")"
     done
   done
+  if [ -x "$new/tachyon_kernel_bench" ]; then  # every k_split of the bf16 and FP8 gemvs (launch heuristics)
+    LD_LIBRARY_PATH="$PWD/$new/lib" timeout 240 "$new/tachyon_kernel_bench" gemv-sweep > "$OUT/kernel-gemv-sweep.md" 2>&1
+    echo "kernel sweep rc=$?" | tee -a "$summary"
+  fi
   timeout 400 "$new/tachyon_gpu_tests" > "$OUT/tests-all.log" 2>&1
   echo "all GPU tests rc=$?: $(grep -E '^\[  (PASSED|FAILED|SKIPPED)' "$OUT/tests-all.log" | tr '\n' ' ')" | tee -a "$summary"
 fi

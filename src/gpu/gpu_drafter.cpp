@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "embedding/embedding.h"
 #include "gemv/gemv_bf16.h"
+#include "gpu/fp8_weights.h"
 #include "models/rope.h"
 #include "norm/rms_norm.h"
 
@@ -97,6 +98,7 @@ GpuDrafter::GpuDrafter(const Checkpoint& drafter, const GpuModel& target, int64_
   const float head_scale = std::sqrt(static_cast<float>(hd) / static_cast<float>(hdp));
   embed_ = target.weights().embed;
   lm_head_ = target.weights().lm_head;
+  lm_head_fp8_ = target.weights().lm_head_fp8;
 
   Uploader up(drafter, c.prefix, storage_);
   const Padding hidden{H, Hp}, head{hd, hdp}, mlp{I, Ip};
@@ -328,7 +330,7 @@ void GpuDrafter::enqueue_draft(const PassInputs& block, int n, int max_seq_len, 
   }
   // Slot 0 (the bonus) predicts nothing: the last residual add, final norm and lm_head cover rows 1..n-1 only.
   kernels::add_rms_norm(x_.data() + Hp, delta_.data() + Hp, final_norm_, normed_.data(), n - 1, Hp, hidden_eps_, stream);
-  kernels::gemv_bf16(lm_head_, nullptr, normed_.data(), logits, n - 1, vocab_, Hp, stream);
+  dense_gemv(lm_head_fp8_, lm_head_, nullptr, normed_.data(), logits, n - 1, vocab_, Hp, stream);
   if (c.softcap > 0) kernels::logit_softcap(logits, int64_t{n - 1} * vocab_, c.softcap, stream);
 }
 

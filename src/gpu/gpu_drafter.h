@@ -92,6 +92,7 @@ class GpuDrafter {
   int page_size_ = 64;
   const bf16* embed_ = nullptr;    // the target's [vocab, hidden_padded]
   const bf16* lm_head_ = nullptr;  // the target's [vocab, hidden_padded]
+  kernels::Fp8Matrix lm_head_fp8_;  // the target's FP8 copy (--fp8 lm_head), else empty
 
   std::vector<cuda::DeviceBuffer<uint8_t>> storage_;  // every weight allocation
   const bf16* fc_ = nullptr;              // [hidden_padded, K * hidden_padded]

@@ -15,6 +15,7 @@
 #include "tokenizer/tokenizer.h"
 #ifdef TACHYON_HAS_CUDA
 #include "gpu/gpu_generate.h"
+#include "gpu/fp8_weights.h"
 #include "gpu/gpu_spec_decoder.h"
 #endif
 
@@ -22,7 +23,7 @@ namespace tachyon::cli {
 
 namespace {
 struct GenerateOptions {
-  std::string model_path, prompt, prompt_ids, system, device = "cpu", draft_path, stats_json;
+  std::string model_path, prompt, prompt_ids, system, device = "cpu", draft_path, stats_json, fp8 = "none";
   bool chat = false, print_ids = false, stats = false, ignore_eos = false, adaptive_block_size = false;
   int max_tokens = 256, threads = 0, block_size = 0;
   std::vector<std::string> stop;
@@ -82,6 +83,7 @@ void append_stats_json(const std::string& path, const GenerationResult& result, 
 
 int run_generate(const GenerateOptions& o) {
   if (o.device != "cpu" && o.device != "cuda") fail("--device {}: expected cpu or cuda", o.device);
+  if (o.fp8 != "none" && o.device != "cuda") fail("--fp8 {}: FP8 weights run on the GPU only (add --device cuda)", o.fp8);
 #ifndef TACHYON_HAS_CUDA
   if (o.device == "cuda") fail("--device cuda: this build has no CUDA backend (TACHYON_CUDA=OFF)");
 #endif
@@ -120,6 +122,7 @@ int run_generate(const GenerateOptions& o) {
     // The KV cache holds the prompt and every token that may follow, within the model's context length.
     gpu::GpuModelOptions gpu_options;
     gpu_options.kv_positions = static_cast<int64_t>(prompt.size()) + o.max_tokens + 1;
+    gpu_options.fp8 = gpu::parse_fp8_weights(o.fp8, "--fp8");
     if (!o.draft_path.empty()) {
       // Room for the rounds the GPU runs ahead of the host's stop checks (their rows are dropped), so the last
       // rounds before max_tokens need not shrink their blocks to fit.
@@ -182,6 +185,9 @@ Runner add_generate_command(CLI::App& app) {
   cmd->add_option("--stats-json", options->stats_json,
                   "Append one JSON line (timing, generated ids, DFlash round statistics) to this file");
   cmd->add_option("--device", options->device, "cpu or cuda")->capture_default_str();
+  cmd->add_option("--fp8", options->fp8,
+                  "Dense weights held as block-scaled FP8 on the GPU (e4m3, a scale per 128 x 128 tile): any of attention, mlp, lm_head, comma-separated (quantized at load; docs/fp4.md)")
+      ->capture_default_str();
   cmd->add_option("-t,--threads", options->threads, "CPU threads (default: all cores)");
   cmd->add_option("--draft", options->draft_path,
                   "DFlash drafter directory (z-lab layout): speculative decoding, same output distribution (CPU or "

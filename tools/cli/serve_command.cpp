@@ -22,6 +22,7 @@
 #ifdef TACHYON_HAS_CUDA
 #include "gpu/gpu_config.h"
 #include "gpu/gpu_model.h"
+#include "gpu/fp8_weights.h"
 #include "gpu/gpu_spec_decoder.h"
 #include "runtime/gpu_model_runner.h"
 #endif
@@ -30,7 +31,7 @@ namespace tachyon::cli {
 
 namespace {
 struct ServeOptions {
-  std::string model_path, draft_path, device = "cpu", random_weights;
+  std::string model_path, draft_path, device = "cpu", random_weights, fp8 = "none";
   int64_t kv_positions = 0;
   int draft_block_size = 0;  // 0 = the drafter's
   uint64_t seed = 1;
@@ -53,6 +54,7 @@ std::unique_ptr<ModelRunner> make_gpu_runner(const ServeOptions& o, const Checkp
                                              const Tokenizer& tokenizer) {
   gpu::GpuModelOptions options;
   options.max_sequences = o.scheduler.max_running + 1;  // + the runner's idle sequence 0
+  options.fp8 = gpu::parse_fp8_weights(o.fp8, "--fp8");
   std::unique_ptr<gpu::GpuModel> model;
   std::string label;
   if (o.random_weights.empty()) {
@@ -80,6 +82,7 @@ int run_serve(ServeOptions& o) {
   if (o.device == "cuda") fail("--device cuda: this tachyon was built without CUDA (configure with -DTACHYON_CUDA=ON)");
 #endif
   if (!o.random_weights.empty() && o.device != "cuda") fail("--random-weights runs on the GPU only: add --device cuda");
+  if (o.fp8 != "none" && o.device != "cuda") fail("--fp8 {}: FP8 weights run on the GPU only (add --device cuda)", o.fp8);
   if (o.threads > 0) set_cpu_thread_count(o.threads);
   if (o.server.model_name.empty())
     o.server.model_name = o.random_weights.empty() ? default_model_name(o.model_path)
@@ -133,6 +136,7 @@ int run_serve(ServeOptions& o) {
       // One sequence's KV (--kv-positions, default min(context, 4096)); requests are checked against it.
       gpu::GpuModelOptions options;
       options.kv_positions = o.kv_positions;
+      options.fp8 = gpu::parse_fp8_weights(o.fp8, "--fp8");
       gpu_spec = gpu::load_gpu_spec_decoder(checkpoint, draft_checkpoint, options);
       const int block = o.draft_block_size > 0 ? o.draft_block_size : gpu_spec.drafter->block_size();
       if (block > gpu::kMaxPassTokens)
@@ -208,6 +212,9 @@ Runner add_serve_command(CLI::App& app) {
   cmd->add_option("--request-timeout", o->server.request_timeout_seconds, "Seconds a request may take, from arrival")
       ->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--device", o->device, "cpu or cuda")->capture_default_str();
+  cmd->add_option("--fp8", o->fp8,
+                  "Dense weights held as block-scaled FP8 on the GPU (e4m3, a scale per 128 x 128 tile): any of attention, mlp, lm_head, comma-separated (quantized at load; docs/fp4.md)")
+      ->capture_default_str();
   cmd->add_option("--random-weights", o->random_weights,
                   "GPU only: random weights of a shape (a config.json, a directory with one, or smollm2-135m / "
                   "qwen3-30b-a3b); -m then gives only the tokenizer (a model, or a folder with tokenizer.json)");
