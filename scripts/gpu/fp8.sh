@@ -62,10 +62,10 @@ elif [ "$mode" = ab ]; then
       decode "$new" "new-fp8-$i" "$model" --fp8 "$(fp8_groups "$model")"
     done
   done
-  if [ -x "$new/tachyon_kernel_bench" ]; then  # every k_split of the bf16 and FP8 gemvs (launch heuristics)
-    LD_LIBRARY_PATH="$PWD/$new/lib" timeout 240 "$new/tachyon_kernel_bench" gemv-sweep > "$OUT/kernel-gemv-sweep.md" 2>&1
-    echo "kernel sweep rc=$?" | tee -a "$summary"
-  fi
   timeout 400 "$new/tachyon_gpu_tests" > "$OUT/tests-all.log" 2>&1
   echo "all GPU tests rc=$?: $(grep -E '^\[  (PASSED|FAILED|SKIPPED)' "$OUT/tests-all.log" | tr '\n' ' ')" | tee -a "$summary"
+  if [ -x "$new/tachyon_kernel_bench" ]; then  # every k_split of the bf16 and FP8 gemvs (launch heuristics)
+    LD_LIBRARY_PATH="$PWD/$new/lib" timeout 150 "$new/tachyon_kernel_bench" gemv-sweep > "$OUT/kernel-gemv-sweep.md" 2>&1
+    echo "kernel sweep rc=$?" | tee -a "$summary"
+  fi
 fi
