@@ -246,6 +246,10 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
   auto expert_weight = [&](int expert, const __nv_bfloat16* base) {
     return EXPERT ? base + static_cast<int64_t>(expert) * p.expert_stride : base;
   };
+  auto weight_of = [&](int expert, const uint8_t* fp8, const __nv_bfloat16* bf16) -> const Weight* {
+    if constexpr (FP8) return fp8;
+    else return expert_weight(expert, bf16);
+  };
 
   // Weights stream through a per-warp ring of kRingStages shared-memory slots filled with cp.async: the loads of
   // the next kRingStages - 1 steps (of this item or the next ones) are in flight while a step computes, whatever
@@ -277,15 +281,8 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
     const int row_base = (item - slot * row_blocks) * kRowsPerBlock + row_group * kRowsPerWarp;
     issue_rows_active = row_base < out;  // a row group wholly past the end loads nothing (never stored)
     const int expert = !EXPERT ? 0 : issue_k == 0 ? first_expert : p.group_expert[slot];
-    const Weight* weight;
-    const Weight* up_weight = nullptr;
-    if constexpr (FP8) {
-      weight = p.weight8;
-      if (GATED) up_weight = p.up_weight8;
-    } else {
-      weight = expert_weight(expert, p.weight);
-      if (GATED) up_weight = expert_weight(expert, p.up_weight);
-    }
+    const Weight* weight = weight_of(expert, p.weight8, p.weight);
+    const Weight* up_weight = GATED ? weight_of(expert, p.up_weight8, p.up_weight) : nullptr;
 #pragma unroll
     for (int tile = 0; tile < ROW_TILES; ++tile)
 #pragma unroll
@@ -384,26 +381,33 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
       for (int j = 0; j < N_TILES; ++j) {
 #pragma unroll
         for (int c = 0; c < kChunks; ++c) {
-          float4 v[kPairs / 2];
-#pragma unroll
-          for (int q = 0; q < kPairs / 2; ++q) v[q] = q == 0 ? make_float4(0.f, 0.f, 0.f, 0.f) : v[0];
-          if (x_row[j] && c < valid_chunks) {
-            const float* src = x_row[j] + (chunk0 + c) * kChunkElements<FP8> + thread_in_group * 2 * kPairs;
+          if constexpr (FP8) {  // 16 columns: four float4s, as fp16 hi + lo of x / 16
+            const bool load = x_row[j] && c < valid_chunks;
+            const float* src = x_row[j] + (chunk0 + c) * kChunkElements<FP8> + thread_in_group * 16;
 #pragma unroll
             for (int q = 0; q < kPairs / 2; ++q) {
-              if constexpr (NORM) v[q] = *reinterpret_cast<const float4*>(src + 4 * q);  // shared memory
-              else v[q] = __ldg(reinterpret_cast<const float4*>(src + 4 * q));
+              float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+              if (load) v = NORM ? *reinterpret_cast<const float4*>(src + 4 * q)  // shared memory
+                                 : __ldg(reinterpret_cast<const float4*>(src + 4 * q));
+              split_f16x2(v.x * kFp8InputScale, v.y * kFp8InputScale, x_hi[j][c][2 * q], x_lo[j][c][2 * q]);
+              split_f16x2(v.z * kFp8InputScale, v.w * kFp8InputScale, x_hi[j][c][2 * q + 1], x_lo[j][c][2 * q + 1]);
             }
-          }
-#pragma unroll
-          for (int q = 0; q < kPairs / 2; ++q) {
-            if constexpr (FP8) {
-              split_f16x2(v[q].x * kFp8InputScale, v[q].y * kFp8InputScale, x_hi[j][c][2 * q], x_lo[j][c][2 * q]);
-              split_f16x2(v[q].z * kFp8InputScale, v[q].w * kFp8InputScale, x_hi[j][c][2 * q + 1], x_lo[j][c][2 * q + 1]);
-            } else {
-              split_bf16x2(v[q].x, v[q].y, x_hi[j][c][2 * q], x_lo[j][c][2 * q]);
-              split_bf16x2(v[q].z, v[q].w, x_hi[j][c][2 * q + 1], x_lo[j][c][2 * q + 1]);
+          } else {  // 8 columns: two float4s, as bf16 hi + lo
+            float4 v0 = make_float4(0.f, 0.f, 0.f, 0.f), v1 = v0;
+            if (x_row[j] && c < valid_chunks) {
+              const float* src = x_row[j] + (chunk0 + c) * kChunkElements<FP8> + thread_in_group * 8;
+              if constexpr (NORM) {  // shared memory
+                v0 = *reinterpret_cast<const float4*>(src);
+                v1 = *reinterpret_cast<const float4*>(src + 4);
+              } else {
+                v0 = __ldg(reinterpret_cast<const float4*>(src));
+                v1 = __ldg(reinterpret_cast<const float4*>(src + 4));
+              }
             }
+            split_bf16x2(v0.x, v0.y, x_hi[j][c][0], x_lo[j][c][0]);
+            split_bf16x2(v0.z, v0.w, x_hi[j][c][1], x_lo[j][c][1]);
+            split_bf16x2(v1.x, v1.y, x_hi[j][c][2], x_lo[j][c][2]);
+            split_bf16x2(v1.z, v1.w, x_hi[j][c][3], x_lo[j][c][3]);
           }
         }
       }
@@ -634,6 +638,10 @@ void launch_gemv(const char* name, const Params& p, bool gated, int max_cols, in
     // Few tokens and long rows: 4 warps per 32 rows wins even when rows alone would fill the GPU
     // (151936x2048 at 1 token: 94% of stream read vs 92% with k_split 1; run-3 sweep, docs/gpu-kernels.md).
     k_split = 4;
+    // FP8 rows are half the bytes: where 2 warps per row still make many waves (a vocabulary-wide lm_head), they
+    // carry what 4 bf16 warps do (151936x2048 FP8, 1 token: 112 us at k_split 2 vs 120 at 4; session-8 sweep).
+    const int64_t blocks_at_two = (p.out_features + 2 * rows_per_warp - 1) / (2 * rows_per_warp);
+    if (FP8 && blocks_at_two >= 8LL * cuda::current_device_info().multiprocessors) k_split = 2;
   }
   if (k_split != 1 && k_split != 2 && k_split != 4) {
     // Fewest warps per row that still give every SM ~3 blocks: more rows per block means the
@@ -641,6 +649,7 @@ void launch_gemv(const char* name, const Params& p, bool gated, int max_cols, in
     const int64_t target_blocks = 3LL * cuda::current_device_info().multiprocessors;
     k_split = 4;
     for (int candidate : {1, 2}) {
+      if (FP8 && candidate == 1) continue;  // never the fastest FP8 split in the session-8 sweep (lm_head 8-16 tokens: 2)
       const int64_t rows_per_block = static_cast<int64_t>(rows_per_warp) * (kWarpsPerBlock / candidate);
       if ((p.out_features + rows_per_block - 1) / rows_per_block * groups >= target_blocks) {
         k_split = candidate;
