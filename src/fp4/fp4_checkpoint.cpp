@@ -4,6 +4,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "fp4/fp8_blocks.h"
 
 namespace tachyon::fp4 {
 
@@ -45,18 +46,22 @@ float* DerivedCheckpoint::add_float(const std::string& name, const std::vector<i
 std::unique_ptr<DerivedCheckpoint> present_fp4_as_float(std::shared_ptr<const Checkpoint> base) {
   auto derived = std::make_unique<DerivedCheckpoint>(base);
   const std::vector<Fp4Linear> linears = find_fp4_linears(base->weights);
+  const std::vector<Fp8Linear> fp8_linears = find_fp8_linears(base->weights);
   std::set<std::string> replaced;
   for (const Fp4Linear& linear : linears) replaced.insert(linear.stored_names.begin(), linear.stored_names.end());
+  for (const Fp8Linear& linear : fp8_linears) replaced.insert({linear.weight->name, linear.scale->name});
   for (const auto& [name, tensor] : base->weights.all())
     if (!replaced.count(name)) derived->add_view(tensor);
   for (const Fp4Linear& linear : linears) {
     float* values = derived->add_float(linear.base + ".weight", {linear.matrix.rows, linear.matrix.cols});
     linear.matrix.to_float(values);
   }
+  for (const Fp8Linear& linear : fp8_linears) linear.to_float(derived->add_float(linear.base + ".weight", {linear.rows(), linear.cols()}));
   nlohmann::json& config = derived->checkpoint().config;
-  if (!linears.empty() && config.contains("quantization_config") && config["quantization_config"].is_object()) {
+  if ((!linears.empty() || !fp8_linears.empty()) && config.contains("quantization_config") &&
+      config["quantization_config"].is_object()) {
     const nlohmann::json& method = config["quantization_config"]["quant_method"];
-    if (method == "modelopt" || method == "compressed-tensors") config.erase("quantization_config");
+    if (method == "modelopt" || method == "compressed-tensors" || method == "fp8") config.erase("quantization_config");
   }
   return derived;
 }

@@ -1,8 +1,9 @@
 // Loader glue between FP4 checkpoints and the CPU models: a Checkpoint assembled from another one whose
 // FP4 linear weights (ModelOpt, compressed-tensors; fp4_layouts.h) appear under their plain names
 // ("X.weight") as float32 tensors, dequantized once at load time. The models need no change: they read
-// "X.weight" as they would from a BF16 checkpoint. gpt-oss MXFP4 experts (blocks / scales) pass through
-// untouched: models/gpt_oss.cpp reads them natively.
+// "X.weight" as they would from a BF16 checkpoint. Block-scaled FP8 linears ("X.weight" F8_E4M3 with
+// "X.weight_scale_inv": DeepSeek-V3, Qwen3-*-FP8, `tachyon quantize --attention fp8`; fp8_blocks.h) likewise.
+// gpt-oss MXFP4 experts (blocks / scales) pass through untouched: models/gpt_oss.cpp reads them natively.
 #pragma once
 #include <memory>
 #include <string>
@@ -44,8 +45,8 @@ class DerivedCheckpoint {
 // A shared pointer to derived->checkpoint() that keeps `derived` alive (for APIs that take a shared base).
 std::shared_ptr<const Checkpoint> shared_checkpoint(std::unique_ptr<DerivedCheckpoint> derived);
 
-// Every FP4 linear of `base` as float32 "X.weight" (its stored tensors dropped), everything else as it is.
-// quantization_config of kind modelopt / compressed-tensors is removed from the presented config.
+// Every FP4 and FP8 linear of `base` as float32 "X.weight" (its stored tensors dropped), everything else as it is.
+// quantization_config of kind modelopt / compressed-tensors / fp8 is removed from the presented config.
 std::unique_ptr<DerivedCheckpoint> present_fp4_as_float(std::shared_ptr<const Checkpoint> base);
 // open_checkpoint(path) followed by present_fp4_as_float: what the CLI uses to read any checkpoint.
 std::unique_ptr<DerivedCheckpoint> open_fp4_checkpoint(const std::string& path);

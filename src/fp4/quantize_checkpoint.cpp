@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -202,7 +203,10 @@ std::vector<TensorRecord> write_quantized_checkpoint(const Checkpoint& source, c
                                                      const QuantizeOptions& options, const WriteOptions& write,
                                                      const Progress& progress) {
   if (!is_float_dtype(write.other_dtype)) fail("quantize: --dtype must be f32, bf16 or f16");
-  if (options.attention_fp8 || options.mlp_fp8) fail("quantize: writing FP8 checkpoints is not supported yet");
+  const bool fp8 = options.attention_fp8 || options.mlp_fp8;
+  if (fp8 && (options.experts || options.mlp))
+    fail("quantize: one checkpoint holds one quantization method: FP8 (attention / mlp) or FP4 (experts / mlp), "
+         "not both ({})", options.describe());
   const HfExport plan = plan_hf_export(source);
   const std::vector<std::string> selected = select_tensors(source.weights, options);
   const std::set<std::string> chosen(selected.begin(), selected.end());
@@ -213,8 +217,18 @@ std::vector<TensorRecord> write_quantized_checkpoint(const Checkpoint& source, c
   std::vector<Source> sources;
   std::map<Fp4Format, std::set<std::string>> quantized_patterns;
   std::set<std::string> excluded_patterns = {"lm_head"};
+  std::set<std::string> fp8_not_converted = {"lm_head"};  // FP8: HF's modules_to_not_convert (exact module names)
   DType dtype_written = write.other_dtype;
   for (const auto& [name, tensor] : source.weights.all()) {
+    if (chosen.count(name) && options.fp8_for(weight_role(name))) {  // codes, then the tiles' scales
+      const int64_t blocks = Fp8BlockMatrix::kBlock;
+      planned.push_back({name, DType::F8_E4M3, tensor.shape});
+      sources.push_back({name, 0});
+      planned.push_back({module_of(name) + ".weight_scale_inv", DType::F32,
+                         {(tensor.shape[0] + blocks - 1) / blocks, (tensor.shape[1] + blocks - 1) / blocks}});
+      sources.push_back({name, 1});
+      continue;
+    }
     if (chosen.count(name)) {
       const Fp4Format format = *options.format_for(weight_role(name));
       const std::vector<StoredTensor> pieces =
@@ -238,8 +252,10 @@ std::vector<TensorRecord> write_quantized_checkpoint(const Checkpoint& source, c
     planned.push_back({name, dtype, tensor.shape});
     sources.push_back({name, -1});
     if (tensor.shape.size() == 2 && name.ends_with(".weight") && name.find("embed_tokens") == std::string::npos &&
-        name.find("norm") == std::string::npos)
+        name.find("norm") == std::string::npos) {
       excluded_patterns.insert(wildcard_pattern(module_of(name)));
+      fp8_not_converted.insert(module_of(name));
+    }
   }
 
   const fs::path dir(out_dir);
@@ -247,24 +263,45 @@ std::vector<TensorRecord> write_quantized_checkpoint(const Checkpoint& source, c
   fs::create_directories(dir, error);
   if (error) fail("{}: cannot create directory: {}", out_dir, error.message());
 
-  // The FP4 matrix being written: its pieces are consecutive in the plan.
+  // The FP4 or FP8 matrix being written: its pieces are consecutive in the plan.
   std::string current_name;
   Fp4Matrix current;
+  Fp8BlockMatrix current_fp8;
   std::vector<TensorRecord> records;
   size_t done = 0;
+  // A source tensor's values in the written row order (GGUF llama q/k rows are un-permuted for HF).
+  auto values_of = [&](const std::string& name, const TensorView& tensor) {
+    auto order = plan.row_order.find(name);
+    return read_rows(tensor, order == plan.row_order.end() ? std::vector<int64_t>{} : order->second);
+  };
   write_safetensors((dir / "model.safetensors").string(), planned, [&](size_t i, std::vector<uint8_t>& bytes) {
     const Source& from = sources[i];
     const TensorView& tensor = source.weights.get(from.name);
     if (from.piece < 0) {
-      auto order = plan.row_order.find(from.name);
-      const std::vector<float> values =
-          read_rows(tensor, order == plan.row_order.end() ? std::vector<int64_t>{} : order->second);
+      const std::vector<float> values = values_of(from.name, tensor);
       encode_floats(values.data(), static_cast<int64_t>(values.size()), planned[i].dtype, bytes);
+    } else if (options.fp8_for(weight_role(from.name))) {
+      if (current_name != from.name) {
+        const std::vector<float> values = values_of(from.name, tensor);
+        const int64_t rows = tensor.shape[0], cols = tensor.shape[1];
+        current_fp8 = quantize_fp8_block(values.data(), rows, cols, from.name);
+        current_name = from.name;
+        std::vector<float> dequantized(values.size());
+        current_fp8.to_float(dequantized.data());
+        records.push_back({from.name, weight_role(from.name), Fp4Format::Nvfp4, true, rows, cols,
+                           quantization_error(values.data(), dequantized.data(), rows * cols)});
+      }
+      if (from.piece == 0) {
+        bytes = current_fp8.codes;
+      } else {
+        bytes.resize(current_fp8.scales.size() * sizeof(float));
+        std::memcpy(bytes.data(), current_fp8.scales.data(), bytes.size());  // little-endian float32, as safetensors
+      }
     } else {
       if (current_name != from.name) {
         const WeightRole role = weight_role(from.name);
         const Fp4Format format = *options.format_for(role);
-        const std::vector<float> values = tensor.to_float();
+        const std::vector<float> values = values_of(from.name, tensor);
         const auto scale = global_scales.find(from.name);
         current = quantize(format, values.data(), tensor.shape[0], tensor.shape[1], options.mxfp4_rule,
                            scale == global_scales.end() ? 0.0f : scale->second, from.name);
@@ -279,7 +316,13 @@ std::vector<TensorRecord> write_quantized_checkpoint(const Checkpoint& source, c
 
   json config = plan.config;
   config["torch_dtype"] = torch_dtype_name(dtype_written);
-  if (!selected.empty()) {
+  if (fp8 && !selected.empty()) {  // the DeepSeek-V3 / Qwen3-FP8 description (transformers' FineGrainedFP8Config)
+    config["quantization_config"] = {{"quant_method", "fp8"},
+                                     {"fmt", "e4m3"},
+                                     {"activation_scheme", "dynamic"},
+                                     {"weight_block_size", {Fp8BlockMatrix::kBlock, Fp8BlockMatrix::kBlock}},
+                                     {"modules_to_not_convert", fp8_not_converted}};
+  } else if (!selected.empty()) {
     std::vector<QuantizedGroup> groups;
     for (const auto& [format, patterns] : quantized_patterns) groups.push_back({format, {patterns.begin(), patterns.end()}});
     const std::vector<std::string> excluded(excluded_patterns.begin(), excluded_patterns.end());

@@ -33,8 +33,8 @@ struct QuantizeOptions {
   Fp4Layout nvfp4_layout = Fp4Layout::ModelOpt;
   // NVFP4: gate and up of one MLP share one global scale (the larger), as vLLM's fused loaders expect.
   bool share_gate_up_scale = true;
-  // Block-scaled FP8 (fp8_blocks.h) instead: attention projections, dense MLPs. In memory only (`tachyon eval`);
-  // writing FP8 checkpoints is not built yet.
+  // Block-scaled FP8 (fp8_blocks.h) instead: attention projections, dense MLPs. Written as "X.weight" F8_E4M3 +
+  // "X.weight_scale_inv" F32 with quant_method "fp8" (DeepSeek-V3 / Qwen3-FP8); not in one file with FP4.
   bool attention_fp8 = false, mlp_fp8 = false;
 
   std::optional<Fp4Format> format_for(WeightRole role) const;

@@ -15,6 +15,7 @@
 #include "cuda/cuda_check.h"
 #include "fp4/fp4_kernel_layout.h"
 #include "fp4/fp4_layouts.h"
+#include "fp4/fp8_blocks.h"
 #include "fp4_moe/fp4_tiles.h"
 #include "gpu/fp4_experts.h"
 #include "gpu/gpt_oss_experts.h"
@@ -263,10 +264,21 @@ class CheckpointSink : public WeightSink {
     // FP4 linears stored by the checkpoint (ModelOpt / compressed-tensors), by the name the models read.
     for (const fp4::Fp4Linear& linear : fp4::find_fp4_linears(weights_))
       fp4_linears_[linear.base + ".weight"] = linear.matrix;
+    for (const fp4::Fp8Linear& linear : fp4::find_fp8_linears(weights_)) fp8_linears_[linear.base + ".weight"] = linear;
   }
 
-  // The float values of a [rows, cols] matrix: the tensor, or a stored FP4 linear dequantized.
+  // The float values of a [rows, cols] matrix: the tensor, or a stored FP4 / FP8 linear dequantized (`--fp8`
+  // requantizes an FP8 one to its own codes: same tiles, same amax / 448 scales when the checkpoint used that rule).
   std::vector<float> matrix_values(const std::string& name, int64_t rows, int64_t cols) const {
+    const auto fp8 = fp8_linears_.find(name);
+    if (fp8 != fp8_linears_.end()) {
+      if (fp8->second.rows() != rows || fp8->second.cols() != cols)
+        fail("{}: FP8 weight is [{}, {}], the model needs [{}, {}]", name, fp8->second.rows(), fp8->second.cols(), rows,
+             cols);
+      std::vector<float> values(static_cast<size_t>(rows * cols));
+      fp8->second.to_float(values.data());
+      return values;
+    }
     const auto fp4 = fp4_linears_.find(name);
     if (fp4 == fp4_linears_.end()) return weights_.get(name, {rows, cols}).to_float();
     if (fp4->second.rows != rows || fp4->second.cols != cols)
@@ -345,6 +357,7 @@ class CheckpointSink : public WeightSink {
   const WeightStore& weights_;
   const GpuModelConfig& config_;
   std::map<std::string, fp4::Fp4MatrixView> fp4_linears_;
+  std::map<std::string, fp4::Fp8Linear> fp8_linears_;
   ExpertFormat expert_format_;
   bool progress_;
   size_t uploaded_ = 0;

@@ -4,12 +4,14 @@
 // tensors rejected with errors that name them.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <random>
 
 #include "core/error.h"
 #include "fp4/fp4_checkpoint.h"
+#include "fp4/fp8_blocks.h"
 #include "fp4/quantize_checkpoint.h"
 #include "fp4/safetensors_writer.h"
 #include "fp4_test_util.h"
@@ -187,6 +189,76 @@ TEST_P(Fp4WriteReadBack, FileGivesTheInMemoryWeights) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Layouts, Fp4WriteReadBack, ::testing::Values(0, 1, 2, 3));
+
+// FP8 (--attention fp8 --mlp fp8): "X.weight" F8_E4M3 + "X.weight_scale_inv" F32, read back to exactly the
+// in-memory quantization's weights, the DeepSeek-V3 / Qwen3-FP8 quantization_config, and the refusals.
+TEST(Fp8Checkpoint, FileGivesTheInMemoryWeights) {
+  auto source = tiny_moe_checkpoint();
+  QuantizeOptions options;
+  options.attention_fp8 = true;
+  options.mlp_fp8 = true;
+  test::ScratchDir dir;
+  WriteOptions write;
+  write.other_dtype = DType::F32;
+  const std::vector<TensorRecord> written = write_quantized_checkpoint(source->checkpoint(), dir.path("out"), options, write);
+  ASSERT_EQ(written.size(), 5u);  // q_proj of two layers, the dense MLP's three
+  for (const TensorRecord& r : written) {
+    EXPECT_TRUE(r.fp8) << r.name;
+    EXPECT_GT(r.error.relative_l2, 0.005) << r.name;  // e4m3: ~2^-5 relative per weight
+    EXPECT_LT(r.error.relative_l2, 0.06) << r.name;
+  }
+  auto shared_source = std::shared_ptr<const Checkpoint>(source->base_ptr(), &source->checkpoint());
+  auto in_memory = quantize_in_memory(shared_source, options, nullptr);
+  auto read_back = open_fp4_checkpoint(dir.path("out"));
+  const Checkpoint& c = read_back->checkpoint();
+  EXPECT_FALSE(c.config.contains("quantization_config"));
+  EXPECT_FALSE(c.weights.has("model.layers.0.self_attn.q_proj.weight_scale_inv"));
+  for (const auto& [name, tensor] : in_memory->checkpoint().weights.all()) {
+    SCOPED_TRACE(name);
+    const TensorView& back = c.weights.get(name);
+    ASSERT_EQ(back.shape, tensor.shape);
+    const std::vector<float> want = tensor.to_float(), got = back.to_float();
+    for (size_t i = 0; i < want.size(); ++i) ASSERT_EQ(to_bits(got[i]), to_bits(want[i])) << i;
+  }
+  const std::vector<Fp8Linear> linears = find_fp8_linears(read_back->base().weights);
+  ASSERT_EQ(linears.size(), 5u);
+  EXPECT_EQ(linears[0].weight->dtype, DType::F8_E4M3);
+  EXPECT_EQ(linears[0].scale->shape, (std::vector<int64_t>{1, 1}));
+  const auto config = test::read_json(dir.path("out/config.json"));
+  const auto& q = config["quantization_config"];
+  EXPECT_EQ(q["quant_method"], "fp8");
+  EXPECT_EQ(q["weight_block_size"], nlohmann::json({128, 128}));
+  const std::vector<std::string> not_converted = q["modules_to_not_convert"];
+  EXPECT_NE(std::find(not_converted.begin(), not_converted.end(), "lm_head"), not_converted.end());
+  EXPECT_NE(std::find(not_converted.begin(), not_converted.end(), "model.layers.0.block_sparse_moe.experts.0.w1"),
+            not_converted.end());
+  // One method per file.
+  options.experts = Fp4Format::Nvfp4;
+  EXPECT_THROW(write_quantized_checkpoint(source->checkpoint(), dir.path("mixed"), options, write), Error);
+}
+
+TEST(Fp8Checkpoint, CodesWithoutScalesOrWrongScalesAreErrors) {
+  test::ScratchDir dir;
+  auto write = [&](const std::vector<PlannedTensor>& tensors) {
+    write_safetensors(dir.path("model.safetensors"), tensors, [&](size_t i, std::vector<uint8_t>& bytes) {
+      bytes.assign(tensors[i].nbytes(), 0x11);
+    });
+  };
+  auto error_of = [&]() -> std::string {
+    try {
+      present_fp4_as_float(load_dir_without_config(dir.path()));
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "(no error)";
+  };
+  write({{"a.weight", DType::F8_E4M3, {4, 300}}});
+  EXPECT_NE(error_of().find("a.weight_scale_inv is missing"), std::string::npos) << error_of();
+  write({{"a.weight", DType::F8_E4M3, {4, 300}}, {"a.weight_scale_inv", DType::F32, {1, 2}}});
+  EXPECT_NE(error_of().find("a.weight_scale_inv has shape [1, 2]"), std::string::npos) << error_of();
+  write({{"a.weight", DType::F8_E4M3, {4, 300}}, {"a.weight_scale_inv", DType::F32, {1, 3}}});
+  EXPECT_EQ(error_of(), "(no error)");
+}
 
 TEST(Fp4Checkpoint, MalformedTensorsAreErrorsNamingThem) {
   test::ScratchDir dir;

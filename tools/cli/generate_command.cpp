@@ -8,6 +8,7 @@
 #include "commands.h"
 #include "core/error.h"
 #include "core/parallel.h"
+#include "fp4/fp4_checkpoint.h"
 #include "loader/checkpoint.h"
 #include "models/model.h"
 #include "runtime/generate.h"
@@ -90,6 +91,12 @@ int run_generate(const GenerateOptions& o) {
   if (o.prompt.empty() && o.prompt_ids.empty()) fail("give a prompt with -p TEXT or --prompt-ids 1,2,3");
   if (o.threads > 0) set_cpu_thread_count(o.threads);
   Checkpoint checkpoint = open_checkpoint(o.model_path);
+  // The CPU models read FP4 / FP8 linears dequantized (fp4_checkpoint.h); the GPU loader reads them itself.
+  std::unique_ptr<fp4::DerivedCheckpoint> presented;
+  auto cpu_checkpoint = [&]() -> const Checkpoint& {
+    presented = fp4::present_fp4_as_float(std::make_shared<const Checkpoint>(checkpoint));
+    return presented->checkpoint();
+  };
   Tokenizer tokenizer = Tokenizer::from_checkpoint(checkpoint);
   std::vector<int32_t> prompt = build_prompt(o, tokenizer);
 
@@ -136,7 +143,7 @@ int run_generate(const GenerateOptions& o) {
     }
 #endif
   } else if (!o.draft_path.empty()) {
-    std::unique_ptr<Model> model = create_model(checkpoint);
+    std::unique_ptr<Model> model = create_model(cpu_checkpoint());
     auto* decoder = dynamic_cast<DecoderModel*>(model.get());
     if (!decoder) fail("--draft: {} is not a decoder model the drafter can read features from", o.model_path);
     Checkpoint draft_checkpoint = open_checkpoint(o.draft_path);
@@ -144,7 +151,7 @@ int run_generate(const GenerateOptions& o) {
     // Like generate(): KV for the prompt and every token that may follow, within the context length (per call).
     run_speculative(cpu_spec_decoder(*decoder, drafter), drafter.block_size());
   } else {
-    std::unique_ptr<Model> model = create_model(checkpoint);
+    std::unique_ptr<Model> model = create_model(cpu_checkpoint());
     result = generate(*model, tokenizer, prompt, params, print_piece);
   }
   if (!o.stats_json.empty()) append_stats_json(o.stats_json, result, o.draft_path.empty() ? nullptr : &spec_stats);

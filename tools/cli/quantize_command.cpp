@@ -26,7 +26,7 @@ namespace {
 
 struct QuantizeCliOptions {
   std::string source, destination;
-  std::string experts = "none", mlp = "none", layout = "modelopt", mxfp4_scale = "round-up", dtype = "bf16";
+  std::string experts = "none", mlp = "none", attention = "none", layout = "modelopt", mxfp4_scale = "round-up", dtype = "bf16";
   int split_experts = 0, top_k = 0, threads = 0;
   std::vector<std::string> calibration_files;
   int64_t calibration_tokens = 4096;
@@ -69,7 +69,10 @@ int run_quantize(const QuantizeCliOptions& o) {
   if (o.threads > 0) set_cpu_thread_count(o.threads);
   fp4::QuantizeOptions options;
   options.experts = parse_optional_format(o.experts, "--experts");
-  options.mlp = parse_optional_format(o.mlp, "--mlp");
+  options.mlp_fp8 = o.mlp == "fp8";
+  if (!options.mlp_fp8) options.mlp = parse_optional_format(o.mlp, "--mlp");
+  if (o.attention != "none" && o.attention != "fp8") fail("--attention {}: expected fp8 or none", o.attention);
+  options.attention_fp8 = o.attention == "fp8";
   if (!fp4::parse_layout(o.layout, &options.nvfp4_layout)) fail("--layout {}: expected modelopt or compressed-tensors", o.layout);
   if (!fp4::parse_scale_rule(o.mxfp4_scale, &options.mxfp4_rule)) fail("--mxfp4-scale {}: expected round-up, ocp or mse", o.mxfp4_scale);
   fp4::WriteOptions write;
@@ -77,8 +80,9 @@ int run_quantize(const QuantizeCliOptions& o) {
   else if (o.dtype == "f32") write.other_dtype = DType::F32;
   else if (o.dtype == "f16") write.other_dtype = DType::F16;
   else fail("--dtype {}: expected bf16, f32 or f16", o.dtype);
-  if (!options.experts && !options.mlp && o.split_experts == 0)
-    fail("nothing to do: give --experts and/or --mlp (mxfp4 or nvfp4), or --split-experts");
+  const bool fp8 = options.attention_fp8 || options.mlp_fp8;
+  if (!options.experts && !options.mlp && !fp8 && o.split_experts == 0)
+    fail("nothing to do: give --experts and/or --mlp (mxfp4 or nvfp4), --attention / --mlp fp8, or --split-experts");
   namespace fs = std::filesystem;
   if (!o.force && (fs::exists(fs::path(o.destination) / "model.safetensors") || fs::exists(fs::path(o.destination) / "config.json")))
     fail("{}: already holds a model (use --force to overwrite)", o.destination);
@@ -102,16 +106,17 @@ int run_quantize(const QuantizeCliOptions& o) {
                  report.summary().c_str());
     to_write = &split->checkpoint();
   }
-  if (!options.experts && !options.mlp) {
+  if (!options.experts && !options.mlp && !fp8) {
     std::fprintf(stderr, "no FP4 weights requested: writing %s unquantized\n", o.destination.c_str());
   }
   const std::vector<fp4::TensorRecord> records =
       fp4::write_quantized_checkpoint(*to_write, o.destination, options, write, stderr_progress("writing"));
-  if (records.empty() && (options.experts || options.mlp))
+  if (records.empty() && (options.experts || options.mlp || fp8))
     std::fprintf(stderr, "warning: no tensor matched (%s); %s has no routed experts? use --mlp for dense MLPs\n",
                  options.describe().c_str(), o.source.c_str());
   std::fprintf(stderr, "%s: %zu tensors quantized (%s, %s layout)\n%s", o.destination.c_str(), records.size(),
-               options.describe().c_str(), std::string(fp4::layout_name(options.layout())).c_str(),
+               options.describe().c_str(),
+               fp8 ? "block-scaled FP8 (weight_scale_inv)" : std::string(fp4::layout_name(options.layout())).c_str(),
                fp4::summarize_records(records).c_str());
   return 0;
 }
@@ -124,7 +129,11 @@ Runner add_quantize_command(CLI::App& app) {
   cmd->add_option("source", o->source, "A .gguf file or a Hugging Face directory")->required();
   cmd->add_option("destination", o->destination, "Output directory (Hugging Face layout)")->required();
   cmd->add_option("--experts", o->experts, "Routed experts: mxfp4, nvfp4 or none")->capture_default_str();
-  cmd->add_option("--mlp", o->mlp, "Dense MLPs and shared experts: mxfp4, nvfp4 or none")->capture_default_str();
+  cmd->add_option("--mlp", o->mlp, "Dense MLPs and shared experts: mxfp4, nvfp4, fp8 or none")->capture_default_str();
+  cmd->add_option("--attention", o->attention,
+                  "Attention projections: fp8 (e4m3, a float scale per 128 x 128 tile, as DeepSeek-V3 / Qwen3-FP8) "
+                  "or none")
+      ->capture_default_str();
   cmd->add_option("--layout", o->layout, "NVFP4 layout: modelopt or compressed-tensors (MXFP4 is always compressed-tensors)")
       ->capture_default_str();
   cmd->add_option("--mxfp4-scale", o->mxfp4_scale, "MXFP4 block scale rule: round-up, ocp or mse")->capture_default_str();

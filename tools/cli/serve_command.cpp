@@ -10,6 +10,7 @@
 #include "commands.h"
 #include "core/error.h"
 #include "core/parallel.h"
+#include "fp4/fp4_checkpoint.h"
 #include "loader/checkpoint.h"
 #include "models/model.h"
 #include "runtime/batching_engine.h"
@@ -102,6 +103,12 @@ int run_serve(ServeOptions& o) {
   // tests/fixtures/tokenizers/smollm2): no weights need to travel to the GPU host.
   Checkpoint checkpoint;
   Tokenizer tokenizer;
+  // The CPU models read FP4 / FP8 linears dequantized (fp4_checkpoint.h); the GPU loader reads them itself.
+  std::unique_ptr<fp4::DerivedCheckpoint> presented;
+  auto cpu_checkpoint = [&]() -> const Checkpoint& {
+    presented = fp4::present_fp4_as_float(std::make_shared<const Checkpoint>(checkpoint));
+    return presented->checkpoint();
+  };
   const std::filesystem::path folder(o.model_path);
   if (!o.random_weights.empty() && std::filesystem::is_directory(folder) && !std::filesystem::exists(folder / "config.json") &&
       std::filesystem::exists(folder / "tokenizer.json")) {
@@ -149,7 +156,7 @@ int run_serve(ServeOptions& o) {
       engine = std::make_unique<SpeculativeEngine>(gpu_spec.decode_fn(), info, tokenizer, max_waiting, spec);
 #endif
     } else {
-      target_model = create_model(checkpoint);
+      target_model = create_model(cpu_checkpoint());
       auto* decoder = dynamic_cast<DecoderModel*>(target_model.get());
       if (!decoder) fail("--draft: {} is not a decoder model the drafter can read features from", o.model_path);
       drafter = std::make_unique<DFlashDrafter>(draft_checkpoint, drafter_target_info(*decoder));
@@ -163,7 +170,7 @@ int run_serve(ServeOptions& o) {
   if (o.device == "cuda" && !engine) runner = make_gpu_runner(o, checkpoint, tokenizer);
 #endif
   if (!engine) {
-    if (!runner) runner = std::make_unique<CpuModelRunner>(create_model(checkpoint), o.scheduler.max_running);
+    if (!runner) runner = std::make_unique<CpuModelRunner>(create_model(cpu_checkpoint()), o.scheduler.max_running);
     std::fprintf(stderr, "tachyon serve: %s\n", runner->description().c_str());
     engine = std::make_unique<BatchingEngine>(std::move(runner), tokenizer, o.scheduler);
   }
