@@ -5,13 +5,15 @@
 #                                             decode with and without --fp8 on four shapes
 #   scripts/gpu/fp8.sh ab BASE_DIR NEW_DIR    decode A/B of two builds (bf16 paths) plus the --fp8 rows, twice,
 #                                             the gemv k_split sweep, then the whole GPU suite of NEW_DIR
+#   scripts/gpu/fp8.sh final BASE_DIR NEW_DIR the whole GPU suite, memcheck on the FP8 tests, Qwen3 bf16 decode of
+#                                             both builds, every shape with and without --fp8 (twice), the gemv bench
 # *_DIR: folders with tachyon (+ tachyon_gpu_tests) and lib/ (scripts/gpu/pack.sh).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-./gpu-results}"
 mkdir -p "$OUT"
 export TACHYON_SOURCE_DIR="$PWD"
-mode="${1:?usage: fp8.sh check NEW_DIR | ab BASE_DIR NEW_DIR}"
+mode="${1:?usage: fp8.sh check NEW_DIR | ab BASE_DIR NEW_DIR | final BASE_DIR NEW_DIR}"
 summary="$OUT/fp8-summary.txt"
 echo "date: $(date -u +%Y-%m-%dT%H:%MZ) $*" | tee "$summary"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$summary"
@@ -68,4 +70,24 @@ elif [ "$mode" = ab ]; then
     LD_LIBRARY_PATH="$PWD/$new/lib" timeout 150 "$new/tachyon_kernel_bench" gemv-sweep > "$OUT/kernel-gemv-sweep.md" 2>&1
     echo "kernel sweep rc=$?" | tee -a "$summary"
   fi
+elif [ "$mode" = final ]; then
+  base="${2:?BASE_DIR}" new="${3:?NEW_DIR}"
+  timeout 300 "$new/tachyon_gpu_tests" > "$OUT/tests-all.log" 2>&1
+  echo "all GPU tests rc=$?: $(grep -E '^\[  (PASSED|FAILED)' "$OUT/tests-all.log" | tr '\n' ' ')" | tee -a "$summary"
+  grep -E "FAILED|margin.*(fp8|FP8)|FP8" "$OUT/tests-all.log" | head -40 >> "$summary"
+  timeout 150 compute-sanitizer --tool memcheck "$new/tachyon_gpu_tests" \
+    --gtest_filter='GpuFp8Checkpoint*:GpuGemvFp8.FusedResidual*:GpuGemvFp8.GatedSwiglu*:GpuFp8TinyModel.GreedyGraph*/qwen3' \
+    > "$OUT/memcheck-fp8.log" 2>&1
+  echo "memcheck rc=$?: $(grep -E 'ERROR SUMMARY|PASSED|FAILED' "$OUT/memcheck-fp8.log" | tail -3 | tr '\n' ' ')" | tee -a "$summary"
+  for i in 1 2; do
+    decode "$base" "base-$i" qwen3-bf16
+    decode "$new" "new-$i" qwen3-bf16
+    for model in smollm2 qwen3-nvfp4 gpt-oss qwen3-bf16; do
+      [ "$i" = 1 ] && [ "$model" != qwen3-bf16 ] && decode "$new" "new-$i" "$model"
+      decode "$new" "new-fp8-$i" "$model" --fp8 "$(fp8_groups "$model")"
+    done
+  done
+  LD_LIBRARY_PATH="$PWD/$new/lib" timeout 120 "$new/tachyon_kernel_bench" gemv > "$OUT/kernel-gemv.md" 2>&1
+  echo "kernel bench rc=$?" | tee -a "$summary"
+  grep -E "gemv_(bf16|fp8) \|.*\| (1|16) \| tachyon" "$OUT/kernel-gemv.md" | tee -a "$summary"
 fi

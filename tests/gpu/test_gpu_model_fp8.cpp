@@ -4,10 +4,14 @@
 // quantizes), dequantized and cropped; everything else rounded to bf16 as in test_gpu_model_tiny.cpp. The GPU's
 // decode and verify products read the FP8 codes; its prefill GEMMs read the bf16 rounding of the same values.
 // Bounds, router near-tie rule and greedy tie rule as test_gpu_model_tiny.cpp.
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <map>
 
+#include "fp4/fp4_checkpoint.h"
 #include "fp4/fp8_blocks.h"
+#include "fp4/quantize_checkpoint.h"
 #include "gpu/decode_loop.h"
 #include "gpu/fp8_weights.h"
 #include "gpu/gpu_model.h"
@@ -191,6 +195,49 @@ TEST_P(GpuFp8TinyModel, GreedyGraphDecodeMatchesCpu) {
 INSTANTIATE_TEST_SUITE_P(Fixtures, GpuFp8TinyModel,
                          testing::Values("llama", "qwen2", "qwen3", "qwen3_moe", "gpt_oss"),
                          [](const testing::TestParamInfo<std::string>& info) { return info.param; });
+
+// An FP8 checkpoint on disk (`tachyon quantize --attention fp8 --mlp fp8` of the tiny llama) loaded with --fp8: the
+// GPU requantizes the dequantized weights to the file's codes (the scales move by bf16's rounding, ~2^-9), against
+// the CPU model reading the same file (fp4_checkpoint.h presents it as float32).
+TEST(GpuFp8Checkpoint, LoadsAnFp8CheckpointAndMatchesCpuOnIt) {
+  SKIP_WITHOUT_GPU();
+  const std::string dir = test::fixture_path("tiny/llama");
+  const auto source = std::make_shared<const Checkpoint>(open_checkpoint(dir));
+  fp4::QuantizeOptions quantize;
+  quantize.attention_fp8 = quantize.mlp_fp8 = true;
+  std::string scratch = (std::filesystem::temp_directory_path() / "tachyon-gpu-fp8-XXXXXX").string();
+  ASSERT_NE(::mkdtemp(scratch.data()), nullptr);
+  struct Remove {
+    std::string dir;
+    ~Remove() { std::filesystem::remove_all(dir); }
+  } remove{scratch};
+  fp4::write_quantized_checkpoint(*source, scratch + "/fp8", quantize, fp4::WriteOptions{});
+  const Checkpoint file = open_checkpoint(scratch + "/fp8");
+  ASSERT_EQ(fp4::find_fp8_linears(file.weights).size(), 14u);  // 2 layers x (q, k, v, o, gate, up, down)
+  const auto presented = fp4::present_fp4_as_float(std::make_shared<const Checkpoint>(file));
+  const auto reference = round_matrices_to_bf16(presented->checkpoint());
+  const std::unique_ptr<Model> cpu = create_model(reference->checkpoint);
+  GpuModelOptions options;
+  options.kv_positions = 256;
+  options.fp8 = parse_fp8_weights("attention,mlp", "test");
+  auto model = GpuModel::load(file, options);
+  const nlohmann::json fixture = read_json_file(dir + "/reference.json");
+  const std::vector<int32_t> prompt = fixture["prompt_ids"].get<std::vector<int32_t>>();
+  const int vocab = fixture["logits_shape"][1].get<int>();
+  const std::span<const int32_t> tokens(prompt);
+  KvCache cache = cpu->new_cache();
+  std::vector<float> gpu_rows = model->forward_to_host(tokens.first(16));
+  std::vector<float> cpu_rows = cpu->forward(tokens.first(16), cache, /*all_rows=*/true);
+  for (size_t t = 16; t < prompt.size(); ++t) {
+    const std::vector<float> gpu = model->forward_to_host(tokens.subspan(t, 1));
+    const std::vector<float> c = cpu->forward(tokens.subspan(t, 1), cache);
+    gpu_rows.insert(gpu_rows.end(), gpu.begin(), gpu.end());
+    cpu_rows.insert(cpu_rows.end(), c.begin(), c.end());
+  }
+  const double error =
+      expect_rows_within(gpu_rows, cpu_rows, vocab, kCpuBound, {}, kFlipMargin, 0, "FP8 checkpoint: GPU vs CPU");
+  std::printf("[ llama FP8 checkpoint ] 16-token pass + steps vs CPU on the file: %.3g\n", error);
+}
 
 }  // namespace
 }  // namespace tachyon::gpu
