@@ -5,6 +5,9 @@
 #                                             decode with and without --fp8 on four shapes
 #   scripts/gpu/fp8.sh ab BASE_DIR NEW_DIR    decode A/B of two builds (bf16 paths) plus the --fp8 rows, twice,
 #                                             the gemv k_split sweep, then the whole GPU suite of NEW_DIR
+#   scripts/gpu/fp8.sh profile NEW_DIR        the FP8 model / checkpoint tests and memcheck, the kernel timelines of
+#                                             Qwen3 NVFP4 decode with and without --fp8 (timeline.sh), and the DFlash
+#                                             verify sweep on Qwen3 NVFP4 + FP8 (projected tokens/s)
 #   scripts/gpu/fp8.sh final BASE_DIR NEW_DIR the whole GPU suite, memcheck on the FP8 tests, Qwen3 bf16 decode of
 #                                             both builds, every shape with and without --fp8 (twice), the gemv bench
 # *_DIR: folders with tachyon (+ tachyon_gpu_tests) and lib/ (scripts/gpu/pack.sh).
@@ -13,7 +16,7 @@ cd "$(dirname "$0")/../.."
 OUT="${OUT:-./gpu-results}"
 mkdir -p "$OUT"
 export TACHYON_SOURCE_DIR="$PWD"
-mode="${1:?usage: fp8.sh check NEW_DIR | ab BASE_DIR NEW_DIR | final BASE_DIR NEW_DIR}"
+mode="${1:?usage: fp8.sh check NEW_DIR | ab BASE_DIR NEW_DIR | final BASE_DIR NEW_DIR | profile NEW_DIR}"
 summary="$OUT/fp8-summary.txt"
 echo "date: $(date -u +%Y-%m-%dT%H:%MZ) $*" | tee "$summary"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$summary"
@@ -90,4 +93,20 @@ elif [ "$mode" = final ]; then
   LD_LIBRARY_PATH="$PWD/$new/lib" timeout 120 "$new/tachyon_kernel_bench" gemv > "$OUT/kernel-gemv.md" 2>&1
   echo "kernel bench rc=$?" | tee -a "$summary"
   grep -E "gemv_(bf16|fp8) \|.*\| (1|16) \| tachyon" "$OUT/kernel-gemv.md" | tee -a "$summary"
+elif [ "$mode" = profile ]; then
+  new="${2:?NEW_DIR}"
+  timeout 120 "$new/tachyon_gpu_tests" --gtest_filter='GpuFp8*:GpuGemvFp8*' > "$OUT/tests-fp8.log" 2>&1
+  echo "FP8 tests rc=$?: $(grep -E '^\[  (PASSED|FAILED)' "$OUT/tests-fp8.log" | tr '\n' ' ')" | tee -a "$summary"
+  grep -E "FP8 checkpoint|FP8 file|Failure" "$OUT/tests-fp8.log" | head -10 | tee -a "$summary"
+  timeout 120 compute-sanitizer --tool memcheck "$new/tachyon_gpu_tests" --gtest_filter='GpuFp8Checkpoint*' \
+    > "$OUT/memcheck-fp8.log" 2>&1
+  echo "memcheck rc=$?: $(grep -E 'ERROR SUMMARY' "$OUT/memcheck-fp8.log" | tail -1)" | tee -a "$summary"
+  OUT="$OUT" bash scripts/gpu/timeline.sh "$new" qwen3-nvfp4 --random-weights qwen3-30b-a3b --experts nvfp4 > /dev/null 2>&1
+  OUT="$OUT" bash scripts/gpu/timeline.sh "$new" qwen3-nvfp4-fp8 --random-weights qwen3-30b-a3b --experts nvfp4 \
+    --fp8 attention,lm_head > /dev/null 2>&1
+  LD_LIBRARY_PATH="$PWD/$new/lib" timeout 200 "$new/tachyon" bench --random-weights qwen3-30b-a3b --experts nvfp4 \
+    --fp8 attention,lm_head --context 1024 --repeats 3 --prefill none --verify-sweep 2,4,8,12,16 \
+    --drafter-config qwen3-coder-30b-a3b-dflash > "$OUT/verify-sweep-fp8.log" 2>&1
+  echo "verify sweep rc=$?" | tee -a "$summary"
+  grep -A12 "verify sweep" "$OUT/verify-sweep-fp8.log" | tee -a "$summary"
 fi
