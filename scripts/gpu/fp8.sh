@@ -8,6 +8,9 @@
 #   scripts/gpu/fp8.sh profile NEW_DIR        the FP8 model / checkpoint tests and memcheck, the kernel timelines of
 #                                             Qwen3 NVFP4 decode with and without --fp8 (timeline.sh), and the DFlash
 #                                             verify sweep on Qwen3 NVFP4 + FP8 (projected tokens/s)
+#   scripts/gpu/fp8.sh real GGUF NEW_DIR      SmolLM2 real weights: its GPU tests (bf16, FP8, speculative), decode
+#                                             with and without --fp8, and `bench --draft` at b = 16 and 8 (DFlash
+#                                             against plain decode of the same binary)
 #   scripts/gpu/fp8.sh final BASE_DIR NEW_DIR the whole GPU suite, memcheck on the FP8 tests, Qwen3 bf16 decode of
 #                                             both builds, every shape with and without --fp8 (twice), the gemv bench
 # *_DIR: folders with tachyon (+ tachyon_gpu_tests) and lib/ (scripts/gpu/pack.sh).
@@ -16,7 +19,7 @@ cd "$(dirname "$0")/../.."
 OUT="${OUT:-./gpu-results}"
 mkdir -p "$OUT"
 export TACHYON_SOURCE_DIR="$PWD"
-mode="${1:?usage: fp8.sh check NEW_DIR | ab BASE_DIR NEW_DIR | final BASE_DIR NEW_DIR | profile NEW_DIR}"
+mode="${1:?usage: fp8.sh check NEW_DIR | ab BASE_DIR NEW_DIR | final BASE_DIR NEW_DIR | profile NEW_DIR | real GGUF NEW_DIR}"
 summary="$OUT/fp8-summary.txt"
 echo "date: $(date -u +%Y-%m-%dT%H:%MZ) $*" | tee "$summary"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$summary"
@@ -109,4 +112,23 @@ elif [ "$mode" = profile ]; then
     --drafter-config qwen3-coder-30b-a3b-dflash > "$OUT/verify-sweep-fp8.log" 2>&1
   echo "verify sweep rc=$?" | tee -a "$summary"
   grep -A12 "verify sweep" "$OUT/verify-sweep-fp8.log" | tee -a "$summary"
+elif [ "$mode" = real ]; then
+  gguf="${2:?GGUF}" new="${3:?NEW_DIR}"
+  export TACHYON_MODELS_DIR="$(cd "$(dirname "$gguf")" && pwd)"
+  timeout 200 "$new/tachyon_gpu_tests" --gtest_filter='GpuSmolLM2*:GpuModelFeatures.SmolLM2*:GpuSpecSmolLM2*' \
+    > "$OUT/tests-smollm2.log" 2>&1
+  echo "SmolLM2 tests rc=$?: $(grep -E '^\[  (PASSED|FAILED|SKIPPED)' "$OUT/tests-smollm2.log" | tr '\n' ' ')" | tee -a "$summary"
+  grep -E "^\[ SmolLM2|Failure|GPU DFlash" "$OUT/tests-smollm2.log" | head -20 | tee -a "$summary"
+  for fp8 in none attention,mlp attention,mlp,lm_head; do
+    LD_LIBRARY_PATH="$PWD/$new/lib" timeout 120 "$new/tachyon" bench -m "$gguf" --fp8 "$fp8" --context 1024 --steps 64 \
+      --repeats 3 --prefill none --json-file "$OUT/decode-smollm2-real-$fp8.json" > "$OUT/decode-smollm2-real-$fp8.log" 2>&1
+    echo "smollm2 real --fp8 $fp8 rc=$?: $(grep -E "decode, batch 1" "$OUT/decode-smollm2-real-$fp8.log" | head -1)" |
+      tee -a "$summary"
+  done
+  for b in 16 8; do
+    LD_LIBRARY_PATH="$PWD/$new/lib" timeout 150 "$new/tachyon" bench -m "$gguf" --draft drafters/smollm2-135m-instruct-dflash \
+      --block-size "$b" --max-tokens 128 --context 512 --json-file "$OUT/spec-bench-b$b.json" > "$OUT/spec-bench-b$b.log" 2>&1
+    echo "bench --draft b=$b rc=$?" | tee -a "$summary"
+    grep -iE "tau|speedup|tok/s|identical" "$OUT/spec-bench-b$b.log" | head -14 | tee -a "$summary"
+  done
 fi

@@ -11,7 +11,9 @@
 //   - graph == stream launches, bit for bit, on one prompt.
 #include <cstring>
 
+#include "fp4/quantize_checkpoint.h"
 #include "gpu/decode_loop.h"
+#include "gpu/fp8_weights.h"
 #include "gpu/gpu_model.h"
 #include "gpu_test_util.h"
 #include "loader/json_file.h"
@@ -122,6 +124,52 @@ TEST(GpuSmolLM2, GraphEqualsStreamBitwise) {
   const auto graph = run(true), stream = run(false);
   EXPECT_EQ(graph.first, stream.first);
   EXPECT_EQ(std::memcmp(graph.second.data(), stream.second.data(), graph.second.size() * sizeof(float)), 0);
+}
+
+// FP8 attention and MLPs (`--fp8 attention,mlp`) on the real weights: the GPU quantizes its bf16 weights with the
+// tiles of each checkpoint tensor (SmolLM2 needs no padding, so they are the checkpoint's tiles) and runs the FP8
+// gemv in decode; the CPU runs `tachyon eval`'s in-memory quantization of the same bf16-rounded weights (the same
+// codes and scales: tests/gpu/test_gemv_fp8.cpp checks the quantizers agree bit for bit). Greedy tokens and the
+// prompts' last-row logits as above.
+TEST(GpuSmolLM2, Fp8AttentionAndMlpMatchCpuOnTheSameQuantization) {
+  SKIP_WITHOUT_SMOLLM2(m);
+  fp4::QuantizeOptions quantize;
+  quantize.attention_fp8 = quantize.mlp_fp8 = true;
+  const std::shared_ptr<const Checkpoint> rounded(std::shared_ptr<const Checkpoint>(), &m->rounded->checkpoint);
+  const auto quantized = fp4::quantize_in_memory(rounded, quantize, nullptr);
+  const std::unique_ptr<Model> cpu = create_model(quantized->checkpoint());
+  GpuModelOptions options;
+  options.kv_positions = 512;
+  options.fp8 = parse_fp8_weights("attention,mlp", "test");
+  auto gpu = GpuModel::load(m->checkpoint, options);
+  const int vocab = gpu->config().vocab;
+  double worst = 0, worst_abs = 0;
+  for (const auto& c : m->reference["cases"]) {
+    const std::vector<int32_t> prompt = c["prompt_ids"].get<std::vector<int32_t>>();
+    gpu->truncate(0);
+    const std::vector<float> gpu_logits = gpu->prefill_to_host(prompt);
+    KvCache cache = cpu->new_cache(prompt.size() + 1);
+    const std::vector<float> cpu_logits = cpu->forward(prompt, cache);
+    worst = std::max(worst, max_relative_error(gpu_logits, cpu_logits, vocab));
+    worst_abs = std::max(worst_abs, max_abs_difference(gpu_logits, cpu_logits));
+  }
+  EXPECT_LE(worst, 5e-2);
+  int identical = 0;
+  for (const auto& c : m->reference["cases"]) {
+    const std::vector<int32_t> prompt = c["prompt_ids"].get<std::vector<int32_t>>();
+    const int n = static_cast<int>(c["greedy_ids"].size());
+    gpu->truncate(0);
+    DecodeLoop loop(*gpu, DecodeSampling{});
+    loop.start(prompt);
+    loop.enqueue(n - 1, /*use_graph=*/true);
+    const std::vector<int32_t> tokens = loop.tokens();
+    const GreedyRun reference = cpu_greedy(*cpu, prompt, n);
+    expect_same_greedy(tokens, reference, static_cast<float>(4 * worst_abs + 1e-3),
+                       "SmolLM2 FP8 \"" + c["text"].get<std::string>().substr(0, 24) + "...\"");
+    identical += tokens == reference.tokens;
+  }
+  std::printf("[ SmolLM2 FP8 ] last-row prompt logits vs CPU (same FP8 weights) %.3g; %d of %zu prompts: greedy "
+              "tokens identical\n", worst, identical, m->reference["cases"].size());
 }
 
 }  // namespace
