@@ -61,8 +61,6 @@
 #include "common/launch.cuh"
 #include "cuda/cuda_check.h"
 #include "cuda/stream.h"
-#include "moe/moe_routing.h"
-#include "moe/moe_routing_device.cuh"
 #include "norm/rms_norm.h"
 #include "norm/rms_norm_device.cuh"
 
@@ -116,16 +114,6 @@ struct GemvParams {
 };
 
 constexpr int kMaxNormTokens = 2;  // fused norms stage at most this many rows (shared memory: see fuse_norm)
-
-// The MoE router's product with moe_route_and_group's work in its last block (router_gemv_and_route): its own
-// instances (Params = this type), so the plain ones are compiled exactly as before.
-struct GemvRouteParams : GemvParams {
-  RouterConfig router;
-  int* topk_ids;
-  float* topk_weights;
-  ExpertRoutingBuffers routing;
-  unsigned* blocks_done;  // zero between launches: the last block to finish resets it
-};
 
 // Expert mode with the gpt-oss epilogue (ExpertEpilogue): its own kernel instances (Params = this type), so the
 // plain instances (Params = GemvParams) are compiled exactly as before. Biases of expert e at + e * bias_stride.
@@ -219,9 +207,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
   static_assert(!NORM || (!EXPERT && N_TILES == 1), "fused norms: dense products with one token tile");
   static_assert(ROW_TILES == 2 || !GATED, "the gated kernel pairs a gate and an up tile");
   static_assert(!FP8 || !EXPERT, "FP8 weights: dense products only");
-  constexpr bool kEpilogue = std::is_same_v<Params, GemvEpilogueParams>;
-  constexpr bool kRoute = std::is_same_v<Params, GemvRouteParams>;
-  static_assert(!kRoute || (NORM && !EXPERT && !FP8 && N_TILES == 1), "routing follows the fused-norm router product");
+  constexpr bool kEpilogue = !std::is_same_v<Params, GemvParams>;
   constexpr int kRowGroupsPerBlock = kWarpsPerBlock / K_SPLIT;
   constexpr int kRowsPerWarp = GATED ? 16 : 16 * ROW_TILES;
   constexpr int kRowsPerBlock = kRowsPerWarp * kRowGroupsPerBlock;
@@ -551,25 +537,6 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
     }
   }
   cp_async_wait<0>();
-  if constexpr (kRoute) {
-    // Every block publishes its logits (fence, then a count); the last one to arrive routes all tokens with the
-    // routing kernel's own device code, on the drained weight ring, and resets the count for the next launch.
-    __shared__ bool last_block;
-    __threadfence();
-    __syncthreads();  // the block's logits are stored and fenced, and every warp's copies have landed
-    if (threadIdx.x == 0) last_block = atomicAdd(p.blocks_done, 1u) == gridDim.x - 1;
-    __syncthreads();
-    if (!last_block) return;
-    __threadfence();
-    // The logits through L2 (.cg: other blocks wrote them) into shared memory after the routing scratch.
-    float* logits = reinterpret_cast<float*>(reinterpret_cast<char*>(weight_ring) + moe_detail::kRouteScratchBytes);
-    const int n_logits = p.n_tokens * out;
-    for (int i = threadIdx.x; i < n_logits; i += kThreadsPerBlock) logits[i] = __ldcg(p.y + i);
-    __syncthreads();
-    moe_detail::route_and_group_block(logits, p.n_tokens, p.router, p.topk_ids, p.topk_weights, p.routing,
-                                      moe_detail::route_scratch(weight_ring));
-    if (threadIdx.x == 0) *p.blocks_done = 0;
-  }
 }
 
 size_t staged_norm_bytes(int n_tokens, int in_features) {
@@ -844,37 +811,6 @@ void gated_gemv_fp8(const ResidualNorm& norm, const Fp8Matrix& gate, const Fp8Ma
   GemvParams p = fp8_params(gate, &up, nullptr, nullptr, h, n_tokens, out_features, in_features);
   p.norm = norm;
   launch_gemv<true>("gated_gemv_fp8", p, true, n_tokens, 1, tuning, stream);
-}
-
-ExpertRouting router_gemv_and_route(const ResidualNorm& norm, const __nv_bfloat16* router, const float* bias,
-                                    float* logits, int n_tokens, int in_features, const RouterConfig& config,
-                                    int* topk_ids, float* topk_weights, const ExpertRoutingBuffers& buffers,
-                                    unsigned* blocks_done, cudaStream_t stream) {
-  const char* name = "router_gemv_and_route";
-  check_norm(name, norm, n_tokens, in_features);
-  check_router_config(name, config);
-  GemvRouteParams p{};
-  static_cast<GemvParams&>(p) = dense_params(router, nullptr, bias, nullptr, logits, n_tokens, config.n_experts, in_features);
-  p.norm = norm;
-  p.router = config;
-  p.topk_ids = topk_ids;
-  p.topk_weights = topk_weights;
-  p.routing = buffers;
-  p.blocks_done = blocks_done;
-  // launch_gemv takes 16-row warps with a 4-way k-split for any router (<= 512 rows: its 32-row grid is smaller than
-  // the GPU); the fused instance is that one with the fused norm, where fuse_norm takes it.
-  static_assert(moe_detail::kRouteScratchBytes + kMaxNormTokens * moe_detail::kMaxExperts * sizeof(float) <= kRingBytes,
-                "the routing scratch and the logits fit the drained ring");
-  const dim3 grid16((config.n_experts + 15) / 16);
-  const bool fused = blocks_done && config.n_experts <= 512 && n_tokens <= kMaxNormTokens &&
-                     reinterpret_cast<uintptr_t>(router) % 16 == 0 && in_features % kChunkElements<false> == 0 &&
-                     fuse_norm(p, static_cast<int>(grid16.x));
-  if (!fused) {  // the two launches it stands for
-    gemv_bf16(norm, router, bias, logits, n_tokens, config.n_experts, in_features, stream);
-    return moe_route_and_group(logits, n_tokens, config, topk_ids, topk_weights, buffers, stream);
-  }
-  launch_instance<1, false, 4, false, GemvRouteParams, 1, true>(grid16, p, stream);
-  return expert_routing_view(buffers, n_tokens, config.top_k, config.n_experts);
 }
 
 void expert_gated_gemv_bf16(const __nv_bfloat16* gate_weights, const __nv_bfloat16* up_weights,

@@ -54,21 +54,6 @@ ExpertRouting moe_group_by_expert(const int* topk_ids, int n_tokens, int top_k, 
 ExpertRouting moe_route_and_group(const float* logits, int n_tokens, const RouterConfig& config, int* topk_ids,
                                   float* topk_weights, const ExpertRoutingBuffers& buffers, cudaStream_t stream);
 
-// The MoE router's product and moe_route_and_group in ONE launch for decode (1..2 tokens): gemv_bf16 with the fused
-// pre-norm (`norm`, as gemv_bf16's ResidualNorm overload) writes the logits [n_tokens, n_experts], and its last block
-// to finish routes and groups them with moe_route_and_group's own device code (the same bits), counting finished
-// blocks in *blocks_done (one device unsigned, zero before the first call; the kernel leaves it zero). Where the
-// fused-norm product is not taken (more tokens, wide rows) or blocks_done is null, it is those two launches.
-// Defined in gemv/gemv_bf16.cu.
-ExpertRouting router_gemv_and_route(const ResidualNorm& norm, const __nv_bfloat16* router, const float* bias,
-                                    float* logits, int n_tokens, int in_features, const RouterConfig& config,
-                                    int* topk_ids, float* topk_weights, const ExpertRoutingBuffers& buffers,
-                                    unsigned* blocks_done, cudaStream_t stream);
-
-// Host checks shared by the routing entry points (Error naming `name`), and the ExpertRouting view of filled buffers.
-void check_router_config(const char* name, const RouterConfig& config);
-ExpertRouting expert_routing_view(const ExpertRoutingBuffers& buffers, int n_tokens, int top_k, int n_experts);
-
 // out[t, :] (+)= sum_j topk_weights[t, j] * expert_out[entry(t, j), :]; expert_out: float [n_entries, hidden]
 // in entry order (the expert down-projection output). accumulate = add into out instead of overwriting.
 void moe_combine(const float* expert_out, const float* topk_weights, const ExpertRouting& routing, int n_tokens,

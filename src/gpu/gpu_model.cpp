@@ -132,8 +132,6 @@ void GpuModel::allocate_runtime() {
     topk_weights_ = cuda::DeviceBuffer<float>(assignments);
     topk_ids_ = cuda::DeviceBuffer<int>(static_cast<size_t>(c.layers) * assignments);
     routing_ints_ = cuda::DeviceBuffer<int>(kernels::expert_routing_ints(c.experts, assignments));
-    route_blocks_done_ = cuda::DeviceBuffer<unsigned>(1);
-    route_blocks_done_.fill_bytes(0);
     expert_h_ = cuda::DeviceBuffer<float>(static_cast<size_t>(assignments) * c.moe_intermediate_padded);
     expert_out_ = cuda::DeviceBuffer<float>(static_cast<size_t>(assignments) * c.hidden_padded);
   }
@@ -343,6 +341,7 @@ void GpuModel::feed_forward_pass(int layer, const kernels::ResidualNorm& norm, i
   const int Ip = c.moe_intermediate_padded;
   const int assignments = kMaxPassTokens * c.top_k;
   int* topk_ids = topk_ids_.data() + static_cast<size_t>(layer) * assignments;
+  kernels::gemv_bf16(norm, L.router, L.router_bias, router_logits_.data(), n, c.experts, c.hidden_padded, stream);
   kernels::RouterConfig router;
   router.n_experts = c.experts;
   router.top_k = c.top_k;
@@ -350,10 +349,9 @@ void GpuModel::feed_forward_pass(int layer, const kernels::ResidualNorm& norm, i
   router.renormalize = c.norm_topk_prob;
   const kernels::ExpertRoutingBuffers buffers =
       kernels::expert_routing_buffers(routing_ints_.data(), c.experts, assignments);
-  // The router's product, top-k and grouping by expert: one launch in decode (its last block routes).
+  // Top-k and grouping by expert in one launch (one graph node fewer per MoE layer).
   const kernels::ExpertRouting routing =
-      kernels::router_gemv_and_route(norm, L.router, L.router_bias, router_logits_.data(), n, c.hidden_padded, router,
-                                     topk_ids, topk_weights_.data(), buffers, route_blocks_done_.data(), stream);
+      kernels::moe_route_and_group(router_logits_.data(), n, router, topk_ids, topk_weights_.data(), buffers, stream);
   // Each expert that any of the n tokens chose is read once for all of them. gpt-oss: biases and the clamped
   // SwiGLU in the kernels' epilogues (empty for the other families).
   const kernels::ExpertEpilogue epilogue = expert_epilogue(c, L);

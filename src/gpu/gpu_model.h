@@ -209,7 +209,6 @@ class GpuModel {
   cuda::DeviceBuffer<float> router_logits_, topk_weights_, expert_h_, expert_out_;
   cuda::DeviceBuffer<int> topk_ids_;      // [layers][16 * top_k]: kept per layer for last_routing()
   cuda::DeviceBuffer<int> routing_ints_;  // moe_group_by_expert's tables
-  cuda::DeviceBuffer<unsigned> route_blocks_done_;  // router_gemv_and_route's finished-block count (zero at rest)
   cuda::DeviceBuffer<uint8_t> attention_workspace_;
   // forward(): the host-provided inputs [tokens 16 | positions 16 | seq_len 1 | query_start 2 | sequence 16].
   cuda::DeviceBuffer<int> forward_ints_;
