@@ -1,5 +1,5 @@
-// gemv_bf16: y[t, o] = W[o, :] . x[t, :] for 1..16 tokens, W bf16 [out, in] row-major, x and y float32
-// row-major [tokens, features]. THE hot kernel of batch-1 decoding: every weight byte must stream from
+// gemv_bf16: y[t, o] = W[o, :] . x[t, :] for 1..16 tokens, W bf16 (or block-scaled FP8) [out, in] row-major, x and
+// y float32 row-major [tokens, features]. THE hot kernel of batch-1 decoding: every weight byte must stream from
 // memory once per call for all tokens, so the kernel is built around the weight stream.
 //
 // Design
@@ -29,6 +29,10 @@
 //   the ring, where the steps read them; block 0 writes the new residual (to another buffer: the other blocks
 //   still read the old one) and the normed rows. Taken only where no second wave and no occupancy is lost
 //   (fuse_norm): not for the vocabulary-wide lm_head, whose thousands of blocks would each redo the norm.
+// - FP8 instances (Fp8Matrix: e4m3 codes, a float scale per 16 rows x 128 columns): the same ring and 16-byte pieces
+//   (64 codes per 4-lane chunk), a step = 2 chunks = one 128-column scale block; codes become exact fp16 pairs
+//   (cvt.rn.f16x2.e4m3x2), the MMAs are fp16 against x / 16 split into fp16 hi + lo, and each step's partial sums
+//   join the accumulators times its scale (x 16). The k-split divides whole scale blocks. docs/fp4.md "FP8 on the GPU".
 // - Expert (MoE) mode: work items = (active expert slot, row block), the slot count read on the device; a grid
 //   of one wave of blocks loops over them, each warp's weight ring running on from one item into the next (no
 //   second wave of blocks starting cold). Each item reads one expert's rows once for all the tokens routed to it
@@ -51,6 +55,9 @@
 //   v4 (session 7) the fused pre-norm: decode Qwen3 NVFP4 3105 -> 2972 us, SmolLM2 shape 699 -> 665, gpt-oss 2573 ->
 //      2536, bf16 4167 -> 4139 (same calls; a first prologue with serialized loads was 2.6-4.8% slower everywhere).
 //      The expert instances read their first item's expert id together with the slot count.
+//   v5 (session 8) FP8 instances: 151936x2048 T=1 113 us (88% of stream read; bf16 213 us), 5120x2048 T=1 6.7 us vs
+//      9.7, 2048x4096 T=16 15.4 us vs 13.5 (slower: twice the MMAs and splits per byte). Decode with FP8 attention
+//      and lm_head: Qwen3 NVFP4 3011 -> 2684 us, gpt-oss-20b 2562 -> 2216 (BENCHMARKS.md "FP8 dense weights").
 //   Full tables: docs/gpu-kernels.md.
 #include "gemv/gemv_bf16.h"
 
@@ -360,7 +367,8 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
 #pragma unroll
       for (int tile = 0; tile < ROW_TILES; ++tile) {
         const int tile_row = min(GATED ? row_base : row_base + 16 * tile, out - 1);
-        scale_row[tile] = ((GATED && tile == 1) ? p.up_scales : p.scales) + (tile_row / 16) * scale_cols + chunk_first / 2;
+        const float* scales = (GATED && tile == 1) ? p.up_scales : p.scales;
+        scale_row[tile] = scales + (tile_row / 16) * scale_cols + chunk_first / 2;
       }
     }
     float acc[ROW_TILES][N_TILES][4];
@@ -622,7 +630,8 @@ template <bool FP8 = false, typename Params>
 void launch_gemv(const char* name, const Params& p, bool gated, int max_cols, int groups, GemvTuning tuning,
                  cudaStream_t stream) {
   TACHYON_REQUIRE(p.in_features > 0 && p.in_features % kChunkElements<FP8> == 0, name,
-                  FP8 ? "in_features must be a positive multiple of 64" : "in_features must be a positive multiple of 32");
+                  FP8 ? "in_features must be a positive multiple of 64"
+                      : "in_features must be a positive multiple of 32");
   TACHYON_REQUIRE(p.out_features > 0, name, "out_features must be positive");
   TACHYON_REQUIRE(max_cols >= 1 && max_cols <= 16, name, "1..16 tokens per expert or call");
   TACHYON_REQUIRE(reinterpret_cast<uintptr_t>(FP8 ? static_cast<const void*>(p.weight8) : p.weight) % 16 == 0 &&
@@ -649,7 +658,7 @@ void launch_gemv(const char* name, const Params& p, bool gated, int max_cols, in
     const int64_t target_blocks = 3LL * cuda::current_device_info().multiprocessors;
     k_split = 4;
     for (int candidate : {1, 2}) {
-      if (FP8 && candidate == 1) continue;  // never the fastest FP8 split in the session-8 sweep (lm_head 8-16 tokens: 2)
+      if (FP8 && candidate == 1) continue;  // never the fastest FP8 split in the session-8 sweep
       const int64_t rows_per_block = static_cast<int64_t>(rows_per_warp) * (kWarpsPerBlock / candidate);
       if ((p.out_features + rows_per_block - 1) / rows_per_block * groups >= target_blocks) {
         k_split = candidate;

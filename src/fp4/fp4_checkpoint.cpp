@@ -56,7 +56,8 @@ std::unique_ptr<DerivedCheckpoint> present_fp4_as_float(std::shared_ptr<const Ch
     float* values = derived->add_float(linear.base + ".weight", {linear.matrix.rows, linear.matrix.cols});
     linear.matrix.to_float(values);
   }
-  for (const Fp8Linear& linear : fp8_linears) linear.to_float(derived->add_float(linear.base + ".weight", {linear.rows(), linear.cols()}));
+  for (const Fp8Linear& linear : fp8_linears)
+    linear.to_float(derived->add_float(linear.base + ".weight", {linear.rows(), linear.cols()}));
   nlohmann::json& config = derived->checkpoint().config;
   if ((!linears.empty() || !fp8_linears.empty()) && config.contains("quantization_config") &&
       config["quantization_config"].is_object()) {

@@ -38,10 +38,10 @@ Fp8BlockMatrix quantize_fp8_block(const float* w, int64_t rows, int64_t cols, co
 void Fp8Linear::to_float(float* out) const {
   const int64_t r = rows(), c = cols(), col_blocks = scale->shape[1];
   const std::vector<float> scales = scale->to_float();
+  constexpr int64_t b = Fp8BlockMatrix::kBlock;
   for (int64_t i = 0; i < r; ++i)
     for (int64_t j = 0; j < c; ++j)
-      out[i * c + j] = e4m3_to_float(weight->data[i * c + j]) *
-                       scales[static_cast<size_t>((i / Fp8BlockMatrix::kBlock) * col_blocks + j / Fp8BlockMatrix::kBlock)];
+      out[i * c + j] = e4m3_to_float(weight->data[i * c + j]) * scales[static_cast<size_t>(i / b * col_blocks + j / b)];
 }
 
 std::vector<Fp8Linear> find_fp8_linears(const WeightStore& store) {
@@ -53,13 +53,15 @@ std::vector<Fp8Linear> find_fp8_linears(const WeightStore& store) {
     if (!scale)
       fail("{}: tensor {} is F8_E4M3 but {}.weight_scale_inv is missing (block-scaled FP8 needs its scales)",
            tensor.file, name, base);
-    if (tensor.shape.size() != 2) fail("{}: tensor {} has shape {}; FP8 linears are 2-D", tensor.file, name, tensor.shape_string());
+    if (tensor.shape.size() != 2)
+      fail("{}: tensor {} has shape {}; FP8 linears are 2-D", tensor.file, name, tensor.shape_string());
     const int64_t rows = tensor.shape[0], cols = tensor.shape[1], b = Fp8BlockMatrix::kBlock;
     if (scale->shape != std::vector<int64_t>{(rows + b - 1) / b, (cols + b - 1) / b})
       fail("{}: tensor {}.weight_scale_inv has shape {}; [{}, {}] 128 x 128 tiles of {} expected", scale->file, base,
            scale->shape_string(), (rows + b - 1) / b, (cols + b - 1) / b, tensor.shape_string());
     if (scale->dtype != DType::F32 && scale->dtype != DType::BF16)
-      fail("{}: tensor {}.weight_scale_inv has dtype {}; F32 or BF16 expected", scale->file, base, dtype_name(scale->dtype));
+      fail("{}: tensor {}.weight_scale_inv has dtype {}; F32 or BF16 expected", scale->file, base,
+           dtype_name(scale->dtype));
     linears.push_back({base, &tensor, scale});
   }
   return linears;

@@ -47,9 +47,13 @@ void set_fp8_weights(GpuModelConfig& c, const Fp8Weights& fp8, const std::string
     fail("{}: --fp8 lm_head needs a vocabulary that is a multiple of 16 ({} is not)", source, c.vocab);
 }
 
+namespace {
+// Scales of a [rows, cols] matrix in kernels::Fp8Matrix's layout: one per 16 rows x 128 columns.
+int64_t scale_count(int64_t rows, int64_t cols) { return (rows + 15) / 16 * ((cols + 127) / 128); }
+}  // namespace
+
 double fp8_matrix_bytes(int64_t rows, int64_t cols) {
-  const int64_t scales = (rows + 15) / 16 * ((cols + 127) / 128);
-  return static_cast<double>(rows) * cols + static_cast<double>(scales) * sizeof(float);
+  return static_cast<double>(rows) * cols + static_cast<double>(scale_count(rows, cols)) * sizeof(float);
 }
 
 #ifdef TACHYON_HAS_CUDA
@@ -74,19 +78,13 @@ void dense_gated_gemv(const kernels::ResidualNorm& norm, const kernels::Fp8Matri
 
 void make_fp8_weights(GpuWeights& w, const GpuModelConfig& c) {
   if (!c.fp8.any()) return;
-  auto allocate = [&](size_t bytes) -> void* {
-    w.storage.emplace_back((bytes + 255) / 256 * 256);
-    w.device_bytes += w.storage.back().bytes();
-    return w.storage.back().data();
-  };
   // A matrix [rows, cols] of bf16 `source`, quantized part by part: parts[i] rows each (one checkpoint tensor).
   auto quantize = [&](const bf16* source, std::initializer_list<int64_t> parts, int64_t cols, bool write_back) {
     int64_t rows = 0;
     for (int64_t part : parts) rows += part;
     kernels::Fp8Matrix m;
-    auto* codes = static_cast<uint8_t*>(allocate(static_cast<size_t>(rows * cols)));
-    const int64_t scale_count = (rows + 15) / 16 * ((cols + 127) / 128);
-    auto* scales = static_cast<float*>(allocate(static_cast<size_t>(scale_count) * sizeof(float)));
+    auto* codes = static_cast<uint8_t*>(w.allocate(static_cast<size_t>(rows * cols)));
+    auto* scales = static_cast<float*>(w.allocate(static_cast<size_t>(scale_count(rows, cols)) * sizeof(float)));
     int64_t row0 = 0;
     for (int64_t part : parts) {
       kernels::quantize_fp8_rows(const_cast<bf16*>(source), row0, part, cols, codes, scales, write_back, nullptr);
@@ -107,7 +105,7 @@ void make_fp8_weights(GpuWeights& w, const GpuModelConfig& c) {
       const int64_t Ip = c.intermediate_padded;
       const kernels::Fp8Matrix gate_up = quantize(L.gate_up, {Ip, Ip}, Hp, true);
       L.gate_fp8 = gate_up;
-      L.up_fp8 = {gate_up.codes + Ip * Hp, gate_up.scales + Ip / 16 * ((Hp + 127) / 128)};
+      L.up_fp8 = {gate_up.codes + Ip * Hp, gate_up.scales + scale_count(Ip, Hp)};  // Ip % 16 == 0: whole row groups
       L.down_fp8 = quantize(L.down, {Hp}, Ip, true);
     }
   }

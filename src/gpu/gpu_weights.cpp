@@ -77,11 +77,7 @@ std::string layer_name(int layer, const std::string& suffix) {
 
 GpuWeights build_weights(const GpuModelConfig& c, WeightSink& sink) {
   GpuWeights w;
-  auto allocate = [&](size_t bytes) -> void* {
-    w.storage.emplace_back((bytes + 255) / 256 * 256);
-    w.device_bytes += w.storage.back().bytes();
-    return w.storage.back().data();
-  };
+  auto allocate = [&](size_t bytes) { return w.allocate(bytes); };
   auto new_matrix = [&](int64_t rows, int64_t cols) {
     return static_cast<bf16*>(allocate(rows * cols * sizeof(bf16)));
   };

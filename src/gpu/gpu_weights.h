@@ -71,6 +71,12 @@ struct GpuWeights {
   std::vector<GpuLayerWeights> layers;
   size_t device_bytes = 0;  // everything allocated for the weights
   std::vector<cuda::DeviceBuffer<uint8_t>> storage;
+  // A new device allocation owned here (256-byte granules), counted in device_bytes.
+  void* allocate(size_t bytes) {
+    storage.emplace_back((bytes + 255) / 256 * 256);
+    device_bytes += storage.back().bytes();
+    return storage.back().data();
+  }
 };
 
 // Uploads a checkpoint's weights (HF tensor names, the same checks as the CPU model). Prints progress to

@@ -26,7 +26,8 @@ namespace {
 
 struct QuantizeCliOptions {
   std::string source, destination;
-  std::string experts = "none", mlp = "none", attention = "none", layout = "modelopt", mxfp4_scale = "round-up", dtype = "bf16";
+  std::string experts = "none", mlp = "none", attention = "none";
+  std::string layout = "modelopt", mxfp4_scale = "round-up", dtype = "bf16";
   int split_experts = 0, top_k = 0, threads = 0;
   std::vector<std::string> calibration_files;
   int64_t calibration_tokens = 4096;
