@@ -80,20 +80,22 @@ constexpr int kThreadsPerBlock = 32 * kWarpsPerBlock;
 // A chunk is what one 4-lane group covers of a row: 4 lanes x 16 contiguous bytes = 32 bf16 or 64 e4m3 (FP8).
 template <bool FP8>
 constexpr int kChunkElements = FP8 ? 64 : 32;
-// Chunks per pipeline step: 256 contiguous bytes of each row (bf16); FP8: 128 bytes = 128 columns, exactly one of
-// its scale blocks, so a step's partial products take one scale (and the activation registers stay as many).
-template <bool FP8>
-constexpr int kChunksPerStep = FP8 ? 2 : 4;
-// 16-byte loads per lane per step: chunks x m-tiles x 2 rows. Two m-tiles (32 rows per warp, 8 KB per step in
-// bf16): 3 ring stages; one m-tile (16 rows, 4 KB per step, for matrices whose 32-row grid would leave SMs idle): 6
-// stages; FP8 steps are half as long, so twice the stages. The ring is 96 KB per block always (two blocks per SM).
-template <int ROW_TILES, bool FP8 = false>
-constexpr int kLoadsPerStep = kChunksPerStep<FP8> * ROW_TILES * 2;
+// Chunks per pipeline step: 256 contiguous bytes of each row. FP8: 256 columns = two of its 128-column scale blocks
+// at one token tile; at two token tiles (9..16 tokens) one block, 128 bytes, so that the activation registers stay
+// as many as bf16's.
+template <bool FP8, int N_TILES = 1>
+constexpr int kChunksPerStep = FP8 && N_TILES > 1 ? 2 : 4;
+// 16-byte loads per lane per step: chunks x m-tiles x 2 rows. Two m-tiles (32 rows per warp, 8 KB per step): 3 ring
+// stages; one m-tile (16 rows, 4 KB per step, for matrices whose 32-row grid would leave SMs idle): 6 stages; FP8 steps
+// of 2 chunks have twice the stages. The ring is 96 KB per block always (two blocks per SM).
+template <int ROW_TILES, bool FP8 = false, int N_TILES = 1>
+constexpr int kLoadsPerStep = kChunksPerStep<FP8, N_TILES> * ROW_TILES * 2;
 constexpr int kRingLoadsPerLane = 48;  // 16-byte pieces per lane over the whole ring
-template <int ROW_TILES, bool FP8 = false>
-constexpr int kStages = kRingLoadsPerLane / kLoadsPerStep<ROW_TILES, FP8>;
+template <int ROW_TILES, bool FP8 = false, int N_TILES = 1>
+constexpr int kStages = kRingLoadsPerLane / kLoadsPerStep<ROW_TILES, FP8, N_TILES>;
 constexpr int kRingBytes = kRingLoadsPerLane * 16 * 32 * kWarpsPerBlock;
-static_assert(kStages<2> == 3 && kStages<1> == 6 && kStages<2, true> == 6 && kStages<1, true> == 12, "ring shapes");
+static_assert(kStages<2> == 3 && kStages<1> == 6 && kStages<2, true, 2> == 6 && kStages<1, true, 2> == 12,
+              "ring shapes");
 // FP8 activations enter the fp16 MMAs as x / 16 (fp16's range is 65504; the codes are at most 448), undone in the
 // per-step scale.
 constexpr float kFp8InputScale = 0.0625f;
@@ -218,9 +220,10 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
   constexpr int kRowGroupsPerBlock = kWarpsPerBlock / K_SPLIT;
   constexpr int kRowsPerWarp = GATED ? 16 : 16 * ROW_TILES;
   constexpr int kRowsPerBlock = kRowsPerWarp * kRowGroupsPerBlock;
-  constexpr int kLoads = kLoadsPerStep<ROW_TILES, FP8>;
-  constexpr int kRingStages = kStages<ROW_TILES, FP8>;
-  constexpr int kChunks = kChunksPerStep<FP8>;
+  constexpr int kLoads = kLoadsPerStep<ROW_TILES, FP8, N_TILES>;
+  constexpr int kRingStages = kStages<ROW_TILES, FP8, N_TILES>;
+  constexpr int kChunks = kChunksPerStep<FP8, N_TILES>;
+  constexpr int kBlocksPerStep = kChunks / 2;  // FP8: 128-column scale blocks per step
   constexpr int kPairs = kChunkElements<FP8> / 8;  // activation pairs per lane per chunk: 4 (bf16), 8 (FP8)
   using Weight = std::conditional_t<FP8, uint8_t, __nv_bfloat16>;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -419,10 +422,15 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
           }
         }
       }
-      float step_scale[ROW_TILES];  // FP8: the step's block scale of each tile, times 16 (kFp8InputScale)
+      float step_scale[ROW_TILES][kBlocksPerStep];  // FP8: the step's block scales of each tile, times 16
       if constexpr (FP8) {
 #pragma unroll
-        for (int tile = 0; tile < ROW_TILES; ++tile) step_scale[tile] = __ldg(scale_row[tile] + local) / kFp8InputScale;
+        for (int tile = 0; tile < ROW_TILES; ++tile)
+#pragma unroll
+          for (int b = 0; b < kBlocksPerStep; ++b)  // a step's second block may lie past the row's end
+            step_scale[tile][b] = b == 0 || valid_chunks > 2
+                                      ? __ldg(scale_row[tile] + local * kBlocksPerStep + b) / kFp8InputScale
+                                      : 0.0f;
       }
       cp_async_wait<kRingStages - 2>();  // this step's group is complete
       const uint4* ring_slot = my_ring + compute_stage * kRingStride;
@@ -435,9 +443,24 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
           for (int j = 0; j < N_TILES; ++j)
 #pragma unroll
             for (int r = 0; r < 4; ++r) part[tile][j][r] = 0.0f;
+        // The partial sums of a scale block join the accumulators times its scale (acc += scale * part).
+        auto fold = [&](bool second_block) {
+#pragma unroll
+          for (int tile = 0; tile < ROW_TILES; ++tile) {
+            const float scale = second_block ? step_scale[tile][kBlocksPerStep - 1] : step_scale[tile][0];
+#pragma unroll
+            for (int j = 0; j < N_TILES; ++j)
+#pragma unroll
+              for (int r = 0; r < 4; ++r) {
+                acc[tile][j][r] = fmaf(scale, part[tile][j][r], acc[tile][j][r]);
+                part[tile][j][r] = 0.0f;
+              }
+          }
+        };
 #pragma unroll
         for (int c = 0; c < kChunks; ++c) {
           if (c >= valid_chunks) break;
+          if (c == 2) fold(false);  // the step's second scale block starts
 #pragma unroll
           for (int tile = 0; tile < ROW_TILES; ++tile) {
             const uint4 a_lo = ring_slot[((c * ROW_TILES + tile) * 2 + 0) * 32];  // row group: 16 codes
@@ -456,12 +479,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
             }
           }
         }
-#pragma unroll
-        for (int tile = 0; tile < ROW_TILES; ++tile)
-#pragma unroll
-          for (int j = 0; j < N_TILES; ++j)
-#pragma unroll
-            for (int r = 0; r < 4; ++r) acc[tile][j][r] = fmaf(step_scale[tile], part[tile][j][r], acc[tile][j][r]);
+        fold(valid_chunks > 2);
       } else {
 #pragma unroll
         for (int c = 0; c < kChunks; ++c) {
