@@ -30,9 +30,10 @@
 //   still read the old one) and the normed rows. Taken only where no second wave and no occupancy is lost
 //   (fuse_norm): not for the vocabulary-wide lm_head, whose thousands of blocks would each redo the norm.
 // - FP8 instances (Fp8Matrix: e4m3 codes, a float scale per 16 rows x 128 columns): the same ring and 16-byte pieces
-//   (64 codes per 4-lane chunk), a step = 2 chunks = one 128-column scale block; codes become exact fp16 pairs
-//   (cvt.rn.f16x2.e4m3x2), the MMAs are fp16 against x / 16 split into fp16 hi + lo, and each step's partial sums
-//   join the accumulators times its scale (x 16). The k-split divides whole scale blocks. docs/fp4.md "FP8 on the GPU".
+//   (64 codes per 4-lane chunk), a step = 4 chunks = two 128-column scale blocks (2 chunks = one block at 9..16
+//   tokens, for the registers); codes become exact fp16 pairs (cvt.rn.f16x2.e4m3x2), the MMAs are fp16 against x / 16
+//   split into fp16 hi + lo, and each block's partial sums join the accumulators times its scale (x 16). The k-split
+//   divides whole scale blocks. docs/fp4.md "FP8 on the GPU".
 // - Expert (MoE) mode: work items = (active expert slot, row block), the slot count read on the device; a grid
 //   of one wave of blocks loops over them, each warp's weight ring running on from one item into the next (no
 //   second wave of blocks starting cold). Each item reads one expert's rows once for all the tokens routed to it
@@ -55,9 +56,10 @@
 //   v4 (session 7) the fused pre-norm: decode Qwen3 NVFP4 3105 -> 2972 us, SmolLM2 shape 699 -> 665, gpt-oss 2573 ->
 //      2536, bf16 4167 -> 4139 (same calls; a first prologue with serialized loads was 2.6-4.8% slower everywhere).
 //      The expert instances read their first item's expert id together with the slot count.
-//   v5 (session 8) FP8 instances: 151936x2048 T=1 113 us (88% of stream read; bf16 213 us), 5120x2048 T=1 6.7 us vs
+//   v5 (session 8) FP8 instances: 151936x2048 T=1 110 us (91% of stream read; bf16 213 us), 5120x2048 T=1 6.4 us vs
 //      9.7, 2048x4096 T=16 15.4 us vs 13.5 (slower: twice the MMAs and splits per byte). Decode with FP8 attention
-//      and lm_head: Qwen3 NVFP4 3011 -> 2684 us, gpt-oss-20b 2562 -> 2216 (BENCHMARKS.md "FP8 dense weights").
+//      and lm_head: Qwen3 NVFP4 2988 -> 2617 us, gpt-oss-20b 2545 -> 2152 (BENCHMARKS.md "FP8 dense weights"). Steps
+//      of two scale blocks at 1 token (82780a7) gained 1.3-1.7% of decode over steps of one (6c78c7b).
 //   Full tables: docs/gpu-kernels.md.
 #include "gemv/gemv_bf16.h"
 
