@@ -49,6 +49,7 @@ std::string module_of(const std::string& weight_name) { return weight_name.subst
 }  // namespace
 
 WeightRole weight_role(const std::string& name) {
+  if (name == "lm_head.weight") return WeightRole::LmHead;
   if (!name.ends_with(".weight")) return WeightRole::Other;
   const std::vector<std::string> parts = split_dots(name);
   if (parts.size() < 3) return WeightRole::Other;
@@ -70,6 +71,7 @@ std::string_view role_name(WeightRole role) {
     case WeightRole::RoutedExpert: return "expert";
     case WeightRole::DenseMlp: return "mlp";
     case WeightRole::Attention: return "attn";
+    case WeightRole::LmHead: return "head";
     case WeightRole::Other: return "other";
   }
   return "?";
@@ -82,7 +84,8 @@ std::optional<Fp4Format> QuantizeOptions::format_for(WeightRole role) const {
 }
 
 bool QuantizeOptions::fp8_for(WeightRole role) const {
-  return (role == WeightRole::Attention && attention_fp8) || (role == WeightRole::DenseMlp && mlp_fp8);
+  return (role == WeightRole::Attention && attention_fp8) || (role == WeightRole::DenseMlp && mlp_fp8) ||
+         (role == WeightRole::LmHead && lm_head_fp8);
 }
 
 Fp4Layout QuantizeOptions::layout() const {
@@ -94,6 +97,7 @@ std::string QuantizeOptions::describe() const {
   auto name = [](const std::optional<Fp4Format>& f) { return f ? std::string(format_name(*f)) : std::string("none"); };
   std::string text = fmt::format("experts={} mlp={}", name(experts), mlp_fp8 ? std::string("fp8") : name(mlp));
   if (attention_fp8) text += " attention=fp8";
+  if (lm_head_fp8) text += " lm_head=fp8";
   if (experts == Fp4Format::Mxfp4 || mlp == Fp4Format::Mxfp4) text += fmt::format(" mxfp4-scale={}", scale_rule_name(mxfp4_rule));
   return text;
 }
@@ -173,6 +177,18 @@ std::unique_ptr<DerivedCheckpoint> quantize_in_memory(std::shared_ptr<const Chec
     if (records) records->push_back(std::move(record));
     if (progress) progress(++done, selected.size(), name);
   }
+  // A tied head (no lm_head.weight): an FP8 copy of the embedding becomes the head, the embedding itself unchanged.
+  const TensorView* embedding = base->weights.find("model.embed_tokens.weight");
+  if (options.lm_head_fp8 && !base->weights.has("lm_head.weight") && embedding && embedding->shape.size() == 2) {
+    const std::vector<float> values = embedding->to_float();
+    const int64_t rows = embedding->shape[0], cols = embedding->shape[1];
+    float* head = derived->add_float("lm_head.weight", {rows, cols});
+    quantize_fp8_block(values.data(), rows, cols, "lm_head.weight (tied)").to_float(head);
+    derived->checkpoint().config["tie_word_embeddings"] = false;
+    if (records)
+      records->push_back({"lm_head.weight", WeightRole::LmHead, Fp4Format::Nvfp4, true, rows, cols,
+                          quantization_error(values.data(), head, rows * cols)});
+  }
   return derived;
 }
 
@@ -204,6 +220,7 @@ std::vector<TensorRecord> write_quantized_checkpoint(const Checkpoint& source, c
                                                      const Progress& progress) {
   if (!is_float_dtype(write.other_dtype)) fail("quantize: --dtype must be f32, bf16 or f16");
   const bool fp8 = options.attention_fp8 || options.mlp_fp8;
+  if (options.lm_head_fp8) fail("quantize: an FP8 lm_head is evaluated in memory only (`tachyon eval`), not written");
   if (fp8 && (options.experts || options.mlp))
     fail("quantize: one checkpoint holds one quantization method: FP8 (attention / mlp) or FP4 (experts / mlp), "
          "not both ({})", options.describe());

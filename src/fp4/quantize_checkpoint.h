@@ -17,13 +17,13 @@
 namespace tachyon::fp4 {
 
 // Routed experts (what MoE layers select from), dense MLPs (including shared experts), the attention projections,
-// and everything else (routers, embeddings, norms: never quantized here).
-enum class WeightRole { RoutedExpert, DenseMlp, Attention, Other };
+// the output head, and everything else (routers, embeddings, norms: never quantized here).
+enum class WeightRole { RoutedExpert, DenseMlp, Attention, LmHead, Other };
 // By HF tensor name: *.experts.<e>.{gate,up,down}_proj.weight and *.experts.<e>.w{1,2,3}.weight are routed
 // experts; *.mlp.{gate,up,down}_proj.weight and shared_expert(s).*_proj.weight are dense MLPs;
-// *.self_attn.{q,k,v,o}_proj.weight are attention.
+// *.self_attn.{q,k,v,o}_proj.weight are attention; lm_head.weight is the head.
 WeightRole weight_role(const std::string& name);
-std::string_view role_name(WeightRole role);  // "expert", "mlp", "attn", "other"
+std::string_view role_name(WeightRole role);  // "expert", "mlp", "attn", "head", "other"
 
 struct QuantizeOptions {
   std::optional<Fp4Format> experts;  // routed experts
@@ -36,6 +36,9 @@ struct QuantizeOptions {
   // Block-scaled FP8 (fp8_blocks.h) instead: attention projections, dense MLPs. Written as "X.weight" F8_E4M3 +
   // "X.weight_scale_inv" F32 with quant_method "fp8" (DeepSeek-V3 / Qwen3-FP8); not in one file with FP4.
   bool attention_fp8 = false, mlp_fp8 = false;
+  // The lm_head too (in memory only, what the GPU's `--fp8 lm_head` computes with; a tied lm_head becomes an FP8 copy
+  // of the embedding, which stays as it is).
+  bool lm_head_fp8 = false;
 
   std::optional<Fp4Format> format_for(WeightRole role) const;
   bool fp8_for(WeightRole role) const;

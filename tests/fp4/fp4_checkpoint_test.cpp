@@ -237,6 +237,32 @@ TEST(Fp8Checkpoint, FileGivesTheInMemoryWeights) {
   EXPECT_THROW(write_quantized_checkpoint(source->checkpoint(), dir.path("mixed"), options, write), Error);
 }
 
+// --quantize lm_head=fp8 on a tied head: an FP8 copy of the embedding becomes lm_head.weight (untied), the embedding
+// stays as it is; writing it is refused (in memory only).
+TEST(Fp8Checkpoint, TiedLmHeadBecomesAnFp8CopyOfTheEmbedding) {
+  auto source = tiny_moe_checkpoint();
+  source->checkpoint().config["tie_word_embeddings"] = true;
+  QuantizeOptions options;
+  options.lm_head_fp8 = true;
+  std::vector<TensorRecord> records;
+  auto shared_source = std::shared_ptr<const Checkpoint>(source->base_ptr(), &source->checkpoint());
+  auto quantized = quantize_in_memory(shared_source, options, &records);
+  const Checkpoint& c = quantized->checkpoint();
+  EXPECT_EQ(c.config["tie_word_embeddings"], false);
+  const std::vector<float> embed = c.weights.get("model.embed_tokens.weight").to_float();
+  const std::vector<float> head = c.weights.get("lm_head.weight").to_float();
+  const std::vector<float> source_embed = source->checkpoint().weights.get("model.embed_tokens.weight").to_float();
+  EXPECT_EQ(embed, source_embed);
+  std::vector<float> want(source_embed.size());
+  quantize_fp8_block(source_embed.data(), 16, 64, "t").to_float(want.data());
+  EXPECT_EQ(head, want);
+  ASSERT_EQ(records.size(), 1u);
+  EXPECT_EQ(records[0].role, WeightRole::LmHead);
+  EXPECT_TRUE(records[0].fp8);
+  test::ScratchDir dir;
+  EXPECT_THROW(write_quantized_checkpoint(source->checkpoint(), dir.path("out"), options, WriteOptions{}), Error);
+}
+
 TEST(Fp8Checkpoint, CodesWithoutScalesOrWrongScalesAreErrors) {
   test::ScratchDir dir;
   auto write = [&](const std::vector<PlannedTensor>& tensors) {

@@ -68,9 +68,9 @@ fp4::QuantizeOptions parse_spec(const std::string& spec) {
     fp4::Fp4Format format;
     if (key == "mlp" && value == "fp8") {
       options.mlp_fp8 = true;
-    } else if (key == "attention") {
-      if (value != "fp8") fail("--quantize {}: attention must be fp8", spec);
-      options.attention_fp8 = true;
+    } else if (key == "attention" || key == "lm_head") {
+      if (value != "fp8") fail("--quantize {}: {} must be fp8", spec, key);
+      (key == "attention" ? options.attention_fp8 : options.lm_head_fp8) = true;
     } else if (key == "experts" || key == "mlp") {
       if (!fp4::parse_format(value, &format)) fail("--quantize {}: {} must be mxfp4 or nvfp4{}", spec, key, key == "mlp" ? " or fp8" : "");
       (key == "experts" ? options.experts : options.mlp) = format;
@@ -79,12 +79,12 @@ fp4::QuantizeOptions parse_spec(const std::string& spec) {
     } else if (key == "layout") {
       if (!fp4::parse_layout(value, &options.nvfp4_layout)) fail("--quantize {}: layout must be modelopt or compressed-tensors", spec);
     } else {
-      fail("--quantize {}: unknown key '{}' (experts, mlp, attention, scale, layout)", spec, key);
+      fail("--quantize {}: unknown key '{}' (experts, mlp, attention, lm_head, scale, layout)", spec, key);
     }
     start = comma + 1;
   }
-  if (!options.experts && !options.mlp && !options.mlp_fp8 && !options.attention_fp8)
-    fail("--quantize {}: names none of experts, mlp, attention", spec);
+  if (!options.experts && !options.mlp && !options.mlp_fp8 && !options.attention_fp8 && !options.lm_head_fp8)
+    fail("--quantize {}: names none of experts, mlp, attention, lm_head", spec);
   return options;
 }
 
@@ -217,8 +217,8 @@ Runner add_eval_command(CLI::App& app) {
   cmd->add_option("-m,--model", o->model_path, "The reference model: a .gguf file or a Hugging Face directory");
   cmd->add_option("--quantize", o->quantize_specs,
                   "A candidate quantized in memory: experts=F, mlp=F (F = mxfp4|nvfp4, or fp8 for mlp), attention=fp8 "
-                  "(block-scaled E4M3, 128x128 tiles), scale=round-up|ocp|mse, layout=modelopt|compressed-tensors, "
-                  "comma-separated (repeatable)");
+                  "(block-scaled E4M3, 128x128 tiles), lm_head=fp8 (a tied head: an FP8 copy of the embedding), "
+                  "scale=round-up|ocp|mse, layout=modelopt|compressed-tensors, comma-separated (repeatable)");
   cmd->add_option("--candidate", o->candidate_paths, "A candidate checkpoint on disk (repeatable)");
   cmd->add_option("--split-experts", o->split_experts, "Reference = the model with each MLP split into this many experts");
   cmd->add_option("--top-k", o->top_k, "Experts per token of the split MoE (default: all; fewer fits a router)");
