@@ -32,6 +32,19 @@ std::shared_ptr<Checkpoint> load_dir_without_config(const std::string& dir) {
   return checkpoint;
 }
 
+// Writes `tensors` (every byte 0x11) as dir/model.safetensors and returns what present_fp4_as_float says of the
+// file: its error, or "(no error)".
+std::string present_error(const test::ScratchDir& dir, const std::vector<PlannedTensor>& tensors) {
+  write_safetensors(dir.path("model.safetensors"), tensors,
+                    [&](size_t i, std::vector<uint8_t>& bytes) { bytes.assign(tensors[i].nbytes(), 0x11); });
+  try {
+    present_fp4_as_float(load_dir_without_config(dir.path()));
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
 std::vector<float> tensor_values(const Checkpoint& c, const std::string& name) { return c.weights.get(name).to_float(); }
 
 TEST(Fp4Checkpoint, ModelOptFileFromPython) {
@@ -265,53 +278,29 @@ TEST(Fp8Checkpoint, TiedLmHeadBecomesAnFp8CopyOfTheEmbedding) {
 
 TEST(Fp8Checkpoint, CodesWithoutScalesOrWrongScalesAreErrors) {
   test::ScratchDir dir;
-  auto write = [&](const std::vector<PlannedTensor>& tensors) {
-    write_safetensors(dir.path("model.safetensors"), tensors, [&](size_t i, std::vector<uint8_t>& bytes) {
-      bytes.assign(tensors[i].nbytes(), 0x11);
-    });
-  };
-  auto error_of = [&]() -> std::string {
-    try {
-      present_fp4_as_float(load_dir_without_config(dir.path()));
-    } catch (const Error& e) {
-      return e.what();
-    }
-    return "(no error)";
-  };
-  write({{"a.weight", DType::F8_E4M3, {4, 300}}});
-  EXPECT_NE(error_of().find("a.weight_scale_inv is missing"), std::string::npos) << error_of();
-  write({{"a.weight", DType::F8_E4M3, {4, 300}}, {"a.weight_scale_inv", DType::F32, {1, 2}}});
-  EXPECT_NE(error_of().find("a.weight_scale_inv has shape [1, 2]"), std::string::npos) << error_of();
-  write({{"a.weight", DType::F8_E4M3, {4, 300}}, {"a.weight_scale_inv", DType::F32, {1, 3}}});
-  EXPECT_EQ(error_of(), "(no error)");
+  std::string error = present_error(dir, {{"a.weight", DType::F8_E4M3, {4, 300}}});
+  EXPECT_NE(error.find("a.weight_scale_inv is missing"), std::string::npos) << error;
+  error = present_error(dir, {{"a.weight", DType::F8_E4M3, {4, 300}}, {"a.weight_scale_inv", DType::F32, {1, 2}}});
+  EXPECT_NE(error.find("a.weight_scale_inv has shape [1, 2]"), std::string::npos) << error;
+  error = present_error(dir, {{"a.weight", DType::F8_E4M3, {4, 300}}, {"a.weight_scale_inv", DType::F32, {1, 3}}});
+  EXPECT_EQ(error, "(no error)");
 }
 
 TEST(Fp4Checkpoint, MalformedTensorsAreErrorsNamingThem) {
   test::ScratchDir dir;
-  auto write = [&](const std::vector<PlannedTensor>& tensors) {
-    write_safetensors(dir.path("model.safetensors"), tensors, [&](size_t i, std::vector<uint8_t>& bytes) {
-      bytes.assign(tensors[i].nbytes(), 0x11);
-    });
-  };
-  auto error_of = [&]() -> std::string {
-    try {
-      present_fp4_as_float(load_dir_without_config(dir.path()));
-    } catch (const Error& e) {
-      return e.what();
-    }
-    return "(no error)";
-  };
-  write({{"a.weight", DType::U8, {4, 16}}, {"a.weight_scale", DType::F8_E4M3, {4, 3}}, {"a.weight_scale_2", DType::F32, {}}});
-  EXPECT_NE(error_of().find("a.weight_scale"), std::string::npos) << error_of();
-  write({{"a.weight", DType::U8, {4, 16}}, {"a.weight_scale", DType::F8_E4M3, {4, 2}}});
-  EXPECT_NE(error_of().find("weight_scale_2"), std::string::npos) << error_of();
-  write({{"a.weight_packed", DType::U8, {4, 16}}, {"a.weight_scale", DType::BF16, {4, 2}}});
-  EXPECT_NE(error_of().find("a.weight_scale"), std::string::npos) << error_of();
-  write({{"a.weight_packed", DType::U8, {4, 16}}});
-  EXPECT_NE(error_of().find("a.weight_packed"), std::string::npos) << error_of();
+  std::string error = present_error(dir, {{"a.weight", DType::U8, {4, 16}},
+                              {"a.weight_scale", DType::F8_E4M3, {4, 3}},
+                              {"a.weight_scale_2", DType::F32, {}}});
+  EXPECT_NE(error.find("a.weight_scale"), std::string::npos) << error;
+  error = present_error(dir, {{"a.weight", DType::U8, {4, 16}}, {"a.weight_scale", DType::F8_E4M3, {4, 2}}});
+  EXPECT_NE(error.find("weight_scale_2"), std::string::npos) << error;
+  error = present_error(dir, {{"a.weight_packed", DType::U8, {4, 16}}, {"a.weight_scale", DType::BF16, {4, 2}}});
+  EXPECT_NE(error.find("a.weight_scale"), std::string::npos) << error;
+  error = present_error(dir, {{"a.weight_packed", DType::U8, {4, 16}}});
+  EXPECT_NE(error.find("a.weight_packed"), std::string::npos) << error;
   // A U8 weight without block scales is not FP4 and passes through.
-  write({{"a.weight", DType::U8, {4, 16}}});
-  EXPECT_EQ(error_of(), "(no error)");
+  error = present_error(dir, {{"a.weight", DType::U8, {4, 16}}});
+  EXPECT_EQ(error, "(no error)");
 }
 
 }  // namespace

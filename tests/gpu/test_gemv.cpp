@@ -6,6 +6,7 @@
 #include <string>
 
 #include "gemv/gemv_bf16.h"
+#include "gemv_test_util.h"
 #include "gpu_test_util.h"
 #include "models/layers.h"
 #include "norm/rms_norm.h"
@@ -18,24 +19,6 @@ using namespace gpu_test;
 struct GemvCase {
   int out, in;
 };
-
-// sqrt(sum_i (w_i x_i)^2) <= max_i |x_i| * ||w_o||: the error scale of one output, computed in O(out * in).
-std::vector<float> gemv_bound(const std::vector<float>& w, const std::vector<float>& x, int n, int out, int in) {
-  std::vector<double> row_norm(out);
-  for (int o = 0; o < out; ++o) {
-    double s = 0;
-    for (int i = 0; i < in; ++i) s += static_cast<double>(w[static_cast<size_t>(o) * in + i]) * w[static_cast<size_t>(o) * in + i];
-    row_norm[o] = std::sqrt(s);
-  }
-  std::vector<float> bound(static_cast<size_t>(n) * out);
-  for (int t = 0; t < n; ++t) {
-    double x_max = 0;
-    for (int i = 0; i < in; ++i) x_max = std::max(x_max, std::fabs(static_cast<double>(x[static_cast<size_t>(t) * in + i])));
-    for (int o = 0; o < out; ++o)
-      bound[static_cast<size_t>(t) * out + o] = static_cast<float>(1e-4 * x_max * row_norm[o] + 1e-5);
-  }
-  return bound;
-}
 
 void run_gemv_case(int n, int out, int in, bool with_bias, int k_split, int row_tiles = 0) {
   const Bf16Tensor w = to_bf16(random_floats(static_cast<size_t>(out) * in));
@@ -106,22 +89,14 @@ TEST(GpuGemv, GatedSwigluMatchesTwoLinearsAndSilu) {
       const Bf16Tensor gate = to_bf16(random_floats(static_cast<size_t>(out) * in));
       const Bf16Tensor up = to_bf16(random_floats(static_cast<size_t>(out) * in));
       const std::vector<float> x = random_floats(static_cast<size_t>(n) * in);
-      std::vector<float> g(static_cast<size_t>(n) * out), u(g.size()), want(g.size());
-      linear_f32(gate.values.data(), out, in, nullptr, x.data(), n, g.data());
-      linear_f32(up.values.data(), out, in, nullptr, x.data(), n, u.data());
-      swiglu(g.data(), u.data(), static_cast<int64_t>(g.size()), want.data());
-      // Bound: silu'(g) <= 1.1, so errors of the two products add up, scaled by |u| and |silu(g)|.
-      const std::vector<float> bg = gemv_bound(gate.values, x, n, out, in), bu = gemv_bound(up.values, x, n, out, in);
-      std::vector<float> bound(want.size());
-      for (size_t i = 0; i < bound.size(); ++i)
-        bound[i] = 1.1f * bg[i] * std::fabs(u[i]) + bu[i] * std::fabs(silu(g[i])) + 1e-5f;
+      const GatedReference want = gated_reference(gate.values, up.values, x, n, out, in);
 
       cuda::DeviceBuffer<uint16_t> gate_dev(gate.bits), up_dev(up.bits);
       cuda::DeviceBuffer<float> x_dev(x);
-      auto h_dev = poisoned(want.size());
+      auto h_dev = poisoned(want.h.size());
       kernels::gated_gemv_bf16(as_bf16(gate_dev), as_bf16(up_dev), x_dev.data(), h_dev.data(), n, out, in, nullptr);
       TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
-      expect_within(h_dev.to_host(), want, bound, "gated gemv n=" + std::to_string(n) + " " + std::to_string(out));
+      expect_within(h_dev.to_host(), want.h, want.bound, "gated gemv n=" + std::to_string(n) + " " + std::to_string(out));
     }
   }
 }
@@ -129,15 +104,6 @@ TEST(GpuGemv, GatedSwigluMatchesTwoLinearsAndSilu) {
 // The fused pre-norm (kernels::ResidualNorm) must give exactly the bits of add_rms_norm_to + the plain product,
 // fused (1..2 tokens, one-wave grids) or not (3 tokens, a vocabulary-sized grid): speculative verification runs
 // the unfused path at more tokens and must agree with plain decoding. The unfused parts have their own CPU tests.
-void expect_same_bits(const std::vector<float>& got, const std::vector<float>& want, const std::string& what) {
-  ASSERT_EQ(got.size(), want.size()) << what;
-  size_t differ = 0, first = 0;
-  for (size_t i = 0; i < got.size(); ++i)
-    if (std::memcmp(&got[i], &want[i], sizeof(float)) != 0 && differ++ == 0) first = i;
-  EXPECT_EQ(differ, 0u) << what << ": " << differ << " of " << got.size() << " differ, first at " << first << " ("
-                        << got[first] << " vs " << want[first] << ")";
-}
-
 TEST(GpuGemv, FusedResidualNormGivesTheBitsOfNormThenGemv) {
   SKIP_WITHOUT_GPU();
   reseed_for_current_test();

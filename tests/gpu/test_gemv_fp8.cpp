@@ -11,6 +11,7 @@
 #include "fp4/fp8_blocks.h"
 #include "fp8/fp8_quantize.h"
 #include "gemv/gemv_bf16.h"
+#include "gemv_test_util.h"
 #include "gpu_test_util.h"
 #include "models/layers.h"
 #include "norm/rms_norm.h"
@@ -54,20 +55,6 @@ struct Fp8Device {
   explicit Fp8Device(const Fp8Host& h) : codes(h.codes), scales(h.scales) {}
   kernels::Fp8Matrix matrix() const { return {codes.data(), scales.data()}; }
 };
-
-std::vector<float> gemv_bound(const std::vector<float>& w, const std::vector<float>& x, int n, int out, int in) {
-  std::vector<float> bound(static_cast<size_t>(n) * out);
-  for (int o = 0; o < out; ++o) {
-    double s = 0;
-    for (int i = 0; i < in; ++i) s += static_cast<double>(w[static_cast<size_t>(o) * in + i]) * w[static_cast<size_t>(o) * in + i];
-    for (int t = 0; t < n; ++t) {
-      double x_max = 0;
-      for (int i = 0; i < in; ++i) x_max = std::max(x_max, std::fabs(static_cast<double>(x[static_cast<size_t>(t) * in + i])));
-      bound[static_cast<size_t>(t) * out + o] = static_cast<float>(1e-4 * x_max * std::sqrt(s) + 1e-5);
-    }
-  }
-  return bound;
-}
 
 void run_case(int n, int out, int in, bool with_bias, kernels::GemvTuning tuning = {}) {
   // Weights spread over several binades (a uniform in [-1, 1] times 2^(0..-8)), so codes use many exponents.
@@ -122,29 +109,15 @@ TEST(GpuGemvFp8, GatedSwigluMatchesTwoLinearsAndSilu) {
       const std::vector<float> gate_w = random_floats(static_cast<size_t>(out) * in), up_w = random_floats(gate_w.size());
       const Fp8Host gate = quantize_on_cpu(gate_w, {out}, in), up = quantize_on_cpu(up_w, {out}, in);
       const std::vector<float> x = random_floats(static_cast<size_t>(n) * in);
-      std::vector<float> g(static_cast<size_t>(n) * out), u(g.size()), want(g.size());
-      linear_f32(gate.values.data(), out, in, nullptr, x.data(), n, g.data());
-      linear_f32(up.values.data(), out, in, nullptr, x.data(), n, u.data());
-      swiglu(g.data(), u.data(), static_cast<int64_t>(g.size()), want.data());
-      const std::vector<float> bg = gemv_bound(gate.values, x, n, out, in), bu = gemv_bound(up.values, x, n, out, in);
-      std::vector<float> bound(want.size());
-      for (size_t i = 0; i < bound.size(); ++i)
-        bound[i] = 1.1f * bg[i] * std::fabs(u[i]) + bu[i] * std::fabs(silu(g[i])) + 1e-5f;
+      const GatedReference want = gated_reference(gate.values, up.values, x, n, out, in);
       const Fp8Device gate_dev(gate), up_dev(up);
       cuda::DeviceBuffer<float> x_dev(x);
-      auto h_dev = poisoned(want.size());
+      auto h_dev = poisoned(want.h.size());
       kernels::gated_gemv_fp8(gate_dev.matrix(), up_dev.matrix(), x_dev.data(), h_dev.data(), n, out, in, nullptr);
       TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
-      expect_within(h_dev.to_host(), want, bound, "gated gemv_fp8 n=" + std::to_string(n) + " " + std::to_string(out));
+      expect_within(h_dev.to_host(), want.h, want.bound, "gated gemv_fp8 n=" + std::to_string(n) + " " + std::to_string(out));
     }
   }
-}
-
-void expect_same_bits(const std::vector<float>& got, const std::vector<float>& want, const std::string& what) {
-  ASSERT_EQ(got.size(), want.size()) << what;
-  size_t differ = 0;
-  for (size_t i = 0; i < got.size(); ++i) differ += std::memcmp(&got[i], &want[i], sizeof(float)) != 0;
-  EXPECT_EQ(differ, 0u) << what << ": " << differ << " of " << got.size() << " values differ";
 }
 
 // The fused pre-norm with FP8 weights: the bits of add_rms_norm_to + the plain FP8 product (fused at 1..2 tokens).

@@ -29,10 +29,6 @@ namespace {
 
 using namespace gpu_model_test;
 
-constexpr double kBound = 5e-2;
-constexpr float kFlipMargin = 0.05f;
-constexpr int kMaxFlips = 4;
-
 // A copy of `source` with `layers` decoder layers, layer i reading the tensors of source layer i % source_layers
 // (the views point into `source`, which must outlive the copy). Per-layer config lists follow the same pattern.
 Checkpoint deepened(const Checkpoint& source, int layers) {
@@ -147,7 +143,7 @@ double expect_features_match(const std::vector<float>& gpu, const std::vector<fl
           break;
         }
     }
-    if (row_error <= kBound) {
+    if (row_error <= kCpuBound) {
       worst = std::max(worst, row_error);
       continue;
     }
@@ -156,7 +152,7 @@ double expect_features_match(const std::vector<float>& gpu, const std::vector<fl
     if (margin < kFlipMargin)
       ++flips;
     else
-      ADD_FAILURE() << what << ": row " << row << " error " << row_error << " > " << kBound << " (router margin "
+      ADD_FAILURE() << what << ": row " << row << " error " << row_error << " > " << kCpuBound << " (router margin "
                     << margin << ")";
   }
   return worst;

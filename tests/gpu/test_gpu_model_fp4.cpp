@@ -34,9 +34,6 @@ namespace {
 
 using namespace gpu_model_test;
 
-constexpr double kCpuBound = 5e-2;
-constexpr float kFlipMargin = 0.05f;
-constexpr int kMaxFlips = 4;
 
 // The CPU's copy of the GPU's weights: routed experts quantized exactly as the loader does (padded to the GPU's
 // widths, quantized, dequantized, cropped) or, with requantize = false, taken as they are (a checkpoint's FP4
@@ -161,18 +158,9 @@ TEST_P(GpuFp4TinyModel, PassAndStepsThroughFp4KernelsMatchCpu) {
   SKIP_WITHOUT_GPU();
   Fp4Fixture& f = fixture(std::get<0>(GetParam()), std::get<1>(GetParam()));
   auto model = gpu_model(f.checkpoint, std::get<1>(GetParam()));
-  const size_t half = f.prompt.size() / 2;
-  const std::span<const int32_t> prompt(f.prompt);
   KvCache cache = f.cpu->new_cache();
   // 16 tokens in one pass (the verify path), then single-token steps: all through the fused FP4 kernels.
-  std::vector<float> gpu_rows = model->forward_to_host(prompt.first(half));
-  std::vector<float> cpu_rows = f.cpu->forward(prompt.first(half), cache, /*all_rows=*/true);
-  for (size_t t = half; t < f.prompt.size(); ++t) {
-    const std::vector<float> gpu = model->forward_to_host(prompt.subspan(t, 1));
-    const std::vector<float> cpu = f.cpu->forward(prompt.subspan(t, 1), cache);
-    gpu_rows.insert(gpu_rows.end(), gpu.begin(), gpu.end());
-    cpu_rows.insert(cpu_rows.end(), cpu.begin(), cpu.end());
-  }
+  const auto [gpu_rows, cpu_rows] = pass_then_steps(*model, *f.cpu, cache, f.prompt, f.prompt.size() / 2);
   // Router near-ties of these positions, from a prefill of the same tokens (its margins are recorded).
   auto probe = gpu_model(f.checkpoint, std::get<1>(GetParam()));
   probe->prefill_to_host(f.prompt, /*all_rows=*/true);

@@ -26,13 +26,6 @@ namespace {
 
 using namespace gpu_model_test;
 
-constexpr double kCpuBound = 5e-2;
-constexpr float kFlipMargin = 0.05f;
-constexpr int kMaxFlips = 4;
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 
 // values [rows, cols] <- the FP8 round trip of the matrix as the GPU stores it: row r at (r / rg) * rgp + r % rg,
 // columns alike, zeros elsewhere.
@@ -58,14 +51,14 @@ std::unique_ptr<RoundedCheckpoint> fp8_reference(const Checkpoint& source, const
     float* v = const_cast<float*>(reinterpret_cast<const float*>(tensor.data));
     const int64_t rows = tensor.shape[0], cols = tensor.shape[1];
     const bool dense_mlp = name.find(".experts.") == std::string::npos;
-    if (g.fp8.attention && (ends_with(name, "self_attn.q_proj.weight") || ends_with(name, "self_attn.k_proj.weight") ||
-                            ends_with(name, "self_attn.v_proj.weight")))
+    if (g.fp8.attention && (name.ends_with("self_attn.q_proj.weight") || name.ends_with("self_attn.k_proj.weight") ||
+                            name.ends_with("self_attn.v_proj.weight")))
       fp8_round_trip_padded(v, rows, cols, hd, hdp, H, Hp);
-    else if (g.fp8.attention && ends_with(name, "self_attn.o_proj.weight"))
+    else if (g.fp8.attention && name.ends_with("self_attn.o_proj.weight"))
       fp8_round_trip_padded(v, rows, cols, H, Hp, hd, hdp);
-    else if (g.fp8.mlp && dense_mlp && (ends_with(name, "mlp.gate_proj.weight") || ends_with(name, "mlp.up_proj.weight")))
+    else if (g.fp8.mlp && dense_mlp && (name.ends_with("mlp.gate_proj.weight") || name.ends_with("mlp.up_proj.weight")))
       fp8_round_trip_padded(v, rows, cols, I, Ip, H, Hp);
-    else if (g.fp8.mlp && dense_mlp && ends_with(name, "mlp.down_proj.weight"))
+    else if (g.fp8.mlp && dense_mlp && name.ends_with("mlp.down_proj.weight"))
       fp8_round_trip_padded(v, rows, cols, H, Hp, I, Ip);
     else if (g.fp8.lm_head && name == "lm_head.weight")
       fp8_round_trip_padded(v, rows, cols, rows, rows, H, Hp);
@@ -159,17 +152,8 @@ TEST_P(GpuFp8TinyModel, PassAndStepsThroughTheFp8GemvMatchCpu) {
   SKIP_WITHOUT_GPU();
   Fp8Fixture& f = fixture(GetParam());
   auto model = gpu_model(f);
-  const size_t half = f.prompt.size() / 2;
-  const std::span<const int32_t> prompt(f.prompt);
   KvCache cache = f.cpu->new_cache();
-  std::vector<float> gpu_rows = model->forward_to_host(prompt.first(half));
-  std::vector<float> cpu_rows = f.cpu->forward(prompt.first(half), cache, /*all_rows=*/true);
-  for (size_t t = half; t < f.prompt.size(); ++t) {
-    const std::vector<float> gpu = model->forward_to_host(prompt.subspan(t, 1));
-    const std::vector<float> cpu = f.cpu->forward(prompt.subspan(t, 1), cache);
-    gpu_rows.insert(gpu_rows.end(), gpu.begin(), gpu.end());
-    cpu_rows.insert(cpu_rows.end(), cpu.begin(), cpu.end());
-  }
+  const auto [gpu_rows, cpu_rows] = pass_then_steps(*model, *f.cpu, cache, f.prompt, f.prompt.size() / 2);
   auto probe = gpu_model(f);
   probe->prefill_to_host(f.prompt, /*all_rows=*/true);
   const double error = expect_rows_within(gpu_rows, cpu_rows, f.vocab, kCpuBound, probe->prefill_router_margins(),
@@ -267,16 +251,8 @@ TEST(GpuFp8Checkpoint, AnFp8FileKeepsItsCodesOnTheGpuAndMatchesCpuOnIt) {
   const std::unique_ptr<Model> cpu = create_model(reference->checkpoint);
   std::vector<int32_t> prompt(40);
   for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = static_cast<int32_t>((i * 37 + 11) % 256);
-  const std::span<const int32_t> tokens(prompt);
   KvCache cache = cpu->new_cache();
-  std::vector<float> gpu_rows = model->forward_to_host(tokens.first(16));
-  std::vector<float> cpu_rows = cpu->forward(tokens.first(16), cache, /*all_rows=*/true);
-  for (size_t t = 16; t < prompt.size(); ++t) {
-    const std::vector<float> gpu = model->forward_to_host(tokens.subspan(t, 1));
-    const std::vector<float> c = cpu->forward(tokens.subspan(t, 1), cache);
-    gpu_rows.insert(gpu_rows.end(), gpu.begin(), gpu.end());
-    cpu_rows.insert(cpu_rows.end(), c.begin(), c.end());
-  }
+  const auto [gpu_rows, cpu_rows] = pass_then_steps(*model, *cpu, cache, prompt, 16);
   const double error = expect_rows_within(gpu_rows, cpu_rows, 256, kCpuBound, {}, kFlipMargin, 0, "FP8 file: GPU vs CPU");
   std::printf("[ llama-128 FP8 checkpoint ] 16-token pass + steps vs CPU on the file: %.3g\n", error);
 }

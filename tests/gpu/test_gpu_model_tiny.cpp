@@ -32,9 +32,7 @@ namespace {
 
 using namespace gpu_model_test;
 
-constexpr double kCpuBound = 5e-2, kTransformersBound = 8e-2;
-constexpr float kFlipMargin = 0.05f;
-constexpr int kMaxFlips = 4;
+constexpr double kTransformersBound = 8e-2;  // kCpuBound, kFlipMargin, kMaxFlips: test_gpu_model_util.h
 
 struct TinyFixture {
   Checkpoint checkpoint;
@@ -138,18 +136,9 @@ TEST_P(GpuTinyModel, TokenByTokenMatchesCpu) {
   SKIP_WITHOUT_GPU();
   TinyFixture& f = fixture(GetParam());
   auto model = gpu_model(f);
-  const size_t half = f.prompt.size() / 2;
-  const std::span<const int32_t> prompt(f.prompt);
   KvCache cache = f.cpu->new_cache();
   // 16 tokens in one gemv pass (the verify path), then single-token steps.
-  std::vector<float> gpu_rows = model->forward_to_host(prompt.first(half));
-  std::vector<float> cpu_rows = f.cpu->forward(prompt.first(half), cache, /*all_rows=*/true);
-  for (size_t t = half; t < f.prompt.size(); ++t) {
-    const std::vector<float> gpu = model->forward_to_host(prompt.subspan(t, 1));
-    const std::vector<float> cpu = f.cpu->forward(prompt.subspan(t, 1), cache);
-    gpu_rows.insert(gpu_rows.end(), gpu.begin(), gpu.end());
-    cpu_rows.insert(cpu_rows.end(), cpu.begin(), cpu.end());
-  }
+  const auto [gpu_rows, cpu_rows] = pass_then_steps(*model, *f.cpu, cache, f.prompt, f.prompt.size() / 2);
   const double worst = max_relative_error(gpu_rows, cpu_rows, f.vocab);
   std::printf("[ %s ] 16-token pass + single steps: vs CPU %.3g\n", GetParam().c_str(), worst);
   EXPECT_LE(worst, kCpuBound) << "per row: " << row_errors(gpu_rows, cpu_rows, f.vocab);

@@ -12,16 +12,25 @@
 #include <deque>
 #include <fstream>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
 
 #include "core/dtype.h"
+#include "gpu/gpu_model.h"
 #include "loader/checkpoint.h"
 #include "models/model.h"
 
 namespace tachyon::gpu_model_test {
+
+// The GPU model tests' bounds (test_gpu_model_tiny.cpp explains them): max |gpu - cpu| / max |cpu| per logit row
+// against the CPU on the same weights; a row over it is accepted only at a router near-tie (margin below
+// kFlipMargin, at most kMaxFlips rows: expect_rows_within).
+constexpr double kCpuBound = 5e-2;
+constexpr float kFlipMargin = 0.05f;
+constexpr int kMaxFlips = 4;
 
 // A checkpoint whose float tensors of two or more dimensions hold the bf16 rounding of the source's values (as
 // float32); vectors (norms, biases) and integer tensors (MXFP4 codes / scales) stay as they are, as on the GPU.
@@ -170,6 +179,23 @@ inline double max_abs_difference(const std::vector<float>& ours, const std::vect
   for (size_t i = 0; i < std::min(ours.size(), ref.size()); ++i)
     worst = std::isfinite(ours[i]) ? std::max(worst, static_cast<double>(std::fabs(ours[i] - ref[i]))) : INFINITY;
   return worst;
+}
+
+// Logit rows of the same tokens on the GPU and on the CPU: the first `first` tokens in one pass (the verify path),
+// then one token per step, each model continuing from its KV state (the CPU's in `cache`).
+struct PassAndSteps {
+  std::vector<float> gpu, cpu;
+};
+inline PassAndSteps pass_then_steps(gpu::GpuModel& gpu, Model& cpu, KvCache& cache, std::span<const int32_t> tokens,
+                                    size_t first) {
+  PassAndSteps rows{gpu.forward_to_host(tokens.first(first)), cpu.forward(tokens.first(first), cache, /*all_rows=*/true)};
+  for (size_t t = first; t < tokens.size(); ++t) {
+    const std::vector<float> g = gpu.forward_to_host(tokens.subspan(t, 1));
+    const std::vector<float> c = cpu.forward(tokens.subspan(t, 1), cache);
+    rows.gpu.insert(rows.gpu.end(), g.begin(), g.end());
+    rows.cpu.insert(rows.cpu.end(), c.begin(), c.end());
+  }
+  return rows;
 }
 
 }  // namespace tachyon::gpu_model_test
