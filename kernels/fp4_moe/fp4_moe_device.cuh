@@ -42,8 +42,8 @@ __device__ __forceinline__ float e8m0_to_float(uint32_t byte) {
 }
 
 __device__ __forceinline__ float2 e4m3x2_to_float2(uint32_t two_bytes) {
-  const __half2_raw raw = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(two_bytes), __NV_E4M3);
-  return __half22float2(__half2(raw));
+  const uint32_t pair = e4m3x2_to_f16x2(two_bytes);
+  return __half22float2(*reinterpret_cast<const __half2*>(&pair));
 }
 
 // Block scales of rows g and g + 8 of a tile in shared memory: [block] for each of the two rows.

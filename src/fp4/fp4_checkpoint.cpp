@@ -67,6 +67,10 @@ std::unique_ptr<DerivedCheckpoint> present_fp4_as_float(std::shared_ptr<const Ch
   return derived;
 }
 
+std::unique_ptr<DerivedCheckpoint> present_fp4_as_float(const Checkpoint& base) {
+  return present_fp4_as_float(std::make_shared<const Checkpoint>(base));
+}
+
 std::shared_ptr<const Checkpoint> shared_checkpoint(std::unique_ptr<DerivedCheckpoint> derived) {
   std::shared_ptr<DerivedCheckpoint> owner(std::move(derived));
   return std::shared_ptr<const Checkpoint>(owner, &owner->checkpoint());

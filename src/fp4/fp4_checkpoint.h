@@ -48,6 +48,8 @@ std::shared_ptr<const Checkpoint> shared_checkpoint(std::unique_ptr<DerivedCheck
 // Every FP4 and FP8 linear of `base` as float32 "X.weight" (its stored tensors dropped), everything else as it is.
 // quantization_config of kind modelopt / compressed-tensors / fp8 is removed from the presented config.
 std::unique_ptr<DerivedCheckpoint> present_fp4_as_float(std::shared_ptr<const Checkpoint> base);
+// The same over a copy of `base` (its tensors stay mapped through the copy): for the CLI's CPU models.
+std::unique_ptr<DerivedCheckpoint> present_fp4_as_float(const Checkpoint& base);
 // open_checkpoint(path) followed by present_fp4_as_float: what the CLI uses to read any checkpoint.
 std::unique_ptr<DerivedCheckpoint> open_fp4_checkpoint(const std::string& path);
 

@@ -8,10 +8,14 @@
 
 namespace tachyon::fp4 {
 
-void Fp8BlockMatrix::to_float(float* out) const {
+void dequantize_fp8_block(const uint8_t* codes, const float* scales, int64_t rows, int64_t cols, float* out) {
+  const int64_t b = Fp8BlockMatrix::kBlock, col_blocks = Fp8BlockMatrix::blocks(cols);
   for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) out[r * cols + c] = e4m3_to_float(codes[r * cols + c]) * scale_of(r, c);
+    for (int64_t c = 0; c < cols; ++c)
+      out[r * cols + c] = e4m3_to_float(codes[r * cols + c]) * scales[r / b * col_blocks + c / b];
 }
+
+void Fp8BlockMatrix::to_float(float* out) const { dequantize_fp8_block(codes.data(), scales.data(), rows, cols, out); }
 
 Fp8BlockMatrix quantize_fp8_block(const float* w, int64_t rows, int64_t cols, const std::string& what) {
   max_magnitude(w, rows * cols, what);  // rejects NaN / infinity with the tensor's name
@@ -36,12 +40,7 @@ Fp8BlockMatrix quantize_fp8_block(const float* w, int64_t rows, int64_t cols, co
 }
 
 void Fp8Linear::to_float(float* out) const {
-  const int64_t r = rows(), c = cols(), col_blocks = scale->shape[1];
-  const std::vector<float> scales = scale->to_float();
-  constexpr int64_t b = Fp8BlockMatrix::kBlock;
-  for (int64_t i = 0; i < r; ++i)
-    for (int64_t j = 0; j < c; ++j)
-      out[i * c + j] = e4m3_to_float(weight->data[i * c + j]) * scales[static_cast<size_t>(i / b * col_blocks + j / b)];
+  dequantize_fp8_block(weight->data, scale->to_float().data(), rows(), cols(), out);
 }
 
 std::vector<Fp8Linear> find_fp8_linears(const WeightStore& store) {
@@ -55,10 +54,10 @@ std::vector<Fp8Linear> find_fp8_linears(const WeightStore& store) {
            tensor.file, name, base);
     if (tensor.shape.size() != 2)
       fail("{}: tensor {} has shape {}; FP8 linears are 2-D", tensor.file, name, tensor.shape_string());
-    const int64_t rows = tensor.shape[0], cols = tensor.shape[1], b = Fp8BlockMatrix::kBlock;
-    if (scale->shape != std::vector<int64_t>{(rows + b - 1) / b, (cols + b - 1) / b})
+    const std::vector<int64_t> tiles = {Fp8BlockMatrix::blocks(tensor.shape[0]), Fp8BlockMatrix::blocks(tensor.shape[1])};
+    if (scale->shape != tiles)
       fail("{}: tensor {}.weight_scale_inv has shape {}; [{}, {}] 128 x 128 tiles of {} expected", scale->file, base,
-           scale->shape_string(), (rows + b - 1) / b, (cols + b - 1) / b, tensor.shape_string());
+           scale->shape_string(), tiles[0], tiles[1], tensor.shape_string());
     if (scale->dtype != DType::F32 && scale->dtype != DType::BF16)
       fail("{}: tensor {}.weight_scale_inv has dtype {}; F32 or BF16 expected", scale->file, base,
            dtype_name(scale->dtype));

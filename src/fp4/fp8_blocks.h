@@ -22,11 +22,16 @@ struct Fp8BlockMatrix {
   std::vector<uint8_t> codes;  // [rows, cols]
   std::vector<float> scales;   // [row_blocks(), col_blocks()]
 
-  int64_t row_blocks() const { return (rows + kBlock - 1) / kBlock; }
-  int64_t col_blocks() const { return (cols + kBlock - 1) / kBlock; }
+  static int64_t blocks(int64_t n) { return (n + kBlock - 1) / kBlock; }  // tiles along n rows or columns
+  int64_t row_blocks() const { return blocks(rows); }
+  int64_t col_blocks() const { return blocks(cols); }
   float scale_of(int64_t row, int64_t col) const { return scales[(row / kBlock) * col_blocks() + col / kBlock]; }
   void to_float(float* out) const;  // [rows, cols]
 };
+
+// out[r, c] = e4m3(codes[r, c]) * scales[r / 128, c / 128]: the one dequantization of both the in-memory matrix and a
+// checkpoint's tensors.
+void dequantize_fp8_block(const uint8_t* codes, const float* scales, int64_t rows, int64_t cols, float* out);
 
 // w: float32 [rows, cols], any shape (edge tiles are partial); NaN or infinity throws Error naming `what`.
 Fp8BlockMatrix quantize_fp8_block(const float* w, int64_t rows, int64_t cols, const std::string& what);

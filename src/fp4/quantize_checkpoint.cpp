@@ -238,11 +238,10 @@ std::vector<TensorRecord> write_quantized_checkpoint(const Checkpoint& source, c
   DType dtype_written = write.other_dtype;
   for (const auto& [name, tensor] : source.weights.all()) {
     if (chosen.count(name) && options.fp8_for(weight_role(name))) {  // codes, then the tiles' scales
-      const int64_t blocks = Fp8BlockMatrix::kBlock;
       planned.push_back({name, DType::F8_E4M3, tensor.shape});
       sources.push_back({name, 0});
       planned.push_back({module_of(name) + ".weight_scale_inv", DType::F32,
-                         {(tensor.shape[0] + blocks - 1) / blocks, (tensor.shape[1] + blocks - 1) / blocks}});
+                         {Fp8BlockMatrix::blocks(tensor.shape[0]), Fp8BlockMatrix::blocks(tensor.shape[1])}});
       sources.push_back({name, 1});
       continue;
     }

@@ -52,10 +52,13 @@ double mean_distinct_experts(const GpuModelConfig& c, const std::vector<std::vec
 StepBytes decode_step_bytes(const GpuModelConfig& c, double kv_length, double experts_per_layer) {
   StepBytes b;
   const double bf16 = 2, f32 = 4, H = c.hidden_padded;
+  // A dense matrix as stored: bf16, or FP8 codes + scales.
+  auto matrix_bytes = [](bool fp8, int64_t rows, int64_t cols) {
+    return fp8 ? fp8_matrix_bytes(rows, cols) : 2.0 * static_cast<double>(rows) * cols;
+  };
   for (int layer = 0; layer < c.layers; ++layer) {
-    b.attention += c.fp8.attention ? fp8_matrix_bytes(c.qkv_width(), c.hidden_padded) +
-                                         fp8_matrix_bytes(c.hidden_padded, c.q_width())
-                                   : bf16 * H * (c.qkv_width() + c.q_width());
+    b.attention += matrix_bytes(c.fp8.attention, c.qkv_width(), c.hidden_padded) +
+                   matrix_bytes(c.fp8.attention, c.hidden_padded, c.q_width());
     if (c.qkv_bias) b.attention += f32 * c.qkv_width();
     if (c.o_bias) b.attention += f32 * H;
     b.norms += f32 * 2 * H + (c.qk_norm ? f32 * 2 * c.head_dim_padded : 0);
@@ -65,9 +68,8 @@ StepBytes decode_step_bytes(const GpuModelConfig& c, double kv_length, double ex
       if (c.expert_biases)  // gpt-oss: float32 gate/up and down biases of each touched expert
         b.experts += experts_per_layer * f32 * (2.0 * c.moe_intermediate_padded + H);
     } else {
-      b.dense_mlp += c.fp8.mlp ? 2 * fp8_matrix_bytes(c.intermediate_padded, c.hidden_padded) +
-                                     fp8_matrix_bytes(c.hidden_padded, c.intermediate_padded)
-                               : bf16 * 3.0 * c.intermediate_padded * H;
+      b.dense_mlp += 2 * matrix_bytes(c.fp8.mlp, c.intermediate_padded, c.hidden_padded) +
+                     matrix_bytes(c.fp8.mlp, c.hidden_padded, c.intermediate_padded);
     }
     // Keys and values of every position the layer attends to (a sliding-window layer: at most its window).
     const double window = c.sliding_window(layer);
@@ -75,8 +77,7 @@ StepBytes decode_step_bytes(const GpuModelConfig& c, double kv_length, double ex
     if (c.attention_sinks) b.attention += f32 * c.heads;
   }
   b.norms += f32 * H;
-  b.lm_head = (c.fp8.lm_head ? fp8_matrix_bytes(c.vocab, c.hidden_padded) : bf16 * static_cast<double>(c.vocab) * H) +
-              bf16 * H;  // + the embedding row
+  b.lm_head = matrix_bytes(c.fp8.lm_head, c.vocab, c.hidden_padded) + bf16 * H;  // + the embedding row
   return b;
 }
 

@@ -22,6 +22,12 @@
 
 namespace tachyon::gpu {
 
+// The `--fp8` option's help text (bench, generate, serve).
+inline constexpr const char* kFp8OptionHelp =
+    "Dense weights held as block-scaled FP8 on the GPU (e4m3, a float scale per 128 x 128 tile) for decode and "
+    "verify: any of attention, mlp, lm_head, comma-separated; quantized at load (docs/fp4.md). The lm_head costs "
+    "the most quality (docs/fp4-quality.md)";
+
 // "attention,mlp,lm_head" (any subset, comma-separated; "none" or "" for none). Error naming `what` otherwise.
 Fp8Weights parse_fp8_weights(std::string_view list, const std::string& what);
 std::string fp8_weights_name(const Fp8Weights& fp8);  // "attention,lm_head", or "none"

@@ -81,7 +81,6 @@ std::unique_ptr<GpuModel> GpuModel::load(const Checkpoint& checkpoint, const Gpu
   set_fp8_weights(config, options.fp8, checkpoint.path);
   std::unique_ptr<GpuModel> model(new GpuModel(std::move(config), options));
   model->weights_ = upload_checkpoint_weights(checkpoint, model->config_, options.progress);
-  make_fp8_weights(model->weights_, model->config_);
   model->allocate_runtime();
   return model;
 }
@@ -96,7 +95,6 @@ std::unique_ptr<GpuModel> GpuModel::random(const nlohmann::json& config_json, co
   set_fp8_weights(config, options.fp8, source);
   std::unique_ptr<GpuModel> model(new GpuModel(std::move(config), options));
   model->weights_ = random_device_weights(model->config_, seed);
-  make_fp8_weights(model->weights_, model->config_);
   model->allocate_runtime();
   return model;
 }

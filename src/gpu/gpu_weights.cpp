@@ -18,6 +18,7 @@
 #include "fp4/fp8_blocks.h"
 #include "fp4_moe/fp4_tiles.h"
 #include "gpu/fp4_experts.h"
+#include "gpu/fp8_weights.h"
 #include "gpu/gpt_oss_experts.h"
 #include "model_runtime/model_runtime.h"
 
@@ -236,6 +237,7 @@ GpuWeights build_weights(const GpuModelConfig& c, WeightSink& sink) {
     }
     sink.layer_done(i, c.layers);
   }
+  make_fp8_weights(w, c);  // config.fp8's copies, from the bf16 matrices just filled
   return w;
 }
 

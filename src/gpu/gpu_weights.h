@@ -1,7 +1,7 @@
 // The model's weights in GPU memory, as the decode kernels read them: matrices bf16 row-major [out, in],
 // norms and biases float32. Two sources: a checkpoint (any dtype the loader reads, dequantized on the host with
 // TensorView::to_float, rounded to bf16, uploaded) or seeded random values generated on the GPU (benchmarks of
-// real shapes with no checkpoint and no host memory).
+// real shapes with no checkpoint and no host memory). Then the FP8 copies config.fp8 asks for (fp8_weights.h).
 //
 // Layout choices (all so that one kernel launch reads what one product needs):
 // - q, k and v projections are one matrix [q_width + 2 kv_width, hidden] (one gemv; the attention prologue

@@ -21,13 +21,13 @@
 
 #include "commands.h"
 #include "core/error.h"
+#include "gpu/fp8_weights.h"
 #include "gpu/gpu_config.h"
 #include "loader/json_file.h"
 #include "spec/block_size_policy.h"
 #ifdef TACHYON_HAS_CUDA
 #include "gpu/decode_bench.h"
 #include "gpu/fp4_experts.h"
-#include "gpu/fp8_weights.h"
 #include "gpu/gpu_spec_decoder.h"
 #include "gpu/spec_bench.h"
 #include "spec/random_drafter.h"
@@ -40,7 +40,7 @@ namespace tachyon::cli {
 namespace {
 
 struct BenchOptions {
-  std::string model_path, random_weights, prefill = "1024,8192", label, json_file, experts, fp8;
+  std::string model_path, random_weights, prefill = "1024,8192", label, json_file, experts, fp8 = "none";
   std::string verify_sweep, drafter_config, tau = "6.4,8";
   std::string draft_path, prompts = "prompts/chat.jsonl,prompts/code.jsonl,prompts/math.jsonl";
   int max_tokens = 128, block_size = 0, prompt_limit = 0;
@@ -391,10 +391,7 @@ Runner add_bench_command(CLI::App& app) {
                   "Routed experts on the GPU: bf16, or nvfp4 / mxfp4 (FP4 kernels; a checkpoint's experts are "
                   "quantized at load). Default: as stored (mxfp4 for gpt-oss MXFP4 checkpoints and gpt-oss random "
                   "weights, else bf16)");
-  cmd->add_option("--fp8", options->fp8,
-                  "Dense weights held as block-scaled FP8 (e4m3, a scale per 128 x 128 tile) for decode and verify: "
-                  "any of attention, mlp, lm_head, comma-separated (quantized at load; quality: docs/fp4-quality.md)")
-      ->default_str("none");
+  cmd->add_option("--fp8", options->fp8, gpu::kFp8OptionHelp)->capture_default_str();
   cmd->add_option("--verify-sweep", options->verify_sweep,
                   "Block sizes (1..16, comma-separated) at which to time one verify pass of b tokens at --context, "
                   "with distinct experts per MoE layer and a projected DFlash tokens/s (docs/dflash.md)");

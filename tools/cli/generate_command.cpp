@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/parallel.h"
 #include "fp4/fp4_checkpoint.h"
+#include "gpu/fp8_weights.h"
 #include "loader/checkpoint.h"
 #include "models/model.h"
 #include "runtime/generate.h"
@@ -16,7 +17,6 @@
 #include "tokenizer/tokenizer.h"
 #ifdef TACHYON_HAS_CUDA
 #include "gpu/gpu_generate.h"
-#include "gpu/fp8_weights.h"
 #include "gpu/gpu_spec_decoder.h"
 #endif
 
@@ -94,7 +94,7 @@ int run_generate(const GenerateOptions& o) {
   // The CPU models read FP4 / FP8 linears dequantized (fp4_checkpoint.h); the GPU loader reads them itself.
   std::unique_ptr<fp4::DerivedCheckpoint> presented;
   auto cpu_checkpoint = [&]() -> const Checkpoint& {
-    presented = fp4::present_fp4_as_float(std::make_shared<const Checkpoint>(checkpoint));
+    presented = fp4::present_fp4_as_float(checkpoint);
     return presented->checkpoint();
   };
   Tokenizer tokenizer = Tokenizer::from_checkpoint(checkpoint);
@@ -192,9 +192,7 @@ Runner add_generate_command(CLI::App& app) {
   cmd->add_option("--stats-json", options->stats_json,
                   "Append one JSON line (timing, generated ids, DFlash round statistics) to this file");
   cmd->add_option("--device", options->device, "cpu or cuda")->capture_default_str();
-  cmd->add_option("--fp8", options->fp8,
-                  "Dense weights held as block-scaled FP8 on the GPU (e4m3, a scale per 128 x 128 tile): any of attention, mlp, lm_head, comma-separated (quantized at load; docs/fp4.md)")
-      ->capture_default_str();
+  cmd->add_option("--fp8", options->fp8, gpu::kFp8OptionHelp)->capture_default_str();
   cmd->add_option("-t,--threads", options->threads, "CPU threads (default: all cores)");
   cmd->add_option("--draft", options->draft_path,
                   "DFlash drafter directory (z-lab layout): speculative decoding, same output distribution (CPU or "

@@ -43,7 +43,8 @@ const std::vector<std::string> kDefaultCalibrationFiles = {"/usr/lib/python3.11/
 std::optional<fp4::Fp4Format> parse_optional_format(const std::string& text, const char* option) {
   if (text == "none") return std::nullopt;
   fp4::Fp4Format format;
-  if (!fp4::parse_format(text, &format)) fail("{} {}: expected mxfp4, nvfp4 or none", option, text);
+  if (!fp4::parse_format(text, &format))
+    fail("{} {}: expected mxfp4, nvfp4{} or none", option, text, std::string_view(option) == "--mlp" ? ", fp8" : "");
   return format;
 }
 

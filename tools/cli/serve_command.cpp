@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "core/parallel.h"
 #include "fp4/fp4_checkpoint.h"
+#include "gpu/fp8_weights.h"
 #include "loader/checkpoint.h"
 #include "models/model.h"
 #include "runtime/batching_engine.h"
@@ -23,7 +24,6 @@
 #ifdef TACHYON_HAS_CUDA
 #include "gpu/gpu_config.h"
 #include "gpu/gpu_model.h"
-#include "gpu/fp8_weights.h"
 #include "gpu/gpu_spec_decoder.h"
 #include "runtime/gpu_model_runner.h"
 #endif
@@ -106,7 +106,7 @@ int run_serve(ServeOptions& o) {
   // The CPU models read FP4 / FP8 linears dequantized (fp4_checkpoint.h); the GPU loader reads them itself.
   std::unique_ptr<fp4::DerivedCheckpoint> presented;
   auto cpu_checkpoint = [&]() -> const Checkpoint& {
-    presented = fp4::present_fp4_as_float(std::make_shared<const Checkpoint>(checkpoint));
+    presented = fp4::present_fp4_as_float(checkpoint);
     return presented->checkpoint();
   };
   const std::filesystem::path folder(o.model_path);
@@ -219,9 +219,7 @@ Runner add_serve_command(CLI::App& app) {
   cmd->add_option("--request-timeout", o->server.request_timeout_seconds, "Seconds a request may take, from arrival")
       ->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--device", o->device, "cpu or cuda")->capture_default_str();
-  cmd->add_option("--fp8", o->fp8,
-                  "Dense weights held as block-scaled FP8 on the GPU (e4m3, a scale per 128 x 128 tile): any of attention, mlp, lm_head, comma-separated (quantized at load; docs/fp4.md)")
-      ->capture_default_str();
+  cmd->add_option("--fp8", o->fp8, gpu::kFp8OptionHelp)->capture_default_str();
   cmd->add_option("--random-weights", o->random_weights,
                   "GPU only: random weights of a shape (a config.json, a directory with one, or smollm2-135m / "
                   "qwen3-30b-a3b); -m then gives only the tokenizer (a model, or a folder with tokenizer.json)");
