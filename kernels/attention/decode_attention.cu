@@ -27,6 +27,7 @@
 #include "common/launch.cuh"
 #include "cuda/cuda_check.h"
 #include "cuda/stream.h"
+#include "rope/rope_device.cuh"
 
 namespace tachyon::kernels {
 
@@ -49,6 +50,9 @@ struct AttentionKernelArgs {
   float* partial_out;  // [n_splits, n_tokens, n_heads, head_dim]
   float* partial_max;  // [n_splits, n_tokens, n_heads] (log2 units)
   float* partial_sum;
+  // fused: the block does qk_norm_rope_kv_append's work for its rows and its split (decode_attention.h).
+  bool fused_prologue;
+  AttentionPrologue prologue;
 };
 
 struct SplitPlan {
@@ -70,12 +74,114 @@ SplitPlan plan_splits(const AttentionParams& params, const PagedKvCache& cache, 
   return plan;
 }
 
+// Staged rows of the fused prologue: the block's query rows (at most kRowsPerBlock), then a key and a value row
+// per new token of its split (at most 2 x 16).
+constexpr int kMaxStagedRows = kRowsPerBlock + 2 * 16;
+
+template <int D>
+__device__ __forceinline__ void load_prologue_constants(const AttentionPrologue& pro, int lane,
+                                                        float (&q_weight)[D / 32], float (&k_weight)[D / 32],
+                                                        float (&freq)[4]) {
+#pragma unroll
+  for (int r = 0; r < D / 32; ++r) {
+    q_weight[r] = pro.q_norm_weight ? pro.q_norm_weight[lane + 32 * r] : 0.f;
+    k_weight[r] = pro.k_norm_weight ? pro.k_norm_weight[lane + 32 * r] : 0.f;
+  }
+  if (pro.rope.inv_freq) load_rope_frequencies(pro.rope.inv_freq, pro.rope.rotary_dim, lane, freq);
+}
+
+// qk_norm_rope_kv_append's arithmetic for one head staged in shared memory, in the same order (kv_cache.cu), so
+// that the fused pass is bit-identical to the two launches.
+template <int D>
+__device__ __forceinline__ void norm_and_rotate_head(float* head, const float* norm_weight_source,
+                                                     const float (&weight)[D / 32], float eps, bool rotate,
+                                                     const RopeTable& rope, int position, const float (&freq)[4],
+                                                     int lane) {
+  if (norm_weight_source) {
+    float sum = 0;
+#pragma unroll
+    for (int r = 0; r < D / 32; ++r) sum += head[lane + 32 * r] * head[lane + 32 * r];
+    sum = warp_sum(sum);
+    const float inv = 1.0f / sqrtf(sum / static_cast<float>(D) + eps);
+#pragma unroll
+    for (int r = 0; r < D / 32; ++r) head[lane + 32 * r] = weight[r] * (head[lane + 32 * r] * inv);
+    __syncwarp();
+  }
+  if (rotate) {
+    rotate_head_in_shared(head, rope.rotary_dim, position, freq, rope.attention_factor, rope.interleaved, lane);
+    __syncwarp();
+  }
+}
+
+// The fused prologue of one attention block (decode_attention.h). Rows [row0, row0 + kRowsPerBlock) of the
+// sequence's (token, query head) rows are staged raw, then normalized and rotated a warp per row; the keys and
+// values of the pass's tokens whose positions fall in [split_first, split_end) are staged, processed and written
+// to the cache. Every row block of a split writes the same bytes for its own reads. Returns the staged q rows.
+template <int D>
+__device__ const float* run_fused_prologue(const AttentionKernelArgs& args, float* stage, int row0, int q_begin,
+                                           int n_q, int seq_len, int kv_head, int split_first, int split_end,
+                                           const float (&q_weight)[D / 32], const float (&k_weight)[D / 32],
+                                           const float (&freq)[4]) {
+  const AttentionPrologue& pro = args.prologue;
+  const int group = args.group, warp = threadIdx.x / 32, lane = threadIdx.x & 31, warps = blockDim.x / 32;
+  const int q_rows = max(0, min(kRowsPerBlock, n_q * group - row0));
+  // The pass's tokens sit at positions seq_len - n_q .. seq_len - 1 (AttentionBatch): those of this split.
+  const int first_position = seq_len - n_q;
+  const int kv_first = max(0, split_first - first_position), kv_end = max(kv_first, min(n_q, split_end - first_position));
+  const int kv_rows = 2 * (kv_end - kv_first);
+  constexpr int kVectors = D / 4;
+  for (int i = threadIdx.x; i < (q_rows + kv_rows) * kVectors; i += blockDim.x) {
+    const int staged_row = i / kVectors, column = 4 * (i % kVectors);
+    const float* src;
+    if (staged_row < q_rows) {
+      const int r = row0 + staged_row;
+      src = args.params.q + static_cast<int64_t>(q_begin + r / group) * args.params.q_stride +
+            (kv_head * group + r % group) * D;
+    } else {
+      const int kv = staged_row - q_rows, token = q_begin + kv_first + kv / 2;
+      src = kv % 2 == 0 ? pro.k + static_cast<int64_t>(token) * pro.k_stride + kv_head * D
+                        : pro.v + static_cast<int64_t>(token) * pro.v_stride + kv_head * D;
+    }
+    *reinterpret_cast<float4*>(stage + staged_row * D + column) = *reinterpret_cast<const float4*>(src + column);
+  }
+  __syncthreads();
+  const bool rope = pro.rope.inv_freq != nullptr;
+  for (int job = warp; job < q_rows + kv_rows; job += warps) {
+    float* head = stage + job * D;
+    if (job < q_rows) {
+      const int position = args.batch.positions[q_begin + (row0 + job) / group];
+      norm_and_rotate_head<D>(head, pro.q_norm_weight, q_weight, pro.norm_eps, rope, pro.rope, position, freq, lane);
+      continue;
+    }
+    const int kv = job - q_rows, token = q_begin + kv_first + kv / 2;
+    const bool is_key = kv % 2 == 0;
+    const int position = args.batch.positions[token];
+    const PagedKvCache& cache = args.cache;
+    const int page = cache.block_table[static_cast<int64_t>(blockIdx.z) * cache.max_pages_per_seq +
+                                       position / cache.page_size];
+    __nv_bfloat16* row = (is_key ? cache.k_pages : cache.v_pages) +
+                         ((static_cast<int64_t>(page) * cache.page_size + position % cache.page_size) *
+                              cache.n_kv_heads + kv_head) * D;
+    if (is_key)
+      norm_and_rotate_head<D>(head, pro.k_norm_weight, k_weight, pro.norm_eps, rope, pro.rope, position, freq, lane);
+#pragma unroll
+    for (int r = 0; r < D / 32; ++r) row[lane + 32 * r] = __float2bfloat16_rn(head[lane + 32 * r]);
+  }
+  __syncthreads();  // the q rows are ready, and the cache writes precede this block's tile reads (bar.sync orders them)
+  return stage;
+}
+
 template <int D>
 __global__ void __launch_bounds__(32 * kMaxWarps) decode_attention_kernel(AttentionKernelArgs args) {
   constexpr int kRowPad = D + 8;  // +16 bytes per shared row: conflict-free ldmatrix
   constexpr int kTileElems = kKeyTile * kRowPad;
   constexpr int kChunksPerRow = D / 8;  // 16-byte pieces per key row
   extern __shared__ __align__(16) __nv_bfloat16 tiles[];  // [stage][K, V][kKeyTile][kRowPad]
+
+  // The fused prologue's norm weights and RoPE frequencies are constant: read before the wait.
+  const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+  float q_norm_weight[D / 32], k_norm_weight[D / 32], freq[4];
+  if (args.fused_prologue) load_prologue_constants<D>(args.prologue, lane, q_norm_weight, k_norm_weight, freq);
 
   wait_for_previous_kernel();  // launched programmatically: q, the K/V pages and the batch come from earlier work
   allow_next_kernel_to_start();
@@ -87,13 +193,23 @@ __global__ void __launch_bounds__(32 * kMaxWarps) decode_attention_kernel(Attent
   const int n_q = batch.query_start[sequence + 1] - q_begin;
   const int seq_len = batch.seq_lens[sequence];
   const int group = args.group, rows = n_q * group;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const int g = lane >> 2, t = lane & 3;
   const int window = prm.sliding_window;
 
   int key_begin = split * args.split_size;
   const int key_end = min(seq_len, key_begin + args.split_size);
   if (window > 0 && n_q > 0) key_begin = max(key_begin, batch.positions[q_begin] - window + 1);
   const int n_tiles = key_end > key_begin ? (key_end - key_begin + kKeyTile - 1) / kKeyTile : 0;
+
+  // Fused prologue: this block's query rows, normalized and rotated, staged in shared memory (the tile buffers,
+  // not yet in use); the pass's keys and values that fall in this split written to the cache before any tile is read.
+  const float* staged_q = nullptr;
+  if (args.fused_prologue) {
+    const int split_first = split * args.split_size;
+    staged_q = run_fused_prologue<D>(args, reinterpret_cast<float*>(tiles), row_block * kRowsPerBlock, q_begin, n_q,
+                                     seq_len, kv_head, split_first, min(seq_len, split_first + args.split_size),
+                                     q_norm_weight, k_norm_weight, freq);
+  }
 
   // This lane's two rows (g and g + 8 of the warp's 16).
   // row_last_key: the last key a row may see: its position when causal, else (bidirectional) the window's far
@@ -110,7 +226,9 @@ __global__ void __launch_bounds__(32 * kMaxWarps) decode_attention_kernel(Attent
     row_position[h] = valid ? batch.positions[row_token[h]] : -1;  // -1: sees no key
     row_last_key[h] = !valid || prm.causal ? row_position[h]
                                            : (window > 0 ? row_position[h] + window - 1 : 0x7fffffff);
-    const float* q_row = valid ? prm.q + static_cast<int64_t>(row_token[h]) * prm.q_stride + row_head[h] * D : nullptr;
+    const float* q_row = !valid   ? nullptr
+                         : staged_q ? staged_q + static_cast<int64_t>(warp * 16 + g + 8 * h) * D
+                                    : prm.q + static_cast<int64_t>(row_token[h]) * prm.q_stride + row_head[h] * D;
 #pragma unroll
     for (int s = 0; s < D / 16; ++s) {
 #pragma unroll
@@ -122,6 +240,7 @@ __global__ void __launch_bounds__(32 * kMaxWarps) decode_attention_kernel(Attent
     }
   }
 
+  if (staged_q) __syncthreads();  // every warp holds its q fragments before the first tile overwrites the stage
   const bool warp_has_rows = row_block * kRowsPerBlock + warp * 16 < rows;
   float o[D / 8][4];
 #pragma unroll
@@ -336,10 +455,11 @@ __global__ void attention_combine_kernel(AttentionKernelArgs args) {
 
 template <int D>
 void launch_attention(const AttentionKernelArgs& args, cudaStream_t stream) {
-  constexpr int kSharedBytes = 2 * 2 * kKeyTile * (D + 8) * 2;
+  constexpr int kTileBytes = 2 * 2 * kKeyTile * (D + 8) * 2;
+  constexpr int kFusedBytes = std::max(kTileBytes, kMaxStagedRows * D * 4);  // the prologue's stage reuses the tiles
   static const bool configured = [] {
     TACHYON_CUDA_CHECK(cudaFuncSetAttribute(decode_attention_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            kSharedBytes));
+                                            kFusedBytes));
     // Keep the L1/shared split fixed at "max shared" for the big-shared-memory kernels (gemv too), so that
     // alternating with them does not reconfigure the SMs between kernels.
     TACHYON_CUDA_CHECK(cudaFuncSetAttribute(decode_attention_kernel<D>, cudaFuncAttributePreferredSharedMemoryCarveout,
@@ -350,8 +470,8 @@ void launch_attention(const AttentionKernelArgs& args, cudaStream_t stream) {
   // At least 4 warps: with one warp (a single decode token, GQA group <= 16) the tile loads issue too slowly.
   const int warps = std::clamp((args.batch.max_query_tokens * args.group + 15) / 16, 4, kMaxWarps);
   const dim3 grid(args.n_splits * args.row_blocks, args.cache.n_kv_heads, args.batch.n_sequences);
-  launch_programmatic("decode_attention_kernel", decode_attention_kernel<D>, grid, dim3(32 * warps), kSharedBytes,
-                      stream, args);
+  launch_programmatic("decode_attention_kernel", decode_attention_kernel<D>, grid, dim3(32 * warps),
+                      args.fused_prologue ? kFusedBytes : kTileBytes, stream, args);
   if (args.n_splits > 1) {
     const int rows = args.batch.n_tokens * args.params.n_heads;  // 4 warps = 4 rows per block
     launch_programmatic("attention_combine_kernel", attention_combine_kernel<D>, dim3((rows + 3) / 4), dim3(128), 0,
@@ -371,8 +491,17 @@ size_t decode_attention_workspace_bytes(const AttentionParams& params, const Pag
 }
 
 void decode_attention(const AttentionParams& params, const PagedKvCache& cache, const AttentionBatch& batch,
-                      void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+                      void* workspace, size_t workspace_bytes, cudaStream_t stream, const AttentionPrologue* prologue) {
   const char* name = "decode_attention";
+  if (prologue) {
+    TACHYON_REQUIRE(prologue->q == params.q && prologue->q_stride == params.q_stride &&
+                        prologue->n_heads == params.n_heads, name, "the prologue's q must be params.q");
+    TACHYON_REQUIRE(prologue->k && prologue->v && prologue->k_stride % 4 == 0 && prologue->v_stride % 4 == 0 &&
+                        params.q_stride % 4 == 0, name, "the fused prologue reads q, k and v rows as float4");
+    TACHYON_REQUIRE(!prologue->rope.inv_freq || (prologue->rope.rotary_dim > 0 && prologue->rope.rotary_dim % 2 == 0 &&
+                                                 prologue->rope.rotary_dim <= cache.head_dim),
+                    name, "rotary_dim must be even and in 2..head_dim");
+  }
   TACHYON_REQUIRE(cache.head_dim == 64 || cache.head_dim == 128, name, "head_dim must be 64 or 128");
   TACHYON_REQUIRE(cache.n_kv_heads > 0 && params.n_heads % cache.n_kv_heads == 0, name,
                   "n_heads must be a multiple of n_kv_heads");
@@ -388,6 +517,8 @@ void decode_attention(const AttentionParams& params, const PagedKvCache& cache, 
   args.split_size = plan.split_size;
   args.n_splits = plan.n_splits;
   args.row_blocks = plan.row_blocks;
+  args.fused_prologue = prologue != nullptr;
+  if (prologue) args.prologue = *prologue;
   if (plan.n_splits > 1) {
     const size_t needed = decode_attention_workspace_bytes(params, cache, batch);
     TACHYON_REQUIRE(workspace != nullptr && workspace_bytes >= needed, name,

@@ -5,6 +5,7 @@
 // rotate over copies larger than L2 so that the weights really come from HBM. Prints one markdown row per case:
 //   | kernel | shape | tokens | variant | us | GB/s | % of stream read |
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <functional>
@@ -153,16 +154,22 @@ void bench_attention() {
     std::vector<int> table(pages);
     for (int i = 0; i < pages; ++i) table[i] = i;
     DeviceBuffer<int> table_dev(table);
+    std::vector<float> inv_freq_host(head_dim / 2);
+    for (int i = 0; i < head_dim / 2; ++i) inv_freq_host[i] = std::pow(1e6f, -2.0f * i / head_dim);
+    DeviceBuffer<float> inv_freq(inv_freq_host), norm_weight(head_dim);
+    fill_random(norm_weight, 0.5f, 1.5f, 12);
     for (int n : {1, 4, 16}) {
       std::vector<int> query_start = {0, n}, seq_lens = {len}, positions, token_sequence;
       for (int i = 0; i < n; ++i) positions.push_back(len - n + i), token_sequence.push_back(0);
       DeviceBuffer<int> qs(query_start), sl(seq_lens), pos(positions), ts(token_sequence);
-      DeviceBuffer<float> q(static_cast<size_t>(n) * n_heads * head_dim), out(q.size());
-      fill_random(q, -1, 1, 6);
+      // q, k, v as the fused QKV projection lays them out (the prologue variants read k and v from it).
+      const int q_width = n_heads * head_dim, qkv_width = q_width + 2 * n_kv * head_dim;
+      DeviceBuffer<float> qkv(static_cast<size_t>(n) * qkv_width), out(static_cast<size_t>(n) * q_width);
+      fill_random(qkv, -1, 1, 6);
       kernels::AttentionBatch batch{1, n, qs.data(), sl.data(), pos.data(), ts.data(), len, n};
       kernels::AttentionParams params;
-      params.q = q.data();
-      params.q_stride = n_heads * head_dim;
+      params.q = qkv.data();
+      params.q_stride = qkv_width;
       params.out = out.data();
       params.out_stride = n_heads * head_dim;
       params.n_heads = n_heads;
@@ -170,13 +177,32 @@ void bench_attention() {
       kernels::PagedKvCache cache{nullptr, nullptr, table_dev.data(), pages, page, n_kv, head_dim};
       const size_t workspace_bytes = kernels::decode_attention_workspace_bytes(params, cache, batch);
       DeviceBuffer<uint8_t> workspace(std::max<size_t>(workspace_bytes, 16));
-      const double us = graph_time_us([&](int i, cudaStream_t s) {
-        kernels::PagedKvCache layer = cache;
-        layer.k_pages = reinterpret_cast<__nv_bfloat16*>(k.data()) + (i % layers) * layer_elems;
-        layer.v_pages = reinterpret_cast<__nv_bfloat16*>(v.data()) + (i % layers) * layer_elems;
-        kernels::decode_attention(params, layer, batch, workspace.data(), workspace_bytes, s);
-      }, 40);
-      row("decode_attention", "32/4x128 len " + std::to_string(len), n, "paged 64", us, 2.0 * 2 * len * n_kv * head_dim);
+      // Qwen3's prologue: per-head q/k RMSNorm and RoPE, then the K/V append (two launches, or fused).
+      kernels::AttentionPrologue prologue;
+      prologue.q = qkv.data();
+      prologue.q_stride = qkv_width;
+      prologue.n_heads = n_heads;
+      prologue.k = qkv.data() + q_width;
+      prologue.k_stride = qkv_width;
+      prologue.v = qkv.data() + q_width + n_kv * head_dim;
+      prologue.v_stride = qkv_width;
+      prologue.q_norm_weight = norm_weight.data();
+      prologue.k_norm_weight = norm_weight.data();
+      prologue.rope = kernels::RopeTable{inv_freq.data(), head_dim, 1.0f, false};
+      const std::string shape = "32/4x128 len " + std::to_string(len);
+      const double bytes = 2.0 * 2 * len * n_kv * head_dim;
+      for (int variant = 0; variant < 3; ++variant) {
+        const double us = graph_time_us([&](int i, cudaStream_t s) {
+          kernels::PagedKvCache layer = cache;
+          layer.k_pages = reinterpret_cast<__nv_bfloat16*>(k.data()) + (i % layers) * layer_elems;
+          layer.v_pages = reinterpret_cast<__nv_bfloat16*>(v.data()) + (i % layers) * layer_elems;
+          if (variant == 1) kernels::qk_norm_rope_kv_append(prologue, layer, batch, s);
+          kernels::decode_attention(params, layer, batch, workspace.data(), workspace_bytes, s,
+                                    variant == 2 ? &prologue : nullptr);
+        }, 40);
+        const char* name = variant == 0 ? "paged 64" : (variant == 1 ? "+ prologue (2 launches)" : "+ prologue fused");
+        row("decode_attention", shape, n, name, us, bytes);
+      }
     }
   }
 }

@@ -2,7 +2,6 @@
 #pragma once
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <string>
 #include <vector>
 
@@ -47,15 +46,6 @@ inline GatedReference gated_reference(const std::vector<float>& gate, const std:
   for (size_t i = 0; i < r.bound.size(); ++i)
     r.bound[i] = 1.1f * bg[i] * std::fabs(u[i]) + bu[i] * std::fabs(silu(g[i])) + 1e-5f;
   return r;
-}
-
-inline void expect_same_bits(const std::vector<float>& got, const std::vector<float>& want, const std::string& what) {
-  ASSERT_EQ(got.size(), want.size()) << what;
-  size_t differ = 0, first = 0;
-  for (size_t i = 0; i < got.size(); ++i)
-    if (std::memcmp(&got[i], &want[i], sizeof(float)) != 0 && differ++ == 0) first = i;
-  EXPECT_EQ(differ, 0u) << what << ": " << differ << " of " << got.size() << " differ, first at " << first << " ("
-                        << got[first] << " vs " << want[first] << ")";
 }
 
 }  // namespace tachyon::gpu_test

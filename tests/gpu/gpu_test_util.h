@@ -96,6 +96,17 @@ inline void expect_within(const std::vector<float>& got, const std::vector<float
   EXPECT_EQ(failures, 0u) << what << ": " << failures << " of " << got.size() << " elements outside the bound; worst ["
                           << worst << "] got " << got[worst] << " want " << want[worst] << " bound " << bound[worst];
 }
+
+// Bit-for-bit equality (a fused kernel against the launches it replaces).
+inline void expect_same_bits(const std::vector<float>& got, const std::vector<float>& want, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  size_t differ = 0, first = 0;
+  for (size_t i = 0; i < got.size(); ++i)
+    if (std::memcmp(&got[i], &want[i], sizeof(float)) != 0 && differ++ == 0) first = i;
+  EXPECT_EQ(differ, 0u) << what << ": " << differ << " of " << got.size() << " differ, first at " << first << " ("
+                        << got[first] << " vs " << want[first] << ")";
+}
+
 inline void expect_within(const std::vector<float>& got, const std::vector<float>& want, float relative, float absolute,
                           const std::string& what) {
   std::vector<float> bound(want.size());
