@@ -74,30 +74,33 @@ SplitPlan plan_splits(const AttentionParams& params, const PagedKvCache& cache, 
   return plan;
 }
 
-// Staged rows of the fused prologue: the block's query rows (at most kRowsPerBlock), then a key and a value row
-// per new token of its split (at most 2 x 16).
-constexpr int kMaxStagedRows = kRowsPerBlock + 2 * 16;
+// The fused prologue's shared memory, in the tile buffers before any tile is loaded: the staged rows (the block's
+// query rows, at most kRowsPerBlock, then a key and a value row per new token of its split, at most 2 x 16), the
+// RoPE table of the pass's tokens (cos, sin per pair: rotary_dim / 2 <= D / 2), their positions and cache pages.
+constexpr int kMaxPassTokens = 16;
+constexpr int kMaxStagedRows = kRowsPerBlock + 2 * kMaxPassTokens;
+template <int D>
+constexpr int fused_prologue_bytes() {
+  return (kMaxStagedRows * D + kMaxPassTokens * D) * 4 + 2 * kMaxPassTokens * 4;
+}
 
 template <int D>
-__device__ __forceinline__ void load_prologue_constants(const AttentionPrologue& pro, int lane,
-                                                        float (&q_weight)[D / 32], float (&k_weight)[D / 32],
-                                                        float (&freq)[4]) {
+__device__ __forceinline__ void load_norm_weights(const AttentionPrologue& pro, int lane, float (&q_weight)[D / 32],
+                                                  float (&k_weight)[D / 32]) {
 #pragma unroll
   for (int r = 0; r < D / 32; ++r) {
     q_weight[r] = pro.q_norm_weight ? pro.q_norm_weight[lane + 32 * r] : 0.f;
     k_weight[r] = pro.k_norm_weight ? pro.k_norm_weight[lane + 32 * r] : 0.f;
   }
-  if (pro.rope.inv_freq) load_rope_frequencies(pro.rope.inv_freq, pro.rope.rotary_dim, lane, freq);
 }
 
-// qk_norm_rope_kv_append's arithmetic for one head staged in shared memory, in the same order (kv_cache.cu), so
-// that the fused pass is bit-identical to the two launches.
+// qk_norm_rope_kv_append's arithmetic for one head staged in shared memory (one warp), in the same order
+// (kv_cache.cu, rope_device.cuh), so that the fused pass is bit-identical to the two launches. rope_table: this
+// token's (cos, sin) pairs, or nullptr.
 template <int D>
-__device__ __forceinline__ void norm_and_rotate_head(float* head, const float* norm_weight_source,
-                                                     const float (&weight)[D / 32], float eps, bool rotate,
-                                                     const RopeTable& rope, int position, const float (&freq)[4],
-                                                     int lane) {
-  if (norm_weight_source) {
+__device__ __forceinline__ void norm_and_rotate_head(float* head, bool norm, const float (&weight)[D / 32], float eps,
+                                                     const float2* rope_table, int half, bool interleaved, int lane) {
+  if (norm) {
     float sum = 0;
 #pragma unroll
     for (int r = 0; r < D / 32; ++r) sum += head[lane + 32 * r] * head[lane + 32 * r];
@@ -107,29 +110,35 @@ __device__ __forceinline__ void norm_and_rotate_head(float* head, const float* n
     for (int r = 0; r < D / 32; ++r) head[lane + 32 * r] = weight[r] * (head[lane + 32 * r] * inv);
     __syncwarp();
   }
-  if (rotate) {
-    rotate_head_in_shared(head, rope.rotary_dim, position, freq, rope.attention_factor, rope.interleaved, lane);
+  if (rope_table) {
+    for (int i = lane; i < half; i += 32) rotate_pair(head, i, half, interleaved, rope_table[i].x, rope_table[i].y);
     __syncwarp();
   }
 }
 
-// The fused prologue of one attention block (decode_attention.h). Rows [row0, row0 + kRowsPerBlock) of the
-// sequence's (token, query head) rows are staged raw, then normalized and rotated a warp per row; the keys and
-// values of the pass's tokens whose positions fall in [split_first, split_end) are staged, processed and written
-// to the cache. Every row block of a split writes the same bytes for its own reads. Returns the staged q rows.
+// The fused prologue of one attention block (decode_attention.h), in three phases separated by barriers so that
+// no warp waits on a memory round trip per row: (1) the raw q rows [row0, row0 + kRowsPerBlock) of the sequence's
+// (token, query head) rows, the raw keys and values of the pass's tokens whose positions fall in
+// [split_first, split_end), and the tokens' positions; (2) the RoPE table and the cache pages of those keys;
+// (3) a warp per staged row: norm and rotation, keys and values written to the cache. Every row block of a split
+// writes the same bytes for its own reads. Returns the staged q rows.
 template <int D>
 __device__ const float* run_fused_prologue(const AttentionKernelArgs& args, float* stage, int row0, int q_begin,
                                            int n_q, int seq_len, int kv_head, int split_first, int split_end,
-                                           const float (&q_weight)[D / 32], const float (&k_weight)[D / 32],
-                                           const float (&freq)[4]) {
+                                           const float (&q_weight)[D / 32], const float (&k_weight)[D / 32]) {
   const AttentionPrologue& pro = args.prologue;
+  const PagedKvCache& cache = args.cache;
   const int group = args.group, warp = threadIdx.x / 32, lane = threadIdx.x & 31, warps = blockDim.x / 32;
+  float2* rope_table = reinterpret_cast<float2*>(stage + kMaxStagedRows * D);  // [token][pair]
+  int* positions = reinterpret_cast<int*>(rope_table + kMaxPassTokens * D / 2);
+  int* pages = positions + kMaxPassTokens;
   const int q_rows = max(0, min(kRowsPerBlock, n_q * group - row0));
   // The pass's tokens sit at positions seq_len - n_q .. seq_len - 1 (AttentionBatch): those of this split.
   const int first_position = seq_len - n_q;
   const int kv_first = max(0, split_first - first_position), kv_end = max(kv_first, min(n_q, split_end - first_position));
   const int kv_rows = 2 * (kv_end - kv_first);
   constexpr int kVectors = D / 4;
+  if (threadIdx.x < n_q) positions[threadIdx.x] = args.batch.positions[q_begin + threadIdx.x];
   for (int i = threadIdx.x; i < (q_rows + kv_rows) * kVectors; i += blockDim.x) {
     const int staged_row = i / kVectors, column = 4 * (i % kVectors);
     const float* src;
@@ -145,25 +154,38 @@ __device__ const float* run_fused_prologue(const AttentionKernelArgs& args, floa
     *reinterpret_cast<float4*>(stage + staged_row * D + column) = *reinterpret_cast<const float4*>(src + column);
   }
   __syncthreads();
-  const bool rope = pro.rope.inv_freq != nullptr;
+  const int half = pro.rope.rotary_dim / 2;
+  if (pro.rope.inv_freq)
+    for (int i = threadIdx.x; i < n_q * half; i += blockDim.x) {
+      float c, s;
+      rope_cos_sin(positions[i / half], pro.rope.inv_freq[i % half], pro.rope.attention_factor, c, s);
+      rope_table[(i / half) * (D / 2) + i % half] = make_float2(c, s);
+    }
+  if (threadIdx.x < kv_end - kv_first) {
+    const int position = positions[kv_first + threadIdx.x];
+    pages[threadIdx.x] = cache.block_table[static_cast<int64_t>(blockIdx.z) * cache.max_pages_per_seq +
+                                           position / cache.page_size];
+  }
+  __syncthreads();
   for (int job = warp; job < q_rows + kv_rows; job += warps) {
     float* head = stage + job * D;
     if (job < q_rows) {
-      const int position = args.batch.positions[q_begin + (row0 + job) / group];
-      norm_and_rotate_head<D>(head, pro.q_norm_weight, q_weight, pro.norm_eps, rope, pro.rope, position, freq, lane);
+      const int token = (row0 + job) / group;
+      norm_and_rotate_head<D>(head, pro.q_norm_weight != nullptr, q_weight, pro.norm_eps,
+                              pro.rope.inv_freq ? rope_table + token * (D / 2) : nullptr, half, pro.rope.interleaved,
+                              lane);
       continue;
     }
-    const int kv = job - q_rows, token = q_begin + kv_first + kv / 2;
+    const int kv = job - q_rows, token = kv_first + kv / 2;
     const bool is_key = kv % 2 == 0;
-    const int position = args.batch.positions[token];
-    const PagedKvCache& cache = args.cache;
-    const int page = cache.block_table[static_cast<int64_t>(blockIdx.z) * cache.max_pages_per_seq +
-                                       position / cache.page_size];
-    __nv_bfloat16* row = (is_key ? cache.k_pages : cache.v_pages) +
-                         ((static_cast<int64_t>(page) * cache.page_size + position % cache.page_size) *
-                              cache.n_kv_heads + kv_head) * D;
     if (is_key)
-      norm_and_rotate_head<D>(head, pro.k_norm_weight, k_weight, pro.norm_eps, rope, pro.rope, position, freq, lane);
+      norm_and_rotate_head<D>(head, pro.k_norm_weight != nullptr, k_weight, pro.norm_eps,
+                              pro.rope.inv_freq ? rope_table + token * (D / 2) : nullptr, half, pro.rope.interleaved,
+                              lane);
+    const int position = positions[token];
+    __nv_bfloat16* row = (is_key ? cache.k_pages : cache.v_pages) +
+                         ((static_cast<int64_t>(pages[kv / 2]) * cache.page_size + position % cache.page_size) *
+                              cache.n_kv_heads + kv_head) * D;
 #pragma unroll
     for (int r = 0; r < D / 32; ++r) row[lane + 32 * r] = __float2bfloat16_rn(head[lane + 32 * r]);
   }
@@ -178,10 +200,10 @@ __global__ void __launch_bounds__(32 * kMaxWarps) decode_attention_kernel(Attent
   constexpr int kChunksPerRow = D / 8;  // 16-byte pieces per key row
   extern __shared__ __align__(16) __nv_bfloat16 tiles[];  // [stage][K, V][kKeyTile][kRowPad]
 
-  // The fused prologue's norm weights and RoPE frequencies are constant: read before the wait.
+  // The fused prologue's norm weights are constant: read before the wait.
   const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
-  float q_norm_weight[D / 32], k_norm_weight[D / 32], freq[4];
-  if (args.fused_prologue) load_prologue_constants<D>(args.prologue, lane, q_norm_weight, k_norm_weight, freq);
+  float q_norm_weight[D / 32], k_norm_weight[D / 32];
+  if (args.fused_prologue) load_norm_weights<D>(args.prologue, lane, q_norm_weight, k_norm_weight);
 
   wait_for_previous_kernel();  // launched programmatically: q, the K/V pages and the batch come from earlier work
   allow_next_kernel_to_start();
@@ -208,7 +230,7 @@ __global__ void __launch_bounds__(32 * kMaxWarps) decode_attention_kernel(Attent
     const int split_first = split * args.split_size;
     staged_q = run_fused_prologue<D>(args, reinterpret_cast<float*>(tiles), row_block * kRowsPerBlock, q_begin, n_q,
                                      seq_len, kv_head, split_first, min(seq_len, split_first + args.split_size),
-                                     q_norm_weight, k_norm_weight, freq);
+                                     q_norm_weight, k_norm_weight);
   }
 
   // This lane's two rows (g and g + 8 of the warp's 16).
@@ -456,7 +478,7 @@ __global__ void attention_combine_kernel(AttentionKernelArgs args) {
 template <int D>
 void launch_attention(const AttentionKernelArgs& args, cudaStream_t stream) {
   constexpr int kTileBytes = 2 * 2 * kKeyTile * (D + 8) * 2;
-  constexpr int kFusedBytes = std::max(kTileBytes, kMaxStagedRows * D * 4);  // the prologue's stage reuses the tiles
+  constexpr int kFusedBytes = std::max(kTileBytes, fused_prologue_bytes<D>());  // the prologue reuses the tiles
   static const bool configured = [] {
     TACHYON_CUDA_CHECK(cudaFuncSetAttribute(decode_attention_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             kFusedBytes));
