@@ -74,15 +74,20 @@ SplitPlan plan_splits(const AttentionParams& params, const PagedKvCache& cache, 
   return plan;
 }
 
-// The fused prologue's shared memory, in the tile buffers before any tile is loaded: the staged rows (the block's
-// query rows, at most kRowsPerBlock, then a key and a value row per new token of its split, at most 2 x 16), the
-// RoPE table of the pass's tokens (cos, sin per pair: rotary_dim / 2 <= D / 2), their positions and cache pages.
-constexpr int kMaxPassTokens = 16;
-constexpr int kMaxStagedRows = kRowsPerBlock + 2 * kMaxPassTokens;
-template <int D>
-constexpr int fused_prologue_bytes() {
-  return (kMaxStagedRows * D + kMaxPassTokens * D) * 4 + 2 * kMaxPassTokens * 4;
-}
+// The fused prologue's shared memory, after the tile buffers (so that the first tile streams in while the prologue
+// runs), sized for the pass (FusedPrologueLayout::bytes): the staged rows (the block's query rows, at most
+// min(kRowsPerBlock, max_query_tokens x group), then a key and a value row per new token of its split), the RoPE
+// table of the pass's tokens (cos, sin per pair: rotary_dim / 2 <= D / 2) and the pages of its keys.
+struct FusedPrologueLayout {
+  int q_capacity, max_tokens;
+  __host__ __device__ FusedPrologueLayout(int max_query_tokens, int group)
+      : q_capacity(max_query_tokens * group < kRowsPerBlock ? max_query_tokens * group : kRowsPerBlock),
+        max_tokens(max_query_tokens) {}
+  __host__ __device__ int staged_rows() const { return q_capacity + 2 * max_tokens; }
+  __host__ __device__ size_t bytes(int d) const {
+    return (static_cast<size_t>(staged_rows()) * d + static_cast<size_t>(max_tokens) * d) * 4 + max_tokens * 4;
+  }
+};
 
 template <int D>
 __device__ __forceinline__ void load_norm_weights(const AttentionPrologue& pro, int lane, float (&q_weight)[D / 32],
@@ -103,7 +108,7 @@ __device__ __forceinline__ void norm_and_rotate_head(float* head, bool norm, con
   if (norm) {
     float sum = 0;
 #pragma unroll
-    for (int r = 0; r < D / 32; ++r) sum += head[lane + 32 * r] * head[lane + 32 * r];
+    for (int r = 0; r < D / 32; ++r) sum = __fmaf_rn(head[lane + 32 * r], head[lane + 32 * r], sum);
     sum = warp_sum(sum);
     const float inv = 1.0f / sqrtf(sum / static_cast<float>(D) + eps);
 #pragma unroll
@@ -116,82 +121,112 @@ __device__ __forceinline__ void norm_and_rotate_head(float* head, bool norm, con
   }
 }
 
-// The fused prologue of one attention block (decode_attention.h), in three phases separated by barriers so that
-// no warp waits on a memory round trip per row: (1) the raw q rows [row0, row0 + kRowsPerBlock) of the sequence's
-// (token, query head) rows, the raw keys and values of the pass's tokens whose positions fall in
-// [split_first, split_end), and the tokens' positions; (2) the RoPE table and the cache pages of those keys;
-// (3) a warp per staged row: norm and rotation, keys and values written to the cache. Every row block of a split
-// writes the same bytes for its own reads. Returns the staged q rows.
+// The fused prologue of one attention block (decode_attention.h), in parts around the first tile's load.
+// issue(): the raw q rows [row0, row0 + kRowsPerBlock) of the sequence's (token, query head) rows and the raw keys
+// and values of the pass's tokens whose positions fall in [split_first, split_end) (cp.async into the stage,
+// L2-resident: the QKV product just wrote them). prepare(): the cache pages of those keys, and the RoPE table,
+// computed while the reads arrive. finish(): a warp per staged row: norm and rotation; keys and values written to the
+// cache (for later passes: this block's tiles take them from the stage). The pass's tokens sit at positions
+// seq_len - n_q .. seq_len - 1 (AttentionBatch's contract), which lets the pages and the table go out without
+// waiting for batch.positions. Every row block of a split writes the same bytes.
 template <int D>
-__device__ const float* run_fused_prologue(const AttentionKernelArgs& args, float* stage, int row0, int q_begin,
-                                           int n_q, int seq_len, int kv_head, int split_first, int split_end,
-                                           const float (&q_weight)[D / 32], const float (&k_weight)[D / 32]) {
-  const AttentionPrologue& pro = args.prologue;
-  const PagedKvCache& cache = args.cache;
-  const int group = args.group, warp = threadIdx.x / 32, lane = threadIdx.x & 31, warps = blockDim.x / 32;
-  float2* rope_table = reinterpret_cast<float2*>(stage + kMaxStagedRows * D);  // [token][pair]
-  int* positions = reinterpret_cast<int*>(rope_table + kMaxPassTokens * D / 2);
-  int* pages = positions + kMaxPassTokens;
-  const int q_rows = max(0, min(kRowsPerBlock, n_q * group - row0));
-  // The pass's tokens sit at positions seq_len - n_q .. seq_len - 1 (AttentionBatch): those of this split.
-  const int first_position = seq_len - n_q;
-  const int kv_first = max(0, split_first - first_position), kv_end = max(kv_first, min(n_q, split_end - first_position));
-  const int kv_rows = 2 * (kv_end - kv_first);
-  constexpr int kVectors = D / 4;
-  if (threadIdx.x < n_q) positions[threadIdx.x] = args.batch.positions[q_begin + threadIdx.x];
-  for (int i = threadIdx.x; i < (q_rows + kv_rows) * kVectors; i += blockDim.x) {
-    const int staged_row = i / kVectors, column = 4 * (i % kVectors);
-    const float* src;
-    if (staged_row < q_rows) {
-      const int r = row0 + staged_row;
-      src = args.params.q + static_cast<int64_t>(q_begin + r / group) * args.params.q_stride +
-            (kv_head * group + r % group) * D;
-    } else {
-      const int kv = staged_row - q_rows, token = q_begin + kv_first + kv / 2;
-      src = kv % 2 == 0 ? pro.k + static_cast<int64_t>(token) * pro.k_stride + kv_head * D
-                        : pro.v + static_cast<int64_t>(token) * pro.v_stride + kv_head * D;
+struct FusedPrologue {
+  float* stage;        // [staged rows][D]: q rows, then (key, value) per new token of the split
+  float2* rope_table;  // [token][D / 2]
+  int* pages;          // [new token of the split]
+  int n_q, q_rows, first_position, kv_first, kv_end;
+
+  __device__ __forceinline__ FusedPrologue(float* shared, const FusedPrologueLayout& layout, int row0, int n_q,
+                                           int group, int seq_len, int split_first, int split_end)
+      : stage(shared),
+        rope_table(reinterpret_cast<float2*>(shared + static_cast<size_t>(layout.staged_rows()) * D)),
+        pages(reinterpret_cast<int*>(rope_table + static_cast<size_t>(layout.max_tokens) * D / 2)),
+        n_q(n_q),
+        q_rows(max(0, min(kRowsPerBlock, n_q * group - row0))),
+        first_position(seq_len - n_q),
+        kv_first(max(0, split_first - first_position)),
+        kv_end(max(kv_first, min(n_q, split_end - first_position))) {}
+
+  // The staged row of new token i's key (value: + 1), i in [kv_first, kv_end).
+  __device__ __forceinline__ const float* key_row(int i) const { return stage + (q_rows + 2 * (i - kv_first)) * D; }
+
+  __device__ __forceinline__ void issue(const AttentionKernelArgs& args, int row0, int q_begin, int kv_head) {
+    const AttentionPrologue& pro = args.prologue;
+    const int group = args.group, kv_rows = 2 * (kv_end - kv_first);
+    constexpr int kVectors = D / 4;
+    for (int i = threadIdx.x; i < (q_rows + kv_rows) * kVectors; i += blockDim.x) {
+      const int staged_row = i / kVectors, column = 4 * (i % kVectors);
+      const float* src;
+      if (staged_row < q_rows) {
+        const int r = row0 + staged_row;
+        src = args.params.q + static_cast<int64_t>(q_begin + r / group) * args.params.q_stride +
+              (kv_head * group + r % group) * D;
+      } else {
+        const int kv = staged_row - q_rows, token = q_begin + kv_first + kv / 2;
+        src = kv % 2 == 0 ? pro.k + static_cast<int64_t>(token) * pro.k_stride + kv_head * D
+                          : pro.v + static_cast<int64_t>(token) * pro.v_stride + kv_head * D;
+      }
+      cp_async_16B(stage + staged_row * D + column, src + column);
     }
-    *reinterpret_cast<float4*>(stage + staged_row * D + column) = *reinterpret_cast<const float4*>(src + column);
+    cp_async_commit();
   }
-  __syncthreads();
-  const int half = pro.rope.rotary_dim / 2;
-  if (pro.rope.inv_freq)
-    for (int i = threadIdx.x; i < n_q * half; i += blockDim.x) {
-      float c, s;
-      rope_cos_sin(positions[i / half], pro.rope.inv_freq[i % half], pro.rope.attention_factor, c, s);
-      rope_table[(i / half) * (D / 2) + i % half] = make_float2(c, s);
+
+  // The cache pages of the split's new keys and the RoPE table (issued after the first tile's reads: these stores
+  // wait for their loads, and the tile's cp.async may not pass them).
+  __device__ __forceinline__ void prepare(const AttentionKernelArgs& args) {
+    const AttentionPrologue& pro = args.prologue;
+    const PagedKvCache& cache = args.cache;
+    if (threadIdx.x < kv_end - kv_first)
+      pages[threadIdx.x] = cache.block_table[static_cast<int64_t>(blockIdx.z) * cache.max_pages_per_seq +
+                                             (first_position + kv_first + threadIdx.x) / cache.page_size];
+    const int half = pro.rope.rotary_dim / 2;
+    if (pro.rope.inv_freq && threadIdx.x < (blockDim.x / half) * half) {  // half <= D / 2 < blockDim
+      const int pair = threadIdx.x % half;
+      const float inv_freq = pro.rope.inv_freq[pair];
+      for (int token = threadIdx.x / half; token < n_q; token += blockDim.x / half) {
+        float c, s;
+        rope_cos_sin(first_position + token, inv_freq, pro.rope.attention_factor, c, s);
+        rope_table[token * (D / 2) + pair] = make_float2(c, s);
+      }
     }
-  if (threadIdx.x < kv_end - kv_first) {
-    const int position = positions[kv_first + threadIdx.x];
-    pages[threadIdx.x] = cache.block_table[static_cast<int64_t>(blockIdx.z) * cache.max_pages_per_seq +
-                                           position / cache.page_size];
   }
-  __syncthreads();
-  for (int job = warp; job < q_rows + kv_rows; job += warps) {
-    float* head = stage + job * D;
-    if (job < q_rows) {
-      const int token = (row0 + job) / group;
-      norm_and_rotate_head<D>(head, pro.q_norm_weight != nullptr, q_weight, pro.norm_eps,
-                              pro.rope.inv_freq ? rope_table + token * (D / 2) : nullptr, half, pro.rope.interleaved,
-                              lane);
-      continue;
-    }
-    const int kv = job - q_rows, token = kv_first + kv / 2;
-    const bool is_key = kv % 2 == 0;
-    if (is_key)
-      norm_and_rotate_head<D>(head, pro.k_norm_weight != nullptr, k_weight, pro.norm_eps,
-                              pro.rope.inv_freq ? rope_table + token * (D / 2) : nullptr, half, pro.rope.interleaved,
-                              lane);
-    const int position = positions[token];
-    __nv_bfloat16* row = (is_key ? cache.k_pages : cache.v_pages) +
-                         ((static_cast<int64_t>(pages[kv / 2]) * cache.page_size + position % cache.page_size) *
-                              cache.n_kv_heads + kv_head) * D;
+
+  // kPendingGroups: cp.async groups committed after issue()'s (the first tile's), left in flight.
+  template <int kPendingGroups>
+  __device__ __forceinline__ void finish(const AttentionKernelArgs& args, int row0, int kv_head,
+                                         const float (&q_weight)[D / 32], const float (&k_weight)[D / 32]) {
+    const AttentionPrologue& pro = args.prologue;
+    const PagedKvCache& cache = args.cache;
+    const int group = args.group, warp = threadIdx.x / 32, lane = threadIdx.x & 31, warps = blockDim.x / 32;
+    const int kv_rows = 2 * (kv_end - kv_first), half = pro.rope.rotary_dim / 2;
+    cp_async_wait<kPendingGroups>();
+    __syncthreads();
+    for (int job = warp; job < q_rows + kv_rows; job += warps) {
+      float* head = stage + job * D;
+      if (job < q_rows) {
+        const int token = (row0 + job) / group;
+        norm_and_rotate_head<D>(head, pro.q_norm_weight != nullptr, q_weight, pro.norm_eps,
+                                pro.rope.inv_freq ? rope_table + token * (D / 2) : nullptr, half,
+                                pro.rope.interleaved, lane);
+        continue;
+      }
+      const int kv = job - q_rows, token = kv_first + kv / 2;
+      const bool is_key = kv % 2 == 0;
+      if (is_key)
+        norm_and_rotate_head<D>(head, pro.k_norm_weight != nullptr, k_weight, pro.norm_eps,
+                                pro.rope.inv_freq ? rope_table + token * (D / 2) : nullptr, half,
+                                pro.rope.interleaved, lane);
+      const int position = first_position + token;
+      __nv_bfloat16* row = (is_key ? cache.k_pages : cache.v_pages) +
+                           ((static_cast<int64_t>(pages[kv / 2]) * cache.page_size + position % cache.page_size) *
+                                cache.n_kv_heads + kv_head) * D;
 #pragma unroll
-    for (int r = 0; r < D / 32; ++r) row[lane + 32 * r] = __float2bfloat16_rn(head[lane + 32 * r]);
+      for (int r = 0; r < D / 32; ++r) row[lane + 32 * r] = __float2bfloat16_rn(head[lane + 32 * r]);
+    }
+    __syncthreads();  // the staged rows are final
   }
-  __syncthreads();  // the q rows are ready, and the cache writes precede this block's tile reads (bar.sync orders them)
-  return stage;
-}
+
+};
 
 template <int D>
 __global__ void __launch_bounds__(32 * kMaxWarps) decode_attention_kernel(AttentionKernelArgs args) {
@@ -223,22 +258,10 @@ __global__ void __launch_bounds__(32 * kMaxWarps) decode_attention_kernel(Attent
   if (window > 0 && n_q > 0) key_begin = max(key_begin, batch.positions[q_begin] - window + 1);
   const int n_tiles = key_end > key_begin ? (key_end - key_begin + kKeyTile - 1) / kKeyTile : 0;
 
-  // Fused prologue: this block's query rows, normalized and rotated, staged in shared memory (the tile buffers,
-  // not yet in use); the pass's keys and values that fall in this split written to the cache before any tile is read.
-  const float* staged_q = nullptr;
-  if (args.fused_prologue) {
-    const int split_first = split * args.split_size;
-    staged_q = run_fused_prologue<D>(args, reinterpret_cast<float*>(tiles), row_block * kRowsPerBlock, q_begin, n_q,
-                                     seq_len, kv_head, split_first, min(seq_len, split_first + args.split_size),
-                                     q_norm_weight, k_norm_weight);
-  }
-
   // This lane's two rows (g and g + 8 of the warp's 16).
   // row_last_key: the last key a row may see: its position when causal, else (bidirectional) the window's far
   // end or every key; -1 for a lane without a row.
   int row_token[2], row_head[2], row_position[2], row_last_key[2];
-  const float q_scale = prm.scale * kLog2e;  // scores in log2 units: exp2f in the softmax
-  uint32_t q_hi[D / 16][4], q_lo[D / 16][4];
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int r = row_block * kRowsPerBlock + warp * 16 + g + 8 * h;
@@ -248,30 +271,24 @@ __global__ void __launch_bounds__(32 * kMaxWarps) decode_attention_kernel(Attent
     row_position[h] = valid ? batch.positions[row_token[h]] : -1;  // -1: sees no key
     row_last_key[h] = !valid || prm.causal ? row_position[h]
                                            : (window > 0 ? row_position[h] + window - 1 : 0x7fffffff);
-    const float* q_row = !valid   ? nullptr
-                         : staged_q ? staged_q + static_cast<int64_t>(warp * 16 + g + 8 * h) * D
-                                    : prm.q + static_cast<int64_t>(row_token[h]) * prm.q_stride + row_head[h] * D;
-#pragma unroll
-    for (int s = 0; s < D / 16; ++s) {
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        float2 v = make_float2(0.f, 0.f);
-        if (q_row) v = *reinterpret_cast<const float2*>(q_row + 16 * s + 2 * t + 8 * half);
-        split_bf16x2(v.x * q_scale, v.y * q_scale, q_hi[s][h + 2 * half], q_lo[s][h + 2 * half]);
-      }
-    }
   }
 
-  if (staged_q) __syncthreads();  // every warp holds its q fragments before the first tile overwrites the stage
-  const bool warp_has_rows = row_block * kRowsPerBlock + warp * 16 < rows;
-  float o[D / 8][4];
-#pragma unroll
-  for (int n = 0; n < D / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
-  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
+  // Fused prologue: the stage's reads and the first tile's cached keys go out together, the prologue runs while
+  // the tile streams in, then puts this pass's keys into it. Unfused, q is read first and the tile after it (the
+  // other order measured ~1% slower in session 6).
+  const bool fused = args.fused_prologue;
+  const int split_first = split * args.split_size;
+  FusedPrologue<D> prologue(reinterpret_cast<float*>(tiles + 4 * kTileElems),
+                            FusedPrologueLayout(batch.max_query_tokens, group), row_block * kRowsPerBlock, n_q, group,
+                            seq_len, split_first, min(seq_len, split_first + args.split_size));
+  const int first_new_key = fused ? prologue.first_position : 0x7fffffff;
 
   // Each thread copies a fixed 16-byte column (chunk) of every key row it visits, K and V together, so one
-  // block-table lookup serves both; the lookups of a tile are independent loads the compiler can batch.
-  auto load_tile = [&](int tile, int stage) {
+  // block-table lookup serves both; the lookups of a tile are independent loads the compiler can batch. With the
+  // fused prologue, this pass's keys (>= first_new_key) come from its stage, rounded to bf16 as the cache holds
+  // them: `fill` says which rows a call writes (the first tile's are issued before the prologue has made them).
+  enum Fill { kAllRows, kCachedRows, kNewRows };
+  auto load_tile = [&](int tile, int stage, Fill fill) {
     const int tile_start = key_begin + tile * kKeyTile;
     __nv_bfloat16* k_dst = tiles + (2 * stage) * kTileElems;
     __nv_bfloat16* v_dst = k_dst + kTileElems;
@@ -279,7 +296,19 @@ __global__ void __launch_bounds__(32 * kMaxWarps) decode_attention_kernel(Attent
     for (int key_local = threadIdx.x / kChunksPerRow; key_local < kKeyTile; key_local += rows_per_pass) {
       const int key = tile_start + key_local;
       const int offset = key_local * kRowPad + chunk * 8;
-      if (key < key_end) {
+      if (key < key_end && key >= first_new_key) {
+        if (fill == kCachedRows) continue;
+        const float* k_src = prologue.key_row(key - prologue.first_position) + chunk * 8;
+        const float* v_src = k_src + D;
+        *reinterpret_cast<uint4*>(k_dst + offset) =
+            make_uint4(pack_bf16x2(k_src[0], k_src[1]), pack_bf16x2(k_src[2], k_src[3]),
+                       pack_bf16x2(k_src[4], k_src[5]), pack_bf16x2(k_src[6], k_src[7]));
+        *reinterpret_cast<uint4*>(v_dst + offset) =
+            make_uint4(pack_bf16x2(v_src[0], v_src[1]), pack_bf16x2(v_src[2], v_src[3]),
+                       pack_bf16x2(v_src[4], v_src[5]), pack_bf16x2(v_src[6], v_src[7]));
+      } else if (fill == kNewRows) {
+        continue;
+      } else if (key < key_end) {
         const int page = args.cache.block_table[static_cast<int64_t>(sequence) * args.cache.max_pages_per_seq +
                                                 key / args.cache.page_size];
         const int64_t element = ((static_cast<int64_t>(page) * args.cache.page_size + key % args.cache.page_size) *
@@ -292,13 +321,51 @@ __global__ void __launch_bounds__(32 * kMaxWarps) decode_attention_kernel(Attent
         *reinterpret_cast<uint4*>(v_dst + offset) = make_uint4(0, 0, 0, 0);
       }
     }
-    cp_async_commit();
+    if (fill != kNewRows) cp_async_commit();
   };
 
-  if (n_tiles > 0) load_tile(0, 0);
+  if (fused) {
+    prologue.issue(args, row_block * kRowsPerBlock, q_begin, kv_head);
+    if (n_tiles > 0) {
+      load_tile(0, 0, kCachedRows);
+      prologue.prepare(args);
+      prologue.finish<1>(args, row_block * kRowsPerBlock, kv_head, q_norm_weight, k_norm_weight);
+      load_tile(0, 0, kNewRows);  // visible to the other warps at the loop's first barrier
+    } else {
+      prologue.prepare(args);
+      prologue.finish<0>(args, row_block * kRowsPerBlock, kv_head, q_norm_weight, k_norm_weight);
+    }
+  }
+
+  const float q_scale = prm.scale * kLog2e;  // scores in log2 units: exp2f in the softmax
+  uint32_t q_hi[D / 16][4], q_lo[D / 16][4];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const bool valid = row_token[h] >= 0;
+    const float* q_row = !valid ? nullptr
+                         : fused ? prologue.stage + static_cast<int64_t>(warp * 16 + g + 8 * h) * D
+                                 : prm.q + static_cast<int64_t>(row_token[h]) * prm.q_stride + row_head[h] * D;
+#pragma unroll
+    for (int s = 0; s < D / 16; ++s) {
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        float2 v = make_float2(0.f, 0.f);
+        if (q_row) v = *reinterpret_cast<const float2*>(q_row + 16 * s + 2 * t + 8 * half);
+        split_bf16x2(v.x * q_scale, v.y * q_scale, q_hi[s][h + 2 * half], q_lo[s][h + 2 * half]);
+      }
+    }
+  }
+
+  const bool warp_has_rows = row_block * kRowsPerBlock + warp * 16 < rows;
+  float o[D / 8][4];
+#pragma unroll
+  for (int n = 0; n < D / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
+
+  if (!fused && n_tiles > 0) load_tile(0, 0, kAllRows);
   for (int tile = 0; tile < n_tiles; ++tile) {
     if (tile + 1 < n_tiles) {
-      load_tile(tile + 1, (tile + 1) & 1);
+      load_tile(tile + 1, (tile + 1) & 1, kAllRows);
       cp_async_wait<1>();
     } else {
       cp_async_wait<0>();
@@ -477,11 +544,11 @@ __global__ void attention_combine_kernel(AttentionKernelArgs args) {
 
 template <int D>
 void launch_attention(const AttentionKernelArgs& args, cudaStream_t stream) {
-  constexpr int kTileBytes = 2 * 2 * kKeyTile * (D + 8) * 2;
-  constexpr int kFusedBytes = std::max(kTileBytes, fused_prologue_bytes<D>());  // the prologue reuses the tiles
+  constexpr size_t kTileBytes = 2 * 2 * kKeyTile * (D + 8) * 2;
   static const bool configured = [] {
+    const size_t most = kTileBytes + FusedPrologueLayout(16, kRowsPerBlock).bytes(D);  // the largest fused stage
     TACHYON_CUDA_CHECK(cudaFuncSetAttribute(decode_attention_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            kFusedBytes));
+                                            static_cast<int>(most)));
     // Keep the L1/shared split fixed at "max shared" for the big-shared-memory kernels (gemv too), so that
     // alternating with them does not reconfigure the SMs between kernels.
     TACHYON_CUDA_CHECK(cudaFuncSetAttribute(decode_attention_kernel<D>, cudaFuncAttributePreferredSharedMemoryCarveout,
@@ -492,8 +559,11 @@ void launch_attention(const AttentionKernelArgs& args, cudaStream_t stream) {
   // At least 4 warps: with one warp (a single decode token, GQA group <= 16) the tile loads issue too slowly.
   const int warps = std::clamp((args.batch.max_query_tokens * args.group + 15) / 16, 4, kMaxWarps);
   const dim3 grid(args.n_splits * args.row_blocks, args.cache.n_kv_heads, args.batch.n_sequences);
-  launch_programmatic("decode_attention_kernel", decode_attention_kernel<D>, grid, dim3(32 * warps),
-                      args.fused_prologue ? kFusedBytes : kTileBytes, stream, args);
+  const size_t shared_bytes =
+      kTileBytes +
+      (args.fused_prologue ? FusedPrologueLayout(args.batch.max_query_tokens, args.group).bytes(D) : 0);
+  launch_programmatic("decode_attention_kernel", decode_attention_kernel<D>, grid, dim3(32 * warps), shared_bytes,
+                      stream, args);
   if (args.n_splits > 1) {
     const int rows = args.batch.n_tokens * args.params.n_heads;  // 4 warps = 4 rows per block
     launch_programmatic("attention_combine_kernel", attention_combine_kernel<D>, dim3((rows + 3) / 4), dim3(128), 0,
@@ -513,8 +583,14 @@ size_t decode_attention_workspace_bytes(const AttentionParams& params, const Pag
 }
 
 void decode_attention(const AttentionParams& params, const PagedKvCache& cache, const AttentionBatch& batch,
-                      void* workspace, size_t workspace_bytes, cudaStream_t stream, const AttentionPrologue* prologue) {
+                      void* workspace, size_t workspace_bytes, cudaStream_t stream, const AttentionPrologue* prologue,
+                      PrologueFusion fusion) {
   const char* name = "decode_attention";
+  if (prologue && (fusion == PrologueFusion::kSeparate ||
+                   (fusion == PrologueFusion::kAuto && batch.max_query_tokens > kFusedPrologueMaxTokens))) {
+    qk_norm_rope_kv_append(*prologue, cache, batch, stream);
+    prologue = nullptr;
+  }
   if (prologue) {
     TACHYON_REQUIRE(prologue->q == params.q && prologue->q_stride == params.q_stride &&
                         prologue->n_heads == params.n_heads, name, "the prologue's q must be params.q");

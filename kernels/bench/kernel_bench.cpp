@@ -196,9 +196,9 @@ void bench_attention() {
           kernels::PagedKvCache layer = cache;
           layer.k_pages = reinterpret_cast<__nv_bfloat16*>(k.data()) + (i % layers) * layer_elems;
           layer.v_pages = reinterpret_cast<__nv_bfloat16*>(v.data()) + (i % layers) * layer_elems;
-          if (variant == 1) kernels::qk_norm_rope_kv_append(prologue, layer, batch, s);
           kernels::decode_attention(params, layer, batch, workspace.data(), workspace_bytes, s,
-                                    variant == 2 ? &prologue : nullptr);
+                                    variant == 0 ? nullptr : &prologue,
+                                    variant == 1 ? kernels::PrologueFusion::kSeparate : kernels::PrologueFusion::kFused);
         }, 40);
         const char* name = variant == 0 ? "paged 64" : (variant == 1 ? "+ prologue (2 launches)" : "+ prologue fused");
         row("decode_attention", shape, n, name, us, bytes);

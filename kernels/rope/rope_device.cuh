@@ -27,8 +27,9 @@ __device__ __forceinline__ void rope_cos_sin(int position, float inv_freq, float
 __device__ __forceinline__ void rotate_pair(float* head, int i, int half, bool interleaved, float c, float s) {
   const int ia = interleaved ? 2 * i : i, ib = interleaved ? 2 * i + 1 : i + half;
   const float x = head[ia], y = head[ib];
-  head[ia] = x * c - y * s;
-  head[ib] = y * c + x * s;
+  // Explicit roundings: every caller gets the same bits whatever the compiler would contract at its call site.
+  head[ia] = __fmaf_rn(x, c, -__fmul_rn(y, s));
+  head[ib] = __fmaf_rn(y, c, __fmul_rn(x, s));
 }
 
 // Rotates the first rotary_dim values of `head` (shared memory, one warp) in place. Pairs are (i, i + half)

@@ -232,7 +232,7 @@ void run_pass(Scenario& sc, const std::vector<int>& start, const std::vector<int
     fused_params.q = qkv_fused.data();
     fused_params.out = out_fused.data();
     kernels::decode_attention(fused_params, fused_cache, batch, workspace.data(), workspace_bytes, nullptr,
-                              &fused_prologue);
+                              &fused_prologue, kernels::PrologueFusion::kFused);
   }
   kernels::decode_attention(params, cache, batch, workspace.data(), workspace_bytes, nullptr);
   TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
