@@ -27,7 +27,6 @@
 #include "common/launch.cuh"
 #include "cuda/cuda_check.h"
 #include "cuda/stream.h"
-#include "rope/rope_device.cuh"
 
 namespace tachyon::kernels {
 
@@ -50,9 +49,6 @@ struct AttentionKernelArgs {
   float* partial_out;  // [n_splits, n_tokens, n_heads, head_dim]
   float* partial_max;  // [n_splits, n_tokens, n_heads] (log2 units)
   float* partial_sum;
-  // fused: the block does qk_norm_rope_kv_append's work for its rows and its split (decode_attention.h).
-  bool fused_prologue;
-  AttentionPrologue prologue;
 };
 
 struct SplitPlan {
@@ -74,171 +70,12 @@ SplitPlan plan_splits(const AttentionParams& params, const PagedKvCache& cache, 
   return plan;
 }
 
-// The fused prologue's shared memory, after the tile buffers (so that the first tile streams in while the prologue
-// runs), sized for the pass (FusedPrologueLayout::bytes): the staged rows (the block's query rows, at most
-// min(kRowsPerBlock, max_query_tokens x group), then a key and a value row per new token of its split), the RoPE
-// table of the pass's tokens (cos, sin per pair: rotary_dim / 2 <= D / 2) and the pages of its keys.
-struct FusedPrologueLayout {
-  int q_capacity, max_tokens;
-  __host__ __device__ FusedPrologueLayout(int max_query_tokens, int group)
-      : q_capacity(max_query_tokens * group < kRowsPerBlock ? max_query_tokens * group : kRowsPerBlock),
-        max_tokens(max_query_tokens) {}
-  __host__ __device__ int staged_rows() const { return q_capacity + 2 * max_tokens; }
-  __host__ __device__ size_t bytes(int d) const {
-    return (static_cast<size_t>(staged_rows()) * d + static_cast<size_t>(max_tokens) * d) * 4 + max_tokens * 4;
-  }
-};
-
-template <int D>
-__device__ __forceinline__ void load_norm_weights(const AttentionPrologue& pro, int lane, float (&q_weight)[D / 32],
-                                                  float (&k_weight)[D / 32]) {
-#pragma unroll
-  for (int r = 0; r < D / 32; ++r) {
-    q_weight[r] = pro.q_norm_weight ? pro.q_norm_weight[lane + 32 * r] : 0.f;
-    k_weight[r] = pro.k_norm_weight ? pro.k_norm_weight[lane + 32 * r] : 0.f;
-  }
-}
-
-// qk_norm_rope_kv_append's arithmetic for one head staged in shared memory (one warp), in the same order
-// (kv_cache.cu, rope_device.cuh), so that the fused pass is bit-identical to the two launches. rope_table: this
-// token's (cos, sin) pairs, or nullptr.
-template <int D>
-__device__ __forceinline__ void norm_and_rotate_head(float* head, bool norm, const float (&weight)[D / 32], float eps,
-                                                     const float2* rope_table, int half, bool interleaved, int lane) {
-  if (norm) {
-    float sum = 0;
-#pragma unroll
-    for (int r = 0; r < D / 32; ++r) sum = __fmaf_rn(head[lane + 32 * r], head[lane + 32 * r], sum);
-    sum = warp_sum(sum);
-    const float inv = 1.0f / sqrtf(sum / static_cast<float>(D) + eps);
-#pragma unroll
-    for (int r = 0; r < D / 32; ++r) head[lane + 32 * r] = weight[r] * (head[lane + 32 * r] * inv);
-    __syncwarp();
-  }
-  if (rope_table) {
-    for (int i = lane; i < half; i += 32) rotate_pair(head, i, half, interleaved, rope_table[i].x, rope_table[i].y);
-    __syncwarp();
-  }
-}
-
-// The fused prologue of one attention block (decode_attention.h), in parts around the first tile's load.
-// issue(): the raw q rows [row0, row0 + kRowsPerBlock) of the sequence's (token, query head) rows and the raw keys
-// and values of the pass's tokens whose positions fall in [split_first, split_end) (cp.async into the stage,
-// L2-resident: the QKV product just wrote them). prepare(): the cache pages of those keys, and the RoPE table,
-// computed while the reads arrive. finish(): a warp per staged row: norm and rotation; keys and values written to the
-// cache (for later passes: this block's tiles take them from the stage). The pass's tokens sit at positions
-// seq_len - n_q .. seq_len - 1 (AttentionBatch's contract), which lets the pages and the table go out without
-// waiting for batch.positions. Every row block of a split writes the same bytes.
-template <int D>
-struct FusedPrologue {
-  float* stage;        // [staged rows][D]: q rows, then (key, value) per new token of the split
-  float2* rope_table;  // [token][D / 2]
-  int* pages;          // [new token of the split]
-  int n_q, q_rows, first_position, kv_first, kv_end;
-
-  __device__ __forceinline__ FusedPrologue(float* shared, const FusedPrologueLayout& layout, int row0, int n_q,
-                                           int group, int seq_len, int split_first, int split_end)
-      : stage(shared),
-        rope_table(reinterpret_cast<float2*>(shared + static_cast<size_t>(layout.staged_rows()) * D)),
-        pages(reinterpret_cast<int*>(rope_table + static_cast<size_t>(layout.max_tokens) * D / 2)),
-        n_q(n_q),
-        q_rows(max(0, min(kRowsPerBlock, n_q * group - row0))),
-        first_position(seq_len - n_q),
-        kv_first(max(0, split_first - first_position)),
-        kv_end(max(kv_first, min(n_q, split_end - first_position))) {}
-
-  // The staged row of new token i's key (value: + 1), i in [kv_first, kv_end).
-  __device__ __forceinline__ const float* key_row(int i) const { return stage + (q_rows + 2 * (i - kv_first)) * D; }
-
-  __device__ __forceinline__ void issue(const AttentionKernelArgs& args, int row0, int q_begin, int kv_head) {
-    const AttentionPrologue& pro = args.prologue;
-    const int group = args.group, kv_rows = 2 * (kv_end - kv_first);
-    constexpr int kVectors = D / 4;
-    for (int i = threadIdx.x; i < (q_rows + kv_rows) * kVectors; i += blockDim.x) {
-      const int staged_row = i / kVectors, column = 4 * (i % kVectors);
-      const float* src;
-      if (staged_row < q_rows) {
-        const int r = row0 + staged_row;
-        src = args.params.q + static_cast<int64_t>(q_begin + r / group) * args.params.q_stride +
-              (kv_head * group + r % group) * D;
-      } else {
-        const int kv = staged_row - q_rows, token = q_begin + kv_first + kv / 2;
-        src = kv % 2 == 0 ? pro.k + static_cast<int64_t>(token) * pro.k_stride + kv_head * D
-                          : pro.v + static_cast<int64_t>(token) * pro.v_stride + kv_head * D;
-      }
-      cp_async_16B(stage + staged_row * D + column, src + column);
-    }
-    cp_async_commit();
-  }
-
-  // The cache pages of the split's new keys and the RoPE table (issued after the first tile's reads: these stores
-  // wait for their loads, and the tile's cp.async may not pass them).
-  __device__ __forceinline__ void prepare(const AttentionKernelArgs& args) {
-    const AttentionPrologue& pro = args.prologue;
-    const PagedKvCache& cache = args.cache;
-    if (threadIdx.x < kv_end - kv_first)
-      pages[threadIdx.x] = cache.block_table[static_cast<int64_t>(blockIdx.z) * cache.max_pages_per_seq +
-                                             (first_position + kv_first + threadIdx.x) / cache.page_size];
-    const int half = pro.rope.rotary_dim / 2;
-    if (pro.rope.inv_freq && threadIdx.x < (blockDim.x / half) * half) {  // half <= D / 2 < blockDim
-      const int pair = threadIdx.x % half;
-      const float inv_freq = pro.rope.inv_freq[pair];
-      for (int token = threadIdx.x / half; token < n_q; token += blockDim.x / half) {
-        float c, s;
-        rope_cos_sin(first_position + token, inv_freq, pro.rope.attention_factor, c, s);
-        rope_table[token * (D / 2) + pair] = make_float2(c, s);
-      }
-    }
-  }
-
-  // kPendingGroups: cp.async groups committed after issue()'s (the first tile's), left in flight.
-  template <int kPendingGroups>
-  __device__ __forceinline__ void finish(const AttentionKernelArgs& args, int row0, int kv_head,
-                                         const float (&q_weight)[D / 32], const float (&k_weight)[D / 32]) {
-    const AttentionPrologue& pro = args.prologue;
-    const PagedKvCache& cache = args.cache;
-    const int group = args.group, warp = threadIdx.x / 32, lane = threadIdx.x & 31, warps = blockDim.x / 32;
-    const int kv_rows = 2 * (kv_end - kv_first), half = pro.rope.rotary_dim / 2;
-    cp_async_wait<kPendingGroups>();
-    __syncthreads();
-    for (int job = warp; job < q_rows + kv_rows; job += warps) {
-      float* head = stage + job * D;
-      if (job < q_rows) {
-        const int token = (row0 + job) / group;
-        norm_and_rotate_head<D>(head, pro.q_norm_weight != nullptr, q_weight, pro.norm_eps,
-                                pro.rope.inv_freq ? rope_table + token * (D / 2) : nullptr, half,
-                                pro.rope.interleaved, lane);
-        continue;
-      }
-      const int kv = job - q_rows, token = kv_first + kv / 2;
-      const bool is_key = kv % 2 == 0;
-      if (is_key)
-        norm_and_rotate_head<D>(head, pro.k_norm_weight != nullptr, k_weight, pro.norm_eps,
-                                pro.rope.inv_freq ? rope_table + token * (D / 2) : nullptr, half,
-                                pro.rope.interleaved, lane);
-      const int position = first_position + token;
-      __nv_bfloat16* row = (is_key ? cache.k_pages : cache.v_pages) +
-                           ((static_cast<int64_t>(pages[kv / 2]) * cache.page_size + position % cache.page_size) *
-                                cache.n_kv_heads + kv_head) * D;
-#pragma unroll
-      for (int r = 0; r < D / 32; ++r) row[lane + 32 * r] = __float2bfloat16_rn(head[lane + 32 * r]);
-    }
-    __syncthreads();  // the staged rows are final
-  }
-
-};
-
 template <int D>
 __global__ void __launch_bounds__(32 * kMaxWarps) decode_attention_kernel(AttentionKernelArgs args) {
   constexpr int kRowPad = D + 8;  // +16 bytes per shared row: conflict-free ldmatrix
   constexpr int kTileElems = kKeyTile * kRowPad;
   constexpr int kChunksPerRow = D / 8;  // 16-byte pieces per key row
   extern __shared__ __align__(16) __nv_bfloat16 tiles[];  // [stage][K, V][kKeyTile][kRowPad]
-
-  // The fused prologue's norm weights are constant: read before the wait.
-  const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
-  float q_norm_weight[D / 32], k_norm_weight[D / 32];
-  if (args.fused_prologue) load_norm_weights<D>(args.prologue, lane, q_norm_weight, k_norm_weight);
 
   wait_for_previous_kernel();  // launched programmatically: q, the K/V pages and the batch come from earlier work
   allow_next_kernel_to_start();
@@ -250,7 +87,7 @@ __global__ void __launch_bounds__(32 * kMaxWarps) decode_attention_kernel(Attent
   const int n_q = batch.query_start[sequence + 1] - q_begin;
   const int seq_len = batch.seq_lens[sequence];
   const int group = args.group, rows = n_q * group;
-  const int g = lane >> 2, t = lane & 3;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int window = prm.sliding_window;
 
   int key_begin = split * args.split_size;
@@ -262,6 +99,8 @@ __global__ void __launch_bounds__(32 * kMaxWarps) decode_attention_kernel(Attent
   // row_last_key: the last key a row may see: its position when causal, else (bidirectional) the window's far
   // end or every key; -1 for a lane without a row.
   int row_token[2], row_head[2], row_position[2], row_last_key[2];
+  const float q_scale = prm.scale * kLog2e;  // scores in log2 units: exp2f in the softmax
+  uint32_t q_hi[D / 16][4], q_lo[D / 16][4];
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int r = row_block * kRowsPerBlock + warp * 16 + g + 8 * h;
@@ -271,80 +110,7 @@ __global__ void __launch_bounds__(32 * kMaxWarps) decode_attention_kernel(Attent
     row_position[h] = valid ? batch.positions[row_token[h]] : -1;  // -1: sees no key
     row_last_key[h] = !valid || prm.causal ? row_position[h]
                                            : (window > 0 ? row_position[h] + window - 1 : 0x7fffffff);
-  }
-
-  // Fused prologue: the stage's reads and the first tile's cached keys go out together, the prologue runs while
-  // the tile streams in, then puts this pass's keys into it. Unfused, q is read first and the tile after it (the
-  // other order measured ~1% slower in session 6).
-  const bool fused = args.fused_prologue;
-  const int split_first = split * args.split_size;
-  FusedPrologue<D> prologue(reinterpret_cast<float*>(tiles + 4 * kTileElems),
-                            FusedPrologueLayout(batch.max_query_tokens, group), row_block * kRowsPerBlock, n_q, group,
-                            seq_len, split_first, min(seq_len, split_first + args.split_size));
-  const int first_new_key = fused ? prologue.first_position : 0x7fffffff;
-
-  // Each thread copies a fixed 16-byte column (chunk) of every key row it visits, K and V together, so one
-  // block-table lookup serves both; the lookups of a tile are independent loads the compiler can batch. With the
-  // fused prologue, this pass's keys (>= first_new_key) come from its stage, rounded to bf16 as the cache holds
-  // them: `fill` says which rows a call writes (the first tile's are issued before the prologue has made them).
-  enum Fill { kAllRows, kCachedRows, kNewRows };
-  auto load_tile = [&](int tile, int stage, Fill fill) {
-    const int tile_start = key_begin + tile * kKeyTile;
-    __nv_bfloat16* k_dst = tiles + (2 * stage) * kTileElems;
-    __nv_bfloat16* v_dst = k_dst + kTileElems;
-    const int chunk = threadIdx.x % kChunksPerRow, rows_per_pass = blockDim.x / kChunksPerRow;
-    for (int key_local = threadIdx.x / kChunksPerRow; key_local < kKeyTile; key_local += rows_per_pass) {
-      const int key = tile_start + key_local;
-      const int offset = key_local * kRowPad + chunk * 8;
-      if (key < key_end && key >= first_new_key) {
-        if (fill == kCachedRows) continue;
-        const float* k_src = prologue.key_row(key - prologue.first_position) + chunk * 8;
-        const float* v_src = k_src + D;
-        *reinterpret_cast<uint4*>(k_dst + offset) =
-            make_uint4(pack_bf16x2(k_src[0], k_src[1]), pack_bf16x2(k_src[2], k_src[3]),
-                       pack_bf16x2(k_src[4], k_src[5]), pack_bf16x2(k_src[6], k_src[7]));
-        *reinterpret_cast<uint4*>(v_dst + offset) =
-            make_uint4(pack_bf16x2(v_src[0], v_src[1]), pack_bf16x2(v_src[2], v_src[3]),
-                       pack_bf16x2(v_src[4], v_src[5]), pack_bf16x2(v_src[6], v_src[7]));
-      } else if (fill == kNewRows) {
-        continue;
-      } else if (key < key_end) {
-        const int page = args.cache.block_table[static_cast<int64_t>(sequence) * args.cache.max_pages_per_seq +
-                                                key / args.cache.page_size];
-        const int64_t element = ((static_cast<int64_t>(page) * args.cache.page_size + key % args.cache.page_size) *
-                                     args.cache.n_kv_heads + kv_head) * D + chunk * 8;
-        cp_async_16B(k_dst + offset, args.cache.k_pages + element);
-        cp_async_16B(v_dst + offset, args.cache.v_pages + element);
-      } else {
-        // Zeros, not stale data: P = 0 times a NaN left in shared memory would still be NaN.
-        *reinterpret_cast<uint4*>(k_dst + offset) = make_uint4(0, 0, 0, 0);
-        *reinterpret_cast<uint4*>(v_dst + offset) = make_uint4(0, 0, 0, 0);
-      }
-    }
-    if (fill != kNewRows) cp_async_commit();
-  };
-
-  if (fused) {
-    prologue.issue(args, row_block * kRowsPerBlock, q_begin, kv_head);
-    if (n_tiles > 0) {
-      load_tile(0, 0, kCachedRows);
-      prologue.prepare(args);
-      prologue.finish<1>(args, row_block * kRowsPerBlock, kv_head, q_norm_weight, k_norm_weight);
-      load_tile(0, 0, kNewRows);  // visible to the other warps at the loop's first barrier
-    } else {
-      prologue.prepare(args);
-      prologue.finish<0>(args, row_block * kRowsPerBlock, kv_head, q_norm_weight, k_norm_weight);
-    }
-  }
-
-  const float q_scale = prm.scale * kLog2e;  // scores in log2 units: exp2f in the softmax
-  uint32_t q_hi[D / 16][4], q_lo[D / 16][4];
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const bool valid = row_token[h] >= 0;
-    const float* q_row = !valid ? nullptr
-                         : fused ? prologue.stage + static_cast<int64_t>(warp * 16 + g + 8 * h) * D
-                                 : prm.q + static_cast<int64_t>(row_token[h]) * prm.q_stride + row_head[h] * D;
+    const float* q_row = valid ? prm.q + static_cast<int64_t>(row_token[h]) * prm.q_stride + row_head[h] * D : nullptr;
 #pragma unroll
     for (int s = 0; s < D / 16; ++s) {
 #pragma unroll
@@ -362,10 +128,36 @@ __global__ void __launch_bounds__(32 * kMaxWarps) decode_attention_kernel(Attent
   for (int n = 0; n < D / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
   float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
 
-  if (!fused && n_tiles > 0) load_tile(0, 0, kAllRows);
+  // Each thread copies a fixed 16-byte column (chunk) of every key row it visits, K and V together, so one
+  // block-table lookup serves both; the lookups of a tile are independent loads the compiler can batch.
+  auto load_tile = [&](int tile, int stage) {
+    const int tile_start = key_begin + tile * kKeyTile;
+    __nv_bfloat16* k_dst = tiles + (2 * stage) * kTileElems;
+    __nv_bfloat16* v_dst = k_dst + kTileElems;
+    const int chunk = threadIdx.x % kChunksPerRow, rows_per_pass = blockDim.x / kChunksPerRow;
+    for (int key_local = threadIdx.x / kChunksPerRow; key_local < kKeyTile; key_local += rows_per_pass) {
+      const int key = tile_start + key_local;
+      const int offset = key_local * kRowPad + chunk * 8;
+      if (key < key_end) {
+        const int page = args.cache.block_table[static_cast<int64_t>(sequence) * args.cache.max_pages_per_seq +
+                                                key / args.cache.page_size];
+        const int64_t element = ((static_cast<int64_t>(page) * args.cache.page_size + key % args.cache.page_size) *
+                                     args.cache.n_kv_heads + kv_head) * D + chunk * 8;
+        cp_async_16B(k_dst + offset, args.cache.k_pages + element);
+        cp_async_16B(v_dst + offset, args.cache.v_pages + element);
+      } else {
+        // Zeros, not stale data: P = 0 times a NaN left in shared memory would still be NaN.
+        *reinterpret_cast<uint4*>(k_dst + offset) = make_uint4(0, 0, 0, 0);
+        *reinterpret_cast<uint4*>(v_dst + offset) = make_uint4(0, 0, 0, 0);
+      }
+    }
+    cp_async_commit();
+  };
+
+  if (n_tiles > 0) load_tile(0, 0);
   for (int tile = 0; tile < n_tiles; ++tile) {
     if (tile + 1 < n_tiles) {
-      load_tile(tile + 1, (tile + 1) & 1, kAllRows);
+      load_tile(tile + 1, (tile + 1) & 1);
       cp_async_wait<1>();
     } else {
       cp_async_wait<0>();
@@ -544,11 +336,10 @@ __global__ void attention_combine_kernel(AttentionKernelArgs args) {
 
 template <int D>
 void launch_attention(const AttentionKernelArgs& args, cudaStream_t stream) {
-  constexpr size_t kTileBytes = 2 * 2 * kKeyTile * (D + 8) * 2;
+  constexpr int kSharedBytes = 2 * 2 * kKeyTile * (D + 8) * 2;
   static const bool configured = [] {
-    const size_t most = kTileBytes + FusedPrologueLayout(16, kRowsPerBlock).bytes(D);  // the largest fused stage
     TACHYON_CUDA_CHECK(cudaFuncSetAttribute(decode_attention_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            static_cast<int>(most)));
+                                            kSharedBytes));
     // Keep the L1/shared split fixed at "max shared" for the big-shared-memory kernels (gemv too), so that
     // alternating with them does not reconfigure the SMs between kernels.
     TACHYON_CUDA_CHECK(cudaFuncSetAttribute(decode_attention_kernel<D>, cudaFuncAttributePreferredSharedMemoryCarveout,
@@ -559,10 +350,7 @@ void launch_attention(const AttentionKernelArgs& args, cudaStream_t stream) {
   // At least 4 warps: with one warp (a single decode token, GQA group <= 16) the tile loads issue too slowly.
   const int warps = std::clamp((args.batch.max_query_tokens * args.group + 15) / 16, 4, kMaxWarps);
   const dim3 grid(args.n_splits * args.row_blocks, args.cache.n_kv_heads, args.batch.n_sequences);
-  const size_t shared_bytes =
-      kTileBytes +
-      (args.fused_prologue ? FusedPrologueLayout(args.batch.max_query_tokens, args.group).bytes(D) : 0);
-  launch_programmatic("decode_attention_kernel", decode_attention_kernel<D>, grid, dim3(32 * warps), shared_bytes,
+  launch_programmatic("decode_attention_kernel", decode_attention_kernel<D>, grid, dim3(32 * warps), kSharedBytes,
                       stream, args);
   if (args.n_splits > 1) {
     const int rows = args.batch.n_tokens * args.params.n_heads;  // 4 warps = 4 rows per block
@@ -583,23 +371,8 @@ size_t decode_attention_workspace_bytes(const AttentionParams& params, const Pag
 }
 
 void decode_attention(const AttentionParams& params, const PagedKvCache& cache, const AttentionBatch& batch,
-                      void* workspace, size_t workspace_bytes, cudaStream_t stream, const AttentionPrologue* prologue,
-                      PrologueFusion fusion) {
+                      void* workspace, size_t workspace_bytes, cudaStream_t stream) {
   const char* name = "decode_attention";
-  if (prologue && (fusion == PrologueFusion::kSeparate ||
-                   (fusion == PrologueFusion::kAuto && batch.max_query_tokens > kFusedPrologueMaxTokens))) {
-    qk_norm_rope_kv_append(*prologue, cache, batch, stream);
-    prologue = nullptr;
-  }
-  if (prologue) {
-    TACHYON_REQUIRE(prologue->q == params.q && prologue->q_stride == params.q_stride &&
-                        prologue->n_heads == params.n_heads, name, "the prologue's q must be params.q");
-    TACHYON_REQUIRE(prologue->k && prologue->v && prologue->k_stride % 4 == 0 && prologue->v_stride % 4 == 0 &&
-                        params.q_stride % 4 == 0, name, "the fused prologue reads q, k and v rows as float4");
-    TACHYON_REQUIRE(!prologue->rope.inv_freq || (prologue->rope.rotary_dim > 0 && prologue->rope.rotary_dim % 2 == 0 &&
-                                                 prologue->rope.rotary_dim <= cache.head_dim),
-                    name, "rotary_dim must be even and in 2..head_dim");
-  }
   TACHYON_REQUIRE(cache.head_dim == 64 || cache.head_dim == 128, name, "head_dim must be 64 or 128");
   TACHYON_REQUIRE(cache.n_kv_heads > 0 && params.n_heads % cache.n_kv_heads == 0, name,
                   "n_heads must be a multiple of n_kv_heads");
@@ -615,8 +388,6 @@ void decode_attention(const AttentionParams& params, const PagedKvCache& cache, 
   args.split_size = plan.split_size;
   args.n_splits = plan.n_splits;
   args.row_blocks = plan.row_blocks;
-  args.fused_prologue = prologue != nullptr;
-  if (prologue) args.prologue = *prologue;
   if (plan.n_splits > 1) {
     const size_t needed = decode_attention_workspace_bytes(params, cache, batch);
     TACHYON_REQUIRE(workspace != nullptr && workspace_bytes >= needed, name,

@@ -31,19 +31,8 @@ size_t decode_attention_workspace_bytes(const AttentionParams& params, const Pag
 // j <= position(t) (causal, also inside the query block), j > position(t) - window when windowed.
 // With causal = false: j < seq_len, and position(t) - window < j < position(t) + window when windowed. A
 // windowed pass must list each sequence's rows in ascending position order (the first row bounds the keys read).
-// head_dim 64 or 128. The cache must already hold this pass's keys and values, unless `prologue` is given.
-//
-// With `prologue` (its q, q_stride and n_heads those of params), the call does qk_norm_rope_kv_append's work too,
-// fused into the attention kernel where that measured faster (kAuto: passes of up to kFusedPrologueMaxTokens tokens
-// per sequence), else as that launch first. Fused, each block normalizes and rotates its own query rows in shared
-// memory (params.q keeps the raw projection, so a second call would rotate it again: either way, one call per pass)
-// and writes the cache rows of the pass's positions that fall in its split of the keys, reading them from its stage
-// (the row blocks of a split write the same bytes). Relies on AttentionBatch's contract that a sequence's rows sit
-// at positions seq_lens - n .. seq_lens - 1. Bit-identical to the two launches.
-enum class PrologueFusion { kAuto, kFused, kSeparate };
-inline constexpr int kFusedPrologueMaxTokens = 16;
+// head_dim 64 or 128. The cache must already hold this pass's keys and values.
 void decode_attention(const AttentionParams& params, const PagedKvCache& cache, const AttentionBatch& batch,
-                      void* workspace, size_t workspace_bytes, cudaStream_t stream,
-                      const AttentionPrologue* prologue = nullptr, PrologueFusion fusion = PrologueFusion::kAuto);
+                      void* workspace, size_t workspace_bytes, cudaStream_t stream);
 
 }  // namespace tachyon::kernels

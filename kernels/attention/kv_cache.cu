@@ -71,7 +71,7 @@ __global__ void qk_norm_rope_kv_append_kernel(AttentionPrologue pro, PagedKvCach
 
   if (norm_weight) {
     float sum = 0;
-    for (int i = lane; i < head_dim; i += 32) sum = __fmaf_rn(buffer[i], buffer[i], sum);  // as the fused prologue
+    for (int i = lane; i < head_dim; i += 32) sum += buffer[i] * buffer[i];
     sum = warp_sum(sum);
     const float inv = 1.0f / sqrtf(sum / static_cast<float>(head_dim) + pro.norm_eps);
 #pragma unroll

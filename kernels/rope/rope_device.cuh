@@ -14,24 +14,6 @@ __device__ __forceinline__ void load_rope_frequencies(const float* inv_freq, int
   for (int r = 0; r < 4; ++r) freq[r] = lane + 32 * r < rotary_dim / 2 ? inv_freq[lane + 32 * r] : 0.0f;
 }
 
-// cos and sin of one pair's angle, both times the attention factor: models/rope.cpp's arithmetic. Shared by every
-// GPU rotation so that a table of them rotates bit for bit as rotate_head_in_shared does.
-__device__ __forceinline__ void rope_cos_sin(int position, float inv_freq, float attention_factor, float& c, float& s) {
-  const float angle = static_cast<float>(position) * inv_freq;
-  sincosf(angle, &s, &c);
-  c *= attention_factor;
-  s *= attention_factor;
-}
-
-// Rotates pair i of a head: (i, i + half) (rotate-half, NeoX/HF) or (2i, 2i + 1) (interleaved, GPT-J/ggml).
-__device__ __forceinline__ void rotate_pair(float* head, int i, int half, bool interleaved, float c, float s) {
-  const int ia = interleaved ? 2 * i : i, ib = interleaved ? 2 * i + 1 : i + half;
-  const float x = head[ia], y = head[ib];
-  // Explicit roundings: every caller gets the same bits whatever the compiler would contract at its call site.
-  head[ia] = __fmaf_rn(x, c, -__fmul_rn(y, s));
-  head[ib] = __fmaf_rn(y, c, __fmul_rn(x, s));
-}
-
 // Rotates the first rotary_dim values of `head` (shared memory, one warp) in place. Pairs are (i, i + half)
 // (rotate-half, NeoX/HF) or (2i, 2i + 1) (interleaved, GPT-J/ggml). Each lane owns distinct pairs: i = lane + 32 r.
 __device__ __forceinline__ void rotate_head_in_shared(float* head, int rotary_dim, int position, const float (&freq)[4],
@@ -41,9 +23,15 @@ __device__ __forceinline__ void rotate_head_in_shared(float* head, int rotary_di
   for (int r = 0; r < 4; ++r) {
     const int i = lane + 32 * r;
     if (i >= half) break;
-    float c, s;
-    rope_cos_sin(position, freq[r], attention_factor, c, s);
-    rotate_pair(head, i, half, interleaved, c, s);
+    const float angle = static_cast<float>(position) * freq[r];
+    float s, c;
+    sincosf(angle, &s, &c);
+    c *= attention_factor;
+    s *= attention_factor;
+    const int ia = interleaved ? 2 * i : i, ib = interleaved ? 2 * i + 1 : i + half;
+    const float x = head[ia], y = head[ib];
+    head[ia] = x * c - y * s;
+    head[ib] = y * c + x * s;
   }
 }
 

@@ -315,15 +315,12 @@ void GpuModel::attention_pass(int layer, const kernels::ResidualNorm& norm, cons
   kernels::PagedKvCache cache = layer_cache(layer, in.block_table ? in.block_table : block_table_.data());
   if (in.block_table) cache.max_pages_per_seq = in.block_table_stride;
 
-  // The attention kernel does the prologue (q/k norms, RoPE, the K/V append) itself: one launch fewer per layer.
-  const kernels::AttentionPrologue prologue = prologue_for(layer, qkv_.data());
+  kernels::qk_norm_rope_kv_append(prologue_for(layer, qkv_.data()), cache, batch, stream);
   const kernels::AttentionParams params = attention_params_for(layer, qkv_.data(), attn_.data());
   if (in.attention_workspace)
-    kernels::decode_attention(params, cache, batch, in.attention_workspace, in.attention_workspace_bytes, stream,
-                              &prologue);
+    kernels::decode_attention(params, cache, batch, in.attention_workspace, in.attention_workspace_bytes, stream);
   else
-    kernels::decode_attention(params, cache, batch, attention_workspace_.data(), attention_workspace_.bytes(), stream,
-                              &prologue);
+    kernels::decode_attention(params, cache, batch, attention_workspace_.data(), attention_workspace_.bytes(), stream);
   dense_gemv(L.o_fp8, L.o, L.o_bias, attn_.data(), delta_.data(), n, c.hidden_padded, c.q_width(), stream);
 }
 
