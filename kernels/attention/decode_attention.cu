@@ -76,13 +76,52 @@ __global__ void __launch_bounds__(32 * kMaxWarps) decode_attention_kernel(Attent
   constexpr int kTileElems = kKeyTile * kRowPad;
   constexpr int kChunksPerRow = D / 8;  // 16-byte pieces per key row
   extern __shared__ __align__(16) __nv_bfloat16 tiles[];  // [stage][K, V][kKeyTile][kRowPad]
-
-  wait_for_previous_kernel();  // launched programmatically: q, the K/V pages and the batch come from earlier work
-  allow_next_kernel_to_start();
   const AttentionParams& prm = args.params;
   const AttentionBatch& batch = args.batch;
   const int split = blockIdx.x / args.row_blocks, row_block = blockIdx.x % args.row_blocks;
   const int kv_head = blockIdx.y, sequence = blockIdx.z;
+  const PagedKvCache& cache = args.cache;
+
+  // Each thread copies a fixed 16-byte column (chunk) of every key row it visits, K and V together.
+  auto copy_key_row = [&](int key, __nv_bfloat16* k_dst, __nv_bfloat16* v_dst, int page, int chunk) {
+    const int64_t element =
+        ((static_cast<int64_t>(page) * cache.page_size + key % cache.page_size) * cache.n_kv_heads + kv_head) * D +
+        chunk * 8;
+    cp_async_16B(k_dst, cache.k_pages + element);
+    cp_async_16B(v_dst, cache.v_pages + element);
+  };
+  auto zero_key_row = [](__nv_bfloat16* k_dst, __nv_bfloat16* v_dst) {
+    // Zeros, not stale data: P = 0 times a NaN left in shared memory would still be NaN.
+    *reinterpret_cast<uint4*>(k_dst) = make_uint4(0, 0, 0, 0);
+    *reinterpret_cast<uint4*>(v_dst) = make_uint4(0, 0, 0, 0);
+  };
+  const int chunk = threadIdx.x % kChunksPerRow, rows_per_pass = blockDim.x / kChunksPerRow;
+
+  // A settled cache (AttentionParams::cache_settled): the first tile of this split streams in while the previous
+  // kernel still runs. It does not know seq_len yet, so it reads every allocated row of the tile; after the wait the
+  // rows past the sequence are zeroed and the pass's own rows (written by the previous kernel) are read again.
+  const bool early_tile = prm.cache_settled && prm.sliding_window <= 0;
+  constexpr int kMaxRowsPerThread = kKeyTile * kChunksPerRow / 128;  // blocks have >= 4 warps
+  int early_page[kMaxRowsPerThread];  // kept for the pass's own rows after the wait
+  if (early_tile) {
+    const int tile_start = split * args.split_size;
+#pragma unroll
+    for (int i = 0; i < kMaxRowsPerThread; ++i) {
+      const int key_local = threadIdx.x / kChunksPerRow + i * rows_per_pass;
+      if (key_local >= kKeyTile) break;
+      const int key = tile_start + key_local, offset = key_local * kRowPad + chunk * 8;
+      const int page_index = key / cache.page_size;
+      early_page[i] = page_index < cache.max_pages_per_seq
+                          ? cache.block_table[static_cast<int64_t>(sequence) * cache.max_pages_per_seq + page_index]
+                          : -1;
+      if (early_page[i] >= 0) copy_key_row(key, tiles + offset, tiles + kTileElems + offset, early_page[i], chunk);
+      else zero_key_row(tiles + offset, tiles + kTileElems + offset);
+    }
+    cp_async_commit();
+  }
+
+  wait_for_previous_kernel();  // launched programmatically: q, the K/V pages and the batch come from earlier work
+  allow_next_kernel_to_start();
   const int q_begin = batch.query_start[sequence];
   const int n_q = batch.query_start[sequence + 1] - q_begin;
   const int seq_len = batch.seq_lens[sequence];
@@ -94,6 +133,22 @@ __global__ void __launch_bounds__(32 * kMaxWarps) decode_attention_kernel(Attent
   const int key_end = min(seq_len, key_begin + args.split_size);
   if (window > 0 && n_q > 0) key_begin = max(key_begin, batch.positions[q_begin] - window + 1);
   const int n_tiles = key_end > key_begin ? (key_end - key_begin + kKeyTile - 1) / kKeyTile : 0;
+  auto page_of = [&](int key) {
+    return cache.block_table[static_cast<int64_t>(sequence) * cache.max_pages_per_seq + key / cache.page_size];
+  };
+  if (early_tile) {  // the rows the early read could not know (key_begin is the early tile's start: no window)
+    cp_async_wait<0>();
+    const int own_first = seq_len - n_q;
+#pragma unroll
+    for (int i = 0; i < kMaxRowsPerThread; ++i) {
+      const int key_local = threadIdx.x / kChunksPerRow + i * rows_per_pass;
+      if (key_local >= kKeyTile) break;
+      const int key = key_begin + key_local, offset = key_local * kRowPad + chunk * 8;
+      if (key >= key_end) zero_key_row(tiles + offset, tiles + kTileElems + offset);
+      else if (key >= own_first) copy_key_row(key, tiles + offset, tiles + kTileElems + offset, early_page[i], chunk);
+    }
+    cp_async_commit();
+  }
 
   // This lane's two rows (g and g + 8 of the warp's 16).
   // row_last_key: the last key a row may see: its position when causal, else (bidirectional) the window's far
@@ -128,33 +183,21 @@ __global__ void __launch_bounds__(32 * kMaxWarps) decode_attention_kernel(Attent
   for (int n = 0; n < D / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
   float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
 
-  // Each thread copies a fixed 16-byte column (chunk) of every key row it visits, K and V together, so one
-  // block-table lookup serves both; the lookups of a tile are independent loads the compiler can batch.
+  // One block-table lookup serves K and V; the lookups of a tile are independent loads the compiler can batch.
   auto load_tile = [&](int tile, int stage) {
     const int tile_start = key_begin + tile * kKeyTile;
     __nv_bfloat16* k_dst = tiles + (2 * stage) * kTileElems;
     __nv_bfloat16* v_dst = k_dst + kTileElems;
-    const int chunk = threadIdx.x % kChunksPerRow, rows_per_pass = blockDim.x / kChunksPerRow;
     for (int key_local = threadIdx.x / kChunksPerRow; key_local < kKeyTile; key_local += rows_per_pass) {
       const int key = tile_start + key_local;
       const int offset = key_local * kRowPad + chunk * 8;
-      if (key < key_end) {
-        const int page = args.cache.block_table[static_cast<int64_t>(sequence) * args.cache.max_pages_per_seq +
-                                                key / args.cache.page_size];
-        const int64_t element = ((static_cast<int64_t>(page) * args.cache.page_size + key % args.cache.page_size) *
-                                     args.cache.n_kv_heads + kv_head) * D + chunk * 8;
-        cp_async_16B(k_dst + offset, args.cache.k_pages + element);
-        cp_async_16B(v_dst + offset, args.cache.v_pages + element);
-      } else {
-        // Zeros, not stale data: P = 0 times a NaN left in shared memory would still be NaN.
-        *reinterpret_cast<uint4*>(k_dst + offset) = make_uint4(0, 0, 0, 0);
-        *reinterpret_cast<uint4*>(v_dst + offset) = make_uint4(0, 0, 0, 0);
-      }
+      if (key < key_end) copy_key_row(key, k_dst + offset, v_dst + offset, page_of(key), chunk);
+      else zero_key_row(k_dst + offset, v_dst + offset);
     }
     cp_async_commit();
   };
 
-  if (n_tiles > 0) load_tile(0, 0);
+  if (!early_tile && n_tiles > 0) load_tile(0, 0);
   for (int tile = 0; tile < n_tiles; ++tile) {
     if (tile + 1 < n_tiles) {
       load_tile(tile + 1, (tile + 1) & 1);

@@ -316,7 +316,10 @@ void GpuModel::attention_pass(int layer, const kernels::ResidualNorm& norm, cons
   if (in.block_table) cache.max_pages_per_seq = in.block_table_stride;
 
   kernels::qk_norm_rope_kv_append(prologue_for(layer, qkv_.data()), cache, batch, stream);
-  const kernels::AttentionParams params = attention_params_for(layer, qkv_.data(), attn_.data());
+  kernels::AttentionParams params = attention_params_for(layer, qkv_.data(), attn_.data());
+  // Every cached row below this pass's was written by an earlier pass (the speculative round's included: one target
+  // pass per round), so the first tile may stream before the prologue kernel above finishes.
+  params.cache_settled = true;
   if (in.attention_workspace)
     kernels::decode_attention(params, cache, batch, in.attention_workspace, in.attention_workspace_bytes, stream);
   else
