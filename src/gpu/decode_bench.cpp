@@ -201,23 +201,9 @@ std::vector<double> time_block_pass(GpuModel& model, int block, const VerifySwee
   const GpuModelConfig& c = model.config();
   cudaStream_t stream = model.stream();
   if (!drafter) model.reserve(o.context + block);
-  // [tokens b | positions b | seq_len 1 | query_start 2 | token_sequence b]
   const std::vector<int32_t> ids = bench_prompt(block, c.vocab, o.seed + 1000 + block);
-  std::vector<int> host(3 * block + 3, 0);
-  for (int i = 0; i < block; ++i) {
-    host[i] = ids[i];
-    host[block + i] = static_cast<int>(o.context + i);
-  }
-  host[2 * block] = static_cast<int>(o.context + block);
-  host[2 * block + 1] = 0;
-  host[2 * block + 2] = block;
-  cuda::DeviceBuffer<int> ints(host);
-  PassInputs in;
-  in.tokens = ints.data();
-  in.positions = ints.data() + block;
-  in.seq_lens = ints.data() + 2 * block;
-  in.query_start = ints.data() + 2 * block + 1;
-  in.token_sequence = ints.data() + 2 * block + 3;
+  SingleSequencePassInputs inputs(block);
+  const PassInputs in = inputs.upload(ids, block, o.context, stream);
   const int max_seq_len = static_cast<int>(o.context + block);
   cuda::DeviceBuffer<float> features, draft_logits;
   if (drafter) {

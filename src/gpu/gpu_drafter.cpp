@@ -199,8 +199,6 @@ GpuDrafter::GpuDrafter(const Checkpoint& drafter, const GpuModel& target, int64_
   qkv_ = cuda::DeviceBuffer<float>(T * qkv_width());
   attn_ = cuda::DeviceBuffer<float>(T * q_width());
   mlp_h_ = cuda::DeviceBuffer<float>(T * Ip);
-  context_ints_ = cuda::DeviceBuffer<int>(2 * T + 3);
-  context_ints_host_.assign(2 * T + 3, 0);
   // The fills above ran on the legacy stream; callers' streams may be non-blocking (GpuModel's is).
   TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
 }
@@ -275,23 +273,10 @@ void GpuDrafter::add_context(const float* features, int64_t n, int64_t start, cu
   if (n < 0 || start < 0 || start + n > capacity_)
     fail("GpuDrafter::add_context: positions [{}, {}) outside the drafter's capacity {}", start, start + n, capacity_);
   const int T = kMaxPassTokens;
-  std::vector<int>& h = context_ints_host_;
   for (int64_t done = 0; done < n; done += T) {
     const int rows = static_cast<int>(std::min<int64_t>(T, n - done));
     const int first = static_cast<int>(start + done);
-    for (int t = 0; t < rows; ++t) h[t] = first + t, h[T + 3 + t] = 0;
-    h[T] = first + rows;  // seq_len
-    h[T + 1] = 0;         // query_start
-    h[T + 2] = rows;
-    // Pageable source: staged before the call returns, so the next chunk may rewrite h; stream order keeps the
-    // previous chunk's kernels ahead of this copy into the same device buffer.
-    TACHYON_CUDA_CHECK(
-        cudaMemcpyAsync(context_ints_.data(), h.data(), h.size() * sizeof(int), cudaMemcpyHostToDevice, stream));
-    PassInputs in;
-    in.positions = context_ints_.data();
-    in.seq_lens = context_ints_.data() + T;
-    in.query_start = context_ints_.data() + T + 1;
-    in.token_sequence = context_ints_.data() + T + 3;
+    const PassInputs in = context_inputs_.upload({}, rows, first, stream);
     enqueue_context(features + done * feature_width(), in, rows, first + rows, stream);
   }
 }

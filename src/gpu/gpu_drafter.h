@@ -109,9 +109,7 @@ class GpuDrafter {
 
   // Pass activations (16 rows), float32 row-major.
   cuda::DeviceBuffer<float> x_, normed_, delta_, qkv_, attn_, mlp_h_;
-  // add_context's inputs: [positions 16 | seq_len 1 | query_start 2 | token_sequence 16].
-  cuda::DeviceBuffer<int> context_ints_;
-  std::vector<int> context_ints_host_;
+  SingleSequencePassInputs context_inputs_;  // add_context's
 };
 
 }  // namespace tachyon::gpu

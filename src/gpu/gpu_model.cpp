@@ -46,6 +46,33 @@ size_t max_attention_workspace(const GpuModelConfig& c, int n_sequences, int n_t
 
 }  // namespace
 
+SingleSequencePassInputs::SingleSequencePassInputs(int capacity)
+    : capacity_(capacity), host_(3 * capacity + 3, 0), device_(host_.size()) {}
+
+PassInputs SingleSequencePassInputs::upload(std::span<const int32_t> tokens, int n, int64_t start,
+                                            cudaStream_t stream) {
+  if (n < 1 || n > capacity_ || (!tokens.empty() && static_cast<int>(tokens.size()) != n))
+    fail("SingleSequencePassInputs: {} rows ({} token ids) for a pass of at most {}", n, tokens.size(), capacity_);
+  const int T = capacity_;
+  for (int t = 0; t < n; ++t) {
+    host_[t] = tokens.empty() ? 0 : tokens[t];
+    host_[T + t] = static_cast<int>(start + t);
+    host_[2 * T + 3 + t] = 0;
+  }
+  host_[2 * T] = static_cast<int>(start + n);  // seq_len
+  host_[2 * T + 1] = 0;                        // query_start
+  host_[2 * T + 2] = n;
+  TACHYON_CUDA_CHECK(
+      cudaMemcpyAsync(device_.data(), host_.data(), host_.size() * sizeof(int), cudaMemcpyHostToDevice, stream));
+  PassInputs in;
+  in.tokens = device_.data();
+  in.positions = device_.data() + T;
+  in.seq_lens = device_.data() + 2 * T;
+  in.query_start = device_.data() + 2 * T + 1;
+  in.token_sequence = device_.data() + 2 * T + 3;
+  return in;
+}
+
 GpuModel::GpuModel(GpuModelConfig config, const GpuModelOptions& options)
     : config_(std::move(config)), options_(options) {
   if (options_.page_size <= 0) fail("GpuModel: page_size must be positive, got {}", options_.page_size);
@@ -136,8 +163,6 @@ void GpuModel::allocate_runtime() {
   size_t workspace = 0;
   for (int n = 1; n <= T; ++n) workspace = std::max(workspace, max_attention_workspace(c, 1, n, n, capacity_));
   attention_workspace_ = cuda::DeviceBuffer<uint8_t>(std::max<size_t>(workspace, 16));
-  forward_ints_ = cuda::DeviceBuffer<int>(3 * T + 3);
-  forward_ints_host_.assign(3 * T + 3, 0);
   TACHYON_CUDA_CHECK(cudaDeviceSynchronize());  // weights filled on the legacy stream must be visible to stream_
 }
 
@@ -188,24 +213,7 @@ const float* GpuModel::forward(std::span<const int32_t> tokens) {
   for (int32_t id : tokens)
     if (id < 0 || id >= config_.vocab) fail("token id {} is outside the vocabulary [0, {})", id, config_.vocab);
   reserve(length_ + n);
-  const int T = kMaxPassTokens;
-  std::vector<int>& h = forward_ints_host_;
-  for (int t = 0; t < n; ++t) {
-    h[t] = tokens[t];
-    h[T + t] = static_cast<int>(length_ + t);
-    h[2 * T + 3 + t] = 0;
-  }
-  h[2 * T] = static_cast<int>(length_ + n);  // seq_len
-  h[2 * T + 1] = 0;                          // query_start
-  h[2 * T + 2] = n;
-  TACHYON_CUDA_CHECK(
-      cudaMemcpyAsync(forward_ints_.data(), h.data(), h.size() * sizeof(int), cudaMemcpyHostToDevice, stream_.get()));
-  PassInputs in;
-  in.tokens = forward_ints_.data();
-  in.positions = forward_ints_.data() + T;
-  in.seq_lens = forward_ints_.data() + 2 * T;
-  in.query_start = forward_ints_.data() + 2 * T + 1;
-  in.token_sequence = forward_ints_.data() + 2 * T + 3;
+  PassInputs in = forward_inputs_.upload(tokens, n, length_, stream_.get());
   in.features = feature_width() > 0 ? pass_features_.data() : nullptr;
   enqueue_pass(in, n, static_cast<int>(length_ + n), pass_logits_.data(), stream_.get());
   advance(n);

@@ -78,6 +78,22 @@ struct PassInputs {
   float* features = nullptr;
 };
 
+// The inputs of a pass over one sequence (n_sequences 1, the caller's block table) written from the host: one int
+// array [tokens | positions | seq_len | query_start 2 | token_sequence] of `capacity` rows, copied in one transfer.
+class SingleSequencePassInputs {
+ public:
+  explicit SingleSequencePassInputs(int capacity = kMaxPassTokens);
+  // Enqueues rows at positions start .. start + n - 1 (token ids from `tokens`, or none: the drafter's context rows
+  // have no ids). The source is pageable, so it is staged before the call returns and the next call may rewrite it;
+  // stream order keeps earlier kernels ahead of the copy into the same device array.
+  PassInputs upload(std::span<const int32_t> tokens, int n, int64_t start, cudaStream_t stream);
+
+ private:
+  int capacity_;
+  std::vector<int> host_;
+  cuda::DeviceBuffer<int> device_;
+};
+
 // The attention kernels' view of a pass's inputs (n tokens, keys bounded by max_seq_len on the host side).
 inline kernels::AttentionBatch attention_batch(const PassInputs& in, int n, int max_seq_len) {
   kernels::AttentionBatch batch;
@@ -210,9 +226,7 @@ class GpuModel {
   cuda::DeviceBuffer<int> topk_ids_;      // [layers][16 * top_k]: kept per layer for last_routing()
   cuda::DeviceBuffer<int> routing_ints_;  // moe_group_by_expert's tables
   cuda::DeviceBuffer<uint8_t> attention_workspace_;
-  // forward(): the host-provided inputs [tokens 16 | positions 16 | seq_len 1 | query_start 2 | sequence 16].
-  cuda::DeviceBuffer<int> forward_ints_;
-  std::vector<int> forward_ints_host_;
+  SingleSequencePassInputs forward_inputs_;  // forward()'s
   // forward_batch(): [tokens 16 | positions 16 | sequence 16 | query_start 17 | seq_lens 16 | block table rows].
   cuda::DeviceBuffer<int> batch_ints_;
   std::vector<int> batch_ints_host_;

@@ -290,6 +290,17 @@ TEST(GpuAttention, LongContextsSplitAcrossBlocks) {
   run_case({"long 32/4x128 one sequence", 32, 4, 128, true, 0, false, 128, {{16000, 16}}});
 }
 
+TEST(GpuAttention, DecodeStepsOverASettledCache) {
+  SKIP_WITHOUT_GPU();
+  reseed_for_current_test();
+  // Passes of 1..4 tokens per sequence, where AttentionParams::cache_settled takes its early first tile (run_pass
+  // compares it bit for bit with the plain path): splits whose first tile holds the pass's rows, rows past the
+  // sequence (NaN-poisoned unwritten slots), unallocated pages, one tile and many.
+  run_case({"settled qwen3 32/4x128", 32, 4, 128, true, 0, false, 64, {{1000, 1}, {37, 4}, {0, 1}, {62, 3}}});
+  run_case({"settled smollm2 9/3x64", 9, 3, 64, false, 0, false, 16, {{200, 2}, {1, 1}, {15, 4}}});
+  run_case({"settled long 8/1x128", 8, 1, 128, false, 0, false, 64, {{16000, 1}}});
+}
+
 TEST(GpuAttention, BidirectionalBlocks) {
   SKIP_WITHOUT_GPU();
   reseed_for_current_test();
