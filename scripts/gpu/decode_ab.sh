@@ -2,7 +2,7 @@
 # A/B decode timings of two tachyon builds on one GPU host, in the same call (so on the same card), from the repo
 # root. Each model runs BASE, NEW, BASE, NEW (`tachyon bench`, batch-1 decode at a 1k context, CUDA graph), so drift
 # of the card shows up as a BASE/BASE spread. Results: $OUT/ab-<model>-<build>-<i>.json and one summary table.
-#   scripts/gpu/decode_ab.sh BASE_DIR NEW_DIR [MODEL...]
+#   [CONTEXT=1024] scripts/gpu/decode_ab.sh BASE_DIR NEW_DIR [MODEL...]
 # MODEL: qwen3-bf16 qwen3-nvfp4 gpt-oss-mxfp4 smollm2 (needs $TACHYON_MODELS_DIR/SmolLM2-135M-Instruct.Q4_1.gguf),
 # smollm2-shape (random weights), qwen3-nvfp4-fp8 / gpt-oss-fp8 (`--fp8 attention,lm_head`).
 # BASE_DIR / NEW_DIR: folders made by scripts/gpu/pack.sh (tachyon + lib/).
@@ -13,9 +13,10 @@ new="${2:?usage: decode_ab.sh BASE_DIR NEW_DIR [MODEL...]}"
 shift 2
 models="${*:-qwen3-bf16 qwen3-nvfp4 gpt-oss-mxfp4 smollm2}"
 OUT="${OUT:-./gpu-results}"
+context="${CONTEXT:-1024}"
 mkdir -p "$OUT"
 gguf="${TACHYON_MODELS_DIR:-models}/SmolLM2-135M-Instruct.Q4_1.gguf"
-summary="$OUT/decode-ab.txt"
+summary="$OUT/decode-ab-ctx$context.txt"
 echo "date: $(date -u +%Y-%m-%dT%H:%MZ) base: $(tr '\n' ' ' < "$base/COMMIT") new: $(tr '\n' ' ' < "$new/COMMIT")" | tee "$summary"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$summary"
 for model in $models; do
@@ -33,11 +34,11 @@ for model in $models; do
   for i in 1 2; do
     for build in "$base" "$new"; do
       name="$(basename "$build")"
-      json="$OUT/ab-$model-$name-$i.json"
-      LD_LIBRARY_PATH="$PWD/$build/lib" timeout 120 "$build/tachyon" bench "${args[@]}" --context 1024 --steps 64 \
-        --repeats 3 --prefill none --json-file "$json" > "$OUT/ab-$model-$name-$i.log" 2>&1
+      tag="$model-$name-$i-ctx$context"
+      LD_LIBRARY_PATH="$PWD/$build/lib" timeout 120 "$build/tachyon" bench "${args[@]}" --context "$context" --steps 64 \
+        --repeats 3 --prefill none --json-file "$OUT/ab-$tag.json" > "$OUT/ab-$tag.log" 2>&1
       rc=$?
-      line=$(grep -E "decode, batch 1" "$OUT/ab-$model-$name-$i.log" | head -1)
+      line=$(grep -E "decode, batch 1" "$OUT/ab-$tag.log" | head -1)
       echo "$model $name run $i rc=$rc: $line" | tee -a "$summary"
     done
   done
