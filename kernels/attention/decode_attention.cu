@@ -4,7 +4,8 @@
 // sequence); each block streams its range of keys through shared memory in tiles of 64 (cp.async,
 // double-buffered) and keeps an online softmax; when the keys are split over several blocks, a combine kernel
 // merges the partial (max, sum, output) triples. Both kernels are launched programmatically (common/launch.cuh)
-// and wait for the previous kernel first thing.
+// and wait for the previous kernel first thing; over a settled cache (AttentionParams::cache_settled, 1..4 query
+// tokens) the first tile of cached keys is issued before that wait (docs/gpu-kernels.md "Session 9").
 //
 // The rows of a block are (query token, query head of the KV group): up to 16 tokens x 8 heads = 128 rows,
 // one warp per 16 rows. Both products run on tensor cores (mma m16n8k16): S = Q K^T with Q split into bf16
