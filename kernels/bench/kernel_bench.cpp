@@ -100,22 +100,30 @@ void bench_gemv_shape(int out, int in, const std::vector<int>& token_counts, con
   fill_random(fp8_scales, 0.001f, 0.002f, 4);
   const std::string shape = std::to_string(out) + "x" + std::to_string(in);
   const int launches = std::max(20, std::min(200, weights.copies));
+  // The launch heuristic, each k_split, and (sweeps) one 16-row tile per warp without / with a cluster of two blocks.
+  std::vector<std::pair<std::string, kernels::GemvTuning>> variants;
+  for (int k_split : k_splits)
+    variants.push_back({k_split == 0 ? "tachyon" : "k_split=" + std::to_string(k_split), kernels::GemvTuning{k_split}});
+  if (k_splits.size() > 1) {
+    variants.push_back({"16-row blocks", kernels::GemvTuning{4, 1, 1}});
+    variants.push_back({"16-row clusters of 2", kernels::GemvTuning{4, 1, 2}});
+  }
   for (int n : token_counts) {
     const double bytes = 2.0 * out * in + 4.0 * n * (in + out);
-    for (int k_split : k_splits) {
+    for (const auto& [name, tuning] : variants) {
       const double us = graph_time_us([&](int i, cudaStream_t s) {
-        kernels::gemv_bf16(weights.copy(i), nullptr, x.data(), y.data(), n, out, in, s, kernels::GemvTuning{k_split});
+        kernels::gemv_bf16(weights.copy(i), nullptr, x.data(), y.data(), n, out, in, s, tuning);
       }, launches);
-      row("gemv_bf16", shape, n, k_split == 0 ? "tachyon" : "k_split=" + std::to_string(k_split), us, bytes);
+      row("gemv_bf16", shape, n, name, us, bytes);
     }
     // The same matrix as block-scaled FP8 (the pool's bytes taken as e4m3 codes: timing only), half the bytes.
     const double fp8_bytes = 1.0 * out * in + 4.0 * fp8_scales.size() + 4.0 * n * (in + out);
-    for (int k_split : k_splits) {
+    for (const auto& [name, tuning] : variants) {
       const double us = graph_time_us([&](int i, cudaStream_t s) {
         const kernels::Fp8Matrix w{reinterpret_cast<const uint8_t*>(weights.copy(i)), fp8_scales.data()};
-        kernels::gemv_fp8(w, nullptr, x.data(), y.data(), n, out, in, s, kernels::GemvTuning{k_split});
+        kernels::gemv_fp8(w, nullptr, x.data(), y.data(), n, out, in, s, tuning);
       }, launches);
-      row("gemv_fp8", shape, n, k_split == 0 ? "tachyon" : "k_split=" + std::to_string(k_split), us, fp8_bytes);
+      row("gemv_fp8", shape, n, name, us, fp8_bytes);
     }
     if (baseline) {
       const double us = graph_time_us([&](int i, cudaStream_t s) {
@@ -137,7 +145,9 @@ void bench_gemv(bool sweep) {
   bench_gemv_shape(2048, 4096, {1, 16}, splits, false);   // Qwen3-30B-A3B o_proj
   bench_gemv_shape(49152, 576, {1, 16}, splits, true);    // SmolLM2 lm_head
   bench_gemv_shape(1536, 576, {1, 16}, splits, true);     // SmolLM2 MLP
-  bench_gemv_shape(576, 1536, {1, 16}, splits, false);
+  bench_gemv_shape(576, 1536, {1, 16}, splits, false);   // SmolLM2 down
+  bench_gemv_shape(576, 576, {1, 16}, splits, false);    // SmolLM2 o_proj
+  bench_gemv_shape(960, 576, {1, 16}, splits, false);    // SmolLM2 fused QKV
   bench_gemv_shape(8192, 8192, {1, 16}, splits, true);
 }
 

@@ -22,24 +22,35 @@
 namespace tachyon::kernels {
 
 // name: the kernel's name for the error message. Arguments are converted to the kernel's parameter types.
+// cluster_blocks > 1: thread-block clusters of that many consecutive blocks along x (grid.x a multiple of it).
 template <typename... Params, typename... Args>
-void launch_programmatic(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_bytes,
-                         cudaStream_t stream, Args&&... args) {
+void launch_programmatic_clusters(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block,
+                                  size_t shared_bytes, cudaStream_t stream, int cluster_blocks, Args&&... args) {
   cudaLaunchConfig_t config{};
   config.gridDim = grid;
   config.blockDim = block;
   config.dynamicSmemBytes = shared_bytes;
   config.stream = stream;
-  cudaLaunchAttribute attribute{};
-  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute.val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = &attribute;
-  config.numAttrs = 1;
+  cudaLaunchAttribute attributes[2]{};
+  attributes[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attributes[0].val.programmaticStreamSerializationAllowed = 1;
+  attributes[1].id = cudaLaunchAttributeClusterDimension;
+  attributes[1].val.clusterDim.x = static_cast<unsigned>(cluster_blocks);
+  attributes[1].val.clusterDim.y = 1;
+  attributes[1].val.clusterDim.z = 1;
+  config.attrs = attributes;
+  config.numAttrs = cluster_blocks > 1 ? 2 : 1;
   const cudaError_t status = cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
   if (status != cudaSuccess) {
     (void)cudaGetLastError();  // consumed here: a later TACHYON_CUDA_CHECK_LAUNCH must not report it again
     ::tachyon::cuda::throw_cuda_error(status, (std::string("launch of ") + name).c_str(), __FILE__, __LINE__);
   }
+}
+
+template <typename... Params, typename... Args>
+void launch_programmatic(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_bytes,
+                         cudaStream_t stream, Args&&... args) {
+  launch_programmatic_clusters(name, kernel, grid, block, shared_bytes, stream, 1, std::forward<Args>(args)...);
 }
 
 }  // namespace tachyon::kernels

@@ -66,6 +66,8 @@
 #include <algorithm>
 #include <type_traits>
 
+#include <cooperative_groups.h>
+
 #include "common/device_helpers.cuh"
 #include "common/launch.cuh"
 #include "cuda/cuda_check.h"
@@ -76,6 +78,8 @@
 namespace tachyon::kernels {
 
 namespace {
+
+namespace cg = cooperative_groups;
 
 constexpr int kWarpsPerBlock = 4;
 constexpr int kThreadsPerBlock = 32 * kWarpsPerBlock;
@@ -213,9 +217,11 @@ __device__ __forceinline__ void stage_normalized_rows(const ResidualNorm& norm, 
 // one 128-column scale block: its codes become fp16 in registers (exact), the MMAs take the activations split into
 // fp16 hi + lo (x / 16), and the step's partial products join the accumulators times the step's scale.
 template <int N_TILES, bool GATED, int K_SPLIT, bool EXPERT, typename Params, int ROW_TILES = 2, bool NORM = false,
-          bool FP8 = false>
+          bool FP8 = false, int CLUSTER = 1>
 __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
   static_assert(!NORM || (!EXPERT && N_TILES == 1), "fused norms: dense products with one token tile");
+  static_assert(CLUSTER == 1 || (!EXPERT && K_SPLIT == kWarpsPerBlock),
+                "cluster k-split: dense products whose block is one row group (warp 0 holds the block's sums)");
   static_assert(ROW_TILES == 2 || !GATED, "the gated kernel pairs a gate and an up tile");
   static_assert(!FP8 || !EXPERT, "FP8 weights: dense products only");
   constexpr bool kEpilogue = !std::is_same_v<Params, GemvParams>;
@@ -231,6 +237,11 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int group = lane >> 2, thread_in_group = lane & 3;
   const int row_group = warp / K_SPLIT, k_part = warp % K_SPLIT;
+  // CLUSTER > 1: the blocks of a thread-block cluster share the rows and split the columns further (more steps in
+  // parallel for matrices too small to fill the SMs with rows); rank 0 adds the others' sums.
+  const int cluster_rank = CLUSTER > 1 ? static_cast<int>(cg::this_cluster().block_rank()) : 0;
+  constexpr int kSplits = K_SPLIT * CLUSTER;
+  const int k_index = k_part + K_SPLIT * cluster_rank;
   const int in = p.in_features, out = p.out_features;
 
   // Work items: one block of kRowsPerBlock rows of one matrix. Dense: item = blockIdx.x (one per block). Expert
@@ -254,7 +265,9 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
   const int my_items = EXPERT ? (n_items > static_cast<int>(blockIdx.x)
                                           ? (n_items - blockIdx.x + gridDim.x - 1) / gridDim.x : 0)
                                    : 1;
-  auto item_at = [&](int k) { return EXPERT ? static_cast<int>(blockIdx.x + k * gridDim.x) : static_cast<int>(blockIdx.x); };
+  auto item_at = [&](int k) {
+    return EXPERT ? static_cast<int>(blockIdx.x + k * gridDim.x) : static_cast<int>(blockIdx.x) / CLUSTER;
+  };
   auto expert_weight = [&](int expert, const __nv_bfloat16* base) {
     return EXPERT ? base + static_cast<int64_t>(expert) * p.expert_stride : base;
   };
@@ -275,8 +288,8 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
   // The k-split divides whole units of chunks between the warps: one chunk (bf16), or two (FP8: a scale block, so
   // every step of every warp lies in one block).
   const int n_chunks = in / kChunkElements<FP8>, n_units = FP8 ? (n_chunks + 1) / 2 : n_chunks;
-  const int chunk_first = FP8 ? n_units * k_part / K_SPLIT * 2 : n_chunks * k_part / K_SPLIT;
-  const int chunk_end = FP8 ? min(n_chunks, n_units * (k_part + 1) / K_SPLIT * 2) : n_chunks * (k_part + 1) / K_SPLIT;
+  const int chunk_first = FP8 ? n_units * k_index / kSplits * 2 : n_chunks * k_index / kSplits;
+  const int chunk_end = FP8 ? min(n_chunks, n_units * (k_index + 1) / kSplits * 2) : n_chunks * (k_index + 1) / kSplits;
   const int steps_per_item = (chunk_end - chunk_first + kChunks - 1) / kChunks;
   const int scale_cols = (n_chunks + 1) / 2;  // FP8: 128-column blocks per row group
 
@@ -529,6 +542,32 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gemv_bf16_kernel(Params p) {
       }
       if (k + 1 < my_items) __syncthreads();  // the next item's partial sums overwrite these (block-uniform)
     }
+    if constexpr (CLUSTER > 1) {  // rank 0 adds the other blocks' sums in rank order (the same bits every run)
+      __shared__ float cluster_sums[ROW_TILES][N_TILES][4][32];
+      cg::cluster_group cluster = cg::this_cluster();
+      if (cluster_rank != 0 && warp == 0) {
+#pragma unroll
+        for (int tile = 0; tile < ROW_TILES; ++tile)
+#pragma unroll
+          for (int j = 0; j < N_TILES; ++j)
+#pragma unroll
+            for (int r = 0; r < 4; ++r) cluster_sums[tile][j][r][lane] = acc[tile][j][r];
+      }
+      cluster.sync();
+      if (cluster_rank == 0 && warp == 0) {
+        for (int other = 1; other < CLUSTER; ++other) {
+          const float* sums = cluster.map_shared_rank(&cluster_sums[0][0][0][0], other);
+#pragma unroll
+          for (int tile = 0; tile < ROW_TILES; ++tile)
+#pragma unroll
+            for (int j = 0; j < N_TILES; ++j)
+#pragma unroll
+              for (int r = 0; r < 4; ++r) acc[tile][j][r] += sums[((tile * N_TILES + j) * 4 + r) * 32 + lane];
+        }
+      }
+      cluster.sync();  // the other blocks' sums stay alive until rank 0 has read them
+      if (cluster_rank != 0) continue;
+    }
     if (k_part != 0 || row_base >= out) continue;
 
     // Accumulator r of tile/column-tile j holds row (group + 8 * (r >> 1)), token (8 j + 2 t + (r & 1)).
@@ -572,9 +611,9 @@ size_t staged_norm_bytes(int n_tokens, int in_features) {
 }
 
 template <int N_TILES, bool GATED, int K_SPLIT, bool EXPERT, typename Params, int ROW_TILES = 2, bool NORM = false,
-          bool FP8 = false>
+          bool FP8 = false, int CLUSTER = 1>
 void launch_instance(dim3 grid, const Params& p, cudaStream_t stream) {
-  constexpr auto kernel = gemv_bf16_kernel<N_TILES, GATED, K_SPLIT, EXPERT, Params, ROW_TILES, NORM, FP8>;
+  constexpr auto kernel = gemv_bf16_kernel<N_TILES, GATED, K_SPLIT, EXPERT, Params, ROW_TILES, NORM, FP8, CLUSTER>;
   // Once per kernel instance (the engine uses one device per process): the opt-in to over 48 KB of dynamic shared
   // memory (NORM: up to the device maximum, for the staged rows), and the blocks resident per SM (two 96 KB
   // rings), which sizes the expert grid to one wave.
@@ -599,7 +638,8 @@ void launch_instance(dim3 grid, const Params& p, cudaStream_t stream) {
   const size_t shared = kRingBytes + (NORM ? staged_norm_bytes(p.n_tokens, p.in_features) : 0);
   // Programmatic dependent launch: the kernel may start before the previous one ends (it waits for it
   // before reading x), so launch latency and the weight pipeline's ramp-up overlap the previous kernel.
-  launch_programmatic("gemv_bf16_kernel", kernel, grid, dim3(kThreadsPerBlock), shared, stream, p);
+  grid.x *= CLUSTER;  // grid: the items (row blocks); a cluster of CLUSTER blocks per item
+  launch_programmatic_clusters("gemv_bf16_kernel", kernel, grid, dim3(kThreadsPerBlock), shared, stream, CLUSTER, p);
 }
 
 template <int N_TILES, bool GATED, bool EXPERT, typename Params, bool NORM = false, bool FP8 = false>
@@ -696,9 +736,16 @@ void launch_gemv(const char* name, const Params& p, bool gated, int max_cols, in
   const bool one_row_tile = !gated && !p.group_count && k_split == 4 &&
                             (tuning.row_tiles == 1 || (tuning.row_tiles == 0 && small_grid));
   const dim3 grid16((p.out_features + 15) / 16);  // one_row_tile's grid
+  // one_row_tile with a cluster of two blocks per 16 rows (each a half of the columns) where that still fits in one
+  // wave of two blocks per SM: twice the steps in flight for matrices whose rows alone leave SMs idle.
+  const bool cluster = one_row_tile && (tuning.cluster == 2 ||
+                                        (tuning.cluster == 0 && 2 * static_cast<int64_t>(grid16.x) <=
+                                                                    2LL * cuda::current_device_info().multiprocessors));
   if constexpr (std::is_same_v<Params, GemvParams>) {
     if (p.norm.weight) {
       const ResidualNorm& n = p.norm;
+      // The cluster only where the fused norm keeps fitting its doubled grid (the fusion is worth more).
+      const bool norm_cluster = cluster && fuse_norm(p, static_cast<int>(2 * grid16.x));
       if (!fuse_norm(p, static_cast<int>(one_row_tile ? grid16.x : grid.x))) {  // the two launches it stands for
         add_rms_norm_to(n.residual, n.delta, n.weight, n.normed, p.n_tokens, p.in_features, n.eps, n.residual_out,
                         stream);
@@ -708,9 +755,15 @@ void launch_gemv(const char* name, const Params& p, bool gated, int max_cols, in
         launch_gemv<FP8>(name, plain, gated, max_cols, groups, tuning, stream);
         return;
       }
-      if (one_row_tile) launch_instance<1, false, 4, false, Params, 1, true, FP8>(grid16, p, stream);
+      if (norm_cluster) launch_instance<1, false, 4, false, Params, 1, true, FP8, 2>(grid16, p, stream);
+      else if (one_row_tile) launch_instance<1, false, 4, false, Params, 1, true, FP8>(grid16, p, stream);
       else if (gated) launch_with_split<1, true, false, Params, true, FP8>(k_split, grid, p, stream);
       else launch_with_split<1, false, false, Params, true, FP8>(k_split, grid, p, stream);
+      return;
+    }
+    if (one_row_tile && cluster) {
+      max_cols <= 8 ? launch_instance<1, false, 4, false, Params, 1, false, FP8, 2>(grid16, p, stream)
+                    : launch_instance<2, false, 4, false, Params, 1, false, FP8, 2>(grid16, p, stream);
       return;
     }
     if (one_row_tile) {

@@ -20,7 +20,7 @@ struct GemvCase {
   int out, in;
 };
 
-void run_gemv_case(int n, int out, int in, bool with_bias, int k_split, int row_tiles = 0) {
+void run_gemv_case(int n, int out, int in, bool with_bias, int k_split, int row_tiles = 0, int cluster = 0) {
   const Bf16Tensor w = to_bf16(random_floats(static_cast<size_t>(out) * in));
   const std::vector<float> x = random_floats(static_cast<size_t>(n) * in);
   const std::vector<float> bias = random_floats(out);
@@ -31,11 +31,12 @@ void run_gemv_case(int n, int out, int in, bool with_bias, int k_split, int row_
   cuda::DeviceBuffer<float> x_dev(x), bias_dev(bias);
   auto y_dev = poisoned(static_cast<size_t>(n) * out);
   kernels::gemv_bf16(as_bf16(w_dev), with_bias ? bias_dev.data() : nullptr, x_dev.data(), y_dev.data(), n, out, in,
-                     nullptr, kernels::GemvTuning{k_split, row_tiles});
+                     nullptr, kernels::GemvTuning{k_split, row_tiles, cluster});
   TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
   expect_within(y_dev.to_host(), want, gemv_bound(w.values, x, n, out, in),
                 "gemv n=" + std::to_string(n) + " " + std::to_string(out) + "x" + std::to_string(in) +
-                    " k_split=" + std::to_string(k_split) + " row_tiles=" + std::to_string(row_tiles));
+                    " k_split=" + std::to_string(k_split) + " row_tiles=" + std::to_string(row_tiles) +
+                    " cluster=" + std::to_string(cluster));
 }
 
 TEST(GpuGemv, EngineShapesAllTokenCounts) {
@@ -68,6 +69,21 @@ TEST(GpuGemv, OneAndTwoRowTilesPerWarp) {
       run_gemv_case(n, 1000, 96, true, 4, row_tiles);
       run_gemv_case(n, 17, 32, true, 4, row_tiles);
       run_gemv_case(n, 2880, 4096, true, 4, row_tiles);
+    }
+}
+
+TEST(GpuGemv, OneRowTileWithAndWithoutClusters) {
+  SKIP_WITHOUT_GPU();
+  reseed_for_current_test();
+  // 16-row blocks, alone or in clusters of two splitting the columns (GemvTuning::cluster): SmolLM2's down and
+  // o_proj, ragged rows, columns too few for eight warps (empty column ranges), more blocks than one wave.
+  for (int cluster : {1, 2})
+    for (int n : {1, 2, 9, 16}) {
+      run_gemv_case(n, 576, 1536, false, 4, 1, cluster);
+      run_gemv_case(n, 576, 576, true, 4, 1, cluster);
+      run_gemv_case(n, 1000, 96, true, 4, 1, cluster);
+      run_gemv_case(n, 17, 32, true, 4, 1, cluster);
+      run_gemv_case(n, 2880, 4096, true, 4, 1, cluster);
     }
 }
 

@@ -73,7 +73,8 @@ void run_case(int n, int out, int in, bool with_bias, kernels::GemvTuning tuning
   TACHYON_CUDA_CHECK(cudaDeviceSynchronize());
   expect_within(y_dev.to_host(), want, gemv_bound(q.values, x, n, out, in),
                 "gemv_fp8 n=" + std::to_string(n) + " " + std::to_string(out) + "x" + std::to_string(in) +
-                    " k_split=" + std::to_string(tuning.k_split) + " row_tiles=" + std::to_string(tuning.row_tiles));
+                    " k_split=" + std::to_string(tuning.k_split) + " row_tiles=" + std::to_string(tuning.row_tiles) +
+                    " cluster=" + std::to_string(tuning.cluster));
 }
 
 TEST(GpuGemvFp8, EngineShapesAllTokenCounts) {
@@ -96,6 +97,12 @@ TEST(GpuGemvFp8, EveryKSplitAndRowTileAndRaggedShapes) {
       run_case(n, 2048, 4096, false, {4, row_tiles});
       run_case(n, 1000, 192, true, {4, row_tiles});  // rows not a multiple of 16; 1.5 scale blocks
       run_case(n, 17, 64, true, {4, row_tiles});
+    }
+  for (int cluster : {1, 2})  // 16-row blocks alone or in clusters of two splitting the scale blocks
+    for (int n : {1, 9, 16}) {
+      run_case(n, 576, 1536, false, {4, 1, cluster});
+      run_case(n, 576, 576, true, {4, 1, cluster});  // 4.5 scale blocks over eight warps
+      run_case(n, 17, 64, true, {4, 1, cluster});
     }
   for (int n : {1, 2, 16}) run_case(n, 49152, 576, false);  // SmolLM2 lm_head
   run_case(1, 151936, 2048, false);                          // Qwen3 lm_head
