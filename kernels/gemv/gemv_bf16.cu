@@ -736,11 +736,17 @@ void launch_gemv(const char* name, const Params& p, bool gated, int max_cols, in
   const bool one_row_tile = !gated && !p.group_count && k_split == 4 &&
                             (tuning.row_tiles == 1 || (tuning.row_tiles == 0 && small_grid));
   const dim3 grid16((p.out_features + 15) / 16);  // one_row_tile's grid
-  // one_row_tile with a cluster of two blocks per 16 rows (each a half of the columns) where that still fits in one
-  // wave of two blocks per SM: twice the steps in flight for matrices whose rows alone leave SMs idle.
-  const bool cluster = one_row_tile && (tuning.cluster == 2 ||
-                                        (tuning.cluster == 0 && 2 * static_cast<int64_t>(grid16.x) <=
-                                                                    2LL * cuda::current_device_info().multiprocessors));
+  // one_row_tile with a cluster of two blocks per 16 rows (each a half of the columns): half the steps per warp, for
+  // long rows whose 16-row blocks still leave SMs idle, where the doubled grid fits one wave of two blocks per SM.
+  // Session-9 sweep (H100): Qwen3 o_proj 2048x4096, 1 token 10.47 -> 9.88 us (FP8 7.95 -> 7.30), 16 tokens 13.48 ->
+  // 12.11 (FP8 15.21 -> 11.56); but SmolLM2's 576-1536-wide rows (1-3 steps per warp) lose 0.5-1 us to the
+  // cluster's two barriers (decode +10%): rows of at least kClusterMinColumns only.
+  constexpr int kClusterMinColumns = 4096;
+  const bool cluster =
+      one_row_tile &&
+      (tuning.cluster == 2 ||
+       (tuning.cluster == 0 && p.in_features >= kClusterMinColumns &&
+        2 * static_cast<int64_t>(grid16.x) <= 2LL * cuda::current_device_info().multiprocessors));
   if constexpr (std::is_same_v<Params, GemvParams>) {
     if (p.norm.weight) {
       const ResidualNorm& n = p.norm;
