@@ -18,7 +18,9 @@
 //   two tiles are the gate and up rows of the same 16 outputs, combined as silu(g) * u in registers), or 16 rows
 //   (one m-tile, 6 ring stages of 4 KB) for dense matrices whose 32-row blocks would leave SMs idle.
 //   4 warps per block; k_split of them share rows and split in_features (partial sums reduced in shared
-//   memory) so that small out_features still fill 132 SMs.
+//   memory) so that small out_features still fill 132 SMs. Long rows in 16-row blocks that still leave SMs idle
+//   (Qwen3's o_proj, 2048 x 4096) run as clusters of two blocks, each with half of the columns: half the steps per
+//   warp, rank 0 adding the other block's sums through distributed shared memory (GemvTuning::cluster).
 // - Launched with programmatic dependent launch: the first weight steps stream while the previous kernel
 //   finishes; griddepcontrol.wait precedes the first activation read (expert mode waits first: the routing
 //   tables come from the previous kernel).
@@ -60,6 +62,9 @@
 //      9.7, 2048x4096 T=16 15.4 us vs 13.5 (slower: twice the MMAs and splits per byte). Decode with FP8 attention
 //      and lm_head: Qwen3 NVFP4 2988 -> 2617 us, gpt-oss-20b 2545 -> 2152 (BENCHMARKS.md "FP8 dense weights"). Steps
 //      of two scale blocks at 1 token (82780a7) gained 1.3-1.7% of decode over steps of one (6c78c7b).
+//   v6 (session 9) clusters of two 16-row blocks for rows of >= 4096 columns: 2048x4096 T=1 10.47 -> 9.88 us, T=16
+//      13.48 -> 12.11 (FP8 15.21 -> 11.56); decode Qwen3 NVFP4 + FP8 2603 -> 2555 us, bf16 4152 -> 4087 (short rows
+//      lose: SmolLM2's 576-1536 columns +0.5-1 us per product).
 //   Full tables: docs/gpu-kernels.md.
 #include "gemv/gemv_bf16.h"
 
