@@ -23,8 +23,9 @@ struct AttentionParams {
   // true: the block table and every cached key / value below this pass's own positions were written by work that
   // completed before this chain of programmatic launches began (earlier passes), so each block may stream its first
   // tile of cached keys BEFORE waiting for the previous kernel, and re-reads only the pass's own rows after it (used
-  // at 1..4 query tokens per sequence and without a sliding window, which moves the first tile). The target model's passes qualify (GpuModel); the DFlash
-  // drafter's draft pass does not (its context pass writes the cache just before it).
+  // at 1..4 query tokens per sequence and without a sliding window, which moves the first tile). The target model's
+  // passes qualify (GpuModel); the DFlash drafter's draft pass does not (its context pass writes the cache just
+  // before it).
   bool cache_settled = false;
 };
 

@@ -755,8 +755,6 @@ void launch_gemv(const char* name, const Params& p, bool gated, int max_cols, in
   if constexpr (std::is_same_v<Params, GemvParams>) {
     if (p.norm.weight) {
       const ResidualNorm& n = p.norm;
-      // The cluster only where the fused norm keeps fitting its doubled grid (the fusion is worth more).
-      const bool norm_cluster = cluster && fuse_norm(p, static_cast<int>(2 * grid16.x));
       if (!fuse_norm(p, static_cast<int>(one_row_tile ? grid16.x : grid.x))) {  // the two launches it stands for
         add_rms_norm_to(n.residual, n.delta, n.weight, n.normed, p.n_tokens, p.in_features, n.eps, n.residual_out,
                         stream);
@@ -766,8 +764,8 @@ void launch_gemv(const char* name, const Params& p, bool gated, int max_cols, in
         launch_gemv<FP8>(name, plain, gated, max_cols, groups, tuning, stream);
         return;
       }
-      if (norm_cluster) launch_instance<1, false, 4, false, Params, 1, true, FP8, 2>(grid16, p, stream);
-      else if (one_row_tile) launch_instance<1, false, 4, false, Params, 1, true, FP8>(grid16, p, stream);
+      // No cluster instance here: no engine product with a fused norm has rows that long (the norm takes <= 4096).
+      if (one_row_tile) launch_instance<1, false, 4, false, Params, 1, true, FP8>(grid16, p, stream);
       else if (gated) launch_with_split<1, true, false, Params, true, FP8>(k_split, grid, p, stream);
       else launch_with_split<1, false, false, Params, true, FP8>(k_split, grid, p, stream);
       return;

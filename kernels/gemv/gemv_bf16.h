@@ -54,8 +54,8 @@ struct GemvTuning {
   // m-tiles of 16 rows per warp: 0 = the launch heuristic, 2, or 1 (dense, not gated, with k_split 4 only;
   // the heuristic takes it where 32-row blocks would not fill the SMs).
   int row_tiles = 0;
-  // With one 16-row tile per warp: 0 = the launch heuristic, 1 = one block per 16 rows, 2 = a cluster of two blocks
-  // per 16 rows, each with half of the columns (rank 0 adds the other's sums).
+  // With one 16-row tile per warp and no fused norm: 0 = the launch heuristic, 1 = one block per 16 rows, 2 = a
+  // cluster of two blocks per 16 rows, each with half of the columns (rank 0 adds the other's sums).
   int cluster = 0;
 };
 
