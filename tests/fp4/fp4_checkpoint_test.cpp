@@ -47,6 +47,18 @@ std::string present_error(const test::ScratchDir& dir, const std::vector<Planned
 
 std::vector<float> tensor_values(const Checkpoint& c, const std::string& name) { return c.weights.get(name).to_float(); }
 
+// Every tensor of `want` is in `got` with the same shape and the same float bits (a written file read back against
+// the in-memory quantization).
+void expect_same_tensors(const Checkpoint& want, const Checkpoint& got) {
+  for (const auto& [name, tensor] : want.weights.all()) {
+    SCOPED_TRACE(name);
+    const TensorView& back = got.weights.get(name);
+    ASSERT_EQ(back.shape, tensor.shape);
+    const std::vector<float> want_values = tensor.to_float(), got_values = back.to_float();
+    for (size_t i = 0; i < want_values.size(); ++i) ASSERT_EQ(to_bits(got_values[i]), to_bits(want_values[i])) << i;
+  }
+}
+
 TEST(Fp4Checkpoint, ModelOptFileFromPython) {
   const auto expected = test::read_json(test::fp4_fixture("checkpoints_expected.json"));
   auto base = load_dir_without_config(test::fp4_fixture("modelopt_tiny"));
@@ -175,13 +187,7 @@ TEST_P(Fp4WriteReadBack, FileGivesTheInMemoryWeights) {
   const std::string method = config["quantization_config"]["quant_method"];
   EXPECT_EQ(method, options.layout() == Fp4Layout::ModelOpt ? "modelopt" : "compressed-tensors");
   EXPECT_EQ(std::filesystem::exists(dir.path("out/hf_quant_config.json")), options.layout() == Fp4Layout::ModelOpt);
-  for (const auto& [name, tensor] : in_memory->checkpoint().weights.all()) {
-    SCOPED_TRACE(name);
-    const TensorView& back = c.weights.get(name);
-    ASSERT_EQ(back.shape, tensor.shape);
-    const std::vector<float> want = tensor.to_float(), got = back.to_float();
-    for (size_t i = 0; i < want.size(); ++i) ASSERT_EQ(to_bits(got[i]), to_bits(want[i])) << i;
-  }
+  ASSERT_NO_FATAL_FAILURE(expect_same_tensors(in_memory->checkpoint(), c));
   const std::vector<Fp4Linear> linears = find_fp4_linears(read_back->base().weights);
   ASSERT_EQ(linears.size(), expected_count);
   for (const Fp4Linear& l : linears) EXPECT_EQ(l.layout, options.layout());
@@ -226,13 +232,7 @@ TEST(Fp8Checkpoint, FileGivesTheInMemoryWeights) {
   const Checkpoint& c = read_back->checkpoint();
   EXPECT_FALSE(c.config.contains("quantization_config"));
   EXPECT_FALSE(c.weights.has("model.layers.0.self_attn.q_proj.weight_scale_inv"));
-  for (const auto& [name, tensor] : in_memory->checkpoint().weights.all()) {
-    SCOPED_TRACE(name);
-    const TensorView& back = c.weights.get(name);
-    ASSERT_EQ(back.shape, tensor.shape);
-    const std::vector<float> want = tensor.to_float(), got = back.to_float();
-    for (size_t i = 0; i < want.size(); ++i) ASSERT_EQ(to_bits(got[i]), to_bits(want[i])) << i;
-  }
+  ASSERT_NO_FATAL_FAILURE(expect_same_tensors(in_memory->checkpoint(), c));
   const std::vector<Fp8Linear> linears = find_fp8_linears(read_back->base().weights);
   ASSERT_EQ(linears.size(), 5u);
   EXPECT_EQ(linears[0].weight->dtype, DType::F8_E4M3);

@@ -106,32 +106,6 @@ std::vector<float> pad_features(const DrafterFixture& f, const std::vector<float
   return gpu;
 }
 
-// Device PassInputs of one sequence: rows at positions [first, first + n), seq_len first + n (or `seq_len`).
-struct DeviceRows {
-  cuda::DeviceBuffer<int> ints{4 * kMaxPassTokens + 3};  // tokens | positions | seq_len | query_start | sequence
-  PassInputs inputs() {
-    PassInputs in;
-    const int T = kMaxPassTokens;
-    in.tokens = ints.data();
-    in.positions = ints.data() + T;
-    in.seq_lens = ints.data() + 2 * T;
-    in.query_start = ints.data() + 2 * T + 1;
-    in.token_sequence = ints.data() + 2 * T + 3;
-    return in;
-  }
-  // Stream-ordered upload (the host vector is staged before the call returns).
-  void set(const std::vector<int32_t>& tokens, int first, int n, cudaStream_t stream) {
-    const int T = kMaxPassTokens;
-    std::vector<int> h(4 * T + 3, 0);
-    for (int t = 0; t < n; ++t) h[T + t] = first + t;
-    for (size_t t = 0; t < tokens.size(); ++t) h[t] = tokens[t];
-    h[2 * T] = first + n;
-    h[2 * T + 1] = 0;
-    h[2 * T + 2] = n;
-    TACHYON_CUDA_CHECK(cudaMemcpyAsync(ints.data(), h.data(), h.size() * sizeof(int), cudaMemcpyHostToDevice, stream));
-  }
-};
-
 // A device copy made on `stream` (the tests' streams are non-blocking: a copy on the legacy stream would not be
 // ordered before their kernels).
 cuda::DeviceBuffer<float> upload(const std::vector<float>& host, cudaStream_t stream) {
@@ -202,7 +176,7 @@ TEST_P(GpuDrafterTest, ContextRoundsAndBlocksMatchCpu) {
   // Valid length L: 37 -> 39 -> 44 -> 43 -> 51 -> 67 (a block across the page boundary at 64) -> 65 -> 69.
   const std::vector<Round> rounds = {{2, 1, 0},  {16, 4, 0},  {5, 0, 2}, {8, 7, 0},
                                      {16, 15, 0}, {3, 2, 5}, {11, 3, 0}, {7, 6, 0}};
-  DeviceRows rows;
+  SingleSequencePassInputs rows;
   cuda::DeviceBuffer<float> features_dev(static_cast<size_t>(kMaxPassTokens) * g.feature_width());
   double worst = 0;
   for (size_t r = 0; r < rounds.size(); ++r) {
@@ -212,12 +186,12 @@ TEST_P(GpuDrafterTest, ContextRoundsAndBlocksMatchCpu) {
     const std::vector<int32_t> block = make_block(f, b);
     const std::vector<float> want = cpu.draft(block, cache);
 
-    rows.set(block, L, b, stream);
+    const PassInputs block_in = rows.upload(block, b, L, stream);
     cuda::DeviceBuffer<float> logits(static_cast<size_t>(b - 1) * vocab);
     logits.fill_bytes(0xff, stream);  // NaN, on the pass's stream
     // An exact bound on odd rounds, the capacity (as a captured graph would use) on even ones.
     const int max_seq_len = r % 2 ? L + b : static_cast<int>(g.capacity());
-    g.enqueue_draft(rows.inputs(), b, max_seq_len, logits.data(), stream);
+    g.enqueue_draft(block_in, b, max_seq_len, logits.data(), stream);
     stream.synchronize();
     worst = std::max(worst, compare_logits(logits.to_host(), want, vocab, what));
 
@@ -226,8 +200,7 @@ TEST_P(GpuDrafterTest, ContextRoundsAndBlocksMatchCpu) {
     const std::vector<float> padded = pad_features(f, fresh, b);
     TACHYON_CUDA_CHECK(cudaMemcpyAsync(features_dev.data(), padded.data(), padded.size() * sizeof(float),
                                        cudaMemcpyHostToDevice, stream));
-    rows.set({}, L, b, stream);
-    g.enqueue_context(features_dev.data(), rows.inputs(), b, L + b, stream);
+    g.enqueue_context(features_dev.data(), rows.upload({}, b, L, stream), b, L + b, stream);
     stream.synchronize();  // `padded` is pageable: the copy above is staged already, but keep the rounds apart
     cpu.add_context(fresh.data(), accepted + 1, cache);
     if (rollback > 0) cache.truncate(cache.length() - rollback);
@@ -256,19 +229,20 @@ TEST_P(GpuDrafterTest, GraphReplayAtTwoPositionsMatchesCpu) {
   cuda::DeviceBuffer<float> prefix_dev = upload(pad_features(f, prefix_features, prefix), stream);
   g.add_context(prefix_dev.data(), prefix, 0, stream);
 
-  DeviceRows context_rows, block_rows;
+  // Each upload rewrites the same device arrays, so the inputs captured once follow every later upload.
+  SingleSequencePassInputs context_rows, block_rows;
   cuda::DeviceBuffer<float> features_dev(static_cast<size_t>(kMaxPassTokens) * g.feature_width());
   cuda::DeviceBuffer<float> logits_dev(static_cast<size_t>(b - 1) * vocab);
   const int bound = static_cast<int>(g.capacity());
-  auto enqueue = [&] {
-    g.enqueue_context(features_dev.data(), context_rows.inputs(), n_context, bound, stream);
-    g.enqueue_draft(block_rows.inputs(), b, bound, logits_dev.data(), stream);
-  };
   // One eager run first (any first-call kernel setup happens outside the capture), at positions the first replay
   // rewrites.
   features_dev.fill_bytes(0, stream);
-  context_rows.set({}, prefix, n_context, stream);
-  block_rows.set(make_block(f, b), prefix + n_context, b, stream);
+  const PassInputs context_in = context_rows.upload({}, n_context, prefix, stream);
+  const PassInputs block_in = block_rows.upload(make_block(f, b), b, prefix + n_context, stream);
+  auto enqueue = [&] {
+    g.enqueue_context(features_dev.data(), context_in, n_context, bound, stream);
+    g.enqueue_draft(block_in, b, bound, logits_dev.data(), stream);
+  };
   enqueue();
   stream.synchronize();
 
@@ -298,8 +272,8 @@ TEST_P(GpuDrafterTest, GraphReplayAtTwoPositionsMatchesCpu) {
     const std::vector<float> padded = pad_features(f, fresh, n_context);
     TACHYON_CUDA_CHECK(cudaMemcpyAsync(features_dev.data(), padded.data(), padded.size() * sizeof(float),
                                        cudaMemcpyHostToDevice, stream));
-    context_rows.set({}, start, n_context, stream);
-    block_rows.set(block, start + n_context, b, stream);
+    context_rows.upload({}, n_context, start, stream);
+    block_rows.upload(block, b, start + n_context, stream);
     logits_dev.fill_bytes(0xff, stream);  // NaN
     TACHYON_CUDA_CHECK(cudaGraphLaunch(exec, stream));
     stream.synchronize();

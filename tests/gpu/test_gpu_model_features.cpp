@@ -260,23 +260,11 @@ TEST_P(GpuModelFeatures, GraphCapturedPassWritesTheSameFeatures) {
   // The same pass captured in a graph, inputs on the device, features into a buffer of the caller.
   model->truncate(L);
   model->reserve(L + 5);
-  std::vector<int> ints(3 * T + 3, 0);  // [tokens 16 | positions 16 | seq_len | query_start 2 | sequence 16]
-  for (int t = 0; t < 5; ++t) {
-    ints[t] = block[t];
-    ints[T + t] = static_cast<int>(L + t);
-  }
-  ints[2 * T] = static_cast<int>(L + 5);
-  ints[2 * T + 2] = 5;
-  cuda::DeviceBuffer<int> device_ints(ints);
-  cuda::DeviceBuffer<float> features(size_t{T} * F), logits(size_t{T} * vocab);
-  PassInputs in;
-  in.tokens = device_ints.data();
-  in.positions = device_ints.data() + T;
-  in.seq_lens = device_ints.data() + 2 * T;
-  in.query_start = device_ints.data() + 2 * T + 1;
-  in.token_sequence = device_ints.data() + 2 * T + 3;
-  in.features = features.data();
   cudaStream_t stream = model->stream();
+  SingleSequencePassInputs inputs;
+  cuda::DeviceBuffer<float> features(size_t{T} * F), logits(size_t{T} * vocab);
+  PassInputs in = inputs.upload(block, 5, L, stream);
+  in.features = features.data();
   TACHYON_CUDA_CHECK(cudaStreamSynchronize(stream));
   TACHYON_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed));
   model->enqueue_pass(in, 5, static_cast<int>(L + 5), logits.data(), stream);

@@ -82,12 +82,10 @@ std::unique_ptr<RoundedCheckpoint> fp4_reference(const Checkpoint& source, const
   return out;
 }
 
-struct Fp4Fixture {
+struct Fp4Fixture : TinyReference {
   Checkpoint checkpoint;
   std::unique_ptr<RoundedCheckpoint> reference;
   std::unique_ptr<Model> cpu;
-  std::vector<int32_t> prompt, reference_greedy;
-  int vocab = 0;
 };
 
 std::unique_ptr<GpuModel> gpu_model(const Checkpoint& checkpoint, ExpertFormat format) {
@@ -109,10 +107,7 @@ Fp4Fixture& fixture(const std::string& name, ExpertFormat format) {
     set_expert_format(config, format, name);
     slot->reference = fp4_reference(slot->checkpoint, config);
     slot->cpu = create_model(slot->reference->checkpoint);
-    const nlohmann::json reference = read_json_file(dir + "/reference.json");
-    slot->prompt = reference["prompt_ids"].get<std::vector<int32_t>>();
-    slot->reference_greedy = reference["greedy_ids"].get<std::vector<int32_t>>();
-    slot->vocab = reference["logits_shape"][1].get<int>();
+    read_tiny_reference(dir, *slot);
   }
   return *slot;
 }
@@ -173,16 +168,9 @@ TEST_P(GpuFp4TinyModel, GreedyGraphDecodeMatchesCpu) {
   SKIP_WITHOUT_GPU();
   Fp4Fixture& f = fixture(std::get<0>(GetParam()), std::get<1>(GetParam()));
   auto model = gpu_model(f.checkpoint, std::get<1>(GetParam()));
-  const int n = static_cast<int>(f.reference_greedy.size());
-  DecodeLoop loop(*model, DecodeSampling{});
-  loop.start(f.prompt);
-  loop.enqueue(n - 1, /*use_graph=*/true);
-  const std::vector<int32_t> gpu = loop.tokens();
-  const GreedyRun cpu = cpu_greedy(*f.cpu, f.prompt, n);
   auto probe = gpu_model(f.checkpoint, std::get<1>(GetParam()));
-  KvCache cache = f.cpu->new_cache();
-  const double difference = max_abs_difference(probe->prefill_to_host(f.prompt), f.cpu->forward(f.prompt, cache));
-  expect_same_greedy(gpu, cpu, static_cast<float>(4 * difference + 1e-3), what() + " greedy vs CPU");
+  expect_graph_greedy_matches_cpu(*model, *probe, *f.cpu, f.prompt, static_cast<int>(f.reference_greedy.size()),
+                                  what() + " greedy vs CPU");
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, GpuFp4TinyModel,

@@ -70,13 +70,11 @@ std::unique_ptr<RoundedCheckpoint> fp8_reference(const Checkpoint& source, const
   return out;
 }
 
-struct Fp8Fixture {
+struct Fp8Fixture : TinyReference {
   Checkpoint checkpoint;
   Fp8Weights fp8;
   std::unique_ptr<RoundedCheckpoint> reference;
   std::unique_ptr<Model> cpu;
-  std::vector<int32_t> prompt, reference_greedy;
-  int vocab = 0;
 };
 
 // Fixture -> the weight groups it can take as FP8 (tied embeddings keep a bf16 lm_head in this test: the CPU
@@ -110,10 +108,7 @@ Fp8Fixture& fixture(const std::string& name) {
     set_fp8_weights(config, slot->fp8, name);
     slot->reference = fp8_reference(slot->checkpoint, config);
     slot->cpu = create_model(slot->reference->checkpoint);
-    const nlohmann::json reference = read_json_file(dir + "/reference.json");
-    slot->prompt = reference["prompt_ids"].get<std::vector<int32_t>>();
-    slot->reference_greedy = reference["greedy_ids"].get<std::vector<int32_t>>();
-    slot->vocab = reference["logits_shape"][1].get<int>();
+    read_tiny_reference(dir, *slot);
   }
   return *slot;
 }
@@ -165,16 +160,9 @@ TEST_P(GpuFp8TinyModel, GreedyGraphDecodeMatchesCpu) {
   SKIP_WITHOUT_GPU();
   Fp8Fixture& f = fixture(GetParam());
   auto model = gpu_model(f);
-  const int n = static_cast<int>(f.reference_greedy.size());
-  DecodeLoop loop(*model, DecodeSampling{});
-  loop.start(f.prompt);
-  loop.enqueue(n - 1, /*use_graph=*/true);
-  const std::vector<int32_t> gpu = loop.tokens();
-  const GreedyRun cpu = cpu_greedy(*f.cpu, f.prompt, n);
   auto probe = gpu_model(f);
-  KvCache cache = f.cpu->new_cache();
-  const double difference = max_abs_difference(probe->prefill_to_host(f.prompt), f.cpu->forward(f.prompt, cache));
-  expect_same_greedy(gpu, cpu, static_cast<float>(4 * difference + 1e-3), GetParam() + " FP8 greedy vs CPU");
+  expect_graph_greedy_matches_cpu(*model, *probe, *f.cpu, f.prompt, static_cast<int>(f.reference_greedy.size()),
+                                  GetParam() + " FP8 greedy vs CPU");
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, GpuFp8TinyModel,

@@ -34,13 +34,11 @@ using namespace gpu_model_test;
 
 constexpr double kTransformersBound = 8e-2;  // kCpuBound, kFlipMargin, kMaxFlips: test_gpu_model_util.h
 
-struct TinyFixture {
+struct TinyFixture : TinyReference {
   Checkpoint checkpoint;
   std::unique_ptr<RoundedCheckpoint> rounded;
   std::unique_ptr<Model> cpu;  // on the rounded weights
-  std::vector<int32_t> prompt, reference_greedy;
   std::vector<float> reference_logits;  // transformers, [prompt, vocab]
-  int vocab = 0;
 };
 
 TinyFixture& fixture(const std::string& name) {
@@ -52,12 +50,9 @@ TinyFixture& fixture(const std::string& name) {
     slot->checkpoint = open_checkpoint(dir);
     slot->rounded = round_matrices_to_bf16(slot->checkpoint);
     slot->cpu = create_model(slot->rounded->checkpoint);
-    const nlohmann::json reference = read_json_file(dir + "/reference.json");
-    slot->prompt = reference["prompt_ids"].get<std::vector<int32_t>>();
-    slot->reference_greedy = reference["greedy_ids"].get<std::vector<int32_t>>();
-    slot->vocab = reference["logits_shape"][1].get<int>();
+    read_tiny_reference(dir, *slot);
     slot->reference_logits.resize(slot->prompt.size() * slot->vocab);
-    std::ifstream file(dir + "/" + reference["logits_file"].get<std::string>(), std::ios::binary);
+    std::ifstream file(slot->logits_file, std::ios::binary);
     file.read(reinterpret_cast<char*>(slot->reference_logits.data()),
               static_cast<std::streamsize>(slot->reference_logits.size() * sizeof(float)));
     if (!file) throw std::runtime_error(name + ": logits file too short");
@@ -149,17 +144,9 @@ TEST_P(GpuTinyModel, GreedyGraphDecodeMatchesCpu) {
   TinyFixture& f = fixture(GetParam());
   auto model = gpu_model(f);
   const int n = static_cast<int>(f.reference_greedy.size());
-  DecodeLoop loop(*model, DecodeSampling{});
-  loop.start(f.prompt);
-  loop.enqueue(n - 1, /*use_graph=*/true);
-  const std::vector<int32_t> gpu = loop.tokens();
-  const GreedyRun cpu = cpu_greedy(*f.cpu, f.prompt, n);
-  // How far apart GPU and CPU logits are on this prompt: choices closer than that are ties at this precision.
-  auto reference_model = gpu_model(f);
-  KvCache cache = f.cpu->new_cache();
-  const double difference =
-      max_abs_difference(reference_model->prefill_to_host(f.prompt), f.cpu->forward(f.prompt, cache));
-  expect_same_greedy(gpu, cpu, static_cast<float>(4 * difference + 1e-3), GetParam() + " greedy vs CPU");
+  auto probe = gpu_model(f);
+  const std::vector<int32_t> gpu =
+      expect_graph_greedy_matches_cpu(*model, *probe, *f.cpu, f.prompt, n, GetParam() + " greedy vs CPU");
   size_t same = 0;
   while (same < gpu.size() && gpu[same] == f.reference_greedy[same]) ++same;
   std::printf("[ %s ] greedy: first %zu of %d tokens equal transformers' (float32 weights)\n", GetParam().c_str(), same,

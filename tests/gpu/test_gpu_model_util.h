@@ -19,8 +19,10 @@
 #include <gtest/gtest.h>
 
 #include "core/dtype.h"
+#include "gpu/decode_loop.h"
 #include "gpu/gpu_model.h"
 #include "loader/checkpoint.h"
+#include "loader/json_file.h"
 #include "models/model.h"
 
 namespace tachyon::gpu_model_test {
@@ -121,6 +123,21 @@ inline void expect_same_greedy(const std::vector<int32_t>& gpu, const GreedyRun&
   std::printf("[ %s ] %zu greedy tokens identical\n", what.c_str(), gpu.size());
 }
 
+// A tiny fixture's transformers run (tests/fixtures/tiny/NAME/reference.json): the prompt, transformers' greedy
+// continuation, the vocabulary, the file of its prompt logits. The fixtures of the GPU model tests derive from it.
+struct TinyReference {
+  std::vector<int32_t> prompt, reference_greedy;
+  int vocab = 0;
+  std::string logits_file;  // in the fixture's directory: float32 [prompt, vocab]
+};
+inline void read_tiny_reference(const std::string& dir, TinyReference& out) {
+  const nlohmann::json reference = read_json_file(dir + "/reference.json");
+  out.prompt = reference["prompt_ids"].get<std::vector<int32_t>>();
+  out.reference_greedy = reference["greedy_ids"].get<std::vector<int32_t>>();
+  out.vocab = reference["logits_shape"][1].get<int>();
+  out.logits_file = dir + "/" + reference["logits_file"].get<std::string>();
+}
+
 // max_i |ours_i - ref_i| / max_i |ref_i| over each row of [rows, vocab]; the worst row's value.
 inline double max_relative_error(const std::vector<float>& ours, const std::vector<float>& ref, int vocab) {
   EXPECT_EQ(ours.size(), ref.size());
@@ -179,6 +196,23 @@ inline double max_abs_difference(const std::vector<float>& ours, const std::vect
   for (size_t i = 0; i < std::min(ours.size(), ref.size()); ++i)
     worst = std::isfinite(ours[i]) ? std::max(worst, static_cast<double>(std::fabs(ours[i] - ref[i]))) : INFINITY;
   return worst;
+}
+
+// n greedy tokens of `model` through the CUDA-graph decode loop against the CPU reference's: a divergence is
+// accepted only at a near-tie, judged by how far apart a fresh GPU model on the same weights (`probe`) and the CPU
+// are on the prompt's logits. Returns the GPU's tokens.
+inline std::vector<int32_t> expect_graph_greedy_matches_cpu(gpu::GpuModel& model, gpu::GpuModel& probe, Model& cpu,
+                                                            const std::vector<int32_t>& prompt, int n,
+                                                            const std::string& what) {
+  gpu::DecodeLoop loop(model, gpu::DecodeSampling{});
+  loop.start(prompt);
+  loop.enqueue(n - 1, /*use_graph=*/true);
+  const std::vector<int32_t> tokens = loop.tokens();
+  const GreedyRun reference = cpu_greedy(cpu, prompt, n);
+  KvCache cache = cpu.new_cache();
+  const double difference = max_abs_difference(probe.prefill_to_host(prompt), cpu.forward(prompt, cache));
+  expect_same_greedy(tokens, reference, static_cast<float>(4 * difference + 1e-3), what);
+  return tokens;
 }
 
 // Logit rows of the same tokens on the GPU and on the CPU: the first `first` tokens in one pass (the verify path),
