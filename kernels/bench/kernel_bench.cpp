@@ -96,7 +96,7 @@ void bench_gemv_shape(int out, int in, const std::vector<int>& token_counts, con
   fill_random(x, -1, 1, 2);
   fill_random(x_bf16, -1, 1, 3);
   kernels::CublasLtGemm cublas;
-  DeviceBuffer<float> fp8_scales(static_cast<size_t>((out + 15) / 16) * ((in + 127) / 128));
+  DeviceBuffer<float> fp8_scales(static_cast<size_t>(kernels::Fp8Matrix::scale_count(out, in)));
   fill_random(fp8_scales, 0.001f, 0.002f, 4);
   const std::string shape = std::to_string(out) + "x" + std::to_string(in);
   const int launches = std::max(20, std::min(200, weights.copies));

@@ -100,6 +100,9 @@ struct Fp8Matrix {
   static constexpr int kRowGroup = 16, kColBlock = 128;
   const uint8_t* codes = nullptr;  // [out, in], 16-byte aligned
   const float* scales = nullptr;   // [ceil(out / 16), ceil(in / 128)]
+  static int64_t scale_count(int64_t rows, int64_t cols) {  // scales of a [rows, cols] matrix
+    return (rows + kRowGroup - 1) / kRowGroup * ((cols + kColBlock - 1) / kColBlock);
+  }
 };
 
 // The products above with FP8 weights (same tokens, tuning and fused-norm rules; in_features % 64 == 0). Error

@@ -48,7 +48,8 @@ void set_fp8_weights(GpuModelConfig& c, const Fp8Weights& fp8, const std::string
 }
 
 namespace {
-// Scales of a [rows, cols] matrix in kernels::Fp8Matrix's layout: one per 16 rows x 128 columns.
+// Scales of a [rows, cols] matrix in kernels::Fp8Matrix's layout: one per 16 rows x 128 columns (as
+// Fp8Matrix::scale_count, which this file's CPU part cannot include: fp8_matrix_bytes is built without CUDA too).
 int64_t scale_count(int64_t rows, int64_t cols) { return (rows + 15) / 16 * ((cols + 127) / 128); }
 }  // namespace
 
