@@ -5,7 +5,8 @@
 #   [CONTEXT=1024] scripts/gpu/decode_ab.sh BASE_DIR NEW_DIR [MODEL...]
 # MODEL: qwen3-bf16 qwen3-nvfp4 gpt-oss-mxfp4 smollm2 (needs $TACHYON_MODELS_DIR/SmolLM2-135M-Instruct.Q4_1.gguf),
 # smollm2-shape (random weights), qwen3-nvfp4-fp8 / gpt-oss-fp8 (`--fp8 attention,lm_head`).
-# BASE_DIR / NEW_DIR: folders made by scripts/gpu/pack.sh (tachyon + lib/).
+# BASE_DIR / NEW_DIR: folders made by scripts/gpu/pack.sh (tachyon + lib/); they may be the same folder when
+# NEW_ARGS (extra `tachyon bench` arguments for the NEW runs only, e.g. NEW_ARGS=--persistent) makes the difference.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 base="${1:?usage: decode_ab.sh BASE_DIR NEW_DIR [MODEL...]}"
@@ -32,11 +33,13 @@ for model in $models; do
     *) echo "unknown model $model" | tee -a "$summary"; continue ;;
   esac
   for i in 1 2; do
-    for build in "$base" "$new"; do
-      name="$(basename "$build")"
+    for role in base new; do
+      build="$base" extra=()
+      [ "$role" = new ] && build="$new" && read -r -a extra <<< "${NEW_ARGS:-}"
+      name="$role-$(basename "$build")"
       tag="$model-$name-$i-ctx$context"
-      LD_LIBRARY_PATH="$PWD/$build/lib" timeout 120 "$build/tachyon" bench "${args[@]}" --context "$context" --steps 64 \
-        --repeats 3 --prefill none --json-file "$OUT/ab-$tag.json" > "$OUT/ab-$tag.log" 2>&1
+      LD_LIBRARY_PATH="$PWD/$build/lib" timeout 120 "$build/tachyon" bench "${args[@]}" "${extra[@]}" --context "$context" \
+        --steps 64 --repeats 3 --prefill none --json-file "$OUT/ab-$tag.json" > "$OUT/ab-$tag.log" 2>&1
       rc=$?
       line=$(grep -E "decode, batch 1" "$OUT/ab-$tag.log" | head -1)
       echo "$model $name run $i rc=$rc: $line" | tee -a "$summary"

@@ -4,6 +4,7 @@
 #include "gpu/gpu_model.h"
 
 #include <algorithm>
+#include <cstdio>
 
 #include "activation/swiglu.h"
 #include "attention/decode_attention.h"
@@ -163,7 +164,109 @@ void GpuModel::allocate_runtime() {
   size_t workspace = 0;
   for (int n = 1; n <= T; ++n) workspace = std::max(workspace, max_attention_workspace(c, 1, n, n, capacity_));
   attention_workspace_ = cuda::DeviceBuffer<uint8_t>(std::max<size_t>(workspace, 16));
+  if (options_.persistent_decode) allocate_persistent_decode();
   TACHYON_CUDA_CHECK(cudaDeviceSynchronize());  // weights filled on the legacy stream must be visible to stream_
+}
+
+std::string GpuModel::persistent_decode_unsupported() const {
+  const GpuModelConfig& c = config_;
+  if (c.family != GpuFamily::Llama && c.family != GpuFamily::Qwen2 && c.family != GpuFamily::Qwen3)
+    return "only dense Llama / Qwen2 / Qwen3 models (this is " + c.family_name() + ")";
+  if (c.experts > 0) return "mixture-of-experts layers";
+  if (c.attention_sinks) return "attention sinks";
+  for (int layer = 0; layer < c.layers; ++layer)
+    if (c.sliding_window(layer) > 0) return "sliding-window layers";
+  if (c.head_dim_padded != 64 && c.head_dim_padded != 128) return "a padded head_dim other than 64 / 128";
+  if (c.heads % c.kv_heads != 0 || !kernels::persistent_decode_supports_group(c.heads / c.kv_heads))
+    return "query heads per KV head other than 1, 2, 3, 4, 8";
+  if (c.fp8.attention || c.fp8.mlp) return "FP8 attention or MLP weights";
+  if (c.hidden_padded % 8 != 0 || c.intermediate_padded % 8 != 0) return "widths that are not multiples of 8";
+  return "";
+}
+
+void GpuModel::allocate_persistent_decode() {
+  const std::string why = persistent_decode_unsupported();
+  if (!why.empty()) {
+    if (options_.progress) std::fprintf(stderr, "persistent decode: not used (%s)\n", why.c_str());
+    return;
+  }
+  const GpuModelConfig& c = config_;
+  kernels::PersistentDecodeParams p;
+  p.n_layers = c.layers;
+  p.embed = weights_.embed;
+  p.final_norm = weights_.final_norm;
+  p.hidden = c.hidden_padded;
+  p.intermediate = c.intermediate_padded;
+  p.heads = c.heads;
+  p.kv_heads = c.kv_heads;
+  p.head_dim = c.head_dim_padded;  // padded heads: zero rows of q / k / v, zero columns of o (gpu_weights.h)
+  p.hidden_norm_eps = c.hidden_norm_eps();
+  // The padded head's mean square is head_dim / head_dim_padded times the real one's (as prologue_for).
+  p.head_norm_eps = c.rms_eps * static_cast<float>(c.head_dim) / static_cast<float>(c.head_dim_padded);
+  p.attention_scale = c.attention_scale;
+  p.rope_inv_freq = rope_inv_freq_.data();
+  p.rotary_dim = c.rope.rotary_dim;
+  p.rope_attention_factor = rope_attention_factor_;
+  p.rope_interleaved = c.rope.interleaved;
+  p.block_table = block_table_.data();
+  p.page_size = options_.page_size;
+  p.normed_out = normed_.data();
+  const int grid = kernels::persistent_decode_grid(p);
+  if (grid == 0) {
+    if (options_.progress)
+      std::fprintf(stderr, "persistent decode: not used (a layer's weight slices need %zu bytes of shared memory per "
+                   "block)\n", kernels::persistent_decode_shared_bytes(p, cuda::current_device_info().multiprocessors));
+    return;
+  }
+  std::vector<kernels::PersistentLayer> layers(c.layers);
+  for (int layer = 0; layer < c.layers; ++layer) {
+    const GpuLayerWeights& L = weights_.layers[layer];
+    kernels::PersistentLayer& out = layers[layer];
+    out.qkv = L.qkv;
+    out.qkv_bias = L.qkv_bias;
+    out.q_norm = L.q_norm;
+    out.k_norm = L.k_norm;
+    out.o = L.o;
+    out.o_bias = L.o_bias;
+    out.gate_up = L.gate_up;
+    out.down = L.down;
+    out.input_norm = L.input_norm;
+    out.post_attention_norm = L.post_attention_norm;
+    const kernels::PagedKvCache cache = layer_cache(layer, block_table_.data());
+    out.k_pages = cache.k_pages;
+    out.v_pages = cache.v_pages;
+  }
+  persistent_layers_ = cuda::DeviceBuffer<kernels::PersistentLayer>(layers);
+  p.max_splits = kernels::persistent_decode_max_splits(p, grid, capacity_);
+  persistent_workspace_ = cuda::DeviceBuffer<uint8_t>(kernels::persistent_decode_workspace_bytes(p, p.max_splits));
+  persistent_barrier_ = cuda::DeviceBuffer<unsigned long long>(1);
+  persistent_barrier_.fill_bytes(0);
+  persistent_trace_ = cuda::DeviceBuffer<unsigned long long>(kernels::persistent_decode_trace_size(c.layers));
+  persistent_trace_.fill_bytes(0);
+  p.workspace = persistent_workspace_.data();
+  p.barrier = persistent_barrier_.data();
+  p.trace = persistent_trace_.data();
+  p.layers = persistent_layers_.data();
+  persistent_ = p;
+}
+
+std::optional<GpuModel::PersistentPhaseTimes> GpuModel::persistent_phase_times() const {
+  if (!persistent_decode_active()) return std::nullopt;
+  TACHYON_CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
+  std::vector<unsigned long long> t(persistent_trace_.size());
+  TACHYON_CUDA_CHECK(cudaMemcpy(t.data(), persistent_trace_.data(), t.size() * sizeof(t[0]), cudaMemcpyDeviceToHost));
+  if (t.back() == 0) return std::nullopt;
+  PersistentPhaseTimes times;
+  const int phases = kernels::kPersistentPhases, layers = config_.layers;
+  for (int layer = 0; layer < layers; ++layer)
+    for (int phase = 0; phase < phases; ++phase) {
+      const size_t arrival = 1 + 2 * size_t(layer * phases + phase);
+      times.work_us[phase] += (t[arrival] - t[arrival - 1]) / 1e3 / layers;  // from the previous release (or start)
+      times.barrier_us[phase] += (t[arrival + 1] - t[arrival]) / 1e3 / layers;
+    }
+  times.final_norm_us = (t.back() - t[t.size() - 2]) / 1e3;
+  times.total_us = (t.back() - t.front()) / 1e3;
+  return times;
 }
 
 kernels::PagedKvCache GpuModel::layer_cache(int layer, const int* block_table) const {
@@ -244,6 +347,15 @@ void GpuModel::enqueue_pass(const PassInputs& in, int n, int max_seq_len, float*
   // Each pre-norm is fused into the projection that reads it (kernels::ResidualNorm: one launch fewer where it
   // pays), which must write the new residual beside the old one, since other blocks are still reading it: the
   // residual alternates between the two halves of x_.
+  if (persistent_decode_active() && n == 1 && in.n_sequences == 1 && !in.block_table && !in.features) {
+    kernels::PersistentDecodeParams p = persistent_;
+    p.token = in.tokens;
+    p.position = in.positions;
+    p.seq_len = in.seq_lens;
+    kernels::persistent_decode(p, stream);  // embedding .. final norm into normed_
+    dense_gemv(w.lm_head_fp8, w.lm_head, nullptr, normed_.data(), logits, n, c.vocab, c.hidden_padded, stream);
+    return;
+  }
   float* residual = x_.data();
   float* next_residual = x_.data() + x_.size() / 2;
   auto pre_norm = [&](const float* delta, const float* weight) {

@@ -29,6 +29,7 @@
 #include "gpu/gpu_config.h"
 #include "gpu/gpu_weights.h"
 #include "gpu/kv_block_allocator.h"
+#include "persistent/persistent_decode.h"
 #include "loader/checkpoint.h"
 
 namespace tachyon::gpu {
@@ -56,6 +57,11 @@ struct GpuModelOptions {
   // writes where PassInputs::features points. Ascending, no repeats; the last layer's is taken after the final
   // norm, as HF's hidden_states[-1] and the CPU hook report it (docs/dflash.md, "Feature layers"). Empty = none.
   std::vector<int> feature_layers;
+  // Run a one-token decode pass (plain decoding: embedding through the final norm) as one persistent kernel
+  // (kernels/persistent) when the model qualifies (dense Llama / Qwen2 / Qwen3, bf16 attention and MLP, no sliding
+  // window, head_dim 64 or 128 unpadded, one layer's weight slices fitting a block's shared memory); other passes,
+  // and models that do not qualify, take the kernel-per-op path. persistent_decode_active() tells which.
+  bool persistent_decode = false;
 };
 
 // Device int32 arrays describing one pass of 1..16 tokens (AttentionBatch's fields). One sequence (the
@@ -176,6 +182,18 @@ class GpuModel {
   // Experts each token chose in every sparse layer during the last forward/enqueue_pass of n_tokens tokens
   // ([layer][token * top_k + j]; empty for dense layers). Synchronizes.
   std::vector<std::vector<int>> last_routing(int n_tokens) const;
+  // Whether one-token passes run as the persistent kernel (options.persistent_decode and the model qualifies).
+  bool persistent_decode_active() const { return persistent_.layers != nullptr; }
+  // Why the model does not qualify for the persistent kernel ("" when it does).
+  std::string persistent_decode_unsupported() const;
+  // Where the last persistent pass spent its time (block 0's clock), means over the layers, in microseconds:
+  // per phase (q/k/v, attention, o_proj, gate/up, down) the work before block 0 reached the barrier and the wait
+  // there (for the slowest block plus the barrier's own latency); empty when the kernel has not run. Synchronizes.
+  struct PersistentPhaseTimes {
+    double work_us[kernels::kPersistentPhases] = {}, barrier_us[kernels::kPersistentPhases] = {};
+    double final_norm_us = 0, total_us = 0;
+  };
+  std::optional<PersistentPhaseTimes> persistent_phase_times() const;
   // With record_router_margins: [layer][token] margins of the last prefill (empty for dense layers).
   const std::vector<std::vector<float>>& prefill_router_margins() const { return prefill_router_margins_; }
 
@@ -200,6 +218,7 @@ class GpuModel {
   void prefill_moe(int layer, int m);
   void record_router_margins(int layer, int m);
   void allocate_prefill();
+  void allocate_persistent_decode();
 
   GpuModelConfig config_;
   GpuModelOptions options_;
@@ -238,6 +257,14 @@ class GpuModel {
   cuda::DeviceBuffer<float> prefill_logits_;  // all_rows logits
   std::vector<std::vector<float>> prefill_router_margins_;
   cuda::DeviceBuffer<bf16> fp4_prefill_experts_;  // FP4 experts: one layer's experts as bf16 for the prefill GEMMs
+
+  // The persistent one-token pass (options.persistent_decode): its parameters (layers == nullptr: not used), the
+  // per-layer pointer table, scratch and grid-barrier counter.
+  kernels::PersistentDecodeParams persistent_;
+  cuda::DeviceBuffer<kernels::PersistentLayer> persistent_layers_;
+  cuda::DeviceBuffer<uint8_t> persistent_workspace_;
+  cuda::DeviceBuffer<unsigned long long> persistent_barrier_;
+  cuda::DeviceBuffer<unsigned long long> persistent_trace_;  // kernels::PersistentDecodeParams::trace
 };
 
 }  // namespace tachyon::gpu

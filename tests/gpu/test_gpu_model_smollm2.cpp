@@ -107,6 +107,25 @@ TEST(GpuSmolLM2, GreedyTokensAndLogitsMatchCpu) {
       identical_cases, m->reference["cases"].size(), transformers_prefix_total, 64 * m->reference["cases"].size());
 }
 
+// The persistent one-token pass (GpuModelOptions::persistent_decode) on the real weights: greedy tokens from the
+// graph decode loop equal the CPU's on every fixture prompt (a divergence only at a near-tie, as above).
+TEST(GpuSmolLM2, PersistentDecodeGreedyMatchesCpu) {
+  SKIP_WITHOUT_SMOLLM2(m);
+  GpuModelOptions options;
+  options.kv_positions = 512;
+  options.persistent_decode = true;
+  auto persistent = GpuModel::load(m->checkpoint, options);
+  ASSERT_TRUE(persistent->persistent_decode_active()) << persistent->persistent_decode_unsupported();
+  for (const auto& c : m->reference["cases"]) {
+    const std::vector<int32_t> prompt = c["prompt_ids"].get<std::vector<int32_t>>();
+    persistent->truncate(0);
+    m->gpu->truncate(0);
+    expect_graph_greedy_matches_cpu(*persistent, *m->gpu, *m->cpu_rounded, prompt,
+                                    static_cast<int>(c["greedy_ids"].size()),
+                                    "SmolLM2 persistent \"" + c["text"].get<std::string>().substr(0, 24) + "...\"");
+  }
+}
+
 TEST(GpuSmolLM2, GraphEqualsStreamBitwise) {
   SKIP_WITHOUT_SMOLLM2(m);
   const std::vector<int32_t> prompt = m->reference["cases"][0]["prompt_ids"].get<std::vector<int32_t>>();

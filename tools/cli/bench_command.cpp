@@ -39,12 +39,17 @@ namespace tachyon::cli {
 
 namespace {
 
+#ifdef TACHYON_HAS_CUDA
+constexpr const char* kPersistentPhaseNames[kernels::kPersistentPhases] = {"qkv", "attention", "o_proj", "gate_up",
+                                                                           "down"};
+#endif
+
 struct BenchOptions {
   std::string model_path, random_weights, prefill = "1024,8192", label, json_file, experts, fp8 = "none";
   std::string verify_sweep, drafter_config, tau = "6.4,8";
   std::string draft_path, prompts = "prompts/chat.jsonl,prompts/code.jsonl,prompts/math.jsonl";
   int max_tokens = 128, block_size = 0, prompt_limit = 0;
-  bool adaptive_block_size = false;
+  bool adaptive_block_size = false, persistent = false;
   int64_t context = 1024, kv_positions = 0;
   int steps = 64, repeats = 5;
   uint64_t seed = 1;
@@ -173,6 +178,7 @@ int run_bench(const BenchOptions& o) {
   model_options.kv_positions = o.kv_positions > 0 ? o.kv_positions : needed;
   if (!o.experts.empty()) model_options.experts = gpu::parse_expert_format(o.experts, "--experts");
   model_options.fp8 = gpu::parse_fp8_weights(o.fp8, "--fp8");
+  model_options.persistent_decode = o.persistent;
 
   const auto load_start = std::chrono::steady_clock::now();
   std::unique_ptr<gpu::GpuModel> model;
@@ -199,9 +205,20 @@ int run_bench(const BenchOptions& o) {
           ? "bf16 weights"
           : fmt::format("{} routed experts, other weights bf16", gpu::expert_format_name(c.expert_format));
   if (c.fp8.any()) precision += fmt::format(" (FP8: {})", gpu::fp8_weights_name(c.fp8));
-  j["precision"] = precision + ", bf16 KV cache, fp32 activations";
+  j["precision"] = precision + ", bf16 KV cache, fp32 activations" +
+                   (model->persistent_decode_active() ? "; decode steps as one persistent kernel" : "");
   j["experts"] = gpu::expert_format_name(c.expert_format);
   j["fp8"] = gpu::fp8_weights_name(c.fp8);
+  j["persistent_decode"] = model->persistent_decode_active();
+  const auto phases = model->persistent_phase_times();
+  if (phases) {
+    nlohmann::json per_phase = nlohmann::json::array();
+    for (int k = 0; k < kernels::kPersistentPhases; ++k)
+      per_phase.push_back({{"phase", kPersistentPhaseNames[k]}, {"work_us", phases->work_us[k]},
+                           {"barrier_us", phases->barrier_us[k]}});
+    j["persistent_phases_per_layer"] = per_phase;
+    j["persistent_kernel_us"] = phases->total_us;
+  }
   j["date"] = date;
   j["label"] = o.label;
   j["weights_gb"] = model->weights().device_bytes / 1e9;
@@ -336,6 +353,13 @@ int run_bench(const BenchOptions& o) {
   std::printf("  decode, stream launches: %.1f us/step = %.1f tok/s, efficiency %.1f%%; host gaps %.1f us/step\n",
               r.stream_step_seconds * 1e6, 1.0 / r.stream_step_seconds, 100 * r.stream_efficiency(),
               (r.stream_step_seconds - r.graph_step_seconds) * 1e6);
+  if (phases) {
+    std::printf("  persistent kernel, last step: %.1f us (block 0's clock); per layer, work + barrier wait (us):",
+                phases->total_us);
+    for (int k = 0; k < kernels::kPersistentPhases; ++k)
+      std::printf(" %s %.2f + %.2f%s", kPersistentPhaseNames[k], phases->work_us[k], phases->barrier_us[k],
+                  k + 1 < kernels::kPersistentPhases ? "," : "\n");
+  }
   for (const auto& p : r.prefill)
     std::printf("  prefill %lld tokens: %.3f s = %.0f tok/s\n", static_cast<long long>(p.tokens), p.seconds,
                 p.tokens_per_second);
@@ -417,6 +441,9 @@ Runner add_bench_command(CLI::App& app) {
   cmd->add_flag("--adaptive-block-size", options->adaptive_block_size,
                 "With --draft: choose b per round from measured acceptance and cost (at most --block-size)");
   cmd->add_option("--kv-positions", options->kv_positions, "KV cache capacity (default: what the runs need)");
+  cmd->add_flag("--persistent", options->persistent,
+                "Run each decode step's layers as one persistent kernel (dense Llama / Qwen2 / Qwen3 models that fit; "
+                "others say why and keep the kernel-per-op step)");
   cmd->add_option("--seed", options->seed, "Seed of the random weights and prompt ids")->capture_default_str();
   cmd->add_option("--label", options->label, "Free text recorded with the results (e.g. the commit)");
   cmd->add_flag("--json", options->json, "Print the results as JSON");

@@ -26,6 +26,7 @@ namespace {
 struct GenerateOptions {
   std::string model_path, prompt, prompt_ids, system, device = "cpu", draft_path, stats_json, fp8 = "none";
   bool chat = false, print_ids = false, stats = false, ignore_eos = false, adaptive_block_size = false;
+  bool persistent = false;
   int max_tokens = 256, threads = 0, block_size = 0;
   std::vector<std::string> stop;
   SamplingParams sampling;
@@ -130,6 +131,7 @@ int run_generate(const GenerateOptions& o) {
     gpu::GpuModelOptions gpu_options;
     gpu_options.kv_positions = static_cast<int64_t>(prompt.size()) + o.max_tokens + 1;
     gpu_options.fp8 = gpu::parse_fp8_weights(o.fp8, "--fp8");
+    gpu_options.persistent_decode = o.persistent;
     if (!o.draft_path.empty()) {
       // Room for the rounds the GPU runs ahead of the host's stop checks (their rows are dropped), so the last
       // rounds before max_tokens need not shrink their blocks to fit.
@@ -189,6 +191,9 @@ Runner add_generate_command(CLI::App& app) {
   cmd->add_flag("--ignore-eos", options->ignore_eos, "Do not stop at end-of-sequence tokens");
   cmd->add_flag("--print-ids", options->print_ids, "Print generated token ids instead of text");
   cmd->add_flag("--stats", options->stats, "Print timing to stderr");
+  cmd->add_flag("--persistent", options->persistent,
+                "With --device cuda: run each plain decode step's layers as one persistent kernel (dense Llama / Qwen2 / "
+                "Qwen3 models that fit; others say why and keep the kernel-per-op step)");
   cmd->add_option("--stats-json", options->stats_json,
                   "Append one JSON line (timing, generated ids, DFlash round statistics) to this file");
   cmd->add_option("--device", options->device, "cpu or cuda")->capture_default_str();

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The persistent decode kernel on a GPU host, from the repo root: its GPU tests, then a same-call A/B of the decode
+# step with and without --persistent, and one run printing the kernel's per-phase times.
+#   scripts/gpu/persistent.sh BUILD_DIR [MODEL...]   (MODEL as scripts/gpu/decode_ab.sh; default smollm2-shape)
+# BUILD_DIR: a scripts/gpu/pack.sh folder. Results and logs under $OUT.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+build="${1:?usage: persistent.sh BUILD_DIR [MODEL...]}"
+shift
+OUT="${OUT:-./gpu-results}"
+mkdir -p "$OUT"
+export TACHYON_SOURCE_DIR="$PWD"
+timeout 300 "$build/tachyon_gpu_tests" --gtest_filter="${FILTER:-PersistentDecode.*:*Persistent*}" > "$OUT/tests.log" 2>&1
+echo "tests rc=$?: $(grep -E '^\[  (PASSED|FAILED)' "$OUT/tests.log" | tr '\n' ' ')"
+grep -E '^\[  FAILED|Failure|persistent|Persistent' "$OUT/tests.log" | grep -v '^\[ RUN' | head -30
+LD_LIBRARY_PATH="$PWD/$build/lib" timeout 120 "$build/tachyon" bench --random-weights smollm2-135m --persistent \
+  --context "${CONTEXT:-1024}" --steps 64 --repeats 3 --prefill none > "$OUT/phases.log" 2>&1
+grep -E "decode, batch 1|persistent" "$OUT/phases.log"
+OUT="$OUT" NEW_ARGS=--persistent bash scripts/gpu/decode_ab.sh "$build" "$build" "${@:-smollm2-shape}" | grep run

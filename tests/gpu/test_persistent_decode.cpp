@@ -1,0 +1,142 @@
+// The persistent one-token pass (kernels/persistent, GpuModelOptions::persistent_decode) against the kernel-per-op
+// pass on the same random weights (same config and seed): the same prompt is prefilled by both (the GEMM path,
+// identical), then each decode step feeds both the same token and their logits are compared. The two paths differ
+// in arithmetic only (CUDA-core FMAs in float32 vs the gemv's tensor-core products on split activations, float vs
+// bf16 attention probabilities), so the bound is loose against bugs of O(1) and printed as measured.
+// Shapes: SmolLM2-135M at contexts that take 1, several and the most key splits (and the cap on them); a Qwen3 shape
+// with q / k norms and 66 KV heads (2 splits at most: each warp loops over several 32-key chunks); head_dim 128
+// with 4 query heads per KV head. The real-weight checks are in test_gpu_model_tiny.cpp (fixtures vs the CPU) and
+// test_gpu_model_smollm2.cpp (greedy vs the CPU).
+#include <algorithm>
+#include <cstring>
+#include <random>
+
+#include "gpu/decode_loop.h"
+#include "gpu/gpu_model.h"
+#include "gpu_test_util.h"
+#include "test_gpu_model_util.h"
+
+namespace tachyon::gpu {
+namespace {
+
+using namespace gpu_model_test;
+
+constexpr double kPathBound = 1e-2;  // max |persistent - per-op| / max |per-op| per logit row
+
+nlohmann::json small_config(const std::string& architecture, int hidden, int heads, int kv_heads, int head_dim,
+                            int intermediate, int layers, int vocab) {
+  return nlohmann::json{{"architectures", {architecture}},
+                        {"hidden_act", "silu"},
+                        {"hidden_size", hidden},
+                        {"intermediate_size", intermediate},
+                        {"num_hidden_layers", layers},
+                        {"num_attention_heads", heads},
+                        {"num_key_value_heads", kv_heads},
+                        {"head_dim", head_dim},
+                        {"vocab_size", vocab},
+                        {"max_position_embeddings", 8192},
+                        {"rms_norm_eps", 1e-6},
+                        {"rope_theta", 1000000.0},
+                        {"tie_word_embeddings", false},
+                        {"initializer_range", 0.02}};
+}
+
+struct Pair {
+  std::unique_ptr<GpuModel> persistent, per_op;
+};
+
+Pair models(const nlohmann::json& config, int64_t kv_positions) {
+  GpuModelOptions options;
+  options.kv_positions = kv_positions;
+  options.progress = false;
+  Pair pair;
+  pair.per_op = GpuModel::random(config, "test config", 11, options);
+  options.persistent_decode = true;
+  pair.persistent = GpuModel::random(config, "test config", 11, options);
+  return pair;
+}
+
+// Prefills `context` random tokens into both, then `steps` single-token passes; returns the worst row error.
+double compare_steps(Pair& pair, int context, int steps, const std::string& what) {
+  const int vocab = pair.per_op->config().vocab;
+  std::mt19937 random(context);
+  std::vector<int32_t> prompt(context);
+  for (int32_t& id : prompt) id = static_cast<int32_t>(random() % vocab);
+  pair.persistent->truncate(0);
+  pair.per_op->truncate(0);
+  std::vector<float> reference = pair.per_op->prefill_to_host(prompt);
+  pair.persistent->prefill_to_host(prompt);
+  double worst = 0;
+  int argmax_changes = 0;
+  for (int step = 0; step < steps; ++step) {
+    const int32_t token = argmax(reference.data(), vocab);
+    const std::vector<int32_t> one{token};
+    const std::vector<float> ours = pair.persistent->forward_to_host(one);
+    reference = pair.per_op->forward_to_host(one);
+    const double error = max_relative_error(ours, reference, vocab);
+    EXPECT_LE(error, kPathBound) << what << ", step " << step << " at KV length " << context + step + 1;
+    worst = std::max(worst, error);
+    // A different argmax only where the two are within the measured error of each other.
+    if (argmax(ours.data(), vocab) != argmax(reference.data(), vocab)) {
+      ++argmax_changes;
+      EXPECT_LT(top2_gap(reference.data(), vocab), 4 * max_abs_difference(ours, reference) + 1e-3) << what;
+    }
+  }
+  std::printf("[ %s ] context %d, %d steps: persistent vs per-op max relative error %.3g, %d argmax changes\n",
+              what.c_str(), context, steps, worst, argmax_changes);
+  return worst;
+}
+
+TEST(PersistentDecode, SmolLM2ShapeMatchesPerOpPathAtEverySplitCount) {
+  SKIP_WITHOUT_GPU();
+  Pair pair = models(*builtin_model_config("smollm2-135m"), 8192);
+  ASSERT_TRUE(pair.persistent->persistent_decode_active()) << pair.persistent->persistent_decode_unsupported();
+  ASSERT_FALSE(pair.per_op->persistent_decode_active());
+  // 1 token (the first step prefills 1 token: the persistent pass itself), one split, a page boundary (64), several
+  // splits, and past 44 x 128 keys, where the split count is capped and splits grow.
+  for (int context : {1, 63, 200, 1000, 5000, 8100}) compare_steps(pair, context, 6, "SmolLM2 shape");
+}
+
+TEST(PersistentDecode, ManyKvHeadsWithQkNormsLoopOverKeyChunks) {
+  SKIP_WITHOUT_GPU();
+  // 66 KV heads leave 2 splits per head on 132 SMs: at 2000 keys each unit's warps take two 32-key chunks apiece.
+  Pair pair = models(small_config("Qwen3ForCausalLM", 256, 66, 66, 64, 512, 2, 512), 4096);
+  ASSERT_TRUE(pair.persistent->persistent_decode_active()) << pair.persistent->persistent_decode_unsupported();
+  for (int context : {5, 2000, 4000}) compare_steps(pair, context, 4, "Qwen3 66 heads");
+}
+
+TEST(PersistentDecode, HeadDim128WithFourQueryHeadsPerKvHead) {
+  SKIP_WITHOUT_GPU();
+  Pair pair = models(small_config("LlamaForCausalLM", 512, 8, 2, 128, 1024, 3, 1000), 2048);
+  ASSERT_TRUE(pair.persistent->persistent_decode_active()) << pair.persistent->persistent_decode_unsupported();
+  for (int context : {3, 600}) compare_steps(pair, context, 4, "head_dim 128");
+}
+
+// Graph replays (the barrier counter keeps growing across launches, never reset) give the same bits as stream
+// launches, and a rollback + decode again repeats them.
+TEST(PersistentDecode, GraphEqualsStreamAndRepeats) {
+  SKIP_WITHOUT_GPU();
+  Pair pair = models(*builtin_model_config("smollm2-135m"), 1024);
+  GpuModel& model = *pair.persistent;
+  const std::vector<int32_t> prompt{1, 17, 400, 9000, 33, 2};
+  auto run = [&](bool use_graph) {
+    model.truncate(0);
+    DecodeLoop loop(model, DecodeSampling{});
+    loop.start(prompt);
+    loop.enqueue(40, use_graph);
+    loop.enqueue(40, use_graph);
+    std::vector<int32_t> tokens = loop.tokens();
+    std::vector<float> logits(model.config().vocab);
+    TACHYON_CUDA_CHECK(
+        cudaMemcpy(logits.data(), model.pass_logits(), logits.size() * sizeof(float), cudaMemcpyDeviceToHost));
+    return std::make_pair(tokens, logits);
+  };
+  const auto graph = run(true), stream = run(false), again = run(true);
+  EXPECT_EQ(graph.first, stream.first);
+  EXPECT_EQ(graph.first, again.first);
+  EXPECT_EQ(std::memcmp(graph.second.data(), stream.second.data(), graph.second.size() * sizeof(float)), 0);
+  EXPECT_EQ(std::memcmp(graph.second.data(), again.second.data(), graph.second.size() * sizeof(float)), 0);
+}
+
+}  // namespace
+}  // namespace tachyon::gpu
