@@ -12,7 +12,6 @@
 #include "common/launch.cuh"
 #include "cuda/cuda_check.h"
 #include "cuda/stream.h"
-#include "rope/rope_device.cuh"
 
 namespace tachyon::kernels {
 
@@ -22,13 +21,16 @@ using bf16 = __nv_bfloat16;
 
 constexpr int kThreads = 512, kWarps = kThreads / 32;
 constexpr int kKeysPerSplit = 128;   // the key split's target length (more splits: more work units, longer merge)
+constexpr int kStageKeys = 128;      // keys of a unit staged in shared memory at once (stage_keys)
+constexpr int kMaxItems = 64;        // P2's work items per piece: group x kStageKeys / 32 (check_params bounds group)
 
 // Block-private row slices of one layer's matrices and the shared-memory carve-up, the same on host and device.
 struct Layout {
   int grid = 0;
-  int qkv_rows = 0, o_rows = 0, pairs = 0, down_rows = 0;  // per block (the most any block has)
+  int qkv_rows = 0, o_rows = 0, pairs = 0;  // per block, the most any block has (o_proj and down share o_rows)
   size_t qkv_bytes = 0, o_bytes = 0, gate_up_bytes = 0, down_bytes = 0, slice_bytes = 0;
   int vector_floats = 0;   // the widest activation row a phase stages (hidden, q_width or intermediate)
+  int own_floats = 0;      // this block's residual rows, rounded up to keep what follows 16-byte aligned
   int attention_floats = 0;
   size_t shared_bytes = 0;
 
@@ -37,18 +39,23 @@ struct Layout {
     qkv_rows = (qkv_width + g - 1) / g;
     o_rows = (p.hidden + g - 1) / g;
     pairs = (p.intermediate + g - 1) / g;
-    down_rows = o_rows;
     qkv_bytes = size_t(qkv_rows) * p.hidden * 2;
     o_bytes = size_t(o_rows) * q_width * 2;
     gate_up_bytes = size_t(pairs) * 2 * p.hidden * 2;
-    down_bytes = size_t(down_rows) * p.intermediate * 2;
+    down_bytes = size_t(o_rows) * p.intermediate * 2;
     slice_bytes = qkv_bytes + o_bytes + gate_up_bytes + down_bytes;
     vector_floats = p.hidden > q_width ? p.hidden : q_width;
     if (p.intermediate > vector_floats) vector_floats = p.intermediate;
     const int group = p.kv_heads > 0 ? p.heads / p.kv_heads : 1;
-    // q heads, new k and v, per-warp probabilities, per-warp (max, sum, output) for the merge.
-    attention_floats = group * p.head_dim + 2 * p.head_dim + kWarps * group * 32 + kWarps * group * (p.head_dim + 2);
-    shared_bytes = 2 * slice_bytes + sizeof(float) * (size_t(vector_floats) + o_rows + 32 + attention_floats);
+    // P2 (attention_unit): q heads, new k and v, the items' (output, max, sum), the heads' running merge.
+    attention_floats = group * p.head_dim + 2 * p.head_dim + kMaxItems * (p.head_dim + 2) + group * (p.head_dim + 4);
+    attention_floats = (attention_floats + 3) / 4 * 4;
+    if (attention_floats < 2 * group * g) attention_floats = 2 * group * g;  // P3's split_ml: heads x splits x 2
+    own_floats = (o_rows + 3) / 4 * 4;
+    shared_bytes = 2 * slice_bytes +
+                   sizeof(float) * (size_t(vector_floats) + own_floats + 32 + p.head_dim + attention_floats) +
+                   2 * size_t(kStageKeys) * (p.head_dim + 8) * 2 +  // staged keys and values (stage_keys)
+                   sizeof(int64_t) * kStageKeys;                     // their cache rows
   }
 };
 
@@ -70,40 +77,71 @@ struct Workspace {
   }
 };
 
-// Every block arrives once per barrier; the counter only grows, so the target is the end of this ticket's round.
-// __threadfence before the arrival publishes the block's writes (made visible to thread 0 by __syncthreads); the
-// acquire load orders the reads after it. Cross-block data is then read with ld.global.cg (L2), never through L1.
 __device__ __forceinline__ unsigned long long global_timer() {
   unsigned long long t;
   asm volatile("mov.u64 %0, %globaltimer;" : "=l"(t));
   return t;
 }
 
+// Every block arrives once per barrier; the counter only grows, so the target is the end of this ticket's round.
+// The arrival is a release add and the wait an acquire poll, after and before __syncthreads (which order the other
+// threads' accesses with thread 0's), as CUTLASS's grid barrier does; cross-block data is then read with
+// ld.global.cg (L2), never through L1. The poll backs off so that 100+ waiting blocks do not keep one L2 slice busy.
 // trace (block 0 only, may be null): the arrival and release times go to trace[0] and trace[1].
-__device__ __forceinline__ void grid_barrier(unsigned long long* counter, unsigned long long* trace) {
+// `work` runs (in every thread) after this block's arrival and before its wait: copies that would otherwise delay
+// a phase are issued in the barrier's shadow, while the slowest blocks finish.
+template <typename Work>
+__device__ __forceinline__ void grid_barrier(unsigned long long* counter, unsigned long long* trace, Work&& work) {
   __syncthreads();
+  unsigned long long ticket = 0;
   if (threadIdx.x == 0) {
     if (trace) trace[0] = global_timer();
-    __threadfence();
-    const unsigned long long ticket = atomicAdd(counter, 1ull);
+    asm volatile("atom.add.release.gpu.global.u64 %0, [%1], 1;\n" : "=l"(ticket) : "l"(counter) : "memory");
+  }
+  work();
+  if (threadIdx.x == 0) {
     const unsigned long long target = (ticket / gridDim.x + 1) * gridDim.x;
     unsigned long long seen;
-    do {
+    while (true) {
       asm volatile("ld.acquire.gpu.global.u64 %0, [%1];\n" : "=l"(seen) : "l"(counter) : "memory");
-    } while (seen < target);
+      if (seen >= target) break;
+      __nanosleep(64);
+    }
     if (trace) trace[1] = global_timer();
   }
   __syncthreads();
 }
 
-// Copies rows b, b + G, ... (< rows) of a [rows, cols] bf16 matrix into consecutive shared rows.
-__device__ __forceinline__ void copy_row_slice(bf16* dst, const bf16* src, int rows, int cols, int slice_rows) {
-  const int chunks_per_row = cols / 8, chunks = slice_rows * chunks_per_row;
-  for (int c = threadIdx.x; c < chunks; c += kThreads) {
-    const int i = c / chunks_per_row, part = c - i * chunks_per_row;
-    const int row = blockIdx.x + gridDim.x * i;
-    if (row < rows) cp_async_16B(dst + size_t(i) * cols + 8 * part, src + size_t(row) * cols + 8 * part);
-  }
+// Weights reach shared memory through the Tensor Memory Accelerator's bulk copies (cp.async.bulk, one instruction
+// per matrix slice, completion counted in bytes on an mbarrier). Per-thread cp.async of the whole layer (~95 KB of
+// 16-byte copies per block with the staged keys) held the issuing threads and the loads queued behind them for
+// ~5 us; row-sized bulk copies (42 per block, and 256 of 128 bytes for the keys) landed a whole layer late.
+__device__ __forceinline__ uint32_t shared_address(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void mbarrier_init(uint64_t* bar, int arrivals) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(shared_address(bar)), "r"(arrivals) : "memory");
+}
+// The one arrival of the barrier's phase, once `bytes` more have landed (the copies may be issued before this).
+__device__ __forceinline__ void mbarrier_expect_bytes(uint64_t* bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(shared_address(bar)), "r"(bytes)
+               : "memory");
+}
+__device__ __forceinline__ void mbarrier_wait(uint64_t* bar, uint32_t parity) {
+  uint32_t done;
+  do {
+    asm volatile(
+        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(shared_address(bar)), "r"(parity)
+        : "memory");
+  } while (!done);
+}
+__device__ __forceinline__ void bulk_copy(void* dst, const void* src, uint32_t bytes, uint64_t* bar) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
+                   shared_address(dst)),
+               "l"(src), "r"(bytes), "r"(shared_address(bar))
+               : "memory");
 }
 
 struct Slices {
@@ -119,26 +157,50 @@ __device__ __forceinline__ Slices slices_at(unsigned char* base, const Layout& l
   return s;
 }
 
-// A layer's slices: gate row and up row of pair i sit next to each other ([pair][gate | up]).
-__device__ __forceinline__ void copy_layer_slices(const PersistentLayer& w, const Slices& s, const Layout& lay,
-                                                  const PersistentDecodeParams& p) {
+// This block's rows of a matrix of `rows`: a contiguous range [first, end), so that a slice is one bulk copy.
+struct RowRange {
+  int first, end;
+};
+// (32-bit arithmetic: rows x grid stays far below 2^32, and a 64-bit division is a long subroutine call.)
+__device__ __forceinline__ RowRange row_range(int rows) {
+  return {static_cast<int>(blockIdx.x * unsigned(rows) / gridDim.x),
+          static_cast<int>((blockIdx.x + 1) * unsigned(rows) / gridDim.x)};
+}
+
+// The block's rows of a [rows, cols] bf16 matrix into consecutive shared rows; returns the bytes.
+__device__ __forceinline__ uint32_t copy_row_slice(bf16* dst, const bf16* src, int rows, int cols, uint64_t* bar) {
+  const RowRange r = row_range(rows);
+  const uint32_t bytes = uint32_t(r.end - r.first) * cols * 2;
+  if (bytes > 0) bulk_copy(dst, src + size_t(r.first) * cols, bytes, bar);
+  return bytes;
+}
+
+// One thread: piece `piece` (0..kCopyPieces-1: q/k/v, o, gate, up, down rows) of a layer's slices (gate rows, then
+// up rows: [2][pairs][hidden]), as one of the kCopyPieces arrivals that complete `bar`'s phase. A bulk copy's issue
+// holds its thread about as long as the transfer takes at the block's share of the bandwidth (~2.5 us for a whole
+// SmolLM2 layer), so the five pieces are issued in the shadows of the five barriers of the layer before.
+constexpr int kCopyPieces = 5;
+__device__ __noinline__ void copy_layer_piece(int piece, const PersistentLayer& w, const Slices& s,
+                                              const PersistentDecodeParams& p, int lay_pairs, uint64_t* bar) {
   const int q_width = p.heads * p.head_dim, qkv_width = q_width + 2 * p.kv_heads * p.head_dim;
-  copy_row_slice(s.qkv, w.qkv, qkv_width, p.hidden, lay.qkv_rows);
-  copy_row_slice(s.o, w.o, p.hidden, q_width, lay.o_rows);
-  const int chunks_per_row = p.hidden / 8, chunks = lay.pairs * 2 * chunks_per_row;
-  for (int c = threadIdx.x; c < chunks; c += kThreads) {
-    const int r = c / chunks_per_row, part = c - r * chunks_per_row, i = r >> 1, which = r & 1;
-    const int row = blockIdx.x + gridDim.x * i;
-    if (row < p.intermediate)
-      cp_async_16B(s.gate_up + size_t(r) * p.hidden + 8 * part,
-                   w.gate_up + (size_t(which) * p.intermediate + row) * p.hidden + 8 * part);
+  uint32_t bytes = 0;
+  switch (piece) {
+    case 0: bytes = copy_row_slice(s.qkv, w.qkv, qkv_width, p.hidden, bar); break;
+    case 1: bytes = copy_row_slice(s.o, w.o, p.hidden, q_width, bar); break;
+    case 2: bytes = copy_row_slice(s.gate_up, w.gate_up, p.intermediate, p.hidden, bar); break;
+    case 3:
+      bytes = copy_row_slice(s.gate_up + size_t(lay_pairs) * p.hidden, w.gate_up + size_t(p.intermediate) * p.hidden,
+                             p.intermediate, p.hidden, bar);
+      break;
+    default: bytes = copy_row_slice(s.down, w.down, p.hidden, p.intermediate, bar); break;
   }
-  copy_row_slice(s.down, w.down, p.hidden, p.intermediate, lay.down_rows);
+  mbarrier_expect_bytes(bar, bytes);
 }
 
 // One warp: dot of a bf16 row (shared) with a float vector (shared), n a multiple of 8. Every lane gets the sum.
 __device__ __forceinline__ float warp_dot(const bf16* row, const float* v, int n, int lane) {
   float sum = 0.0f;
+#pragma unroll 2
   for (int c = lane; c < n / 8; c += 32) {
     const uint4 w = *reinterpret_cast<const uint4*>(row + 8 * c);
     const float4 a = *reinterpret_cast<const float4*>(v + 8 * c);
@@ -161,6 +223,7 @@ __device__ __forceinline__ float warp_dot(const bf16* row, const float* v, int n
 __device__ __forceinline__ void load_normed(const float* x, const bf16* embedding, const float* weight, int n,
                                             float eps, float* out, float* scratch) {
   float squares = 0.0f;
+#pragma unroll 1
   for (int q = threadIdx.x; q < n / 4; q += kThreads) {
     float4 v;
     if (embedding) {
@@ -174,6 +237,7 @@ __device__ __forceinline__ void load_normed(const float* x, const bf16* embeddin
     reinterpret_cast<float4*>(out)[q] = v;
   }
   const float inv = 1.0f / sqrtf(block_sum(squares, scratch) / static_cast<float>(n) + eps);
+#pragma unroll 1
   for (int i = threadIdx.x; i < n; i += kThreads) out[i] = weight[i] * (out[i] * inv);
   __syncthreads();
 }
@@ -191,46 +255,94 @@ __device__ __forceinline__ void norm_head(float* head, const float* weight, floa
   __syncwarp();
 }
 
-// One warp: loads head `src` (HD floats, L2) into `dst`, applies the optional head norm and RoPE.
+// One warp: loads head `src` (HD floats, L2) into `dst`, applies the optional head norm and RoPE from the step's
+// table (rope_table: cos, then sin, of the rotary_dim / 2 angles of this position; rope_device.cuh's arithmetic).
 template <int HD>
 __device__ __forceinline__ void load_rotated_head(const float* src, const float* norm_weight, float* dst,
-                                                  const PersistentDecodeParams& p, int position, int lane) {
+                                                  const PersistentDecodeParams& p, const float* rope_table, int lane) {
 #pragma unroll
   for (int d = lane; d < HD; d += 32) dst[d] = __ldcg(src + d);
   __syncwarp();
   if (norm_weight) norm_head<HD>(dst, norm_weight, p.head_norm_eps, lane);
-  float freq[4];
-  load_rope_frequencies(p.rope_inv_freq, p.rotary_dim, lane, freq);
-  rotate_head_in_shared(dst, p.rotary_dim, position, freq, p.rope_attention_factor, p.rope_interleaved, lane);
+  const int half = p.rotary_dim / 2;
+#pragma unroll
+  for (int i = lane; i < HD / 2; i += 32) {
+    if (i >= half) break;
+    const float c = rope_table[i], sn = rope_table[half + i];
+    const int ia = p.rope_interleaved ? 2 * i : i, ib = p.rope_interleaved ? 2 * i + 1 : i + half;
+    const float x = dst[ia], y = dst[ib];
+    dst[ia] = x * c - y * sn;
+    dst[ib] = y * c + x * sn;
+  }
   __syncwarp();
 }
 
-// P2 for one (KV head, split) unit: softmax partials of the unit's keys for the group's query heads.
-template <int HD, int GROUP>
-__device__ void attention_unit(const PersistentDecodeParams& p, const PersistentLayer& w, const Workspace& ws,
-                               float* attention_shared, int kv_head, int split, int key_begin, int key_end,
-                               int position) {
+// The cached keys and values a unit reads are settled before the step (earlier passes wrote them), so each block
+// copies its unit's rows into shared memory (cp.async) a layer ahead, in the shadow of the barrier that ends P2;
+// P2 then reads no global memory in its inner loops. (Loads issued inside those loops were sunk by the compiler to
+// their uses, one round trip per key: ~15 us per SmolLM2 layer.) Rows are padded by 16 bytes so that lanes reading
+// one key each hit distinct banks.
+template <int HD>
+constexpr int stage_stride() {
+  return HD + 8;
+}
+
+// All threads: the rows of keys [first, first + n) into the staging rows, as 16-byte cp.async copies (one commit
+// group; P2 waits for it with cp.async.wait_group 0). Not bulk copies: 256 row-sized (128-byte) bulk copies per
+// unit and layer queued in the block's copy engine ahead of the next layer's weights and made them land ~10 us late.
+// `rows`: the keys' cache rows, looked up once per step (null: look them up here, for long contexts' later pieces).
+template <int HD>
+__device__ __forceinline__ void stage_keys(const PersistentDecodeParams& p, const PersistentLayer& w, int kv_head,
+                                           int first, int n, int position, bf16* stage_k, bf16* stage_v,
+                                           const int64_t* rows = nullptr) {
+  constexpr int kChunks = HD / 8;
+#pragma unroll 1
+  for (int c = threadIdx.x; c < n * kChunks; c += kThreads) {
+    const int r = c / kChunks, part = c - r * kChunks, key = first + r;
+    if (key == position) continue;  // written in P2 of this step; the unit reads it from k_new / v_new
+    const int64_t row =
+        (rows ? rows[r]
+              : (int64_t(__ldg(p.block_table + key / p.page_size)) * p.page_size + key % p.page_size) * p.kv_heads +
+                    kv_head) * HD + 8 * part;
+    cp_async_16B(stage_k + r * stage_stride<HD>() + 8 * part, w.k_pages + row);
+    cp_async_16B(stage_v + r * stage_stride<HD>() + 8 * part, w.v_pages + row);
+  }
+  cp_async_commit();
+}
+
+// P2 for one (KV head, split) unit: softmax partials of the unit's keys for the group's query heads, in base 2
+// (q is pre-scaled by log2(e); the combine in P3 uses exp2 too). The work items are (query head, 32 staged keys):
+// a warp takes one item at a time (lane = key for the scores, lane = dims for the values), so no warp carries
+// state for several heads, and the items' partials meet in shared memory. (A version with every warp looping over
+// all heads spent ~5.5 us per SmolLM2 layer here, issue-bound on its run-time loops.)
+template <int HD>
+__device__ __noinline__ void attention_unit(const PersistentDecodeParams& p, const PersistentLayer& w,
+                                            const Workspace& ws, float* attention_shared, bf16* stage_k,
+                                            bf16* stage_v, const float* rope_table, int kv_head, int split,
+                                            int key_begin, int key_end, int position,
+                                            unsigned long long* stamps) {
   constexpr int kDims = HD / 32;  // per lane in the value pass
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  constexpr int group = GROUP;
+  const int group = p.heads / p.kv_heads;
   const int q_width = p.heads * HD, kv_width = p.kv_heads * HD;
-  float* q_s = attention_shared;           // [group][HD], rotated and scaled
-  float* k_new = q_s + group * HD;         // [HD] the new key / value, rounded to bf16 as the cache holds them
+  float* q_s = attention_shared;        // [group][HD], rotated and scaled
+  float* k_new = q_s + group * HD;      // [HD] the new key / value, rounded to bf16 as the cache holds them
   float* v_new = k_new + HD;
-  float* p_s = v_new + HD;                 // [warp][group][32]
-  float* merge = p_s + kWarps * group * 32;  // [warp][group][HD + 2]
+  float* item_out = v_new + HD;         // [item][HD]: sum of p v over the item's keys
+  float* item_ml = item_out + kMaxItems * HD;  // [item][2]: max and sum of the item's scores
+  float* head_out = item_ml + 2 * kMaxItems;   // [group][HD]: running merge over pieces (long contexts)
+  float* head_ml = head_out + group * HD;      // [group][2]: its max and sum
+  float* next_ml = head_ml + 2 * group;        // [group][2]: the same after this piece
   const bool has_new = position >= key_begin && position < key_end;
   if (warp < group) {
     const int head = kv_head * group + warp;
     float* q = q_s + warp * HD;
-    load_rotated_head<HD>(ws.qkv + head * HD, w.q_norm, q, p, position, lane);
-#pragma unroll
-    for (int d = lane; d < HD; d += 32) q[d] *= p.attention_scale;
+    load_rotated_head<HD>(ws.qkv + head * HD, w.q_norm, q, p, rope_table, lane);
+    for (int d = lane; d < HD; d += 32) q[d] *= p.attention_scale * 1.4426950408889634f;
   } else if (warp == kWarps - 1 && has_new) {
-    load_rotated_head<HD>(ws.qkv + q_width + kv_head * HD, w.k_norm, k_new, p, position, lane);
+    load_rotated_head<HD>(ws.qkv + q_width + kv_head * HD, w.k_norm, k_new, p, rope_table, lane);
     const size_t row = (size_t(p.block_table[position / p.page_size]) * p.page_size + position % p.page_size) *
                            p.kv_heads + kv_head;
-#pragma unroll
     for (int d = lane; d < HD; d += 32) {
       const bf16 k = __float2bfloat16_rn(k_new[d]);
       const bf16 v = __float2bfloat16_rn(__ldcg(ws.qkv + q_width + kv_width + kv_head * HD + d));
@@ -240,133 +352,103 @@ __device__ void attention_unit(const PersistentDecodeParams& p, const Persistent
       v_new[d] = __bfloat162float(v);
     }
   }
+  for (int t = threadIdx.x; t < group * HD; t += kThreads) head_out[t] = 0.0f;
+  for (int j = threadIdx.x; j < group; j += kThreads) head_ml[2 * j] = -INFINITY, head_ml[2 * j + 1] = 0.0f;
+  cp_async_wait<0>();  // the first piece, staged a layer ahead (or before layer 0)
   __syncthreads();
+  if (stamps && threadIdx.x == 0) stamps[3] = global_timer();
 
-  float m[GROUP], l[GROUP], acc[GROUP][kDims];
-#pragma unroll
-  for (int j = 0; j < GROUP; ++j) {
-    m[j] = -INFINITY;
-    l[j] = 0.0f;
-#pragma unroll
-    for (int d = 0; d < kDims; ++d) acc[j][d] = 0.0f;
-  }
-  float* my_p = p_s + warp * group * 32;
-  // Value words per lane and key (bf16 pairs), and how many keys' values one batch loads at once: every load of a
-  // chunk is issued before its first use (a chain of one round trip per key cost ~20 us per layer at 1k keys).
-  constexpr int kValueWords = HD / 64, kBatch = HD == 64 ? 32 : 8;
-  for (int chunk = key_begin + 32 * warp; chunk < key_end; chunk += 32 * kWarps) {
-    const int key = chunk + lane, n_keys = min(32, key_end - chunk);
-    const bool valid = key < key_end;
-    size_t row = 0;
-    if (valid)
-      row = ((size_t(__ldg(p.block_table + key / p.page_size)) * p.page_size + key % p.page_size) * p.kv_heads +
-             kv_head) * HD;
-    const bool cached = valid && key != position;
-    uint4 raw[HD / 8];
-#pragma unroll
-    for (int c = 0; c < HD / 8; ++c)
-      raw[c] = cached ? __ldg(reinterpret_cast<const uint4*>(w.k_pages + row) + c) : make_uint4(0, 0, 0, 0);
-    uint32_t values[kBatch][kValueWords];
-    auto load_values = [&](int first) {
-#pragma unroll
-      for (int b = 0; b < kBatch; ++b) {
-        const size_t v_row = __shfl_sync(0xffffffffu, row, first + b);
-        const int k = chunk + first + b;
-#pragma unroll
-        for (int word = 0; word < kValueWords; ++word)
-          values[b][word] = first + b < n_keys && k != position
-                                ? __ldg(reinterpret_cast<const uint32_t*>(w.v_pages + v_row) + kValueWords * lane + word)
-                                : 0u;
-      }
-    };
-    load_values(0);
-    float s[GROUP];
-#pragma unroll
-    for (int j = 0; j < GROUP; ++j) s[j] = 0.0f;
-#pragma unroll
-    for (int c = 0; c < HD / 8; ++c) {
-      const uint32_t words[4] = {raw[c].x, raw[c].y, raw[c].z, raw[c].w};
-#pragma unroll
-      for (int h = 0; h < 4; ++h) {
-        const int d = 8 * c + 2 * h;
-        const float2 k = cached ? unpack_bf16x2(words[h]) : make_float2(k_new[d], k_new[d + 1]);
-#pragma unroll
-        for (int j = 0; j < GROUP; ++j) {
-          const float2 q = *reinterpret_cast<const float2*>(q_s + j * HD + d);
-          s[j] = fmaf(q.y, k.y, fmaf(q.x, k.x, s[j]));
+#pragma unroll 1
+  for (int piece = key_begin; piece < key_end; piece += kStageKeys) {
+    const int n = min(kStageKeys, key_end - piece);
+    if (piece != key_begin) {  // long contexts: the next piece now (one round trip each)
+      stage_keys<HD>(p, w, kv_head, piece, n, position, stage_k, stage_v);
+      cp_async_wait<0>();
+      __syncthreads();
+    }
+    const int chunks = (n + 31) / 32, items = group * chunks;
+#pragma unroll 1
+    for (int item = warp; item < items; item += kWarps) {
+      const int j = item / chunks, first = 32 * (item % chunks), mine = min(32, n - first);
+      const bool valid = lane < mine, cached = valid && piece + first + lane != position;
+      float score = -INFINITY;
+      if (valid) {
+        const bf16* k_row = stage_k + (first + lane) * stage_stride<HD>();
+        const float* q = q_s + j * HD;
+        score = 0.0f;
+#pragma unroll 4
+        for (int c = 0; c < HD / 8; ++c) {
+          const uint4 raw = *reinterpret_cast<const uint4*>(k_row + 8 * c);
+          const float4 qa = *reinterpret_cast<const float4*>(q + 8 * c), qb = *reinterpret_cast<const float4*>(q + 8 * c + 4);
+          float2 k0 = unpack_bf16x2(raw.x), k1 = unpack_bf16x2(raw.y), k2 = unpack_bf16x2(raw.z), k3 = unpack_bf16x2(raw.w);
+          if (!cached) {
+            const float* kn = k_new + 8 * c;
+            k0 = make_float2(kn[0], kn[1]), k1 = make_float2(kn[2], kn[3]);
+            k2 = make_float2(kn[4], kn[5]), k3 = make_float2(kn[6], kn[7]);
+          }
+          score = fmaf(qa.x, k0.x, fmaf(qa.y, k0.y, fmaf(qa.z, k1.x, fmaf(qa.w, k1.y, score))));
+          score = fmaf(qb.x, k2.x, fmaf(qb.y, k2.y, fmaf(qb.z, k3.x, fmaf(qb.w, k3.y, score))));
         }
       }
-    }
+      const float top = warp_max(score);
+      const float prob = valid ? exp2f(score - top) : 0.0f;
+      const float sum = warp_sum(prob);
+      float out[kDims];
 #pragma unroll
-    for (int j = 0; j < GROUP; ++j) {
-      const float chunk_max = warp_max(valid ? s[j] : -INFINITY);
-      const float new_max = fmaxf(m[j], chunk_max);
-      const float correction = expf(m[j] - new_max);  // 0 while m is -inf
-      const float prob = valid ? expf(s[j] - new_max) : 0.0f;
-      l[j] = l[j] * correction + warp_sum(prob);
+      for (int d = 0; d < kDims; ++d) out[d] = 0.0f;
+#pragma unroll 4
+      for (int kk = 0; kk < mine; ++kk) {
+        const float pk = __shfl_sync(0xffffffffu, prob, kk);
+        if (piece + first + kk == position) {
 #pragma unroll
-      for (int d = 0; d < kDims; ++d) acc[j][d] *= correction;
-      m[j] = new_max;
-      my_p[j * 32 + lane] = prob;
-    }
-    __syncwarp();
-#pragma unroll
-    for (int first = 0; first < 32; first += kBatch) {
-      if (first >= n_keys) break;
-      if (first > 0) load_values(first);
-#pragma unroll
-      for (int b = 0; b < kBatch; ++b) {
-        if (first + b >= n_keys) break;
-        float v[kDims];
-        if (chunk + first + b == position) {
-#pragma unroll
-          for (int d = 0; d < kDims; ++d) v[d] = v_new[lane * kDims + d];
+          for (int d = 0; d < kDims; ++d) out[d] = fmaf(pk, v_new[lane * kDims + d], out[d]);
         } else {
+          const uint32_t* v_row =
+              reinterpret_cast<const uint32_t*>(stage_v + (first + kk) * stage_stride<HD>() + lane * kDims);
 #pragma unroll
-          for (int word = 0; word < kValueWords; ++word) {
-            const float2 pair = unpack_bf16x2(values[b][word]);
-            v[2 * word] = pair.x, v[2 * word + 1] = pair.y;
+          for (int word = 0; word < kDims / 2; ++word) {
+            const float2 pair = unpack_bf16x2(v_row[word]);
+            out[2 * word] = fmaf(pk, pair.x, out[2 * word]);
+            out[2 * word + 1] = fmaf(pk, pair.y, out[2 * word + 1]);
           }
         }
-#pragma unroll
-        for (int j = 0; j < GROUP; ++j) {
-          const float prob = my_p[j * 32 + first + b];
-#pragma unroll
-          for (int d = 0; d < kDims; ++d) acc[j][d] = fmaf(prob, v[d], acc[j][d]);
-        }
       }
+#pragma unroll
+      for (int d = 0; d < kDims; ++d) item_out[item * HD + lane * kDims + d] = out[d];
+      if (lane == 0) item_ml[2 * item] = top, item_ml[2 * item + 1] = sum;
     }
-    __syncwarp();
+    __syncthreads();
+    // Merge the piece's items into the running (max, sum, output) of each head, in a fixed order.
+    for (int t = threadIdx.x; t < group * HD; t += kThreads) {
+      const int j = t / HD, d = t % HD;
+      float top = head_ml[2 * j];
+      for (int c = 0; c < chunks; ++c) top = fmaxf(top, item_ml[2 * (j * chunks + c)]);
+      const float old_weight = head_ml[2 * j] == -INFINITY ? 0.0f : exp2f(head_ml[2 * j] - top);
+      float out = head_out[t] * old_weight, sum = head_ml[2 * j + 1] * old_weight;
+      for (int c = 0; c < chunks; ++c) {
+        const float weight = exp2f(item_ml[2 * (j * chunks + c)] - top);
+        out = fmaf(item_out[(j * chunks + c) * HD + d], weight, out);
+        sum = fmaf(item_ml[2 * (j * chunks + c) + 1], weight, sum);
+      }
+      head_out[t] = out;
+      if (d == 0) next_ml[2 * j] = top, next_ml[2 * j + 1] = sum;
+    }
+    __syncthreads();
+    for (int j = threadIdx.x; j < group; j += kThreads)
+      head_ml[2 * j] = next_ml[2 * j], head_ml[2 * j + 1] = next_ml[2 * j + 1];
+    __syncthreads();
   }
-  // Merge the warps (fixed order), then one partial per query head for the combine in P3.
-#pragma unroll
-  for (int j = 0; j < GROUP; ++j) {
-    float* mine = merge + (warp * group + j) * (HD + 2);
-#pragma unroll
-    for (int d = 0; d < kDims; ++d) mine[lane * kDims + d] = acc[j][d];
-    if (lane == 0) mine[HD] = m[j], mine[HD + 1] = l[j];
-  }
-  __syncthreads();
+  if (stamps && threadIdx.x == 0) stamps[4] = global_timer();
   for (int t = threadIdx.x; t < group * HD; t += kThreads) {
     const int j = t / HD, d = t % HD;
-    float top = -INFINITY;
-    for (int v = 0; v < kWarps; ++v) top = fmaxf(top, merge[(v * group + j) * (HD + 2) + HD]);
-    float out = 0.0f, sum = 0.0f;
-    for (int v = 0; v < kWarps; ++v) {
-      const float* theirs = merge + (v * group + j) * (HD + 2);
-      if (theirs[HD] == -INFINITY) continue;  // no keys
-      const float weight = expf(theirs[HD] - top);
-      out = fmaf(theirs[d], weight, out);
-      sum = fmaf(theirs[HD + 1], weight, sum);
-    }
     const size_t at = size_t(kv_head * group + j) * p.max_splits + split;
-    ws.partial_out[at * HD + d] = out;
-    if (d == 0) ws.partial_ml[2 * at] = top, ws.partial_ml[2 * at + 1] = sum;
+    ws.partial_out[at * HD + d] = head_out[t];
+    if (d == 0) ws.partial_ml[2 * at] = head_ml[2 * j], ws.partial_ml[2 * at + 1] = head_ml[2 * j + 1];
   }
-  __syncthreads();  // the shared buffers are reused by the next unit
+  __syncthreads();  // the shared buffers are reused by the next layer
 }
 
-template <int HD, int GROUP>
+template <int HD>
 __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(PersistentDecodeParams p) {
   extern __shared__ __align__(16) unsigned char shared[];
   const Layout lay(p, gridDim.x);
@@ -375,146 +457,199 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(Persiste
   const int q_width = p.heads * HD, qkv_width = q_width + 2 * p.kv_heads * HD;
   float* vec = reinterpret_cast<float*>(shared + 2 * lay.slice_bytes);  // [vector_floats]
   float* own = vec + lay.vector_floats;                                  // this block's residual rows
-  float* scratch = own + lay.o_rows;                                     // [32]
-  float* attention_shared = scratch + 32;
+  float* scratch = own + lay.own_floats;                                 // [32]
+  float* rope_table = scratch + 32;                                      // [head_dim]: cos, sin
+  float* attention_shared = rope_table + p.head_dim;
 
+  // mbarriers of the two weight buffers (by layer parity).
+  __shared__ uint64_t bars[2];
+  if (threadIdx.x == 0)
+    for (int i = 0; i < 2; ++i) mbarrier_init(&bars[i], kCopyPieces);
+  __syncthreads();
   // The first layer's weights stream while the previous kernel finishes (they are constant).
-  copy_layer_slices(p.layers[0], slices_at(shared, lay), lay, p);
-  cp_async_commit();
+  if (threadIdx.x == 0)
+    for (int piece = 0; piece < kCopyPieces; ++piece)
+      copy_layer_piece(piece, p.layers[0], slices_at(shared, lay), p, lay.pairs, &bars[0]);
   wait_for_previous_kernel();
   const int token = *p.token, position = *p.position, seq_len = *p.seq_len;
   unsigned long long* trace = blockIdx.x == 0 ? p.trace : nullptr;
   if (trace && threadIdx.x == 0) trace[0] = global_timer();
   int barriers = 0;
-  auto barrier = [&] {
-    grid_barrier(p.barrier, trace ? trace + 1 + 2 * barriers : nullptr);
+  auto barrier_with = [&](auto&& work) {
+    grid_barrier(p.barrier, trace ? trace + 1 + 2 * barriers : nullptr, work);
     ++barriers;
   };
+  // The grid barrier that ends phase `piece` of a layer; in its shadow, thread 0 copies that piece of the next
+  // layer's weights (into the buffer the previous layer used), and `extra` runs.
+  int layer = 0;
+  auto barrier = [&](int piece, auto&& extra) {
+    barrier_with([&] {
+      if (threadIdx.x == 0 && layer + 1 < p.n_layers)
+        copy_layer_piece(piece, p.layers[layer + 1], slices_at(shared + ((layer + 1) & 1) * lay.slice_bytes, lay), p,
+                         lay.pairs, &bars[(layer + 1) & 1]);
+      extra();
+    });
+  };
   const bf16* embedding = p.embed + size_t(token) * p.hidden;
-  for (int i = threadIdx.x; i < lay.o_rows; i += kThreads) {
-    const int row = blockIdx.x + gridDim.x * i;
-    own[i] = row < p.hidden ? __bfloat162float(embedding[row]) : 0.0f;
+  const RowRange hidden_rows = row_range(p.hidden), qkv_rows = row_range(qkv_width),
+                 mlp_rows = row_range(p.intermediate);
+  for (int i = threadIdx.x; i < hidden_rows.end - hidden_rows.first; i += kThreads)
+    own[i] = __bfloat162float(embedding[hidden_rows.first + i]);
+  // RoPE of this step's position, once (every layer rotates by the same angles).
+  for (int i = threadIdx.x; i < p.rotary_dim / 2; i += kThreads) {
+    float sn, c;
+    sincosf(static_cast<float>(position) * p.rope_inv_freq[i], &sn, &c);
+    rope_table[i] = c * p.rope_attention_factor;
+    rope_table[p.rotary_dim / 2 + i] = sn * p.rope_attention_factor;
   }
+  // (the first barrier orders these writes before their readers)
   const int splits = min(p.max_splits, (seq_len + kKeysPerSplit - 1) / kKeysPerSplit);
   const int keys_per_split = (seq_len + splits - 1) / splits;
 
-  for (int layer = 0; layer < p.n_layers; ++layer) {
+  // This block's attention unit (at most one: max_splits <= grid / kv_heads).
+  const bool has_unit = blockIdx.x < p.kv_heads * splits;
+  const int kv_head = blockIdx.x / splits, split = blockIdx.x % splits;
+  const int key_begin = split * keys_per_split, key_end = min(seq_len, key_begin + keys_per_split);
+  bf16* stage_k = reinterpret_cast<bf16*>(attention_shared + lay.attention_floats);
+  bf16* stage_v = stage_k + kStageKeys * stage_stride<HD>();
+  unsigned long long* stamps = trace ? trace + 2 + 2 * kPersistentPhases * p.n_layers : nullptr;
+  auto stamp = [&](int layer, int k) {
+    if (stamps && threadIdx.x == 0) stamps[kPersistentAttentionStamps * layer + k] = global_timer();
+  };
+
+  // The cache rows of the unit's first kStageKeys keys (the same in every layer), then layer 0's keys; every later
+  // layer's keys are staged, and its weights copied, in the shadow of a barrier of the layer before.
+  int64_t* stage_rows = reinterpret_cast<int64_t*>(stage_v + kStageKeys * stage_stride<HD>());
+  const int staged = has_unit ? min(key_end - key_begin, kStageKeys) : 0;
+  for (int r = threadIdx.x; r < staged; r += kThreads) {
+    const int key = key_begin + r;
+    stage_rows[r] = (int64_t(p.block_table[key / p.page_size]) * p.page_size + key % p.page_size) * p.kv_heads + kv_head;
+  }
+  __syncthreads();
+  if (has_unit) stage_keys<HD>(p, p.layers[0], kv_head, key_begin, staged, position, stage_k, stage_v, stage_rows);
+
+  for (layer = 0; layer < p.n_layers; ++layer) {
     const PersistentLayer& w = p.layers[layer];
     const Slices s = slices_at(shared + (layer & 1) * lay.slice_bytes, lay);
-    if (layer + 1 < p.n_layers)
-      copy_layer_slices(p.layers[layer + 1], slices_at(shared + ((layer + 1) & 1) * lay.slice_bytes, lay), lay, p);
-    cp_async_commit();
-    cp_async_wait<1>();  // this layer's slices have landed (this thread's copies; the barrier below: everyone's)
+    stamp(layer, 0);
+    mbarrier_wait(&bars[layer & 1], (layer >> 1) & 1);  // this layer's weights, copied a layer ago
+    stamp(layer, 1);
 
     // P1: norm, q / k / v rows.
     load_normed(ws.x, layer == 0 ? embedding : nullptr, w.input_norm, p.hidden, p.hidden_norm_eps, vec, scratch);
-    for (int i = warp; i < lay.qkv_rows; i += kWarps) {
-      const int row = blockIdx.x + gridDim.x * i;
-      if (row >= qkv_width) break;
+    stamp(layer, 2);
+    for (int i = warp; i < qkv_rows.end - qkv_rows.first; i += kWarps) {
+      const int row = qkv_rows.first + i;
       const float dot = warp_dot(s.qkv + size_t(i) * p.hidden, vec, p.hidden, lane);
       if (lane == 0) ws.qkv[row] = w.qkv_bias ? dot + w.qkv_bias[row] : dot;
     }
-    barrier();
+    barrier(0, [] {});
 
-    // P2: attention partials.
-    for (int unit = blockIdx.x; unit < p.kv_heads * splits; unit += gridDim.x) {
-      const int kv_head = unit / splits, split = unit % splits;
-      const int begin = split * keys_per_split, end = min(seq_len, begin + keys_per_split);
-      attention_unit<HD, GROUP>(p, w, ws, attention_shared, kv_head, split, begin, end, position);
+    // P2: attention partials; then, in the barrier's shadow, the next layer's keys into the staging rows (free again:
+    // attention_unit ends with a __syncthreads).
+    if (has_unit)
+      attention_unit<HD>(p, w, ws, attention_shared, stage_k, stage_v, rope_table, kv_head, split, key_begin, key_end,
+                         position, stamps ? stamps + kPersistentAttentionStamps * layer : nullptr);
+    barrier(1, [&] {
+      if (has_unit && layer + 1 < p.n_layers)
+        stage_keys<HD>(p, p.layers[layer + 1], kv_head, key_begin, staged, position, stage_k, stage_v, stage_rows);
+    });
+
+    // P3: combine the splits of every head (each block for itself), then o_proj rows into the residual. A thread's
+    // partial outputs are loaded first; each (head, split)'s max and sum is read once per block into shared memory
+    // meanwhile (read by every thread, those few lines drew ~38k requests per layer from all SMs: ~6 us).
+    constexpr int kSplitBatch = 8, kElements = 2;  // preloaded elements per thread (wider rows: loads in the loop)
+    float* split_ml = attention_shared;  // [heads][splits][2] (P2's shared memory is free now)
+    float partial[kElements][kSplitBatch];
+#pragma unroll
+    for (int e = 0; e < kElements; ++e) {
+      const int t = threadIdx.x + e * kThreads, head = t / HD, d = t % HD;
+#pragma unroll
+      for (int b = 0; b < kSplitBatch; ++b)
+        partial[e][b] = t < q_width && b < splits
+                            ? __ldcg(ws.partial_out + (size_t(head) * p.max_splits + b) * HD + d)
+                            : 0.0f;
     }
-    barrier();
-
-    // P3: combine the splits of every head (each block for itself), then o_proj rows into the residual.
-    for (int t = threadIdx.x; t < q_width; t += kThreads) {
-      const int head = t / HD, d = t % HD;
-      float top = -INFINITY, out = 0.0f, sum = 0.0f;
-#pragma unroll 4
-      for (int split = 0; split < splits; ++split) {
-        const size_t at = size_t(head) * p.max_splits + split;
-        const float split_max = __ldcg(ws.partial_ml + 2 * at), split_sum = __ldcg(ws.partial_ml + 2 * at + 1);
-        const float split_out = __ldcg(ws.partial_out + at * HD + d);
-        const float new_top = fmaxf(top, split_max);
-        const float old_weight = expf(top - new_top), weight = expf(split_max - new_top);
-        out = out * old_weight + split_out * weight;
-        sum = sum * old_weight + split_sum * weight;
-        top = new_top;
+    for (int t = threadIdx.x; t < p.heads * splits; t += kThreads) {
+      const size_t at = size_t(t / splits) * p.max_splits + t % splits;
+      split_ml[2 * t] = __ldcg(ws.partial_ml + 2 * at);
+      split_ml[2 * t + 1] = __ldcg(ws.partial_ml + 2 * at + 1);
+    }
+    __syncthreads();
+#pragma unroll 1
+    for (int e = 0; threadIdx.x + e * kThreads < q_width; ++e) {
+      const int t = threadIdx.x + e * kThreads, head = t / HD, d = t % HD;
+      const float* ml = split_ml + 2 * head * splits;
+      float top = -INFINITY;
+      for (int i = 0; i < splits; ++i) top = fmaxf(top, ml[2 * i]);
+      float out = 0.0f, sum = 0.0f;
+      auto add = [&](int i, float value) {
+        if (ml[2 * i] == -INFINITY) return;  // a split without keys
+        const float weight = exp2f(ml[2 * i] - top);
+        out = fmaf(value, weight, out);
+        sum = fmaf(ml[2 * i + 1], weight, sum);
+      };
+      if (e < kElements) {
+#pragma unroll
+        for (int b = 0; b < kSplitBatch; ++b)
+          if (b < splits) add(b, e == 0 ? partial[0][b] : partial[1][b]);
       }
+      for (int i = e < kElements ? kSplitBatch : 0; i < splits; ++i)  // long contexts, wide rows
+        add(i, __ldcg(ws.partial_out + (size_t(head) * p.max_splits + i) * HD + d));
       vec[t] = out / sum;
     }
     __syncthreads();
-    for (int i = warp; i < lay.o_rows; i += kWarps) {
-      const int row = blockIdx.x + gridDim.x * i;
-      if (row >= p.hidden) break;
+    stamp(layer, 5);
+    for (int i = warp; i < hidden_rows.end - hidden_rows.first; i += kWarps) {
+      const int row = hidden_rows.first + i;
       const float dot = warp_dot(s.o + size_t(i) * q_width, vec, q_width, lane);
       if (lane == 0) ws.x[row] = own[i] += w.o_bias ? dot + w.o_bias[row] : dot;
     }
-    barrier();
+    barrier(2, [] {});
 
     // P4: norm, gate / up pairs, h.
     load_normed(ws.x, nullptr, w.post_attention_norm, p.hidden, p.hidden_norm_eps, vec, scratch);
-    for (int i = warp; i < lay.pairs; i += kWarps) {
-      const int row = blockIdx.x + gridDim.x * i;
-      if (row >= p.intermediate) break;
-      const float gate = warp_dot(s.gate_up + size_t(2 * i) * p.hidden, vec, p.hidden, lane);
-      const float up = warp_dot(s.gate_up + size_t(2 * i + 1) * p.hidden, vec, p.hidden, lane);
+    for (int i = warp; i < mlp_rows.end - mlp_rows.first; i += kWarps) {
+      const int row = mlp_rows.first + i;
+      const float gate = warp_dot(s.gate_up + size_t(i) * p.hidden, vec, p.hidden, lane);
+      const float up = warp_dot(s.gate_up + size_t(lay.pairs + i) * p.hidden, vec, p.hidden, lane);
       if (lane == 0) ws.h[row] = silu(gate) * up;
     }
-    barrier();
+    barrier(3, [] {});
 
     // P5: down rows into the residual.
     for (int q = threadIdx.x; q < p.intermediate / 4; q += kThreads)
       reinterpret_cast<float4*>(vec)[q] = __ldcg(reinterpret_cast<const float4*>(ws.h) + q);
     __syncthreads();
-    for (int i = warp; i < lay.down_rows; i += kWarps) {
-      const int row = blockIdx.x + gridDim.x * i;
-      if (row >= p.hidden) break;
+    for (int i = warp; i < hidden_rows.end - hidden_rows.first; i += kWarps) {
+      const int row = hidden_rows.first + i;
       const float dot = warp_dot(s.down + size_t(i) * p.intermediate, vec, p.intermediate, lane);
       if (lane == 0) ws.x[row] = own[i] += dot;
     }
-    barrier();
+    barrier(4, [] {});
   }
-  cp_async_wait<0>();
   allow_next_kernel_to_start();  // lm_head may get scheduled; it still waits for this kernel to complete
   load_normed(ws.x, nullptr, p.final_norm, p.hidden, p.hidden_norm_eps, vec, scratch);
-  for (int i = threadIdx.x; i < lay.o_rows; i += kThreads) {
-    const int row = blockIdx.x + gridDim.x * i;
-    if (row < p.hidden) p.normed_out[row] = vec[row];
-  }
+  for (int row = hidden_rows.first + threadIdx.x; row < hidden_rows.end; row += kThreads) p.normed_out[row] = vec[row];
   if (trace && threadIdx.x == 0) trace[1 + 2 * barriers] = global_timer();
 }
 
 using Kernel = void (*)(PersistentDecodeParams);
 
-// The instances: head_dim 64 / 128 x query heads per KV head 1, 2, 3, 4, 8 (the per-head softmax state lives in
-// registers, sized at compile time).
-template <int HD>
-Kernel kernel_for_group(int group) {
-  switch (group) {
-    case 1: return persistent_decode_kernel<HD, 1>;
-    case 2: return persistent_decode_kernel<HD, 2>;
-    case 3: return persistent_decode_kernel<HD, 3>;
-    case 4: return persistent_decode_kernel<HD, 4>;
-    case 8: return persistent_decode_kernel<HD, 8>;
-    default: return nullptr;
-  }
-}
-
 Kernel kernel_for(const PersistentDecodeParams& p) {
-  return p.head_dim == 64 ? kernel_for_group<64>(p.heads / p.kv_heads) : kernel_for_group<128>(p.heads / p.kv_heads);
+  return p.head_dim == 64 ? persistent_decode_kernel<64> : persistent_decode_kernel<128>;
 }
 
 void check_params(const PersistentDecodeParams& p) {
   auto bad = [](const std::string& why) { throw std::invalid_argument("persistent_decode: " + why); };
   if (p.head_dim != 64 && p.head_dim != 128) bad("head_dim must be 64 or 128, got " + std::to_string(p.head_dim));
-  if (p.kv_heads < 1 || p.heads % p.kv_heads != 0 || !persistent_decode_supports_group(p.heads / p.kv_heads))
-    bad("heads / kv_heads must be 1, 2, 3, 4 or 8");
+  if (p.kv_heads < 1 || p.heads % p.kv_heads != 0 || p.heads / p.kv_heads > kMaxItems / (kStageKeys / 32))
+    bad("heads must be a multiple of kv_heads, with at most 16 query heads per KV head");
   if (p.hidden % 8 != 0 || p.intermediate % 8 != 0) bad("hidden and intermediate widths must be multiples of 8");
   if (p.rotary_dim > p.head_dim || p.rotary_dim % 2 != 0) bad("rotary_dim must be even and at most head_dim");
 }
 
 }  // namespace
-
-bool persistent_decode_supports_group(int group) { return group == 1 || group == 2 || group == 3 || group == 4 || group == 8; }
 
 size_t persistent_decode_shared_bytes(const PersistentDecodeParams& params, int grid) {
   if (params.head_dim != 64 && params.head_dim != 128) return 0;

@@ -1,25 +1,28 @@
 // persistent_decode: a whole decode step of a small dense model (Llama / Qwen2 / Qwen3 family, bf16 weights, one
 // token, one sequence) as ONE kernel whose blocks stay resident: embedding, every decoder layer, and the final norm.
-// lm_head and sampling stay the ordinary kernels after it.
+// lm_head and sampling stay the ordinary kernels after it. Opt-in (GpuModelOptions::persistent_decode, `--persistent`):
+// on an H100 it is still SLOWER than the CUDA graph of per-op kernels for SmolLM2 (docs/gpu-runtime.md "Persistent
+// decode kernel" has the measured phase times and what to try next).
 //
 // Why: SmolLM2-135M's layer reads 7 MB (2.3 us at the stream-read bandwidth) but costs ~22 us as seven kernels,
-// each paying a launch drain and its own memory round trips (docs/gpu-runtime.md "Speed"). Here a layer is five
-// phases separated by grid barriers, and the weights never sit on the critical path: every block owns a fixed
-// slice of rows of every matrix (rows b, b + G, b + 2G, ... for block b of G) and copies the NEXT layer's slices into
-// its shared memory (cp.async) while the current layer runs, so a phase only reads activations from L2.
+// each paying a launch drain and its own memory round trips. Here a layer is five phases separated by grid
+// barriers, and the weights are off the critical path: every block owns a contiguous range of rows of every matrix
+// and bulk-copies (TMA) the NEXT layer's slices into its shared memory while the current layer runs, one piece in
+// the shadow of each barrier; a phase only reads activations from L2.
 //   P1  x -> RMSNorm -> q, k, v rows (every block normalizes the whole row itself: no barrier for the norm)
-//   P2  attention: (KV head, key split) units, RoPE (and Qwen3's q/k norms) applied on the fly; the unit holding the
-//       new position appends its k, v to the paged cache
+//   P2  attention: (KV head, key split) units over keys staged in shared memory a layer ahead (the cache rows below
+//       the step's position are settled); RoPE (and Qwen3's q / k norms) on the fly; the unit holding the new
+//       position appends its k, v to the paged cache
 //   P3  every block merges the splits of every head (the combine), then its o_proj rows, added into its own rows of
 //       the residual
-//   P4  x -> RMSNorm -> its gate / up row pairs -> h = silu(gate) * up
+//   P4  x -> RMSNorm -> its gate / up rows -> h = silu(gate) * up
 //   P5  its down rows, added into its residual rows
-// The residual row r belongs to block r % G for the whole step (o_proj and down both write it there), so only the
-// full-row reads (P1, P4) cross blocks.
+// The residual rows a block owns are the same for o_proj and down, so only the full-row reads (P1, P4) cross blocks.
 //
 // The grid barrier is a 64-bit arrival counter that only grows (never reset: a barrier's target is the next multiple
 // of the grid size above the arrival's ticket), so consecutive launches and graph replays need no reset node. All
-// blocks must be resident at once: the grid is the SM count and the launch checks that a block fits per SM.
+// blocks must be resident at once: the grid is the SM count and the launch checks that a block fits per SM. Not
+// for a GPU shared with other work (a block that cannot become resident would leave the others waiting).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -69,16 +72,18 @@ struct PersistentDecodeParams {
   void* workspace = nullptr;
   float* normed_out = nullptr;             // [hidden]: the final norm of the last layer's residual
   unsigned long long* barrier = nullptr;   // one zero-initialized word, owned by one stream's launches
-  // Optional (null: off): block 0's %globaltimer at the start and at each barrier's arrival and release,
-  // [1 + 2 * 5 * n_layers + 1] values (persistent_decode_trace_size), for `tachyon bench`'s phase breakdown.
+  // Optional (null: off): block 0's %globaltimer at the start, at each barrier's arrival and release, and at the end
+  // ([2 + 2 * 5 * n_layers] values), then inside phases ([n_layers][6]: P1's copies issued, weights landed, norm
+  // done; P2's q / k ready and keys done; P3's combine done), for `tachyon bench`.
   unsigned long long* trace = nullptr;
 };
 
 constexpr int kPersistentPhases = 5;  // per layer: q/k/v, attention, o_proj, gate/up, down
-inline int persistent_decode_trace_size(int n_layers) { return 2 + 2 * kPersistentPhases * n_layers; }
+constexpr int kPersistentAttentionStamps = 6;
+inline int persistent_decode_trace_size(int n_layers) {
+  return 2 + (2 * kPersistentPhases + kPersistentAttentionStamps) * n_layers;
+}
 
-// Query heads per KV head that the kernel is compiled for (1, 2, 3, 4, 8).
-bool persistent_decode_supports_group(int group);
 // Shared memory per block for a grid of `grid` blocks (0 if the head dim is unsupported); the caller compares it
 // with the device's opt-in limit.
 size_t persistent_decode_shared_bytes(const PersistentDecodeParams& params, int grid);

@@ -177,8 +177,6 @@ std::string GpuModel::persistent_decode_unsupported() const {
   for (int layer = 0; layer < c.layers; ++layer)
     if (c.sliding_window(layer) > 0) return "sliding-window layers";
   if (c.head_dim_padded != 64 && c.head_dim_padded != 128) return "a padded head_dim other than 64 / 128";
-  if (c.heads % c.kv_heads != 0 || !kernels::persistent_decode_supports_group(c.heads / c.kv_heads))
-    return "query heads per KV head other than 1, 2, 3, 4, 8";
   if (c.fp8.attention || c.fp8.mlp) return "FP8 attention or MLP weights";
   if (c.hidden_padded % 8 != 0 || c.intermediate_padded % 8 != 0) return "widths that are not multiples of 8";
   return "";
@@ -255,7 +253,7 @@ std::optional<GpuModel::PersistentPhaseTimes> GpuModel::persistent_phase_times()
   TACHYON_CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
   std::vector<unsigned long long> t(persistent_trace_.size());
   TACHYON_CUDA_CHECK(cudaMemcpy(t.data(), persistent_trace_.data(), t.size() * sizeof(t[0]), cudaMemcpyDeviceToHost));
-  if (t.back() == 0) return std::nullopt;
+  if (t[1 + 2 * size_t(config_.layers * kernels::kPersistentPhases)] == 0) return std::nullopt;
   PersistentPhaseTimes times;
   const int phases = kernels::kPersistentPhases, layers = config_.layers;
   for (int layer = 0; layer < layers; ++layer)
@@ -264,8 +262,19 @@ std::optional<GpuModel::PersistentPhaseTimes> GpuModel::persistent_phase_times()
       times.work_us[phase] += (t[arrival] - t[arrival - 1]) / 1e3 / layers;  // from the previous release (or start)
       times.barrier_us[phase] += (t[arrival + 1] - t[arrival]) / 1e3 / layers;
     }
-  times.final_norm_us = (t.back() - t[t.size() - 2]) / 1e3;
-  times.total_us = (t.back() - t.front()) / 1e3;
+  const size_t end = 1 + 2 * size_t(layers * phases);
+  times.final_norm_us = (t[end] - t[end - 1]) / 1e3;
+  times.total_us = (t[end] - t[0]) / 1e3;
+  // Detail stamps, each from the release that starts its phase (PersistentDecodeParams::trace).
+  for (int layer = 0; layer < layers; ++layer) {
+    const size_t p1_start = layer == 0 ? 0 : 10 * size_t(layer), p2_start = 2 + 10 * size_t(layer);
+    const size_t starts[kernels::kPersistentAttentionStamps] = {p1_start, p1_start, p1_start,
+                                                                p2_start, p2_start, p2_start + 2};
+    for (int k = 0; k < kernels::kPersistentAttentionStamps; ++k) {
+      const unsigned long long at = t[end + 1 + size_t(layer) * kernels::kPersistentAttentionStamps + k];
+      times.attention_stamps_us[k] += (double(at) - double(t[starts[k]])) / 1e3 / layers;
+    }
+  }
   return times;
 }
 
