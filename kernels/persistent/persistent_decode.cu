@@ -19,7 +19,11 @@ namespace {
 
 using bf16 = __nv_bfloat16;
 
-constexpr int kThreads = 512, kWarps = kThreads / 32;
+// kThreads compute threads, plus one producer warp that only issues the weight copies (its bulk-copy issues hold
+// it for about as long as the transfers take, which must not hold a barrier): the compute threads synchronize on
+// named barrier 1 (compute_sync), never __syncthreads. 16 warps in all: a 17th would cap registers at 96 (each of
+// the SM's four register files serves a quarter of the warps).
+constexpr int kBlockThreads = 512, kThreads = kBlockThreads - 32, kWarps = kThreads / 32;
 constexpr int kKeysPerSplit = 128;   // the key split's target length (more splits: more work units, longer merge)
 constexpr int kStageKeys = 128;      // keys of a unit staged in shared memory at once (stage_keys)
 constexpr int kMaxItems = 64;        // P2's work items per piece: group x kStageKeys / 32 (check_params bounds group)
@@ -77,6 +81,20 @@ struct Workspace {
   }
 };
 
+__device__ __forceinline__ void compute_sync() { asm volatile("bar.sync 1, %0;\n" ::"n"(kThreads) : "memory"); }
+
+// Sum over the compute threads; `scratch` holds one float per warp. Every thread gets the result.
+__device__ __forceinline__ float compute_sum(float v, float* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  v = warp_sum(v);
+  compute_sync();  // scratch may still be read from a previous call
+  if (lane == 0) scratch[warp] = v;
+  compute_sync();
+  float total = 0;
+  for (int w = 0; w < kWarps; ++w) total += scratch[w];
+  return total;
+}
+
 __device__ __forceinline__ unsigned long long global_timer() {
   unsigned long long t;
   asm volatile("mov.u64 %0, %globaltimer;" : "=l"(t));
@@ -92,7 +110,7 @@ __device__ __forceinline__ unsigned long long global_timer() {
 // a phase are issued in the barrier's shadow, while the slowest blocks finish.
 template <typename Work>
 __device__ __forceinline__ void grid_barrier(unsigned long long* counter, unsigned long long* trace, Work&& work) {
-  __syncthreads();
+  compute_sync();
   unsigned long long ticket = 0;
   if (threadIdx.x == 0) {
     if (trace) trace[0] = global_timer();
@@ -109,7 +127,7 @@ __device__ __forceinline__ void grid_barrier(unsigned long long* counter, unsign
     }
     if (trace) trace[1] = global_timer();
   }
-  __syncthreads();
+  compute_sync();
 }
 
 // Weights reach shared memory through the Tensor Memory Accelerator's bulk copies (cp.async.bulk, one instruction
@@ -178,7 +196,8 @@ __device__ __forceinline__ uint32_t copy_row_slice(bf16* dst, const bf16* src, i
 // One thread: piece `piece` (0..kCopyPieces-1: q/k/v, o, gate, up, down rows) of a layer's slices (gate rows, then
 // up rows: [2][pairs][hidden]), as one of the kCopyPieces arrivals that complete `bar`'s phase. A bulk copy's issue
 // holds its thread about as long as the transfer takes at the block's share of the bandwidth (~2.5 us for a whole
-// SmolLM2 layer), so the five pieces are issued in the shadows of the five barriers of the layer before.
+// SmolLM2 layer): issued by a compute thread in a barrier's shadow, that time lands on the barrier; hence the
+// producer warp.
 constexpr int kCopyPieces = 5;
 __device__ __noinline__ void copy_layer_piece(int piece, const PersistentLayer& w, const Slices& s,
                                               const PersistentDecodeParams& p, int lay_pairs, uint64_t* bar) {
@@ -236,10 +255,10 @@ __device__ __forceinline__ void load_normed(const float* x, const bf16* embeddin
     squares = fmaf(v.x, v.x, fmaf(v.y, v.y, fmaf(v.z, v.z, fmaf(v.w, v.w, squares))));
     reinterpret_cast<float4*>(out)[q] = v;
   }
-  const float inv = 1.0f / sqrtf(block_sum(squares, scratch) / static_cast<float>(n) + eps);
+  const float inv = 1.0f / sqrtf(compute_sum(squares, scratch) / static_cast<float>(n) + eps);
 #pragma unroll 1
   for (int i = threadIdx.x; i < n; i += kThreads) out[i] = weight[i] * (out[i] * inv);
-  __syncthreads();
+  compute_sync();
 }
 
 // RMSNorm of one head in shared memory (one warp), Qwen3's q / k norms.
@@ -355,7 +374,7 @@ __device__ __noinline__ void attention_unit(const PersistentDecodeParams& p, con
   for (int t = threadIdx.x; t < group * HD; t += kThreads) head_out[t] = 0.0f;
   for (int j = threadIdx.x; j < group; j += kThreads) head_ml[2 * j] = -INFINITY, head_ml[2 * j + 1] = 0.0f;
   cp_async_wait<0>();  // the first piece, staged a layer ahead (or before layer 0)
-  __syncthreads();
+  compute_sync();
   if (stamps && threadIdx.x == 0) stamps[3] = global_timer();
 
 #pragma unroll 1
@@ -364,7 +383,7 @@ __device__ __noinline__ void attention_unit(const PersistentDecodeParams& p, con
     if (piece != key_begin) {  // long contexts: the next piece now (one round trip each)
       stage_keys<HD>(p, w, kv_head, piece, n, position, stage_k, stage_v);
       cp_async_wait<0>();
-      __syncthreads();
+      compute_sync();
     }
     const int chunks = (n + 31) / 32, items = group * chunks;
 #pragma unroll 1
@@ -417,7 +436,7 @@ __device__ __noinline__ void attention_unit(const PersistentDecodeParams& p, con
       for (int d = 0; d < kDims; ++d) item_out[item * HD + lane * kDims + d] = out[d];
       if (lane == 0) item_ml[2 * item] = top, item_ml[2 * item + 1] = sum;
     }
-    __syncthreads();
+    compute_sync();
     // Merge the piece's items into the running (max, sum, output) of each head, in a fixed order.
     for (int t = threadIdx.x; t < group * HD; t += kThreads) {
       const int j = t / HD, d = t % HD;
@@ -433,10 +452,10 @@ __device__ __noinline__ void attention_unit(const PersistentDecodeParams& p, con
       head_out[t] = out;
       if (d == 0) next_ml[2 * j] = top, next_ml[2 * j + 1] = sum;
     }
-    __syncthreads();
+    compute_sync();
     for (int j = threadIdx.x; j < group; j += kThreads)
       head_ml[2 * j] = next_ml[2 * j], head_ml[2 * j + 1] = next_ml[2 * j + 1];
-    __syncthreads();
+    compute_sync();
   }
   if (stamps && threadIdx.x == 0) stamps[4] = global_timer();
   for (int t = threadIdx.x; t < group * HD; t += kThreads) {
@@ -445,11 +464,11 @@ __device__ __noinline__ void attention_unit(const PersistentDecodeParams& p, con
     ws.partial_out[at * HD + d] = head_out[t];
     if (d == 0) ws.partial_ml[2 * at] = head_ml[2 * j], ws.partial_ml[2 * at + 1] = head_ml[2 * j + 1];
   }
-  __syncthreads();  // the shared buffers are reused by the next layer
+  compute_sync();  // the shared buffers are reused by the next layer
 }
 
 template <int HD>
-__global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(PersistentDecodeParams p) {
+__global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(PersistentDecodeParams p) {
   extern __shared__ __align__(16) unsigned char shared[];
   const Layout lay(p, gridDim.x);
   const Workspace ws(p, p.workspace);
@@ -461,15 +480,27 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(Persiste
   float* rope_table = scratch + 32;                                      // [head_dim]: cos, sin
   float* attention_shared = rope_table + p.head_dim;
 
-  // mbarriers of the two weight buffers (by layer parity).
+  // mbarriers of the two weight buffers (by layer parity), and how many layers the compute threads have finished.
   __shared__ uint64_t bars[2];
-  if (threadIdx.x == 0)
+  __shared__ int layers_done;
+  if (threadIdx.x == 0) {
     for (int i = 0; i < 2; ++i) mbarrier_init(&bars[i], kCopyPieces);
-  __syncthreads();
-  // The first layer's weights stream while the previous kernel finishes (they are constant).
-  if (threadIdx.x == 0)
-    for (int piece = 0; piece < kCopyPieces; ++piece)
-      copy_layer_piece(piece, p.layers[0], slices_at(shared, lay), p, lay.pairs, &bars[0]);
+    layers_done = 0;
+  }
+  __syncthreads();  // (the only barrier of all kBlockThreads)
+  if (warp == kWarps) {
+    // The producer warp: layer L's weights into buffer L & 1 as soon as layer L - 2, which used it, is done (layers
+    // 0 and 1 at once, while the previous kernel still runs: they are constant). It reads and writes no global
+    // memory that other kernels touch, so it needs no wait for the previous kernel.
+    if (lane == 0)
+      for (int layer = 0; layer < p.n_layers; ++layer) {
+        while (*static_cast<volatile int*>(&layers_done) < layer - 1) __nanosleep(128);
+        for (int piece = 0; piece < kCopyPieces; ++piece)
+          copy_layer_piece(piece, p.layers[layer], slices_at(shared + (layer & 1) * lay.slice_bytes, lay), p,
+                           lay.pairs, &bars[layer & 1]);
+      }
+    return;
+  }
   wait_for_previous_kernel();
   const int token = *p.token, position = *p.position, seq_len = *p.seq_len;
   unsigned long long* trace = blockIdx.x == 0 ? p.trace : nullptr;
@@ -479,17 +510,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(Persiste
     grid_barrier(p.barrier, trace ? trace + 1 + 2 * barriers : nullptr, work);
     ++barriers;
   };
-  // The grid barrier that ends phase `piece` of a layer; in its shadow, thread 0 copies that piece of the next
-  // layer's weights (into the buffer the previous layer used), and `extra` runs.
-  int layer = 0;
-  auto barrier = [&](int piece, auto&& extra) {
-    barrier_with([&] {
-      if (threadIdx.x == 0 && layer + 1 < p.n_layers)
-        copy_layer_piece(piece, p.layers[layer + 1], slices_at(shared + ((layer + 1) & 1) * lay.slice_bytes, lay), p,
-                         lay.pairs, &bars[(layer + 1) & 1]);
-      extra();
-    });
-  };
+  auto barrier = [&] { barrier_with([] {}); };
   const bf16* embedding = p.embed + size_t(token) * p.hidden;
   const RowRange hidden_rows = row_range(p.hidden), qkv_rows = row_range(qkv_width),
                  mlp_rows = row_range(p.intermediate);
@@ -525,14 +546,14 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(Persiste
     const int key = key_begin + r;
     stage_rows[r] = (int64_t(p.block_table[key / p.page_size]) * p.page_size + key % p.page_size) * p.kv_heads + kv_head;
   }
-  __syncthreads();
+  compute_sync();
   if (has_unit) stage_keys<HD>(p, p.layers[0], kv_head, key_begin, staged, position, stage_k, stage_v, stage_rows);
 
-  for (layer = 0; layer < p.n_layers; ++layer) {
+  for (int layer = 0; layer < p.n_layers; ++layer) {
     const PersistentLayer& w = p.layers[layer];
     const Slices s = slices_at(shared + (layer & 1) * lay.slice_bytes, lay);
     stamp(layer, 0);
-    mbarrier_wait(&bars[layer & 1], (layer >> 1) & 1);  // this layer's weights, copied a layer ago
+    mbarrier_wait(&bars[layer & 1], (layer >> 1) & 1);  // this layer's weights (the producer warp's copies)
     stamp(layer, 1);
 
     // P1: norm, q / k / v rows.
@@ -543,14 +564,14 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(Persiste
       const float dot = warp_dot(s.qkv + size_t(i) * p.hidden, vec, p.hidden, lane);
       if (lane == 0) ws.qkv[row] = w.qkv_bias ? dot + w.qkv_bias[row] : dot;
     }
-    barrier(0, [] {});
+    barrier();
 
     // P2: attention partials; then, in the barrier's shadow, the next layer's keys into the staging rows (free again:
     // attention_unit ends with a __syncthreads).
     if (has_unit)
       attention_unit<HD>(p, w, ws, attention_shared, stage_k, stage_v, rope_table, kv_head, split, key_begin, key_end,
                          position, stamps ? stamps + kPersistentAttentionStamps * layer : nullptr);
-    barrier(1, [&] {
+    barrier_with([&] {
       if (has_unit && layer + 1 < p.n_layers)
         stage_keys<HD>(p, p.layers[layer + 1], kv_head, key_begin, staged, position, stage_k, stage_v, stage_rows);
     });
@@ -575,7 +596,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(Persiste
       split_ml[2 * t] = __ldcg(ws.partial_ml + 2 * at);
       split_ml[2 * t + 1] = __ldcg(ws.partial_ml + 2 * at + 1);
     }
-    __syncthreads();
+    compute_sync();
 #pragma unroll 1
     for (int e = 0; threadIdx.x + e * kThreads < q_width; ++e) {
       const int t = threadIdx.x + e * kThreads, head = t / HD, d = t % HD;
@@ -598,14 +619,14 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(Persiste
         add(i, __ldcg(ws.partial_out + (size_t(head) * p.max_splits + i) * HD + d));
       vec[t] = out / sum;
     }
-    __syncthreads();
+    compute_sync();
     stamp(layer, 5);
     for (int i = warp; i < hidden_rows.end - hidden_rows.first; i += kWarps) {
       const int row = hidden_rows.first + i;
       const float dot = warp_dot(s.o + size_t(i) * q_width, vec, q_width, lane);
       if (lane == 0) ws.x[row] = own[i] += w.o_bias ? dot + w.o_bias[row] : dot;
     }
-    barrier(2, [] {});
+    barrier();
 
     // P4: norm, gate / up pairs, h.
     load_normed(ws.x, nullptr, w.post_attention_norm, p.hidden, p.hidden_norm_eps, vec, scratch);
@@ -615,18 +636,22 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_decode_kernel(Persiste
       const float up = warp_dot(s.gate_up + size_t(lay.pairs + i) * p.hidden, vec, p.hidden, lane);
       if (lane == 0) ws.h[row] = silu(gate) * up;
     }
-    barrier(3, [] {});
+    barrier();
 
     // P5: down rows into the residual.
     for (int q = threadIdx.x; q < p.intermediate / 4; q += kThreads)
       reinterpret_cast<float4*>(vec)[q] = __ldcg(reinterpret_cast<const float4*>(ws.h) + q);
-    __syncthreads();
+    compute_sync();
     for (int i = warp; i < hidden_rows.end - hidden_rows.first; i += kWarps) {
       const int row = hidden_rows.first + i;
       const float dot = warp_dot(s.down + size_t(i) * p.intermediate, vec, p.intermediate, lane);
       if (lane == 0) ws.x[row] = own[i] += dot;
     }
-    barrier(4, [] {});
+    barrier();
+    if (threadIdx.x == 0) {
+      __threadfence_block();  // this layer's reads of its weight buffer are over (the barrier above): the producer
+      *static_cast<volatile int*>(&layers_done) = layer + 1;  // may refill it with layer + 2
+    }
   }
   allow_next_kernel_to_start();  // lm_head may get scheduled; it still waits for this kernel to complete
   load_normed(ws.x, nullptr, p.final_norm, p.hidden, p.hidden_norm_eps, vec, scratch);
@@ -675,7 +700,7 @@ int persistent_decode_grid(const PersistentDecodeParams& params) {
   TACHYON_CUDA_CHECK(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared)));
   int per_sm = 0;
-  TACHYON_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, shared));
+  TACHYON_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kBlockThreads, shared));
   return per_sm >= 1 ? grid : 0;
 }
 
@@ -686,7 +711,7 @@ void persistent_decode(const PersistentDecodeParams& params, cudaStream_t stream
   if (params.max_splits < 1 || params.max_splits > grid / params.kv_heads)
     throw std::invalid_argument("persistent_decode: max_splits outside [1, grid / kv_heads]");
   const Kernel kernel = kernel_for(params);
-  launch_programmatic("persistent_decode_kernel", kernel, dim3(grid), dim3(kThreads), shared, stream, params);
+  launch_programmatic("persistent_decode_kernel", kernel, dim3(grid), dim3(kBlockThreads), shared, stream, params);
 }
 
 }  // namespace tachyon::kernels
