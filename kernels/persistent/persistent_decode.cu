@@ -375,7 +375,7 @@ __device__ __noinline__ void attention_unit(const PersistentDecodeParams& p, con
   for (int j = threadIdx.x; j < group; j += kThreads) head_ml[2 * j] = -INFINITY, head_ml[2 * j + 1] = 0.0f;
   cp_async_wait<0>();  // the first piece, staged a layer ahead (or before layer 0)
   compute_sync();
-  if (stamps && threadIdx.x == 0) stamps[3] = global_timer();
+  if (stamps && threadIdx.x == 0) stamps[2] = global_timer();
 
 #pragma unroll 1
   for (int piece = key_begin; piece < key_end; piece += kStageKeys) {
@@ -457,7 +457,7 @@ __device__ __noinline__ void attention_unit(const PersistentDecodeParams& p, con
       head_ml[2 * j] = next_ml[2 * j], head_ml[2 * j + 1] = next_ml[2 * j + 1];
     compute_sync();
   }
-  if (stamps && threadIdx.x == 0) stamps[4] = global_timer();
+  if (stamps && threadIdx.x == 0) stamps[3] = global_timer();
   for (int t = threadIdx.x; t < group * HD; t += kThreads) {
     const int j = t / HD, d = t % HD;
     const size_t at = size_t(kv_head * group + j) * p.max_splits + split;
@@ -535,11 +535,11 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
   bf16* stage_v = stage_k + kStageKeys * stage_stride<HD>();
   unsigned long long* stamps = trace ? trace + 2 + 2 * kPersistentPhases * p.n_layers : nullptr;
   auto stamp = [&](int layer, int k) {
-    if (stamps && threadIdx.x == 0) stamps[kPersistentAttentionStamps * layer + k] = global_timer();
+    if (stamps && threadIdx.x == 0) stamps[kPersistentDetailStamps * layer + k] = global_timer();
   };
 
   // The cache rows of the unit's first kStageKeys keys (the same in every layer), then layer 0's keys; every later
-  // layer's keys are staged, and its weights copied, in the shadow of a barrier of the layer before.
+  // layer's keys are staged in the shadow of the barrier that ends the previous layer's P2.
   int64_t* stage_rows = reinterpret_cast<int64_t*>(stage_v + kStageKeys * stage_stride<HD>());
   const int staged = has_unit ? min(key_end - key_begin, kStageKeys) : 0;
   for (int r = threadIdx.x; r < staged; r += kThreads) {
@@ -552,13 +552,12 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
   for (int layer = 0; layer < p.n_layers; ++layer) {
     const PersistentLayer& w = p.layers[layer];
     const Slices s = slices_at(shared + (layer & 1) * lay.slice_bytes, lay);
-    stamp(layer, 0);
     mbarrier_wait(&bars[layer & 1], (layer >> 1) & 1);  // this layer's weights (the producer warp's copies)
-    stamp(layer, 1);
+    stamp(layer, 0);
 
     // P1: norm, q / k / v rows.
     load_normed(ws.x, layer == 0 ? embedding : nullptr, w.input_norm, p.hidden, p.hidden_norm_eps, vec, scratch);
-    stamp(layer, 2);
+    stamp(layer, 1);
     for (int i = warp; i < qkv_rows.end - qkv_rows.first; i += kWarps) {
       const int row = qkv_rows.first + i;
       const float dot = warp_dot(s.qkv + size_t(i) * p.hidden, vec, p.hidden, lane);
@@ -570,7 +569,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
     // attention_unit ends with a __syncthreads).
     if (has_unit)
       attention_unit<HD>(p, w, ws, attention_shared, stage_k, stage_v, rope_table, kv_head, split, key_begin, key_end,
-                         position, stamps ? stamps + kPersistentAttentionStamps * layer : nullptr);
+                         position, stamps ? stamps + kPersistentDetailStamps * layer : nullptr);
     barrier_with([&] {
       if (has_unit && layer + 1 < p.n_layers)
         stage_keys<HD>(p, p.layers[layer + 1], kv_head, key_begin, staged, position, stage_k, stage_v, stage_rows);
@@ -620,7 +619,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
       vec[t] = out / sum;
     }
     compute_sync();
-    stamp(layer, 5);
+    stamp(layer, 4);
     for (int i = warp; i < hidden_rows.end - hidden_rows.first; i += kWarps) {
       const int row = hidden_rows.first + i;
       const float dot = warp_dot(s.o + size_t(i) * q_width, vec, q_width, lane);

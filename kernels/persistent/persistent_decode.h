@@ -6,9 +6,9 @@
 //
 // Why: SmolLM2-135M's layer reads 7 MB (2.3 us at the stream-read bandwidth) but costs ~22 us as seven kernels,
 // each paying a launch drain and its own memory round trips. Here a layer is five phases separated by grid
-// barriers, and the weights are off the critical path: every block owns a contiguous range of rows of every matrix
-// and bulk-copies (TMA) the NEXT layer's slices into its shared memory while the current layer runs, one piece in
-// the shadow of each barrier; a phase only reads activations from L2.
+// barriers, and the weights are off the critical path: every block owns a contiguous range of rows of every matrix,
+// and a producer warp bulk-copies (TMA) the NEXT layer's slices into the block's shared memory while the current
+// layer runs; a phase only reads activations from L2.
 //   P1  x -> RMSNorm -> q, k, v rows (every block normalizes the whole row itself: no barrier for the norm)
 //   P2  attention: (KV head, key split) units over keys staged in shared memory a layer ahead (the cache rows below
 //       the step's position are settled); RoPE (and Qwen3's q / k norms) on the fly; the unit holding the new
@@ -73,15 +73,15 @@ struct PersistentDecodeParams {
   float* normed_out = nullptr;             // [hidden]: the final norm of the last layer's residual
   unsigned long long* barrier = nullptr;   // one zero-initialized word, owned by one stream's launches
   // Optional (null: off): block 0's %globaltimer at the start, at each barrier's arrival and release, and at the end
-  // ([2 + 2 * 5 * n_layers] values), then inside phases ([n_layers][6]: P1's copies issued, weights landed, norm
-  // done; P2's q / k ready and keys done; P3's combine done), for `tachyon bench`.
+  // ([2 + 2 * 5 * n_layers] values), then inside phases ([n_layers][5]: P1's weights landed and norm done; P2's
+  // q / k ready and keys done; P3's combine done), for `tachyon bench`.
   unsigned long long* trace = nullptr;
 };
 
 constexpr int kPersistentPhases = 5;  // per layer: q/k/v, attention, o_proj, gate/up, down
-constexpr int kPersistentAttentionStamps = 6;
+constexpr int kPersistentDetailStamps = 5;
 inline int persistent_decode_trace_size(int n_layers) {
-  return 2 + (2 * kPersistentPhases + kPersistentAttentionStamps) * n_layers;
+  return 2 + (2 * kPersistentPhases + kPersistentDetailStamps) * n_layers;
 }
 
 // Shared memory per block for a grid of `grid` blocks (0 if the head dim is unsupported); the caller compares it

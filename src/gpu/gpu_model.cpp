@@ -268,11 +268,10 @@ std::optional<GpuModel::PersistentPhaseTimes> GpuModel::persistent_phase_times()
   // Detail stamps, each from the release that starts its phase (PersistentDecodeParams::trace).
   for (int layer = 0; layer < layers; ++layer) {
     const size_t p1_start = layer == 0 ? 0 : 10 * size_t(layer), p2_start = 2 + 10 * size_t(layer);
-    const size_t starts[kernels::kPersistentAttentionStamps] = {p1_start, p1_start, p1_start,
-                                                                p2_start, p2_start, p2_start + 2};
-    for (int k = 0; k < kernels::kPersistentAttentionStamps; ++k) {
-      const unsigned long long at = t[end + 1 + size_t(layer) * kernels::kPersistentAttentionStamps + k];
-      times.attention_stamps_us[k] += (double(at) - double(t[starts[k]])) / 1e3 / layers;
+    const size_t starts[kernels::kPersistentDetailStamps] = {p1_start, p1_start, p2_start, p2_start, p2_start + 2};
+    for (int k = 0; k < kernels::kPersistentDetailStamps; ++k) {
+      const unsigned long long at = t[end + 1 + size_t(layer) * kernels::kPersistentDetailStamps + k];
+      times.detail_stamps_us[k] += (double(at) - double(t[starts[k]])) / 1e3 / layers;
     }
   }
   return times;

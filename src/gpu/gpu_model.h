@@ -192,9 +192,9 @@ class GpuModel {
   struct PersistentPhaseTimes {
     double work_us[kernels::kPersistentPhases] = {}, barrier_us[kernels::kPersistentPhases] = {};
     double final_norm_us = 0, total_us = 0;
-    // Block 0 inside phases, from the phase's start: P1's copies issued, weights landed, norm done; P2's q / k ready
-    // and keys done (its attention unit); P3's split combine done.
-    double attention_stamps_us[kernels::kPersistentAttentionStamps] = {};
+    // Block 0 inside phases, from the phase's start: P1's weights landed and norm done; P2's q / k ready and keys
+    // done (its attention unit); P3's split combine done.
+    double detail_stamps_us[kernels::kPersistentDetailStamps] = {};
   };
   std::optional<PersistentPhaseTimes> persistent_phase_times() const;
   // With record_router_margins: [layer][token] margins of the last prefill (empty for dense layers).

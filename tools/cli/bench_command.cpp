@@ -218,7 +218,7 @@ int run_bench(const BenchOptions& o) {
                            {"barrier_us", phases->barrier_us[k]}});
     j["persistent_phases_per_layer"] = per_phase;
     j["persistent_kernel_us"] = phases->total_us;
-    j["persistent_attention_stamps_us"] = phases->attention_stamps_us;
+    j["persistent_detail_stamps_us"] = phases->detail_stamps_us;
   }
   j["date"] = date;
   j["label"] = o.label;
@@ -360,10 +360,9 @@ int run_bench(const BenchOptions& o) {
     for (int k = 0; k < kernels::kPersistentPhases; ++k)
       std::printf(" %s %.2f + %.2f%s", kPersistentPhaseNames[k], phases->work_us[k], phases->barrier_us[k],
                   k + 1 < kernels::kPersistentPhases ? "," : "\n");
-    std::printf("  persistent, block 0 inside phases (us from the phase's start): qkv copies issued %.2f, weights "
-                "landed %.2f, norm %.2f; attention q/k %.2f, keys %.2f; o_proj combine %.2f\n",
-                phases->attention_stamps_us[0], phases->attention_stamps_us[1], phases->attention_stamps_us[2],
-                phases->attention_stamps_us[3], phases->attention_stamps_us[4], phases->attention_stamps_us[5]);
+    const double* d = phases->detail_stamps_us;
+    std::printf("  persistent, block 0 inside phases (us from the phase's start): qkv weights landed %.2f, norm %.2f; "
+                "attention q/k %.2f, keys %.2f; o_proj combine %.2f\n", d[0], d[1], d[2], d[3], d[4]);
   }
   for (const auto& p : r.prefill)
     std::printf("  prefill %lld tokens: %.3f s = %.0f tok/s\n", static_cast<long long>(p.tokens), p.seconds,
