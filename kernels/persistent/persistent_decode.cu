@@ -59,7 +59,8 @@ struct Layout {
     shared_bytes = 2 * slice_bytes +
                    sizeof(float) * (size_t(vector_floats) + own_floats + 32 + p.head_dim + attention_floats) +
                    2 * size_t(kStageKeys) * (p.head_dim + 8) * 2 +  // staged keys and values (stage_keys)
-                   sizeof(int64_t) * kStageKeys;                     // their cache rows
+                   sizeof(int64_t) * kStageKeys +                    // their cache rows
+                   sizeof(PersistentLayer) * size_t(p.n_layers);      // the layers' pointers
   }
 };
 
@@ -162,6 +163,8 @@ __device__ __forceinline__ void bulk_copy(void* dst, const void* src, uint32_t b
                : "memory");
 }
 
+static_assert(sizeof(PersistentLayer) % 16 == 0, "the layer table is copied in 8-byte words and keeps 16-byte alignment");
+
 struct Slices {
   bf16 *qkv, *o, *gate_up, *down;
 };
@@ -238,7 +241,8 @@ __device__ __forceinline__ float warp_dot(const bf16* row, const float* v, int n
 }
 
 // out[i] = weight[i] * x[i] / rms(x) over a row of n floats (n a multiple of 4), x from global memory written by
-// other blocks (L2 reads), or from a bf16 embedding row when `embedding` is set.
+// other blocks (L2 reads), or from a bf16 embedding row when `embedding` is set. (weight * x is rounded before the
+// scaling: not the per-op kernel's order, which is weight * (x * inv).)
 __device__ __forceinline__ void load_normed(const float* x, const bf16* embedding, const float* weight, int n,
                                             float eps, float* out, float* scratch) {
   float squares = 0.0f;
@@ -253,11 +257,13 @@ __device__ __forceinline__ void load_normed(const float* x, const bf16* embeddin
       v = __ldcg(reinterpret_cast<const float4*>(x) + q);
     }
     squares = fmaf(v.x, v.x, fmaf(v.y, v.y, fmaf(v.z, v.z, fmaf(v.w, v.w, squares))));
-    reinterpret_cast<float4*>(out)[q] = v;
+    // The weight is read here, beside x, not after the reduction (a second round trip per norm).
+    const float4 g = __ldg(reinterpret_cast<const float4*>(weight) + q);
+    reinterpret_cast<float4*>(out)[q] = make_float4(g.x * v.x, g.y * v.y, g.z * v.z, g.w * v.w);
   }
   const float inv = 1.0f / sqrtf(compute_sum(squares, scratch) / static_cast<float>(n) + eps);
 #pragma unroll 1
-  for (int i = threadIdx.x; i < n; i += kThreads) out[i] = weight[i] * (out[i] * inv);
+  for (int i = threadIdx.x; i < n; i += kThreads) out[i] *= inv;
   compute_sync();
 }
 
@@ -480,6 +486,11 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
   float* rope_table = scratch + 32;                                      // [head_dim]: cos, sin
   float* attention_shared = rope_table + p.head_dim;
 
+  // The layers' pointers, in shared memory: read from global memory, every use after a grid barrier (whose acquire
+  // invalidates L1) would be a round trip of its own before the loads it addresses.
+  PersistentLayer* layers = reinterpret_cast<PersistentLayer*>(shared + lay.shared_bytes - sizeof(PersistentLayer) * p.n_layers);
+  for (int i = threadIdx.x; i < p.n_layers * int(sizeof(PersistentLayer) / 8); i += kBlockThreads)
+    reinterpret_cast<uint64_t*>(layers)[i] = __ldg(reinterpret_cast<const uint64_t*>(p.layers) + i);
   // mbarriers of the two weight buffers (by layer parity), and how many layers the compute threads have finished.
   __shared__ uint64_t bars[2];
   __shared__ int layers_done;
@@ -496,7 +507,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
       for (int layer = 0; layer < p.n_layers; ++layer) {
         while (*static_cast<volatile int*>(&layers_done) < layer - 1) __nanosleep(128);
         for (int piece = 0; piece < kCopyPieces; ++piece)
-          copy_layer_piece(piece, p.layers[layer], slices_at(shared + (layer & 1) * lay.slice_bytes, lay), p,
+          copy_layer_piece(piece, layers[layer], slices_at(shared + (layer & 1) * lay.slice_bytes, lay), p,
                            lay.pairs, &bars[layer & 1]);
       }
     return;
@@ -547,10 +558,10 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
     stage_rows[r] = (int64_t(p.block_table[key / p.page_size]) * p.page_size + key % p.page_size) * p.kv_heads + kv_head;
   }
   compute_sync();
-  if (has_unit) stage_keys<HD>(p, p.layers[0], kv_head, key_begin, staged, position, stage_k, stage_v, stage_rows);
+  if (has_unit) stage_keys<HD>(p, layers[0], kv_head, key_begin, staged, position, stage_k, stage_v, stage_rows);
 
   for (int layer = 0; layer < p.n_layers; ++layer) {
-    const PersistentLayer& w = p.layers[layer];
+    const PersistentLayer& w = layers[layer];
     const Slices s = slices_at(shared + (layer & 1) * lay.slice_bytes, lay);
     mbarrier_wait(&bars[layer & 1], (layer >> 1) & 1);  // this layer's weights (the producer warp's copies)
     stamp(layer, 0);
@@ -572,7 +583,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
                          position, stamps ? stamps + kPersistentDetailStamps * layer : nullptr);
     barrier_with([&] {
       if (has_unit && layer + 1 < p.n_layers)
-        stage_keys<HD>(p, p.layers[layer + 1], kv_head, key_begin, staged, position, stage_k, stage_v, stage_rows);
+        stage_keys<HD>(p, layers[layer + 1], kv_head, key_begin, staged, position, stage_k, stage_v, stage_rows);
     });
 
     // P3: combine the splits of every head (each block for itself), then o_proj rows into the residual. A thread's
