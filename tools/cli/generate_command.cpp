@@ -86,6 +86,7 @@ void append_stats_json(const std::string& path, const GenerationResult& result, 
 int run_generate(const GenerateOptions& o) {
   if (o.device != "cpu" && o.device != "cuda") fail("--device {}: expected cpu or cuda", o.device);
   if (o.fp8 != "none" && o.device != "cuda") fail("--fp8 {}: FP8 weights run on the GPU only (add --device cuda)", o.fp8);
+  if (o.persistent && o.device != "cuda") fail("--persistent: the persistent decode kernel runs on the GPU only (add --device cuda)");
 #ifndef TACHYON_HAS_CUDA
   if (o.device == "cuda") fail("--device cuda: this build has no CUDA backend (TACHYON_CUDA=OFF)");
 #endif
