@@ -177,6 +177,7 @@ std::string GpuModel::persistent_decode_unsupported() const {
   for (int layer = 0; layer < c.layers; ++layer)
     if (c.sliding_window(layer) > 0) return "sliding-window layers";
   if (c.head_dim_padded != 64 && c.head_dim_padded != 128) return "a padded head_dim other than 64 / 128";
+  if (c.heads % c.kv_heads != 0 || c.heads / c.kv_heads > 16) return "more than 16 query heads per KV head";
   if (c.fp8.attention || c.fp8.mlp) return "FP8 attention or MLP weights";
   if (c.hidden_padded % 8 != 0 || c.intermediate_padded % 8 != 0) return "widths that are not multiples of 8";
   return "";
@@ -265,9 +266,11 @@ std::optional<GpuModel::PersistentPhaseTimes> GpuModel::persistent_phase_times()
   const size_t end = 1 + 2 * size_t(layers * phases);
   times.final_norm_us = (t[end] - t[end - 1]) / 1e3;
   times.total_us = (t[end] - t[0]) / 1e3;
-  // Detail stamps, each from the release that starts its phase (PersistentDecodeParams::trace).
+  // Detail stamps, each from the release that starts its phase (PersistentDecodeParams::trace): barrier k's release
+  // is t[2 + 2k], and a layer has `phases` barriers.
   for (int layer = 0; layer < layers; ++layer) {
-    const size_t p1_start = layer == 0 ? 0 : 10 * size_t(layer), p2_start = 2 + 10 * size_t(layer);
+    const size_t first_barrier = size_t(layer) * phases;
+    const size_t p1_start = layer == 0 ? 0 : 2 * first_barrier, p2_start = 2 + 2 * first_barrier;
     const size_t starts[kernels::kPersistentDetailStamps] = {p1_start, p1_start, p2_start, p2_start, p2_start + 2};
     for (int k = 0; k < kernels::kPersistentDetailStamps; ++k) {
       const unsigned long long at = t[end + 1 + size_t(layer) * kernels::kPersistentDetailStamps + k];
@@ -352,9 +355,6 @@ std::vector<float> GpuModel::prefill_to_host(std::span<const int32_t> tokens, bo
 void GpuModel::enqueue_pass(const PassInputs& in, int n, int max_seq_len, float* logits, cudaStream_t stream) {
   const GpuModelConfig& c = config_;
   const GpuWeights& w = weights_;
-  // Each pre-norm is fused into the projection that reads it (kernels::ResidualNorm: one launch fewer where it
-  // pays), which must write the new residual beside the old one, since other blocks are still reading it: the
-  // residual alternates between the two halves of x_.
   if (persistent_decode_active() && n == 1 && in.n_sequences == 1 && !in.block_table && !in.features) {
     kernels::PersistentDecodeParams p = persistent_;
     p.token = in.tokens;
@@ -364,6 +364,9 @@ void GpuModel::enqueue_pass(const PassInputs& in, int n, int max_seq_len, float*
     dense_gemv(w.lm_head_fp8, w.lm_head, nullptr, normed_.data(), logits, n, c.vocab, c.hidden_padded, stream);
     return;
   }
+  // Each pre-norm is fused into the projection that reads it (kernels::ResidualNorm: one launch fewer where it
+  // pays), which must write the new residual beside the old one, since other blocks are still reading it: the
+  // residual alternates between the two halves of x_.
   float* residual = x_.data();
   float* next_residual = x_.data() + x_.size() / 2;
   auto pre_norm = [&](const float* delta, const float* weight) {
