@@ -144,6 +144,16 @@ std::map<std::string, float> nvfp4_global_scales(const WeightStore& weights, con
   return scales;
 }
 
+namespace {
+
+// The record of a matrix quantized to block-scaled FP8 (its format field is not used for FP8).
+TensorRecord fp8_record(const std::string& name, WeightRole role, const float* values, const float* dequantized,
+                        int64_t rows, int64_t cols) {
+  return {name, role, Fp4Format::Nvfp4, true, rows, cols, quantization_error(values, dequantized, rows * cols)};
+}
+
+}  // namespace
+
 std::unique_ptr<DerivedCheckpoint> quantize_in_memory(std::shared_ptr<const Checkpoint> base,
                                                       const QuantizeOptions& options, std::vector<TensorRecord>* records,
                                                       const Progress& progress) {
@@ -161,20 +171,21 @@ std::unique_ptr<DerivedCheckpoint> quantize_in_memory(std::shared_ptr<const Chec
     const std::vector<float> values = tensor.to_float();
     const int64_t rows = tensor.shape[0], cols = tensor.shape[1];
     float* dequantized = derived->add_float(name, {rows, cols});
-    TensorRecord record{name, role, Fp4Format::Nvfp4, options.fp8_for(role), rows, cols, {}};
-    if (record.fp8) {
+    // Errors from the values the candidate model will read (no second dequantization).
+    if (options.fp8_for(role)) {
       quantize_fp8_block(values.data(), rows, cols, name).to_float(dequantized);
+      if (records) records->push_back(fp8_record(name, role, values.data(), dequantized, rows, cols));
     } else {
-      record.format = *options.format_for(role);
+      const Fp4Format format = *options.format_for(role);
       const auto scale = global_scales.find(name);
-      quantize(record.format, values.data(), rows, cols, options.mxfp4_rule,
+      quantize(format, values.data(), rows, cols, options.mxfp4_rule,
                scale == global_scales.end() ? 0.0f : scale->second, name)
           .view()
           .to_float(dequantized);
+      if (records)
+        records->push_back({name, role, format, false, rows, cols,
+                            quantization_error(values.data(), dequantized, rows * cols)});
     }
-    // The error from the values the candidate model will read (no second dequantization).
-    record.error = quantization_error(values.data(), dequantized, rows * cols);
-    if (records) records->push_back(std::move(record));
     if (progress) progress(++done, selected.size(), name);
   }
   // A tied head (no lm_head.weight): an FP8 copy of the embedding becomes the head, the embedding itself unchanged.
@@ -185,9 +196,7 @@ std::unique_ptr<DerivedCheckpoint> quantize_in_memory(std::shared_ptr<const Chec
     float* head = derived->add_float("lm_head.weight", {rows, cols});
     quantize_fp8_block(values.data(), rows, cols, "lm_head.weight (tied)").to_float(head);
     derived->checkpoint().config["tie_word_embeddings"] = false;
-    if (records)
-      records->push_back({"lm_head.weight", WeightRole::LmHead, Fp4Format::Nvfp4, true, rows, cols,
-                          quantization_error(values.data(), head, rows * cols)});
+    if (records) records->push_back(fp8_record("lm_head.weight", WeightRole::LmHead, values.data(), head, rows, cols));
   }
   return derived;
 }
@@ -304,8 +313,7 @@ std::vector<TensorRecord> write_quantized_checkpoint(const Checkpoint& source, c
         current_name = from.name;
         std::vector<float> dequantized(values.size());
         current_fp8.to_float(dequantized.data());
-        records.push_back({from.name, weight_role(from.name), Fp4Format::Nvfp4, true, rows, cols,
-                           quantization_error(values.data(), dequantized.data(), rows * cols)});
+        records.push_back(fp8_record(from.name, weight_role(from.name), values.data(), dequantized.data(), rows, cols));
       }
       if (from.piece == 0) {
         bytes = current_fp8.codes;
