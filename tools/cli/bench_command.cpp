@@ -446,8 +446,9 @@ Runner add_bench_command(CLI::App& app) {
                 "With --draft: choose b per round from measured acceptance and cost (at most --block-size)");
   cmd->add_option("--kv-positions", options->kv_positions, "KV cache capacity (default: what the runs need)");
   cmd->add_flag("--persistent", options->persistent,
-                "Run each decode step's layers as one persistent kernel (dense Llama / Qwen2 / Qwen3 models that fit; "
-                "others say why and keep the kernel-per-op step)");
+                "Experimental: run each decode step's layers as one persistent kernel and print its phase times (dense "
+                "Llama / Qwen2 / Qwen3 models that fit; others say why and keep the kernel-per-op step; "
+                "docs/gpu-runtime.md)");
   cmd->add_option("--seed", options->seed, "Seed of the random weights and prompt ids")->capture_default_str();
   cmd->add_option("--label", options->label, "Free text recorded with the results (e.g. the commit)");
   cmd->add_flag("--json", options->json, "Print the results as JSON");

@@ -193,7 +193,7 @@ Runner add_generate_command(CLI::App& app) {
   cmd->add_flag("--print-ids", options->print_ids, "Print generated token ids instead of text");
   cmd->add_flag("--stats", options->stats, "Print timing to stderr");
   cmd->add_flag("--persistent", options->persistent,
-                "With --device cuda: run each plain decode step's layers as one persistent kernel (dense Llama / Qwen2 / "
+                "Experimental, with --device cuda: run each plain decode step's layers as one persistent kernel (dense Llama / Qwen2 / "
                 "Qwen3 models that fit; others say why and keep the kernel-per-op step)");
   cmd->add_option("--stats-json", options->stats_json,
                   "Append one JSON line (timing, generated ids, DFlash round statistics) to this file");
