@@ -86,7 +86,8 @@ void append_stats_json(const std::string& path, const GenerationResult& result, 
 int run_generate(const GenerateOptions& o) {
   if (o.device != "cpu" && o.device != "cuda") fail("--device {}: expected cpu or cuda", o.device);
   if (o.fp8 != "none" && o.device != "cuda") fail("--fp8 {}: FP8 weights run on the GPU only (add --device cuda)", o.fp8);
-  if (o.persistent && o.device != "cuda") fail("--persistent: the persistent decode kernel runs on the GPU only (add --device cuda)");
+  if (o.persistent && o.device != "cuda")
+    fail("--persistent: the persistent decode kernel runs on the GPU only (add --device cuda)");
 #ifndef TACHYON_HAS_CUDA
   if (o.device == "cuda") fail("--device cuda: this build has no CUDA backend (TACHYON_CUDA=OFF)");
 #endif
@@ -193,7 +194,8 @@ Runner add_generate_command(CLI::App& app) {
   cmd->add_flag("--print-ids", options->print_ids, "Print generated token ids instead of text");
   cmd->add_flag("--stats", options->stats, "Print timing to stderr");
   cmd->add_flag("--persistent", options->persistent,
-                "Experimental, with --device cuda: run each plain decode step's layers as one persistent kernel (dense Llama / Qwen2 / "
+                "Experimental, with --device cuda: run each plain decode step's layers as one persistent kernel "
+                "(dense Llama / Qwen2 / "
                 "Qwen3 models that fit; others say why and keep the kernel-per-op step)");
   cmd->add_option("--stats-json", options->stats_json,
                   "Append one JSON line (timing, generated ids, DFlash round statistics) to this file");
