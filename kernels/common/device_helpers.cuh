@@ -21,16 +21,23 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
-// Sum over the block; `scratch` holds one float per warp. Every thread gets the result.
-__device__ __forceinline__ float block_sum(float v, float* scratch) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
+// Sum over the first `warps` warps of the block, which meet at `sync` (a barrier among exactly them); `scratch`
+// holds one float per warp. Every participating thread gets the result, the warps' sums added in warp order.
+template <typename Sync>
+__device__ __forceinline__ float block_sum(float v, float* scratch, int warps, Sync&& sync) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   v = warp_sum(v);
-  __syncthreads();  // scratch may still be read from a previous call
+  sync();  // scratch may still be read from a previous call
   if (lane == 0) scratch[warp] = v;
-  __syncthreads();
+  sync();
   float total = 0;
   for (int w = 0; w < warps; ++w) total += scratch[w];
   return total;
+}
+
+// Sum over the whole block.
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+  return block_sum(v, scratch, (blockDim.x + 31) >> 5, [] { __syncthreads(); });
 }
 
 // Two bf16 packed in a 32-bit word (lower index in the lower half, as the mma fragments expect) -> floats.

@@ -30,7 +30,6 @@ constexpr int kMaxItems = 64;        // P2's work items per piece: group x kStag
 
 // Block-private row slices of one layer's matrices and the shared-memory carve-up, the same on host and device.
 struct Layout {
-  int grid = 0;
   int qkv_rows = 0, o_rows = 0, pairs = 0;  // per block, the most any block has (o_proj and down share o_rows)
   size_t qkv_bytes = 0, o_bytes = 0, gate_up_bytes = 0, down_bytes = 0, slice_bytes = 0;
   int vector_floats = 0;   // the widest activation row a phase stages (hidden, q_width or intermediate)
@@ -38,7 +37,7 @@ struct Layout {
   int attention_floats = 0;
   size_t shared_bytes = 0;
 
-  __host__ __device__ Layout(const PersistentDecodeParams& p, int g) : grid(g) {
+  __host__ __device__ Layout(const PersistentDecodeParams& p, int g) {
     const int q_width = p.heads * p.head_dim, qkv_width = q_width + 2 * p.kv_heads * p.head_dim;
     qkv_rows = (qkv_width + g - 1) / g;
     o_rows = (p.hidden + g - 1) / g;
@@ -84,17 +83,6 @@ struct Workspace {
 
 __device__ __forceinline__ void compute_sync() { asm volatile("bar.sync 1, %0;\n" ::"n"(kThreads) : "memory"); }
 
-// Sum over the compute threads; `scratch` holds one float per warp. Every thread gets the result.
-__device__ __forceinline__ float compute_sum(float v, float* scratch) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  v = warp_sum(v);
-  compute_sync();  // scratch may still be read from a previous call
-  if (lane == 0) scratch[warp] = v;
-  compute_sync();
-  float total = 0;
-  for (int w = 0; w < kWarps; ++w) total += scratch[w];
-  return total;
-}
 
 __device__ __forceinline__ unsigned long long global_timer() {
   unsigned long long t;
@@ -141,7 +129,8 @@ __device__ __forceinline__ uint32_t shared_address(const void* p) {
 __device__ __forceinline__ void mbarrier_init(uint64_t* bar, int arrivals) {
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(shared_address(bar)), "r"(arrivals) : "memory");
 }
-// The one arrival of the barrier's phase, once `bytes` more have landed (the copies may be issued before this).
+// One of the phase's arrivals (kCopyPieces per phase), adding `bytes` that must land before the phase completes
+// (the copies may be issued before this).
 __device__ __forceinline__ void mbarrier_expect_bytes(uint64_t* bar, uint32_t bytes) {
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(shared_address(bar)), "r"(bytes)
                : "memory");
@@ -261,7 +250,7 @@ __device__ __forceinline__ void load_normed(const float* x, const bf16* embeddin
     const float4 g = __ldg(reinterpret_cast<const float4*>(weight) + q);
     reinterpret_cast<float4*>(out)[q] = make_float4(g.x * v.x, g.y * v.y, g.z * v.z, g.w * v.w);
   }
-  const float inv = 1.0f / sqrtf(compute_sum(squares, scratch) / static_cast<float>(n) + eps);
+  const float inv = 1.0f / sqrtf(block_sum(squares, scratch, kWarps, [] { compute_sync(); }) / static_cast<float>(n) + eps);
 #pragma unroll 1
   for (int i = threadIdx.x; i < n; i += kThreads) out[i] *= inv;
   compute_sync();

@@ -78,7 +78,8 @@ struct PersistentDecodeParams {
   unsigned long long* trace = nullptr;
 };
 
-constexpr int kPersistentPhases = 5;  // per layer: q/k/v, attention, o_proj, gate/up, down
+constexpr int kPersistentPhases = 5;  // per layer
+constexpr const char* kPersistentPhaseNames[kPersistentPhases] = {"qkv", "attention", "o_proj", "gate_up", "down"};
 constexpr int kPersistentDetailStamps = 5;
 inline int persistent_decode_trace_size(int n_layers) {
   return 2 + (2 * kPersistentPhases + kPersistentDetailStamps) * n_layers;

@@ -39,11 +39,6 @@ namespace tachyon::cli {
 
 namespace {
 
-#ifdef TACHYON_HAS_CUDA
-constexpr const char* kPersistentPhaseNames[kernels::kPersistentPhases] = {"qkv", "attention", "o_proj", "gate_up",
-                                                                           "down"};
-#endif
-
 struct BenchOptions {
   std::string model_path, random_weights, prefill = "1024,8192", label, json_file, experts, fp8 = "none";
   std::string verify_sweep, drafter_config, tau = "6.4,8";
@@ -214,7 +209,7 @@ int run_bench(const BenchOptions& o) {
   if (phases) {
     nlohmann::json per_phase = nlohmann::json::array();
     for (int k = 0; k < kernels::kPersistentPhases; ++k)
-      per_phase.push_back({{"phase", kPersistentPhaseNames[k]}, {"work_us", phases->work_us[k]},
+      per_phase.push_back({{"phase", kernels::kPersistentPhaseNames[k]}, {"work_us", phases->work_us[k]},
                            {"barrier_us", phases->barrier_us[k]}});
     j["persistent_phases_per_layer"] = per_phase;
     j["persistent_kernel_us"] = phases->total_us;
@@ -358,7 +353,7 @@ int run_bench(const BenchOptions& o) {
     std::printf("  persistent kernel, last step: %.1f us (block 0's clock); per layer, work + barrier wait (us):",
                 phases->total_us);
     for (int k = 0; k < kernels::kPersistentPhases; ++k)
-      std::printf(" %s %.2f + %.2f%s", kPersistentPhaseNames[k], phases->work_us[k], phases->barrier_us[k],
+      std::printf(" %s %.2f + %.2f%s", kernels::kPersistentPhaseNames[k], phases->work_us[k], phases->barrier_us[k],
                   k + 1 < kernels::kPersistentPhases ? "," : "\n");
     const double* d = phases->detail_stamps_us;
     std::printf("  persistent, block 0 inside phases (us from the phase's start): qkv weights landed %.2f, norm %.2f; "
