@@ -26,7 +26,7 @@ using bf16 = __nv_bfloat16;
 constexpr int kBlockThreads = 512, kThreads = kBlockThreads - 32, kWarps = kThreads / 32;
 constexpr int kKeysPerSplit = 128;   // the key split's target length (more splits: more work units, longer merge)
 constexpr int kStageKeys = 128;      // keys of a unit staged in shared memory at once (stage_keys)
-constexpr int kMaxItems = 64;        // P2's work items per piece: group x kStageKeys / 32 (check_params bounds group)
+constexpr int kMaxItems = 64;        // P2's work items per piece: group x kStageKeys / 32 (bounds the group)
 
 // Block-private row slices of one layer's matrices and the shared-memory carve-up, the same on host and device.
 struct Layout {
@@ -665,15 +665,20 @@ Kernel kernel_for(const PersistentDecodeParams& p) {
 }
 
 void check_params(const PersistentDecodeParams& p) {
-  auto bad = [](const std::string& why) { throw std::invalid_argument("persistent_decode: " + why); };
-  if (p.head_dim != 64 && p.head_dim != 128) bad("head_dim must be 64 or 128, got " + std::to_string(p.head_dim));
-  if (p.kv_heads < 1 || p.heads % p.kv_heads != 0 || p.heads / p.kv_heads > kMaxItems / (kStageKeys / 32))
-    bad("heads must be a multiple of kv_heads, with at most 16 query heads per KV head");
-  if (p.hidden % 8 != 0 || p.intermediate % 8 != 0) bad("hidden and intermediate widths must be multiples of 8");
-  if (p.rotary_dim > p.head_dim || p.rotary_dim % 2 != 0) bad("rotary_dim must be even and at most head_dim");
+  const std::string why = persistent_decode_unsupported(p);
+  if (!why.empty()) throw std::invalid_argument("persistent_decode: " + why);
 }
 
 }  // namespace
+
+std::string persistent_decode_unsupported(const PersistentDecodeParams& p) {
+  if (p.head_dim != 64 && p.head_dim != 128) return "a head_dim other than 64 / 128 (" + std::to_string(p.head_dim) + ")";
+  if (p.kv_heads < 1 || p.heads % p.kv_heads != 0 || p.heads / p.kv_heads > kMaxItems / (kStageKeys / 32))
+    return "more than 16 query heads per KV head";
+  if (p.hidden % 8 != 0 || p.intermediate % 8 != 0) return "hidden or intermediate widths that are not multiples of 8";
+  if (p.rotary_dim > p.head_dim || p.rotary_dim % 2 != 0) return "a rotary_dim that is odd or above head_dim";
+  return "";
+}
 
 size_t persistent_decode_shared_bytes(const PersistentDecodeParams& params, int grid) {
   if (params.head_dim != 64 && params.head_dim != 128) return 0;

@@ -26,6 +26,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
@@ -85,6 +86,8 @@ inline int persistent_decode_trace_size(int n_layers) {
   return 2 + (2 * kPersistentPhases + kPersistentDetailStamps) * n_layers;
 }
 
+// Why the kernel cannot run these shapes ("" when it can): head_dim, query heads per KV head, widths, RoPE.
+std::string persistent_decode_unsupported(const PersistentDecodeParams& params);
 // Shared memory per block for a grid of `grid` blocks (0 if the head dim is unsupported); the caller compares it
 // with the device's opt-in limit.
 size_t persistent_decode_shared_bytes(const PersistentDecodeParams& params, int grid);

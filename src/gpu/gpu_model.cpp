@@ -168,32 +168,10 @@ void GpuModel::allocate_runtime() {
   TACHYON_CUDA_CHECK(cudaDeviceSynchronize());  // weights filled on the legacy stream must be visible to stream_
 }
 
-std::string GpuModel::persistent_decode_unsupported() const {
-  const GpuModelConfig& c = config_;
-  if (c.family != GpuFamily::Llama && c.family != GpuFamily::Qwen2 && c.family != GpuFamily::Qwen3)
-    return "only dense Llama / Qwen2 / Qwen3 models (this is " + c.family_name() + ")";
-  if (c.experts > 0) return "mixture-of-experts layers";
-  if (c.attention_sinks) return "attention sinks";
-  for (int layer = 0; layer < c.layers; ++layer)
-    if (c.sliding_window(layer) > 0) return "sliding-window layers";
-  if (c.head_dim_padded != 64 && c.head_dim_padded != 128) return "a padded head_dim other than 64 / 128";
-  if (c.heads % c.kv_heads != 0 || c.heads / c.kv_heads > 16) return "more than 16 query heads per KV head";
-  if (c.fp8.attention || c.fp8.mlp) return "FP8 attention or MLP weights";
-  if (c.hidden_padded % 8 != 0 || c.intermediate_padded % 8 != 0) return "widths that are not multiples of 8";
-  return "";
-}
-
-void GpuModel::allocate_persistent_decode() {
-  const std::string why = persistent_decode_unsupported();
-  if (!why.empty()) {
-    if (options_.progress) std::fprintf(stderr, "persistent decode: not used (%s)\n", why.c_str());
-    return;
-  }
+kernels::PersistentDecodeParams GpuModel::persistent_decode_shape() const {
   const GpuModelConfig& c = config_;
   kernels::PersistentDecodeParams p;
   p.n_layers = c.layers;
-  p.embed = weights_.embed;
-  p.final_norm = weights_.final_norm;
   p.hidden = c.hidden_padded;
   p.intermediate = c.intermediate_padded;
   p.heads = c.heads;
@@ -203,12 +181,37 @@ void GpuModel::allocate_persistent_decode() {
   // The padded head's mean square is head_dim / head_dim_padded times the real one's (as prologue_for).
   p.head_norm_eps = c.rms_eps * static_cast<float>(c.head_dim) / static_cast<float>(c.head_dim_padded);
   p.attention_scale = c.attention_scale;
-  p.rope_inv_freq = rope_inv_freq_.data();
   p.rotary_dim = c.rope.rotary_dim;
-  p.rope_attention_factor = rope_attention_factor_;
   p.rope_interleaved = c.rope.interleaved;
-  p.block_table = block_table_.data();
   p.page_size = options_.page_size;
+  return p;
+}
+
+std::string GpuModel::persistent_decode_unsupported() const {
+  const GpuModelConfig& c = config_;
+  if (c.family != GpuFamily::Llama && c.family != GpuFamily::Qwen2 && c.family != GpuFamily::Qwen3)
+    return "only dense Llama / Qwen2 / Qwen3 models (this is " + c.family_name() + ")";
+  if (c.experts > 0) return "mixture-of-experts layers";
+  if (c.attention_sinks) return "attention sinks";
+  for (int layer = 0; layer < c.layers; ++layer)
+    if (c.sliding_window(layer) > 0) return "sliding-window layers";
+  if (c.fp8.attention || c.fp8.mlp) return "FP8 attention or MLP weights";
+  return kernels::persistent_decode_unsupported(persistent_decode_shape());  // the kernel's own shape limits
+}
+
+void GpuModel::allocate_persistent_decode() {
+  const std::string why = persistent_decode_unsupported();
+  if (!why.empty()) {
+    if (options_.progress) std::fprintf(stderr, "persistent decode: not used (%s)\n", why.c_str());
+    return;
+  }
+  const GpuModelConfig& c = config_;
+  kernels::PersistentDecodeParams p = persistent_decode_shape();
+  p.embed = weights_.embed;
+  p.final_norm = weights_.final_norm;
+  p.rope_inv_freq = rope_inv_freq_.data();
+  p.rope_attention_factor = rope_attention_factor_;
+  p.block_table = block_table_.data();
   p.normed_out = normed_.data();
   const int grid = kernels::persistent_decode_grid(p);
   if (grid == 0) {

@@ -222,6 +222,8 @@ class GpuModel {
   void record_router_margins(int layer, int m);
   void allocate_prefill();
   void allocate_persistent_decode();
+  // The persistent kernel's shape fields (no device pointers) from the config.
+  kernels::PersistentDecodeParams persistent_decode_shape() const;
 
   GpuModelConfig config_;
   GpuModelOptions options_;
