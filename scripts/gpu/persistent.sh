@@ -3,6 +3,8 @@
 # step with and without --persistent, and one run printing the kernel's per-phase times.
 #   scripts/gpu/persistent.sh BUILD_DIR [MODEL...]   (MODEL as scripts/gpu/decode_ab.sh; default smollm2-shape)
 # BUILD_DIR: a scripts/gpu/pack.sh folder. Results and logs under $OUT.
+# NCU=1 also profiles one launch of the kernel (SmolLM2 shape) with ncu's source-level stall sampling:
+# $OUT/ncu-source.csv (SASS lines with their samples; read it with scripts/gpu/ncu_source_top.py).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 build="${1:?usage: persistent.sh BUILD_DIR [MODEL...]}"
@@ -17,3 +19,10 @@ LD_LIBRARY_PATH="$PWD/$build/lib" timeout 120 "$build/tachyon" bench --random-we
   --context "${CONTEXT:-1024}" --steps 64 --repeats 3 --prefill none > "$OUT/phases.log" 2>&1
 grep -E "decode, batch 1|persistent" "$OUT/phases.log"
 OUT="$OUT" NEW_ARGS=--persistent bash scripts/gpu/decode_ab.sh "$build" "$build" "${@:-smollm2-shape}" | grep run
+if [ "${NCU:-0}" = 1 ] && command -v ncu >/dev/null; then
+  LD_LIBRARY_PATH="$PWD/$build/lib" timeout 240 ncu --kernel-name regex:persistent_decode --launch-skip 3 --launch-count 1 \
+    --section SourceCounters --section WarpStateStats --page source --print-source sass --csv \
+    "$build/tachyon" bench --random-weights smollm2-135m --persistent --context "${CONTEXT:-1024}" --steps 4 \
+    --repeats 1 --prefill none > "$OUT/ncu-source.csv" 2> "$OUT/ncu.err"
+  echo "ncu rc=$? ($(wc -l < "$OUT/ncu-source.csv") lines)"
+fi
