@@ -27,6 +27,7 @@ constexpr int kBlockThreads = 512, kThreads = kBlockThreads - 32, kWarps = kThre
 constexpr int kKeysPerSplit = 128;   // the key split's target length (more splits: more work units, longer merge)
 constexpr int kStageKeys = 128;      // keys of a unit staged in shared memory at once (stage_keys)
 constexpr int kMaxItems = 64;        // P2's work items per piece: group x kStageKeys / 32 (bounds the group)
+constexpr int kMaxGrid = 1024;       // blocks whose sums of squares the workspace holds (Workspace::row_squares)
 
 // Block-private row slices of one layer's matrices and the shared-memory carve-up, the same on host and device.
 struct Layout {
@@ -63,9 +64,12 @@ struct Layout {
   }
 };
 
-// Global scratch: [qkv | h | x | partial outputs | partial (max, sum)].
+// Global scratch: [qkv | h | x | partial outputs | partial (max, sum) | row squares].
+// row_squares[k][block]: the sum of squares of the residual rows the block owns, published with them at the end of
+// P3 (k = 0, read by P4's norm) and P5 (k = 1, read by the next layer's P1), so that a norm reads the grid's sums
+// with x in one round trip instead of reducing x across the block.
 struct Workspace {
-  float *qkv, *h, *x, *partial_out, *partial_ml;
+  float *qkv, *h, *x, *partial_out, *partial_ml, *row_squares;
   __host__ __device__ Workspace(const PersistentDecodeParams& p, void* base) {
     const int q_width = p.heads * p.head_dim, qkv_width = q_width + 2 * p.kv_heads * p.head_dim;
     qkv = static_cast<float*>(base);
@@ -73,11 +77,12 @@ struct Workspace {
     x = h + p.intermediate;
     partial_out = x + p.hidden;
     partial_ml = partial_out + size_t(p.heads) * p.max_splits * p.head_dim;
+    row_squares = partial_ml + size_t(p.heads) * p.max_splits * 2;
   }
   static size_t bytes(const PersistentDecodeParams& p, int max_splits) {
     const int q_width = p.heads * p.head_dim, qkv_width = q_width + 2 * p.kv_heads * p.head_dim;
     return sizeof(float) * (size_t(qkv_width) + p.intermediate + p.hidden +
-                            size_t(p.heads) * max_splits * (p.head_dim + 2));
+                            size_t(p.heads) * max_splits * (p.head_dim + 2) + 2 * kMaxGrid);
   }
 };
 
@@ -191,7 +196,7 @@ __device__ __forceinline__ uint32_t copy_row_slice(bf16* dst, const bf16* src, i
 // SmolLM2 layer): issued by a compute thread in a barrier's shadow, that time lands on the barrier; hence the
 // producer warp.
 constexpr int kCopyPieces = 5;
-__device__ __noinline__ void copy_layer_piece(int piece, const PersistentLayer& w, const Slices& s,
+__device__ __forceinline__ void copy_layer_piece(int piece, const PersistentLayer& w, const Slices& s,
                                               const PersistentDecodeParams& p, int lay_pairs, uint64_t* bar) {
   const int q_width = p.heads * p.head_dim, qkv_width = q_width + 2 * p.kv_heads * p.head_dim;
   uint32_t bytes = 0;
@@ -254,6 +259,35 @@ __device__ __forceinline__ void load_normed(const float* x, const bf16* embeddin
 #pragma unroll 1
   for (int i = threadIdx.x; i < n; i += kThreads) out[i] *= inv;
   compute_sync();
+}
+
+// The norm of a row whose owners published their rows' sums of squares (Workspace::row_squares): out = weight * x
+// from one round trip (x, the weight, and warp 0 reading the grid's sums beside them), no block reduction; returns
+// 1 / rms(x), which the caller applies to its dot products (dot(w, weight * x) * inv).
+__device__ __forceinline__ float load_weighted(const float* x, const float* weight, const float* row_squares, int n,
+                                               float eps, float* out, float* scratch) {
+  if (threadIdx.x < 32) {
+    float squares = 0.0f;
+    for (int b = threadIdx.x; b < gridDim.x; b += 32) squares += __ldcg(row_squares + b);
+    squares = warp_sum(squares);
+    if (threadIdx.x == 0) scratch[0] = 1.0f / sqrtf(squares / static_cast<float>(n) + eps);
+  }
+#pragma unroll 1
+  for (int q = threadIdx.x; q < n / 4; q += kThreads) {
+    const float4 v = __ldcg(reinterpret_cast<const float4*>(x) + q);
+    const float4 g = __ldg(reinterpret_cast<const float4*>(weight) + q);
+    reinterpret_cast<float4*>(out)[q] = make_float4(g.x * v.x, g.y * v.y, g.z * v.z, g.w * v.w);
+  }
+  compute_sync();
+  return scratch[0];
+}
+
+// Thread 0 publishes the sum of squares of the block's residual rows (after a compute_sync: the rows are final).
+__device__ __forceinline__ void publish_row_squares(const float* own, int rows, float* slot) {
+  if (threadIdx.x != 0) return;
+  float squares = 0.0f;
+  for (int i = 0; i < rows; ++i) squares = fmaf(own[i], own[i], squares);
+  __stcg(slot + blockIdx.x, squares);
 }
 
 // RMSNorm of one head in shared memory (one warp), Qwen3's q / k norms.
@@ -330,7 +364,7 @@ __device__ __forceinline__ void stage_keys(const PersistentDecodeParams& p, cons
 // state for several heads, and the items' partials meet in shared memory. (A version with every warp looping over
 // all heads spent ~5.5 us per SmolLM2 layer here, issue-bound on its run-time loops.)
 template <int HD>
-__device__ __noinline__ void attention_unit(const PersistentDecodeParams& p, const PersistentLayer& w,
+__device__ __forceinline__ void attention_unit(const PersistentDecodeParams& p, const PersistentLayer& w,
                                             const Workspace& ws, float* attention_shared, bf16* stage_k,
                                             bf16* stage_v, const float* rope_table, int kv_head, int split,
                                             int key_begin, int key_end, int position,
@@ -556,11 +590,15 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
     stamp(layer, 0);
 
     // P1: norm, q / k / v rows.
-    load_normed(ws.x, layer == 0 ? embedding : nullptr, w.input_norm, p.hidden, p.hidden_norm_eps, vec, scratch);
+    float inv = 1.0f;
+    if (layer == 0)
+      load_normed(nullptr, embedding, w.input_norm, p.hidden, p.hidden_norm_eps, vec, scratch);
+    else
+      inv = load_weighted(ws.x, w.input_norm, ws.row_squares + kMaxGrid, p.hidden, p.hidden_norm_eps, vec, scratch);
     stamp(layer, 1);
     for (int i = warp; i < qkv_rows.end - qkv_rows.first; i += kWarps) {
       const int row = qkv_rows.first + i;
-      const float dot = warp_dot(s.qkv + size_t(i) * p.hidden, vec, p.hidden, lane);
+      const float dot = warp_dot(s.qkv + size_t(i) * p.hidden, vec, p.hidden, lane) * inv;
       if (lane == 0) ws.qkv[row] = w.qkv_bias ? dot + w.qkv_bias[row] : dot;
     }
     barrier();
@@ -625,14 +663,16 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
       const float dot = warp_dot(s.o + size_t(i) * q_width, vec, q_width, lane);
       if (lane == 0) ws.x[row] = own[i] += w.o_bias ? dot + w.o_bias[row] : dot;
     }
+    compute_sync();
+    publish_row_squares(own, hidden_rows.end - hidden_rows.first, ws.row_squares);
     barrier();
 
     // P4: norm, gate / up pairs, h.
-    load_normed(ws.x, nullptr, w.post_attention_norm, p.hidden, p.hidden_norm_eps, vec, scratch);
+    inv = load_weighted(ws.x, w.post_attention_norm, ws.row_squares, p.hidden, p.hidden_norm_eps, vec, scratch);
     for (int i = warp; i < mlp_rows.end - mlp_rows.first; i += kWarps) {
       const int row = mlp_rows.first + i;
-      const float gate = warp_dot(s.gate_up + size_t(i) * p.hidden, vec, p.hidden, lane);
-      const float up = warp_dot(s.gate_up + size_t(lay.pairs + i) * p.hidden, vec, p.hidden, lane);
+      const float gate = warp_dot(s.gate_up + size_t(i) * p.hidden, vec, p.hidden, lane) * inv;
+      const float up = warp_dot(s.gate_up + size_t(lay.pairs + i) * p.hidden, vec, p.hidden, lane) * inv;
       if (lane == 0) ws.h[row] = silu(gate) * up;
     }
     barrier();
@@ -646,6 +686,8 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
       const float dot = warp_dot(s.down + size_t(i) * p.intermediate, vec, p.intermediate, lane);
       if (lane == 0) ws.x[row] = own[i] += dot;
     }
+    compute_sync();
+    publish_row_squares(own, hidden_rows.end - hidden_rows.first, ws.row_squares + kMaxGrid);
     barrier();
     if (threadIdx.x == 0) {
       __threadfence_block();  // this layer's reads of its weight buffer are over (the barrier above): the producer
@@ -698,6 +740,7 @@ int persistent_decode_grid(const PersistentDecodeParams& params) {
   check_params(params);
   const cuda::DeviceInfo& device = cuda::current_device_info();
   const int grid = device.multiprocessors;
+  if (grid > kMaxGrid) return 0;
   const size_t shared = persistent_decode_shared_bytes(params, grid);
   if (shared > device.shared_memory_per_block_optin) return 0;
   const Kernel kernel = kernel_for(params);
@@ -714,6 +757,7 @@ void persistent_decode(const PersistentDecodeParams& params, cudaStream_t stream
   const size_t shared = persistent_decode_shared_bytes(params, grid);
   if (params.max_splits < 1 || params.max_splits > grid / params.kv_heads)
     throw std::invalid_argument("persistent_decode: max_splits outside [1, grid / kv_heads]");
+  if (grid > kMaxGrid) throw std::invalid_argument("persistent_decode: more SMs than the workspace's kMaxGrid");
   const Kernel kernel = kernel_for(params);
   launch_programmatic("persistent_decode_kernel", kernel, dim3(grid), dim3(kBlockThreads), shared, stream, params);
 }
