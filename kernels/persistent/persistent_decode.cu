@@ -100,17 +100,13 @@ __device__ __forceinline__ unsigned long long global_timer() {
 // threads' accesses with thread 0's), as CUTLASS's grid barrier does; cross-block data is then read with
 // ld.global.cg (L2), never through L1. The poll backs off so that 100+ waiting blocks do not keep one L2 slice busy.
 // trace (block 0 only, may be null): the arrival and release times go to trace[0] and trace[1].
-// `work` runs (in every thread) after this block's arrival and before its wait: copies that would otherwise delay
-// a phase are issued in the barrier's shadow, while the slowest blocks finish.
-template <typename Work>
-__device__ __forceinline__ void grid_barrier(unsigned long long* counter, unsigned long long* trace, Work&& work) {
+__device__ __forceinline__ void grid_barrier(unsigned long long* counter, unsigned long long* trace) {
   compute_sync();
   unsigned long long ticket = 0;
   if (threadIdx.x == 0) {
     if (trace) trace[0] = global_timer();
     asm volatile("atom.add.release.gpu.global.u64 %0, [%1], 1;\n" : "=l"(ticket) : "l"(counter) : "memory");
   }
-  work();
   if (threadIdx.x == 0) {
     const unsigned long long target = (ticket / gridDim.x + 1) * gridDim.x;
     unsigned long long seen;
@@ -326,8 +322,7 @@ __device__ __forceinline__ void load_rotated_head(const float* src, const float*
 }
 
 // The cached keys and values a unit reads are settled before the step (earlier passes wrote them), so each block
-// copies its unit's rows into shared memory (cp.async) a layer ahead, in the shadow of the barrier that ends P2;
-// P2 then reads no global memory in its inner loops. (Loads issued inside those loops were sunk by the compiler to
+// copies its unit's rows into shared memory (cp.async) a layer ahead, once P3's loads are in; P2 then reads no global memory in its inner loops. (Loads issued inside those loops were sunk by the compiler to
 // their uses, one round trip per key: ~15 us per SmolLM2 layer.) Rows are padded by 16 bytes so that lanes reading
 // one key each hit distinct banks.
 template <int HD>
@@ -363,12 +358,13 @@ __device__ __forceinline__ void stage_keys(const PersistentDecodeParams& p, cons
 // a warp takes one item at a time (lane = key for the scores, lane = dims for the values), so no warp carries
 // state for several heads, and the items' partials meet in shared memory. (A version with every warp looping over
 // all heads spent ~5.5 us per SmolLM2 layer here, issue-bound on its run-time loops.)
-template <int HD>
+// `loaded` runs in thread 0 once the unit's global reads are done (q, the new k / v, the staged keys).
+template <int HD, typename Loaded>
 __device__ __forceinline__ void attention_unit(const PersistentDecodeParams& p, const PersistentLayer& w,
                                             const Workspace& ws, float* attention_shared, bf16* stage_k,
                                             bf16* stage_v, const float* rope_table, int kv_head, int split,
                                             int key_begin, int key_end, int position,
-                                            unsigned long long* stamps) {
+                                            unsigned long long* stamps, Loaded&& loaded) {
   constexpr int kDims = HD / 32;  // per lane in the value pass
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int group = p.heads / p.kv_heads;
@@ -404,6 +400,7 @@ __device__ __forceinline__ void attention_unit(const PersistentDecodeParams& p, 
   for (int j = threadIdx.x; j < group; j += kThreads) head_ml[2 * j] = -INFINITY, head_ml[2 * j + 1] = 0.0f;
   cp_async_wait<0>();  // the first piece, staged a layer ahead (or before layer 0)
   compute_sync();
+  if (threadIdx.x == 0) loaded();
   if (stamps && threadIdx.x == 0) stamps[2] = global_timer();
 
 #pragma unroll 1
@@ -514,21 +511,21 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
   PersistentLayer* layers = reinterpret_cast<PersistentLayer*>(shared + lay.shared_bytes - sizeof(PersistentLayer) * p.n_layers);
   for (int i = threadIdx.x; i < p.n_layers * int(sizeof(PersistentLayer) / 8); i += kBlockThreads)
     reinterpret_cast<uint64_t*>(layers)[i] = __ldg(reinterpret_cast<const uint64_t*>(p.layers) + i);
-  // mbarriers of the two weight buffers (by layer parity), and how many layers the compute threads have finished.
+  // mbarriers of the two weight buffers (by layer parity), and the last layer whose weights the producer may copy.
   __shared__ uint64_t bars[2];
-  __shared__ int layers_done;
+  __shared__ int copy_allowed;
   if (threadIdx.x == 0) {
     for (int i = 0; i < 2; ++i) mbarrier_init(&bars[i], kCopyPieces);
-    layers_done = 0;
+    copy_allowed = 1;
   }
   __syncthreads();  // (the only barrier of all kBlockThreads)
   if (warp == kWarps) {
-    // The producer warp: layer L's weights into buffer L & 1 as soon as layer L - 2, which used it, is done (layers
-    // 0 and 1 at once, while the previous kernel still runs: they are constant). It reads and writes no global
-    // memory that other kernels touch, so it needs no wait for the previous kernel.
+    // The producer warp: layers 0 and 1 at once (while the previous kernel still runs: weights are constant), then
+    // layer L + 1 into buffer (L + 1) & 1 when the compute threads allow it during layer L's P2 (allow_copies). It
+    // reads and writes no global memory that other kernels touch, so it needs no wait for the previous kernel.
     if (lane == 0)
       for (int layer = 0; layer < p.n_layers; ++layer) {
-        while (*static_cast<volatile int*>(&layers_done) < layer - 1) __nanosleep(128);
+        while (*static_cast<volatile int*>(&copy_allowed) < layer) __nanosleep(128);
         for (int piece = 0; piece < kCopyPieces; ++piece)
           copy_layer_piece(piece, layers[layer], slices_at(shared + (layer & 1) * lay.slice_bytes, lay), p,
                            lay.pairs, &bars[layer & 1]);
@@ -540,11 +537,17 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
   unsigned long long* trace = blockIdx.x == 0 ? p.trace : nullptr;
   if (trace && threadIdx.x == 0) trace[0] = global_timer();
   int barriers = 0;
-  auto barrier_with = [&](auto&& work) {
-    grid_barrier(p.barrier, trace ? trace + 1 + 2 * barriers : nullptr, work);
+  auto barrier = [&] {
+    grid_barrier(p.barrier, trace ? trace + 1 + 2 * barriers : nullptr);
     ++barriers;
   };
-  auto barrier = [&] { barrier_with([] {}); };
+  // Thread 0, in layer L's P2: the producer may copy layer L + 1 into the buffer layer L - 1 used (done: barriers
+  // since). Not earlier: a layer's ~60 KB of copies per SM delay the loads issued beside them by ~2 us, and P2 is
+  // the phase where 100+ blocks have nothing to load (the attention units allow it once their own loads are in).
+  auto allow_copies = [&](int layer) {
+    __threadfence_block();
+    *static_cast<volatile int*>(&copy_allowed) = layer + 1;
+  };
   const bf16* embedding = p.embed + size_t(token) * p.hidden;
   const RowRange hidden_rows = row_range(p.hidden), qkv_rows = row_range(qkv_width),
                  mlp_rows = row_range(p.intermediate);
@@ -573,7 +576,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
   };
 
   // The cache rows of the unit's first kStageKeys keys (the same in every layer), then layer 0's keys; every later
-  // layer's keys are staged in the shadow of the barrier that ends the previous layer's P2.
+  // layer's keys are staged in the previous layer's P3.
   int64_t* stage_rows = reinterpret_cast<int64_t*>(stage_v + kStageKeys * stage_stride<HD>());
   const int staged = has_unit ? min(key_end - key_begin, kStageKeys) : 0;
   for (int r = threadIdx.x; r < staged; r += kThreads) {
@@ -603,15 +606,14 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
     }
     barrier();
 
-    // P2: attention partials; then, in the barrier's shadow, the next layer's keys into the staging rows (free again:
-    // attention_unit ends with a __syncthreads).
+    // P2: attention partials.
     if (has_unit)
       attention_unit<HD>(p, w, ws, attention_shared, stage_k, stage_v, rope_table, kv_head, split, key_begin, key_end,
-                         position, stamps ? stamps + kPersistentDetailStamps * layer : nullptr);
-    barrier_with([&] {
-      if (has_unit && layer + 1 < p.n_layers)
-        stage_keys<HD>(p, layers[layer + 1], kv_head, key_begin, staged, position, stage_k, stage_v, stage_rows);
-    });
+                         position, stamps ? stamps + kPersistentDetailStamps * layer : nullptr,
+                         [&] { allow_copies(layer); });
+    else if (threadIdx.x == 0)
+      allow_copies(layer);
+    barrier();
 
     // P3: combine the splits of every head (each block for itself), then o_proj rows into the residual. A thread's
     // partial outputs are loaded first; each (head, split)'s max and sum is read once per block into shared memory
@@ -658,6 +660,9 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
     }
     compute_sync();
     stamp(layer, 4);
+    // The next layer's keys into the staging rows (free again: P2 is over), now that P3's loads are in.
+    if (has_unit && layer + 1 < p.n_layers)
+      stage_keys<HD>(p, layers[layer + 1], kv_head, key_begin, staged, position, stage_k, stage_v, stage_rows);
     for (int i = warp; i < hidden_rows.end - hidden_rows.first; i += kWarps) {
       const int row = hidden_rows.first + i;
       const float dot = warp_dot(s.o + size_t(i) * q_width, vec, q_width, lane);
@@ -689,10 +694,6 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
     compute_sync();
     publish_row_squares(own, hidden_rows.end - hidden_rows.first, ws.row_squares + kMaxGrid);
     barrier();
-    if (threadIdx.x == 0) {
-      __threadfence_block();  // this layer's reads of its weight buffer are over (the barrier above): the producer
-      *static_cast<volatile int*>(&layers_done) = layer + 1;  // may refill it with layer + 2
-    }
   }
   allow_next_kernel_to_start();  // lm_head may get scheduled; it still waits for this kernel to complete
   load_normed(ws.x, nullptr, p.final_norm, p.hidden, p.hidden_norm_eps, vec, scratch);

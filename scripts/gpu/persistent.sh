@@ -25,4 +25,6 @@ if [ "${NCU:-0}" = 1 ] && command -v ncu >/dev/null; then
     "$build/tachyon" bench --random-weights smollm2-135m --persistent --context "${CONTEXT:-1024}" --steps 4 \
     --repeats 1 --prefill none > "$OUT/ncu-source.csv" 2> "$OUT/ncu.err"
   echo "ncu rc=$? ($(wc -l < "$OUT/ncu-source.csv") lines)"
+  python3 scripts/gpu/ncu_source_top.py "$OUT/ncu-source.csv" 40 > "$OUT/ncu-top.txt" 2>&1
+  xz -T8 "$OUT/ncu-source.csv"  # (the device tool brings back few files: keep their count low)
 fi
