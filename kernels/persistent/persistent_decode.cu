@@ -27,6 +27,8 @@ constexpr int kBlockThreads = 512, kThreads = kBlockThreads - 32, kWarps = kThre
 constexpr int kKeysPerSplit = 128;   // the key split's target length (more splits: more work units, longer merge)
 constexpr int kStageKeys = 128;      // keys of a unit staged in shared memory at once (stage_keys)
 constexpr int kMaxItems = 64;        // P2's work items per piece: group x kStageKeys / 32 (bounds the group)
+constexpr int kSplitBatch = 8;       // key splits whose partial outputs P3 loads before the combine
+constexpr int kSplitsPerLane = 4;    // P3 weighs a head's splits in one warp: at most 128 splits
 constexpr int kMaxGrid = 1024;       // blocks whose sums of squares the workspace holds (Workspace::row_squares)
 
 // Block-private row slices of one layer's matrices and the shared-memory carve-up, the same on host and device.
@@ -54,7 +56,7 @@ struct Layout {
     // P2 (attention_unit): q heads, new k and v, the items' (output, max, sum), the heads' running merge.
     attention_floats = group * p.head_dim + 2 * p.head_dim + kMaxItems * (p.head_dim + 2) + group * (p.head_dim + 4);
     attention_floats = (attention_floats + 3) / 4 * 4;
-    if (attention_floats < 2 * group * g) attention_floats = 2 * group * g;  // P3's split_ml: heads x splits x 2
+    if (attention_floats < group * g) attention_floats = group * g;  // P3's split_weight: heads x splits
     own_floats = (o_rows + 3) / 4 * 4;
     shared_bytes = 2 * slice_bytes +
                    sizeof(float) * (size_t(vector_floats) + own_floats + 32 + p.head_dim + attention_floats) +
@@ -365,7 +367,6 @@ __device__ __forceinline__ void attention_unit(const PersistentDecodeParams& p, 
                                             bf16* stage_v, const float* rope_table, int kv_head, int split,
                                             int key_begin, int key_end, int position,
                                             unsigned long long* stamps, Loaded&& loaded) {
-  constexpr int kDims = HD / 32;  // per lane in the value pass
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int group = p.heads / p.kv_heads;
   const int q_width = p.heads * HD, kv_width = p.kv_heads * HD;
@@ -378,6 +379,16 @@ __device__ __forceinline__ void attention_unit(const PersistentDecodeParams& p, 
   float* head_ml = head_out + group * HD;      // [group][2]: its max and sum
   float* next_ml = head_ml + 2 * group;        // [group][2]: the same after this piece
   const bool has_new = position >= key_begin && position < key_end;
+  // The new position's key and value (never staged: P2 writes them) into its staging row when it lies in the piece
+  // [piece, piece + n): the key loops then read every key from the staging rows alike. (Warp kWarps - 1's lanes,
+  // which wrote k_new / v_new for the same d.)
+  auto put_new_key = [&](int piece, int n) {
+    if (position < piece || position >= piece + n) return;
+    for (int d = lane; d < HD; d += 32) {
+      stage_k[(position - piece) * stage_stride<HD>() + d] = __float2bfloat16_rn(k_new[d]);
+      stage_v[(position - piece) * stage_stride<HD>() + d] = __float2bfloat16_rn(v_new[d]);
+    }
+  };
   if (warp < group) {
     const int head = kv_head * group + warp;
     float* q = q_s + warp * HD;
@@ -395,6 +406,7 @@ __device__ __forceinline__ void attention_unit(const PersistentDecodeParams& p, 
       k_new[d] = __bfloat162float(k);
       v_new[d] = __bfloat162float(v);
     }
+    put_new_key(key_begin, min(kStageKeys, key_end - key_begin));
   }
   for (int t = threadIdx.x; t < group * HD; t += kThreads) head_out[t] = 0.0f;
   for (int j = threadIdx.x; j < group; j += kThreads) head_ml[2 * j] = -INFINITY, head_ml[2 * j + 1] = 0.0f;
@@ -408,6 +420,7 @@ __device__ __forceinline__ void attention_unit(const PersistentDecodeParams& p, 
     const int n = min(kStageKeys, key_end - piece);
     if (piece != key_begin) {  // long contexts: the next piece now (one round trip each)
       stage_keys<HD>(p, w, kv_head, piece, n, position, stage_k, stage_v);
+      if (warp == kWarps - 1 && has_new) put_new_key(piece, n);
       cp_async_wait<0>();
       compute_sync();
     }
@@ -415,51 +428,60 @@ __device__ __forceinline__ void attention_unit(const PersistentDecodeParams& p, 
 #pragma unroll 1
     for (int item = warp; item < items; item += kWarps) {
       const int j = item / chunks, first = 32 * (item % chunks), mine = min(32, n - first);
-      const bool valid = lane < mine, cached = valid && piece + first + lane != position;
+      const bool valid = lane < mine;
       float score = -INFINITY;
-      if (valid) {
+      if (valid) {  // lane = key; two FMA chains (even / odd 8-dim chunks) halve the dependent latency
         const bf16* k_row = stage_k + (first + lane) * stage_stride<HD>();
         const float* q = q_s + j * HD;
-        score = 0.0f;
-#pragma unroll 4
+        float chain[2] = {0.0f, 0.0f};
+#pragma unroll
         for (int c = 0; c < HD / 8; ++c) {
           const uint4 raw = *reinterpret_cast<const uint4*>(k_row + 8 * c);
           const float4 qa = *reinterpret_cast<const float4*>(q + 8 * c), qb = *reinterpret_cast<const float4*>(q + 8 * c + 4);
-          float2 k0 = unpack_bf16x2(raw.x), k1 = unpack_bf16x2(raw.y), k2 = unpack_bf16x2(raw.z), k3 = unpack_bf16x2(raw.w);
-          if (!cached) {
-            const float* kn = k_new + 8 * c;
-            k0 = make_float2(kn[0], kn[1]), k1 = make_float2(kn[2], kn[3]);
-            k2 = make_float2(kn[4], kn[5]), k3 = make_float2(kn[6], kn[7]);
-          }
-          score = fmaf(qa.x, k0.x, fmaf(qa.y, k0.y, fmaf(qa.z, k1.x, fmaf(qa.w, k1.y, score))));
-          score = fmaf(qb.x, k2.x, fmaf(qb.y, k2.y, fmaf(qb.z, k3.x, fmaf(qb.w, k3.y, score))));
+          const float2 k0 = unpack_bf16x2(raw.x), k1 = unpack_bf16x2(raw.y), k2 = unpack_bf16x2(raw.z), k3 = unpack_bf16x2(raw.w);
+          float& acc = chain[c & 1];
+          acc = fmaf(qa.x, k0.x, fmaf(qa.y, k0.y, fmaf(qa.z, k1.x, fmaf(qa.w, k1.y, acc))));
+          acc = fmaf(qb.x, k2.x, fmaf(qb.y, k2.y, fmaf(qb.z, k3.x, fmaf(qb.w, k3.y, acc))));
         }
+        score = chain[0] + chain[1];
       }
       const float top = warp_max(score);
       const float prob = valid ? exp2f(score - top) : 0.0f;
       const float sum = warp_sum(prob);
+      // Values: lane = (key group g of 4, dims [part * kDims, +kDims)); a lane takes every 4th key of the item, so a
+      // warp covers 4 keys per step with 16-byte reads, then the 4 groups' sums meet by shuffles. (Lane = dims over
+      // all 32 keys was a 32-step dependent chain of 4-byte reads: most of the items' ~2.9 us per layer.)
+      constexpr int kDims = HD / 8;
+      const int g = lane >> 3, part = lane & 7;
       float out[kDims];
 #pragma unroll
       for (int d = 0; d < kDims; ++d) out[d] = 0.0f;
-#pragma unroll 4
-      for (int kk = 0; kk < mine; ++kk) {
+#pragma unroll
+      for (int step = 0; step < 8; ++step) {
+        const int kk = g + 4 * step;
         const float pk = __shfl_sync(0xffffffffu, prob, kk);
-        if (piece + first + kk == position) {
+        if (kk < mine) {  // (rows past the piece hold stale data: 0 * NaN must not happen)
+          const bf16* v_row = stage_v + (first + kk) * stage_stride<HD>() + part * kDims;
 #pragma unroll
-          for (int d = 0; d < kDims; ++d) out[d] = fmaf(pk, v_new[lane * kDims + d], out[d]);
-        } else {
-          const uint32_t* v_row =
-              reinterpret_cast<const uint32_t*>(stage_v + (first + kk) * stage_stride<HD>() + lane * kDims);
-#pragma unroll
-          for (int word = 0; word < kDims / 2; ++word) {
-            const float2 pair = unpack_bf16x2(v_row[word]);
-            out[2 * word] = fmaf(pk, pair.x, out[2 * word]);
-            out[2 * word + 1] = fmaf(pk, pair.y, out[2 * word + 1]);
+          for (int c = 0; c < kDims / 8; ++c) {
+            const uint4 raw = *reinterpret_cast<const uint4*>(v_row + 8 * c);
+            const float2 v0 = unpack_bf16x2(raw.x), v1 = unpack_bf16x2(raw.y), v2 = unpack_bf16x2(raw.z), v3 = unpack_bf16x2(raw.w);
+            float* o = out + 8 * c;
+            o[0] = fmaf(pk, v0.x, o[0]), o[1] = fmaf(pk, v0.y, o[1]), o[2] = fmaf(pk, v1.x, o[2]), o[3] = fmaf(pk, v1.y, o[3]);
+            o[4] = fmaf(pk, v2.x, o[4]), o[5] = fmaf(pk, v2.y, o[5]), o[6] = fmaf(pk, v3.x, o[6]), o[7] = fmaf(pk, v3.y, o[7]);
           }
         }
       }
 #pragma unroll
-      for (int d = 0; d < kDims; ++d) item_out[item * HD + lane * kDims + d] = out[d];
+      for (int d = 0; d < kDims; ++d) {
+        out[d] += __shfl_xor_sync(0xffffffffu, out[d], 8);
+        out[d] += __shfl_xor_sync(0xffffffffu, out[d], 16);
+      }
+      if (g == 0) {
+#pragma unroll
+        for (int d = 0; d < kDims; d += 4)
+          *reinterpret_cast<float4*>(item_out + item * HD + part * kDims + d) = make_float4(out[d], out[d + 1], out[d + 2], out[d + 3]);
+      }
       if (lane == 0) item_ml[2 * item] = top, item_ml[2 * item + 1] = sum;
     }
     compute_sync();
@@ -615,48 +637,59 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
       allow_copies(layer);
     barrier();
 
-    // P3: combine the splits of every head (each block for itself), then o_proj rows into the residual. A thread's
-    // partial outputs are loaded first; each (head, split)'s max and sum is read once per block into shared memory
-    // meanwhile (read by every thread, those few lines drew ~38k requests per layer from all SMs: ~6 us).
-    constexpr int kSplitBatch = 8, kElements = 2;  // preloaded elements per thread (wider rows: loads in the loop)
-    float* split_ml = attention_shared;  // [heads][splits][2] (P2's shared memory is free now)
-    float partial[kElements][kSplitBatch];
-#pragma unroll
-    for (int e = 0; e < kElements; ++e) {
-      const int t = threadIdx.x + e * kThreads, head = t / HD, d = t % HD;
+    // P3: combine the splits of every head (each block for itself), then o_proj rows into the residual. A thread
+    // loads its pair of elements' partial outputs first; meanwhile one warp per head reads the head's (max, sum) per
+    // split and turns them into the splits' weights (exp2(max - top) / total; 0 for a split without keys), so an
+    // element's combine is a few FMAs. (Per element exp2s behind branches took ~1.7 us per pass.)
+    float* split_weight = attention_shared;  // [heads][splits] (P2's shared memory is free now)
+    const int pairs_total = q_width / 2;
+    float2 partial[kSplitBatch];
+    {
+      const int t = threadIdx.x, head = 2 * t / HD, d = 2 * t % HD;
 #pragma unroll
       for (int b = 0; b < kSplitBatch; ++b)
-        partial[e][b] = t < q_width && b < splits
-                            ? __ldcg(ws.partial_out + (size_t(head) * p.max_splits + b) * HD + d)
-                            : 0.0f;
+        partial[b] = t < pairs_total && b < splits
+                         ? __ldcg(reinterpret_cast<const float2*>(ws.partial_out + (size_t(head) * p.max_splits + b) * HD + d))
+                         : make_float2(0.0f, 0.0f);
     }
-    for (int t = threadIdx.x; t < p.heads * splits; t += kThreads) {
-      const size_t at = size_t(t / splits) * p.max_splits + t % splits;
-      split_ml[2 * t] = __ldcg(ws.partial_ml + 2 * at);
-      split_ml[2 * t + 1] = __ldcg(ws.partial_ml + 2 * at + 1);
+    for (int head = warp; head < p.heads; head += kWarps) {
+      const float2* ml = reinterpret_cast<const float2*>(ws.partial_ml) + size_t(head) * p.max_splits;
+      float2 split_ml[kSplitsPerLane];
+      float top = -INFINITY;
+#pragma unroll
+      for (int j = 0; j < kSplitsPerLane; ++j) {
+        split_ml[j] = lane + 32 * j < splits ? __ldcg(ml + lane + 32 * j) : make_float2(-INFINITY, 0.0f);
+        top = fmaxf(top, split_ml[j].x);
+      }
+      top = warp_max(top);
+      float weight[kSplitsPerLane], total = 0.0f;
+#pragma unroll
+      for (int j = 0; j < kSplitsPerLane; ++j) {
+        weight[j] = split_ml[j].x == -INFINITY ? 0.0f : exp2f(split_ml[j].x - top);
+        total = fmaf(weight[j], split_ml[j].y, total);
+      }
+      total = warp_sum(total);
+#pragma unroll
+      for (int j = 0; j < kSplitsPerLane; ++j)
+        if (lane + 32 * j < splits) split_weight[head * splits + lane + 32 * j] = weight[j] / total;
     }
     compute_sync();
 #pragma unroll 1
-    for (int e = 0; threadIdx.x + e * kThreads < q_width; ++e) {
-      const int t = threadIdx.x + e * kThreads, head = t / HD, d = t % HD;
-      const float* ml = split_ml + 2 * head * splits;
-      float top = -INFINITY;
-      for (int i = 0; i < splits; ++i) top = fmaxf(top, ml[2 * i]);
-      float out = 0.0f, sum = 0.0f;
-      auto add = [&](int i, float value) {
-        if (ml[2 * i] == -INFINITY) return;  // a split without keys
-        const float weight = exp2f(ml[2 * i] - top);
-        out = fmaf(value, weight, out);
-        sum = fmaf(ml[2 * i + 1], weight, sum);
-      };
-      if (e < kElements) {
+    for (int t = threadIdx.x; t < pairs_total; t += kThreads) {
+      const int head = 2 * t / HD, d = 2 * t % HD;
+      const float* weight = split_weight + head * splits;
+      float2 out = make_float2(0.0f, 0.0f);
+      if (t == threadIdx.x) {
 #pragma unroll
         for (int b = 0; b < kSplitBatch; ++b)
-          if (b < splits) add(b, e == 0 ? partial[0][b] : partial[1][b]);
+          if (b < splits) out.x = fmaf(weight[b], partial[b].x, out.x), out.y = fmaf(weight[b], partial[b].y, out.y);
       }
-      for (int i = e < kElements ? kSplitBatch : 0; i < splits; ++i)  // long contexts, wide rows
-        add(i, __ldcg(ws.partial_out + (size_t(head) * p.max_splits + i) * HD + d));
-      vec[t] = out / sum;
+#pragma unroll 4
+      for (int i = t == threadIdx.x ? kSplitBatch : 0; i < splits; ++i) {  // long contexts, wide rows
+        const float2 v = __ldcg(reinterpret_cast<const float2*>(ws.partial_out + (size_t(head) * p.max_splits + i) * HD + d));
+        out.x = fmaf(weight[i], v.x, out.x), out.y = fmaf(weight[i], v.y, out.y);
+      }
+      reinterpret_cast<float2*>(vec)[t] = out;
     }
     compute_sync();
     stamp(layer, 4);
@@ -730,7 +763,8 @@ size_t persistent_decode_shared_bytes(const PersistentDecodeParams& params, int 
 
 int persistent_decode_max_splits(const PersistentDecodeParams& params, int grid, int64_t max_keys) {
   const int64_t wanted = (max_keys + kKeysPerSplit - 1) / kKeysPerSplit;
-  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(wanted, grid / std::max(1, params.kv_heads))));
+  const int64_t most = std::min<int64_t>(grid / std::max(1, params.kv_heads), 32 * kSplitsPerLane);
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(wanted, most)));
 }
 
 size_t persistent_decode_workspace_bytes(const PersistentDecodeParams& params, int max_splits) {
@@ -756,8 +790,8 @@ void persistent_decode(const PersistentDecodeParams& params, cudaStream_t stream
   check_params(params);
   const int grid = cuda::current_device_info().multiprocessors;
   const size_t shared = persistent_decode_shared_bytes(params, grid);
-  if (params.max_splits < 1 || params.max_splits > grid / params.kv_heads)
-    throw std::invalid_argument("persistent_decode: max_splits outside [1, grid / kv_heads]");
+  if (params.max_splits < 1 || params.max_splits > grid / params.kv_heads || params.max_splits > 32 * kSplitsPerLane)
+    throw std::invalid_argument("persistent_decode: max_splits outside [1, min(grid / kv_heads, 128)]");
   if (grid > kMaxGrid) throw std::invalid_argument("persistent_decode: more SMs than the workspace's kMaxGrid");
   const Kernel kernel = kernel_for(params);
   launch_programmatic("persistent_decode_kernel", kernel, dim3(grid), dim3(kBlockThreads), shared, stream, params);
