@@ -101,12 +101,18 @@ __device__ __forceinline__ unsigned long long global_timer() {
 // The arrival is a release add and the wait an acquire poll, after and before __syncthreads (which order the other
 // threads' accesses with thread 0's), as CUTLASS's grid barrier does; cross-block data is then read with
 // ld.global.cg (L2), never through L1. The poll backs off so that 100+ waiting blocks do not keep one L2 slice busy.
-// trace (block 0 only, may be null): the arrival and release times go to trace[0] and trace[1].
-__device__ __forceinline__ void grid_barrier(unsigned long long* counter, unsigned long long* trace) {
+// trace (block 0 only, may be null): the arrival and release times go to trace[0] and trace[1]. clock (shared, may
+// be null): [0] the block's last release, [1 + phase] its work per phase summed (PersistentDecodeParams::trace).
+__device__ __forceinline__ void grid_barrier(unsigned long long* counter, unsigned long long* trace,
+                                             unsigned long long* clock, int phase) {
   compute_sync();
   unsigned long long ticket = 0;
   if (threadIdx.x == 0) {
-    if (trace) trace[0] = global_timer();
+    if (clock) {
+      const unsigned long long now = global_timer();
+      clock[1 + phase] += now - clock[0];
+      if (trace) trace[0] = now;
+    }
     asm volatile("atom.add.release.gpu.global.u64 %0, [%1], 1;\n" : "=l"(ticket) : "l"(counter) : "memory");
   }
   if (threadIdx.x == 0) {
@@ -117,7 +123,10 @@ __device__ __forceinline__ void grid_barrier(unsigned long long* counter, unsign
       if (seen >= target) break;
       __nanosleep(64);
     }
-    if (trace) trace[1] = global_timer();
+    if (clock) {
+      clock[0] = global_timer();
+      if (trace) trace[1] = clock[0];
+    }
   }
   compute_sync();
 }
@@ -395,16 +404,21 @@ __device__ __forceinline__ void attention_unit(const PersistentDecodeParams& p, 
     load_rotated_head<HD>(ws.qkv + head * HD, w.q_norm, q, p, rope_table, lane);
     for (int d = lane; d < HD; d += 32) q[d] *= p.attention_scale * 1.4426950408889634f;
   } else if (warp == kWarps - 1 && has_new) {
+    // v and the page are loaded beside k (not after its rotation: more round trips on P2's longest unit).
+    const int page = __ldg(p.block_table + position / p.page_size);
+    float v[HD / 32];
+#pragma unroll
+    for (int i = 0; i < HD / 32; ++i) v[i] = __ldcg(ws.qkv + q_width + kv_width + kv_head * HD + lane + 32 * i);
     load_rotated_head<HD>(ws.qkv + q_width + kv_head * HD, w.k_norm, k_new, p, rope_table, lane);
-    const size_t row = (size_t(p.block_table[position / p.page_size]) * p.page_size + position % p.page_size) *
-                           p.kv_heads + kv_head;
-    for (int d = lane; d < HD; d += 32) {
-      const bf16 k = __float2bfloat16_rn(k_new[d]);
-      const bf16 v = __float2bfloat16_rn(__ldcg(ws.qkv + q_width + kv_width + kv_head * HD + d));
+    const size_t row = (size_t(page) * p.page_size + position % p.page_size) * p.kv_heads + kv_head;
+#pragma unroll
+    for (int i = 0; i < HD / 32; ++i) {
+      const int d = lane + 32 * i;
+      const bf16 k = __float2bfloat16_rn(k_new[d]), v_rounded = __float2bfloat16_rn(v[i]);
       w.k_pages[row * HD + d] = k;
-      w.v_pages[row * HD + d] = v;
+      w.v_pages[row * HD + d] = v_rounded;
       k_new[d] = __bfloat162float(k);
-      v_new[d] = __bfloat162float(v);
+      v_new[d] = __bfloat162float(v_rounded);
     }
     put_new_key(key_begin, min(kStageKeys, key_end - key_begin));
   }
@@ -557,10 +571,16 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
   wait_for_previous_kernel();
   const int token = *p.token, position = *p.position, seq_len = *p.seq_len;
   unsigned long long* trace = blockIdx.x == 0 ? p.trace : nullptr;
-  if (trace && threadIdx.x == 0) trace[0] = global_timer();
+  __shared__ unsigned long long block_clock[1 + kPersistentPhases];
+  unsigned long long* clock = p.trace ? block_clock : nullptr;
+  if (clock && threadIdx.x == 0) {
+    block_clock[0] = global_timer();
+    for (int k = 0; k < kPersistentPhases; ++k) block_clock[1 + k] = 0;
+    if (trace) trace[0] = block_clock[0];
+  }
   int barriers = 0;
   auto barrier = [&] {
-    grid_barrier(p.barrier, trace ? trace + 1 + 2 * barriers : nullptr);
+    grid_barrier(p.barrier, trace ? trace + 1 + 2 * barriers : nullptr, clock, barriers % kPersistentPhases);
     ++barriers;
   };
   // Thread 0, in layer L's P2: the producer may copy layer L + 1 into the buffer layer L - 1 used (done: barriers
@@ -732,6 +752,9 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
   load_normed(ws.x, nullptr, p.final_norm, p.hidden, p.hidden_norm_eps, vec, scratch);
   for (int row = hidden_rows.first + threadIdx.x; row < hidden_rows.end; row += kThreads) p.normed_out[row] = vec[row];
   if (trace && threadIdx.x == 0) trace[1 + 2 * barriers] = global_timer();
+  if (clock && threadIdx.x == 0)
+    for (int k = 0; k < kPersistentPhases; ++k)
+      p.trace[persistent_decode_block_clocks_at(p.n_layers) + kPersistentPhases * blockIdx.x + k] = block_clock[1 + k];
 }
 
 using Kernel = void (*)(PersistentDecodeParams);

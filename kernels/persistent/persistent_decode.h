@@ -75,15 +75,19 @@ struct PersistentDecodeParams {
   unsigned long long* barrier = nullptr;   // one zero-initialized word, owned by one stream's launches
   // Optional (null: off): block 0's %globaltimer at the start, at each barrier's arrival and release, and at the end
   // ([2 + 2 * 5 * n_layers] values), then inside phases ([n_layers][5]: P1's weights landed and norm done; P2's
-  // q / k ready and keys done; P3's combine done), for `tachyon bench`.
+  // q / k ready and keys done; P3's combine done), then every block's work per phase summed over the layers
+  // ([grid][5] ns, from the block's own release of the previous barrier to its arrival), for `tachyon bench`.
   unsigned long long* trace = nullptr;
 };
 
 constexpr int kPersistentPhases = 5;  // per layer
 constexpr const char* kPersistentPhaseNames[kPersistentPhases] = {"qkv", "attention", "o_proj", "gate_up", "down"};
 constexpr int kPersistentDetailStamps = 5;
-inline int persistent_decode_trace_size(int n_layers) {
+constexpr int persistent_decode_block_clocks_at(int n_layers) {  // where the per-block sums start in the trace
   return 2 + (2 * kPersistentPhases + kPersistentDetailStamps) * n_layers;
+}
+constexpr int persistent_decode_trace_size(int n_layers, int grid) {
+  return persistent_decode_block_clocks_at(n_layers) + kPersistentPhases * grid;
 }
 
 // Why the kernel cannot run these shapes ("" when it can): head_dim, query heads per KV head, widths, RoPE.

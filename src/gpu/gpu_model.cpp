@@ -243,7 +243,7 @@ void GpuModel::allocate_persistent_decode() {
   persistent_workspace_ = cuda::DeviceBuffer<uint8_t>(kernels::persistent_decode_workspace_bytes(p, p.max_splits));
   persistent_barrier_ = cuda::DeviceBuffer<unsigned long long>(1);
   persistent_barrier_.fill_bytes(0);
-  persistent_trace_ = cuda::DeviceBuffer<unsigned long long>(kernels::persistent_decode_trace_size(c.layers));
+  persistent_trace_ = cuda::DeviceBuffer<unsigned long long>(kernels::persistent_decode_trace_size(c.layers, grid));
   persistent_trace_.fill_bytes(0);
   p.workspace = persistent_workspace_.data();
   p.barrier = persistent_barrier_.data();
@@ -266,6 +266,17 @@ std::optional<GpuModel::PersistentPhaseTimes> GpuModel::persistent_phase_times()
       times.work_us[phase] += (t[arrival] - t[arrival - 1]) / 1e3 / layers;  // from the previous release (or start)
       times.barrier_us[phase] += (t[arrival + 1] - t[arrival]) / 1e3 / layers;
     }
+  // Every block's work per phase and layer: the slowest block and the median.
+  const size_t clocks = kernels::persistent_decode_block_clocks_at(layers);
+  const size_t grid = (t.size() - clocks) / phases;
+  for (int phase = 0; phase < phases; ++phase) {
+    std::vector<std::pair<double, int>> work(grid);
+    for (size_t b = 0; b < grid; ++b) work[b] = {t[clocks + b * phases + phase] / 1e3 / layers, static_cast<int>(b)};
+    std::sort(work.begin(), work.end());
+    times.slowest_block_us[phase] = work.back().first;
+    times.slowest_block[phase] = work.back().second;
+    times.median_block_us[phase] = work[grid / 2].first;
+  }
   const size_t end = 1 + 2 * size_t(layers * phases);
   times.final_norm_us = (t[end] - t[end - 1]) / 1e3;
   times.total_us = (t[end] - t[0]) / 1e3;

@@ -195,6 +195,10 @@ class GpuModel {
     // Block 0 inside phases, from the phase's start: P1's weights landed and norm done; P2's q / k ready and keys
     // done (its attention unit); P3's split combine done.
     double detail_stamps_us[kernels::kPersistentDetailStamps] = {};
+    // All blocks, per phase: the slowest block's work per layer (from its own release of the previous barrier to its
+    // arrival), which block that is, and the median block's.
+    double slowest_block_us[kernels::kPersistentPhases] = {}, median_block_us[kernels::kPersistentPhases] = {};
+    int slowest_block[kernels::kPersistentPhases] = {};
   };
   std::optional<PersistentPhaseTimes> persistent_phase_times() const;
   // With record_router_margins: [layer][token] margins of the last prefill (empty for dense layers).

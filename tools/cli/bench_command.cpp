@@ -214,6 +214,9 @@ int run_bench(const BenchOptions& o) {
     j["persistent_phases_per_layer"] = per_phase;
     j["persistent_kernel_us"] = phases->total_us;
     j["persistent_detail_stamps_us"] = phases->detail_stamps_us;
+    j["persistent_slowest_block_us"] = phases->slowest_block_us;
+    j["persistent_slowest_block"] = phases->slowest_block;
+    j["persistent_median_block_us"] = phases->median_block_us;
   }
   j["date"] = date;
   j["label"] = o.label;
@@ -358,6 +361,10 @@ int run_bench(const BenchOptions& o) {
     const double* d = phases->detail_stamps_us;
     std::printf("  persistent, block 0 inside phases (us from the phase's start): qkv weights landed %.2f, norm %.2f; "
                 "attention q/k %.2f, keys %.2f; o_proj combine %.2f\n", d[0], d[1], d[2], d[3], d[4]);
+    std::printf("  persistent, all blocks' work per layer (us), slowest (block) / median:");
+    for (int k = 0; k < kernels::kPersistentPhases; ++k)
+      std::printf(" %s %.2f (%d) / %.2f%s", kernels::kPersistentPhaseNames[k], phases->slowest_block_us[k],
+                  phases->slowest_block[k], phases->median_block_us[k], k + 1 < kernels::kPersistentPhases ? "," : "\n");
   }
   for (const auto& p : r.prefill)
     std::printf("  prefill %lld tokens: %.3f s = %.0f tok/s\n", static_cast<long long>(p.tokens), p.seconds,
