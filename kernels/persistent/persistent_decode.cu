@@ -66,33 +66,27 @@ struct Layout {
   }
 };
 
-// Global scratch (zeroed at allocation: flag 0 is never expected). Flagged words (see ll_store), each exchange in
-// its own buffer: [qkv | x after attention | h | x after the MLP | row squares [2][kMaxGrid]], then plain floats
-// [partial outputs | partial (max, sum)] (exchanged through P2's grid barrier).
+// Global scratch: [qkv | h | x | partial outputs | partial (max, sum) | row squares].
 // row_squares[k][block]: the sum of squares of the residual rows the block owns, published with them at the end of
 // P3 (k = 0, read by P4's norm) and P5 (k = 1, read by the next layer's P1), so that a norm reads the grid's sums
 // with x in one round trip instead of reducing x across the block.
 struct Workspace {
-  uint2 *qkv, *x_attention, *h, *x_mlp, *row_squares;
-  float *partial_out, *partial_ml;
+  float *qkv, *h, *x, *partial_out, *partial_ml, *row_squares;
   __host__ __device__ Workspace(const PersistentDecodeParams& p, void* base) {
     const int q_width = p.heads * p.head_dim, qkv_width = q_width + 2 * p.kv_heads * p.head_dim;
-    qkv = static_cast<uint2*>(base);
-    x_attention = qkv + qkv_width;
-    h = x_attention + p.hidden;
-    x_mlp = h + p.intermediate;
-    row_squares = x_mlp + p.hidden;
-    partial_out = reinterpret_cast<float*>(row_squares + 2 * kMaxGrid);
+    qkv = static_cast<float*>(base);
+    h = qkv + qkv_width;
+    x = h + p.intermediate;
+    partial_out = x + p.hidden;
     partial_ml = partial_out + size_t(p.heads) * p.max_splits * p.head_dim;
+    row_squares = partial_ml + size_t(p.heads) * p.max_splits * 2;
   }
   static size_t bytes(const PersistentDecodeParams& p, int max_splits) {
     const int q_width = p.heads * p.head_dim, qkv_width = q_width + 2 * p.kv_heads * p.head_dim;
-    return sizeof(uint2) * (size_t(qkv_width) + 2 * p.hidden + p.intermediate + 2 * kMaxGrid) +
-           sizeof(float) * size_t(p.heads) * max_splits * (p.head_dim + 2);
+    return sizeof(float) * (size_t(qkv_width) + p.intermediate + p.hidden +
+                            size_t(p.heads) * max_splits * (p.head_dim + 2) + 2 * kMaxGrid);
   }
 };
-// The flagged exchanges, in the order of a layer (the flag's low bits).
-enum Exchange { kQkvRows, kXAttention, kHRows, kXMlp, kExchanges };
 
 __device__ __forceinline__ void compute_sync() { asm volatile("bar.sync 1, %0;\n" ::"n"(kThreads) : "memory"); }
 
@@ -107,28 +101,31 @@ __device__ __forceinline__ unsigned long long global_timer() {
 // The arrival is a release add and the wait an acquire poll, after and before __syncthreads (which order the other
 // threads' accesses with thread 0's), as CUTLASS's grid barrier does; cross-block data is then read with
 // ld.global.cg (L2), never through L1. The poll backs off so that 100+ waiting blocks do not keep one L2 slice busy.
-// A wait that never ends (a block that could not become resident, or a bug) traps after ~seconds instead of hanging
-// the process: the launch then fails with an error.
-constexpr int kSpinLimit = 1 << 24;
-__device__ __forceinline__ void spin_pause(int& spins) {
-  __nanosleep(32);
-  if (++spins > kSpinLimit) __trap();
-}
-
-// Called after a compute_sync (the block's writes are done).
-__device__ __forceinline__ void grid_barrier(unsigned long long* counter) {
+// trace (block 0 only, may be null): the arrival and release times go to trace[0] and trace[1]. clock (shared, may
+// be null): [0] the block's last release, [1 + phase] its work per phase summed (PersistentDecodeParams::trace).
+__device__ __forceinline__ void grid_barrier(unsigned long long* counter, unsigned long long* trace,
+                                             unsigned long long* clock, int phase) {
+  compute_sync();
   unsigned long long ticket = 0;
   if (threadIdx.x == 0) {
+    if (clock) {
+      const unsigned long long now = global_timer();
+      clock[1 + phase] += now - clock[0];
+      if (trace) trace[0] = now;
+    }
     asm volatile("atom.add.release.gpu.global.u64 %0, [%1], 1;\n" : "=l"(ticket) : "l"(counter) : "memory");
   }
   if (threadIdx.x == 0) {
     const unsigned long long target = (ticket / gridDim.x + 1) * gridDim.x;
     unsigned long long seen;
-    int spins = 0;
     while (true) {
       asm volatile("ld.acquire.gpu.global.u64 %0, [%1];\n" : "=l"(seen) : "l"(counter) : "memory");
       if (seen >= target) break;
-      spin_pause(spins);
+      __nanosleep(64);
+    }
+    if (clock) {
+      clock[0] = global_timer();
+      if (trace) trace[1] = clock[0];
     }
   }
   compute_sync();
@@ -223,70 +220,6 @@ __device__ __forceinline__ void copy_layer_piece(int piece, const PersistentLaye
   mbarrier_expect_bytes(bar, bytes);
 }
 
-// Flagged words (NCCL's LL protocol): an exchanged float travels with the flag of the (launch, layer, exchange) that
-// wrote it, in one 8-byte word whose halves land together, so a reader polls the data itself until every word it
-// needs carries the expected flag: a phase's inputs arrive one round trip after they are written, with no fence,
-// atomic or flag read between (a grid barrier costs ~1 us, then the data's own round trip). Reuse of a buffer is safe
-// without a barrier because every exchange but P2's q / k / v reads is all-to-all: a block writes an exchange's next
-// value only after reading a later exchange from every block, each of which had read the previous value first (x
-// after attention and x after the MLP are separate buffers: P3's writers depend on the units only).
-__device__ __forceinline__ void ll_store(uint2* dst, float value, uint32_t flag) {
-  asm volatile("st.volatile.global.v2.u32 [%0], {%1, %2};\n" ::"l"(dst), "r"(__float_as_uint(value)), "r"(flag)
-               : "memory");
-}
-__device__ __forceinline__ uint2 ll_load(const uint2* src) {
-  uint2 v;
-  asm volatile("ld.volatile.global.v2.u32 {%0, %1}, [%2];\n" : "=r"(v.x), "=r"(v.y) : "l"(src) : "memory");
-  return v;
-}
-__device__ __forceinline__ uint4 ll_load2(const uint2* src) {  // two words (16-byte aligned)
-  uint4 v;
-  asm volatile("ld.volatile.global.v4.u32 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(src)
-               : "memory");
-  return v;
-}
-// The value of a word loaded by ll_load, once it carries `flag` (reloading until then).
-__device__ __forceinline__ float ll_value(uint2 v, const uint2* src, uint32_t flag) {
-  int spins = 0;
-  while (v.y != flag) {
-    spin_pause(spins);
-    v = ll_load(src);
-  }
-  return __uint_as_float(v.x);
-}
-
-// All compute threads: n flagged floats (n even) into dst (shared), times scale[i] if scale is set; each thread's
-// loads are all issued before its first wait. No sync at the end.
-__device__ __forceinline__ void ll_read(const uint2* src, int n, uint32_t flag, const float* scale, float* dst) {
-  constexpr int kBatch = 2;
-#pragma unroll 1
-  for (int base = threadIdx.x; base < n / 2; base += kBatch * kThreads) {
-    uint4 v[kBatch];
-    float2 g[kBatch];
-#pragma unroll
-    for (int b = 0; b < kBatch; ++b) {
-      const int i = base + b * kThreads;
-      if (i < n / 2) {
-        v[b] = ll_load2(src + 2 * i);
-        g[b] = scale ? __ldg(reinterpret_cast<const float2*>(scale) + i) : make_float2(1.0f, 1.0f);
-      }
-    }
-#pragma unroll
-    for (int b = 0; b < kBatch; ++b) {
-      const int i = base + b * kThreads;
-      if (i >= n / 2) break;
-      int spins = 0;
-      while (v[b].y != flag || v[b].w != flag) {
-        spin_pause(spins);
-        v[b] = ll_load2(src + 2 * i);
-      }
-      reinterpret_cast<float2*>(dst)[i] = make_float2(g[b].x * __uint_as_float(v[b].x), g[b].y * __uint_as_float(v[b].z));
-    }
-  }
-}
-
 // One warp: dot of a bf16 row (shared) with a float vector (shared), n a multiple of 8. Every lane gets the sum.
 __device__ __forceinline__ float warp_dot(const bf16* row, const float* v, int n, int lane) {
   float sum = 0.0f;
@@ -308,16 +241,22 @@ __device__ __forceinline__ float warp_dot(const bf16* row, const float* v, int n
   return warp_sum(sum);
 }
 
-// out[i] = weight[i] * x[i] / rms(x) over the bf16 embedding row x (n a multiple of 4): layer 0's input. (weight * x
-// is rounded before the scaling: not the per-op kernel's order, which is weight * (x * inv).)
-__device__ __forceinline__ void load_normed(const bf16* embedding, const float* weight, int n, float eps, float* out,
-                                            float* scratch) {
+// out[i] = weight[i] * x[i] / rms(x) over a row of n floats (n a multiple of 4), x from global memory written by
+// other blocks (L2 reads), or from a bf16 embedding row when `embedding` is set. (weight * x is rounded before the
+// scaling: not the per-op kernel's order, which is weight * (x * inv).)
+__device__ __forceinline__ void load_normed(const float* x, const bf16* embedding, const float* weight, int n,
+                                            float eps, float* out, float* scratch) {
   float squares = 0.0f;
 #pragma unroll 1
   for (int q = threadIdx.x; q < n / 4; q += kThreads) {
-    const uint2 raw = __ldg(reinterpret_cast<const uint2*>(embedding) + q);
-    const float2 a = unpack_bf16x2(raw.x), b = unpack_bf16x2(raw.y);
-    const float4 v = make_float4(a.x, a.y, b.x, b.y);
+    float4 v;
+    if (embedding) {
+      const uint2 raw = __ldg(reinterpret_cast<const uint2*>(embedding) + q);
+      const float2 a = unpack_bf16x2(raw.x), b = unpack_bf16x2(raw.y);
+      v = make_float4(a.x, a.y, b.x, b.y);
+    } else {
+      v = __ldcg(reinterpret_cast<const float4*>(x) + q);
+    }
     squares = fmaf(v.x, v.x, fmaf(v.y, v.y, fmaf(v.z, v.z, fmaf(v.w, v.w, squares))));
     // The weight is read here, beside x, not after the reduction (a second round trip per norm).
     const float4 g = __ldg(reinterpret_cast<const float4*>(weight) + q);
@@ -332,36 +271,30 @@ __device__ __forceinline__ void load_normed(const bf16* embedding, const float* 
 // The norm of a row whose owners published their rows' sums of squares (Workspace::row_squares): out = weight * x
 // from one round trip (x, the weight, and warp 0 reading the grid's sums beside them), no block reduction; returns
 // 1 / rms(x), which the caller applies to its dot products (dot(w, weight * x) * inv).
-__device__ __forceinline__ float load_weighted(const uint2* x, const float* weight, const uint2* row_squares,
-                                               uint32_t flag, int n, float eps, float* out, float* scratch) {
-  // The last warp sums the grid's squares (8 words per lane in flight), the others read x (n / 2 pairs).
-  if (threadIdx.x >= kThreads - 32) {
-    const int lane = threadIdx.x & 31;
+__device__ __forceinline__ float load_weighted(const float* x, const float* weight, const float* row_squares, int n,
+                                               float eps, float* out, float* scratch) {
+  if (threadIdx.x < 32) {
     float squares = 0.0f;
-#pragma unroll 1
-    for (int base = lane; base < gridDim.x; base += 8 * 32) {
-      uint2 v[8];
-#pragma unroll
-      for (int j = 0; j < 8; ++j)
-        if (base + 32 * j < gridDim.x) v[j] = ll_load(row_squares + base + 32 * j);
-#pragma unroll
-      for (int j = 0; j < 8; ++j)
-        if (base + 32 * j < gridDim.x) squares += ll_value(v[j], row_squares + base + 32 * j, flag);
-    }
+    for (int b = threadIdx.x; b < gridDim.x; b += 32) squares += __ldcg(row_squares + b);
     squares = warp_sum(squares);
-    if (lane == 0) scratch[0] = 1.0f / sqrtf(squares / static_cast<float>(n) + eps);
+    if (threadIdx.x == 0) scratch[0] = 1.0f / sqrtf(squares / static_cast<float>(n) + eps);
   }
-  if (threadIdx.x < n / 2) ll_read(x, n, flag, weight, out);  // (n / 2 <= kThreads - 32 keeps the warps apart)
+#pragma unroll 1
+  for (int q = threadIdx.x; q < n / 4; q += kThreads) {
+    const float4 v = __ldcg(reinterpret_cast<const float4*>(x) + q);
+    const float4 g = __ldg(reinterpret_cast<const float4*>(weight) + q);
+    reinterpret_cast<float4*>(out)[q] = make_float4(g.x * v.x, g.y * v.y, g.z * v.z, g.w * v.w);
+  }
   compute_sync();
   return scratch[0];
 }
 
 // Thread 0 publishes the sum of squares of the block's residual rows (after a compute_sync: the rows are final).
-__device__ __forceinline__ void publish_row_squares(const float* own, int rows, uint2* slot, uint32_t flag) {
+__device__ __forceinline__ void publish_row_squares(const float* own, int rows, float* slot) {
   if (threadIdx.x != 0) return;
   float squares = 0.0f;
   for (int i = 0; i < rows; ++i) squares = fmaf(own[i], own[i], squares);
-  ll_store(slot + blockIdx.x, squares, flag);
+  __stcg(slot + blockIdx.x, squares);
 }
 
 // RMSNorm of one head in shared memory (one warp), Qwen3's q / k norms.
@@ -380,14 +313,10 @@ __device__ __forceinline__ void norm_head(float* head, const float* weight, floa
 // One warp: loads head `src` (HD floats, L2) into `dst`, applies the optional head norm and RoPE from the step's
 // table (rope_table: cos, then sin, of the rotary_dim / 2 angles of this position; rope_device.cuh's arithmetic).
 template <int HD>
-__device__ __forceinline__ void load_rotated_head(const uint2* src, uint32_t flag, const float* norm_weight,
-                                                  float* dst, const PersistentDecodeParams& p, const float* rope_table,
-                                                  int lane) {
-  uint2 raw[HD / 32];
+__device__ __forceinline__ void load_rotated_head(const float* src, const float* norm_weight, float* dst,
+                                                  const PersistentDecodeParams& p, const float* rope_table, int lane) {
 #pragma unroll
-  for (int i = 0; i < HD / 32; ++i) raw[i] = ll_load(src + lane + 32 * i);
-#pragma unroll
-  for (int i = 0; i < HD / 32; ++i) dst[lane + 32 * i] = ll_value(raw[i], src + lane + 32 * i, flag);
+  for (int d = lane; d < HD; d += 32) dst[d] = __ldcg(src + d);
   __syncwarp();
   if (norm_weight) norm_head<HD>(dst, norm_weight, p.head_norm_eps, lane);
   const int half = p.rotary_dim / 2;
@@ -445,7 +374,7 @@ template <int HD, typename Loaded>
 __device__ __forceinline__ void attention_unit(const PersistentDecodeParams& p, const PersistentLayer& w,
                                             const Workspace& ws, float* attention_shared, bf16* stage_k,
                                             bf16* stage_v, const float* rope_table, int kv_head, int split,
-                                            int key_begin, int key_end, int position, uint32_t qkv_flag,
+                                            int key_begin, int key_end, int position,
                                             unsigned long long* stamps, Loaded&& loaded) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int group = p.heads / p.kv_heads;
@@ -472,19 +401,15 @@ __device__ __forceinline__ void attention_unit(const PersistentDecodeParams& p, 
   if (warp < group) {
     const int head = kv_head * group + warp;
     float* q = q_s + warp * HD;
-    load_rotated_head<HD>(ws.qkv + head * HD, qkv_flag, w.q_norm, q, p, rope_table, lane);
+    load_rotated_head<HD>(ws.qkv + head * HD, w.q_norm, q, p, rope_table, lane);
     for (int d = lane; d < HD; d += 32) q[d] *= p.attention_scale * 1.4426950408889634f;
   } else if (warp == kWarps - 1 && has_new) {
     // v and the page are loaded beside k (not after its rotation: more round trips on P2's longest unit).
     const int page = __ldg(p.block_table + position / p.page_size);
-    const uint2* v_src = ws.qkv + q_width + kv_width + kv_head * HD + lane;
-    uint2 v_raw[HD / 32];
-#pragma unroll
-    for (int i = 0; i < HD / 32; ++i) v_raw[i] = ll_load(v_src + 32 * i);
-    load_rotated_head<HD>(ws.qkv + q_width + kv_head * HD, qkv_flag, w.k_norm, k_new, p, rope_table, lane);
     float v[HD / 32];
 #pragma unroll
-    for (int i = 0; i < HD / 32; ++i) v[i] = ll_value(v_raw[i], v_src + 32 * i, qkv_flag);
+    for (int i = 0; i < HD / 32; ++i) v[i] = __ldcg(ws.qkv + q_width + kv_width + kv_head * HD + lane + 32 * i);
+    load_rotated_head<HD>(ws.qkv + q_width + kv_head * HD, w.k_norm, k_new, p, rope_table, lane);
     const size_t row = (size_t(page) * p.page_size + position % p.page_size) * p.kv_heads + kv_head;
 #pragma unroll
     for (int i = 0; i < HD / 32; ++i) {
@@ -645,13 +570,6 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
   }
   wait_for_previous_kernel();
   const int token = *p.token, position = *p.position, seq_len = *p.seq_len;
-  // This launch's epoch, for the flags: every block takes one ticket of the launch counter (p.barrier[1]); a launch
-  // starts after the previous one has ended, so its grid's tickets fill one window of gridDim.x.
-  __shared__ uint32_t launch_epoch;
-  if (threadIdx.x == 0) launch_epoch = static_cast<uint32_t>(atomicAdd(p.barrier + 1, 1ull) / gridDim.x);
-  auto flag = [&](int layer, Exchange exchange) {
-    return (launch_epoch * uint32_t(p.n_layers) + uint32_t(layer)) * kExchanges + exchange + 1;
-  };
   unsigned long long* trace = blockIdx.x == 0 ? p.trace : nullptr;
   __shared__ unsigned long long block_clock[1 + kPersistentPhases];
   unsigned long long* clock = p.trace ? block_clock : nullptr;
@@ -660,22 +578,10 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
     for (int k = 0; k < kPersistentPhases; ++k) block_clock[1 + k] = 0;
     if (trace) trace[0] = block_clock[0];
   }
-  // Phase boundaries (five per layer) for the trace: arrive() once the block's outputs are written (it syncs the
-  // compute threads), released() once the next phase's inputs are in (thread 0's clock), then next_boundary().
-  int boundaries = 0;
-  auto arrive = [&] {
-    compute_sync();
-    if (clock && threadIdx.x == 0) {
-      const unsigned long long now = global_timer();
-      block_clock[1 + boundaries % kPersistentPhases] += now - block_clock[0];
-      if (trace) trace[1 + 2 * boundaries] = now;
-    }
-  };
-  auto released = [&] {
-    if (clock && threadIdx.x == 0) {
-      block_clock[0] = global_timer();
-      if (trace) trace[2 + 2 * boundaries] = block_clock[0];
-    }
+  int barriers = 0;
+  auto barrier = [&] {
+    grid_barrier(p.barrier, trace ? trace + 1 + 2 * barriers : nullptr, clock, barriers % kPersistentPhases);
+    ++barriers;
   };
   // Thread 0, in layer L's P2: the producer may copy layer L + 1 into the buffer layer L - 1 used (done: barriers
   // since). Not earlier: a layer's ~60 KB of copies per SM delay the loads issued beside them by ~2 us, and P2 is
@@ -721,9 +627,6 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
   }
   compute_sync();
   if (has_unit) stage_keys<HD>(p, layers[0], kv_head, key_begin, staged, position, stage_k, stage_v, stage_rows);
-  // Layer 0's input, normalized here; every later layer's is read at the end of the layer before (inv: 1 / rms).
-  load_normed(embedding, layers[0].input_norm, p.hidden, p.hidden_norm_eps, vec, scratch);
-  float inv = 1.0f;
 
   for (int layer = 0; layer < p.n_layers; ++layer) {
     const PersistentLayer& w = layers[layer];
@@ -731,34 +634,28 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
     mbarrier_wait(&bars[layer & 1], (layer >> 1) & 1);  // this layer's weights (the producer warp's copies)
     stamp(layer, 0);
 
-    // P1: q / k / v rows of the normalized input.
+    // P1: norm, q / k / v rows.
+    float inv = 1.0f;
+    if (layer == 0)
+      load_normed(nullptr, embedding, w.input_norm, p.hidden, p.hidden_norm_eps, vec, scratch);
+    else
+      inv = load_weighted(ws.x, w.input_norm, ws.row_squares + kMaxGrid, p.hidden, p.hidden_norm_eps, vec, scratch);
+    stamp(layer, 1);
     for (int i = warp; i < qkv_rows.end - qkv_rows.first; i += kWarps) {
       const int row = qkv_rows.first + i;
       const float dot = warp_dot(s.qkv + size_t(i) * p.hidden, vec, p.hidden, lane) * inv;
-      if (lane == 0) ll_store(ws.qkv + row, w.qkv_bias ? dot + w.qkv_bias[row] : dot, flag(layer, kQkvRows));
+      if (lane == 0) ws.qkv[row] = w.qkv_bias ? dot + w.qkv_bias[row] : dot;
     }
-    stamp(layer, 1);
-    arrive();
+    barrier();
 
-    // P2: attention partials (the units read their q / k / v rows as they land; the others only let the producer
-    // start the next layer's copies), then a grid barrier: every block combines every unit's partials.
-    if (has_unit) {
+    // P2: attention partials.
+    if (has_unit)
       attention_unit<HD>(p, w, ws, attention_shared, stage_k, stage_v, rope_table, kv_head, split, key_begin, key_end,
-                         position, flag(layer, kQkvRows), stamps ? stamps + kPersistentDetailStamps * layer : nullptr,
-                         [&] {
-                           released();
-                           allow_copies(layer);
-                         });
-    } else if (threadIdx.x == 0) {
-      released();
+                         position, stamps ? stamps + kPersistentDetailStamps * layer : nullptr,
+                         [&] { allow_copies(layer); });
+    else if (threadIdx.x == 0)
       allow_copies(layer);
-    }
-    ++boundaries;
-    arrive();
-    grid_barrier(p.barrier);
-    compute_sync();
-    released();
-    ++boundaries;
+    barrier();
 
     // P3: combine the splits of every head (each block for itself), then o_proj rows into the residual. A thread
     // loads its pair of elements' partial outputs first; meanwhile one warp per head reads the head's (max, sum) per
@@ -822,47 +719,39 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
     for (int i = warp; i < hidden_rows.end - hidden_rows.first; i += kWarps) {
       const int row = hidden_rows.first + i;
       const float dot = warp_dot(s.o + size_t(i) * q_width, vec, q_width, lane);
-      if (lane == 0) ll_store(ws.x_attention + row, own[i] += w.o_bias ? dot + w.o_bias[row] : dot, flag(layer, kXAttention));
+      if (lane == 0) ws.x[row] = own[i] += w.o_bias ? dot + w.o_bias[row] : dot;
     }
-    arrive();
-    publish_row_squares(own, hidden_rows.end - hidden_rows.first, ws.row_squares, flag(layer, kXAttention));
+    compute_sync();
+    publish_row_squares(own, hidden_rows.end - hidden_rows.first, ws.row_squares);
+    barrier();
 
     // P4: norm, gate / up pairs, h.
-    inv = load_weighted(ws.x_attention, w.post_attention_norm, ws.row_squares, flag(layer, kXAttention), p.hidden,
-                        p.hidden_norm_eps, vec, scratch);
-    released();
-    ++boundaries;
+    inv = load_weighted(ws.x, w.post_attention_norm, ws.row_squares, p.hidden, p.hidden_norm_eps, vec, scratch);
     for (int i = warp; i < mlp_rows.end - mlp_rows.first; i += kWarps) {
       const int row = mlp_rows.first + i;
       const float gate = warp_dot(s.gate_up + size_t(i) * p.hidden, vec, p.hidden, lane) * inv;
       const float up = warp_dot(s.gate_up + size_t(lay.pairs + i) * p.hidden, vec, p.hidden, lane) * inv;
-      if (lane == 0) ll_store(ws.h + row, silu(gate) * up, flag(layer, kHRows));
+      if (lane == 0) ws.h[row] = silu(gate) * up;
     }
-    arrive();
+    barrier();
 
     // P5: down rows into the residual.
-    ll_read(ws.h, p.intermediate, flag(layer, kHRows), nullptr, vec);
+    for (int q = threadIdx.x; q < p.intermediate / 4; q += kThreads)
+      reinterpret_cast<float4*>(vec)[q] = __ldcg(reinterpret_cast<const float4*>(ws.h) + q);
     compute_sync();
-    released();
-    ++boundaries;
     for (int i = warp; i < hidden_rows.end - hidden_rows.first; i += kWarps) {
       const int row = hidden_rows.first + i;
       const float dot = warp_dot(s.down + size_t(i) * p.intermediate, vec, p.intermediate, lane);
-      if (lane == 0) ll_store(ws.x_mlp + row, own[i] += dot, flag(layer, kXMlp));
+      if (lane == 0) ws.x[row] = own[i] += dot;
     }
-    arrive();
-    publish_row_squares(own, hidden_rows.end - hidden_rows.first, ws.row_squares + kMaxGrid, flag(layer, kXMlp));
-    // The next layer's normalized input (after the last layer: the final norm).
-    const bool last = layer + 1 == p.n_layers;
-    if (last) allow_next_kernel_to_start();  // lm_head may get scheduled; it still waits for this kernel to end
-    inv = load_weighted(ws.x_mlp, last ? p.final_norm : layers[layer + 1].input_norm, ws.row_squares + kMaxGrid,
-                        flag(layer, kXMlp), p.hidden, p.hidden_norm_eps, vec, scratch);
-    released();
-    ++boundaries;
+    compute_sync();
+    publish_row_squares(own, hidden_rows.end - hidden_rows.first, ws.row_squares + kMaxGrid);
+    barrier();
   }
-  for (int row = hidden_rows.first + threadIdx.x; row < hidden_rows.end; row += kThreads)
-    p.normed_out[row] = vec[row] * inv;
-  if (trace && threadIdx.x == 0) trace[1 + 2 * boundaries] = global_timer();
+  allow_next_kernel_to_start();  // lm_head may get scheduled; it still waits for this kernel to complete
+  load_normed(ws.x, nullptr, p.final_norm, p.hidden, p.hidden_norm_eps, vec, scratch);
+  for (int row = hidden_rows.first + threadIdx.x; row < hidden_rows.end; row += kThreads) p.normed_out[row] = vec[row];
+  if (trace && threadIdx.x == 0) trace[1 + 2 * barriers] = global_timer();
   if (clock && threadIdx.x == 0)
     for (int k = 0; k < kPersistentPhases; ++k)
       p.trace[persistent_decode_block_clocks_at(p.n_layers) + kPersistentPhases * blockIdx.x + k] = block_clock[1 + k];

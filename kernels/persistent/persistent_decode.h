@@ -1,31 +1,28 @@
 // persistent_decode: a whole decode step of a small dense model (Llama / Qwen2 / Qwen3 family, bf16 weights, one
 // token, one sequence) as ONE kernel whose blocks stay resident: embedding, every decoder layer, and the final norm.
 // lm_head and sampling stay the ordinary kernels after it. Opt-in (GpuModelOptions::persistent_decode, `--persistent`):
-// on an H100 it is 1.28x the CUDA graph of per-op kernels for SmolLM2 (session 11; docs/gpu-runtime.md "Persistent
+// on an H100 it is still SLOWER than the CUDA graph of per-op kernels for SmolLM2 (docs/gpu-runtime.md "Persistent
 // decode kernel" has the measured phase times and what to try next).
 //
 // Why: SmolLM2-135M's layer reads 7 MB (2.3 us at the stream-read bandwidth) but costs ~22 us as seven kernels,
-// each paying a launch drain and its own memory round trips. Here a layer is five phases, and the weights are off
-// the critical path: every block owns a contiguous range of rows of every matrix, and a producer warp bulk-copies
-// (TMA) the NEXT layer's slices into the block's shared memory while the current layer runs; a phase only reads
-// activations from L2.
-//   P1  q, k, v rows of the normalized input (every block normalizes the whole row itself, from the sums of squares
-//       the row's owners published with it)
+// each paying a launch drain and its own memory round trips. Here a layer is five phases separated by grid
+// barriers, and the weights are off the critical path: every block owns a contiguous range of rows of every matrix,
+// and a producer warp bulk-copies (TMA) the NEXT layer's slices into the block's shared memory while the current
+// layer runs; a phase only reads activations from L2.
+//   P1  x -> RMSNorm -> q, k, v rows (every block normalizes the whole row itself: no barrier for the norm)
 //   P2  attention: (KV head, key split) units over keys staged in shared memory a layer ahead (the cache rows below
 //       the step's position are settled); RoPE (and Qwen3's q / k norms) on the fly; the unit holding the new
 //       position appends its k, v to the paged cache
 //   P3  every block merges the splits of every head (the combine), then its o_proj rows, added into its own rows of
 //       the residual
 //   P4  x -> RMSNorm -> its gate / up rows -> h = silu(gate) * up
-//   P5  its down rows, added into its residual rows, then the next layer's normalized input
+//   P5  its down rows, added into its residual rows
 // The residual rows a block owns are the same for o_proj and down, so only the full-row reads (P1, P4) cross blocks.
 //
-// Exchanges between phases are flagged words (NCCL's LL protocol: each 8-byte word holds a float and the flag of
-// the launch, layer and exchange that wrote it; readers poll the data itself), except P2 -> P3, a grid barrier: a
-// 64-bit arrival counter that only grows (never reset: a barrier's target is the next multiple of the grid size
-// above the arrival's ticket), so consecutive launches and graph replays need no reset node. All blocks must be
-// resident at once: the grid is the SM count and the launch checks that a block fits per SM; a wait that never
-// ends (a GPU shared with other work leaving a block unscheduled) traps after seconds: the launch fails, no hang.
+// The grid barrier is a 64-bit arrival counter that only grows (never reset: a barrier's target is the next multiple
+// of the grid size above the arrival's ticket), so consecutive launches and graph replays need no reset node. All
+// blocks must be resident at once: the grid is the SM count and the launch checks that a block fits per SM. Not
+// for a GPU shared with other work (a block that cannot become resident would leave the others waiting).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -73,13 +70,11 @@ struct PersistentDecodeParams {
   const int* position = nullptr;
   const int* seq_len = nullptr;
   int max_splits = 0;  // key splits per KV head the workspace holds (persistent_decode_workspace)
-  void* workspace = nullptr;  // persistent_decode_workspace_bytes, zero-filled once at allocation
+  void* workspace = nullptr;
   float* normed_out = nullptr;             // [hidden]: the final norm of the last layer's residual
-  // Two zero-initialized words owned by one stream's launches: P2's grid barrier counter and the launch counter whose
-  // tickets give each launch its epoch (the flags of its exchanges).
-  unsigned long long* barrier = nullptr;
+  unsigned long long* barrier = nullptr;   // one zero-initialized word, owned by one stream's launches
   // Optional (null: off): block 0's %globaltimer at the start, at each barrier's arrival and release, and at the end
-  // ([2 + 2 * 5 * n_layers] values), then inside phases ([n_layers][5]: P1's weights landed and rows written; P2's
+  // ([2 + 2 * 5 * n_layers] values), then inside phases ([n_layers][5]: P1's weights landed and norm done; P2's
   // q / k ready and keys done; P3's combine done), then every block's work per phase summed over the layers
   // ([grid][5] ns, from the block's own release of the previous barrier to its arrival), for `tachyon bench`.
   unsigned long long* trace = nullptr;

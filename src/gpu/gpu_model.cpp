@@ -241,8 +241,7 @@ void GpuModel::allocate_persistent_decode() {
   persistent_layers_ = cuda::DeviceBuffer<kernels::PersistentLayer>(layers);
   p.max_splits = kernels::persistent_decode_max_splits(p, grid, capacity_);
   persistent_workspace_ = cuda::DeviceBuffer<uint8_t>(kernels::persistent_decode_workspace_bytes(p, p.max_splits));
-  persistent_workspace_.fill_bytes(0);  // no flagged word may carry a flag a launch expects
-  persistent_barrier_ = cuda::DeviceBuffer<unsigned long long>(2);
+  persistent_barrier_ = cuda::DeviceBuffer<unsigned long long>(1);
   persistent_barrier_.fill_bytes(0);
   persistent_trace_ = cuda::DeviceBuffer<unsigned long long>(kernels::persistent_decode_trace_size(c.layers, grid));
   persistent_trace_.fill_bytes(0);

@@ -192,7 +192,7 @@ class GpuModel {
   struct PersistentPhaseTimes {
     double work_us[kernels::kPersistentPhases] = {}, barrier_us[kernels::kPersistentPhases] = {};
     double final_norm_us = 0, total_us = 0;
-    // Block 0 inside phases, from the phase's start: P1's weights landed and rows written; P2's q / k ready and keys
+    // Block 0 inside phases, from the phase's start: P1's weights landed and norm done; P2's q / k ready and keys
     // done (its attention unit); P3's split combine done.
     double detail_stamps_us[kernels::kPersistentDetailStamps] = {};
     // All blocks, per phase: the slowest block's work per layer (from its own release of the previous barrier to its

@@ -353,13 +353,13 @@ int run_bench(const BenchOptions& o) {
               r.stream_step_seconds * 1e6, 1.0 / r.stream_step_seconds, 100 * r.stream_efficiency(),
               (r.stream_step_seconds - r.graph_step_seconds) * 1e6);
   if (phases) {
-    std::printf("  persistent kernel, last step: %.1f us (block 0's clock); per layer, work + wait for the inputs (us):",
+    std::printf("  persistent kernel, last step: %.1f us (block 0's clock); per layer, work + barrier wait (us):",
                 phases->total_us);
     for (int k = 0; k < kernels::kPersistentPhases; ++k)
       std::printf(" %s %.2f + %.2f%s", kernels::kPersistentPhaseNames[k], phases->work_us[k], phases->barrier_us[k],
                   k + 1 < kernels::kPersistentPhases ? "," : "\n");
     const double* d = phases->detail_stamps_us;
-    std::printf("  persistent, block 0 inside phases (us from the phase's start): qkv weights landed %.2f, rows %.2f; "
+    std::printf("  persistent, block 0 inside phases (us from the phase's start): qkv weights landed %.2f, norm %.2f; "
                 "attention q/k %.2f, keys %.2f; o_proj combine %.2f\n", d[0], d[1], d[2], d[3], d[4]);
     std::printf("  persistent, all blocks' work per layer (us), slowest (block) / median:");
     for (int k = 0; k < kernels::kPersistentPhases; ++k)
