@@ -29,6 +29,7 @@ constexpr int kStageKeys = 128;      // keys of a unit staged in shared memory a
 constexpr int kMaxItems = 64;        // P2's work items per piece: group x kStageKeys / 32 (bounds the group)
 constexpr int kSplitBatch = 8;       // key splits whose partial outputs P3 loads before the combine
 constexpr int kSplitsPerLane = 4;    // P3 weighs a head's splits in one warp: at most 128 splits
+constexpr int kBarrierPollLimit = 1 << 23;  // grid-barrier polls (~64 ns + an L2 round trip each) before a trap
 constexpr int kMaxGrid = 1024;       // blocks whose sums of squares the workspace holds (Workspace::row_squares)
 
 // Block-private row slices of one layer's matrices and the shared-memory carve-up, the same on host and device.
@@ -118,10 +119,13 @@ __device__ __forceinline__ void grid_barrier(unsigned long long* counter, unsign
   if (threadIdx.x == 0) {
     const unsigned long long target = (ticket / gridDim.x + 1) * gridDim.x;
     unsigned long long seen;
-    while (true) {
+    for (int polls = 0;; ++polls) {
       asm volatile("ld.acquire.gpu.global.u64 %0, [%1];\n" : "=l"(seen) : "l"(counter) : "memory");
       if (seen >= target) break;
       __nanosleep(64);
+      // Seconds without the grid arriving (a block that could not become resident on a GPU shared with other work,
+      // or a bug): fail the launch with an error instead of hanging the process.
+      if (polls > kBarrierPollLimit) __trap();
     }
     if (clock) {
       clock[0] = global_timer();
