@@ -503,7 +503,9 @@ __device__ __forceinline__ void attention_unit(const PersistentDecodeParams& p, 
       if (lane == 0) item_ml[2 * item] = top, item_ml[2 * item + 1] = sum;
     }
     compute_sync();
-    // Merge the piece's items into the running (max, sum, output) of each head, in a fixed order.
+    // Merge the piece's items into the running (max, sum, output) of each head, in a fixed order; the last piece's
+    // merge writes the unit's partials (no second pass over shared memory, two syncs fewer).
+    const bool last_piece = piece + kStageKeys >= key_end;
     for (int t = threadIdx.x; t < group * HD; t += kThreads) {
       const int j = t / HD, d = t % HD;
       float top = head_ml[2 * j];
@@ -515,21 +517,27 @@ __device__ __forceinline__ void attention_unit(const PersistentDecodeParams& p, 
         out = fmaf(item_out[(j * chunks + c) * HD + d], weight, out);
         sum = fmaf(item_ml[2 * (j * chunks + c) + 1], weight, sum);
       }
-      head_out[t] = out;
-      if (d == 0) next_ml[2 * j] = top, next_ml[2 * j + 1] = sum;
+      if (last_piece) {
+        const size_t at = size_t(kv_head * group + j) * p.max_splits + split;
+        ws.partial_out[at * HD + d] = out;
+        if (d == 0) ws.partial_ml[2 * at] = top, ws.partial_ml[2 * at + 1] = sum;
+      } else {
+        head_out[t] = out;
+        if (d == 0) next_ml[2 * j] = top, next_ml[2 * j + 1] = sum;
+      }
     }
+    if (last_piece) break;
     compute_sync();
     for (int j = threadIdx.x; j < group; j += kThreads)
       head_ml[2 * j] = next_ml[2 * j], head_ml[2 * j + 1] = next_ml[2 * j + 1];
     compute_sync();
   }
+  if (key_begin >= key_end)  // a unit without keys (none while splits <= 128): an empty partial
+    for (int j = threadIdx.x; j < group; j += kThreads) {
+      const size_t at = size_t(kv_head * group + j) * p.max_splits + split;
+      ws.partial_ml[2 * at] = -INFINITY, ws.partial_ml[2 * at + 1] = 0.0f;
+    }
   if (stamps && threadIdx.x == 0) stamps[3] = global_timer();
-  for (int t = threadIdx.x; t < group * HD; t += kThreads) {
-    const int j = t / HD, d = t % HD;
-    const size_t at = size_t(kv_head * group + j) * p.max_splits + split;
-    ws.partial_out[at * HD + d] = head_out[t];
-    if (d == 0) ws.partial_ml[2 * at] = head_ml[2 * j], ws.partial_ml[2 * at + 1] = head_ml[2 * j + 1];
-  }
   compute_sync();  // the shared buffers are reused by the next layer
 }
 
