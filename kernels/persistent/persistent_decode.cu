@@ -532,10 +532,12 @@ __device__ __forceinline__ void attention_unit(const PersistentDecodeParams& p, 
       head_ml[2 * j] = next_ml[2 * j], head_ml[2 * j + 1] = next_ml[2 * j + 1];
     compute_sync();
   }
-  if (key_begin >= key_end)  // a unit without keys (none while splits <= 128): an empty partial
-    for (int j = threadIdx.x; j < group; j += kThreads) {
+  if (key_begin >= key_end)  // a unit without keys (none while splits <= 128): an empty partial (P3 weighs it 0)
+    for (int t = threadIdx.x; t < group * HD; t += kThreads) {
+      const int j = t / HD, d = t % HD;
       const size_t at = size_t(kv_head * group + j) * p.max_splits + split;
-      ws.partial_ml[2 * at] = -INFINITY, ws.partial_ml[2 * at + 1] = 0.0f;
+      ws.partial_out[at * HD + d] = 0.0f;
+      if (d == 0) ws.partial_ml[2 * at] = -INFINITY, ws.partial_ml[2 * at + 1] = 0.0f;
     }
   if (stamps && threadIdx.x == 0) stamps[3] = global_timer();
   compute_sync();  // the shared buffers are reused by the next layer
