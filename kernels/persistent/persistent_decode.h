@@ -1,6 +1,7 @@
 // persistent_decode: a whole decode step of a small dense model (Llama / Qwen2 / Qwen3 family, bf16 weights, one
 // token, one sequence) as ONE kernel whose blocks stay resident: embedding, every decoder layer, and the final norm.
-// lm_head and sampling stay the ordinary kernels after it. Opt-in (GpuModelOptions::persistent_decode, `--persistent`):
+// lm_head and sampling stay the ordinary kernels after it. GpuModelOptions::persistent_decode (off in the library; on
+// by default in `tachyon bench|generate`, `--no-persistent`):
 // on an H100 it is 1.28x the CUDA graph of per-op kernels for SmolLM2 (session 11: 515 vs 661 us; docs/gpu-runtime.md
 // "Persistent decode kernel" has the measured phase times and what to try next).
 //

@@ -6,7 +6,9 @@
 # MODEL: qwen3-bf16 qwen3-nvfp4 gpt-oss-mxfp4 smollm2 (needs $TACHYON_MODELS_DIR/SmolLM2-135M-Instruct.Q4_1.gguf),
 # smollm2-shape (random weights), qwen3-nvfp4-fp8 / gpt-oss-fp8 (`--fp8 attention,lm_head`).
 # BASE_DIR / NEW_DIR: folders made by scripts/gpu/pack.sh (tachyon + lib/); they may be the same folder when
-# NEW_ARGS (extra `tachyon bench` arguments for the NEW runs only, e.g. NEW_ARGS=--persistent) makes the difference.
+# NEW_ARGS / BASE_ARGS (extra `tachyon bench` arguments for the NEW / BASE runs only, e.g. BASE_ARGS=--no-persistent)
+# make the difference. Dense models (smollm2) run the persistent decode kernel by default since session 11: pass
+# BASE_ARGS=--no-persistent NEW_ARGS=--no-persistent to A/B kernel-per-op changes on them.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 base="${1:?usage: decode_ab.sh BASE_DIR NEW_DIR [MODEL...]}"
@@ -35,6 +37,7 @@ for model in $models; do
   for i in 1 2; do
     for role in base new; do
       build="$base" extra=()
+      [ "$role" = base ] && read -r -a extra <<< "${BASE_ARGS:-}"
       [ "$role" = new ] && build="$new" && read -r -a extra <<< "${NEW_ARGS:-}"
       name="$role-$(basename "$build")"
       tag="$model-$name-$i-ctx$context"

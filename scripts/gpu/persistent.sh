@@ -18,7 +18,7 @@ grep -E '^\[  FAILED|Failure|persistent|Persistent' "$OUT/tests.log" | grep -v '
 LD_LIBRARY_PATH="$PWD/$build/lib" timeout 120 "$build/tachyon" bench --random-weights smollm2-135m --persistent \
   --context "${CONTEXT:-1024}" --steps 64 --repeats 3 --prefill none > "$OUT/phases.log" 2>&1
 grep -E "decode, batch 1|persistent" "$OUT/phases.log"
-OUT="$OUT" NEW_ARGS=--persistent bash scripts/gpu/decode_ab.sh "$build" "$build" "${@:-smollm2-shape}" | grep run
+OUT="$OUT" BASE_ARGS=--no-persistent NEW_ARGS=--persistent bash scripts/gpu/decode_ab.sh "$build" "$build" "${@:-smollm2-shape}" | grep run
 if [ "${NCU:-0}" = 1 ] && command -v ncu >/dev/null; then
   LD_LIBRARY_PATH="$PWD/$build/lib" timeout 240 ncu --kernel-name regex:persistent_decode --launch-skip 3 --launch-count 1 \
     --section SourceCounters --section WarpStateStats --page source --print-source sass --csv \
