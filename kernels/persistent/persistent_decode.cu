@@ -30,7 +30,6 @@ constexpr int kMaxItems = 64;        // P2's work items per piece: group x kStag
 constexpr int kSplitBatch = 8;       // key splits whose partial outputs P3 loads before the combine
 constexpr int kSplitsPerLane = 4;    // P3 weighs a head's splits in one warp: at most 128 splits
 constexpr int kBarrierPollLimit = 1 << 23;  // grid-barrier polls (~64 ns + an L2 round trip each) before a trap
-constexpr int kReplicas = 8;         // copies of the vectors every block reads (Workspace)
 constexpr int kMaxGrid = 1024;       // blocks whose sums of squares the workspace holds (Workspace::row_squares)
 
 // Block-private row slices of one layer's matrices and the shared-memory carve-up, the same on host and device.
@@ -68,31 +67,25 @@ struct Layout {
   }
 };
 
-// Global scratch: [qkv | h | x | partial outputs | partial (max, sum) | row squares]; h, x and the partials in
-// kReplicas copies: every block reads all of them right after a barrier, and 132 blocks reading the same few lines
-// queue at their L2 slices (~1 us per phase); a block reads copy blockIdx.x % kReplicas, its writers write them all.
+// Global scratch: [qkv | h | x | partial outputs | partial (max, sum) | row squares].
 // row_squares[k][block]: the sum of squares of the residual rows the block owns, published with them at the end of
 // P3 (k = 0, read by P4's norm) and P5 (k = 1, read by the next layer's P1), so that a norm reads the grid's sums
 // with x in one round trip instead of reducing x across the block.
 struct Workspace {
   float *qkv, *h, *x, *partial_out, *partial_ml, *row_squares;
-  size_t h_copy, x_copy, out_copy, ml_copy;  // floats between replicas
   __host__ __device__ Workspace(const PersistentDecodeParams& p, void* base) {
     const int q_width = p.heads * p.head_dim, qkv_width = q_width + 2 * p.kv_heads * p.head_dim;
-    h_copy = p.intermediate, x_copy = p.hidden;
-    out_copy = size_t(p.heads) * p.max_splits * p.head_dim, ml_copy = size_t(p.heads) * p.max_splits * 2;
     qkv = static_cast<float*>(base);
     h = qkv + qkv_width;
-    x = h + kReplicas * h_copy;
-    partial_out = x + kReplicas * x_copy;
-    partial_ml = partial_out + kReplicas * out_copy;
-    row_squares = partial_ml + kReplicas * ml_copy;
+    x = h + p.intermediate;
+    partial_out = x + p.hidden;
+    partial_ml = partial_out + size_t(p.heads) * p.max_splits * p.head_dim;
+    row_squares = partial_ml + size_t(p.heads) * p.max_splits * 2;
   }
   static size_t bytes(const PersistentDecodeParams& p, int max_splits) {
     const int q_width = p.heads * p.head_dim, qkv_width = q_width + 2 * p.kv_heads * p.head_dim;
-    return sizeof(float) * (size_t(qkv_width) + kReplicas * (size_t(p.intermediate) + p.hidden +
-                                                              size_t(p.heads) * max_splits * (p.head_dim + 2)) +
-                            2 * kMaxGrid);
+    return sizeof(float) * (size_t(qkv_width) + p.intermediate + p.hidden +
+                            size_t(p.heads) * max_splits * (p.head_dim + 2) + 2 * kMaxGrid);
   }
 };
 
@@ -298,11 +291,6 @@ __device__ __forceinline__ float load_weighted(const float* x, const float* weig
   }
   compute_sync();
   return scratch[0];
-}
-
-__device__ __forceinline__ void write_replicas(float* base, size_t copy, int row, float value) {
-#pragma unroll
-  for (int r = 0; r < kReplicas; ++r) __stcg(base + r * copy + row, value);
 }
 
 // Thread 0 publishes the sum of squares of the block's residual rows (after a compute_sync: the rows are final).
@@ -531,11 +519,8 @@ __device__ __forceinline__ void attention_unit(const PersistentDecodeParams& p, 
       }
       if (last_piece) {
         const size_t at = size_t(kv_head * group + j) * p.max_splits + split;
-#pragma unroll
-        for (int r = 0; r < kReplicas; ++r) {
-          ws.partial_out[r * ws.out_copy + at * HD + d] = out;
-          if (d == 0) ws.partial_ml[r * ws.ml_copy + 2 * at] = top, ws.partial_ml[r * ws.ml_copy + 2 * at + 1] = sum;
-        }
+        ws.partial_out[at * HD + d] = out;
+        if (d == 0) ws.partial_ml[2 * at] = top, ws.partial_ml[2 * at + 1] = sum;
       } else {
         head_out[t] = out;
         if (d == 0) next_ml[2 * j] = top, next_ml[2 * j + 1] = sum;
@@ -551,10 +536,8 @@ __device__ __forceinline__ void attention_unit(const PersistentDecodeParams& p, 
     for (int t = threadIdx.x; t < group * HD; t += kThreads) {
       const int j = t / HD, d = t % HD;
       const size_t at = size_t(kv_head * group + j) * p.max_splits + split;
-      for (int r = 0; r < kReplicas; ++r) {
-        ws.partial_out[r * ws.out_copy + at * HD + d] = 0.0f;
-        if (d == 0) ws.partial_ml[r * ws.ml_copy + 2 * at] = -INFINITY, ws.partial_ml[r * ws.ml_copy + 2 * at + 1] = 0.0f;
-      }
+      ws.partial_out[at * HD + d] = 0.0f;
+      if (d == 0) ws.partial_ml[2 * at] = -INFINITY, ws.partial_ml[2 * at + 1] = 0.0f;
     }
   if (stamps && threadIdx.x == 0) stamps[3] = global_timer();
   compute_sync();  // the shared buffers are reused by the next layer
@@ -565,9 +548,6 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
   extern __shared__ __align__(16) unsigned char shared[];
   const Layout lay(p, gridDim.x);
   const Workspace ws(p, p.workspace);
-  const int replica = blockIdx.x % kReplicas;  // the copy of x, h and the partials this block reads
-  const float *my_x = ws.x + replica * ws.x_copy, *my_h = ws.h + replica * ws.h_copy;
-  const float *my_partial_out = ws.partial_out + replica * ws.out_copy, *my_partial_ml = ws.partial_ml + replica * ws.ml_copy;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int q_width = p.heads * HD, qkv_width = q_width + 2 * p.kv_heads * HD;
   float* vec = reinterpret_cast<float*>(shared + 2 * lay.slice_bytes);  // [vector_floats]
@@ -673,7 +653,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
     if (layer == 0)
       load_normed(nullptr, embedding, w.input_norm, p.hidden, p.hidden_norm_eps, vec, scratch);
     else
-      inv = load_weighted(my_x, w.input_norm, ws.row_squares + kMaxGrid, p.hidden, p.hidden_norm_eps, vec, scratch);
+      inv = load_weighted(ws.x, w.input_norm, ws.row_squares + kMaxGrid, p.hidden, p.hidden_norm_eps, vec, scratch);
     stamp(layer, 1);
     for (int i = warp; i < qkv_rows.end - qkv_rows.first; i += kWarps) {
       const int row = qkv_rows.first + i;
@@ -703,11 +683,11 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
 #pragma unroll
       for (int b = 0; b < kSplitBatch; ++b)
         partial[b] = t < pairs_total && b < splits
-                         ? __ldcg(reinterpret_cast<const float2*>(my_partial_out + (size_t(head) * p.max_splits + b) * HD + d))
+                         ? __ldcg(reinterpret_cast<const float2*>(ws.partial_out + (size_t(head) * p.max_splits + b) * HD + d))
                          : make_float2(0.0f, 0.0f);
     }
     for (int head = warp; head < p.heads; head += kWarps) {
-      const float2* ml = reinterpret_cast<const float2*>(my_partial_ml) + size_t(head) * p.max_splits;
+      const float2* ml = reinterpret_cast<const float2*>(ws.partial_ml) + size_t(head) * p.max_splits;
       float2 split_ml[kSplitsPerLane];
       float top = -INFINITY;
 #pragma unroll
@@ -740,7 +720,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
       }
 #pragma unroll 4
       for (int i = t == threadIdx.x ? kSplitBatch : 0; i < splits; ++i) {  // long contexts, wide rows
-        const float2 v = __ldcg(reinterpret_cast<const float2*>(my_partial_out + (size_t(head) * p.max_splits + i) * HD + d));
+        const float2 v = __ldcg(reinterpret_cast<const float2*>(ws.partial_out + (size_t(head) * p.max_splits + i) * HD + d));
         out.x = fmaf(weight[i], v.x, out.x), out.y = fmaf(weight[i], v.y, out.y);
       }
       reinterpret_cast<float2*>(vec)[t] = out;
@@ -753,37 +733,37 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
     for (int i = warp; i < hidden_rows.end - hidden_rows.first; i += kWarps) {
       const int row = hidden_rows.first + i;
       const float dot = warp_dot(s.o + size_t(i) * q_width, vec, q_width, lane);
-      if (lane == 0) write_replicas(ws.x, ws.x_copy, row, own[i] += w.o_bias ? dot + w.o_bias[row] : dot);
+      if (lane == 0) ws.x[row] = own[i] += w.o_bias ? dot + w.o_bias[row] : dot;
     }
     compute_sync();
     publish_row_squares(own, hidden_rows.end - hidden_rows.first, ws.row_squares);
     barrier();
 
     // P4: norm, gate / up pairs, h.
-    inv = load_weighted(my_x, w.post_attention_norm, ws.row_squares, p.hidden, p.hidden_norm_eps, vec, scratch);
+    inv = load_weighted(ws.x, w.post_attention_norm, ws.row_squares, p.hidden, p.hidden_norm_eps, vec, scratch);
     for (int i = warp; i < mlp_rows.end - mlp_rows.first; i += kWarps) {
       const int row = mlp_rows.first + i;
       const float gate = warp_dot(s.gate_up + size_t(i) * p.hidden, vec, p.hidden, lane) * inv;
       const float up = warp_dot(s.gate_up + size_t(lay.pairs + i) * p.hidden, vec, p.hidden, lane) * inv;
-      if (lane == 0) write_replicas(ws.h, ws.h_copy, row, silu(gate) * up);
+      if (lane == 0) ws.h[row] = silu(gate) * up;
     }
     barrier();
 
     // P5: down rows into the residual.
     for (int q = threadIdx.x; q < p.intermediate / 4; q += kThreads)
-      reinterpret_cast<float4*>(vec)[q] = __ldcg(reinterpret_cast<const float4*>(my_h) + q);
+      reinterpret_cast<float4*>(vec)[q] = __ldcg(reinterpret_cast<const float4*>(ws.h) + q);
     compute_sync();
     for (int i = warp; i < hidden_rows.end - hidden_rows.first; i += kWarps) {
       const int row = hidden_rows.first + i;
       const float dot = warp_dot(s.down + size_t(i) * p.intermediate, vec, p.intermediate, lane);
-      if (lane == 0) write_replicas(ws.x, ws.x_copy, row, own[i] += dot);
+      if (lane == 0) ws.x[row] = own[i] += dot;
     }
     compute_sync();
     publish_row_squares(own, hidden_rows.end - hidden_rows.first, ws.row_squares + kMaxGrid);
     barrier();
   }
   allow_next_kernel_to_start();  // lm_head may get scheduled; it still waits for this kernel to complete
-  load_normed(my_x, nullptr, p.final_norm, p.hidden, p.hidden_norm_eps, vec, scratch);
+  load_normed(ws.x, nullptr, p.final_norm, p.hidden, p.hidden_norm_eps, vec, scratch);
   for (int row = hidden_rows.first + threadIdx.x; row < hidden_rows.end; row += kThreads) p.normed_out[row] = vec[row];
   if (trace && threadIdx.x == 0) trace[1 + 2 * barriers] = global_timer();
   if (clock && threadIdx.x == 0)
