@@ -3,6 +3,7 @@
 # step with and without --persistent, and one run printing the kernel's per-phase times.
 #   scripts/gpu/persistent.sh BUILD_DIR [MODEL...]   (MODEL as scripts/gpu/decode_ab.sh; default smollm2-shape)
 # BUILD_DIR: a scripts/gpu/pack.sh folder. Results and logs under $OUT.
+# MEMCHECK=1 also runs two of its tests under compute-sanitizer (memcheck, then racecheck): $OUT/memcheck.log.
 # NCU=1 also profiles one launch of the kernel (SmolLM2 shape) with ncu's source-level stall sampling:
 # $OUT/ncu-source.csv (SASS lines with their samples; read it with scripts/gpu/ncu_source_top.py).
 set -uo pipefail
@@ -27,4 +28,12 @@ if [ "${NCU:-0}" = 1 ] && command -v ncu >/dev/null; then
   echo "ncu rc=$? ($(wc -l < "$OUT/ncu-source.csv") lines)"
   python3 scripts/gpu/ncu_source_top.py "$OUT/ncu-source.csv" 40 > "$OUT/ncu-top.txt" 2>&1
   xz -T8 "$OUT/ncu-source.csv"  # (the device tool brings back few files: keep their count low)
+fi
+if [ "${MEMCHECK:-0}" = 1 ] && command -v compute-sanitizer >/dev/null; then
+  subset='PersistentDecode.HeadDim128WithFourQueryHeadsPerKvHead:PersistentDecode.GraphEqualsStreamAndRepeats'
+  for tool in memcheck racecheck; do
+    timeout 300 compute-sanitizer --tool "$tool" --error-exitcode 9 "$build/tachyon_gpu_tests" --gtest_filter="$subset" \
+      > "$OUT/$tool.log" 2>&1
+    echo "$tool rc=$?: $(grep -m1 -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/$tool.log") $(grep -E '^\[  (PASSED|FAILED)' "$OUT/$tool.log" | tr '\n' ' ')"
+  done
 fi
