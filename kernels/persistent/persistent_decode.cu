@@ -577,6 +577,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
     if (lane == 0)
       for (int layer = 0; layer < p.n_layers; ++layer) {
         while (*static_cast<volatile int*>(&copy_allowed) < layer) __nanosleep(128);
+        __threadfence_block();  // acquire: the compute threads' reads of this buffer (layer - 2) come before its refill
         for (int piece = 0; piece < kCopyPieces; ++piece)
           copy_layer_piece(piece, layers[layer], slices_at(shared + (layer & 1) * lay.slice_bytes, lay), p,
                            lay.pairs, &bars[layer & 1]);

@@ -3,7 +3,9 @@
 # step with and without --persistent, and one run printing the kernel's per-phase times.
 #   scripts/gpu/persistent.sh BUILD_DIR [MODEL...]   (MODEL as scripts/gpu/decode_ab.sh; default smollm2-shape)
 # BUILD_DIR: a scripts/gpu/pack.sh folder. Results and logs under $OUT.
-# MEMCHECK=1 also runs two of its tests under compute-sanitizer (memcheck, then racecheck): $OUT/memcheck.log.
+# MEMCHECK=1 also runs two of its tests under compute-sanitizer memcheck: $OUT/memcheck.log. (Not racecheck: it does
+# not model the producer warp's flag or the TMA copies' mbarriers, and it runs blocks too slowly for the grid barrier,
+# whose poll limit then traps: "unspecified launch failure", as designed for a block that never runs.)
 # NCU=1 also profiles one launch of the kernel (SmolLM2 shape) with ncu's source-level stall sampling:
 # $OUT/ncu-source.csv (SASS lines with their samples; read it with scripts/gpu/ncu_source_top.py).
 set -uo pipefail
@@ -31,9 +33,9 @@ if [ "${NCU:-0}" = 1 ] && command -v ncu >/dev/null; then
 fi
 if [ "${MEMCHECK:-0}" = 1 ] && command -v compute-sanitizer >/dev/null; then
   subset='PersistentDecode.HeadDim128WithFourQueryHeadsPerKvHead:PersistentDecode.GraphEqualsStreamAndRepeats'
-  for tool in memcheck racecheck; do
+  for tool in memcheck; do
     timeout 300 compute-sanitizer --tool "$tool" --error-exitcode 9 "$build/tachyon_gpu_tests" --gtest_filter="$subset" \
       > "$OUT/$tool.log" 2>&1
-    echo "$tool rc=$?: $(grep -m1 -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/$tool.log") $(grep -E '^\[  (PASSED|FAILED)' "$OUT/$tool.log" | tr '\n' ' ')"
+    echo "$tool rc=$?: $(grep -m1 -E 'ERROR SUMMARY' "$OUT/$tool.log") $(grep -E '^\[  (PASSED|FAILED)' "$OUT/$tool.log" | tr '\n' ' ')"
   done
 fi
