@@ -345,17 +345,17 @@ constexpr int stage_stride() {
   return HD + 8;
 }
 
-// All threads: the rows of keys [first, first + n) into the staging rows, as 16-byte cp.async copies (one commit
-// group; P2 waits for it with cp.async.wait_group 0). Not bulk copies: 256 row-sized (128-byte) bulk copies per
+// Threads t, t + stride, ...: the rows of keys [first, first + n) into the staging rows, as 16-byte cp.async copies
+// (the caller commits them, or ties them to an mbarrier). Not bulk copies: 256 row-sized (128-byte) bulk copies per
 // unit and layer queued in the block's copy engine ahead of the next layer's weights and made them land ~10 us late.
 // `rows`: the keys' cache rows, looked up once per step (null: look them up here, for long contexts' later pieces).
 template <int HD>
 __device__ __forceinline__ void stage_keys(const PersistentDecodeParams& p, const PersistentLayer& w, int kv_head,
                                            int first, int n, int position, bf16* stage_k, bf16* stage_v,
-                                           const int64_t* rows = nullptr) {
+                                           const int64_t* rows, int t, int stride) {
   constexpr int kChunks = HD / 8;
 #pragma unroll 1
-  for (int c = threadIdx.x; c < n * kChunks; c += kThreads) {
+  for (int c = t; c < n * kChunks; c += stride) {
     const int r = c / kChunks, part = c - r * kChunks, key = first + r;
     if (key == position) continue;  // written in P2 of this step; the unit reads it from k_new / v_new
     const int64_t row =
@@ -365,7 +365,25 @@ __device__ __forceinline__ void stage_keys(const PersistentDecodeParams& p, cons
     cp_async_16B(stage_k + r * stage_stride<HD>() + 8 * part, w.k_pages + row);
     cp_async_16B(stage_v + r * stage_stride<HD>() + 8 * part, w.v_pages + row);
   }
-  cp_async_commit();
+}
+
+// This block's attention unit for the step (at most one per block: max_splits <= grid / kv_heads), computed alike by
+// the compute threads and the producer warp.
+struct UnitKeys {
+  int splits, kv_head, split, key_begin, key_end;
+  bool has_unit;
+  __device__ UnitKeys(const PersistentDecodeParams& p, int seq_len) {
+    splits = min(p.max_splits, (seq_len + kKeysPerSplit - 1) / kKeysPerSplit);
+    const int keys_per_split = (seq_len + splits - 1) / splits;
+    has_unit = blockIdx.x < p.kv_heads * splits;
+    kv_head = blockIdx.x / splits, split = blockIdx.x % splits;
+    key_begin = split * keys_per_split, key_end = min(seq_len, key_begin + keys_per_split);
+  }
+  __device__ int first_piece() const { return has_unit ? min(key_end - key_begin, kStageKeys) : 0; }
+};
+
+__device__ __forceinline__ void cp_async_arrive_noinc(uint64_t* bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(shared_address(bar)) : "memory");
 }
 
 // P2 for one (KV head, split) unit: softmax partials of the unit's keys for the group's query heads, in base 2
@@ -374,13 +392,14 @@ __device__ __forceinline__ void stage_keys(const PersistentDecodeParams& p, cons
 // values), so no warp carries
 // state for several heads, and the items' partials meet in shared memory. (A version with every warp looping over
 // all heads spent ~5.5 us per SmolLM2 layer here, issue-bound on its run-time loops.)
-// `loaded` runs in thread 0 once the unit's global reads are done (q, the new k / v, the staged keys).
-template <int HD, typename Loaded>
+// `loaded` runs in thread 0 once the unit's global reads are done (q, the new k / v, the staged keys);
+// `first_piece_staged` waits for the producer warp's staging of the first kStageKeys keys.
+template <int HD, typename Loaded, typename Staged>
 __device__ __forceinline__ void attention_unit(const PersistentDecodeParams& p, const PersistentLayer& w,
                                             const Workspace& ws, float* attention_shared, bf16* stage_k,
                                             bf16* stage_v, const float* rope_table, int kv_head, int split,
                                             int key_begin, int key_end, int position,
-                                            unsigned long long* stamps, Loaded&& loaded) {
+                                            unsigned long long* stamps, Loaded&& loaded, Staged&& first_piece_staged) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int group = p.heads / p.kv_heads;
   const int q_width = p.heads * HD, kv_width = p.kv_heads * HD;
@@ -429,7 +448,7 @@ __device__ __forceinline__ void attention_unit(const PersistentDecodeParams& p, 
   }
   for (int t = threadIdx.x; t < group * HD; t += kThreads) head_out[t] = 0.0f;
   for (int j = threadIdx.x; j < group; j += kThreads) head_ml[2 * j] = -INFINITY, head_ml[2 * j + 1] = 0.0f;
-  cp_async_wait<0>();  // the first piece, staged a layer ahead (or before layer 0)
+  first_piece_staged();  // (staged by the producer warp since the previous layer's P2)
   compute_sync();
   if (threadIdx.x == 0) loaded();
   if (stamps && threadIdx.x == 0) stamps[2] = global_timer();
@@ -438,7 +457,8 @@ __device__ __forceinline__ void attention_unit(const PersistentDecodeParams& p, 
   for (int piece = key_begin; piece < key_end; piece += kStageKeys) {
     const int n = min(kStageKeys, key_end - piece);
     if (piece != key_begin) {  // long contexts: the next piece now (one round trip each)
-      stage_keys<HD>(p, w, kv_head, piece, n, position, stage_k, stage_v);
+      stage_keys<HD>(p, w, kv_head, piece, n, position, stage_k, stage_v, nullptr, threadIdx.x, kThreads);
+      cp_async_commit();
       if (warp == kWarps - 1 && has_new) put_new_key(piece, n);
       cp_async_wait<0>();
       compute_sync();
@@ -562,26 +582,55 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
   PersistentLayer* layers = reinterpret_cast<PersistentLayer*>(shared + lay.shared_bytes - sizeof(PersistentLayer) * p.n_layers);
   for (int i = threadIdx.x; i < p.n_layers * int(sizeof(PersistentLayer) / 8); i += kBlockThreads)
     reinterpret_cast<uint64_t*>(layers)[i] = __ldg(reinterpret_cast<const uint64_t*>(p.layers) + i);
-  // mbarriers of the two weight buffers (by layer parity), and the last layer whose weights the producer may copy.
-  __shared__ uint64_t bars[2];
-  __shared__ int copy_allowed;
+  // mbarriers of the two weight buffers (by layer parity) and of the staged keys (a phase per layer), the last layer
+  // whose weights the producer may copy, and the first layer whose keys it may stage (the staging rows are free).
+  __shared__ uint64_t bars[2], keys_bar;
+  __shared__ int copy_allowed, keys_free;
   if (threadIdx.x == 0) {
     for (int i = 0; i < 2; ++i) mbarrier_init(&bars[i], kCopyPieces);
-    copy_allowed = 1;
+    mbarrier_init(&keys_bar, 32);  // the producer lanes' cp.async arrivals
+    copy_allowed = 1, keys_free = 0;
   }
   __syncthreads();  // (the only barrier of all kBlockThreads)
+  bf16* stage_k = reinterpret_cast<bf16*>(attention_shared + lay.attention_floats);
+  bf16* stage_v = stage_k + kStageKeys * stage_stride<HD>();
+  int64_t* stage_rows = reinterpret_cast<int64_t*>(stage_v + kStageKeys * stage_stride<HD>());
   if (warp == kWarps) {
-    // The producer warp: layers 0 and 1 at once (while the previous kernel still runs: weights are constant), then
-    // layer L + 1 into buffer (L + 1) & 1 when the compute threads allow it during layer L's P2 (allow_copies). It
-    // reads and writes no global memory that other kernels touch, so it needs no wait for the previous kernel.
-    if (lane == 0)
-      for (int layer = 0; layer < p.n_layers; ++layer) {
+    // The producer warp. Weights: layer 0 at once (while the previous kernel still runs: weights are constant), layer
+    // 1 after layer 0's keys, then layer L + 1 into buffer (L + 1) & 1 when the compute threads allow it during layer
+    // L's P2 (allow_copies); lane 0 issues them. Keys (attention units only, all lanes): a layer's first kStageKeys
+    // cached keys into the staging rows once the previous layer's P2 is over, tracked by keys_bar. (Issued by the
+    // compute threads, ~4k cp.async per unit and layer made the units the last to leave P3.)
+    auto copy_weights = [&](int layer) {
+      if (lane == 0) {
         while (*static_cast<volatile int*>(&copy_allowed) < layer) __nanosleep(128);
         __threadfence_block();  // acquire: the compute threads' reads of this buffer (layer - 2) come before its refill
         for (int piece = 0; piece < kCopyPieces; ++piece)
           copy_layer_piece(piece, layers[layer], slices_at(shared + (layer & 1) * lay.slice_bytes, lay), p,
                            lay.pairs, &bars[layer & 1]);
       }
+      __syncwarp();
+    };
+    copy_weights(0);
+    wait_for_previous_kernel();  // the step's position and length, and the cache the previous steps wrote
+    const int position = *p.position;
+    const UnitKeys unit(p, *p.seq_len);
+    const int staged = unit.first_piece();
+    for (int r = lane; r < staged; r += 32) {  // the cache rows of the unit's first keys (the same in every layer)
+      const int key = unit.key_begin + r;
+      stage_rows[r] =
+          (int64_t(p.block_table[key / p.page_size]) * p.page_size + key % p.page_size) * p.kv_heads + unit.kv_head;
+    }
+    __syncwarp();
+    for (int layer = 0; layer < p.n_layers; ++layer) {
+      if (layer > 0) copy_weights(layer);
+      if (!unit.has_unit) continue;
+      while (*static_cast<volatile int*>(&keys_free) < layer) __nanosleep(64);
+      __threadfence_block();  // acquire: the previous layer's reads of the staging rows are over
+      stage_keys<HD>(p, layers[layer], unit.kv_head, unit.key_begin, staged, position, stage_k, stage_v, stage_rows,
+                     lane, 32);
+      cp_async_arrive_noinc(&keys_bar);
+    }
     return;
   }
   wait_for_previous_kernel();
@@ -619,30 +668,15 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
     rope_table[p.rotary_dim / 2 + i] = sn * p.rope_attention_factor;
   }
   // (the first barrier orders these writes before their readers)
-  const int splits = min(p.max_splits, (seq_len + kKeysPerSplit - 1) / kKeysPerSplit);
-  const int keys_per_split = (seq_len + splits - 1) / splits;
-
-  // This block's attention unit (at most one: max_splits <= grid / kv_heads).
-  const bool has_unit = blockIdx.x < p.kv_heads * splits;
-  const int kv_head = blockIdx.x / splits, split = blockIdx.x % splits;
-  const int key_begin = split * keys_per_split, key_end = min(seq_len, key_begin + keys_per_split);
-  bf16* stage_k = reinterpret_cast<bf16*>(attention_shared + lay.attention_floats);
-  bf16* stage_v = stage_k + kStageKeys * stage_stride<HD>();
+  const UnitKeys unit(p, seq_len);
+  const int splits = unit.splits, kv_head = unit.kv_head, split = unit.split;
+  const int key_begin = unit.key_begin, key_end = unit.key_end;
+  const bool has_unit = unit.has_unit;
   unsigned long long* stamps = trace ? trace + 2 + 2 * kPersistentPhases * p.n_layers : nullptr;
   auto stamp = [&](int layer, int k) {
     if (stamps && threadIdx.x == 0) stamps[kPersistentDetailStamps * layer + k] = global_timer();
   };
 
-  // The cache rows of the unit's first kStageKeys keys (the same in every layer), then layer 0's keys; every later
-  // layer's keys are staged in the previous layer's P3.
-  int64_t* stage_rows = reinterpret_cast<int64_t*>(stage_v + kStageKeys * stage_stride<HD>());
-  const int staged = has_unit ? min(key_end - key_begin, kStageKeys) : 0;
-  for (int r = threadIdx.x; r < staged; r += kThreads) {
-    const int key = key_begin + r;
-    stage_rows[r] = (int64_t(p.block_table[key / p.page_size]) * p.page_size + key % p.page_size) * p.kv_heads + kv_head;
-  }
-  compute_sync();
-  if (has_unit) stage_keys<HD>(p, layers[0], kv_head, key_begin, staged, position, stage_k, stage_v, stage_rows);
 
   for (int layer = 0; layer < p.n_layers; ++layer) {
     const PersistentLayer& w = layers[layer];
@@ -668,7 +702,11 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
     if (has_unit)
       attention_unit<HD>(p, w, ws, attention_shared, stage_k, stage_v, rope_table, kv_head, split, key_begin, key_end,
                          position, stamps ? stamps + kPersistentDetailStamps * layer : nullptr,
-                         [&] { allow_copies(layer); });
+                         [&] { allow_copies(layer); }, [&] { mbarrier_wait(&keys_bar, layer & 1); });
+    if (has_unit && threadIdx.x == 0) {  // the staging rows are free (attention_unit ends with a sync)
+      __threadfence_block();
+      *static_cast<volatile int*>(&keys_free) = layer + 1;
+    }
     else if (threadIdx.x == 0)
       allow_copies(layer);
     barrier();
@@ -729,9 +767,6 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
     }
     compute_sync();
     stamp(layer, 4);
-    // The next layer's keys into the staging rows (free again: P2 is over), now that P3's loads are in.
-    if (has_unit && layer + 1 < p.n_layers)
-      stage_keys<HD>(p, layers[layer + 1], kv_head, key_begin, staged, position, stage_k, stage_v, stage_rows);
     for (int i = warp; i < hidden_rows.end - hidden_rows.first; i += kWarps) {
       const int row = hidden_rows.first + i;
       const float dot = warp_dot(s.o + size_t(i) * q_width, vec, q_width, lane);
