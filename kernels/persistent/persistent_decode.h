@@ -1,15 +1,15 @@
 // persistent_decode: a whole decode step of a small dense model (Llama / Qwen2 / Qwen3 family, bf16 weights, one
 // token, one sequence) as ONE kernel whose blocks stay resident: embedding, every decoder layer, and the final norm.
 // lm_head and sampling stay the ordinary kernels after it. GpuModelOptions::persistent_decode (off in the library; on
-// by default in `tachyon bench|generate`, `--no-persistent`):
-// on an H100 it is 1.28x the CUDA graph of per-op kernels for SmolLM2 (session 11: 515 vs 661 us; docs/gpu-runtime.md
-// "Persistent decode kernel" has the measured phase times and what to try next).
+// by default in `tachyon bench|generate`, `--no-persistent`): on an H100 it is 1.30x the CUDA graph of per-op kernels
+// for SmolLM2 (session 11: 502 vs 654-667 us; docs/gpu-runtime.md "Persistent decode kernel" has the measured phase
+// times and what to try next).
 //
 // Why: SmolLM2-135M's layer reads 7 MB (2.3 us at the stream-read bandwidth) but costs ~22 us as seven kernels,
 // each paying a launch drain and its own memory round trips. Here a layer is five phases separated by grid
 // barriers, and the weights are off the critical path: every block owns a contiguous range of rows of every matrix,
 // and a producer warp bulk-copies (TMA) the NEXT layer's slices into the block's shared memory while the current
-// layer runs; a phase only reads activations from L2.
+// layer runs (and stages the attention units' cached keys, cp.async); a phase only reads activations from L2.
 //   P1  x -> RMSNorm -> q, k, v rows (every block normalizes the whole row itself, from the sums of squares the
 //       row's owners published with it: no barrier or block reduction for the norm)
 //   P2  attention: (KV head, key split) units over keys staged in shared memory a layer ahead (the cache rows below
