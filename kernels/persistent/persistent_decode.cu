@@ -699,16 +699,17 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
     barrier();
 
     // P2: attention partials.
-    if (has_unit)
+    if (has_unit) {
       attention_unit<HD>(p, w, ws, attention_shared, stage_k, stage_v, rope_table, kv_head, split, key_begin, key_end,
                          position, stamps ? stamps + kPersistentDetailStamps * layer : nullptr,
                          [&] { allow_copies(layer); }, [&] { mbarrier_wait(&keys_bar, layer & 1); });
-    if (has_unit && threadIdx.x == 0) {  // the staging rows are free (attention_unit ends with a sync)
-      __threadfence_block();
-      *static_cast<volatile int*>(&keys_free) = layer + 1;
-    }
-    else if (threadIdx.x == 0)
+      if (threadIdx.x == 0) {  // the staging rows are free for the producer (attention_unit ends with a sync)
+        __threadfence_block();
+        *static_cast<volatile int*>(&keys_free) = layer + 1;
+      }
+    } else if (threadIdx.x == 0) {
       allow_copies(layer);
+    }
     barrier();
 
     // P3: combine the splits of every head (each block for itself), then o_proj rows into the residual. A thread
