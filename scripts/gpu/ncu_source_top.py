@@ -19,7 +19,7 @@ def main():
     samples_col = next((i for i, h in enumerate(header) if "Sampling" in h and "All" in h), None)
     if samples_col is None:
         sys.exit(f"{path}: no 'Warp Stall Sampling (All Samples)' column; columns: {header}")
-    reason_cols = [i for i, h in enumerate(header) if h.startswith("stall_") or "Stall" in h and i != samples_col]
+    reason_cols = [i for i, h in enumerate(header) if h.startswith("stall_") and "Not Issued" not in h]
     lines = []
     for r in rows[header_at + 1:]:
         if len(r) != len(header):
