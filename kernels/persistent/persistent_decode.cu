@@ -168,7 +168,8 @@ __device__ __forceinline__ void bulk_copy(void* dst, const void* src, uint32_t b
                : "memory");
 }
 
-static_assert(sizeof(PersistentLayer) % 16 == 0, "the layer table is copied in 8-byte words and keeps 16-byte alignment");
+static_assert(sizeof(PersistentLayer) % 16 == 0,
+              "the layer table is copied in 8-byte words and keeps 16-byte alignment");
 
 struct Slices {
   bf16 *qkv, *o, *gate_up, *down;
@@ -266,7 +267,8 @@ __device__ __forceinline__ void load_normed(const float* x, const bf16* embeddin
     const float4 g = __ldg(reinterpret_cast<const float4*>(weight) + q);
     reinterpret_cast<float4*>(out)[q] = make_float4(g.x * v.x, g.y * v.y, g.z * v.z, g.w * v.w);
   }
-  const float inv = 1.0f / sqrtf(block_sum(squares, scratch, kWarps, [] { compute_sync(); }) / static_cast<float>(n) + eps);
+  const float total = block_sum(squares, scratch, kWarps, [] { compute_sync(); });
+  const float inv = 1.0f / sqrtf(total / static_cast<float>(n) + eps);
 #pragma unroll 1
   for (int i = threadIdx.x; i < n; i += kThreads) out[i] *= inv;
   compute_sync();
@@ -336,10 +338,10 @@ __device__ __forceinline__ void load_rotated_head(const float* src, const float*
   __syncwarp();
 }
 
-// The cached keys and values a unit reads are settled before the step (earlier passes wrote them), so each block
-// copies its unit's rows into shared memory (cp.async) a layer ahead, once P3's loads are in; P2 then reads no global memory in its inner loops. (Loads issued inside those loops were sunk by the compiler to
-// their uses, one round trip per key: ~15 us per SmolLM2 layer.) Rows are padded by 16 bytes so that lanes reading
-// one key each hit distinct banks.
+// The cached keys and values a unit reads are settled before the step (earlier passes wrote them), so the producer
+// warp copies the unit's rows into shared memory (cp.async) a layer ahead; P2 then reads no global memory in its
+// inner loops. (Loads issued inside those loops were sunk by the compiler to their uses, one round trip per key:
+// ~15 us per SmolLM2 layer.) Rows are padded by 16 bytes so that lanes reading one key each hit distinct banks.
 template <int HD>
 constexpr int stage_stride() {
   return HD + 8;
@@ -476,8 +478,10 @@ __device__ __forceinline__ void attention_unit(const PersistentDecodeParams& p, 
 #pragma unroll
         for (int c = 0; c < HD / 8; ++c) {
           const uint4 raw = *reinterpret_cast<const uint4*>(k_row + 8 * c);
-          const float4 qa = *reinterpret_cast<const float4*>(q + 8 * c), qb = *reinterpret_cast<const float4*>(q + 8 * c + 4);
-          const float2 k0 = unpack_bf16x2(raw.x), k1 = unpack_bf16x2(raw.y), k2 = unpack_bf16x2(raw.z), k3 = unpack_bf16x2(raw.w);
+          const float4 qa = *reinterpret_cast<const float4*>(q + 8 * c);
+          const float4 qb = *reinterpret_cast<const float4*>(q + 8 * c + 4);
+          const float2 k0 = unpack_bf16x2(raw.x), k1 = unpack_bf16x2(raw.y);
+          const float2 k2 = unpack_bf16x2(raw.z), k3 = unpack_bf16x2(raw.w);
           float& acc = chain[c & 1];
           acc = fmaf(qa.x, k0.x, fmaf(qa.y, k0.y, fmaf(qa.z, k1.x, fmaf(qa.w, k1.y, acc))));
           acc = fmaf(qb.x, k2.x, fmaf(qb.y, k2.y, fmaf(qb.z, k3.x, fmaf(qb.w, k3.y, acc))));
@@ -504,10 +508,12 @@ __device__ __forceinline__ void attention_unit(const PersistentDecodeParams& p, 
 #pragma unroll
           for (int c = 0; c < kDims / 8; ++c) {
             const uint4 raw = *reinterpret_cast<const uint4*>(v_row + 8 * c);
-            const float2 v0 = unpack_bf16x2(raw.x), v1 = unpack_bf16x2(raw.y), v2 = unpack_bf16x2(raw.z), v3 = unpack_bf16x2(raw.w);
+            const float2 v[4] = {unpack_bf16x2(raw.x), unpack_bf16x2(raw.y), unpack_bf16x2(raw.z),
+                                 unpack_bf16x2(raw.w)};
             float* o = out + 8 * c;
-            o[0] = fmaf(pk, v0.x, o[0]), o[1] = fmaf(pk, v0.y, o[1]), o[2] = fmaf(pk, v1.x, o[2]), o[3] = fmaf(pk, v1.y, o[3]);
-            o[4] = fmaf(pk, v2.x, o[4]), o[5] = fmaf(pk, v2.y, o[5]), o[6] = fmaf(pk, v3.x, o[6]), o[7] = fmaf(pk, v3.y, o[7]);
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+              o[2 * i] = fmaf(pk, v[i].x, o[2 * i]), o[2 * i + 1] = fmaf(pk, v[i].y, o[2 * i + 1]);
           }
         }
       }
@@ -519,7 +525,8 @@ __device__ __forceinline__ void attention_unit(const PersistentDecodeParams& p, 
       if (g == 0) {
 #pragma unroll
         for (int d = 0; d < kDims; d += 4)
-          *reinterpret_cast<float4*>(item_out + item * HD + part * kDims + d) = make_float4(out[d], out[d + 1], out[d + 2], out[d + 3]);
+          *reinterpret_cast<float4*>(item_out + item * HD + part * kDims + d) =
+              make_float4(out[d], out[d + 1], out[d + 2], out[d + 3]);
       }
       if (lane == 0) item_ml[2 * item] = top, item_ml[2 * item + 1] = sum;
     }
@@ -579,7 +586,8 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
 
   // The layers' pointers, in shared memory: read from global memory, every use after a grid barrier (whose acquire
   // invalidates L1) would be a round trip of its own before the loads it addresses.
-  PersistentLayer* layers = reinterpret_cast<PersistentLayer*>(shared + lay.shared_bytes - sizeof(PersistentLayer) * p.n_layers);
+  PersistentLayer* layers =
+      reinterpret_cast<PersistentLayer*>(shared + lay.shared_bytes - sizeof(PersistentLayer) * p.n_layers);
   for (int i = threadIdx.x; i < p.n_layers * int(sizeof(PersistentLayer) / 8); i += kBlockThreads)
     reinterpret_cast<uint64_t*>(layers)[i] = __ldg(reinterpret_cast<const uint64_t*>(p.layers) + i);
   // mbarriers of the two weight buffers (by layer parity) and of the staged keys (a phase per layer), the last layer
@@ -724,7 +732,8 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
 #pragma unroll
       for (int b = 0; b < kSplitBatch; ++b)
         partial[b] = t < pairs_total && b < splits
-                         ? __ldcg(reinterpret_cast<const float2*>(ws.partial_out + (size_t(head) * p.max_splits + b) * HD + d))
+                         ? __ldcg(reinterpret_cast<const float2*>(ws.partial_out +
+                                                                   (size_t(head) * p.max_splits + b) * HD + d))
                          : make_float2(0.0f, 0.0f);
     }
     for (int head = warp; head < p.heads; head += kWarps) {
@@ -761,7 +770,8 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
       }
 #pragma unroll 4
       for (int i = t == threadIdx.x ? kSplitBatch : 0; i < splits; ++i) {  // long contexts, wide rows
-        const float2 v = __ldcg(reinterpret_cast<const float2*>(ws.partial_out + (size_t(head) * p.max_splits + i) * HD + d));
+        const float2 v =
+            __ldcg(reinterpret_cast<const float2*>(ws.partial_out + (size_t(head) * p.max_splits + i) * HD + d));
         out.x = fmaf(weight[i], v.x, out.x), out.y = fmaf(weight[i], v.y, out.y);
       }
       reinterpret_cast<float2*>(vec)[t] = out;
@@ -823,7 +833,8 @@ void check_params(const PersistentDecodeParams& p) {
 }  // namespace
 
 std::string persistent_decode_unsupported(const PersistentDecodeParams& p) {
-  if (p.head_dim != 64 && p.head_dim != 128) return "a head_dim other than 64 / 128 (" + std::to_string(p.head_dim) + ")";
+  if (p.head_dim != 64 && p.head_dim != 128)
+    return "a head_dim other than 64 / 128 (" + std::to_string(p.head_dim) + ")";
   if (p.kv_heads < 1 || p.heads % p.kv_heads != 0 || p.heads / p.kv_heads > kMaxItems / (kStageKeys / 32))
     return "more than 16 query heads per KV head";
   if (p.hidden % 8 != 0 || p.intermediate % 8 != 0) return "hidden or intermediate widths that are not multiples of 8";
