@@ -91,6 +91,17 @@ struct Workspace {
 
 __device__ __forceinline__ void compute_sync() { asm volatile("bar.sync 1, %0;\n" ::"n"(kThreads) : "memory"); }
 
+// The compute threads' shared-memory flags to the producer warp (copy_allowed, keys_free): one thread raises a
+// flag after its side's accesses (a release through the block fence); the producer polls, then fences (acquire).
+__device__ __forceinline__ void raise_flag(int* flag, int value) {
+  __threadfence_block();
+  *static_cast<volatile int*>(flag) = value;
+}
+__device__ __forceinline__ void wait_flag(int* flag, int value, int pause_ns) {
+  while (*static_cast<volatile int*>(flag) < value) __nanosleep(pause_ns);
+  __threadfence_block();
+}
+
 
 __device__ __forceinline__ unsigned long long global_timer() {
   unsigned long long t;
@@ -246,22 +257,16 @@ __device__ __forceinline__ float warp_dot(const bf16* row, const float* v, int n
   return warp_sum(sum);
 }
 
-// out[i] = weight[i] * x[i] / rms(x) over a row of n floats (n a multiple of 4), x from global memory written by
-// other blocks (L2 reads), or from a bf16 embedding row when `embedding` is set. (weight * x is rounded before the
-// scaling: not the per-op kernel's order, which is weight * (x * inv).)
-__device__ __forceinline__ void load_normed(const float* x, const bf16* embedding, const float* weight, int n,
-                                            float eps, float* out, float* scratch) {
+// Layer 0's input: out[i] = weight[i] * x[i] / rms(x) over the bf16 embedding row x (n a multiple of 4). (weight * x
+// is rounded before the scaling: not the per-op kernel's order, which is weight * (x * inv).)
+__device__ __forceinline__ void load_normed_embedding(const bf16* embedding, const float* weight, int n, float eps,
+                                                      float* out, float* scratch) {
   float squares = 0.0f;
 #pragma unroll 1
   for (int q = threadIdx.x; q < n / 4; q += kThreads) {
-    float4 v;
-    if (embedding) {
-      const uint2 raw = __ldg(reinterpret_cast<const uint2*>(embedding) + q);
-      const float2 a = unpack_bf16x2(raw.x), b = unpack_bf16x2(raw.y);
-      v = make_float4(a.x, a.y, b.x, b.y);
-    } else {
-      v = __ldcg(reinterpret_cast<const float4*>(x) + q);
-    }
+    const uint2 raw = __ldg(reinterpret_cast<const uint2*>(embedding) + q);
+    const float2 a = unpack_bf16x2(raw.x), b = unpack_bf16x2(raw.y);
+    const float4 v = make_float4(a.x, a.y, b.x, b.y);
     squares = fmaf(v.x, v.x, fmaf(v.y, v.y, fmaf(v.z, v.z, fmaf(v.w, v.w, squares))));
     // The weight is read here, beside x, not after the reduction (a second round trip per norm).
     const float4 g = __ldg(reinterpret_cast<const float4*>(weight) + q);
@@ -274,17 +279,23 @@ __device__ __forceinline__ void load_normed(const float* x, const bf16* embeddin
   compute_sync();
 }
 
-// The norm of a row whose owners published their rows' sums of squares (Workspace::row_squares): out = weight * x
-// from one round trip (x, the weight, and warp 0 reading the grid's sums beside them), no block reduction; returns
-// 1 / rms(x), which the caller applies to its dot products (dot(w, weight * x) * inv).
-__device__ __forceinline__ float load_weighted(const float* x, const float* weight, const float* row_squares, int n,
-                                               float eps, float* out, float* scratch) {
+// 1 / rms of a row of n floats from the sums of squares its owners published (Workspace::row_squares), by warp 0
+// into scratch[0]; the caller syncs before reading it.
+__device__ __forceinline__ void published_inv(const float* row_squares, int n, float eps, float* scratch) {
   if (threadIdx.x < 32) {
     float squares = 0.0f;
     for (int b = threadIdx.x; b < gridDim.x; b += 32) squares += __ldcg(row_squares + b);
     squares = warp_sum(squares);
     if (threadIdx.x == 0) scratch[0] = 1.0f / sqrtf(squares / static_cast<float>(n) + eps);
   }
+}
+
+// The norm of a row whose owners published their rows' sums of squares: out = weight * x from one round trip (x, the
+// weight, and warp 0 reading the grid's sums beside them), no block reduction; returns 1 / rms(x), which the caller
+// applies to its dot products (dot(w, weight * x) * inv).
+__device__ __forceinline__ float load_weighted(const float* x, const float* weight, const float* row_squares, int n,
+                                               float eps, float* out, float* scratch) {
+  published_inv(row_squares, n, eps, scratch);
 #pragma unroll 1
   for (int q = threadIdx.x; q < n / 4; q += kThreads) {
     const float4 v = __ldcg(reinterpret_cast<const float4*>(x) + q);
@@ -370,7 +381,9 @@ __device__ __forceinline__ void stage_keys(const PersistentDecodeParams& p, cons
 }
 
 // This block's attention unit for the step (at most one per block: max_splits <= grid / kv_heads), computed alike by
-// the compute threads and the producer warp.
+// the compute threads and the producer warp. Every unit has keys: the last split starts at (splits - 1) x
+// ceil(seq_len / splits) < seq_len whenever (splits - 1)^2 < seq_len, which holds as seq_len > 128 (splits - 1) and
+// splits <= 128 (persistent_decode_max_splits); so every unit writes its partials in its last piece's merge.
 struct UnitKeys {
   int splits, kv_head, split, key_begin, key_end;
   bool has_unit;
@@ -560,13 +573,6 @@ __device__ __forceinline__ void attention_unit(const PersistentDecodeParams& p, 
       head_ml[2 * j] = next_ml[2 * j], head_ml[2 * j + 1] = next_ml[2 * j + 1];
     compute_sync();
   }
-  if (key_begin >= key_end)  // a unit without keys (none while splits <= 128): an empty partial (P3 weighs it 0)
-    for (int t = threadIdx.x; t < group * HD; t += kThreads) {
-      const int j = t / HD, d = t % HD;
-      const size_t at = size_t(kv_head * group + j) * p.max_splits + split;
-      ws.partial_out[at * HD + d] = 0.0f;
-      if (d == 0) ws.partial_ml[2 * at] = -INFINITY, ws.partial_ml[2 * at + 1] = 0.0f;
-    }
   if (stamps && threadIdx.x == 0) stamps[3] = global_timer();
   compute_sync();  // the shared buffers are reused by the next layer
 }
@@ -611,8 +617,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
     // compute threads, ~4k cp.async per unit and layer made the units the last to leave P3.)
     auto copy_weights = [&](int layer) {
       if (lane == 0) {
-        while (*static_cast<volatile int*>(&copy_allowed) < layer) __nanosleep(128);
-        __threadfence_block();  // acquire: the compute threads' reads of this buffer (layer - 2) come before its refill
+        wait_flag(&copy_allowed, layer, 128);  // the compute threads' reads of this buffer (layer - 2) are over
         for (int piece = 0; piece < kCopyPieces; ++piece)
           copy_layer_piece(piece, layers[layer], slices_at(shared + (layer & 1) * lay.slice_bytes, lay), p,
                            lay.pairs, &bars[layer & 1]);
@@ -633,8 +638,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
     for (int layer = 0; layer < p.n_layers; ++layer) {
       if (layer > 0) copy_weights(layer);
       if (!unit.has_unit) continue;
-      while (*static_cast<volatile int*>(&keys_free) < layer) __nanosleep(64);
-      __threadfence_block();  // acquire: the previous layer's reads of the staging rows are over
+      wait_flag(&keys_free, layer, 64);  // the previous layer's reads of the staging rows are over
       stage_keys<HD>(p, layers[layer], unit.kv_head, unit.key_begin, staged, position, stage_k, stage_v, stage_rows,
                      lane, 32);
       cp_async_arrive_noinc(&keys_bar);
@@ -659,10 +663,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
   // Thread 0, in layer L's P2: the producer may copy layer L + 1 into the buffer layer L - 1 used (done: barriers
   // since). Not earlier: a layer's ~60 KB of copies per SM delay the loads issued beside them by ~2 us, and P2 is
   // the phase where 100+ blocks have nothing to load (the attention units allow it once their own loads are in).
-  auto allow_copies = [&](int layer) {
-    __threadfence_block();
-    *static_cast<volatile int*>(&copy_allowed) = layer + 1;
-  };
+  auto allow_copies = [&](int layer) { raise_flag(&copy_allowed, layer + 1); };
   const bf16* embedding = p.embed + size_t(token) * p.hidden;
   const RowRange hidden_rows = row_range(p.hidden), qkv_rows = row_range(qkv_width),
                  mlp_rows = row_range(p.intermediate);
@@ -695,7 +696,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
     // P1: norm, q / k / v rows.
     float inv = 1.0f;
     if (layer == 0)
-      load_normed(nullptr, embedding, w.input_norm, p.hidden, p.hidden_norm_eps, vec, scratch);
+      load_normed_embedding(embedding, w.input_norm, p.hidden, p.hidden_norm_eps, vec, scratch);
     else
       inv = load_weighted(ws.x, w.input_norm, ws.row_squares + kMaxGrid, p.hidden, p.hidden_norm_eps, vec, scratch);
     stamp(layer, 1);
@@ -711,10 +712,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
       attention_unit<HD>(p, w, ws, attention_shared, stage_k, stage_v, rope_table, kv_head, split, key_begin, key_end,
                          position, stamps ? stamps + kPersistentDetailStamps * layer : nullptr,
                          [&] { allow_copies(layer); }, [&] { mbarrier_wait(&keys_bar, layer & 1); });
-      if (threadIdx.x == 0) {  // the staging rows are free for the producer (attention_unit ends with a sync)
-        __threadfence_block();
-        *static_cast<volatile int*>(&keys_free) = layer + 1;
-      }
+      if (threadIdx.x == 0) raise_flag(&keys_free, layer + 1);  // the staging rows are free (attention_unit synced)
     } else if (threadIdx.x == 0) {
       allow_copies(layer);
     }
@@ -811,8 +809,13 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
     barrier();
   }
   allow_next_kernel_to_start();  // lm_head may get scheduled; it still waits for this kernel to complete
-  load_normed(ws.x, nullptr, p.final_norm, p.hidden, p.hidden_norm_eps, vec, scratch);
-  for (int row = hidden_rows.first + threadIdx.x; row < hidden_rows.end; row += kThreads) p.normed_out[row] = vec[row];
+  // The final norm of the block's own rows (in `own`): only the grid's published sums of squares are read.
+  published_inv(ws.row_squares + kMaxGrid, p.hidden, p.hidden_norm_eps, scratch);
+  compute_sync();
+  for (int i = threadIdx.x; i < hidden_rows.end - hidden_rows.first; i += kThreads) {
+    const int row = hidden_rows.first + i;
+    p.normed_out[row] = (__ldg(p.final_norm + row) * own[i]) * scratch[0];
+  }
   if (trace && threadIdx.x == 0) trace[1 + 2 * barriers] = global_timer();
   if (clock && threadIdx.x == 0)
     for (int k = 0; k < kPersistentPhases; ++k)
