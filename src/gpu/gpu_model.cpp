@@ -243,17 +243,19 @@ void GpuModel::allocate_persistent_decode() {
   persistent_workspace_ = cuda::DeviceBuffer<uint8_t>(kernels::persistent_decode_workspace_bytes(p, p.max_splits));
   persistent_barrier_ = cuda::DeviceBuffer<unsigned long long>(1);
   persistent_barrier_.fill_bytes(0);
-  persistent_trace_ = cuda::DeviceBuffer<unsigned long long>(kernels::persistent_decode_trace_size(c.layers, grid));
-  persistent_trace_.fill_bytes(0);
+  if (options_.trace_persistent_decode) {
+    persistent_trace_ = cuda::DeviceBuffer<unsigned long long>(kernels::persistent_decode_trace_size(c.layers, grid));
+    persistent_trace_.fill_bytes(0);
+  }
   p.workspace = persistent_workspace_.data();
   p.barrier = persistent_barrier_.data();
-  p.trace = persistent_trace_.data();
+  p.trace = persistent_trace_.data();  // null unless traced
   p.layers = persistent_layers_.data();
   persistent_ = p;
 }
 
 std::optional<GpuModel::PersistentPhaseTimes> GpuModel::persistent_phase_times() const {
-  if (!persistent_decode_active()) return std::nullopt;
+  if (!persistent_decode_active() || persistent_trace_.size() == 0) return std::nullopt;
   TACHYON_CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
   std::vector<unsigned long long> t(persistent_trace_.size());
   TACHYON_CUDA_CHECK(cudaMemcpy(t.data(), persistent_trace_.data(), t.size() * sizeof(t[0]), cudaMemcpyDeviceToHost));

@@ -62,6 +62,9 @@ struct GpuModelOptions {
   // window, head_dim 64 or 128 unpadded, one layer's weight slices fitting a block's shared memory); other passes,
   // and models that do not qualify, take the kernel-per-op path. persistent_decode_active() tells which.
   bool persistent_decode = false;
+  // With persistent_decode: record its per-phase clocks (persistent_phase_times(), `tachyon bench`); off, the kernel
+  // reads no clock and writes no trace.
+  bool trace_persistent_decode = false;
 };
 
 // Device int32 arrays describing one pass of 1..16 tokens (AttentionBatch's fields). One sequence (the

@@ -179,6 +179,7 @@ int run_bench(const BenchOptions& o) {
   if (!o.experts.empty()) model_options.experts = gpu::parse_expert_format(o.experts, "--experts");
   model_options.fp8 = gpu::parse_fp8_weights(o.fp8, "--fp8");
   model_options.persistent_decode = o.persistent;
+  model_options.trace_persistent_decode = o.persistent;  // the phase times it prints
 
   const auto load_start = std::chrono::steady_clock::now();
   std::unique_ptr<gpu::GpuModel> model;
