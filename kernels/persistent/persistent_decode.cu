@@ -404,8 +404,7 @@ __device__ __forceinline__ void cp_async_arrive_noinc(uint64_t* bar) {
 // P2 for one (KV head, split) unit: softmax partials of the unit's keys for the group's query heads, in base 2
 // (q is pre-scaled by log2(e); the combine in P3 uses exp2 too). The work items are (query head, 32 staged keys):
 // a warp takes one item at a time (lane = key for the scores; lane = a quarter of the keys x 8 or 16 dims for the
-// values), so no warp carries
-// state for several heads, and the items' partials meet in shared memory. (A version with every warp looping over
+// values), so no warp carries state for several heads, and the items' partials meet in shared memory. (A version with every warp looping over
 // all heads spent ~5.5 us per SmolLM2 layer here, issue-bound on its run-time loops.)
 // `loaded` runs in thread 0 once the unit's global reads are done (q, the new k / v, the staged keys);
 // `first_piece_staged` waits for the producer warp's staging of the first kStageKeys keys.
