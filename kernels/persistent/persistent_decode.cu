@@ -12,6 +12,7 @@
 #include "common/launch.cuh"
 #include "cuda/cuda_check.h"
 #include "cuda/stream.h"
+#include "persistent/grid_barrier.cuh"
 
 namespace tachyon::kernels {
 
@@ -29,7 +30,6 @@ constexpr int kStageKeys = 128;      // keys of a unit staged in shared memory a
 constexpr int kMaxItems = 64;        // P2's work items per piece: group x kStageKeys / 32 (bounds the group)
 constexpr int kSplitBatch = 8;       // key splits whose partial outputs P3 loads before the combine
 constexpr int kSplitsPerLane = 4;    // P3 weighs a head's splits in one warp: at most 128 splits
-constexpr int kBarrierPollLimit = 1 << 23;  // grid-barrier polls (~64 ns + an L2 round trip each) before a trap
 constexpr int kMaxGrid = 1024;       // blocks whose sums of squares the workspace holds (Workspace::row_squares)
 
 // Block-private row slices of one layer's matrices and the shared-memory carve-up, the same on host and device.
@@ -102,49 +102,6 @@ __device__ __forceinline__ void wait_flag(int* flag, int value, int pause_ns) {
   __threadfence_block();
 }
 
-
-__device__ __forceinline__ unsigned long long global_timer() {
-  unsigned long long t;
-  asm volatile("mov.u64 %0, %globaltimer;" : "=l"(t));
-  return t;
-}
-
-// Every block arrives once per barrier; the counter only grows, so the target is the end of this ticket's round.
-// The arrival is a release add and the wait an acquire poll, after and before __syncthreads (which order the other
-// threads' accesses with thread 0's), as CUTLASS's grid barrier does; cross-block data is then read with
-// ld.global.cg (L2), never through L1. The poll backs off so that 100+ waiting blocks do not keep one L2 slice busy.
-// trace (block 0 only, may be null): the arrival and release times go to trace[0] and trace[1]. clock (shared, may
-// be null): [0] the block's last release, [1 + phase] its work per phase summed (PersistentDecodeParams::trace).
-__device__ __forceinline__ void grid_barrier(unsigned long long* counter, unsigned long long* trace,
-                                             unsigned long long* clock, int phase) {
-  compute_sync();
-  unsigned long long ticket = 0;
-  if (threadIdx.x == 0) {
-    if (clock) {
-      const unsigned long long now = global_timer();
-      clock[1 + phase] += now - clock[0];
-      if (trace) trace[0] = now;
-    }
-    asm volatile("atom.add.release.gpu.global.u64 %0, [%1], 1;\n" : "=l"(ticket) : "l"(counter) : "memory");
-  }
-  if (threadIdx.x == 0) {
-    const unsigned long long target = (ticket / gridDim.x + 1) * gridDim.x;
-    unsigned long long seen;
-    for (int polls = 0;; ++polls) {
-      asm volatile("ld.acquire.gpu.global.u64 %0, [%1];\n" : "=l"(seen) : "l"(counter) : "memory");
-      if (seen >= target) break;
-      __nanosleep(64);
-      // Seconds without the grid arriving (a block that could not become resident on a GPU shared with other work,
-      // or a bug): fail the launch with an error instead of hanging the process.
-      if (polls > kBarrierPollLimit) __trap();
-    }
-    if (clock) {
-      clock[0] = global_timer();
-      if (trace) trace[1] = clock[0];
-    }
-  }
-  compute_sync();
-}
 
 // Weights reach shared memory through the Tensor Memory Accelerator's bulk copies (cp.async.bulk, one instruction
 // per matrix slice, completion counted in bytes on an mbarrier). Per-thread cp.async of the whole layer (~95 KB of
@@ -656,7 +613,8 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
   }
   int barriers = 0;
   auto barrier = [&] {
-    grid_barrier(p.barrier, trace ? trace + 1 + 2 * barriers : nullptr, clock, barriers % kPersistentPhases);
+    grid_barrier(p.barrier, trace ? trace + 1 + 2 * barriers : nullptr, clock, barriers % kPersistentPhases,
+                 [] { compute_sync(); });
     ++barriers;
   };
   // Thread 0, in layer L's P2: the producer may copy layer L + 1 into the buffer layer L - 1 used (done: barriers

@@ -168,134 +168,6 @@ void GpuModel::allocate_runtime() {
   TACHYON_CUDA_CHECK(cudaDeviceSynchronize());  // weights filled on the legacy stream must be visible to stream_
 }
 
-kernels::PersistentDecodeParams GpuModel::persistent_decode_shape() const {
-  const GpuModelConfig& c = config_;
-  kernels::PersistentDecodeParams p;
-  p.n_layers = c.layers;
-  p.hidden = c.hidden_padded;
-  p.intermediate = c.intermediate_padded;
-  p.heads = c.heads;
-  p.kv_heads = c.kv_heads;
-  p.head_dim = c.head_dim_padded;  // padded heads: zero rows of q / k / v, zero columns of o (gpu_weights.h)
-  p.hidden_norm_eps = c.hidden_norm_eps();
-  // The padded head's mean square is head_dim / head_dim_padded times the real one's (as prologue_for).
-  p.head_norm_eps = c.rms_eps * static_cast<float>(c.head_dim) / static_cast<float>(c.head_dim_padded);
-  p.attention_scale = c.attention_scale;
-  p.rotary_dim = c.rope.rotary_dim;
-  p.rope_interleaved = c.rope.interleaved;
-  p.page_size = options_.page_size;
-  return p;
-}
-
-std::string GpuModel::persistent_decode_unsupported() const {
-  const GpuModelConfig& c = config_;
-  if (c.family != GpuFamily::Llama && c.family != GpuFamily::Qwen2 && c.family != GpuFamily::Qwen3)
-    return "only dense Llama / Qwen2 / Qwen3 models (this is " + c.family_name() + ")";
-  if (c.experts > 0) return "mixture-of-experts layers";
-  if (c.attention_sinks) return "attention sinks";
-  for (int layer = 0; layer < c.layers; ++layer)
-    if (c.sliding_window(layer) > 0) return "sliding-window layers";
-  if (c.fp8.attention || c.fp8.mlp) return "FP8 attention or MLP weights";
-  return kernels::persistent_decode_unsupported(persistent_decode_shape());  // the kernel's own shape limits
-}
-
-void GpuModel::allocate_persistent_decode() {
-  const std::string why = persistent_decode_unsupported();
-  if (!why.empty()) {
-    if (options_.progress) std::fprintf(stderr, "persistent decode: not used (%s)\n", why.c_str());
-    return;
-  }
-  const GpuModelConfig& c = config_;
-  kernels::PersistentDecodeParams p = persistent_decode_shape();
-  p.embed = weights_.embed;
-  p.final_norm = weights_.final_norm;
-  p.rope_inv_freq = rope_inv_freq_.data();
-  p.rope_attention_factor = rope_attention_factor_;
-  p.block_table = block_table_.data();
-  p.normed_out = normed_.data();
-  const int grid = kernels::persistent_decode_grid(p);
-  if (grid == 0) {
-    if (options_.progress)
-      std::fprintf(stderr, "persistent decode: not used (a layer's weight slices need %zu bytes of shared memory per "
-                   "block)\n", kernels::persistent_decode_shared_bytes(p, cuda::current_device_info().multiprocessors));
-    return;
-  }
-  std::vector<kernels::PersistentLayer> layers(c.layers);
-  for (int layer = 0; layer < c.layers; ++layer) {
-    const GpuLayerWeights& L = weights_.layers[layer];
-    kernels::PersistentLayer& out = layers[layer];
-    out.qkv = L.qkv;
-    out.qkv_bias = L.qkv_bias;
-    out.q_norm = L.q_norm;
-    out.k_norm = L.k_norm;
-    out.o = L.o;
-    out.o_bias = L.o_bias;
-    out.gate_up = L.gate_up;
-    out.down = L.down;
-    out.input_norm = L.input_norm;
-    out.post_attention_norm = L.post_attention_norm;
-    const kernels::PagedKvCache cache = layer_cache(layer, block_table_.data());
-    out.k_pages = cache.k_pages;
-    out.v_pages = cache.v_pages;
-  }
-  persistent_layers_ = cuda::DeviceBuffer<kernels::PersistentLayer>(layers);
-  p.max_splits = kernels::persistent_decode_max_splits(p, grid, capacity_);
-  persistent_workspace_ = cuda::DeviceBuffer<uint8_t>(kernels::persistent_decode_workspace_bytes(p, p.max_splits));
-  persistent_barrier_ = cuda::DeviceBuffer<unsigned long long>(1);
-  persistent_barrier_.fill_bytes(0);
-  if (options_.trace_persistent_decode) {
-    persistent_trace_ = cuda::DeviceBuffer<unsigned long long>(kernels::persistent_decode_trace_size(c.layers, grid));
-    persistent_trace_.fill_bytes(0);
-  }
-  p.workspace = persistent_workspace_.data();
-  p.barrier = persistent_barrier_.data();
-  p.trace = persistent_trace_.data();  // null unless traced
-  p.layers = persistent_layers_.data();
-  persistent_ = p;
-}
-
-std::optional<GpuModel::PersistentPhaseTimes> GpuModel::persistent_phase_times() const {
-  if (!persistent_decode_active() || persistent_trace_.size() == 0) return std::nullopt;
-  TACHYON_CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
-  std::vector<unsigned long long> t(persistent_trace_.size());
-  TACHYON_CUDA_CHECK(cudaMemcpy(t.data(), persistent_trace_.data(), t.size() * sizeof(t[0]), cudaMemcpyDeviceToHost));
-  if (t[1 + 2 * size_t(config_.layers * kernels::kPersistentPhases)] == 0) return std::nullopt;
-  PersistentPhaseTimes times;
-  const int phases = kernels::kPersistentPhases, layers = config_.layers;
-  for (int layer = 0; layer < layers; ++layer)
-    for (int phase = 0; phase < phases; ++phase) {
-      const size_t arrival = 1 + 2 * size_t(layer * phases + phase);
-      times.work_us[phase] += (t[arrival] - t[arrival - 1]) / 1e3 / layers;  // from the previous release (or start)
-      times.barrier_us[phase] += (t[arrival + 1] - t[arrival]) / 1e3 / layers;
-    }
-  // Every block's work per phase and layer: the slowest block and the median.
-  const size_t clocks = kernels::persistent_decode_block_clocks_at(layers);
-  const size_t grid = (t.size() - clocks) / phases;
-  for (int phase = 0; phase < phases; ++phase) {
-    std::vector<std::pair<double, int>> work(grid);
-    for (size_t b = 0; b < grid; ++b) work[b] = {t[clocks + b * phases + phase] / 1e3 / layers, static_cast<int>(b)};
-    std::sort(work.begin(), work.end());
-    times.slowest_block_us[phase] = work.back().first;
-    times.slowest_block[phase] = work.back().second;
-    times.median_block_us[phase] = work[grid / 2].first;
-  }
-  const size_t end = 1 + 2 * size_t(layers * phases);
-  times.final_norm_us = (t[end] - t[end - 1]) / 1e3;
-  times.total_us = (t[end] - t[0]) / 1e3;
-  // Detail stamps, each from the release that starts its phase (PersistentDecodeParams::trace): barrier k's release
-  // is t[2 + 2k], and a layer has `phases` barriers.
-  for (int layer = 0; layer < layers; ++layer) {
-    const size_t first_barrier = size_t(layer) * phases;
-    const size_t p1_start = layer == 0 ? 0 : 2 * first_barrier, p2_start = 2 + 2 * first_barrier;
-    const size_t starts[kernels::kPersistentDetailStamps] = {p1_start, p1_start, p2_start, p2_start, p2_start + 2};
-    for (int k = 0; k < kernels::kPersistentDetailStamps; ++k) {
-      const unsigned long long at = t[end + 1 + size_t(layer) * kernels::kPersistentDetailStamps + k];
-      times.detail_stamps_us[k] += (double(at) - double(t[starts[k]])) / 1e3 / layers;
-    }
-  }
-  return times;
-}
-
 kernels::PagedKvCache GpuModel::layer_cache(int layer, const int* block_table) const {
   const size_t layer_elements = static_cast<size_t>(capacity_) * config_.kv_width();
   kernels::PagedKvCache cache;
@@ -372,11 +244,19 @@ void GpuModel::enqueue_pass(const PassInputs& in, int n, int max_seq_len, float*
   const GpuModelConfig& c = config_;
   const GpuWeights& w = weights_;
   if (persistent_decode_active() && n == 1 && in.n_sequences == 1 && !in.block_table && !in.features) {
-    kernels::PersistentDecodeParams p = persistent_;
-    p.token = in.tokens;
-    p.position = in.positions;
-    p.seq_len = in.seq_lens;
-    kernels::persistent_decode(p, stream);  // embedding .. final norm into normed_
+    if (persistent_.layers) {
+      kernels::PersistentDecodeParams p = persistent_;
+      p.token = in.tokens;
+      p.position = in.positions;
+      p.seq_len = in.seq_lens;
+      kernels::persistent_decode(p, stream);  // embedding .. final norm into normed_
+    } else {
+      kernels::StreamDecodeParams p = persistent_stream_;
+      p.token = in.tokens;
+      p.position = in.positions;
+      p.seq_len = in.seq_lens;
+      kernels::persistent_stream_decode(p, stream);
+    }
     dense_gemv(w.lm_head_fp8, w.lm_head, nullptr, normed_.data(), logits, n, c.vocab, c.hidden_padded, stream);
     return;
   }

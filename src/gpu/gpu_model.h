@@ -30,6 +30,7 @@
 #include "gpu/gpu_weights.h"
 #include "gpu/kv_block_allocator.h"
 #include "persistent/persistent_decode.h"
+#include "persistent/persistent_stream.h"
 #include "loader/checkpoint.h"
 
 namespace tachyon::gpu {
@@ -65,6 +66,9 @@ struct GpuModelOptions {
   // With persistent_decode: record its per-phase clocks (persistent_phase_times(), `tachyon bench`); off, the kernel
   // reads no clock and writes no trace.
   bool trace_persistent_decode = false;
+  // With persistent_decode: use the streamed kernel even where the resident one fits (tests of the streamed kernel
+  // on small dense shapes).
+  bool force_streamed_persistent = false;
 };
 
 // Device int32 arrays describing one pass of 1..16 tokens (AttentionBatch's fields). One sequence (the
@@ -186,7 +190,14 @@ class GpuModel {
   // ([layer][token * top_k + j]; empty for dense layers). Synchronizes.
   std::vector<std::vector<int>> last_routing(int n_tokens) const;
   // Whether one-token passes run as the persistent kernel (options.persistent_decode and the model qualifies).
-  bool persistent_decode_active() const { return persistent_.layers != nullptr; }
+  bool persistent_decode_active() const {
+    return persistent_.layers != nullptr || persistent_stream_.layers != nullptr;
+  }
+  // Which persistent kernel runs one-token passes: "resident" (a small dense model's layers copied into shared
+  // memory a layer ahead), "streamed" (weights read from HBM as used: MoE and larger models) or "" (none).
+  std::string persistent_kernel_name() const {
+    return persistent_.layers ? "resident" : persistent_stream_.layers ? "streamed" : "";
+  }
   // Why the model does not qualify for the persistent kernel ("" when it does).
   std::string persistent_decode_unsupported() const;
   // Where the last persistent pass spent its time (block 0's clock), means over the layers, in microseconds:
@@ -203,7 +214,16 @@ class GpuModel {
     double slowest_block_us[kernels::kPersistentPhases] = {}, median_block_us[kernels::kPersistentPhases] = {};
     int slowest_block[kernels::kPersistentPhases] = {};
   };
-  std::optional<PersistentPhaseTimes> persistent_phase_times() const;
+  std::optional<PersistentPhaseTimes> persistent_phase_times() const;  // the resident kernel's
+  // The streamed kernel's, per phase (kernels::kStreamPhaseNames) and layer: every block's work (from its release of
+  // the previous barrier to its arrival) as the median and the slowest block, and block 0's wait at the barrier.
+  struct StreamPhaseTimes {
+    double median_block_us[kernels::kStreamPhases] = {}, slowest_block_us[kernels::kStreamPhases] = {};
+    double block0_wait_us[kernels::kStreamPhases] = {};
+    int slowest_block[kernels::kStreamPhases] = {};
+    double total_us = 0;  // block 0's whole pass
+  };
+  std::optional<StreamPhaseTimes> streamed_phase_times() const;
   // With record_router_margins: [layer][token] margins of the last prefill (empty for dense layers).
   const std::vector<std::vector<float>>& prefill_router_margins() const { return prefill_router_margins_; }
 
@@ -228,9 +248,15 @@ class GpuModel {
   void prefill_moe(int layer, int m);
   void record_router_margins(int layer, int m);
   void allocate_prefill();
+  // The persistent kernels (gpu_model_persistent.cpp): the resident one where it qualifies and fits, else the
+  // streamed one; their shape fields (no device pointers) from the config; why each does not qualify ("" if it does).
   void allocate_persistent_decode();
-  // The persistent kernel's shape fields (no device pointers) from the config.
+  bool allocate_resident_persistent();  // false: a layer's slices do not fit a block's shared memory twice
+  void allocate_streamed_persistent();
   kernels::PersistentDecodeParams persistent_decode_shape() const;
+  kernels::StreamDecodeParams persistent_stream_shape() const;
+  std::string resident_persistent_unsupported() const;
+  std::string streamed_persistent_unsupported() const;
 
   GpuModelConfig config_;
   GpuModelOptions options_;
@@ -274,6 +300,8 @@ class GpuModel {
   // per-layer pointer table, scratch and grid-barrier counter.
   kernels::PersistentDecodeParams persistent_;
   cuda::DeviceBuffer<kernels::PersistentLayer> persistent_layers_;
+  kernels::StreamDecodeParams persistent_stream_;  // the streamed kernel's (layers == nullptr: not used)
+  cuda::DeviceBuffer<kernels::StreamLayer> persistent_stream_layers_;
   cuda::DeviceBuffer<uint8_t> persistent_workspace_;
   cuda::DeviceBuffer<unsigned long long> persistent_barrier_;
   cuda::DeviceBuffer<unsigned long long> persistent_trace_;  // kernels::PersistentDecodeParams::trace

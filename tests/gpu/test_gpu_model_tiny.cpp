@@ -153,27 +153,41 @@ TEST_P(GpuTinyModel, GreedyGraphDecodeMatchesCpu) {
               n);
 }
 
-// The persistent one-token pass (GpuModelOptions::persistent_decode) on the dense fixtures: padded heads (8..32 of
-// 64), q / k norms, biases, llama3 RoPE. Single steps after a 16-token pass against the CPU, and greedy through the
-// graph decode loop. The MoE and gpt-oss fixtures must decline it (the kernel-per-op path runs them).
-TEST_P(GpuTinyModel, PersistentDecodeMatchesCpu) {
-  SKIP_WITHOUT_GPU();
-  TinyFixture& f = fixture(GetParam());
+// The persistent one-token passes (GpuModelOptions::persistent_decode) on the fixtures: padded heads (8..32 of 64),
+// q / k norms, biases, llama3 RoPE, routed experts with and without renormalized weights. Single steps after a
+// 16-token pass against the CPU, and greedy through the graph decode loop. The dense fixtures take the resident
+// kernel by default, the Qwen3-MoE ones the streamed kernel; gpt-oss declines both (the kernel-per-op path runs it).
+void expect_persistent_matches_cpu(TinyFixture& f, const std::string& name, bool force_streamed) {
   GpuModelOptions options;
   options.persistent_decode = true;
+  options.force_streamed_persistent = force_streamed;
   auto model = gpu_model(f, options);
-  const bool dense = GetParam() == "llama" || GetParam() == "qwen2" || GetParam() == "qwen3";
-  ASSERT_EQ(model->persistent_decode_active(), dense) << model->persistent_decode_unsupported();
-  if (!dense) GTEST_SKIP() << "declined as expected: " << model->persistent_decode_unsupported();
+  const bool dense = name == "llama" || name == "qwen2" || name == "qwen3";
+  const bool moe = name == "qwen3_moe" || name == "qwen3_moe_unnormalized";
+  const std::string expected = force_streamed ? (dense || moe ? "streamed" : "")
+                                              : (dense ? "resident" : moe ? "streamed" : "");
+  ASSERT_EQ(model->persistent_kernel_name(), expected) << model->persistent_decode_unsupported();
+  if (expected.empty()) GTEST_SKIP() << "declined as expected: " << model->persistent_decode_unsupported();
   KvCache cache = f.cpu->new_cache();
   const auto [gpu_rows, cpu_rows] = pass_then_steps(*model, *f.cpu, cache, f.prompt, f.prompt.size() / 2);
   const double worst = max_relative_error(gpu_rows, cpu_rows, f.vocab);
-  std::printf("[ %s ] persistent single steps after a 16-token pass: vs CPU %.3g\n", GetParam().c_str(), worst);
+  std::printf("[ %s ] %s persistent single steps after a 16-token pass: vs CPU %.3g\n", name.c_str(), expected.c_str(),
+              worst);
   EXPECT_LE(worst, kCpuBound) << "per row: " << row_errors(gpu_rows, cpu_rows, f.vocab);
   model->truncate(0);
   auto probe = gpu_model(f);
   expect_graph_greedy_matches_cpu(*model, *probe, *f.cpu, f.prompt, static_cast<int>(f.reference_greedy.size()),
-                                  GetParam() + " persistent greedy vs CPU");
+                                  name + " " + expected + " persistent greedy vs CPU");
+}
+
+TEST_P(GpuTinyModel, PersistentDecodeMatchesCpu) {
+  SKIP_WITHOUT_GPU();
+  expect_persistent_matches_cpu(fixture(GetParam()), GetParam(), false);
+}
+
+TEST_P(GpuTinyModel, StreamedPersistentDecodeMatchesCpu) {
+  SKIP_WITHOUT_GPU();
+  expect_persistent_matches_cpu(fixture(GetParam()), GetParam(), true);
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, GpuTinyModel,

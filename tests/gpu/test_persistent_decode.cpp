@@ -45,15 +45,29 @@ struct Pair {
   std::unique_ptr<GpuModel> persistent, per_op;
 };
 
-Pair models(const nlohmann::json& config, int64_t kv_positions) {
+Pair models(const nlohmann::json& config, int64_t kv_positions, bool force_streamed = false) {
   GpuModelOptions options;
   options.kv_positions = kv_positions;
   options.progress = false;
   Pair pair;
   pair.per_op = GpuModel::random(config, "test config", 11, options);
   options.persistent_decode = true;
+  options.force_streamed_persistent = force_streamed;
   pair.persistent = GpuModel::random(config, "test config", 11, options);
   return pair;
+}
+
+// A Qwen3-MoE config: routed layers except `dense_layers` (mlp_only_layers).
+nlohmann::json moe_config(int hidden, int heads, int kv_heads, int experts, int top_k, int moe_width,
+                          int intermediate, int layers, int vocab, bool renormalize, std::vector<int> dense_layers) {
+  nlohmann::json c = small_config("Qwen3MoeForCausalLM", hidden, heads, kv_heads, 128, intermediate, layers, vocab);
+  c["num_experts"] = experts;
+  c["num_experts_per_tok"] = top_k;
+  c["moe_intermediate_size"] = moe_width;
+  c["norm_topk_prob"] = renormalize;
+  c["decoder_sparse_step"] = 1;
+  c["mlp_only_layers"] = dense_layers;
+  return c;
 }
 
 // Prefills `context` random tokens into both, then `steps` single-token passes; returns the worst row error.
@@ -73,6 +87,12 @@ double compare_steps(Pair& pair, int context, int steps, const std::string& what
     const std::vector<int32_t> one{token};
     const std::vector<float> ours = pair.persistent->forward_to_host(one);
     reference = pair.per_op->forward_to_host(one);
+    if (pair.per_op->config().experts > 0) {  // the same experts, unless the logits differ (then the bound fails)
+      const auto chosen = pair.persistent->last_routing(1), expected = pair.per_op->last_routing(1);
+      int differing = 0;
+      for (size_t layer = 0; layer < chosen.size(); ++layer) differing += chosen[layer] != expected[layer];
+      EXPECT_EQ(differing, 0) << what << ", step " << step << ": layers routed differently";
+    }
     const double error = max_relative_error(ours, reference, vocab);
     EXPECT_LE(error, kPathBound) << what << ", step " << step << " at KV length " << context + step + 1;
     worst = std::max(worst, error);
@@ -112,30 +132,73 @@ TEST(PersistentDecode, HeadDim128WithFourQueryHeadsPerKvHead) {
   for (int context : {3, 600}) compare_steps(pair, context, 4, "head_dim 128");
 }
 
+// The streamed kernel (weights read from HBM as used) on the same dense shapes, forced where the resident one fits.
+TEST(PersistentDecode, StreamedSmolLM2ShapeMatchesPerOpPath) {
+  SKIP_WITHOUT_GPU();
+  Pair pair = models(*builtin_model_config("smollm2-135m"), 8192, true);
+  ASSERT_EQ(pair.persistent->persistent_kernel_name(), "streamed") << pair.persistent->persistent_decode_unsupported();
+  // One split, a page boundary, several splits, and past 32 x 128 keys (the streamed kernel's split cap: a unit then
+  // stages its keys in several pieces).
+  for (int context : {1, 63, 200, 1000, 5000, 8100}) compare_steps(pair, context, 4, "SmolLM2 shape, streamed");
+}
+
+TEST(PersistentDecode, StreamedHeadDim128WithFourQueryHeadsPerKvHead) {
+  SKIP_WITHOUT_GPU();
+  Pair pair = models(small_config("LlamaForCausalLM", 512, 8, 2, 128, 1024, 3, 1000), 2048, true);
+  ASSERT_EQ(pair.persistent->persistent_kernel_name(), "streamed") << pair.persistent->persistent_decode_unsupported();
+  for (int context : {3, 600}) compare_steps(pair, context, 4, "head_dim 128, streamed");
+}
+
+// Mixture-of-experts layers take the streamed kernel by default: routed layers (renormalized or not) beside a dense
+// one, widths over one 1024-column part (hidden 1536) and under it (expert width 320), uneven rows per block.
+TEST(PersistentDecode, MoeLayersTakeTheStreamedKernel) {
+  SKIP_WITHOUT_GPU();
+  for (bool renormalize : {true, false}) {
+    Pair pair = models(moe_config(1536, 12, 4, 24, 6, 320, 2048, 3, 1000, renormalize, {1}), 4096);
+    ASSERT_EQ(pair.persistent->persistent_kernel_name(), "streamed")
+        << pair.persistent->persistent_decode_unsupported();
+    for (int context : {2, 300, 3000})
+      compare_steps(pair, context, 4, renormalize ? "MoE, renormalized" : "MoE, not renormalized");
+  }
+}
+
+// Qwen3-30B-A3B's own layer shape (hidden 2048, 128 experts of width 768, top-8, 32 / 4 heads), two layers.
+TEST(PersistentDecode, Qwen3MoeLayerShapeMatchesPerOpPath) {
+  SKIP_WITHOUT_GPU();
+  nlohmann::json config = *builtin_model_config("qwen3-30b-a3b");
+  config["num_hidden_layers"] = 2;
+  config["vocab_size"] = 4096;
+  Pair pair = models(config, 2048);
+  ASSERT_EQ(pair.persistent->persistent_kernel_name(), "streamed") << pair.persistent->persistent_decode_unsupported();
+  for (int context : {5, 1000}) compare_steps(pair, context, 4, "Qwen3-30B-A3B layers");
+}
+
 // Graph replays (the barrier counter keeps growing across launches, never reset) give the same bits as stream
 // launches, and a rollback + decode again repeats them.
 TEST(PersistentDecode, GraphEqualsStreamAndRepeats) {
   SKIP_WITHOUT_GPU();
-  Pair pair = models(*builtin_model_config("smollm2-135m"), 1024);
-  GpuModel& model = *pair.persistent;
-  const std::vector<int32_t> prompt{1, 17, 400, 9000, 33, 2};
-  auto run = [&](bool use_graph) {
-    model.truncate(0);
-    DecodeLoop loop(model, DecodeSampling{});
-    loop.start(prompt);
-    loop.enqueue(40, use_graph);
-    loop.enqueue(40, use_graph);
-    std::vector<int32_t> tokens = loop.tokens();
-    std::vector<float> logits(model.config().vocab);
-    TACHYON_CUDA_CHECK(
-        cudaMemcpy(logits.data(), model.pass_logits(), logits.size() * sizeof(float), cudaMemcpyDeviceToHost));
-    return std::make_pair(tokens, logits);
-  };
-  const auto graph = run(true), stream = run(false), again = run(true);
-  EXPECT_EQ(graph.first, stream.first);
-  EXPECT_EQ(graph.first, again.first);
-  EXPECT_EQ(std::memcmp(graph.second.data(), stream.second.data(), graph.second.size() * sizeof(float)), 0);
-  EXPECT_EQ(std::memcmp(graph.second.data(), again.second.data(), graph.second.size() * sizeof(float)), 0);
+  for (bool streamed : {false, true}) {
+    Pair pair = models(*builtin_model_config("smollm2-135m"), 1024, streamed);
+    GpuModel& model = *pair.persistent;
+    const std::vector<int32_t> prompt{1, 17, 400, 9000, 33, 2};
+    auto run = [&](bool use_graph) {
+      model.truncate(0);
+      DecodeLoop loop(model, DecodeSampling{});
+      loop.start(prompt);
+      loop.enqueue(40, use_graph);
+      loop.enqueue(40, use_graph);
+      std::vector<int32_t> tokens = loop.tokens();
+      std::vector<float> logits(model.config().vocab);
+      TACHYON_CUDA_CHECK(
+          cudaMemcpy(logits.data(), model.pass_logits(), logits.size() * sizeof(float), cudaMemcpyDeviceToHost));
+      return std::make_pair(tokens, logits);
+    };
+    const auto graph = run(true), stream = run(false), again = run(true);
+    EXPECT_EQ(graph.first, stream.first);
+    EXPECT_EQ(graph.first, again.first);
+    EXPECT_EQ(std::memcmp(graph.second.data(), stream.second.data(), graph.second.size() * sizeof(float)), 0);
+    EXPECT_EQ(std::memcmp(graph.second.data(), again.second.data(), graph.second.size() * sizeof(float)), 0);
+  }
 }
 
 }  // namespace

@@ -207,11 +207,24 @@ int run_bench(const BenchOptions& o) {
           : fmt::format("{} routed experts, other weights bf16", gpu::expert_format_name(c.expert_format));
   if (c.fp8.any()) precision += fmt::format(" (FP8: {})", gpu::fp8_weights_name(c.fp8));
   j["precision"] = precision + ", bf16 KV cache, fp32 activations" +
-                   (model->persistent_decode_active() ? "; decode steps as one persistent kernel" : "");
+                   (model->persistent_decode_active() ? "; decode steps as one persistent kernel (" + model->persistent_kernel_name() + ")" : "");
   j["experts"] = gpu::expert_format_name(c.expert_format);
   j["fp8"] = gpu::fp8_weights_name(c.fp8);
   j["persistent_decode"] = model->persistent_decode_active();
+  j["persistent_kernel"] = model->persistent_kernel_name();
   const auto phases = model->persistent_phase_times();
+  const auto stream_phases = model->streamed_phase_times();
+  if (stream_phases) {
+    nlohmann::json per_phase = nlohmann::json::array();
+    for (int k = 0; k < kernels::kStreamPhases; ++k)
+      per_phase.push_back({{"phase", kernels::kStreamPhaseNames[k]},
+                           {"median_block_us", stream_phases->median_block_us[k]},
+                           {"slowest_block_us", stream_phases->slowest_block_us[k]},
+                           {"slowest_block", stream_phases->slowest_block[k]},
+                           {"block0_wait_us", stream_phases->block0_wait_us[k]}});
+    j["persistent_phases_per_layer"] = per_phase;
+    j["persistent_kernel_us"] = stream_phases->total_us;
+  }
   if (phases) {
     nlohmann::json per_phase = nlohmann::json::array();
     for (int k = 0; k < kernels::kPersistentPhases; ++k)
@@ -371,6 +384,14 @@ int run_bench(const BenchOptions& o) {
     for (int k = 0; k < kernels::kPersistentPhases; ++k)
       std::printf(" %s %.2f (%d) / %.2f%s", kernels::kPersistentPhaseNames[k], phases->slowest_block_us[k],
                   phases->slowest_block[k], phases->median_block_us[k], k + 1 < kernels::kPersistentPhases ? "," : "\n");
+  }
+  if (stream_phases) {
+    std::printf("  streamed persistent kernel, last step: %.1f us (block 0's clock); per layer (us), work median / "
+                "slowest (block), block 0's wait:", stream_phases->total_us);
+    for (int k = 0; k < kernels::kStreamPhases; ++k)
+      std::printf(" %s %.2f / %.2f (%d), %.2f%s", kernels::kStreamPhaseNames[k], stream_phases->median_block_us[k],
+                  stream_phases->slowest_block_us[k], stream_phases->slowest_block[k],
+                  stream_phases->block0_wait_us[k], k + 1 < kernels::kStreamPhases ? ";" : "\n");
   }
   for (const auto& p : r.prefill)
     std::printf("  prefill %lld tokens: %.3f s = %.0f tok/s\n", static_cast<long long>(p.tokens), p.seconds,

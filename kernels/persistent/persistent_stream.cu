@@ -1,0 +1,774 @@
+// persistent_stream (see persistent_stream.h for the design). Numerics: float32 everywhere except the bf16 weights and
+// KV cache; products are plain FMAs on the CUDA cores (one token), so the results differ from the kernel-per-op
+// path's in rounding only; routing is the per-op kernel's arithmetic (expf softmax over all experts, top-k by
+// probability with ties to the lower id, weights renormalized in pick order). The comparison with the per-op path and
+// the CPU model lives in tests/gpu/test_persistent_decode.cpp.
+#include "persistent/persistent_stream.h"
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+
+#include "common/device_helpers.cuh"
+#include "common/launch.cuh"
+#include "cuda/cuda_check.h"
+#include "cuda/stream.h"
+#include "persistent/grid_barrier.cuh"
+
+namespace tachyon::kernels {
+
+namespace {
+
+using bf16 = __nv_bfloat16;
+
+constexpr int kBlockThreads = 512, kWarps = kBlockThreads / 32;
+// A work item is a warp's kLoads 16-byte loads per lane: a row's part of up to kPartColumns columns.
+constexpr int kLoads = 4, kPartColumns = 32 * kLoads * 8;
+constexpr int kKeysPerSplit = 128;  // the key split's target length
+constexpr int kStageKeys = 128;     // keys of a unit staged in shared memory at once
+constexpr int kMaxItems = 64;       // P2's items per piece: group x kStageKeys / 32 (bounds the group at 16)
+constexpr int kMaxSplits = 32;      // P3 weighs a head's splits with a lane each
+constexpr int kMaxGrid = 1024;      // blocks whose sums of squares the workspace holds
+constexpr int kMaxTopK = 32;
+
+__host__ __device__ constexpr int parts_of(int columns) { return (columns + kPartColumns - 1) / kPartColumns; }
+__host__ __device__ constexpr int ceil_div(int a, int b) { return (a + b - 1) / b; }
+__host__ __device__ constexpr int round4(int n) { return (n + 3) / 4 * 4; }
+template <int HD>
+constexpr int stage_stride() {  // staged key rows padded by 16 bytes: lanes reading a key each hit distinct banks
+  return HD + 8;
+}
+
+// The widest MLP activation (h) a layer writes: a dense MLP's, or top_k experts' side by side.
+__host__ __device__ inline int h_floats(const StreamDecodeParams& p) {
+  return p.intermediate > p.top_k * p.moe_width ? p.intermediate : p.top_k * p.moe_width;
+}
+
+// The shared-memory carve-up, the same on host and device (floats unless named).
+struct Layout {
+  int vec_floats = 0, own_floats = 0, item_floats = 0, attention_floats = 0;
+  size_t shared_bytes = 0;
+  __host__ __device__ Layout(const StreamDecodeParams& p, int g) {
+    const int q_width = p.heads * p.head_dim, qkv_width = q_width + 2 * p.kv_heads * p.head_dim;
+    const int h = h_floats(p);
+    vec_floats = round4(p.hidden > q_width ? (p.hidden > h ? p.hidden : h) : (q_width > h ? q_width : h));
+    const int own_rows = ceil_div(p.hidden, g);
+    own_floats = round4(own_rows);
+    // The most items any phase gives a block.
+    int items = ceil_div(qkv_width, g) * parts_of(p.hidden);                          // P1
+    items = max_of(items, own_rows * parts_of(q_width));                              // P3
+    items = max_of(items, ceil_div(p.experts, g) * parts_of(p.hidden));               // P4
+    items = max_of(items, 2 * ceil_div(h, g) * parts_of(p.hidden));                   // P5
+    items = max_of(items, own_rows * max_of(parts_of(p.intermediate), p.top_k * parts_of(p.moe_width)));  // P6
+    item_floats = round4(items);
+    const int group = p.kv_heads > 0 ? p.heads / p.kv_heads : 1;
+    // P2: q heads, new k and v, the items' (output, max, sum), the heads' running merge; P3: heads x splits weights.
+    attention_floats = group * p.head_dim + 2 * p.head_dim + kMaxItems * (p.head_dim + 2) + group * (p.head_dim + 4);
+    attention_floats = max_of(round4(attention_floats), round4(p.heads * p.max_splits));
+    shared_bytes = sizeof(float) * (size_t(vec_floats) + own_floats + item_floats + 64 + p.head_dim +
+                                    attention_floats + round4(p.experts)) +
+                   2 * size_t(kStageKeys) * (p.head_dim + 8) * 2 +  // staged keys and values
+                   sizeof(StreamLayer) * size_t(p.n_layers);          // the layers' pointers
+  }
+  __host__ __device__ static int max_of(int a, int b) { return a > b ? a : b; }
+};
+
+// Global scratch: [qkv | x | logits | h | partial outputs | partial (max, sum) | row squares].
+// row_squares[k][block]: the sum of squares of the residual rows the block owns, published with them at the end of
+// P3 (k = 0, read by P4 / P5's norm) and P6 (k = 1, read by the next layer's P1 and the final norm).
+struct Workspace {
+  float *qkv, *x, *logits, *h, *partial_out, *partial_ml, *row_squares;
+  __host__ __device__ Workspace(const StreamDecodeParams& p, void* base) {
+    const int qkv_width = (p.heads + 2 * p.kv_heads) * p.head_dim;
+    qkv = static_cast<float*>(base);
+    x = qkv + round4(qkv_width);
+    logits = x + round4(p.hidden);
+    h = logits + round4(p.experts);
+    partial_out = h + round4(h_floats(p));
+    partial_ml = partial_out + size_t(p.heads) * p.max_splits * p.head_dim;
+    row_squares = partial_ml + size_t(p.heads) * p.max_splits * 2;
+  }
+  static size_t bytes(const StreamDecodeParams& p, int max_splits) {
+    const int qkv_width = (p.heads + 2 * p.kv_heads) * p.head_dim;
+    return sizeof(float) * (size_t(round4(qkv_width)) + round4(p.hidden) + round4(p.experts) + round4(h_floats(p)) +
+                            size_t(p.heads) * max_splits * (p.head_dim + 2) + 2 * kMaxGrid);
+  }
+};
+
+__device__ __forceinline__ void block_sync() { __syncthreads(); }
+
+// This block's rows of a matrix of `rows`: [first, end).
+struct RowRange {
+  int first, end;
+  __device__ int count() const { return end - first; }
+};
+__device__ __forceinline__ RowRange row_range(int rows) {
+  return {static_cast<int>(blockIdx.x * unsigned(rows) / gridDim.x),
+          static_cast<int>((blockIdx.x + 1) * unsigned(rows) / gridDim.x)};
+}
+
+// ---- Items: a warp's share of a row-by-vector product --------------------------------------------------------------
+
+struct ItemWeights {
+  uint4 w[kLoads];
+};
+
+__device__ __forceinline__ void load_item(ItemWeights& r, const bf16* row, int part, int columns, int lane) {
+  const int first = part * (kPartColumns / 8);
+#pragma unroll
+  for (int j = 0; j < kLoads; ++j) {
+    const int c = first + lane + 32 * j;
+    r.w[j] = c < columns / 8 ? load_streaming_16B(row + 8 * c) : make_uint4(0, 0, 0, 0);
+  }
+}
+
+// The item's dot with vec (shared; columns of the whole row), summed over the warp.
+__device__ __forceinline__ float dot_item(const ItemWeights& r, const float* vec, int part, int columns, int lane) {
+  const int first = part * (kPartColumns / 8);
+  float sum[2] = {0.0f, 0.0f};
+#pragma unroll
+  for (int j = 0; j < kLoads; ++j) {
+    const int c = first + lane + 32 * j;
+    if (c < columns / 8) {
+      const float4 a = *reinterpret_cast<const float4*>(vec + 8 * c);
+      const float4 b = *reinterpret_cast<const float4*>(vec + 8 * c + 4);
+      const float2 w0 = unpack_bf16x2(r.w[j].x), w1 = unpack_bf16x2(r.w[j].y);
+      const float2 w2 = unpack_bf16x2(r.w[j].z), w3 = unpack_bf16x2(r.w[j].w);
+      float& s = sum[j & 1];
+      s = fmaf(w0.x, a.x, fmaf(w0.y, a.y, fmaf(w1.x, a.z, fmaf(w1.y, a.w, s))));
+      s = fmaf(w2.x, b.x, fmaf(w2.y, b.y, fmaf(w3.x, b.z, fmaf(w3.y, b.w, s))));
+    }
+  }
+  return warp_sum(sum[0] + sum[1]);
+}
+
+// Items [0, n_items) of a phase: item i is part i % parts of virtual row i / parts, whose weights start at
+// row_of(vrow) and whose vector is vec_of(vrow) (shared). Warp w takes items w, w + kWarps, ...; each item's loads
+// are issued before the previous item's products. `first` holds the warp's first item when `preloaded` (loaded by
+// preload_first before the phase's barrier). part_sums[i] = the item's dot.
+template <typename RowOf>
+__device__ __forceinline__ void preload_first(int n_items, int parts, int columns, RowOf&& row_of, ItemWeights& first) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (warp < n_items) load_item(first, row_of(warp / parts), warp % parts, columns, lane);
+}
+template <typename RowOf, typename VecOf>
+__device__ __forceinline__ void item_dots(int n_items, int parts, int columns, RowOf&& row_of, VecOf&& vec_of,
+                                          float* part_sums, ItemWeights& first, bool preloaded) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (warp >= n_items) return;
+  if (!preloaded) load_item(first, row_of(warp / parts), warp % parts, columns, lane);
+#pragma unroll 1
+  for (int item = warp;; item += kWarps) {
+    const int next = item + kWarps;
+    ItemWeights upcoming;
+    if (next < n_items) load_item(upcoming, row_of(next / parts), next % parts, columns, lane);
+    const float d = dot_item(first, vec_of(item / parts), item % parts, columns, lane);
+    if (lane == 0) part_sums[item] = d;
+    if (next >= n_items) break;
+    first = upcoming;
+  }
+}
+// A virtual row's dot: its parts' sums in order.
+__device__ __forceinline__ float row_sum(const float* part_sums, int vrow, int parts) {
+  float s = 0.0f;
+  for (int k = 0; k < parts; ++k) s += part_sums[vrow * parts + k];
+  return s;
+}
+
+// ---- Norms ----------------------------------------------------------------------------------------------------------
+
+// Layer 0's input: out[i] = weight[i] * x[i] / rms(x) over the bf16 embedding row x (n a multiple of 4).
+__device__ __forceinline__ void load_normed_embedding(const bf16* embedding, const float* weight, int n, float eps,
+                                                      float* out, float* scratch) {
+  float squares = 0.0f;
+  for (int q = threadIdx.x; q < n / 4; q += kBlockThreads) {
+    const uint2 raw = __ldg(reinterpret_cast<const uint2*>(embedding) + q);
+    const float2 a = unpack_bf16x2(raw.x), b = unpack_bf16x2(raw.y);
+    squares = fmaf(a.x, a.x, fmaf(a.y, a.y, fmaf(b.x, b.x, fmaf(b.y, b.y, squares))));
+    const float4 g = __ldg(reinterpret_cast<const float4*>(weight) + q);
+    reinterpret_cast<float4*>(out)[q] = make_float4(g.x * a.x, g.y * a.y, g.z * b.x, g.w * b.y);
+  }
+  const float total = block_sum(squares, scratch, kWarps, [] { block_sync(); });
+  const float inv = 1.0f / sqrtf(total / static_cast<float>(n) + eps);
+  for (int i = threadIdx.x; i < n; i += kBlockThreads) out[i] *= inv;
+  block_sync();
+}
+
+// 1 / rms of a row of n floats from the sums of squares its owners published, by warp 0 into scratch[0].
+__device__ __forceinline__ void published_inv(const float* row_squares, int n, float eps, float* scratch) {
+  if (threadIdx.x < 32) {
+    float squares = 0.0f;
+    for (int b = threadIdx.x; b < gridDim.x; b += 32) squares += __ldcg(row_squares + b);
+    squares = warp_sum(squares);
+    if (threadIdx.x == 0) scratch[0] = 1.0f / sqrtf(squares / static_cast<float>(n) + eps);
+  }
+}
+
+// out = weight * x (x from L2, written by its owners), and 1 / rms(x) from the published sums, returned; the caller
+// scales its dot products by it.
+__device__ __forceinline__ float load_weighted(const float* x, const float* weight, const float* row_squares, int n,
+                                               float eps, float* out, float* scratch) {
+  published_inv(row_squares, n, eps, scratch);
+  for (int q = threadIdx.x; q < n / 4; q += kBlockThreads) {
+    const float4 v = __ldcg(reinterpret_cast<const float4*>(x) + q);
+    const float4 g = __ldg(reinterpret_cast<const float4*>(weight) + q);
+    reinterpret_cast<float4*>(out)[q] = make_float4(g.x * v.x, g.y * v.y, g.z * v.z, g.w * v.w);
+  }
+  block_sync();
+  return scratch[0];
+}
+
+// Thread 0 publishes the sum of squares of the block's residual rows (after a sync: the rows are final).
+__device__ __forceinline__ void publish_row_squares(const float* own, int rows, float* slot) {
+  if (threadIdx.x != 0) return;
+  float squares = 0.0f;
+  for (int i = 0; i < rows; ++i) squares = fmaf(own[i], own[i], squares);
+  __stcg(slot + blockIdx.x, squares);
+}
+
+// ---- Attention (P2, P3) ---------------------------------------------------------------------------------------------
+
+// One warp: head `src` (HD floats, L2) into `dst`, with the optional head norm and RoPE from the step's table
+// (rope_table: cos, then sin, of the rotary_dim / 2 angles of this position).
+template <int HD>
+__device__ __forceinline__ void load_rotated_head(const float* src, const float* norm_weight, float* dst,
+                                                  const StreamDecodeParams& p, const float* rope_table, int lane) {
+#pragma unroll
+  for (int d = lane; d < HD; d += 32) dst[d] = __ldcg(src + d);
+  __syncwarp();
+  if (norm_weight) {
+    float squares = 0.0f;
+#pragma unroll
+    for (int d = lane; d < HD; d += 32) squares = fmaf(dst[d], dst[d], squares);
+    const float inv = 1.0f / sqrtf(warp_sum(squares) / static_cast<float>(HD) + p.head_norm_eps);
+    __syncwarp();
+#pragma unroll
+    for (int d = lane; d < HD; d += 32) dst[d] = __ldg(norm_weight + d) * (dst[d] * inv);
+    __syncwarp();
+  }
+  const int half = p.rotary_dim / 2;
+#pragma unroll
+  for (int i = lane; i < HD / 2; i += 32) {
+    if (i >= half) break;
+    const float c = rope_table[i], sn = rope_table[half + i];
+    const int ia = p.rope_interleaved ? 2 * i : i, ib = p.rope_interleaved ? 2 * i + 1 : i + half;
+    const float x = dst[ia], y = dst[ib];
+    dst[ia] = x * c - y * sn;
+    dst[ib] = y * c + x * sn;
+  }
+  __syncwarp();
+}
+
+// The block's attention unit: (KV head, key split), at most one per block (max_splits <= grid / kv_heads). Every unit
+// has keys while splits <= 128 and seq_len > 128 (splits - 1) (persistent_decode.cu's UnitKeys argues it).
+struct Unit {
+  int splits, kv_head, split, key_begin, key_end;
+  bool has_unit;
+  __device__ Unit(const StreamDecodeParams& p, int seq_len) {
+    splits = min(p.max_splits, (seq_len + kKeysPerSplit - 1) / kKeysPerSplit);
+    const int keys_per_split = (seq_len + splits - 1) / splits;
+    has_unit = blockIdx.x < p.kv_heads * splits;
+    kv_head = blockIdx.x / splits, split = blockIdx.x % splits;
+    key_begin = split * keys_per_split, key_end = min(seq_len, key_begin + keys_per_split);
+  }
+};
+
+// All threads: cp.async copies of keys [first, first + n) of the KV head into the staging rows, except `skip` (the
+// new position, written by this block in this phase: put into its staging row from registers instead).
+template <int HD>
+__device__ __forceinline__ void stage_keys(const StreamDecodeParams& p, const StreamLayer& w, int kv_head, int first,
+                                           int n, int skip, bf16* stage_k, bf16* stage_v) {
+  constexpr int kChunks = HD / 8;
+  for (int c = threadIdx.x; c < n * kChunks; c += kBlockThreads) {
+    const int r = c / kChunks, part = c - r * kChunks, key = first + r;
+    if (key == skip) continue;
+    const int64_t row =
+        ((int64_t(__ldg(p.block_table + key / p.page_size)) * p.page_size + key % p.page_size) * p.kv_heads + kv_head) *
+            HD + 8 * part;
+    cp_async_16B(stage_k + r * stage_stride<HD>() + 8 * part, w.k_pages + row);
+    cp_async_16B(stage_v + r * stage_stride<HD>() + 8 * part, w.v_pages + row);
+  }
+  cp_async_commit();
+}
+
+// P2 for the block's unit: softmax partials of the unit's keys for the group's query heads, in base 2 (q is
+// pre-scaled by log2(e); P3 uses exp2 too), into the workspace's partials. Items are (query head, 32 staged keys): a
+// warp takes one at a time (lane = key for the scores; lane = a quarter of the keys x HD / 8 dims for the values),
+// and the items' partials meet in shared memory in a fixed order. (persistent_decode.cu's attention_unit, without
+// its producer warp: the keys are staged here, at the phase's start.)
+template <int HD>
+__device__ __forceinline__ void attention_unit(const StreamDecodeParams& p, const StreamLayer& w, const Workspace& ws,
+                                               float* attention_shared, bf16* stage_k, bf16* stage_v,
+                                               const float* rope_table, const Unit& u, int position) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int group = p.heads / p.kv_heads;
+  const int q_width = p.heads * HD, kv_width = p.kv_heads * HD;
+  float* q_s = attention_shared;               // [group][HD], rotated and scaled
+  float* k_new = q_s + group * HD;             // [HD] the new key / value, rounded to bf16 as the cache holds them
+  float* v_new = k_new + HD;
+  float* item_out = v_new + HD;                // [item][HD]: sum of p v over the item's keys
+  float* item_ml = item_out + kMaxItems * HD;  // [item][2]: max and sum of the item's scores
+  float* head_out = item_ml + 2 * kMaxItems;   // [group][HD]: running merge over pieces (long contexts)
+  float* head_ml = head_out + group * HD;      // [group][2]
+  float* next_ml = head_ml + 2 * group;        // [group][2]
+  const bool has_new = position >= u.key_begin && position < u.key_end;
+  stage_keys<HD>(p, w, u.kv_head, u.key_begin, min(kStageKeys, u.key_end - u.key_begin), position, stage_k, stage_v);
+  auto put_new_key = [&](int piece, int n) {  // the new key's staging row, from k_new / v_new (same lanes wrote them)
+    if (position < piece || position >= piece + n) return;
+    for (int d = lane; d < HD; d += 32) {
+      stage_k[(position - piece) * stage_stride<HD>() + d] = __float2bfloat16_rn(k_new[d]);
+      stage_v[(position - piece) * stage_stride<HD>() + d] = __float2bfloat16_rn(v_new[d]);
+    }
+  };
+  if (warp < group) {
+    const int head = u.kv_head * group + warp;
+    float* q = q_s + warp * HD;
+    load_rotated_head<HD>(ws.qkv + head * HD, w.q_norm, q, p, rope_table, lane);
+    for (int d = lane; d < HD; d += 32) q[d] *= p.attention_scale * 1.4426950408889634f;
+  }
+  if (warp == kWarps - 1 && has_new) {
+    const int page = __ldg(p.block_table + position / p.page_size);
+    float v[HD / 32];
+#pragma unroll
+    for (int i = 0; i < HD / 32; ++i) v[i] = __ldcg(ws.qkv + q_width + kv_width + u.kv_head * HD + lane + 32 * i);
+    load_rotated_head<HD>(ws.qkv + q_width + u.kv_head * HD, w.k_norm, k_new, p, rope_table, lane);
+    const size_t row = (size_t(page) * p.page_size + position % p.page_size) * p.kv_heads + u.kv_head;
+#pragma unroll
+    for (int i = 0; i < HD / 32; ++i) {
+      const int d = lane + 32 * i;
+      const bf16 k = __float2bfloat16_rn(k_new[d]), v_rounded = __float2bfloat16_rn(v[i]);
+      w.k_pages[row * HD + d] = k;
+      w.v_pages[row * HD + d] = v_rounded;
+      k_new[d] = __bfloat162float(k);
+      v_new[d] = __bfloat162float(v_rounded);
+    }
+    __syncwarp();
+    put_new_key(u.key_begin, min(kStageKeys, u.key_end - u.key_begin));
+  }
+  for (int t = threadIdx.x; t < group * HD; t += kBlockThreads) head_out[t] = 0.0f;
+  for (int j = threadIdx.x; j < group; j += kBlockThreads) head_ml[2 * j] = -INFINITY, head_ml[2 * j + 1] = 0.0f;
+  cp_async_wait<0>();
+  block_sync();
+
+#pragma unroll 1
+  for (int piece = u.key_begin; piece < u.key_end; piece += kStageKeys) {
+    const int n = min(kStageKeys, u.key_end - piece);
+    if (piece != u.key_begin) {  // long contexts: the next piece now (one round trip each)
+      stage_keys<HD>(p, w, u.kv_head, piece, n, position, stage_k, stage_v);
+      if (warp == kWarps - 1 && has_new) put_new_key(piece, n);
+      cp_async_wait<0>();
+      block_sync();
+    }
+    const int chunks = (n + 31) / 32, items = group * chunks;
+#pragma unroll 1
+    for (int item = warp; item < items; item += kWarps) {
+      const int j = item / chunks, first = 32 * (item % chunks), mine = min(32, n - first);
+      const bool valid = lane < mine;
+      float score = -INFINITY;
+      if (valid) {  // lane = key; two FMA chains halve the dependent latency
+        const bf16* k_row = stage_k + (first + lane) * stage_stride<HD>();
+        const float* q = q_s + j * HD;
+        float chain[2] = {0.0f, 0.0f};
+#pragma unroll
+        for (int c = 0; c < HD / 8; ++c) {
+          const uint4 raw = *reinterpret_cast<const uint4*>(k_row + 8 * c);
+          const float4 qa = *reinterpret_cast<const float4*>(q + 8 * c);
+          const float4 qb = *reinterpret_cast<const float4*>(q + 8 * c + 4);
+          const float2 k0 = unpack_bf16x2(raw.x), k1 = unpack_bf16x2(raw.y);
+          const float2 k2 = unpack_bf16x2(raw.z), k3 = unpack_bf16x2(raw.w);
+          float& acc = chain[c & 1];
+          acc = fmaf(qa.x, k0.x, fmaf(qa.y, k0.y, fmaf(qa.z, k1.x, fmaf(qa.w, k1.y, acc))));
+          acc = fmaf(qb.x, k2.x, fmaf(qb.y, k2.y, fmaf(qb.z, k3.x, fmaf(qb.w, k3.y, acc))));
+        }
+        score = chain[0] + chain[1];
+      }
+      const float top = warp_max(score);
+      const float prob = valid ? exp2f(score - top) : 0.0f;
+      const float sum = warp_sum(prob);
+      // Values: lane = (key group g of 4, dims [part * kDims, +kDims)); 4 keys per step with 16-byte reads.
+      constexpr int kDims = HD / 8;
+      const int g = lane >> 3, part = lane & 7;
+      float out[kDims];
+#pragma unroll
+      for (int d = 0; d < kDims; ++d) out[d] = 0.0f;
+#pragma unroll
+      for (int step = 0; step < 8; ++step) {
+        const int kk = g + 4 * step;
+        const float pk = __shfl_sync(0xffffffffu, prob, kk);
+        if (kk < mine) {  // (rows past the piece hold stale data: 0 * NaN must not happen)
+          const bf16* v_row = stage_v + (first + kk) * stage_stride<HD>() + part * kDims;
+#pragma unroll
+          for (int c = 0; c < kDims / 8; ++c) {
+            const uint4 raw = *reinterpret_cast<const uint4*>(v_row + 8 * c);
+            const float2 v[4] = {unpack_bf16x2(raw.x), unpack_bf16x2(raw.y), unpack_bf16x2(raw.z),
+                                 unpack_bf16x2(raw.w)};
+            float* o = out + 8 * c;
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+              o[2 * i] = fmaf(pk, v[i].x, o[2 * i]), o[2 * i + 1] = fmaf(pk, v[i].y, o[2 * i + 1]);
+          }
+        }
+      }
+#pragma unroll
+      for (int d = 0; d < kDims; ++d) {
+        out[d] += __shfl_xor_sync(0xffffffffu, out[d], 8);
+        out[d] += __shfl_xor_sync(0xffffffffu, out[d], 16);
+      }
+      if (g == 0) {
+#pragma unroll
+        for (int d = 0; d < kDims; d += 4)
+          *reinterpret_cast<float4*>(item_out + item * HD + part * kDims + d) =
+              make_float4(out[d], out[d + 1], out[d + 2], out[d + 3]);
+      }
+      if (lane == 0) item_ml[2 * item] = top, item_ml[2 * item + 1] = sum;
+    }
+    block_sync();
+    // Merge the piece's items into each head's running (max, sum, output) in a fixed order; the last piece's merge
+    // writes the unit's partials.
+    const bool last_piece = piece + kStageKeys >= u.key_end;
+    for (int t = threadIdx.x; t < group * HD; t += kBlockThreads) {
+      const int j = t / HD, d = t % HD;
+      float top = head_ml[2 * j];
+      for (int c = 0; c < chunks; ++c) top = fmaxf(top, item_ml[2 * (j * chunks + c)]);
+      const float old_weight = head_ml[2 * j] == -INFINITY ? 0.0f : exp2f(head_ml[2 * j] - top);
+      float out = head_out[t] * old_weight, sum = head_ml[2 * j + 1] * old_weight;
+      for (int c = 0; c < chunks; ++c) {
+        const float weight = exp2f(item_ml[2 * (j * chunks + c)] - top);
+        out = fmaf(item_out[(j * chunks + c) * HD + d], weight, out);
+        sum = fmaf(item_ml[2 * (j * chunks + c) + 1], weight, sum);
+      }
+      if (last_piece) {
+        const size_t at = size_t(u.kv_head * group + j) * p.max_splits + u.split;
+        ws.partial_out[at * HD + d] = out;
+        if (d == 0) ws.partial_ml[2 * at] = top, ws.partial_ml[2 * at + 1] = sum;
+      } else {
+        head_out[t] = out;
+        if (d == 0) next_ml[2 * j] = top, next_ml[2 * j + 1] = sum;
+      }
+    }
+    if (last_piece) break;
+    block_sync();
+    for (int j = threadIdx.x; j < group; j += kBlockThreads)
+      head_ml[2 * j] = next_ml[2 * j], head_ml[2 * j + 1] = next_ml[2 * j + 1];
+    block_sync();
+  }
+  block_sync();  // the shared buffers are reused
+}
+
+// P3's first half: every head's splits merged into out[q_width] (shared), by every block for itself. A warp per head
+// turns the splits' (max, sum) into weights first, so an element's combine is a few FMAs.
+template <int HD>
+__device__ __forceinline__ void combine_splits(const StreamDecodeParams& p, const Workspace& ws, int splits,
+                                               float* split_weight, float* out) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  for (int head = warp; head < p.heads; head += kWarps) {
+    const float2* ml = reinterpret_cast<const float2*>(ws.partial_ml) + size_t(head) * p.max_splits;
+    const float2 mine = lane < splits ? __ldcg(ml + lane) : make_float2(-INFINITY, 0.0f);
+    const float top = warp_max(mine.x);
+    const float weight = mine.x == -INFINITY ? 0.0f : exp2f(mine.x - top);
+    const float total = warp_sum(weight * mine.y);
+    if (lane < splits) split_weight[head * splits + lane] = weight / total;
+  }
+  block_sync();
+  const int pairs_total = p.heads * HD / 2;
+  for (int t = threadIdx.x; t < pairs_total; t += kBlockThreads) {
+    const int head = 2 * t / HD, d = 2 * t % HD;
+    const float* weight = split_weight + head * splits;
+    float2 sum = make_float2(0.0f, 0.0f);
+#pragma unroll 4
+    for (int i = 0; i < splits; ++i) {
+      const float2 v =
+          __ldcg(reinterpret_cast<const float2*>(ws.partial_out + (size_t(head) * p.max_splits + i) * HD + d));
+      sum.x = fmaf(weight[i], v.x, sum.x), sum.y = fmaf(weight[i], v.y, sum.y);
+    }
+    reinterpret_cast<float2*>(out)[t] = sum;
+  }
+  block_sync();
+}
+
+// ---- Routing (P5) ---------------------------------------------------------------------------------------------------
+
+// Every block, from the router's logits (L2): softmax over all experts (warp 0, the per-op kernel's order), then each
+// expert's rank among the probabilities (ties: lower id first); ranks below top_k fill ids / weights best first, and
+// warp 0 renormalizes in that order.
+__device__ __forceinline__ void route(const StreamDecodeParams& p, const float* logits, float* probs, int* ids,
+                                      float* weights) {
+  const int n = p.experts;
+  if (threadIdx.x < 32) {
+    const int lane = threadIdx.x;
+    float max = -INFINITY;
+    for (int i = lane; i < n; i += 32) max = fmaxf(max, __ldcg(logits + i));
+    max = warp_max(max);
+    float sum = 0.0f;
+    for (int i = lane; i < n; i += 32) sum += (probs[i] = expf(__ldcg(logits + i) - max));
+    sum = warp_sum(sum);
+    __syncwarp();
+    for (int i = lane; i < n; i += 32) probs[i] /= sum;
+  }
+  block_sync();
+  if (threadIdx.x < n) {
+    const float mine = probs[threadIdx.x];
+    int rank = 0;
+    for (int i = 0; i < n; ++i) {
+      const float other = probs[i];
+      rank += other > mine || (other == mine && i < int(threadIdx.x));
+    }
+    if (rank < p.top_k) ids[rank] = threadIdx.x, weights[rank] = mine;
+  }
+  block_sync();
+  if (threadIdx.x == 0 && p.renormalize) {
+    float total = 0.0f;
+    for (int j = 0; j < p.top_k; ++j) total += weights[j];
+    for (int j = 0; j < p.top_k; ++j) weights[j] /= total;
+  }
+  block_sync();
+}
+
+static_assert(sizeof(StreamLayer) % 8 == 0,
+              "the layer table is copied in 8-byte words");
+
+// ---- The kernel -----------------------------------------------------------------------------------------------------
+
+template <int HD>
+__global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(StreamDecodeParams p) {
+  extern __shared__ __align__(16) unsigned char shared[];
+  const Layout lay(p, gridDim.x);
+  const Workspace ws(p, p.workspace);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int q_width = p.heads * HD, qkv_width = q_width + 2 * p.kv_heads * HD;
+  float* vec = reinterpret_cast<float*>(shared);  // [vec_floats]: the vector the phase's rows multiply
+  float* own = vec + lay.vec_floats;              // this block's residual rows
+  float* part_sums = own + lay.own_floats;        // [item_floats]
+  float* scratch = part_sums + lay.item_floats;   // [64]
+  float* rope_table = scratch + 64;               // [head_dim]: cos, sin
+  float* attention_shared = rope_table + HD;      // [attention_floats]
+  float* probs = attention_shared + lay.attention_floats;  // [experts]
+  bf16* stage_k = reinterpret_cast<bf16*>(probs + round4(p.experts));
+  bf16* stage_v = stage_k + kStageKeys * stage_stride<HD>();
+  StreamLayer* layers = reinterpret_cast<StreamLayer*>(stage_v + kStageKeys * stage_stride<HD>());
+  __shared__ int ids[kMaxTopK];
+  __shared__ float weights[kMaxTopK];
+  // Trace (p.trace): [0] the last release, [1 + phase] work per phase; block 0's barrier stamps, waits, start.
+  __shared__ unsigned long long block_clock[1 + kStreamPhases], barrier_stamps[2], block0_wait[kStreamPhases], start;
+
+  // The layers' pointers in shared memory (from global memory, every use after a grid barrier, whose acquire
+  // invalidates L1, would be a round trip of its own before the loads it addresses).
+  for (int i = threadIdx.x; i < p.n_layers * int(sizeof(StreamLayer) / 8); i += kBlockThreads)
+    reinterpret_cast<uint64_t*>(layers)[i] = __ldg(reinterpret_cast<const uint64_t*>(p.layers) + i);
+  __syncthreads();
+
+  const RowRange own_rows = row_range(p.hidden), qkv_rows = row_range(qkv_width), router_rows = row_range(p.experts);
+  const int hidden_parts = parts_of(p.hidden), q_parts = parts_of(q_width);
+  // The first items of P1 (layer 0's q / k / v rows) load while the previous kernel finishes: weights are constant.
+  ItemWeights first;
+  auto qkv_row = [&](int layer) { return [&, layer](int v) { return layers[layer].qkv + size_t(qkv_rows.first + v) * p.hidden; }; };
+  preload_first(qkv_rows.count() * hidden_parts, hidden_parts, p.hidden, qkv_row(0), first);
+
+  wait_for_previous_kernel();  // the step's token, position and length, and the cache the previous steps wrote
+  const int token = *p.token, position = *p.position, seq_len = *p.seq_len;
+  unsigned long long* clock = p.trace ? block_clock : nullptr;
+  if (clock && threadIdx.x == 0) {
+    start = block_clock[0] = global_timer();
+    for (int k = 0; k < kStreamPhases; ++k) block_clock[1 + k] = 0, block0_wait[k] = 0;
+  }
+  auto barrier = [&](int phase) {
+    grid_barrier(p.barrier, blockIdx.x == 0 && clock ? barrier_stamps : nullptr, clock, phase, [] { block_sync(); });
+    if (blockIdx.x == 0 && clock && threadIdx.x == 0) block0_wait[phase] += barrier_stamps[1] - barrier_stamps[0];
+  };
+  const bf16* embedding = p.embed + size_t(token) * p.hidden;
+  for (int i = threadIdx.x; i < own_rows.count(); i += kBlockThreads)
+    own[i] = __bfloat162float(embedding[own_rows.first + i]);
+  for (int i = threadIdx.x; i < p.rotary_dim / 2; i += kBlockThreads) {  // RoPE of this position, once
+    float sn, c;
+    sincosf(static_cast<float>(position) * p.rope_inv_freq[i], &sn, &c);
+    rope_table[i] = c * p.rope_attention_factor;
+    rope_table[p.rotary_dim / 2 + i] = sn * p.rope_attention_factor;
+  }
+  const Unit unit(p, seq_len);
+
+#pragma unroll 1
+  for (int layer = 0; layer < p.n_layers; ++layer) {
+    const StreamLayer& w = layers[layer];
+    const bool routed = w.router != nullptr;
+    const int slots = routed ? p.top_k : 1, width = routed ? p.moe_width : p.intermediate;
+
+    // P1: norm, q / k / v rows (the warp's first item was loaded before the barrier).
+    float inv = 1.0f;
+    if (layer == 0)
+      load_normed_embedding(embedding, w.input_norm, p.hidden, p.hidden_norm_eps, vec, scratch);
+    else
+      inv = load_weighted(ws.x, w.input_norm, ws.row_squares + kMaxGrid, p.hidden, p.hidden_norm_eps, vec, scratch);
+    item_dots(qkv_rows.count() * hidden_parts, hidden_parts, p.hidden, qkv_row(layer), [&](int) { return vec; },
+              part_sums, first, true);
+    block_sync();
+    for (int r = threadIdx.x; r < qkv_rows.count(); r += kBlockThreads) {
+      const int row = qkv_rows.first + r;
+      const float dot = row_sum(part_sums, r, hidden_parts) * inv;
+      ws.qkv[row] = w.qkv_bias ? dot + w.qkv_bias[row] : dot;
+    }
+    barrier(0);
+
+    // P2: attention partials; then the first o_proj items load before the barrier.
+    if (unit.has_unit)
+      attention_unit<HD>(p, w, ws, attention_shared, stage_k, stage_v, rope_table, unit, position);
+    auto o_row = [&](int v) { return w.o + size_t(own_rows.first + v) * q_width; };
+    preload_first(own_rows.count() * q_parts, q_parts, q_width, o_row, first);
+    barrier(1);
+
+    // P3: every head's splits merged (each block for itself), then o_proj rows into the residual.
+    combine_splits<HD>(p, ws, unit.splits, attention_shared, vec);
+    item_dots(own_rows.count() * q_parts, q_parts, q_width, o_row, [&](int) { return vec; }, part_sums, first, true);
+    block_sync();
+    for (int r = threadIdx.x; r < own_rows.count(); r += kBlockThreads) {
+      const int row = own_rows.first + r;
+      const float dot = row_sum(part_sums, r, q_parts);
+      ws.x[row] = own[r] += w.o_bias ? dot + w.o_bias[row] : dot;
+    }
+    block_sync();
+    publish_row_squares(own, own_rows.count(), ws.row_squares);
+    auto router_row = [&](int v) { return w.router + size_t(router_rows.first + v) * p.hidden; };
+    if (routed) preload_first(router_rows.count() * hidden_parts, hidden_parts, p.hidden, router_row, first);
+    barrier(2);
+
+    // P4 (routed layers): norm, the block's router logits.
+    inv = load_weighted(ws.x, w.post_attention_norm, ws.row_squares, p.hidden, p.hidden_norm_eps, vec, scratch);
+    if (routed) {
+      item_dots(router_rows.count() * hidden_parts, hidden_parts, p.hidden, router_row, [&](int) { return vec; },
+                part_sums, first, true);
+      block_sync();
+      for (int r = threadIdx.x; r < router_rows.count(); r += kBlockThreads)
+        ws.logits[router_rows.first + r] = row_sum(part_sums, r, hidden_parts) * inv;
+      barrier(3);
+      route(p, ws.logits, probs, ids, weights);
+      if (blockIdx.x == 0 && w.topk_ids)
+        for (int j = threadIdx.x; j < p.top_k; j += kBlockThreads) w.topk_ids[j] = ids[j];
+    } else if (threadIdx.x == 0) {
+      ids[0] = 0, weights[0] = 1.0f;  // (the previous sync orders this before its readers: load_weighted's)
+    }
+    block_sync();
+
+    // P5: the block's (slot, i) pairs of gate / up rows -> h. Virtual row 2 k is pair k's gate row, 2 k + 1 its up.
+    const RowRange pairs = row_range(slots * width);
+    auto gate_up_row = [&](int v) {
+      const int pair = pairs.first + v / 2, slot = pair / width, i = pair - slot * width;
+      return w.gate_up + ids[slot] * w.gate_up_stride + size_t(i) * p.hidden + (v & 1) * w.up_offset;
+    };
+    item_dots(2 * pairs.count() * hidden_parts, hidden_parts, p.hidden, gate_up_row, [&](int) { return vec; },
+              part_sums, first, false);
+    block_sync();
+    for (int k = threadIdx.x; k < pairs.count(); k += kBlockThreads) {
+      const float gate = row_sum(part_sums, 2 * k, hidden_parts) * inv;
+      const float up = row_sum(part_sums, 2 * k + 1, hidden_parts) * inv;
+      ws.h[pairs.first + k] = silu(gate) * up;
+    }
+    // The first down items load before the barrier (the experts are known).
+    const int width_parts = parts_of(width);
+    auto down_row = [&](int v) {  // virtual row = (own row, slot)
+      const int r = v / slots, slot = v - r * slots;
+      return w.down + ids[slot] * w.down_stride + size_t(own_rows.first + r) * width;
+    };
+    preload_first(own_rows.count() * slots * width_parts, width_parts, width, down_row, first);
+    barrier(4);
+
+    // P6: h of every slot into shared memory, then the block's down rows of every slot, weighted, into the residual.
+    for (int q = threadIdx.x; q < slots * width / 4; q += kBlockThreads)
+      reinterpret_cast<float4*>(vec)[q] = __ldcg(reinterpret_cast<const float4*>(ws.h) + q);
+    block_sync();
+    item_dots(own_rows.count() * slots * width_parts, width_parts, width, down_row,
+              [&](int v) { return vec + (v % slots) * width; }, part_sums, first, true);
+    block_sync();
+    for (int r = threadIdx.x; r < own_rows.count(); r += kBlockThreads) {
+      float sum = 0.0f;
+      for (int slot = 0; slot < slots; ++slot)
+        sum = fmaf(weights[slot], row_sum(part_sums, r * slots + slot, width_parts), sum);
+      ws.x[own_rows.first + r] = own[r] += sum;
+    }
+    block_sync();
+    publish_row_squares(own, own_rows.count(), ws.row_squares + kMaxGrid);
+    if (layer + 1 < p.n_layers)
+      preload_first(qkv_rows.count() * hidden_parts, hidden_parts, p.hidden, qkv_row(layer + 1), first);
+    barrier(5);
+  }
+  allow_next_kernel_to_start();  // lm_head may get scheduled; it still waits for this kernel to complete
+  published_inv(ws.row_squares + kMaxGrid, p.hidden, p.hidden_norm_eps, scratch);
+  block_sync();
+  for (int i = threadIdx.x; i < own_rows.count(); i += kBlockThreads) {
+    const int row = own_rows.first + i;
+    p.normed_out[row] = (__ldg(p.final_norm + row) * own[i]) * scratch[0];
+  }
+  if (clock && threadIdx.x == 0) {
+    for (int k = 0; k < kStreamPhases; ++k) p.trace[kStreamPhases * blockIdx.x + k] = block_clock[1 + k];
+    if (blockIdx.x == 0) {
+      for (int k = 0; k < kStreamPhases; ++k) p.trace[kStreamPhases * gridDim.x + k] = block0_wait[k];
+      p.trace[kStreamPhases * gridDim.x + kStreamPhases] = global_timer() - start;
+    }
+  }
+}
+
+using Kernel = void (*)(StreamDecodeParams);
+
+Kernel kernel_for(const StreamDecodeParams& p) {
+  return p.head_dim == 64 ? persistent_stream_kernel<64> : persistent_stream_kernel<128>;
+}
+
+void check_params(const StreamDecodeParams& p) {
+  const std::string why = persistent_stream_unsupported(p);
+  if (!why.empty()) throw std::invalid_argument("persistent_stream: " + why);
+}
+
+}  // namespace
+
+std::string persistent_stream_unsupported(const StreamDecodeParams& p) {
+  if (p.head_dim != 64 && p.head_dim != 128)
+    return "a head_dim other than 64 / 128 (" + std::to_string(p.head_dim) + ")";
+  if (p.kv_heads < 1 || p.heads % p.kv_heads != 0 || p.heads / p.kv_heads > kMaxItems / (kStageKeys / 32))
+    return "more than 16 query heads per KV head";
+  if (p.hidden % 8 != 0 || p.intermediate % 8 != 0 || p.moe_width % 8 != 0)
+    return "hidden, intermediate or expert widths that are not multiples of 8";
+  if (p.experts > kBlockThreads || p.top_k > kMaxTopK || (p.experts > 0 && p.top_k < 1))
+    return "more than " + std::to_string(kBlockThreads) + " experts or " + std::to_string(kMaxTopK) + " per token";
+  if (p.rotary_dim > p.head_dim || p.rotary_dim % 2 != 0) return "a rotary_dim that is odd or above head_dim";
+  return "";
+}
+
+size_t persistent_stream_shared_bytes(const StreamDecodeParams& params, int grid) {
+  if (params.head_dim != 64 && params.head_dim != 128) return 0;
+  return Layout(params, grid).shared_bytes;
+}
+
+int persistent_stream_max_splits(const StreamDecodeParams& params, int grid, int64_t max_keys) {
+  const int64_t wanted = (max_keys + kKeysPerSplit - 1) / kKeysPerSplit;
+  const int64_t most = std::min<int64_t>(grid / std::max(1, params.kv_heads), kMaxSplits);
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(wanted, most)));
+}
+
+size_t persistent_stream_workspace_bytes(const StreamDecodeParams& params, int max_splits) {
+  return Workspace::bytes(params, max_splits);
+}
+
+int persistent_stream_grid(const StreamDecodeParams& params) {
+  check_params(params);
+  const cuda::DeviceInfo& device = cuda::current_device_info();
+  const int grid = device.multiprocessors;
+  if (grid > kMaxGrid || params.kv_heads > grid) return 0;
+  const size_t shared = persistent_stream_shared_bytes(params, grid);
+  if (shared > device.shared_memory_per_block_optin) return 0;
+  const Kernel kernel = kernel_for(params);
+  TACHYON_CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared)));
+  int per_sm = 0;
+  TACHYON_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kBlockThreads, shared));
+  return per_sm >= 1 ? grid : 0;
+}
+
+void persistent_stream_decode(const StreamDecodeParams& params, cudaStream_t stream) {
+  check_params(params);
+  const int grid = cuda::current_device_info().multiprocessors;
+  if (params.max_splits < 1 || params.max_splits > grid / params.kv_heads || params.max_splits > kMaxSplits)
+    throw std::invalid_argument("persistent_stream: max_splits outside [1, min(grid / kv_heads, 32)]");
+  if (grid > kMaxGrid) throw std::invalid_argument("persistent_stream: more SMs than the workspace's kMaxGrid");
+  launch_programmatic("persistent_stream_kernel", kernel_for(params), dim3(grid), dim3(kBlockThreads),
+                      persistent_stream_shared_bytes(params, grid), stream, params);
+}
+
+}  // namespace tachyon::kernels
