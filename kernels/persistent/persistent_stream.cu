@@ -44,14 +44,16 @@ __host__ __device__ inline int h_floats(const StreamDecodeParams& p) {
   return p.intermediate > p.top_k * p.moe_width ? p.intermediate : p.top_k * p.moe_width;
 }
 
-// The shared-memory carve-up, the same on host and device (floats unless named).
+// The shared-memory carve-up, the same on host and device: floats [vec | own | part sums | scratch 64 | rope table |
+// split weights | probabilities], the unit's key rows (int64), the layer table, then (16-byte aligned) P2's staged
+// keys and scratch.
 struct Layout {
   int vec_floats = 0, own_floats = 0, item_floats = 0, attention_floats = 0;
-  size_t shared_bytes = 0;
+  size_t attention_offset = 0, shared_bytes = 0;
   __host__ __device__ Layout(const StreamDecodeParams& p, int g) {
     const int q_width = p.heads * p.head_dim, qkv_width = q_width + 2 * p.kv_heads * p.head_dim;
     const int h = h_floats(p);
-    vec_floats = round4(p.hidden > q_width ? (p.hidden > h ? p.hidden : h) : (q_width > h ? q_width : h));
+    vec_floats = round4(max_of(p.hidden, max_of(q_width, h)));
     const int own_rows = ceil_div(p.hidden, g);
     own_floats = round4(own_rows);
     // The most items any phase gives a block.
@@ -62,13 +64,15 @@ struct Layout {
     items = max_of(items, own_rows * max_of(parts_of(p.intermediate), p.top_k * parts_of(p.moe_width)));  // P6
     item_floats = round4(items);
     const int group = p.kv_heads > 0 ? p.heads / p.kv_heads : 1;
-    // P2: q heads, new k and v, the items' (output, max, sum), the heads' running merge; P3: heads x splits weights.
-    attention_floats = group * p.head_dim + 2 * p.head_dim + kMaxItems * (p.head_dim + 2) + group * (p.head_dim + 4);
-    attention_floats = max_of(round4(attention_floats), round4(p.heads * p.max_splits));
-    shared_bytes = sizeof(float) * (size_t(vec_floats) + own_floats + item_floats + 64 + p.head_dim +
-                                    attention_floats + round4(p.experts)) +
-                   2 * size_t(kStageKeys) * (p.head_dim + 8) * 2 +  // staged keys and values
-                   sizeof(StreamLayer) * size_t(p.n_layers);          // the layers' pointers
+    // P2: q heads, new k and v, the items' (output, max, sum), the heads' running merge.
+    attention_floats =
+        round4(group * p.head_dim + 2 * p.head_dim + kMaxItems * (p.head_dim + 2) + group * (p.head_dim + 4));
+    const size_t floats = size_t(vec_floats) + own_floats + item_floats + 64 + p.head_dim +
+                          round4(p.heads * kMaxSplits) + round4(p.experts);  // (max_splits may not be set yet)
+    attention_offset = (sizeof(float) * floats + sizeof(int64_t) * kStageKeys + sizeof(StreamLayer) * size_t(p.n_layers) +
+                   15) / 16 * 16;
+    const size_t attention_bytes = 2 * size_t(kStageKeys) * (p.head_dim + 8) * 2 + sizeof(float) * attention_floats;
+    shared_bytes = attention_offset + attention_bytes;
   }
   __host__ __device__ static int max_of(int a, int b) { return a > b ? a : b; }
 };
@@ -259,32 +263,43 @@ __device__ __forceinline__ void load_rotated_head(const float* src, const float*
   __syncwarp();
 }
 
-// The block's attention unit: (KV head, key split), at most one per block (max_splits <= grid / kv_heads). Every unit
-// has keys while splits <= 128 and seq_len > 128 (splits - 1) (persistent_decode.cu's UnitKeys argues it).
+// The block's attention unit: (KV head, key split, group of its query heads). The query heads of a KV head are split
+// over head_groups blocks where the grid has room (Qwen3-30B-A3B at a 1k context: 4 x 8 units of 8 heads became 128
+// units of 2; a unit's items ran ~10 us on 32 SMs while 100 idled); each stages the same keys (from L2 after the
+// first). Every unit has keys while splits <= 128 and seq_len > 128 (splits - 1) (persistent_decode.cu's UnitKeys).
 struct Unit {
-  int splits, kv_head, split, key_begin, key_end;
-  bool has_unit;
+  int splits, kv_head, split, key_begin, key_end, heads, head_first;
+  bool has_unit, writes_cache;  // writes_cache: the unit that appends the new k, v (head group 0 of the last split)
   __device__ Unit(const StreamDecodeParams& p, int seq_len) {
     splits = min(p.max_splits, (seq_len + kKeysPerSplit - 1) / kKeysPerSplit);
-    const int keys_per_split = (seq_len + splits - 1) / splits;
-    has_unit = blockIdx.x < p.kv_heads * splits;
-    kv_head = blockIdx.x / splits, split = blockIdx.x % splits;
+    const int keys_per_split = (seq_len + splits - 1) / splits, units = p.kv_heads * splits;
+    const int group = p.heads / p.kv_heads;
+    int head_groups = group;
+    while (head_groups > 1 && (group % head_groups != 0 || units * head_groups > int(gridDim.x))) --head_groups;
+    has_unit = blockIdx.x < units * head_groups;
+    const int unit = blockIdx.x / head_groups, head_group = blockIdx.x % head_groups;
+    kv_head = unit / splits, split = unit % splits;
+    heads = group / head_groups, head_first = head_group * heads;
     key_begin = split * keys_per_split, key_end = min(seq_len, key_begin + keys_per_split);
+    writes_cache = head_group == 0;
   }
 };
 
 // All threads: cp.async copies of keys [first, first + n) of the KV head into the staging rows, except `skip` (the
 // new position, written by this block in this phase: put into its staging row from registers instead).
+// `rows`: the keys' cache rows, looked up once per step for the unit's first piece (null: look them up here, for long
+// contexts' later pieces).
+__device__ __forceinline__ int64_t cache_row(const StreamDecodeParams& p, int key, int kv_head) {
+  return (int64_t(__ldg(p.block_table + key / p.page_size)) * p.page_size + key % p.page_size) * p.kv_heads + kv_head;
+}
 template <int HD>
 __device__ __forceinline__ void stage_keys(const StreamDecodeParams& p, const StreamLayer& w, int kv_head, int first,
-                                           int n, int skip, bf16* stage_k, bf16* stage_v) {
+                                           int n, int skip, const int64_t* rows, bf16* stage_k, bf16* stage_v) {
   constexpr int kChunks = HD / 8;
   for (int c = threadIdx.x; c < n * kChunks; c += kBlockThreads) {
     const int r = c / kChunks, part = c - r * kChunks, key = first + r;
     if (key == skip) continue;
-    const int64_t row =
-        ((int64_t(__ldg(p.block_table + key / p.page_size)) * p.page_size + key % p.page_size) * p.kv_heads + kv_head) *
-            HD + 8 * part;
+    const int64_t row = (rows ? rows[r] : cache_row(p, key, kv_head)) * HD + 8 * part;
     cp_async_16B(stage_k + r * stage_stride<HD>() + 8 * part, w.k_pages + row);
     cp_async_16B(stage_v + r * stage_stride<HD>() + 8 * part, w.v_pages + row);
   }
@@ -299,11 +314,12 @@ __device__ __forceinline__ void stage_keys(const StreamDecodeParams& p, const St
 template <int HD>
 __device__ __forceinline__ void attention_unit(const StreamDecodeParams& p, const StreamLayer& w, const Workspace& ws,
                                                float* attention_shared, bf16* stage_k, bf16* stage_v,
-                                               const float* rope_table, const Unit& u, int position) {
+                                               const int64_t* stage_rows, const float* rope_table, const Unit& u,
+                                               int position) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int group = p.heads / p.kv_heads;
+  const int group = u.heads, head_base = u.kv_head * (p.heads / p.kv_heads) + u.head_first;
   const int q_width = p.heads * HD, kv_width = p.kv_heads * HD;
-  float* q_s = attention_shared;               // [group][HD], rotated and scaled
+  float* q_s = attention_shared;               // [group][HD], rotated and scaled (group: the unit's query heads)
   float* k_new = q_s + group * HD;             // [HD] the new key / value, rounded to bf16 as the cache holds them
   float* v_new = k_new + HD;
   float* item_out = v_new + HD;                // [item][HD]: sum of p v over the item's keys
@@ -312,7 +328,8 @@ __device__ __forceinline__ void attention_unit(const StreamDecodeParams& p, cons
   float* head_ml = head_out + group * HD;      // [group][2]
   float* next_ml = head_ml + 2 * group;        // [group][2]
   const bool has_new = position >= u.key_begin && position < u.key_end;
-  stage_keys<HD>(p, w, u.kv_head, u.key_begin, min(kStageKeys, u.key_end - u.key_begin), position, stage_k, stage_v);
+  stage_keys<HD>(p, w, u.kv_head, u.key_begin, min(kStageKeys, u.key_end - u.key_begin), position, stage_rows, stage_k,
+                 stage_v);
   auto put_new_key = [&](int piece, int n) {  // the new key's staging row, from k_new / v_new (same lanes wrote them)
     if (position < piece || position >= piece + n) return;
     for (int d = lane; d < HD; d += 32) {
@@ -321,7 +338,7 @@ __device__ __forceinline__ void attention_unit(const StreamDecodeParams& p, cons
     }
   };
   if (warp < group) {
-    const int head = u.kv_head * group + warp;
+    const int head = head_base + warp;
     float* q = q_s + warp * HD;
     load_rotated_head<HD>(ws.qkv + head * HD, w.q_norm, q, p, rope_table, lane);
     for (int d = lane; d < HD; d += 32) q[d] *= p.attention_scale * 1.4426950408889634f;
@@ -337,8 +354,7 @@ __device__ __forceinline__ void attention_unit(const StreamDecodeParams& p, cons
     for (int i = 0; i < HD / 32; ++i) {
       const int d = lane + 32 * i;
       const bf16 k = __float2bfloat16_rn(k_new[d]), v_rounded = __float2bfloat16_rn(v[i]);
-      w.k_pages[row * HD + d] = k;
-      w.v_pages[row * HD + d] = v_rounded;
+      if (u.writes_cache) w.k_pages[row * HD + d] = k, w.v_pages[row * HD + d] = v_rounded;
       k_new[d] = __bfloat162float(k);
       v_new[d] = __bfloat162float(v_rounded);
     }
@@ -354,7 +370,7 @@ __device__ __forceinline__ void attention_unit(const StreamDecodeParams& p, cons
   for (int piece = u.key_begin; piece < u.key_end; piece += kStageKeys) {
     const int n = min(kStageKeys, u.key_end - piece);
     if (piece != u.key_begin) {  // long contexts: the next piece now (one round trip each)
-      stage_keys<HD>(p, w, u.kv_head, piece, n, position, stage_k, stage_v);
+      stage_keys<HD>(p, w, u.kv_head, piece, n, position, nullptr, stage_k, stage_v);
       if (warp == kWarps - 1 && has_new) put_new_key(piece, n);
       cp_async_wait<0>();
       block_sync();
@@ -438,7 +454,7 @@ __device__ __forceinline__ void attention_unit(const StreamDecodeParams& p, cons
         sum = fmaf(item_ml[2 * (j * chunks + c) + 1], weight, sum);
       }
       if (last_piece) {
-        const size_t at = size_t(u.kv_head * group + j) * p.max_splits + u.split;
+        const size_t at = size_t(head_base + j) * p.max_splits + u.split;
         ws.partial_out[at * HD + d] = out;
         if (d == 0) ws.partial_ml[2 * at] = top, ws.partial_ml[2 * at + 1] = sum;
       } else {
@@ -470,18 +486,32 @@ __device__ __forceinline__ void combine_splits(const StreamDecodeParams& p, cons
     if (lane < splits) split_weight[head * splits + lane] = weight / total;
   }
   block_sync();
-  const int pairs_total = p.heads * HD / 2;
-  for (int t = threadIdx.x; t < pairs_total; t += kBlockThreads) {
-    const int head = 2 * t / HD, d = 2 * t % HD;
-    const float* weight = split_weight + head * splits;
-    float2 sum = make_float2(0.0f, 0.0f);
-#pragma unroll 4
+  // Each thread merges float4 groups t and t + kBlockThreads (Qwen3: all 1024 of them in one pass), their loads
+  // unrolled over the splits so that many are in flight (a thread's groups merged one after another were ~4 us).
+  const int quads = p.heads * HD / 4;
+  for (int t = threadIdx.x; t < quads; t += 2 * kBlockThreads) {
+    const int t2 = t + kBlockThreads;
+    const bool second = t2 < quads;
+    const float* weight_a = split_weight + (4 * t / HD) * splits;
+    const float* weight_b = split_weight + (second ? 4 * t2 / HD : 0) * splits;
+    const float4* src_a = reinterpret_cast<const float4*>(ws.partial_out + size_t(4 * t / HD) * p.max_splits * HD) +
+                          (4 * t % HD) / 4;
+    const float4* src_b = reinterpret_cast<const float4*>(ws.partial_out + size_t(second ? 4 * t2 / HD : 0) *
+                                                                               p.max_splits * HD) + (4 * t2 % HD) / 4;
+    float4 a = make_float4(0.0f, 0.0f, 0.0f, 0.0f), b = a;
+#pragma unroll 8
     for (int i = 0; i < splits; ++i) {
-      const float2 v =
-          __ldcg(reinterpret_cast<const float2*>(ws.partial_out + (size_t(head) * p.max_splits + i) * HD + d));
-      sum.x = fmaf(weight[i], v.x, sum.x), sum.y = fmaf(weight[i], v.y, sum.y);
+      const float4 va = __ldcg(src_a + i * (HD / 4));
+      const float wa = weight_a[i];
+      a.x = fmaf(wa, va.x, a.x), a.y = fmaf(wa, va.y, a.y), a.z = fmaf(wa, va.z, a.z), a.w = fmaf(wa, va.w, a.w);
+      if (second) {
+        const float4 vb = __ldcg(src_b + i * (HD / 4));
+        const float wb = weight_b[i];
+        b.x = fmaf(wb, vb.x, b.x), b.y = fmaf(wb, vb.y, b.y), b.z = fmaf(wb, vb.z, b.z), b.w = fmaf(wb, vb.w, b.w);
+      }
     }
-    reinterpret_cast<float2*>(out)[t] = sum;
+    reinterpret_cast<float4*>(out)[t] = a;
+    if (second) reinterpret_cast<float4*>(out)[t2] = b;
   }
   block_sync();
 }
@@ -489,8 +519,8 @@ __device__ __forceinline__ void combine_splits(const StreamDecodeParams& p, cons
 // ---- Routing (P5) ---------------------------------------------------------------------------------------------------
 
 // Every block, from the router's logits (L2): softmax over all experts (warp 0, the per-op kernel's order), then each
-// expert's rank among the probabilities (ties: lower id first); ranks below top_k fill ids / weights best first, and
-// warp 0 renormalizes in that order.
+// expert's rank among the probabilities (ties: lower id first; `ways` threads per expert each count a share of the
+// others), and ranks below top_k fill ids / weights best first. The weights are renormalized where they are used.
 __device__ __forceinline__ void route(const StreamDecodeParams& p, const float* logits, float* probs, int* ids,
                                       float* weights) {
   const int n = p.experts;
@@ -506,26 +536,22 @@ __device__ __forceinline__ void route(const StreamDecodeParams& p, const float* 
     for (int i = lane; i < n; i += 32) probs[i] /= sum;
   }
   block_sync();
-  if (threadIdx.x < n) {
-    const float mine = probs[threadIdx.x];
-    int rank = 0;
-    for (int i = 0; i < n; ++i) {
+  int ways = 1;
+  while (ways < 32 && 2 * ways * n <= kBlockThreads) ways *= 2;
+  const int expert = threadIdx.x / ways, share = threadIdx.x % ways, per_share = (n + ways - 1) / ways;
+  int rank = 0;
+  float mine = 0.0f;
+  if (expert < n) {
+    mine = probs[expert];
+    for (int i = share * per_share; i < min(n, (share + 1) * per_share); ++i) {
       const float other = probs[i];
-      rank += other > mine || (other == mine && i < int(threadIdx.x));
+      rank += other > mine || (other == mine && i < expert);
     }
-    if (rank < p.top_k) ids[rank] = threadIdx.x, weights[rank] = mine;
   }
-  block_sync();
-  if (threadIdx.x == 0 && p.renormalize) {
-    float total = 0.0f;
-    for (int j = 0; j < p.top_k; ++j) total += weights[j];
-    for (int j = 0; j < p.top_k; ++j) weights[j] /= total;
-  }
+  for (int offset = 1; offset < ways; offset *= 2) rank += __shfl_xor_sync(0xffffffffu, rank, offset);
+  if (expert < n && share == 0 && rank < p.top_k) ids[rank] = expert, weights[rank] = mine;
   block_sync();
 }
-
-static_assert(sizeof(StreamLayer) % 8 == 0,
-              "the layer table is copied in 8-byte words");
 
 // ---- The kernel -----------------------------------------------------------------------------------------------------
 
@@ -534,18 +560,19 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
   extern __shared__ __align__(16) unsigned char shared[];
   const Layout lay(p, gridDim.x);
   const Workspace ws(p, p.workspace);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int q_width = p.heads * HD, qkv_width = q_width + 2 * p.kv_heads * HD;
   float* vec = reinterpret_cast<float*>(shared);  // [vec_floats]: the vector the phase's rows multiply
   float* own = vec + lay.vec_floats;              // this block's residual rows
   float* part_sums = own + lay.own_floats;        // [item_floats]
   float* scratch = part_sums + lay.item_floats;   // [64]
   float* rope_table = scratch + 64;               // [head_dim]: cos, sin
-  float* attention_shared = rope_table + HD;      // [attention_floats]
-  float* probs = attention_shared + lay.attention_floats;  // [experts]
-  bf16* stage_k = reinterpret_cast<bf16*>(probs + round4(p.experts));
+  float* split_weight = rope_table + HD;          // [heads][splits] (P3)
+  float* probs = split_weight + round4(p.heads * kMaxSplits);  // [experts]
+  int64_t* stage_rows = reinterpret_cast<int64_t*>(probs + round4(p.experts));  // [kStageKeys] (P2)
+  StreamLayer* layers = reinterpret_cast<StreamLayer*>(stage_rows + kStageKeys);
+  bf16* stage_k = reinterpret_cast<bf16*>(shared + lay.attention_offset);  // P2's staged keys, then its scratch
   bf16* stage_v = stage_k + kStageKeys * stage_stride<HD>();
-  StreamLayer* layers = reinterpret_cast<StreamLayer*>(stage_v + kStageKeys * stage_stride<HD>());
+  float* attention_shared = reinterpret_cast<float*>(stage_v + kStageKeys * stage_stride<HD>());
   __shared__ int ids[kMaxTopK];
   __shared__ float weights[kMaxTopK];
   // Trace (p.trace): [0] the last release, [1 + phase] work per phase; block 0's barrier stamps, waits, start.
@@ -585,6 +612,9 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
     rope_table[p.rotary_dim / 2 + i] = sn * p.rope_attention_factor;
   }
   const Unit unit(p, seq_len);
+  if (unit.has_unit)  // the cache rows of the unit's first keys (the same in every layer)
+    for (int r = threadIdx.x; r < min(kStageKeys, unit.key_end - unit.key_begin); r += kBlockThreads)
+      stage_rows[r] = cache_row(p, unit.key_begin + r, unit.kv_head);
 
 #pragma unroll 1
   for (int layer = 0; layer < p.n_layers; ++layer) {
@@ -610,13 +640,13 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
 
     // P2: attention partials; then the first o_proj items load before the barrier.
     if (unit.has_unit)
-      attention_unit<HD>(p, w, ws, attention_shared, stage_k, stage_v, rope_table, unit, position);
+      attention_unit<HD>(p, w, ws, attention_shared, stage_k, stage_v, stage_rows, rope_table, unit, position);
     auto o_row = [&](int v) { return w.o + size_t(own_rows.first + v) * q_width; };
     preload_first(own_rows.count() * q_parts, q_parts, q_width, o_row, first);
     barrier(1);
 
     // P3: every head's splits merged (each block for itself), then o_proj rows into the residual.
-    combine_splits<HD>(p, ws, unit.splits, attention_shared, vec);
+    combine_splits<HD>(p, ws, unit.splits, split_weight, vec);
     item_dots(own_rows.count() * q_parts, q_parts, q_width, o_row, [&](int) { return vec; }, part_sums, first, true);
     block_sync();
     for (int r = threadIdx.x; r < own_rows.count(); r += kBlockThreads) {
@@ -677,10 +707,13 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
     item_dots(own_rows.count() * slots * width_parts, width_parts, width, down_row,
               [&](int v) { return vec + (v % slots) * width; }, part_sums, first, true);
     block_sync();
+    float total = 0.0f;  // renormalized top-k weights: w / the top-k sum, summed in pick order as the per-op router
+    for (int slot = 0; slot < slots; ++slot) total += weights[slot];
+    if (!routed || !p.renormalize) total = 1.0f;
     for (int r = threadIdx.x; r < own_rows.count(); r += kBlockThreads) {
       float sum = 0.0f;
       for (int slot = 0; slot < slots; ++slot)
-        sum = fmaf(weights[slot], row_sum(part_sums, r * slots + slot, width_parts), sum);
+        sum = fmaf(weights[slot] / total, row_sum(part_sums, r * slots + slot, width_parts), sum);
       ws.x[own_rows.first + r] = own[r] += sum;
     }
     block_sync();
