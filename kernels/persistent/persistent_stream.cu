@@ -175,6 +175,7 @@ __device__ __forceinline__ void item_dots(int n_items, int parts, int columns, R
 // A virtual row's dot: its parts' sums in order.
 __device__ __forceinline__ float row_sum(const float* part_sums, int vrow, int parts) {
   float s = 0.0f;
+  #pragma unroll 1
   for (int k = 0; k < parts; ++k) s += part_sums[vrow * parts + k];
   return s;
 }
@@ -185,6 +186,7 @@ __device__ __forceinline__ float row_sum(const float* part_sums, int vrow, int p
 __device__ __forceinline__ void load_normed_embedding(const bf16* embedding, const float* weight, int n, float eps,
                                                       float* out, float* scratch) {
   float squares = 0.0f;
+  #pragma unroll 1
   for (int q = threadIdx.x; q < n / 4; q += kBlockThreads) {
     const uint2 raw = __ldg(reinterpret_cast<const uint2*>(embedding) + q);
     const float2 a = unpack_bf16x2(raw.x), b = unpack_bf16x2(raw.y);
@@ -194,6 +196,7 @@ __device__ __forceinline__ void load_normed_embedding(const bf16* embedding, con
   }
   const float total = block_sum(squares, scratch, kWarps, [] { block_sync(); });
   const float inv = 1.0f / sqrtf(total / static_cast<float>(n) + eps);
+  #pragma unroll 1
   for (int i = threadIdx.x; i < n; i += kBlockThreads) out[i] *= inv;
   block_sync();
 }
@@ -202,6 +205,7 @@ __device__ __forceinline__ void load_normed_embedding(const bf16* embedding, con
 __device__ __forceinline__ void published_inv(const float* row_squares, int n, float eps, float* scratch) {
   if (threadIdx.x < 32) {
     float squares = 0.0f;
+    #pragma unroll 1
     for (int b = threadIdx.x; b < gridDim.x; b += 32) squares += __ldcg(row_squares + b);
     squares = warp_sum(squares);
     if (threadIdx.x == 0) scratch[0] = 1.0f / sqrtf(squares / static_cast<float>(n) + eps);
@@ -213,6 +217,7 @@ __device__ __forceinline__ void published_inv(const float* row_squares, int n, f
 __device__ __forceinline__ float load_weighted(const float* x, const float* weight, const float* row_squares, int n,
                                                float eps, float* out, float* scratch) {
   published_inv(row_squares, n, eps, scratch);
+  #pragma unroll 1
   for (int q = threadIdx.x; q < n / 4; q += kBlockThreads) {
     const float4 v = __ldcg(reinterpret_cast<const float4*>(x) + q);
     const float4 g = __ldg(reinterpret_cast<const float4*>(weight) + q);
@@ -226,30 +231,42 @@ __device__ __forceinline__ float load_weighted(const float* x, const float* weig
 __device__ __forceinline__ void publish_row_squares(const float* own, int rows, float* slot) {
   if (threadIdx.x != 0) return;
   float squares = 0.0f;
+  #pragma unroll 1
   for (int i = 0; i < rows; ++i) squares = fmaf(own[i], own[i], squares);
   __stcg(slot + blockIdx.x, squares);
 }
 
 // ---- Attention (P2, P3) ---------------------------------------------------------------------------------------------
 
-// One warp: head `src` (HD floats, L2) into `dst`, with the optional head norm and RoPE from the step's table
-// (rope_table: cos, then sin, of the rotary_dim / 2 angles of this position).
+// One warp's head (HD floats: lane + 32 i in raw[i]) and its norm weights, loaded before the unit's key staging is
+// issued (loads queued behind ~64 KB of staging copies arrived ~4 us late).
 template <int HD>
-__device__ __forceinline__ void load_rotated_head(const float* src, const float* norm_weight, float* dst,
-                                                  const StreamDecodeParams& p, const float* rope_table, int lane) {
+struct HeadLoads {
+  float raw[HD / 32], norm[HD / 32];
+  __device__ void load(const float* src, const float* norm_weight, int lane) {
 #pragma unroll
-  for (int d = lane; d < HD; d += 32) dst[d] = __ldcg(src + d);
-  __syncwarp();
-  if (norm_weight) {
+    for (int i = 0; i < HD / 32; ++i) {
+      raw[i] = __ldcg(src + lane + 32 * i);
+      norm[i] = norm_weight ? __ldg(norm_weight + lane + 32 * i) : 1.0f;
+    }
+  }
+};
+
+// One warp: the loaded head into `dst` with the optional head norm and RoPE from the step's table (rope_table: cos,
+// then sin, of the rotary_dim / 2 angles of this position).
+template <int HD>
+__device__ __forceinline__ void rotate_head(const HeadLoads<HD>& head, bool has_norm, float* dst,
+                                            const StreamDecodeParams& p, const float* rope_table, int lane) {
+  float inv = 1.0f;
+  if (has_norm) {
     float squares = 0.0f;
 #pragma unroll
-    for (int d = lane; d < HD; d += 32) squares = fmaf(dst[d], dst[d], squares);
-    const float inv = 1.0f / sqrtf(warp_sum(squares) / static_cast<float>(HD) + p.head_norm_eps);
-    __syncwarp();
-#pragma unroll
-    for (int d = lane; d < HD; d += 32) dst[d] = __ldg(norm_weight + d) * (dst[d] * inv);
-    __syncwarp();
+    for (int i = 0; i < HD / 32; ++i) squares = fmaf(head.raw[i], head.raw[i], squares);
+    inv = 1.0f / sqrtf(warp_sum(squares) / static_cast<float>(HD) + p.head_norm_eps);
   }
+#pragma unroll
+  for (int i = 0; i < HD / 32; ++i) dst[lane + 32 * i] = has_norm ? head.norm[i] * (head.raw[i] * inv) : head.raw[i];
+  __syncwarp();
   const int half = p.rotary_dim / 2;
 #pragma unroll
   for (int i = lane; i < HD / 2; i += 32) {
@@ -296,6 +313,7 @@ template <int HD>
 __device__ __forceinline__ void stage_keys(const StreamDecodeParams& p, const StreamLayer& w, int kv_head, int first,
                                            int n, int skip, const int64_t* rows, bf16* stage_k, bf16* stage_v) {
   constexpr int kChunks = HD / 8;
+  #pragma unroll 1
   for (int c = threadIdx.x; c < n * kChunks; c += kBlockThreads) {
     const int r = c / kChunks, part = c - r * kChunks, key = first + r;
     if (key == skip) continue;
@@ -315,7 +333,7 @@ template <int HD>
 __device__ __forceinline__ void attention_unit(const StreamDecodeParams& p, const StreamLayer& w, const Workspace& ws,
                                                float* attention_shared, bf16* stage_k, bf16* stage_v,
                                                const int64_t* stage_rows, const float* rope_table, const Unit& u,
-                                               int position) {
+                                               int position, unsigned long long* stamps) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int group = u.heads, head_base = u.kv_head * (p.heads / p.kv_heads) + u.head_first;
   const int q_width = p.heads * HD, kv_width = p.kv_heads * HD;
@@ -328,6 +346,17 @@ __device__ __forceinline__ void attention_unit(const StreamDecodeParams& p, cons
   float* head_ml = head_out + group * HD;      // [group][2]
   float* next_ml = head_ml + 2 * group;        // [group][2]
   const bool has_new = position >= u.key_begin && position < u.key_end;
+  const bool q_warp = warp < group, new_key_warp = warp == kWarps - 1 && has_new;
+  HeadLoads<HD> q_loads, k_loads;
+  float v[HD / 32];
+  int page = 0;
+  if (q_warp) q_loads.load(ws.qkv + (head_base + warp) * HD, w.q_norm, lane);
+  if (new_key_warp) {
+    page = __ldg(p.block_table + position / p.page_size);
+    k_loads.load(ws.qkv + q_width + u.kv_head * HD, w.k_norm, lane);
+#pragma unroll
+    for (int i = 0; i < HD / 32; ++i) v[i] = __ldcg(ws.qkv + q_width + kv_width + u.kv_head * HD + lane + 32 * i);
+  }
   stage_keys<HD>(p, w, u.kv_head, u.key_begin, min(kStageKeys, u.key_end - u.key_begin), position, stage_rows, stage_k,
                  stage_v);
   auto put_new_key = [&](int piece, int n) {  // the new key's staging row, from k_new / v_new (same lanes wrote them)
@@ -337,18 +366,14 @@ __device__ __forceinline__ void attention_unit(const StreamDecodeParams& p, cons
       stage_v[(position - piece) * stage_stride<HD>() + d] = __float2bfloat16_rn(v_new[d]);
     }
   };
-  if (warp < group) {
-    const int head = head_base + warp;
+  if (q_warp) {
     float* q = q_s + warp * HD;
-    load_rotated_head<HD>(ws.qkv + head * HD, w.q_norm, q, p, rope_table, lane);
+    rotate_head<HD>(q_loads, w.q_norm != nullptr, q, p, rope_table, lane);
     for (int d = lane; d < HD; d += 32) q[d] *= p.attention_scale * 1.4426950408889634f;
+    if (stamps && threadIdx.x == 0) stamps[0] += global_timer();
   }
-  if (warp == kWarps - 1 && has_new) {
-    const int page = __ldg(p.block_table + position / p.page_size);
-    float v[HD / 32];
-#pragma unroll
-    for (int i = 0; i < HD / 32; ++i) v[i] = __ldcg(ws.qkv + q_width + kv_width + u.kv_head * HD + lane + 32 * i);
-    load_rotated_head<HD>(ws.qkv + q_width + u.kv_head * HD, w.k_norm, k_new, p, rope_table, lane);
+  if (new_key_warp) {
+    rotate_head<HD>(k_loads, w.k_norm != nullptr, k_new, p, rope_table, lane);
     const size_t row = (size_t(page) * p.page_size + position % p.page_size) * p.kv_heads + u.kv_head;
 #pragma unroll
     for (int i = 0; i < HD / 32; ++i) {
@@ -361,10 +386,13 @@ __device__ __forceinline__ void attention_unit(const StreamDecodeParams& p, cons
     __syncwarp();
     put_new_key(u.key_begin, min(kStageKeys, u.key_end - u.key_begin));
   }
+  #pragma unroll 1
   for (int t = threadIdx.x; t < group * HD; t += kBlockThreads) head_out[t] = 0.0f;
+  #pragma unroll 1
   for (int j = threadIdx.x; j < group; j += kBlockThreads) head_ml[2 * j] = -INFINITY, head_ml[2 * j + 1] = 0.0f;
   cp_async_wait<0>();
   block_sync();
+  if (stamps && threadIdx.x == 0) stamps[1] += global_timer();
 
 #pragma unroll 1
   for (int piece = u.key_begin; piece < u.key_end; piece += kStageKeys) {
@@ -439,15 +467,19 @@ __device__ __forceinline__ void attention_unit(const StreamDecodeParams& p, cons
       if (lane == 0) item_ml[2 * item] = top, item_ml[2 * item + 1] = sum;
     }
     block_sync();
+    if (stamps && threadIdx.x == 0 && piece == u.key_begin) stamps[2] += global_timer();
     // Merge the piece's items into each head's running (max, sum, output) in a fixed order; the last piece's merge
     // writes the unit's partials.
     const bool last_piece = piece + kStageKeys >= u.key_end;
+    #pragma unroll 1
     for (int t = threadIdx.x; t < group * HD; t += kBlockThreads) {
       const int j = t / HD, d = t % HD;
       float top = head_ml[2 * j];
+      #pragma unroll 1
       for (int c = 0; c < chunks; ++c) top = fmaxf(top, item_ml[2 * (j * chunks + c)]);
       const float old_weight = head_ml[2 * j] == -INFINITY ? 0.0f : exp2f(head_ml[2 * j] - top);
       float out = head_out[t] * old_weight, sum = head_ml[2 * j + 1] * old_weight;
+      #pragma unroll 1
       for (int c = 0; c < chunks; ++c) {
         const float weight = exp2f(item_ml[2 * (j * chunks + c)] - top);
         out = fmaf(item_out[(j * chunks + c) * HD + d], weight, out);
@@ -464,11 +496,13 @@ __device__ __forceinline__ void attention_unit(const StreamDecodeParams& p, cons
     }
     if (last_piece) break;
     block_sync();
+    #pragma unroll 1
     for (int j = threadIdx.x; j < group; j += kBlockThreads)
       head_ml[2 * j] = next_ml[2 * j], head_ml[2 * j + 1] = next_ml[2 * j + 1];
     block_sync();
   }
   block_sync();  // the shared buffers are reused
+  if (stamps && threadIdx.x == 0) stamps[3] += global_timer();
 }
 
 // P3's first half: every head's splits merged into out[q_width] (shared), by every block for itself. A warp per head
@@ -489,6 +523,7 @@ __device__ __forceinline__ void combine_splits(const StreamDecodeParams& p, cons
   // Each thread merges float4 groups t and t + kBlockThreads (Qwen3: all 1024 of them in one pass), their loads
   // unrolled over the splits so that many are in flight (a thread's groups merged one after another were ~4 us).
   const int quads = p.heads * HD / 4;
+  #pragma unroll 1
   for (int t = threadIdx.x; t < quads; t += 2 * kBlockThreads) {
     const int t2 = t + kBlockThreads;
     const bool second = t2 < quads;
@@ -527,12 +562,15 @@ __device__ __forceinline__ void route(const StreamDecodeParams& p, const float* 
   if (threadIdx.x < 32) {
     const int lane = threadIdx.x;
     float max = -INFINITY;
+    #pragma unroll 1
     for (int i = lane; i < n; i += 32) max = fmaxf(max, __ldcg(logits + i));
     max = warp_max(max);
     float sum = 0.0f;
+    #pragma unroll 1
     for (int i = lane; i < n; i += 32) sum += (probs[i] = expf(__ldcg(logits + i) - max));
     sum = warp_sum(sum);
     __syncwarp();
+    #pragma unroll 1
     for (int i = lane; i < n; i += 32) probs[i] /= sum;
   }
   block_sync();
@@ -543,6 +581,7 @@ __device__ __forceinline__ void route(const StreamDecodeParams& p, const float* 
   float mine = 0.0f;
   if (expert < n) {
     mine = probs[expert];
+    #pragma unroll 1
     for (int i = share * per_share; i < min(n, (share + 1) * per_share); ++i) {
       const float other = probs[i];
       rank += other > mine || (other == mine && i < expert);
@@ -577,9 +616,11 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
   __shared__ float weights[kMaxTopK];
   // Trace (p.trace): [0] the last release, [1 + phase] work per phase; block 0's barrier stamps, waits, start.
   __shared__ unsigned long long block_clock[1 + kStreamPhases], barrier_stamps[2], block0_wait[kStreamPhases], start;
+  __shared__ unsigned long long unit_stamps[kStreamUnitStamps];  // block 0's P2: sums of (stamp - release)
 
   // The layers' pointers in shared memory (from global memory, every use after a grid barrier, whose acquire
   // invalidates L1, would be a round trip of its own before the loads it addresses).
+  #pragma unroll 1
   for (int i = threadIdx.x; i < p.n_layers * int(sizeof(StreamLayer) / 8); i += kBlockThreads)
     reinterpret_cast<uint64_t*>(layers)[i] = __ldg(reinterpret_cast<const uint64_t*>(p.layers) + i);
   __syncthreads();
@@ -597,14 +638,17 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
   if (clock && threadIdx.x == 0) {
     start = block_clock[0] = global_timer();
     for (int k = 0; k < kStreamPhases; ++k) block_clock[1 + k] = 0, block0_wait[k] = 0;
+    for (int k = 0; k < kStreamUnitStamps; ++k) unit_stamps[k] = 0;
   }
   auto barrier = [&](int phase) {
     grid_barrier(p.barrier, blockIdx.x == 0 && clock ? barrier_stamps : nullptr, clock, phase, [] { block_sync(); });
     if (blockIdx.x == 0 && clock && threadIdx.x == 0) block0_wait[phase] += barrier_stamps[1] - barrier_stamps[0];
   };
   const bf16* embedding = p.embed + size_t(token) * p.hidden;
+  #pragma unroll 1
   for (int i = threadIdx.x; i < own_rows.count(); i += kBlockThreads)
     own[i] = __bfloat162float(embedding[own_rows.first + i]);
+  #pragma unroll 1
   for (int i = threadIdx.x; i < p.rotary_dim / 2; i += kBlockThreads) {  // RoPE of this position, once
     float sn, c;
     sincosf(static_cast<float>(position) * p.rope_inv_freq[i], &sn, &c);
@@ -613,6 +657,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
   }
   const Unit unit(p, seq_len);
   if (unit.has_unit)  // the cache rows of the unit's first keys (the same in every layer)
+    #pragma unroll 1
     for (int r = threadIdx.x; r < min(kStageKeys, unit.key_end - unit.key_begin); r += kBlockThreads)
       stage_rows[r] = cache_row(p, unit.key_begin + r, unit.kv_head);
 
@@ -631,6 +676,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
     item_dots(qkv_rows.count() * hidden_parts, hidden_parts, p.hidden, qkv_row(layer), [&](int) { return vec; },
               part_sums, first, true);
     block_sync();
+    #pragma unroll 1
     for (int r = threadIdx.x; r < qkv_rows.count(); r += kBlockThreads) {
       const int row = qkv_rows.first + r;
       const float dot = row_sum(part_sums, r, hidden_parts) * inv;
@@ -639,8 +685,12 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
     barrier(0);
 
     // P2: attention partials; then the first o_proj items load before the barrier.
-    if (unit.has_unit)
-      attention_unit<HD>(p, w, ws, attention_shared, stage_k, stage_v, stage_rows, rope_table, unit, position);
+    if (unit.has_unit) {
+      unsigned long long* stamps = clock && blockIdx.x == 0 ? unit_stamps : nullptr;
+      if (stamps && threadIdx.x == 0)
+        for (int k = 0; k < kStreamUnitStamps; ++k) stamps[k] -= block_clock[0];  // (from this phase's release)
+      attention_unit<HD>(p, w, ws, attention_shared, stage_k, stage_v, stage_rows, rope_table, unit, position, stamps);
+    }
     auto o_row = [&](int v) { return w.o + size_t(own_rows.first + v) * q_width; };
     preload_first(own_rows.count() * q_parts, q_parts, q_width, o_row, first);
     barrier(1);
@@ -649,6 +699,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
     combine_splits<HD>(p, ws, unit.splits, split_weight, vec);
     item_dots(own_rows.count() * q_parts, q_parts, q_width, o_row, [&](int) { return vec; }, part_sums, first, true);
     block_sync();
+    #pragma unroll 1
     for (int r = threadIdx.x; r < own_rows.count(); r += kBlockThreads) {
       const int row = own_rows.first + r;
       const float dot = row_sum(part_sums, r, q_parts);
@@ -666,11 +717,13 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
       item_dots(router_rows.count() * hidden_parts, hidden_parts, p.hidden, router_row, [&](int) { return vec; },
                 part_sums, first, true);
       block_sync();
+      #pragma unroll 1
       for (int r = threadIdx.x; r < router_rows.count(); r += kBlockThreads)
         ws.logits[router_rows.first + r] = row_sum(part_sums, r, hidden_parts) * inv;
       barrier(3);
       route(p, ws.logits, probs, ids, weights);
       if (blockIdx.x == 0 && w.topk_ids)
+        #pragma unroll 1
         for (int j = threadIdx.x; j < p.top_k; j += kBlockThreads) w.topk_ids[j] = ids[j];
     } else if (threadIdx.x == 0) {
       ids[0] = 0, weights[0] = 1.0f;  // (the previous sync orders this before its readers: load_weighted's)
@@ -686,6 +739,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
     item_dots(2 * pairs.count() * hidden_parts, hidden_parts, p.hidden, gate_up_row, [&](int) { return vec; },
               part_sums, first, false);
     block_sync();
+    #pragma unroll 1
     for (int k = threadIdx.x; k < pairs.count(); k += kBlockThreads) {
       const float gate = row_sum(part_sums, 2 * k, hidden_parts) * inv;
       const float up = row_sum(part_sums, 2 * k + 1, hidden_parts) * inv;
@@ -701,6 +755,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
     barrier(4);
 
     // P6: h of every slot into shared memory, then the block's down rows of every slot, weighted, into the residual.
+    #pragma unroll 1
     for (int q = threadIdx.x; q < slots * width / 4; q += kBlockThreads)
       reinterpret_cast<float4*>(vec)[q] = __ldcg(reinterpret_cast<const float4*>(ws.h) + q);
     block_sync();
@@ -708,10 +763,13 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
               [&](int v) { return vec + (v % slots) * width; }, part_sums, first, true);
     block_sync();
     float total = 0.0f;  // renormalized top-k weights: w / the top-k sum, summed in pick order as the per-op router
+    #pragma unroll 1
     for (int slot = 0; slot < slots; ++slot) total += weights[slot];
     if (!routed || !p.renormalize) total = 1.0f;
+    #pragma unroll 1
     for (int r = threadIdx.x; r < own_rows.count(); r += kBlockThreads) {
       float sum = 0.0f;
+      #pragma unroll 1
       for (int slot = 0; slot < slots; ++slot)
         sum = fmaf(weights[slot] / total, row_sum(part_sums, r * slots + slot, width_parts), sum);
       ws.x[own_rows.first + r] = own[r] += sum;
@@ -725,6 +783,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
   allow_next_kernel_to_start();  // lm_head may get scheduled; it still waits for this kernel to complete
   published_inv(ws.row_squares + kMaxGrid, p.hidden, p.hidden_norm_eps, scratch);
   block_sync();
+  #pragma unroll 1
   for (int i = threadIdx.x; i < own_rows.count(); i += kBlockThreads) {
     const int row = own_rows.first + i;
     p.normed_out[row] = (__ldg(p.final_norm + row) * own[i]) * scratch[0];
@@ -734,6 +793,8 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
     if (blockIdx.x == 0) {
       for (int k = 0; k < kStreamPhases; ++k) p.trace[kStreamPhases * gridDim.x + k] = block0_wait[k];
       p.trace[kStreamPhases * gridDim.x + kStreamPhases] = global_timer() - start;
+      for (int k = 0; k < kStreamUnitStamps; ++k)
+        p.trace[kStreamPhases * gridDim.x + kStreamPhases + 1 + k] = unit_stamps[k];
     }
   }
 }

@@ -81,13 +81,18 @@ struct StreamDecodeParams {
   unsigned long long* barrier = nullptr;  // one zero-initialized word, owned by one stream's launches
   // Optional (null: off): every block's work per phase summed over the layers ([grid][kStreamPhases] ns, from its
   // release of the previous barrier to its arrival), then block 0's wait per phase ([kStreamPhases]), then block 0's
-  // start-to-end time ([1]), for `tachyon bench`.
+  // start-to-end time ([1]), then block 0's attention-unit stamps ([kStreamUnitStamps], sums over the layers of the
+  // time from P2's release), for `tachyon bench`.
   unsigned long long* trace = nullptr;
 };
 
 constexpr int kStreamPhases = 6;
 constexpr const char* kStreamPhaseNames[kStreamPhases] = {"qkv", "attention", "o_proj", "router", "gate_up", "down"};
-constexpr int persistent_stream_trace_size(int grid) { return kStreamPhases * grid + kStreamPhases + 1; }
+// Block 0's attention unit, from P2's release: q ready, keys staged, first piece's items done, unit done.
+constexpr int kStreamUnitStamps = 4;
+constexpr int persistent_stream_trace_size(int grid) {
+  return kStreamPhases * grid + kStreamPhases + 1 + kStreamUnitStamps;
+}
 
 // Why the kernel cannot run these shapes ("" when it can).
 std::string persistent_stream_unsupported(const StreamDecodeParams& params);

@@ -222,6 +222,9 @@ class GpuModel {
     double block0_wait_us[kernels::kStreamPhases] = {};
     int slowest_block[kernels::kStreamPhases] = {};
     double total_us = 0;  // block 0's whole pass
+    // Block 0's attention unit (kernels::kStreamUnitStamps), from P2's release: q ready, keys staged, the first
+    // piece's items done, the unit done.
+    double unit_stamps_us[kernels::kStreamUnitStamps] = {};
   };
   std::optional<StreamPhaseTimes> streamed_phase_times() const;
   // With record_router_margins: [layer][token] margins of the last prefill (empty for dense layers).

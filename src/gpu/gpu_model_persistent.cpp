@@ -216,8 +216,9 @@ std::optional<GpuModel::StreamPhaseTimes> GpuModel::streamed_phase_times() const
   std::vector<unsigned long long> t(persistent_trace_.size());
   TACHYON_CUDA_CHECK(cudaMemcpy(t.data(), persistent_trace_.data(), t.size() * sizeof(t[0]), cudaMemcpyDeviceToHost));
   const int phases = kernels::kStreamPhases, layers = config_.layers;
-  const size_t grid = (t.size() - phases - 1) / phases;
-  if (t.back() == 0) return std::nullopt;
+  const size_t grid = (t.size() - phases - 1 - kernels::kStreamUnitStamps) / phases;
+  const size_t block0 = grid * phases;  // block 0's waits, total, unit stamps
+  if (t[block0 + phases] == 0) return std::nullopt;
   StreamPhaseTimes times;
   for (int phase = 0; phase < phases; ++phase) {
     std::vector<std::pair<double, int>> work(grid);
@@ -226,9 +227,11 @@ std::optional<GpuModel::StreamPhaseTimes> GpuModel::streamed_phase_times() const
     times.slowest_block_us[phase] = work.back().first;
     times.slowest_block[phase] = work.back().second;
     times.median_block_us[phase] = work[grid / 2].first;
-    times.block0_wait_us[phase] = t[grid * phases + phase] / 1e3 / layers;
+    times.block0_wait_us[phase] = t[block0 + phase] / 1e3 / layers;
   }
-  times.total_us = t.back() / 1e3;
+  times.total_us = t[block0 + phases] / 1e3;
+  for (int k = 0; k < kernels::kStreamUnitStamps; ++k)
+    times.unit_stamps_us[k] = static_cast<double>(static_cast<long long>(t[block0 + phases + 1 + k])) / 1e3 / layers;
   return times;
 }
 

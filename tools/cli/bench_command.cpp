@@ -207,7 +207,9 @@ int run_bench(const BenchOptions& o) {
           : fmt::format("{} routed experts, other weights bf16", gpu::expert_format_name(c.expert_format));
   if (c.fp8.any()) precision += fmt::format(" (FP8: {})", gpu::fp8_weights_name(c.fp8));
   j["precision"] = precision + ", bf16 KV cache, fp32 activations" +
-                   (model->persistent_decode_active() ? "; decode steps as one persistent kernel (" + model->persistent_kernel_name() + ")" : "");
+                   (model->persistent_decode_active()
+                        ? "; decode steps as one persistent kernel (" + model->persistent_kernel_name() + ")"
+                        : "");
   j["experts"] = gpu::expert_format_name(c.expert_format);
   j["fp8"] = gpu::fp8_weights_name(c.fp8);
   j["persistent_decode"] = model->persistent_decode_active();
@@ -224,6 +226,7 @@ int run_bench(const BenchOptions& o) {
                            {"block0_wait_us", stream_phases->block0_wait_us[k]}});
     j["persistent_phases_per_layer"] = per_phase;
     j["persistent_kernel_us"] = stream_phases->total_us;
+    j["persistent_unit_stamps_us"] = stream_phases->unit_stamps_us;
   }
   if (phases) {
     nlohmann::json per_phase = nlohmann::json::array();
@@ -392,6 +395,9 @@ int run_bench(const BenchOptions& o) {
       std::printf(" %s %.2f / %.2f (%d), %.2f%s", kernels::kStreamPhaseNames[k], stream_phases->median_block_us[k],
                   stream_phases->slowest_block_us[k], stream_phases->slowest_block[k],
                   stream_phases->block0_wait_us[k], k + 1 < kernels::kStreamPhases ? ";" : "\n");
+    const double* u = stream_phases->unit_stamps_us;
+    std::printf("  streamed, block 0's attention unit (us from the phase's start): q ready %.2f, keys staged %.2f, "
+                "items %.2f, done %.2f\n", u[0], u[1], u[2], u[3]);
   }
   for (const auto& p : r.prefill)
     std::printf("  prefill %lld tokens: %.3f s = %.0f tok/s\n", static_cast<long long>(p.tokens), p.seconds,
