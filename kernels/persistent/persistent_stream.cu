@@ -186,7 +186,6 @@ __device__ __forceinline__ float row_sum(const float* part_sums, int vrow, int p
 __device__ __forceinline__ void load_normed_embedding(const bf16* embedding, const float* weight, int n, float eps,
                                                       float* out, float* scratch) {
   float squares = 0.0f;
-  #pragma unroll 1
   for (int q = threadIdx.x; q < n / 4; q += kBlockThreads) {
     const uint2 raw = __ldg(reinterpret_cast<const uint2*>(embedding) + q);
     const float2 a = unpack_bf16x2(raw.x), b = unpack_bf16x2(raw.y);
@@ -205,7 +204,6 @@ __device__ __forceinline__ void load_normed_embedding(const bf16* embedding, con
 __device__ __forceinline__ void published_inv(const float* row_squares, int n, float eps, float* scratch) {
   if (threadIdx.x < 32) {
     float squares = 0.0f;
-    #pragma unroll 1
     for (int b = threadIdx.x; b < gridDim.x; b += 32) squares += __ldcg(row_squares + b);
     squares = warp_sum(squares);
     if (threadIdx.x == 0) scratch[0] = 1.0f / sqrtf(squares / static_cast<float>(n) + eps);
@@ -217,7 +215,6 @@ __device__ __forceinline__ void published_inv(const float* row_squares, int n, f
 __device__ __forceinline__ float load_weighted(const float* x, const float* weight, const float* row_squares, int n,
                                                float eps, float* out, float* scratch) {
   published_inv(row_squares, n, eps, scratch);
-  #pragma unroll 1
   for (int q = threadIdx.x; q < n / 4; q += kBlockThreads) {
     const float4 v = __ldcg(reinterpret_cast<const float4*>(x) + q);
     const float4 g = __ldg(reinterpret_cast<const float4*>(weight) + q);
@@ -562,11 +559,9 @@ __device__ __forceinline__ void route(const StreamDecodeParams& p, const float* 
   if (threadIdx.x < 32) {
     const int lane = threadIdx.x;
     float max = -INFINITY;
-    #pragma unroll 1
     for (int i = lane; i < n; i += 32) max = fmaxf(max, __ldcg(logits + i));
     max = warp_max(max);
     float sum = 0.0f;
-    #pragma unroll 1
     for (int i = lane; i < n; i += 32) sum += (probs[i] = expf(__ldcg(logits + i) - max));
     sum = warp_sum(sum);
     __syncwarp();
@@ -620,7 +615,6 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
 
   // The layers' pointers in shared memory (from global memory, every use after a grid barrier, whose acquire
   // invalidates L1, would be a round trip of its own before the loads it addresses).
-  #pragma unroll 1
   for (int i = threadIdx.x; i < p.n_layers * int(sizeof(StreamLayer) / 8); i += kBlockThreads)
     reinterpret_cast<uint64_t*>(layers)[i] = __ldg(reinterpret_cast<const uint64_t*>(p.layers) + i);
   __syncthreads();
