@@ -26,6 +26,7 @@ constexpr int kBlockThreads = 512, kWarps = kBlockThreads / 32;
 constexpr int kLoads = 4, kPartColumns = 32 * kLoads * 8;
 constexpr int kKeysPerSplit = 128;  // the key split's target length
 constexpr int kStageKeys = 128;     // keys of a unit staged in shared memory at once
+constexpr int kUnitRows = 1024;     // a unit's keys whose cache rows are looked up once per step (then per piece)
 constexpr int kMaxItems = 64;       // P2's items per piece: group x kStageKeys / 32 (bounds the group at 16)
 constexpr int kMaxSplits = 32;      // P3 weighs a head's splits with a lane each
 constexpr int kMaxGrid = 1024;      // blocks whose sums of squares the workspace holds
@@ -69,8 +70,9 @@ struct Layout {
         round4(group * p.head_dim + 2 * p.head_dim + kMaxItems * (p.head_dim + 2) + group * (p.head_dim + 4));
     const size_t floats = size_t(vec_floats) + own_floats + item_floats + 64 + p.head_dim +
                           round4(p.heads * kMaxSplits) + round4(p.experts);  // (max_splits may not be set yet)
-    attention_offset = (sizeof(float) * floats + sizeof(int64_t) * kStageKeys + sizeof(StreamLayer) * size_t(p.n_layers) +
-                   15) / 16 * 16;
+    attention_offset =
+        (sizeof(float) * floats + sizeof(int64_t) * kUnitRows + sizeof(StreamLayer) * size_t(p.n_layers) + 15) / 16 *
+        16;
     const size_t attention_bytes = 2 * size_t(kStageKeys) * (p.head_dim + 8) * 2 + sizeof(float) * attention_floats;
     shared_bytes = attention_offset + attention_bytes;
   }
@@ -301,8 +303,8 @@ struct Unit {
 
 // All threads: cp.async copies of keys [first, first + n) of the KV head into the staging rows, except `skip` (the
 // new position, written by this block in this phase: put into its staging row from registers instead).
-// `rows`: the keys' cache rows, looked up once per step for the unit's first piece (null: look them up here, for long
-// contexts' later pieces).
+// `rows`: the keys' cache rows, looked up once per step for the unit's first kUnitRows keys (null: look them up here,
+// for keys past those; each lookup is a dependent round trip).
 __device__ __forceinline__ int64_t cache_row(const StreamDecodeParams& p, int key, int kv_head) {
   return (int64_t(__ldg(p.block_table + key / p.page_size)) * p.page_size + key % p.page_size) * p.kv_heads + kv_head;
 }
@@ -394,8 +396,10 @@ __device__ __forceinline__ void attention_unit(const StreamDecodeParams& p, cons
 #pragma unroll 1
   for (int piece = u.key_begin; piece < u.key_end; piece += kStageKeys) {
     const int n = min(kStageKeys, u.key_end - piece);
-    if (piece != u.key_begin) {  // long contexts: the next piece now (one round trip each)
-      stage_keys<HD>(p, w, u.kv_head, piece, n, position, nullptr, stage_k, stage_v);
+    if (piece != u.key_begin) {  // long contexts: the next piece now (one round trip)
+      const int at = piece - u.key_begin;  // (a piece lies inside the looked-up rows or wholly past them)
+      stage_keys<HD>(p, w, u.kv_head, piece, n, position, at + n <= kUnitRows ? stage_rows + at : nullptr, stage_k,
+                     stage_v);
       if (warp == kWarps - 1 && has_new) put_new_key(piece, n);
       cp_async_wait<0>();
       block_sync();
@@ -602,8 +606,8 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
   float* rope_table = scratch + 64;               // [head_dim]: cos, sin
   float* split_weight = rope_table + HD;          // [heads][splits] (P3)
   float* probs = split_weight + round4(p.heads * kMaxSplits);  // [experts]
-  int64_t* stage_rows = reinterpret_cast<int64_t*>(probs + round4(p.experts));  // [kStageKeys] (P2)
-  StreamLayer* layers = reinterpret_cast<StreamLayer*>(stage_rows + kStageKeys);
+  int64_t* stage_rows = reinterpret_cast<int64_t*>(probs + round4(p.experts));  // [kUnitRows] (P2)
+  StreamLayer* layers = reinterpret_cast<StreamLayer*>(stage_rows + kUnitRows);
   bf16* stage_k = reinterpret_cast<bf16*>(shared + lay.attention_offset);  // P2's staged keys, then its scratch
   bf16* stage_v = stage_k + kStageKeys * stage_stride<HD>();
   float* attention_shared = reinterpret_cast<float*>(stage_v + kStageKeys * stage_stride<HD>());
@@ -623,7 +627,9 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
   const int hidden_parts = parts_of(p.hidden), q_parts = parts_of(q_width);
   // The first items of P1 (layer 0's q / k / v rows) load while the previous kernel finishes: weights are constant.
   ItemWeights first;
-  auto qkv_row = [&](int layer) { return [&, layer](int v) { return layers[layer].qkv + size_t(qkv_rows.first + v) * p.hidden; }; };
+  auto qkv_row = [&](int layer) {
+    return [&, layer](int v) { return layers[layer].qkv + size_t(qkv_rows.first + v) * p.hidden; };
+  };
   preload_first(qkv_rows.count() * hidden_parts, hidden_parts, p.hidden, qkv_row(0), first);
 
   wait_for_previous_kernel();  // the step's token, position and length, and the cache the previous steps wrote
@@ -652,7 +658,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
   const Unit unit(p, seq_len);
   if (unit.has_unit)  // the cache rows of the unit's first keys (the same in every layer)
     #pragma unroll 1
-    for (int r = threadIdx.x; r < min(kStageKeys, unit.key_end - unit.key_begin); r += kBlockThreads)
+    for (int r = threadIdx.x; r < min(kUnitRows, unit.key_end - unit.key_begin); r += kBlockThreads)
       stage_rows[r] = cache_row(p, unit.key_begin + r, unit.kv_head);
 
 #pragma unroll 1
