@@ -13,6 +13,7 @@
 #include "cuda/cuda_check.h"
 #include "cuda/stream.h"
 #include "persistent/grid_barrier.cuh"
+#include "persistent/persistent_norms.cuh"
 
 namespace tachyon::kernels {
 
@@ -214,63 +215,6 @@ __device__ __forceinline__ float warp_dot(const bf16* row, const float* v, int n
   return warp_sum(sum);
 }
 
-// Layer 0's input: out[i] = weight[i] * x[i] / rms(x) over the bf16 embedding row x (n a multiple of 4). (weight * x
-// is rounded before the scaling: not the per-op kernel's order, which is weight * (x * inv).)
-__device__ __forceinline__ void load_normed_embedding(const bf16* embedding, const float* weight, int n, float eps,
-                                                      float* out, float* scratch) {
-  float squares = 0.0f;
-#pragma unroll 1
-  for (int q = threadIdx.x; q < n / 4; q += kThreads) {
-    const uint2 raw = __ldg(reinterpret_cast<const uint2*>(embedding) + q);
-    const float2 a = unpack_bf16x2(raw.x), b = unpack_bf16x2(raw.y);
-    const float4 v = make_float4(a.x, a.y, b.x, b.y);
-    squares = fmaf(v.x, v.x, fmaf(v.y, v.y, fmaf(v.z, v.z, fmaf(v.w, v.w, squares))));
-    // The weight is read here, beside x, not after the reduction (a second round trip per norm).
-    const float4 g = __ldg(reinterpret_cast<const float4*>(weight) + q);
-    reinterpret_cast<float4*>(out)[q] = make_float4(g.x * v.x, g.y * v.y, g.z * v.z, g.w * v.w);
-  }
-  const float total = block_sum(squares, scratch, kWarps, [] { compute_sync(); });
-  const float inv = 1.0f / sqrtf(total / static_cast<float>(n) + eps);
-#pragma unroll 1
-  for (int i = threadIdx.x; i < n; i += kThreads) out[i] *= inv;
-  compute_sync();
-}
-
-// 1 / rms of a row of n floats from the sums of squares its owners published (Workspace::row_squares), by warp 0
-// into scratch[0]; the caller syncs before reading it.
-__device__ __forceinline__ void published_inv(const float* row_squares, int n, float eps, float* scratch) {
-  if (threadIdx.x < 32) {
-    float squares = 0.0f;
-    for (int b = threadIdx.x; b < gridDim.x; b += 32) squares += __ldcg(row_squares + b);
-    squares = warp_sum(squares);
-    if (threadIdx.x == 0) scratch[0] = 1.0f / sqrtf(squares / static_cast<float>(n) + eps);
-  }
-}
-
-// The norm of a row whose owners published their rows' sums of squares: out = weight * x from one round trip (x, the
-// weight, and warp 0 reading the grid's sums beside them), no block reduction; returns 1 / rms(x), which the caller
-// applies to its dot products (dot(w, weight * x) * inv).
-__device__ __forceinline__ float load_weighted(const float* x, const float* weight, const float* row_squares, int n,
-                                               float eps, float* out, float* scratch) {
-  published_inv(row_squares, n, eps, scratch);
-#pragma unroll 1
-  for (int q = threadIdx.x; q < n / 4; q += kThreads) {
-    const float4 v = __ldcg(reinterpret_cast<const float4*>(x) + q);
-    const float4 g = __ldg(reinterpret_cast<const float4*>(weight) + q);
-    reinterpret_cast<float4*>(out)[q] = make_float4(g.x * v.x, g.y * v.y, g.z * v.z, g.w * v.w);
-  }
-  compute_sync();
-  return scratch[0];
-}
-
-// Thread 0 publishes the sum of squares of the block's residual rows (after a compute_sync: the rows are final).
-__device__ __forceinline__ void publish_row_squares(const float* own, int rows, float* slot) {
-  if (threadIdx.x != 0) return;
-  float squares = 0.0f;
-  for (int i = 0; i < rows; ++i) squares = fmaf(own[i], own[i], squares);
-  __stcg(slot + blockIdx.x, squares);
-}
-
 // RMSNorm of one head in shared memory (one warp), Qwen3's q / k norms.
 template <int HD>
 __device__ __forceinline__ void norm_head(float* head, const float* weight, float eps, int lane) {
@@ -358,13 +302,13 @@ __device__ __forceinline__ void cp_async_arrive_noinc(uint64_t* bar) {
   asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(shared_address(bar)) : "memory");
 }
 
-// P2 for one (KV head, split) unit: softmax partials of the unit's keys for the group's query heads, in base 2
-// (q is pre-scaled by log2(e); the combine in P3 uses exp2 too). The work items are (query head, 32 staged keys):
-// a warp takes one item at a time (lane = key for the scores; lane = a quarter of the keys x 8 or 16 dims for the
-// values), so no warp carries state for several heads, and the items' partials meet in shared memory. (A version with every warp looping over
-// all heads spent ~5.5 us per SmolLM2 layer here, issue-bound on its run-time loops.)
-// `loaded` runs in thread 0 once the unit's global reads are done (q, the new k / v, the staged keys);
-// `first_piece_staged` waits for the producer warp's staging of the first kStageKeys keys.
+// P2 for one (KV head, split) unit: softmax partials of the unit's keys for the group's query heads, in base 2 (q is
+// pre-scaled by log2(e); the combine in P3 uses exp2 too). The work items are (query head, 32 staged keys): a warp
+// takes one item at a time (lane = key for the scores; lane = a quarter of the keys x 8 or 16 dims for the values), so
+// no warp carries state for several heads, and the items' partials meet in shared memory. (A version with every warp
+// looping over all heads spent ~5.5 us per SmolLM2 layer here, issue-bound on its run-time loops.) `loaded` runs in
+// thread 0 once the unit's global reads are done (q, the new k / v, the staged keys); `first_piece_staged` waits for
+// the producer warp's staging of the first kStageKeys keys.
 template <int HD, typename Loaded, typename Staged>
 __device__ __forceinline__ void attention_unit(const PersistentDecodeParams& p, const PersistentLayer& w,
                                             const Workspace& ws, float* attention_shared, bf16* stage_k,
@@ -622,6 +566,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
   // the phase where 100+ blocks have nothing to load (the attention units allow it once their own loads are in).
   auto allow_copies = [&](int layer) { raise_flag(&copy_allowed, layer + 1); };
   const bf16* embedding = p.embed + size_t(token) * p.hidden;
+  const auto sync = [] { compute_sync(); };  // the norms' block barrier
   const RowRange hidden_rows = row_range(p.hidden), qkv_rows = row_range(qkv_width),
                  mlp_rows = row_range(p.intermediate);
   for (int i = threadIdx.x; i < hidden_rows.end - hidden_rows.first; i += kThreads)
@@ -653,9 +598,10 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
     // P1: norm, q / k / v rows.
     float inv = 1.0f;
     if (layer == 0)
-      load_normed_embedding(embedding, w.input_norm, p.hidden, p.hidden_norm_eps, vec, scratch);
+      load_normed_embedding<kThreads>(embedding, w.input_norm, p.hidden, p.hidden_norm_eps, vec, scratch, sync);
     else
-      inv = load_weighted(ws.x, w.input_norm, ws.row_squares + kMaxGrid, p.hidden, p.hidden_norm_eps, vec, scratch);
+      inv = load_weighted<kThreads>(ws.x, w.input_norm, ws.row_squares + kMaxGrid, p.hidden,
+                          p.hidden_norm_eps, vec, scratch, sync);
     stamp(layer, 1);
     for (int i = warp; i < qkv_rows.end - qkv_rows.first; i += kWarps) {
       const int row = qkv_rows.first + i;
@@ -743,7 +689,8 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
     barrier();
 
     // P4: norm, gate / up pairs, h.
-    inv = load_weighted(ws.x, w.post_attention_norm, ws.row_squares, p.hidden, p.hidden_norm_eps, vec, scratch);
+    inv = load_weighted<kThreads>(ws.x, w.post_attention_norm, ws.row_squares, p.hidden,
+                        p.hidden_norm_eps, vec, scratch, sync);
     for (int i = warp; i < mlp_rows.end - mlp_rows.first; i += kWarps) {
       const int row = mlp_rows.first + i;
       const float gate = warp_dot(s.gate_up + size_t(i) * p.hidden, vec, p.hidden, lane) * inv;

@@ -14,6 +14,7 @@
 #include "cuda/cuda_check.h"
 #include "cuda/stream.h"
 #include "persistent/grid_barrier.cuh"
+#include "persistent/persistent_norms.cuh"
 
 namespace tachyon::kernels {
 
@@ -183,57 +184,6 @@ __device__ __forceinline__ float row_sum(const float* part_sums, int vrow, int p
 }
 
 // ---- Norms ----------------------------------------------------------------------------------------------------------
-
-// Layer 0's input: out[i] = weight[i] * x[i] / rms(x) over the bf16 embedding row x (n a multiple of 4).
-__device__ __forceinline__ void load_normed_embedding(const bf16* embedding, const float* weight, int n, float eps,
-                                                      float* out, float* scratch) {
-  float squares = 0.0f;
-  for (int q = threadIdx.x; q < n / 4; q += kBlockThreads) {
-    const uint2 raw = __ldg(reinterpret_cast<const uint2*>(embedding) + q);
-    const float2 a = unpack_bf16x2(raw.x), b = unpack_bf16x2(raw.y);
-    squares = fmaf(a.x, a.x, fmaf(a.y, a.y, fmaf(b.x, b.x, fmaf(b.y, b.y, squares))));
-    const float4 g = __ldg(reinterpret_cast<const float4*>(weight) + q);
-    reinterpret_cast<float4*>(out)[q] = make_float4(g.x * a.x, g.y * a.y, g.z * b.x, g.w * b.y);
-  }
-  const float total = block_sum(squares, scratch, kWarps, [] { block_sync(); });
-  const float inv = 1.0f / sqrtf(total / static_cast<float>(n) + eps);
-  #pragma unroll 1
-  for (int i = threadIdx.x; i < n; i += kBlockThreads) out[i] *= inv;
-  block_sync();
-}
-
-// 1 / rms of a row of n floats from the sums of squares its owners published, by warp 0 into scratch[0].
-__device__ __forceinline__ void published_inv(const float* row_squares, int n, float eps, float* scratch) {
-  if (threadIdx.x < 32) {
-    float squares = 0.0f;
-    for (int b = threadIdx.x; b < gridDim.x; b += 32) squares += __ldcg(row_squares + b);
-    squares = warp_sum(squares);
-    if (threadIdx.x == 0) scratch[0] = 1.0f / sqrtf(squares / static_cast<float>(n) + eps);
-  }
-}
-
-// out = weight * x (x from L2, written by its owners), and 1 / rms(x) from the published sums, returned; the caller
-// scales its dot products by it.
-__device__ __forceinline__ float load_weighted(const float* x, const float* weight, const float* row_squares, int n,
-                                               float eps, float* out, float* scratch) {
-  published_inv(row_squares, n, eps, scratch);
-  for (int q = threadIdx.x; q < n / 4; q += kBlockThreads) {
-    const float4 v = __ldcg(reinterpret_cast<const float4*>(x) + q);
-    const float4 g = __ldg(reinterpret_cast<const float4*>(weight) + q);
-    reinterpret_cast<float4*>(out)[q] = make_float4(g.x * v.x, g.y * v.y, g.z * v.z, g.w * v.w);
-  }
-  block_sync();
-  return scratch[0];
-}
-
-// Thread 0 publishes the sum of squares of the block's residual rows (after a sync: the rows are final).
-__device__ __forceinline__ void publish_row_squares(const float* own, int rows, float* slot) {
-  if (threadIdx.x != 0) return;
-  float squares = 0.0f;
-  #pragma unroll 1
-  for (int i = 0; i < rows; ++i) squares = fmaf(own[i], own[i], squares);
-  __stcg(slot + blockIdx.x, squares);
-}
 
 // ---- Attention (P2, P3) ---------------------------------------------------------------------------------------------
 
@@ -623,6 +573,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
     reinterpret_cast<uint64_t*>(layers)[i] = __ldg(reinterpret_cast<const uint64_t*>(p.layers) + i);
   __syncthreads();
 
+  const auto sync = [] { block_sync(); };  // the norms' block barrier
   const RowRange own_rows = row_range(p.hidden), qkv_rows = row_range(qkv_width), router_rows = row_range(p.experts);
   const int hidden_parts = parts_of(p.hidden), q_parts = parts_of(q_width);
   // The first items of P1 (layer 0's q / k / v rows) load while the previous kernel finishes: weights are constant.
@@ -670,9 +621,10 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
     // P1: norm, q / k / v rows (the warp's first item was loaded before the barrier).
     float inv = 1.0f;
     if (layer == 0)
-      load_normed_embedding(embedding, w.input_norm, p.hidden, p.hidden_norm_eps, vec, scratch);
+      load_normed_embedding<kBlockThreads>(embedding, w.input_norm, p.hidden, p.hidden_norm_eps, vec, scratch, sync);
     else
-      inv = load_weighted(ws.x, w.input_norm, ws.row_squares + kMaxGrid, p.hidden, p.hidden_norm_eps, vec, scratch);
+      inv = load_weighted<kBlockThreads>(ws.x, w.input_norm, ws.row_squares + kMaxGrid, p.hidden,
+                          p.hidden_norm_eps, vec, scratch, sync);
     item_dots(qkv_rows.count() * hidden_parts, hidden_parts, p.hidden, qkv_row(layer), [&](int) { return vec; },
               part_sums, first, true);
     block_sync();
@@ -712,7 +664,8 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
     barrier(2);
 
     // P4 (routed layers): norm, the block's router logits.
-    inv = load_weighted(ws.x, w.post_attention_norm, ws.row_squares, p.hidden, p.hidden_norm_eps, vec, scratch);
+    inv = load_weighted<kBlockThreads>(ws.x, w.post_attention_norm, ws.row_squares, p.hidden,
+                        p.hidden_norm_eps, vec, scratch, sync);
     if (routed) {
       item_dots(router_rows.count() * hidden_parts, hidden_parts, p.hidden, router_row, [&](int) { return vec; },
                 part_sums, first, true);
