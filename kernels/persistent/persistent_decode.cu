@@ -600,8 +600,8 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
     if (layer == 0)
       load_normed_embedding<kThreads>(embedding, w.input_norm, p.hidden, p.hidden_norm_eps, vec, scratch, sync);
     else
-      inv = load_weighted<kThreads>(ws.x, w.input_norm, ws.row_squares + kMaxGrid, p.hidden,
-                          p.hidden_norm_eps, vec, scratch, sync);
+      inv = load_weighted<kThreads>(ws.x, w.input_norm, ws.row_squares + kMaxGrid, p.hidden, p.hidden_norm_eps, vec,
+                                    scratch, sync);
     stamp(layer, 1);
     for (int i = warp; i < qkv_rows.end - qkv_rows.first; i += kWarps) {
       const int row = qkv_rows.first + i;
@@ -689,8 +689,8 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_decode_kernel(Per
     barrier();
 
     // P4: norm, gate / up pairs, h.
-    inv = load_weighted<kThreads>(ws.x, w.post_attention_norm, ws.row_squares, p.hidden,
-                        p.hidden_norm_eps, vec, scratch, sync);
+    inv = load_weighted<kThreads>(ws.x, w.post_attention_norm, ws.row_squares, p.hidden, p.hidden_norm_eps, vec,
+                                  scratch, sync);
     for (int i = warp; i < mlp_rows.end - mlp_rows.first; i += kWarps) {
       const int row = mlp_rows.first + i;
       const float gate = warp_dot(s.gate_up + size_t(i) * p.hidden, vec, p.hidden, lane) * inv;

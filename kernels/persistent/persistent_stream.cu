@@ -178,7 +178,7 @@ __device__ __forceinline__ void item_dots(int n_items, int parts, int columns, R
 // A virtual row's dot: its parts' sums in order.
 __device__ __forceinline__ float row_sum(const float* part_sums, int vrow, int parts) {
   float s = 0.0f;
-  #pragma unroll 1
+#pragma unroll 1
   for (int k = 0; k < parts; ++k) s += part_sums[vrow * parts + k];
   return s;
 }
@@ -262,7 +262,7 @@ template <int HD>
 __device__ __forceinline__ void stage_keys(const StreamDecodeParams& p, const StreamLayer& w, int kv_head, int first,
                                            int n, int skip, const int64_t* rows, bf16* stage_k, bf16* stage_v) {
   constexpr int kChunks = HD / 8;
-  #pragma unroll 1
+#pragma unroll 1
   for (int c = threadIdx.x; c < n * kChunks; c += kBlockThreads) {
     const int r = c / kChunks, part = c - r * kChunks, key = first + r;
     if (key == skip) continue;
@@ -335,9 +335,9 @@ __device__ __forceinline__ void attention_unit(const StreamDecodeParams& p, cons
     __syncwarp();
     put_new_key(u.key_begin, min(kStageKeys, u.key_end - u.key_begin));
   }
-  #pragma unroll 1
+#pragma unroll 1
   for (int t = threadIdx.x; t < group * HD; t += kBlockThreads) head_out[t] = 0.0f;
-  #pragma unroll 1
+#pragma unroll 1
   for (int j = threadIdx.x; j < group; j += kBlockThreads) head_ml[2 * j] = -INFINITY, head_ml[2 * j + 1] = 0.0f;
   cp_async_wait<0>();
   block_sync();
@@ -422,15 +422,15 @@ __device__ __forceinline__ void attention_unit(const StreamDecodeParams& p, cons
     // Merge the piece's items into each head's running (max, sum, output) in a fixed order; the last piece's merge
     // writes the unit's partials.
     const bool last_piece = piece + kStageKeys >= u.key_end;
-    #pragma unroll 1
+#pragma unroll 1
     for (int t = threadIdx.x; t < group * HD; t += kBlockThreads) {
       const int j = t / HD, d = t % HD;
       float top = head_ml[2 * j];
-      #pragma unroll 1
+#pragma unroll 1
       for (int c = 0; c < chunks; ++c) top = fmaxf(top, item_ml[2 * (j * chunks + c)]);
       const float old_weight = head_ml[2 * j] == -INFINITY ? 0.0f : exp2f(head_ml[2 * j] - top);
       float out = head_out[t] * old_weight, sum = head_ml[2 * j + 1] * old_weight;
-      #pragma unroll 1
+#pragma unroll 1
       for (int c = 0; c < chunks; ++c) {
         const float weight = exp2f(item_ml[2 * (j * chunks + c)] - top);
         out = fmaf(item_out[(j * chunks + c) * HD + d], weight, out);
@@ -447,7 +447,7 @@ __device__ __forceinline__ void attention_unit(const StreamDecodeParams& p, cons
     }
     if (last_piece) break;
     block_sync();
-    #pragma unroll 1
+#pragma unroll 1
     for (int j = threadIdx.x; j < group; j += kBlockThreads)
       head_ml[2 * j] = next_ml[2 * j], head_ml[2 * j + 1] = next_ml[2 * j + 1];
     block_sync();
@@ -474,7 +474,7 @@ __device__ __forceinline__ void combine_splits(const StreamDecodeParams& p, cons
   // Each thread merges float4 groups t and t + kBlockThreads (Qwen3: all 1024 of them in one pass), their loads
   // unrolled over the splits so that many are in flight (a thread's groups merged one after another were ~4 us).
   const int quads = p.heads * HD / 4;
-  #pragma unroll 1
+#pragma unroll 1
   for (int t = threadIdx.x; t < quads; t += 2 * kBlockThreads) {
     const int t2 = t + kBlockThreads;
     const bool second = t2 < quads;
@@ -519,7 +519,7 @@ __device__ __forceinline__ void route(const StreamDecodeParams& p, const float* 
     for (int i = lane; i < n; i += 32) sum += (probs[i] = expf(__ldcg(logits + i) - max));
     sum = warp_sum(sum);
     __syncwarp();
-    #pragma unroll 1
+#pragma unroll 1
     for (int i = lane; i < n; i += 32) probs[i] /= sum;
   }
   block_sync();
@@ -530,7 +530,7 @@ __device__ __forceinline__ void route(const StreamDecodeParams& p, const float* 
   float mine = 0.0f;
   if (expert < n) {
     mine = probs[expert];
-    #pragma unroll 1
+#pragma unroll 1
     for (int i = share * per_share; i < min(n, (share + 1) * per_share); ++i) {
       const float other = probs[i];
       rank += other > mine || (other == mine && i < expert);
@@ -592,14 +592,14 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
     for (int k = 0; k < kStreamUnitStamps; ++k) unit_stamps[k] = 0;
   }
   auto barrier = [&](int phase) {
-    grid_barrier(p.barrier, blockIdx.x == 0 && clock ? barrier_stamps : nullptr, clock, phase, [] { block_sync(); });
+    grid_barrier(p.barrier, blockIdx.x == 0 && clock ? barrier_stamps : nullptr, clock, phase, sync);
     if (blockIdx.x == 0 && clock && threadIdx.x == 0) block0_wait[phase] += barrier_stamps[1] - barrier_stamps[0];
   };
   const bf16* embedding = p.embed + size_t(token) * p.hidden;
-  #pragma unroll 1
+#pragma unroll 1
   for (int i = threadIdx.x; i < own_rows.count(); i += kBlockThreads)
     own[i] = __bfloat162float(embedding[own_rows.first + i]);
-  #pragma unroll 1
+#pragma unroll 1
   for (int i = threadIdx.x; i < p.rotary_dim / 2; i += kBlockThreads) {  // RoPE of this position, once
     float sn, c;
     sincosf(static_cast<float>(position) * p.rope_inv_freq[i], &sn, &c);
@@ -607,10 +607,11 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
     rope_table[p.rotary_dim / 2 + i] = sn * p.rope_attention_factor;
   }
   const Unit unit(p, seq_len);
-  if (unit.has_unit)  // the cache rows of the unit's first keys (the same in every layer)
-    #pragma unroll 1
+  if (unit.has_unit) {  // the cache rows of the unit's first keys (the same in every layer)
+#pragma unroll 1
     for (int r = threadIdx.x; r < min(kUnitRows, unit.key_end - unit.key_begin); r += kBlockThreads)
       stage_rows[r] = cache_row(p, unit.key_begin + r, unit.kv_head);
+  }
 
 #pragma unroll 1
   for (int layer = 0; layer < p.n_layers; ++layer) {
@@ -623,12 +624,12 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
     if (layer == 0)
       load_normed_embedding<kBlockThreads>(embedding, w.input_norm, p.hidden, p.hidden_norm_eps, vec, scratch, sync);
     else
-      inv = load_weighted<kBlockThreads>(ws.x, w.input_norm, ws.row_squares + kMaxGrid, p.hidden,
-                          p.hidden_norm_eps, vec, scratch, sync);
+      inv = load_weighted<kBlockThreads>(ws.x, w.input_norm, ws.row_squares + kMaxGrid, p.hidden, p.hidden_norm_eps,
+                                         vec, scratch, sync);
     item_dots(qkv_rows.count() * hidden_parts, hidden_parts, p.hidden, qkv_row(layer), [&](int) { return vec; },
               part_sums, first, true);
     block_sync();
-    #pragma unroll 1
+#pragma unroll 1
     for (int r = threadIdx.x; r < qkv_rows.count(); r += kBlockThreads) {
       const int row = qkv_rows.first + r;
       const float dot = row_sum(part_sums, r, hidden_parts) * inv;
@@ -651,7 +652,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
     combine_splits<HD>(p, ws, unit.splits, split_weight, vec);
     item_dots(own_rows.count() * q_parts, q_parts, q_width, o_row, [&](int) { return vec; }, part_sums, first, true);
     block_sync();
-    #pragma unroll 1
+#pragma unroll 1
     for (int r = threadIdx.x; r < own_rows.count(); r += kBlockThreads) {
       const int row = own_rows.first + r;
       const float dot = row_sum(part_sums, r, q_parts);
@@ -664,19 +665,19 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
     barrier(2);
 
     // P4 (routed layers): norm, the block's router logits.
-    inv = load_weighted<kBlockThreads>(ws.x, w.post_attention_norm, ws.row_squares, p.hidden,
-                        p.hidden_norm_eps, vec, scratch, sync);
+    inv = load_weighted<kBlockThreads>(ws.x, w.post_attention_norm, ws.row_squares, p.hidden, p.hidden_norm_eps, vec,
+                                       scratch, sync);
     if (routed) {
       item_dots(router_rows.count() * hidden_parts, hidden_parts, p.hidden, router_row, [&](int) { return vec; },
                 part_sums, first, true);
       block_sync();
-      #pragma unroll 1
+#pragma unroll 1
       for (int r = threadIdx.x; r < router_rows.count(); r += kBlockThreads)
         ws.logits[router_rows.first + r] = row_sum(part_sums, r, hidden_parts) * inv;
       barrier(3);
       route(p, ws.logits, probs, ids, weights);
       if (blockIdx.x == 0 && w.topk_ids)
-        #pragma unroll 1
+#pragma unroll 1
         for (int j = threadIdx.x; j < p.top_k; j += kBlockThreads) w.topk_ids[j] = ids[j];
     } else if (threadIdx.x == 0) {
       ids[0] = 0, weights[0] = 1.0f;  // (the previous sync orders this before its readers: load_weighted's)
@@ -692,7 +693,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
     item_dots(2 * pairs.count() * hidden_parts, hidden_parts, p.hidden, gate_up_row, [&](int) { return vec; },
               part_sums, first, false);
     block_sync();
-    #pragma unroll 1
+#pragma unroll 1
     for (int k = threadIdx.x; k < pairs.count(); k += kBlockThreads) {
       const float gate = row_sum(part_sums, 2 * k, hidden_parts) * inv;
       const float up = row_sum(part_sums, 2 * k + 1, hidden_parts) * inv;
@@ -708,7 +709,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
     barrier(4);
 
     // P6: h of every slot into shared memory, then the block's down rows of every slot, weighted, into the residual.
-    #pragma unroll 1
+#pragma unroll 1
     for (int q = threadIdx.x; q < slots * width / 4; q += kBlockThreads)
       reinterpret_cast<float4*>(vec)[q] = __ldcg(reinterpret_cast<const float4*>(ws.h) + q);
     block_sync();
@@ -716,13 +717,13 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
               [&](int v) { return vec + (v % slots) * width; }, part_sums, first, true);
     block_sync();
     float total = 0.0f;  // renormalized top-k weights: w / the top-k sum, summed in pick order as the per-op router
-    #pragma unroll 1
+#pragma unroll 1
     for (int slot = 0; slot < slots; ++slot) total += weights[slot];
     if (!routed || !p.renormalize) total = 1.0f;
-    #pragma unroll 1
+#pragma unroll 1
     for (int r = threadIdx.x; r < own_rows.count(); r += kBlockThreads) {
       float sum = 0.0f;
-      #pragma unroll 1
+#pragma unroll 1
       for (int slot = 0; slot < slots; ++slot)
         sum = fmaf(weights[slot] / total, row_sum(part_sums, r * slots + slot, width_parts), sum);
       ws.x[own_rows.first + r] = own[r] += sum;
@@ -736,7 +737,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
   allow_next_kernel_to_start();  // lm_head may get scheduled; it still waits for this kernel to complete
   published_inv(ws.row_squares + kMaxGrid, p.hidden, p.hidden_norm_eps, scratch);
   block_sync();
-  #pragma unroll 1
+#pragma unroll 1
   for (int i = threadIdx.x; i < own_rows.count(); i += kBlockThreads) {
     const int row = own_rows.first + i;
     p.normed_out[row] = (__ldg(p.final_norm + row) * own[i]) * scratch[0];

@@ -13,6 +13,7 @@
 #include "gpu/gpu_model.h"
 
 namespace tachyon::gpu {
+
 kernels::PersistentDecodeParams GpuModel::persistent_decode_shape() const {
   const GpuModelConfig& c = config_;
   kernels::PersistentDecodeParams p;
