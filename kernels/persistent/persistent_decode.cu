@@ -13,6 +13,7 @@
 #include "cuda/cuda_check.h"
 #include "cuda/stream.h"
 #include "persistent/grid_barrier.cuh"
+#include "persistent/persistent_attention.cuh"
 #include "persistent/persistent_norms.cuh"
 
 namespace tachyon::kernels {
@@ -253,12 +254,7 @@ __device__ __forceinline__ void load_rotated_head(const float* src, const float*
 // The cached keys and values a unit reads are settled before the step (earlier passes wrote them), so the producer
 // warp copies the unit's rows into shared memory (cp.async) a layer ahead; P2 then reads no global memory in its
 // inner loops. (Loads issued inside those loops were sunk by the compiler to their uses, one round trip per key:
-// ~15 us per SmolLM2 layer.) Rows are padded by 16 bytes so that lanes reading one key each hit distinct banks.
-template <int HD>
-constexpr int stage_stride() {
-  return HD + 8;
-}
-
+// ~15 us per SmolLM2 layer.) Staging rows: persistent_attention.cuh's stage_stride.
 // Threads t, t + stride, ...: the rows of keys [first, first + n) into the staging rows, as 16-byte cp.async copies
 // (the caller commits them, or ties them to an mbarrier). Not bulk copies: 256 row-sized (128-byte) bulk copies per
 // unit and layer queued in the block's copy engine ahead of the next layer's weights and made them land ~10 us late.
@@ -381,67 +377,9 @@ __device__ __forceinline__ void attention_unit(const PersistentDecodeParams& p, 
     const int chunks = (n + 31) / 32, items = group * chunks;
 #pragma unroll 1
     for (int item = warp; item < items; item += kWarps) {
-      const int j = item / chunks, first = 32 * (item % chunks), mine = min(32, n - first);
-      const bool valid = lane < mine;
-      float score = -INFINITY;
-      if (valid) {  // lane = key; two FMA chains (even / odd 8-dim chunks) halve the dependent latency
-        const bf16* k_row = stage_k + (first + lane) * stage_stride<HD>();
-        const float* q = q_s + j * HD;
-        float chain[2] = {0.0f, 0.0f};
-#pragma unroll
-        for (int c = 0; c < HD / 8; ++c) {
-          const uint4 raw = *reinterpret_cast<const uint4*>(k_row + 8 * c);
-          const float4 qa = *reinterpret_cast<const float4*>(q + 8 * c);
-          const float4 qb = *reinterpret_cast<const float4*>(q + 8 * c + 4);
-          const float2 k0 = unpack_bf16x2(raw.x), k1 = unpack_bf16x2(raw.y);
-          const float2 k2 = unpack_bf16x2(raw.z), k3 = unpack_bf16x2(raw.w);
-          float& acc = chain[c & 1];
-          acc = fmaf(qa.x, k0.x, fmaf(qa.y, k0.y, fmaf(qa.z, k1.x, fmaf(qa.w, k1.y, acc))));
-          acc = fmaf(qb.x, k2.x, fmaf(qb.y, k2.y, fmaf(qb.z, k3.x, fmaf(qb.w, k3.y, acc))));
-        }
-        score = chain[0] + chain[1];
-      }
-      const float top = warp_max(score);
-      const float prob = valid ? exp2f(score - top) : 0.0f;
-      const float sum = warp_sum(prob);
-      // Values: lane = (key group g of 4, dims [part * kDims, +kDims)); a lane takes every 4th key of the item, so a
-      // warp covers 4 keys per step with 16-byte reads, then the 4 groups' sums meet by shuffles. (Lane = dims over
-      // all 32 keys was a 32-step dependent chain of 4-byte reads: most of the items' ~2.9 us per layer.)
-      constexpr int kDims = HD / 8;
-      const int g = lane >> 3, part = lane & 7;
-      float out[kDims];
-#pragma unroll
-      for (int d = 0; d < kDims; ++d) out[d] = 0.0f;
-#pragma unroll
-      for (int step = 0; step < 8; ++step) {
-        const int kk = g + 4 * step;
-        const float pk = __shfl_sync(0xffffffffu, prob, kk);
-        if (kk < mine) {  // (rows past the piece hold stale data: 0 * NaN must not happen)
-          const bf16* v_row = stage_v + (first + kk) * stage_stride<HD>() + part * kDims;
-#pragma unroll
-          for (int c = 0; c < kDims / 8; ++c) {
-            const uint4 raw = *reinterpret_cast<const uint4*>(v_row + 8 * c);
-            const float2 v[4] = {unpack_bf16x2(raw.x), unpack_bf16x2(raw.y), unpack_bf16x2(raw.z),
-                                 unpack_bf16x2(raw.w)};
-            float* o = out + 8 * c;
-#pragma unroll
-            for (int i = 0; i < 4; ++i)
-              o[2 * i] = fmaf(pk, v[i].x, o[2 * i]), o[2 * i + 1] = fmaf(pk, v[i].y, o[2 * i + 1]);
-          }
-        }
-      }
-#pragma unroll
-      for (int d = 0; d < kDims; ++d) {
-        out[d] += __shfl_xor_sync(0xffffffffu, out[d], 8);
-        out[d] += __shfl_xor_sync(0xffffffffu, out[d], 16);
-      }
-      if (g == 0) {
-#pragma unroll
-        for (int d = 0; d < kDims; d += 4)
-          *reinterpret_cast<float4*>(item_out + item * HD + part * kDims + d) =
-              make_float4(out[d], out[d + 1], out[d + 2], out[d + 3]);
-      }
-      if (lane == 0) item_ml[2 * item] = top, item_ml[2 * item + 1] = sum;
+      const int j = item / chunks, first = 32 * (item % chunks);
+      attention_item<HD>(q_s + j * HD, stage_k, stage_v, first, min(32, n - first), lane, item_out + item * HD,
+                         item_ml + 2 * item);
     }
     compute_sync();
     // Merge the piece's items into the running (max, sum, output) of each head, in a fixed order; the last piece's

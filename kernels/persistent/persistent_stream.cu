@@ -14,6 +14,7 @@
 #include "cuda/cuda_check.h"
 #include "cuda/stream.h"
 #include "persistent/grid_barrier.cuh"
+#include "persistent/persistent_attention.cuh"
 #include "persistent/persistent_norms.cuh"
 
 namespace tachyon::kernels {
@@ -36,11 +37,6 @@ constexpr int kMaxTopK = 32;
 __host__ __device__ constexpr int parts_of(int columns) { return (columns + kPartColumns - 1) / kPartColumns; }
 __host__ __device__ constexpr int ceil_div(int a, int b) { return (a + b - 1) / b; }
 __host__ __device__ constexpr int round4(int n) { return (n + 3) / 4 * 4; }
-template <int HD>
-constexpr int stage_stride() {  // staged key rows padded by 16 bytes: lanes reading a key each hit distinct banks
-  return HD + 8;
-}
-
 // The widest MLP activation (h) a layer writes: a dense MLP's, or top_k experts' side by side.
 __host__ __device__ inline int h_floats(const StreamDecodeParams& p) {
   return p.intermediate > p.top_k * p.moe_width ? p.intermediate : p.top_k * p.moe_width;
@@ -357,65 +353,9 @@ __device__ __forceinline__ void attention_unit(const StreamDecodeParams& p, cons
     const int chunks = (n + 31) / 32, items = group * chunks;
 #pragma unroll 1
     for (int item = warp; item < items; item += kWarps) {
-      const int j = item / chunks, first = 32 * (item % chunks), mine = min(32, n - first);
-      const bool valid = lane < mine;
-      float score = -INFINITY;
-      if (valid) {  // lane = key; two FMA chains halve the dependent latency
-        const bf16* k_row = stage_k + (first + lane) * stage_stride<HD>();
-        const float* q = q_s + j * HD;
-        float chain[2] = {0.0f, 0.0f};
-#pragma unroll
-        for (int c = 0; c < HD / 8; ++c) {
-          const uint4 raw = *reinterpret_cast<const uint4*>(k_row + 8 * c);
-          const float4 qa = *reinterpret_cast<const float4*>(q + 8 * c);
-          const float4 qb = *reinterpret_cast<const float4*>(q + 8 * c + 4);
-          const float2 k0 = unpack_bf16x2(raw.x), k1 = unpack_bf16x2(raw.y);
-          const float2 k2 = unpack_bf16x2(raw.z), k3 = unpack_bf16x2(raw.w);
-          float& acc = chain[c & 1];
-          acc = fmaf(qa.x, k0.x, fmaf(qa.y, k0.y, fmaf(qa.z, k1.x, fmaf(qa.w, k1.y, acc))));
-          acc = fmaf(qb.x, k2.x, fmaf(qb.y, k2.y, fmaf(qb.z, k3.x, fmaf(qb.w, k3.y, acc))));
-        }
-        score = chain[0] + chain[1];
-      }
-      const float top = warp_max(score);
-      const float prob = valid ? exp2f(score - top) : 0.0f;
-      const float sum = warp_sum(prob);
-      // Values: lane = (key group g of 4, dims [part * kDims, +kDims)); 4 keys per step with 16-byte reads.
-      constexpr int kDims = HD / 8;
-      const int g = lane >> 3, part = lane & 7;
-      float out[kDims];
-#pragma unroll
-      for (int d = 0; d < kDims; ++d) out[d] = 0.0f;
-#pragma unroll
-      for (int step = 0; step < 8; ++step) {
-        const int kk = g + 4 * step;
-        const float pk = __shfl_sync(0xffffffffu, prob, kk);
-        if (kk < mine) {  // (rows past the piece hold stale data: 0 * NaN must not happen)
-          const bf16* v_row = stage_v + (first + kk) * stage_stride<HD>() + part * kDims;
-#pragma unroll
-          for (int c = 0; c < kDims / 8; ++c) {
-            const uint4 raw = *reinterpret_cast<const uint4*>(v_row + 8 * c);
-            const float2 v[4] = {unpack_bf16x2(raw.x), unpack_bf16x2(raw.y), unpack_bf16x2(raw.z),
-                                 unpack_bf16x2(raw.w)};
-            float* o = out + 8 * c;
-#pragma unroll
-            for (int i = 0; i < 4; ++i)
-              o[2 * i] = fmaf(pk, v[i].x, o[2 * i]), o[2 * i + 1] = fmaf(pk, v[i].y, o[2 * i + 1]);
-          }
-        }
-      }
-#pragma unroll
-      for (int d = 0; d < kDims; ++d) {
-        out[d] += __shfl_xor_sync(0xffffffffu, out[d], 8);
-        out[d] += __shfl_xor_sync(0xffffffffu, out[d], 16);
-      }
-      if (g == 0) {
-#pragma unroll
-        for (int d = 0; d < kDims; d += 4)
-          *reinterpret_cast<float4*>(item_out + item * HD + part * kDims + d) =
-              make_float4(out[d], out[d + 1], out[d + 2], out[d + 3]);
-      }
-      if (lane == 0) item_ml[2 * item] = top, item_ml[2 * item + 1] = sum;
+      const int j = item / chunks, first = 32 * (item % chunks);
+      attention_item<HD>(q_s + j * HD, stage_k, stage_v, first, min(32, n - first), lane, item_out + item * HD,
+                         item_ml + 2 * item);
     }
     block_sync();
     if (stamps && threadIdx.x == 0 && piece == u.key_begin) stamps[2] += global_timer();
