@@ -9,8 +9,8 @@
 // weights a phase streams are known before it starts (except the experts, known one phase ahead): each warp loads
 // its first rows of the next phase BEFORE it waits at the barrier, so the barrier hides their latency.
 //   P1  x -> RMSNorm -> the block's q / k / v rows
-//   P2  attention: (KV head, key split) units, keys staged in shared memory; RoPE and Qwen3's q / k norms on the
-//       fly; the unit holding the new position appends its k, v to the paged cache
+//   P2  attention: (KV head, key split, group of query heads) units, keys staged in shared memory; RoPE and Qwen3's
+//       q / k norms on the fly; the unit holding the new position appends its k, v to the paged cache
 //   P3  every block merges the splits of every head, then its o_proj rows, added into its own residual rows
 //   P4  (routed layers) x -> RMSNorm -> the router's logits, a row per block
 //   P5  every block routes (softmax, top-k) from the logits by itself, then its share of the chosen experts' gate / up
@@ -18,7 +18,9 @@
 //   P6  its residual rows' down rows of every chosen expert, weighted, added into its residual rows
 // Work inside a phase is (row, 1024-column part) items over the block's warps, each a warp's 16-byte loads; an
 // item's loads are issued while the previous item's products run.
-// The grid barrier is persistent_decode's (an ever-growing 64-bit arrival counter; no reset between replays).
+// The grid barrier (grid_barrier.cuh), the norms (persistent_norms.cuh) and the attention item
+// (persistent_attention.cuh) are shared with persistent_decode. Measured: docs/gpu-runtime.md "Streamed persistent
+// kernel" (Qwen3-30B-A3B bf16 on an H100: 1.16x the per-op graph at a 1k context, parity at 8k).
 #pragma once
 #include <cstddef>
 #include <cstdint>
