@@ -160,9 +160,14 @@ void GpuModel::allocate_streamed_persistent() {
   p.normed_out = normed_.data();
   const int grid = kernels::persistent_stream_grid(p);
   if (grid == 0) {
-    if (options_.progress)
-      std::fprintf(stderr, "persistent decode: not used (the streamed kernel needs %zu bytes of shared memory)\n",
-                   kernels::persistent_stream_shared_bytes(p, cuda::current_device_info().multiprocessors));
+    const cuda::DeviceInfo& device = cuda::current_device_info();
+    if (options_.progress && c.kv_heads > device.multiprocessors)
+      std::fprintf(stderr, "persistent decode: not used (the streamed kernel needs a block per KV head: %d KV heads, "
+                   "%d SMs)\n", c.kv_heads, device.multiprocessors);
+    else if (options_.progress)
+      std::fprintf(stderr, "persistent decode: not used (the streamed kernel needs %zu bytes of shared memory per "
+                   "block, the GPU allows %zu)\n", kernels::persistent_stream_shared_bytes(p, device.multiprocessors),
+                   device.shared_memory_per_block_optin);
     return;
   }
   std::vector<kernels::StreamLayer> layers(c.layers);
