@@ -5,7 +5,10 @@
 // bf16 attention probabilities), so the bound is loose against bugs of O(1) and printed as measured.
 // Shapes: SmolLM2-135M at contexts that take 1, several and the most key splits (and the cap on them); a Qwen3 shape
 // with q / k norms and 66 KV heads (2 splits at most: each warp loops over several 32-key chunks); head_dim 128
-// with 4 query heads per KV head. The real-weight checks are in test_gpu_model_tiny.cpp (fixtures vs the CPU) and
+// with 4 query heads per KV head. The streamed kernel (kernels/persistent/persistent_stream.h) on the SmolLM2 and
+// head_dim-128 shapes (forced: the resident kernel takes them by default), on Qwen3-MoE configs (routed and dense
+// layers, renormalized top-k or not; the routing compared per layer as sets) and on two layers of Qwen3-30B-A3B's
+// shape. The real-weight checks are in test_gpu_model_tiny.cpp (fixtures vs the CPU, both kernels) and
 // test_gpu_model_smollm2.cpp (greedy vs the CPU).
 #include <algorithm>
 #include <cstring>
