@@ -261,6 +261,10 @@ class GpuModel {
   kernels::StreamDecodeParams persistent_stream_shape() const;
   std::string resident_persistent_unsupported() const;
   std::string streamed_persistent_unsupported() const;
+  template <typename Layer>
+  void fill_attention_fields(Layer& out, int layer) const;
+  void allocate_persistent_scratch(size_t workspace_bytes, size_t trace_words);
+  std::vector<unsigned long long> read_persistent_trace() const;  // synchronizes
 
   GpuModelConfig config_;
   GpuModelOptions options_;

@@ -87,6 +87,34 @@ std::string GpuModel::persistent_decode_unsupported() const {
   return "resident kernel: " + resident + "; streamed kernel: " + streamed;
 }
 
+// The fields both kernels' layer tables share: attention weights, norms and the layer's paged cache.
+template <typename Layer>
+void GpuModel::fill_attention_fields(Layer& out, int layer) const {
+  const GpuLayerWeights& L = weights_.layers[layer];
+  out.qkv = L.qkv;
+  out.qkv_bias = L.qkv_bias;
+  out.q_norm = L.q_norm;
+  out.k_norm = L.k_norm;
+  out.o = L.o;
+  out.o_bias = L.o_bias;
+  out.input_norm = L.input_norm;
+  out.post_attention_norm = L.post_attention_norm;
+  const kernels::PagedKvCache cache = layer_cache(layer, block_table_.data());
+  out.k_pages = cache.k_pages;
+  out.v_pages = cache.v_pages;
+}
+
+// Either kernel's scratch, grid-barrier counter (zeroed once: it only grows) and, when bench traces, its trace.
+void GpuModel::allocate_persistent_scratch(size_t workspace_bytes, size_t trace_words) {
+  persistent_workspace_ = cuda::DeviceBuffer<uint8_t>(workspace_bytes);
+  persistent_barrier_ = cuda::DeviceBuffer<unsigned long long>(1);
+  persistent_barrier_.fill_bytes(0);
+  if (options_.trace_persistent_decode) {
+    persistent_trace_ = cuda::DeviceBuffer<unsigned long long>(trace_words);
+    persistent_trace_.fill_bytes(0);
+  }
+}
+
 void GpuModel::allocate_persistent_decode() {
   const std::string why = persistent_decode_unsupported();
   if (!why.empty()) {
@@ -111,31 +139,15 @@ bool GpuModel::allocate_resident_persistent() {
   if (grid == 0) return false;  // a layer's weight slices do not fit a block's shared memory twice
   std::vector<kernels::PersistentLayer> layers(c.layers);
   for (int layer = 0; layer < c.layers; ++layer) {
-    const GpuLayerWeights& L = weights_.layers[layer];
     kernels::PersistentLayer& out = layers[layer];
-    out.qkv = L.qkv;
-    out.qkv_bias = L.qkv_bias;
-    out.q_norm = L.q_norm;
-    out.k_norm = L.k_norm;
-    out.o = L.o;
-    out.o_bias = L.o_bias;
-    out.gate_up = L.gate_up;
-    out.down = L.down;
-    out.input_norm = L.input_norm;
-    out.post_attention_norm = L.post_attention_norm;
-    const kernels::PagedKvCache cache = layer_cache(layer, block_table_.data());
-    out.k_pages = cache.k_pages;
-    out.v_pages = cache.v_pages;
+    fill_attention_fields(out, layer);
+    out.gate_up = weights_.layers[layer].gate_up;
+    out.down = weights_.layers[layer].down;
   }
   persistent_layers_ = cuda::DeviceBuffer<kernels::PersistentLayer>(layers);
   p.max_splits = kernels::persistent_decode_max_splits(p, grid, capacity_);
-  persistent_workspace_ = cuda::DeviceBuffer<uint8_t>(kernels::persistent_decode_workspace_bytes(p, p.max_splits));
-  persistent_barrier_ = cuda::DeviceBuffer<unsigned long long>(1);
-  persistent_barrier_.fill_bytes(0);
-  if (options_.trace_persistent_decode) {
-    persistent_trace_ = cuda::DeviceBuffer<unsigned long long>(kernels::persistent_decode_trace_size(c.layers, grid));
-    persistent_trace_.fill_bytes(0);
-  }
+  allocate_persistent_scratch(kernels::persistent_decode_workspace_bytes(p, p.max_splits),
+                              kernels::persistent_decode_trace_size(c.layers, grid));
   p.workspace = persistent_workspace_.data();
   p.barrier = persistent_barrier_.data();
   p.trace = persistent_trace_.data();  // null unless traced
@@ -175,14 +187,7 @@ void GpuModel::allocate_streamed_persistent() {
   for (int layer = 0; layer < c.layers; ++layer) {
     const GpuLayerWeights& L = weights_.layers[layer];
     kernels::StreamLayer& out = layers[layer];
-    out.qkv = L.qkv;
-    out.qkv_bias = L.qkv_bias;
-    out.q_norm = L.q_norm;
-    out.k_norm = L.k_norm;
-    out.o = L.o;
-    out.o_bias = L.o_bias;
-    out.input_norm = L.input_norm;
-    out.post_attention_norm = L.post_attention_norm;
+    fill_attention_fields(out, layer);
     if (c.is_sparse(layer)) {
       out.router = L.router;
       out.gate_up = L.expert_gate_up;
@@ -196,45 +201,54 @@ void GpuModel::allocate_streamed_persistent() {
       out.up_offset = int64_t{c.intermediate_padded} * c.hidden_padded;
       out.down = L.down;
     }
-    const kernels::PagedKvCache cache = layer_cache(layer, block_table_.data());
-    out.k_pages = cache.k_pages;
-    out.v_pages = cache.v_pages;
   }
   persistent_stream_layers_ = cuda::DeviceBuffer<kernels::StreamLayer>(layers);
   p.max_splits = kernels::persistent_stream_max_splits(p, grid, capacity_);
-  persistent_workspace_ = cuda::DeviceBuffer<uint8_t>(kernels::persistent_stream_workspace_bytes(p, p.max_splits));
-  persistent_barrier_ = cuda::DeviceBuffer<unsigned long long>(1);
-  persistent_barrier_.fill_bytes(0);
-  if (options_.trace_persistent_decode) {
-    persistent_trace_ = cuda::DeviceBuffer<unsigned long long>(kernels::persistent_stream_trace_size(grid));
-    persistent_trace_.fill_bytes(0);
-  }
+  allocate_persistent_scratch(kernels::persistent_stream_workspace_bytes(p, p.max_splits),
+                              kernels::persistent_stream_trace_size(grid));
   p.workspace = persistent_workspace_.data();
   p.barrier = persistent_barrier_.data();
-  p.trace = persistent_trace_.data();
+  p.trace = persistent_trace_.data();  // null unless traced
   p.layers = persistent_stream_layers_.data();
   persistent_stream_ = p;
 }
 
-std::optional<GpuModel::StreamPhaseTimes> GpuModel::streamed_phase_times() const {
-  if (persistent_stream_.layers == nullptr || persistent_trace_.size() == 0) return std::nullopt;
+namespace {
+
+// Per phase of a [grid][phases] table of every block's work summed over `layers` layers (ns): the slowest block's
+// work per layer (us), which block that is, and the median block's.
+template <int kPhases>
+void slowest_and_median(const unsigned long long* per_block, size_t grid, int layers, double (&slowest_us)[kPhases],
+                        int (&slowest_block)[kPhases], double (&median_us)[kPhases]) {
+  for (int phase = 0; phase < kPhases; ++phase) {
+    std::vector<std::pair<double, int>> work(grid);
+    for (size_t b = 0; b < grid; ++b) work[b] = {per_block[b * kPhases + phase] / 1e3 / layers, static_cast<int>(b)};
+    std::sort(work.begin(), work.end());
+    slowest_us[phase] = work.back().first;
+    slowest_block[phase] = work.back().second;
+    median_us[phase] = work[grid / 2].first;
+  }
+}
+
+}  // namespace
+
+std::vector<unsigned long long> GpuModel::read_persistent_trace() const {
   TACHYON_CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
   std::vector<unsigned long long> t(persistent_trace_.size());
   TACHYON_CUDA_CHECK(cudaMemcpy(t.data(), persistent_trace_.data(), t.size() * sizeof(t[0]), cudaMemcpyDeviceToHost));
+  return t;
+}
+
+std::optional<GpuModel::StreamPhaseTimes> GpuModel::streamed_phase_times() const {
+  if (persistent_stream_.layers == nullptr || persistent_trace_.size() == 0) return std::nullopt;
+  const std::vector<unsigned long long> t = read_persistent_trace();
   const int phases = kernels::kStreamPhases, layers = config_.layers;
   const size_t grid = (t.size() - phases - 1 - kernels::kStreamUnitStamps) / phases;
   const size_t block0 = grid * phases;  // block 0's waits, total, unit stamps
   if (t[block0 + phases] == 0) return std::nullopt;
   StreamPhaseTimes times;
-  for (int phase = 0; phase < phases; ++phase) {
-    std::vector<std::pair<double, int>> work(grid);
-    for (size_t b = 0; b < grid; ++b) work[b] = {t[b * phases + phase] / 1e3 / layers, static_cast<int>(b)};
-    std::sort(work.begin(), work.end());
-    times.slowest_block_us[phase] = work.back().first;
-    times.slowest_block[phase] = work.back().second;
-    times.median_block_us[phase] = work[grid / 2].first;
-    times.block0_wait_us[phase] = t[block0 + phase] / 1e3 / layers;
-  }
+  slowest_and_median(t.data(), grid, layers, times.slowest_block_us, times.slowest_block, times.median_block_us);
+  for (int phase = 0; phase < phases; ++phase) times.block0_wait_us[phase] = t[block0 + phase] / 1e3 / layers;
   times.total_us = t[block0 + phases] / 1e3;
   for (int k = 0; k < kernels::kStreamUnitStamps; ++k)
     times.unit_stamps_us[k] = static_cast<double>(static_cast<long long>(t[block0 + phases + 1 + k])) / 1e3 / layers;
@@ -242,10 +256,9 @@ std::optional<GpuModel::StreamPhaseTimes> GpuModel::streamed_phase_times() const
 }
 
 std::optional<GpuModel::PersistentPhaseTimes> GpuModel::persistent_phase_times() const {
-  if (!persistent_decode_active() || persistent_trace_.size() == 0) return std::nullopt;
-  TACHYON_CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
-  std::vector<unsigned long long> t(persistent_trace_.size());
-  TACHYON_CUDA_CHECK(cudaMemcpy(t.data(), persistent_trace_.data(), t.size() * sizeof(t[0]), cudaMemcpyDeviceToHost));
+  // (The resident kernel's trace layout: with the streamed kernel, streamed_phase_times reads the trace.)
+  if (persistent_.layers == nullptr || persistent_trace_.size() == 0) return std::nullopt;
+  const std::vector<unsigned long long> t = read_persistent_trace();
   if (t[1 + 2 * size_t(config_.layers * kernels::kPersistentPhases)] == 0) return std::nullopt;
   PersistentPhaseTimes times;
   const int phases = kernels::kPersistentPhases, layers = config_.layers;
@@ -257,15 +270,8 @@ std::optional<GpuModel::PersistentPhaseTimes> GpuModel::persistent_phase_times()
     }
   // Every block's work per phase and layer: the slowest block and the median.
   const size_t clocks = kernels::persistent_decode_block_clocks_at(layers);
-  const size_t grid = (t.size() - clocks) / phases;
-  for (int phase = 0; phase < phases; ++phase) {
-    std::vector<std::pair<double, int>> work(grid);
-    for (size_t b = 0; b < grid; ++b) work[b] = {t[clocks + b * phases + phase] / 1e3 / layers, static_cast<int>(b)};
-    std::sort(work.begin(), work.end());
-    times.slowest_block_us[phase] = work.back().first;
-    times.slowest_block[phase] = work.back().second;
-    times.median_block_us[phase] = work[grid / 2].first;
-  }
+  slowest_and_median(t.data() + clocks, (t.size() - clocks) / phases, layers, times.slowest_block_us,
+                     times.slowest_block, times.median_block_us);
   const size_t end = 1 + 2 * size_t(layers * phases);
   times.final_norm_us = (t[end] - t[end - 1]) / 1e3;
   times.total_us = (t[end] - t[0]) / 1e3;
