@@ -2,7 +2,13 @@
 // is resident all at once arrives on one 64-bit counter that only grows (never reset: a barrier's target is the next
 // multiple of the grid size above the arrival's ticket), so consecutive launches and graph replays need no reset.
 #pragma once
+#include <cstddef>
 #include <cstdint>
+
+#include <cuda_runtime_api.h>
+
+#include "cuda/cuda_check.h"
+#include "cuda/stream.h"
 
 namespace tachyon::kernels {
 
@@ -49,6 +55,20 @@ __device__ __forceinline__ void grid_barrier(unsigned long long* counter, unsign
     }
   }
   sync();
+}
+
+// Host: whether a grid-barrier kernel can have one block of `threads` threads and `shared_bytes` of dynamic shared
+// memory resident on every SM at once (the barrier waits for all of them): returns the grid (the SM count) or 0.
+// Raises the kernel's dynamic shared-memory limit to `shared_bytes` as a side effect, as its launches need.
+template <typename Kernel>
+int one_block_per_sm_grid(Kernel kernel, int threads, size_t shared_bytes) {
+  const cuda::DeviceInfo& device = cuda::current_device_info();
+  if (shared_bytes > device.shared_memory_per_block_optin) return 0;
+  TACHYON_CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared_bytes)));
+  int per_sm = 0;
+  TACHYON_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, shared_bytes));
+  return per_sm >= 1 ? device.multiprocessors : 0;
 }
 
 }  // namespace tachyon::kernels

@@ -704,17 +704,9 @@ size_t persistent_decode_workspace_bytes(const PersistentDecodeParams& params, i
 
 int persistent_decode_grid(const PersistentDecodeParams& params) {
   check_params(params);
-  const cuda::DeviceInfo& device = cuda::current_device_info();
-  const int grid = device.multiprocessors;
+  const int grid = cuda::current_device_info().multiprocessors;
   if (grid > kMaxGrid) return 0;
-  const size_t shared = persistent_decode_shared_bytes(params, grid);
-  if (shared > device.shared_memory_per_block_optin) return 0;
-  const Kernel kernel = kernel_for(params);
-  TACHYON_CUDA_CHECK(
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared)));
-  int per_sm = 0;
-  TACHYON_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kBlockThreads, shared));
-  return per_sm >= 1 ? grid : 0;
+  return one_block_per_sm_grid(kernel_for(params), kBlockThreads, persistent_decode_shared_bytes(params, grid));
 }
 
 void persistent_decode(const PersistentDecodeParams& params, cudaStream_t stream) {

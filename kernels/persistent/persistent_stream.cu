@@ -736,17 +736,9 @@ size_t persistent_stream_workspace_bytes(const StreamDecodeParams& params, int m
 
 int persistent_stream_grid(const StreamDecodeParams& params) {
   check_params(params);
-  const cuda::DeviceInfo& device = cuda::current_device_info();
-  const int grid = device.multiprocessors;
+  const int grid = cuda::current_device_info().multiprocessors;
   if (grid > kMaxGrid || params.kv_heads > grid) return 0;
-  const size_t shared = persistent_stream_shared_bytes(params, grid);
-  if (shared > device.shared_memory_per_block_optin) return 0;
-  const Kernel kernel = kernel_for(params);
-  TACHYON_CUDA_CHECK(
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared)));
-  int per_sm = 0;
-  TACHYON_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kBlockThreads, shared));
-  return per_sm >= 1 ? grid : 0;
+  return one_block_per_sm_grid(kernel_for(params), kBlockThreads, persistent_stream_shared_bytes(params, grid));
 }
 
 void persistent_stream_decode(const StreamDecodeParams& params, cudaStream_t stream) {
