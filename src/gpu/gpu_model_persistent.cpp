@@ -116,14 +116,20 @@ void GpuModel::allocate_persistent_scratch(size_t workspace_bytes, size_t trace_
 }
 
 void GpuModel::allocate_persistent_decode() {
-  const std::string why = persistent_decode_unsupported();
-  if (!why.empty()) {
-    if (options_.progress) std::fprintf(stderr, "persistent decode: not used (%s)\n", why.c_str());
+  // The resident kernel where the model qualifies and its layer slices fit; else the streamed one.
+  const std::string resident = resident_persistent_unsupported();
+  if (!options_.force_streamed_persistent && resident.empty() && allocate_resident_persistent()) return;
+  const std::string streamed = streamed_persistent_unsupported();
+  if (streamed.empty()) {
+    allocate_streamed_persistent();
     return;
   }
-  if (options_.force_streamed_persistent || !resident_persistent_unsupported().empty() ||
-      !allocate_resident_persistent())
-    allocate_streamed_persistent();
+  if (options_.progress)
+    std::fprintf(stderr, "persistent decode: not used (resident kernel: %s; streamed kernel: %s)\n",
+                 options_.force_streamed_persistent ? "not asked for"
+                 : resident.empty()                 ? "a layer's slices do not fit a block's shared memory twice"
+                                                    : resident.c_str(),
+                 streamed.c_str());
 }
 
 bool GpuModel::allocate_resident_persistent() {
@@ -156,12 +162,7 @@ bool GpuModel::allocate_resident_persistent() {
   return true;
 }
 
-void GpuModel::allocate_streamed_persistent() {
-  const std::string why = streamed_persistent_unsupported();
-  if (!why.empty()) {
-    if (options_.progress) std::fprintf(stderr, "persistent decode: not used (streamed kernel: %s)\n", why.c_str());
-    return;
-  }
+void GpuModel::allocate_streamed_persistent() {  // (the caller checked streamed_persistent_unsupported)
   const GpuModelConfig& c = config_;
   kernels::StreamDecodeParams p = persistent_stream_shape();
   p.embed = weights_.embed;
