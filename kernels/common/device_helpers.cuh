@@ -136,6 +136,13 @@ __device__ __forceinline__ void cp_async_16B_to_shared_address(uint32_t shared_d
 __device__ __forceinline__ void cp_async_16B(void* shared_dst, const void* global_src) {
   cp_async_16B_to_shared_address(static_cast<uint32_t>(__cvta_generic_to_shared(shared_dst)), global_src);
 }
+// A 4-byte copy (through L1: .cg takes 16 bytes only), e.g. a scalar a block needs later, without stalling a register
+// on its load.
+__device__ __forceinline__ void cp_async_4B(void* shared_dst, const void* global_src) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(static_cast<uint32_t>(__cvta_generic_to_shared(
+                   shared_dst))),
+               "l"(global_src));
+}
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {

@@ -46,23 +46,41 @@ __device__ __forceinline__ float2 e4m3x2_to_float2(uint32_t two_bytes) {
   return __half22float2(*reinterpret_cast<const __half2*>(&pair));
 }
 
-// Block scales of rows g and g + 8 of a tile in shared memory: [block] for each of the two rows.
+// Block scales of rows g and g + 8 from their scale words (NVFP4: the row's 4 e4m3 bytes; MXFP4: its 2 e8m0 bytes in
+// the low half): [block] for each of the two rows.
 template <bool NV>
-__device__ __forceinline__ void tile_scales(const uint8_t* scale_bytes, int g, float (&row_g)[4], float (&row_g8)[4]) {
+__device__ __forceinline__ void scales_from_words(uint32_t lo, uint32_t hi, float (&row_g)[4], float (&row_g8)[4]) {
   if constexpr (NV) {
-    const uint32_t lo = *reinterpret_cast<const uint32_t*>(scale_bytes + 4 * g);
-    const uint32_t hi = *reinterpret_cast<const uint32_t*>(scale_bytes + 4 * (g + 8));
     const float2 a = e4m3x2_to_float2(lo & 0xffff), b = e4m3x2_to_float2(lo >> 16);
     const float2 c = e4m3x2_to_float2(hi & 0xffff), d = e4m3x2_to_float2(hi >> 16);
     row_g[0] = a.x, row_g[1] = a.y, row_g[2] = b.x, row_g[3] = b.y;
     row_g8[0] = c.x, row_g8[1] = c.y, row_g8[2] = d.x, row_g8[3] = d.y;
   } else {
-    const uint32_t lo = *reinterpret_cast<const uint16_t*>(scale_bytes + 2 * g);
-    const uint32_t hi = *reinterpret_cast<const uint16_t*>(scale_bytes + 2 * (g + 8));
     row_g[0] = e8m0_to_float(lo & 0xff), row_g[1] = e8m0_to_float(lo >> 8);
     row_g8[0] = e8m0_to_float(hi & 0xff), row_g8[1] = e8m0_to_float(hi >> 8);
     row_g[2] = row_g[3] = row_g8[2] = row_g8[3] = 0.0f;
   }
+}
+
+// Block scales of rows g and g + 8 of a tile in shared memory: [block] for each of the two rows.
+template <bool NV>
+__device__ __forceinline__ void tile_scales(const uint8_t* scale_bytes, int g, float (&row_g)[4], float (&row_g8)[4]) {
+  if constexpr (NV)
+    scales_from_words<NV>(*reinterpret_cast<const uint32_t*>(scale_bytes + 4 * g),
+                          *reinterpret_cast<const uint32_t*>(scale_bytes + 4 * (g + 8)), row_g, row_g8);
+  else
+    scales_from_words<NV>(*reinterpret_cast<const uint16_t*>(scale_bytes + 2 * g),
+                          *reinterpret_cast<const uint16_t*>(scale_bytes + 2 * (g + 8)), row_g, row_g8);
+}
+
+// One value as the MMAs' B input: fp16 hi of value / 16 in the low half, fp16 lo (value / 16 - hi) in the high half.
+// A lane of an even MMA column picks the hi halves, one of an odd column the lo halves (__byte_perm 0x5410 / 0x7632),
+// so the two columns' sum is the float32 value's product to ~2^-22.
+__device__ __forceinline__ uint32_t pack_hi_lo(float value) {
+  const float scaled = value * kInputScale;
+  const __half hi = __float2half_rn(scaled);
+  const __half lo = __float2half_rn(scaled - __half2float(hi));
+  return static_cast<uint32_t>(__half_as_ushort(hi)) | static_cast<uint32_t>(__half_as_ushort(lo)) << 16;
 }
 
 // B fragments of one 64-column tile for the lane's columns: hi/lo pairs per (token tile, 16-column step, register).

@@ -91,14 +91,8 @@ __device__ __forceinline__ void split_packed(const float4 (&v)[NT][4], float lo_
 
 // Packed h (Fp4MoeTuning::packed_h): gate/up writes each h value already split, as one 32-bit word (fp16 hi of
 // h / 16 in the low half, fp16 lo in the high half); the down kernel's lanes then only pick their halves (one byte
-// permute per B register) instead of converting: 2 instead of 16 instructions per k16 step and n8 tile.
-__device__ __forceinline__ uint32_t pack_hi_lo(float value) {
-  const float scaled = value * kInputScale;
-  const __half hi = __float2half_rn(scaled);
-  const __half lo = __float2half_rn(scaled - __half2float(hi));
-  return static_cast<uint32_t>(__half_as_ushort(hi)) | static_cast<uint32_t>(__half_as_ushort(lo)) << 16;
-}
-
+// permute per B register) instead of converting: 2 instead of 16 instructions per k16 step and n8 tile (pack_hi_lo,
+// fp4_moe_device.cuh).
 // selector 0x5410: the hi halves of two words (lanes of even columns), 0x7632: the lo halves (odd columns).
 template <int NT>
 __device__ __forceinline__ void pick_packed(const uint4 (&v)[NT][4], uint32_t selector, uint32_t (&b)[NT][4][2]) {

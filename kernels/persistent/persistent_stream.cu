@@ -13,6 +13,7 @@
 #include "common/launch.cuh"
 #include "cuda/cuda_check.h"
 #include "cuda/stream.h"
+#include "fp4_moe/fp4_moe_device.cuh"
 #include "persistent/grid_barrier.cuh"
 #include "persistent/persistent_attention.cuh"
 #include "persistent/persistent_norms.cuh"
@@ -41,6 +42,45 @@ __host__ __device__ constexpr int round4(int n) { return (n + 3) / 4 * 4; }
 __host__ __device__ inline int h_floats(const StreamDecodeParams& p) {
   return p.intermediate > p.top_k * p.moe_width ? p.intermediate : p.top_k * p.moe_width;
 }
+__host__ __device__ inline bool fp4_experts(const StreamDecodeParams& p) { return p.expert_format != StreamExperts::Bf16; }
+// A block's residual rows come in units of 16 with FP4 experts (P6 multiplies whole 16-row strips of down tiles).
+__host__ __device__ inline int own_row_unit(const StreamDecodeParams& p) { return fp4_experts(p) ? 16 : 1; }
+__host__ __device__ inline int most_own_rows(const StreamDecodeParams& p, int grid) {
+  const int unit = own_row_unit(p);
+  return unit * ceil_div(p.hidden / unit, grid);
+}
+
+// FP4 items: a warp's run of `per_item` (<= kLoads) consecutive 64-column tiles of one 16-row strip (`tiles` per
+// strip, `runs` runs). per_item is chosen per phase so that the busiest warp's tiles are fewest when each block has
+// `strips` strips (ties: longer runs); Qwen3-30B-A3B: gate / up 4 (6 strips per block, 32 tiles each), down 3 (8
+// strips of 12 tiles: 2 runs per warp instead of 1 or 2 runs of 4).
+struct Fp4Run {
+  int tiles = 0, per_item = 1, runs = 0;
+};
+#ifndef TACHYON_FP4_MAX_RUN
+#define TACHYON_FP4_MAX_RUN kLoads
+#endif
+__host__ __device__ inline Fp4Run fp4_run(int columns, int strips) {
+  Fp4Run best;
+  int best_cost = 0;
+  for (int k = TACHYON_FP4_MAX_RUN; k >= 1; --k) {
+    const int tiles = columns / 64, runs = ceil_div(tiles, k), cost = ceil_div(strips * runs, kWarps) * k;
+    if (k == TACHYON_FP4_MAX_RUN || cost < best_cost) best = {tiles, k, runs}, best_cost = cost;
+  }
+  return best;
+}
+// P5: a block's (slot, 16-row strip) pairs of gate and up strips; P6: its residual strips' down strips of every slot.
+struct Fp4Runs {
+  int pairs_per_block = 0, strips_per_block = 0;
+  Fp4Run gate_up, down;
+  __host__ __device__ Fp4Runs(const StreamDecodeParams& p, int g) {
+    if (!fp4_experts(p)) return;
+    pairs_per_block = ceil_div(p.top_k * p.moe_width / 16, g);
+    strips_per_block = ceil_div(p.hidden / 16, g);
+    gate_up = fp4_run(p.hidden, 2 * pairs_per_block);
+    down = fp4_run(p.moe_width, strips_per_block * p.top_k);
+  }
+};
 
 // The shared-memory carve-up, the same on host and device: floats [vec | own | part sums | scratch 64 | rope table |
 // split weights | probabilities], the unit's key rows (int64), the layer table, then (16-byte aligned) P2's staged
@@ -52,7 +92,7 @@ struct Layout {
     const int q_width = p.heads * p.head_dim, qkv_width = q_width + 2 * p.kv_heads * p.head_dim;
     const int h = h_floats(p);
     vec_floats = round4(max_of(p.hidden, max_of(q_width, h)));
-    const int own_rows = ceil_div(p.hidden, g);
+    const int own_rows = most_own_rows(p, g);
     own_floats = round4(own_rows);
     // The most items any phase gives a block.
     int items = ceil_div(qkv_width, g) * parts_of(p.hidden);                          // P1
@@ -60,6 +100,9 @@ struct Layout {
     items = max_of(items, ceil_div(p.experts, g) * parts_of(p.hidden));               // P4
     items = max_of(items, 2 * ceil_div(h, g) * parts_of(p.hidden));                   // P5
     items = max_of(items, own_rows * max_of(parts_of(p.intermediate), p.top_k * parts_of(p.moe_width)));  // P6
+    const Fp4Runs fp4(p, g);  // FP4 items: 16 sums each
+    items = max_of(items, 16 * 2 * fp4.pairs_per_block * fp4.gate_up.runs);
+    items = max_of(items, 16 * fp4.strips_per_block * p.top_k * fp4.down.runs);
     item_floats = round4(items);
     const int group = p.kv_heads > 0 ? p.heads / p.kv_heads : 1;
     // P2: q heads, new k and v, the items' (output, max, sum), the heads' running merge.
@@ -105,15 +148,17 @@ struct RowRange {
   int first, end;
   __device__ int count() const { return end - first; }
 };
-__device__ __forceinline__ RowRange row_range(int rows) {
-  return {static_cast<int>(blockIdx.x * unsigned(rows) / gridDim.x),
-          static_cast<int>((blockIdx.x + 1) * unsigned(rows) / gridDim.x)};
+__device__ __forceinline__ RowRange row_range(int rows, int unit = 1) {
+  const unsigned units = rows / unit;
+  return {unit * static_cast<int>(blockIdx.x * units / gridDim.x),
+          unit * static_cast<int>((blockIdx.x + 1) * units / gridDim.x)};
 }
 
 // ---- Items: a warp's share of a row-by-vector product --------------------------------------------------------------
 
 struct ItemWeights {
   uint4 w[kLoads];
+  uint32_t scales[2];  // FP4 items: lane 4g + t holds tile t's block-scale words of rows g and g + 8 (kLoads == 4)
 };
 
 __device__ __forceinline__ void load_item(ItemWeights& r, const bf16* row, int part, int columns, int lane) {
@@ -179,7 +224,107 @@ __device__ __forceinline__ float row_sum(const float* part_sums, int vrow, int p
   return s;
 }
 
-// ---- Norms ----------------------------------------------------------------------------------------------------------
+// ---- FP4 items (P5, P6 of routed layers with FP4 experts) ----------------------------------------------------------
+
+// Lane 4g + t of a tile (16 rows x 64 columns, 512 code bytes then the block scales) holds the 16-byte code piece of
+// rows g and g + 8 (src/fp4/fp4_kernel_layout.h). The scale words of rows g and g + 8 (NVFP4: 4 e4m3 bytes per row
+// at 512 + 4 row; MXFP4: 2 e8m0 bytes at 512 + 2 row) of the item's tile t are loaded by lane 4g + t and shuffled
+// to the group's lanes at use (8 registers per item instead of 2 would spill). Tiles past the strip's end are zero.
+static_assert(kLoads == 4, "an FP4 item's tiles are one per lane of a row group (scale words)");
+__device__ __forceinline__ void load_fp4_item(ItemWeights& r, const uint8_t* strip, int run, const Fp4Run& f, bool nv,
+                                              int lane) {
+  const int g = lane >> 2, t = lane & 3, tile_bytes = nv ? 576 : 544;
+#pragma unroll
+  for (int j = 0; j < kLoads; ++j) {
+    const int tile = run * f.per_item + j;
+    r.w[j] = j < f.per_item && tile < f.tiles ? load_streaming_16B(strip + size_t(tile) * tile_bytes + 16 * lane)
+                                              : make_uint4(0, 0, 0, 0);
+  }
+  const int mine = run * f.per_item + t;
+  r.scales[0] = r.scales[1] = 0;
+  if (t < f.per_item && mine < f.tiles) {
+    const uint8_t* scales = strip + size_t(mine) * tile_bytes + 512;
+    if (nv) {
+      r.scales[0] = __ldg(reinterpret_cast<const uint32_t*>(scales + 4 * g));
+      r.scales[1] = __ldg(reinterpret_cast<const uint32_t*>(scales + 4 * (g + 8)));
+    } else {
+      r.scales[0] = __ldg(reinterpret_cast<const uint16_t*>(scales + 2 * g));
+      r.scales[1] = __ldg(reinterpret_cast<const uint16_t*>(scales + 2 * (g + 8)));
+    }
+  }
+}
+
+// The item's rows g and g + 8 dotted with `vec` (shared: the strip's vector as pack_hi_lo words, columns of the whole
+// row), as the per-op FP4 kernels compute them: each 16-column block one m16n8k16 MMA of the decoded codes (fp16
+// pairs times 2^-14) against hi (even MMA columns) and lo (odd) of the vector / 16, from zero, then times its block
+// scale. Every lane of a row group ends with its rows' sums (all MMA columns hold the same vector): no shuffles.
+// Results are kOutputScale and the global scale short of the dot.
+__device__ __forceinline__ float2 dot_fp4_item(const ItemWeights& r, const uint32_t* vec, int run, const Fp4Run& f,
+                                               bool nv, int lane) {
+  using namespace fp4_moe_detail;
+  const int g = lane >> 2, t = lane & 3;
+  const uint32_t selector = (g & 1) ? 0x7632u : 0x5410u;
+  float row_g = 0.0f, row_g8 = 0.0f;
+#pragma unroll
+  for (int j = 0; j < kLoads; ++j) {
+    const int tile = run * f.per_item + j;
+    if (j < f.per_item && tile < f.tiles) {
+      const uint32_t words_g = __shfl_sync(0xffffffffu, r.scales[0], (lane & ~3) | j);
+      const uint32_t words_g8 = __shfl_sync(0xffffffffu, r.scales[1], (lane & ~3) | j);
+      float scale_g[4], scale_g8[4];
+      if (nv)
+        scales_from_words<true>(words_g, words_g8, scale_g, scale_g8);
+      else
+        scales_from_words<false>(words_g, words_g8, scale_g, scale_g8);
+      const uint32_t words[4] = {r.w[j].x, r.w[j].y, r.w[j].z, r.w[j].w};
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {  // k16 step k = the 16-column block k (MXFP4: half of block k / 2)
+        const uint4 v = *reinterpret_cast<const uint4*>(vec + 64 * tile + 16 * k + 4 * t);
+        const uint32_t a[4] = {decode_pair(words[k], 0), decode_pair(words[k], 1), decode_pair(words[k], 2),
+                               decode_pair(words[k], 3)};
+        float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        mma_f16_16x8x16(d, a, __byte_perm(v.x, v.y, selector), __byte_perm(v.z, v.w, selector));
+        const float s_g = nv ? scale_g[k] : scale_g[k / 2], s_g8 = nv ? scale_g8[k] : scale_g8[k / 2];
+        row_g = fmaf(s_g, d[0] + d[1], row_g);
+        row_g8 = fmaf(s_g8, d[2] + d[3], row_g8);
+      }
+    }
+  }
+  return make_float2(row_g, row_g8);
+}
+
+// item_dots for FP4 items: item i is run i % runs of virtual strip i / runs (tiles from strip_of(vstrip), vector
+// vec_of(vstrip)); part_sums[16 i + row] = the item's sum for the strip's row.
+template <typename StripOf>
+__device__ __forceinline__ void preload_first_fp4(int n_items, const Fp4Run& f, bool nv, StripOf&& strip_of,
+                                                  ItemWeights& first) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (warp < n_items) load_fp4_item(first, strip_of(warp / f.runs), warp % f.runs, f, nv, lane);
+}
+template <typename StripOf, typename VecOf>
+__device__ __forceinline__ void fp4_item_dots(int n_items, const Fp4Run& f, bool nv, StripOf&& strip_of,
+                                              VecOf&& vec_of, float* part_sums, ItemWeights& first, bool preloaded) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (warp >= n_items) return;
+  if (!preloaded) load_fp4_item(first, strip_of(warp / f.runs), warp % f.runs, f, nv, lane);
+#pragma unroll 1
+  for (int item = warp;; item += kWarps) {
+    const int next = item + kWarps;
+    ItemWeights upcoming;
+    if (next < n_items) load_fp4_item(upcoming, strip_of(next / f.runs), next % f.runs, f, nv, lane);
+    const float2 d = dot_fp4_item(first, vec_of(item / f.runs), item % f.runs, f, nv, lane);
+    if ((lane & 3) == 0) part_sums[16 * item + (lane >> 2)] = d.x, part_sums[16 * item + (lane >> 2) + 8] = d.y;
+    if (next >= n_items) break;
+    first = upcoming;
+  }
+}
+// Row `row` of a virtual strip: its runs' sums in order.
+__device__ __forceinline__ float strip_row_sum(const float* part_sums, int vstrip, int row, int runs) {
+  float s = 0.0f;
+#pragma unroll 1
+  for (int k = 0; k < runs; ++k) s += part_sums[16 * (vstrip * runs + k) + row];
+  return s;
+}
 
 // ---- Attention (P2, P3) ---------------------------------------------------------------------------------------------
 
@@ -444,19 +589,24 @@ __device__ __forceinline__ void combine_splits(const StreamDecodeParams& p, cons
 
 // ---- Routing (P5) ---------------------------------------------------------------------------------------------------
 
-// Every block, from the router's logits (L2): softmax over all experts (warp 0, the per-op kernel's order), then each
+// Every block, from the router's logits (L2, into probs first): softmax over all experts (warp 0, the per-op kernel's order), then each
 // expert's rank among the probabilities (ties: lower id first; `ways` threads per expert each count a share of the
 // others), and ranks below top_k fill ids / weights best first. The weights are renormalized where they are used.
 __device__ __forceinline__ void route(const StreamDecodeParams& p, const float* logits, float* probs, int* ids,
                                       float* weights) {
   const int n = p.experts;
+  // The logits in one round trip by the whole block (warp 0 reading them lane by lane made up to 2 n / 32 dependent
+  // trips: routing took ~4 us of the Qwen3-30B-A3B FP4 step's gate / up phase).
+#pragma unroll 1
+  for (int i = threadIdx.x; i < n; i += kBlockThreads) probs[i] = __ldcg(logits + i);
+  block_sync();
   if (threadIdx.x < 32) {
     const int lane = threadIdx.x;
     float max = -INFINITY;
-    for (int i = lane; i < n; i += 32) max = fmaxf(max, __ldcg(logits + i));
+    for (int i = lane; i < n; i += 32) max = fmaxf(max, probs[i]);
     max = warp_max(max);
     float sum = 0.0f;
-    for (int i = lane; i < n; i += 32) sum += (probs[i] = expf(__ldcg(logits + i) - max));
+    for (int i = lane; i < n; i += 32) sum += (probs[i] = expf(probs[i] - max));
     sum = warp_sum(sum);
     __syncwarp();
 #pragma unroll 1
@@ -503,9 +653,19 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
   float* attention_shared = reinterpret_cast<float*>(stage_v + kStageKeys * stage_stride<HD>());
   __shared__ int ids[kMaxTopK];
   __shared__ float weights[kMaxTopK];
+  __shared__ float expert_scales[3][kMaxTopK];  // FP4: the chosen experts' gate, up, down global scales (NVFP4)
   // Trace (p.trace): [0] the last release, [1 + phase] work per phase; block 0's barrier stamps, waits, start.
   __shared__ unsigned long long block_clock[1 + kStreamPhases], barrier_stamps[2], block0_wait[kStreamPhases], start;
   __shared__ unsigned long long unit_stamps[kStreamUnitStamps];  // block 0's P2: sums of (stamp - release)
+#ifdef TACHYON_P5_STAMPS
+  const unsigned stamp_block = TACHYON_P5_STAMPS;
+  auto p5_stamp = [&](int k) {
+    if (p.trace && blockIdx.x == stamp_block && threadIdx.x == 0) unit_stamps[k] += global_timer() - block_clock[0];
+  };
+#else
+  const unsigned stamp_block = 0;
+  auto p5_stamp = [](int) {};
+#endif
 
   // The layers' pointers in shared memory (from global memory, every use after a grid barrier, whose acquire
   // invalidates L1, would be a round trip of its own before the loads it addresses).
@@ -514,8 +674,10 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
   __syncthreads();
 
   const auto sync = [] { block_sync(); };  // the norms' block barrier
-  const RowRange own_rows = row_range(p.hidden), qkv_rows = row_range(qkv_width), router_rows = row_range(p.experts);
+  const RowRange own_rows = row_range(p.hidden, own_row_unit(p)), qkv_rows = row_range(qkv_width), router_rows = row_range(p.experts);
   const int hidden_parts = parts_of(p.hidden), q_parts = parts_of(q_width);
+  const bool nv = p.expert_format == StreamExperts::Nvfp4;
+  uint32_t* vec_words = reinterpret_cast<uint32_t*>(vec);  // FP4 layers' P5 / P6 vector: pack_hi_lo words
   // The first items of P1 (layer 0's q / k / v rows) load while the previous kernel finishes: weights are constant.
   ItemWeights first;
   auto qkv_row = [&](int layer) {
@@ -579,7 +741,11 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
 
     // P2: attention partials; then the first o_proj items load before the barrier.
     if (unit.has_unit) {
+#ifdef TACHYON_P5_STAMPS
+      unsigned long long* stamps = nullptr;
+#else
       unsigned long long* stamps = clock && blockIdx.x == 0 ? unit_stamps : nullptr;
+#endif
       if (stamps && threadIdx.x == 0)
         for (int k = 0; k < kStreamUnitStamps; ++k) stamps[k] -= block_clock[0];  // (from this phase's release)
       attention_unit<HD>(p, w, ws, attention_shared, stage_k, stage_v, stage_rows, rope_table, unit, position, stamps);
@@ -625,27 +791,80 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
     block_sync();
 
     // P5: the block's (slot, i) pairs of gate / up rows -> h. Virtual row 2 k is pair k's gate row, 2 k + 1 its up.
-    const RowRange pairs = row_range(slots * width);
-    auto gate_up_row = [&](int v) {
-      const int pair = pairs.first + v / 2, slot = pair / width, i = pair - slot * width;
-      return w.gate_up + ids[slot] * w.gate_up_stride + size_t(i) * p.hidden + (v & 1) * w.up_offset;
-    };
-    item_dots(2 * pairs.count() * hidden_parts, hidden_parts, p.hidden, gate_up_row, [&](int) { return vec; },
-              part_sums, first, false);
-    block_sync();
+    // FP4 experts: pairs of 16-row strips, the normed x as pack_hi_lo words, h written as such words for P6.
+    const bool fp4 = routed && fp4_experts(p);
+    const Fp4Runs fp4_runs(p, gridDim.x);  // (here, not before the loop: registers are short in P2)
+    const int width_parts = parts_of(width), strips = width / 16;
+    const RowRange pairs = row_range(slots * width, fp4 ? 16 : 1);
+    if (fp4) {
+      const Fp4Run& f = fp4_runs.gate_up;
+      auto gate_up_strip = [&](int v) {  // virtual strip 2 k: pair k's gate strip, 2 k + 1 its up strip
+        const int pair = pairs.first / 16 + v / 2, slot = pair / strips, strip = pair - slot * strips;
+        const StreamLayer::Fp4Matrix& m = (v & 1) ? w.fp4_up : w.fp4_gate;
+        return m.tiles + ids[slot] * m.stride + size_t(strip) * f.tiles * (nv ? 576 : 544);
+      };
+      const int n_items = 2 * (pairs.count() / 16) * f.runs;
+      p5_stamp(0);
+      preload_first_fp4(n_items, f, nv, gate_up_strip, first);  // (the experts are known: route synced)
+      if (threadIdx.x < slots) {  // NVFP4's global scales of the chosen experts, for the epilogues (cp.async: no
+        const int e = ids[threadIdx.x];  // register waits for them; a load + store here stalled the block ~2 us)
+        const float* global[3] = {w.fp4_gate.global_scales, w.fp4_up.global_scales, w.fp4_down.global_scales};
+#pragma unroll
+        for (int m = 0; m < 3; ++m) {
+          if (nv)
+            cp_async_4B(&expert_scales[m][threadIdx.x], global[m] + e);
+          else
+            expert_scales[m][threadIdx.x] = 1.0f;
+        }
+        cp_async_commit();
+      }
 #pragma unroll 1
-    for (int k = threadIdx.x; k < pairs.count(); k += kBlockThreads) {
-      const float gate = row_sum(part_sums, 2 * k, hidden_parts) * inv;
-      const float up = row_sum(part_sums, 2 * k + 1, hidden_parts) * inv;
-      ws.h[pairs.first + k] = silu(gate) * up;
+      for (int i = threadIdx.x; i < p.hidden; i += kBlockThreads) vec_words[i] = fp4_moe_detail::pack_hi_lo(vec[i] * inv);
+      block_sync();
+      p5_stamp(1);
+      fp4_item_dots(n_items, f, nv, gate_up_strip, [&](int) { return vec_words; }, part_sums, first, true);
+      cp_async_wait<0>();  // (the scales)
+      block_sync();
+      p5_stamp(2);
+#pragma unroll 1
+      for (int k = threadIdx.x; k < pairs.count(); k += kBlockThreads) {
+        const int pair = k / 16, row = k % 16, slot = (pairs.first + k) / width;
+        const float gate = strip_row_sum(part_sums, 2 * pair, row, f.runs) * fp4_moe_detail::kOutputScale *
+                           expert_scales[0][slot];
+        const float up = strip_row_sum(part_sums, 2 * pair + 1, row, f.runs) * fp4_moe_detail::kOutputScale *
+                         expert_scales[1][slot];
+        reinterpret_cast<uint32_t*>(ws.h)[pairs.first + k] = fp4_moe_detail::pack_hi_lo(silu(gate) * up);
+      }
+      p5_stamp(3);
+    } else {
+      auto gate_up_row = [&](int v) {
+        const int pair = pairs.first + v / 2, slot = pair / width, i = pair - slot * width;
+        return w.gate_up + ids[slot] * w.gate_up_stride + size_t(i) * p.hidden + (v & 1) * w.up_offset;
+      };
+      item_dots(2 * pairs.count() * hidden_parts, hidden_parts, p.hidden, gate_up_row, [&](int) { return vec; },
+                part_sums, first, false);
+      block_sync();
+#pragma unroll 1
+      for (int k = threadIdx.x; k < pairs.count(); k += kBlockThreads) {
+        const float gate = row_sum(part_sums, 2 * k, hidden_parts) * inv;
+        const float up = row_sum(part_sums, 2 * k + 1, hidden_parts) * inv;
+        ws.h[pairs.first + k] = silu(gate) * up;
+      }
     }
     // The first down items load before the barrier (the experts are known).
-    const int width_parts = parts_of(width);
     auto down_row = [&](int v) {  // virtual row = (own row, slot)
       const int r = v / slots, slot = v - r * slots;
       return w.down + ids[slot] * w.down_stride + size_t(own_rows.first + r) * width;
     };
-    preload_first(own_rows.count() * slots * width_parts, width_parts, width, down_row, first);
+    auto down_strip = [&](int v) {  // virtual strip = (own strip, slot)
+      const int r = v / slots, slot = v - r * slots;
+      return w.fp4_down.tiles + ids[slot] * w.fp4_down.stride +
+             size_t(own_rows.first / 16 + r) * fp4_runs.down.tiles * (nv ? 576 : 544);
+    };
+    if (fp4)
+      preload_first_fp4((own_rows.count() / 16) * slots * fp4_runs.down.runs, fp4_runs.down, nv, down_strip, first);
+    else
+      preload_first(own_rows.count() * slots * width_parts, width_parts, width, down_row, first);
     barrier(4);
 
     // P6: h of every slot into shared memory, then the block's down rows of every slot, weighted, into the residual.
@@ -653,8 +872,12 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
     for (int q = threadIdx.x; q < slots * width / 4; q += kBlockThreads)
       reinterpret_cast<float4*>(vec)[q] = __ldcg(reinterpret_cast<const float4*>(ws.h) + q);
     block_sync();
-    item_dots(own_rows.count() * slots * width_parts, width_parts, width, down_row,
-              [&](int v) { return vec + (v % slots) * width; }, part_sums, first, true);
+    if (fp4)
+      fp4_item_dots((own_rows.count() / 16) * slots * fp4_runs.down.runs, fp4_runs.down, nv, down_strip,
+                    [&](int v) { return vec_words + (v % slots) * width; }, part_sums, first, true);
+    else
+      item_dots(own_rows.count() * slots * width_parts, width_parts, width, down_row,
+                [&](int v) { return vec + (v % slots) * width; }, part_sums, first, true);
     block_sync();
     float total = 0.0f;  // renormalized top-k weights: w / the top-k sum, summed in pick order as the per-op router
 #pragma unroll 1
@@ -664,8 +887,15 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
     for (int r = threadIdx.x; r < own_rows.count(); r += kBlockThreads) {
       float sum = 0.0f;
 #pragma unroll 1
-      for (int slot = 0; slot < slots; ++slot)
-        sum = fmaf(weights[slot] / total, row_sum(part_sums, r * slots + slot, width_parts), sum);
+      for (int slot = 0; slot < slots; ++slot) {
+        const float weight = weights[slot] / total;
+        if (fp4) {
+          sum = fmaf(weight * fp4_moe_detail::kOutputScale * expert_scales[2][slot], strip_row_sum(part_sums, (r / 16) * slots + slot, r % 16, fp4_runs.down.runs),
+                     sum);
+        } else {
+          sum = fmaf(weight, row_sum(part_sums, r * slots + slot, width_parts), sum);
+        }
+      }
       ws.x[own_rows.first + r] = own[r] += sum;
     }
     block_sync();
@@ -687,9 +917,10 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
     if (blockIdx.x == 0) {
       for (int k = 0; k < kStreamPhases; ++k) p.trace[kStreamPhases * gridDim.x + k] = block0_wait[k];
       p.trace[kStreamPhases * gridDim.x + kStreamPhases] = global_timer() - start;
+    }
+    if (blockIdx.x == stamp_block)
       for (int k = 0; k < kStreamUnitStamps; ++k)
         p.trace[kStreamPhases * gridDim.x + kStreamPhases + 1 + k] = unit_stamps[k];
-    }
   }
 }
 
@@ -716,6 +947,8 @@ std::string persistent_stream_unsupported(const StreamDecodeParams& p) {
   if (p.experts > kBlockThreads || p.top_k > kMaxTopK || (p.experts > 0 && p.top_k < 1))
     return "more than " + std::to_string(kBlockThreads) + " experts or " + std::to_string(kMaxTopK) + " per token";
   if (p.rotary_dim > p.head_dim || p.rotary_dim % 2 != 0) return "a rotary_dim that is odd or above head_dim";
+  if (fp4_experts(p) && (p.hidden % 64 != 0 || p.moe_width % 64 != 0))
+    return "FP4 experts with hidden or expert widths that are not multiples of 64 (the tiles')";
   return "";
 }
 

@@ -16,6 +16,8 @@
 //   P5  every block routes (softmax, top-k) from the logits by itself, then its share of the chosen experts' gate / up
 //       pairs -> h = silu(gate) * up; a dense MLP is one "expert" of weight 1
 //   P6  its residual rows' down rows of every chosen expert, weighted, added into its residual rows
+// FP4 experts (NVFP4 / MXFP4 in the tile layout of the per-op kernels/fp4_moe): P5 / P6 work on 16-row strips of
+// tiles instead of rows, their products on the tensor cores as the per-op kernels' (fp16 hi + lo of the vector).
 // Work inside a phase is (row, 1024-column part) items over the block's warps, each a warp's 16-byte loads; an
 // item's loads are issued while the previous item's products run.
 // The grid barrier (grid_barrier.cuh), the norms (persistent_norms.cuh) and the attention item
@@ -49,9 +51,19 @@ struct StreamLayer {
   const __nv_bfloat16* down = nullptr;
   int64_t down_stride = 0;
   int* topk_ids = nullptr;  // routed layers: [top_k], the step's choice, best first (GpuModel::last_routing) or null
+  // Routed layers with FP4 experts (StreamDecodeParams::expert_format; then gate_up / down are unused): gate, up
+  // [moe_width, hidden] and down [hidden, moe_width] in the kernel tile layout of src/fp4/fp4_kernel_layout.h,
+  // expert e's tiles `stride` bytes after e - 1's; NVFP4's per-matrix global scales [experts] (MXFP4: null).
+  struct Fp4Matrix {
+    const uint8_t* tiles = nullptr;
+    int64_t stride = 0;
+    const float* global_scales = nullptr;
+  } fp4_gate, fp4_up, fp4_down;
   __nv_bfloat16* k_pages = nullptr;  // this layer's paged cache: [page][page_size][kv_heads][head_dim]
   __nv_bfloat16* v_pages = nullptr;
 };
+
+enum class StreamExperts : int { Bf16 = 0, Nvfp4 = 1, Mxfp4 = 2 };
 
 struct StreamDecodeParams {
   const StreamLayer* layers = nullptr;  // device array [n_layers]
@@ -63,6 +75,9 @@ struct StreamDecodeParams {
   int moe_width = 0;     // routed layers' expert width (multiple of 8; 0 if none)
   int experts = 0, top_k = 0;
   bool renormalize = true;  // top-k weights / their sum (norm_topk_prob)
+  // FP4 experts: hidden and moe_width multiples of 64 (the tiles), and every block owns whole 16-row strips of the
+  // residual (the down tiles' rows).
+  StreamExperts expert_format = StreamExperts::Bf16;
   int heads = 0, kv_heads = 0;
   int head_dim = 0;  // as stored: 64 or 128
   float hidden_norm_eps = 0, head_norm_eps = 0;

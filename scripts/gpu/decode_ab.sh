@@ -3,7 +3,7 @@
 # root. Each model runs BASE, NEW, BASE, NEW (`tachyon bench`, batch-1 decode at a 1k context, CUDA graph), so drift
 # of the card shows up as a BASE/BASE spread. Results: $OUT/ab-<model>-<build>-<i>.json and one summary table.
 #   [CONTEXT=1024] scripts/gpu/decode_ab.sh BASE_DIR NEW_DIR [MODEL...]
-# MODEL: qwen3-bf16 qwen3-nvfp4 gpt-oss-mxfp4 smollm2 (needs $TACHYON_MODELS_DIR/SmolLM2-135M-Instruct.Q4_1.gguf),
+# MODEL: qwen3-bf16 qwen3-nvfp4 qwen3-mxfp4 gpt-oss-mxfp4 smollm2 (needs $TACHYON_MODELS_DIR/SmolLM2-135M-Instruct.Q4_1.gguf),
 # smollm2-shape (random weights), qwen3-nvfp4-fp8 / gpt-oss-fp8 (`--fp8 attention,lm_head`).
 # BASE_DIR / NEW_DIR: folders made by scripts/gpu/pack.sh (tachyon + lib/); they may be the same folder when
 # NEW_ARGS / BASE_ARGS (extra `tachyon bench` arguments for the NEW / BASE runs only, e.g. BASE_ARGS=--no-persistent)
@@ -26,6 +26,7 @@ for model in $models; do
   case "$model" in
     qwen3-bf16) args=(--random-weights qwen3-30b-a3b --experts bf16) ;;
     qwen3-nvfp4) args=(--random-weights qwen3-30b-a3b --experts nvfp4) ;;
+    qwen3-mxfp4) args=(--random-weights qwen3-30b-a3b --experts mxfp4) ;;
     gpt-oss-mxfp4) args=(--random-weights gpt-oss-20b --experts mxfp4) ;;
     qwen3-nvfp4-fp8) args=(--random-weights qwen3-30b-a3b --experts nvfp4 --fp8 attention,lm_head) ;;
     gpt-oss-fp8) args=(--random-weights gpt-oss-20b --experts mxfp4 --fp8 attention,lm_head) ;;

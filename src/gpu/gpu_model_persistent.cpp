@@ -2,8 +2,8 @@
 // their parameters and scratch, and the phase times their traces give `tachyon bench`. Two kernels:
 // - resident (kernels/persistent/persistent_decode.h): a small dense model whose layer slices fit a block's shared
 //   memory twice (SmolLM2-135M), copied a layer ahead;
-// - streamed (kernels/persistent/persistent_stream.h): everything else it supports (Qwen3-MoE with bf16 experts,
-//   larger dense models), weights read straight from HBM.
+// - streamed (kernels/persistent/persistent_stream.h): everything else it supports (Qwen3-MoE with bf16 or FP4
+//   experts, larger dense models), weights read straight from HBM.
 #ifdef TACHYON_HAS_CUDA
 #include <algorithm>
 #include <cstdio>
@@ -56,6 +56,10 @@ kernels::StreamDecodeParams GpuModel::persistent_stream_shape() const {
   p.experts = c.experts;
   p.top_k = c.top_k;
   p.renormalize = c.norm_topk_prob;
+  p.expert_format = c.experts == 0                               ? kernels::StreamExperts::Bf16
+                    : c.expert_format == ExpertFormat::Nvfp4 ? kernels::StreamExperts::Nvfp4
+                    : c.expert_format == ExpertFormat::Mxfp4 ? kernels::StreamExperts::Mxfp4
+                                                                : kernels::StreamExperts::Bf16;
   p.heads = r.heads;
   p.kv_heads = r.kv_heads;
   p.head_dim = r.head_dim;
@@ -77,7 +81,6 @@ std::string GpuModel::streamed_persistent_unsupported() const {
   for (int layer = 0; layer < c.layers; ++layer)
     if (c.sliding_window(layer) > 0) return "sliding-window layers";
   if (c.fp8.attention || c.fp8.mlp) return "FP8 attention or MLP weights";
-  if (c.experts > 0 && c.expert_format != ExpertFormat::Bf16) return "FP4 experts (it streams bf16 experts)";
   return kernels::persistent_stream_unsupported(persistent_stream_shape());
 }
 
@@ -191,6 +194,10 @@ void GpuModel::allocate_streamed_persistent() {  // (the caller checked streamed
     fill_attention_fields(out, layer);
     if (c.is_sparse(layer)) {
       out.router = L.router;
+      const auto fp4 = [](const kernels::Fp4ExpertMatrices& m) {  // (null with bf16 experts)
+        return kernels::StreamLayer::Fp4Matrix{m.tiles, m.expert_stride, m.global_scales};
+      };
+      out.fp4_gate = fp4(L.fp4_gate), out.fp4_up = fp4(L.fp4_up), out.fp4_down = fp4(L.fp4_down);
       out.gate_up = L.expert_gate_up;
       out.gate_up_stride = expert_gate_up_stride(c);
       out.up_offset = int64_t{c.moe_intermediate_padded} * c.hidden_padded;

@@ -5,7 +5,9 @@
 // the graph decode loop (the fused FP4 kernels). Bounds and the router near-tie rule as in test_gpu_model_tiny.cpp:
 // the hidden widths of these fixtures (32..48, experts 16) are padded to 64 here, which the FP4 tiles need.
 // Plus random FP4 weights on a padded shape: deterministic, finite, graph == stream, and the FP4 decode pass agrees
-// with the dequantized-bf16 prefill on the same tokens.
+// with the dequantized-bf16 prefill on the same tokens. The streamed persistent kernel's FP4 phases: single steps and
+// greedy decoding of the fixtures against the CPU (its comparison with the per-op FP4 path on random weights is in
+// test_persistent_decode.cpp).
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -88,11 +90,12 @@ struct Fp4Fixture : TinyReference {
   std::unique_ptr<Model> cpu;
 };
 
-std::unique_ptr<GpuModel> gpu_model(const Checkpoint& checkpoint, ExpertFormat format) {
+std::unique_ptr<GpuModel> gpu_model(const Checkpoint& checkpoint, ExpertFormat format, bool persistent = false) {
   GpuModelOptions options;
   options.kv_positions = 256;
   options.record_router_margins = true;
   options.experts = format;
+  options.persistent_decode = persistent;
   return GpuModel::load(checkpoint, options);
 }
 
@@ -171,6 +174,25 @@ TEST_P(GpuFp4TinyModel, GreedyGraphDecodeMatchesCpu) {
   auto probe = gpu_model(f.checkpoint, std::get<1>(GetParam()));
   expect_graph_greedy_matches_cpu(*model, *probe, *f.cpu, f.prompt, static_cast<int>(f.reference_greedy.size()),
                                   what() + " greedy vs CPU");
+}
+
+// Single steps and the graph decode loop through the streamed persistent kernel (its FP4 expert phases), against the
+// CPU on the same weights.
+TEST_P(GpuFp4TinyModel, StreamedPersistentStepsMatchCpu) {
+  SKIP_WITHOUT_GPU();
+  Fp4Fixture& f = fixture(std::get<0>(GetParam()), std::get<1>(GetParam()));
+  auto model = gpu_model(f.checkpoint, std::get<1>(GetParam()), /*persistent=*/true);
+  ASSERT_EQ(model->persistent_kernel_name(), "streamed") << model->persistent_decode_unsupported();
+  KvCache cache = f.cpu->new_cache();
+  const auto [gpu_rows, cpu_rows] = pass_then_steps(*model, *f.cpu, cache, f.prompt, f.prompt.size() / 2);
+  auto probe = gpu_model(f.checkpoint, std::get<1>(GetParam()));
+  probe->prefill_to_host(f.prompt, /*all_rows=*/true);
+  const double error = expect_rows_within(gpu_rows, cpu_rows, f.vocab, kCpuBound, probe->prefill_router_margins(),
+                                          kFlipMargin, kMaxFlips, what() + " streamed persistent steps vs CPU");
+  std::printf("[ %s ] 16-token pass + streamed persistent single steps: vs CPU %.3g\n", what().c_str(), error);
+  model->truncate(0);
+  expect_graph_greedy_matches_cpu(*model, *probe, *f.cpu, f.prompt, static_cast<int>(f.reference_greedy.size()),
+                                  what() + " streamed persistent greedy vs CPU");
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, GpuFp4TinyModel,

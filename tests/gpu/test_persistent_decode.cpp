@@ -7,14 +7,15 @@
 // with q / k norms and 66 KV heads (2 splits at most: each warp loops over several 32-key chunks); head_dim 128
 // with 4 query heads per KV head. The streamed kernel (kernels/persistent/persistent_stream.h) on the SmolLM2 and
 // head_dim-128 shapes (forced: the resident kernel takes them by default), on Qwen3-MoE configs (routed and dense
-// layers, renormalized top-k or not; the routing compared per layer as sets) and on two layers of Qwen3-30B-A3B's
-// shape. The real-weight checks are in test_gpu_model_tiny.cpp (fixtures vs the CPU, both kernels) and
+// layers, renormalized top-k or not; the routing compared per layer as sets), with FP4 experts (NVFP4, MXFP4: against
+// the per-op FP4 kernels), and on two layers of Qwen3-30B-A3B's shape with bf16 / NVFP4 / MXFP4 experts. The real-weight checks are in test_gpu_model_tiny.cpp (fixtures vs the CPU, both kernels) and
 // test_gpu_model_smollm2.cpp (greedy vs the CPU).
 #include <algorithm>
 #include <cstring>
 #include <random>
 
 #include "gpu/decode_loop.h"
+#include "gpu/fp4_experts.h"
 #include "gpu/gpu_model.h"
 #include "gpu_test_util.h"
 #include "test_gpu_model_util.h"
@@ -48,10 +49,12 @@ struct Pair {
   std::unique_ptr<GpuModel> persistent, per_op;
 };
 
-Pair models(const nlohmann::json& config, int64_t kv_positions, bool force_streamed = false) {
+Pair models(const nlohmann::json& config, int64_t kv_positions, bool force_streamed = false,
+            std::optional<ExpertFormat> experts = std::nullopt) {
   GpuModelOptions options;
   options.kv_positions = kv_positions;
   options.progress = false;
+  options.experts = experts;
   Pair pair;
   pair.per_op = GpuModel::random(config, "test config", 11, options);
   options.persistent_decode = true;
@@ -178,15 +181,34 @@ TEST(PersistentDecode, MoeLayersTakeTheStreamedKernel) {
   }
 }
 
-// Qwen3-30B-A3B's own layer shape (hidden 2048, 128 experts of width 768, top-8, 32 / 4 heads), two layers.
+// FP4 experts (NVFP4, MXFP4) in the streamed kernel against the per-op FP4 kernels on the same random codes: strips
+// of gate / up tiles in runs of 3 with a shorter last run (hidden 1280 = 20 tiles), expert width 192 (3 tiles), a
+// dense layer beside the routed ones, fewer 16-row strips of the residual (80) than blocks.
+TEST(PersistentDecode, Fp4ExpertsInTheStreamedKernel) {
+  SKIP_WITHOUT_GPU();
+  for (ExpertFormat format : {ExpertFormat::Nvfp4, ExpertFormat::Mxfp4}) {
+    const std::string what = "MoE " + std::string(expert_format_name(format));
+    Pair pair = models(moe_config(1280, 10, 2, 24, 6, 192, 1024, 3, 1000, true, {1}), 4096, false, format);
+    ASSERT_EQ(pair.persistent->persistent_kernel_name(), "streamed")
+        << pair.persistent->persistent_decode_unsupported();
+    for (int context : {2, 700}) compare_steps(pair, context, 4, what);
+  }
+}
+
+// Qwen3-30B-A3B's own layer shape (hidden 2048, 128 experts of width 768, top-8, 32 / 4 heads), two layers, with
+// bf16, NVFP4 and MXFP4 experts.
 TEST(PersistentDecode, Qwen3MoeLayerShapeMatchesPerOpPath) {
   SKIP_WITHOUT_GPU();
   nlohmann::json config = *builtin_model_config("qwen3-30b-a3b");
   config["num_hidden_layers"] = 2;
   config["vocab_size"] = 4096;
-  Pair pair = models(config, 2048);
-  ASSERT_EQ(pair.persistent->persistent_kernel_name(), "streamed") << pair.persistent->persistent_decode_unsupported();
-  for (int context : {5, 1000}) compare_steps(pair, context, 4, "Qwen3-30B-A3B layers");
+  for (ExpertFormat format : {ExpertFormat::Bf16, ExpertFormat::Nvfp4, ExpertFormat::Mxfp4}) {
+    const std::string what = "Qwen3-30B-A3B layers, " + std::string(expert_format_name(format)) + " experts";
+    Pair pair = models(config, 2048, false, format);
+    ASSERT_EQ(pair.persistent->persistent_kernel_name(), "streamed")
+        << pair.persistent->persistent_decode_unsupported();
+    for (int context : {5, 1000}) compare_steps(pair, context, 4, what);
+  }
 }
 
 // Graph replays (the barrier counter keeps growing across launches, never reset) give the same bits as stream
