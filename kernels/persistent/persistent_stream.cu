@@ -54,33 +54,28 @@ __host__ __device__ inline int most_own_rows(const StreamDecodeParams& p, int gr
 // strip, `runs` runs). per_item is chosen per phase so that the busiest warp's tiles are fewest when each block has
 // `strips` strips (ties: longer runs); Qwen3-30B-A3B: gate / up 4 (6 strips per block, 32 tiles each), down 3 (8
 // strips of 12 tiles: 2 runs per warp instead of 1 or 2 runs of 4).
-struct Fp4Run {
-  int tiles = 0, per_item = 1, runs = 0;
+struct Fp4Run {  // (no default initializers: the kernel keeps one in a __shared__ variable)
+  int tiles, per_item, runs;
 };
-#ifndef TACHYON_FP4_MAX_RUN
-#define TACHYON_FP4_MAX_RUN kLoads
-#endif
 __host__ __device__ inline Fp4Run fp4_run(int columns, int strips) {
-  Fp4Run best;
+  Fp4Run best{0, 1, 0};
   int best_cost = 0;
-  for (int k = TACHYON_FP4_MAX_RUN; k >= 1; --k) {
+  for (int k = kLoads; k >= 1; --k) {
     const int tiles = columns / 64, runs = ceil_div(tiles, k), cost = ceil_div(strips * runs, kWarps) * k;
-    if (k == TACHYON_FP4_MAX_RUN || cost < best_cost) best = {tiles, k, runs}, best_cost = cost;
+    if (k == kLoads || cost < best_cost) best = {tiles, k, runs}, best_cost = cost;
   }
   return best;
 }
 // P5: a block's (slot, 16-row strip) pairs of gate and up strips; P6: its residual strips' down strips of every slot.
 struct Fp4Runs {
-  int pairs_per_block = 0, strips_per_block = 0;
+  int pairs_per_block, strips_per_block;
   Fp4Run gate_up, down;
-  __host__ __device__ Fp4Runs(const StreamDecodeParams& p, int g) {
-    if (!fp4_experts(p)) return;
-    pairs_per_block = ceil_div(p.top_k * p.moe_width / 16, g);
-    strips_per_block = ceil_div(p.hidden / 16, g);
-    gate_up = fp4_run(p.hidden, 2 * pairs_per_block);
-    down = fp4_run(p.moe_width, strips_per_block * p.top_k);
-  }
 };
+__host__ __device__ inline Fp4Runs fp4_runs_of(const StreamDecodeParams& p, int g) {
+  if (!fp4_experts(p)) return Fp4Runs{0, 0, {0, 1, 0}, {0, 1, 0}};
+  const int pairs = ceil_div(p.top_k * p.moe_width / 16, g), strips = ceil_div(p.hidden / 16, g);
+  return Fp4Runs{pairs, strips, fp4_run(p.hidden, 2 * pairs), fp4_run(p.moe_width, strips * p.top_k)};
+}
 
 // The shared-memory carve-up, the same on host and device: floats [vec | own | part sums | scratch 64 | rope table |
 // split weights | probabilities], the unit's key rows (int64), the layer table, then (16-byte aligned) P2's staged
@@ -100,7 +95,7 @@ struct Layout {
     items = max_of(items, ceil_div(p.experts, g) * parts_of(p.hidden));               // P4
     items = max_of(items, 2 * ceil_div(h, g) * parts_of(p.hidden));                   // P5
     items = max_of(items, own_rows * max_of(parts_of(p.intermediate), p.top_k * parts_of(p.moe_width)));  // P6
-    const Fp4Runs fp4(p, g);  // FP4 items: 16 sums each
+    const Fp4Runs fp4 = fp4_runs_of(p, g);  // FP4 items: 16 sums each
     items = max_of(items, 16 * 2 * fp4.pairs_per_block * fp4.gate_up.runs);
     items = max_of(items, 16 * fp4.strips_per_block * p.top_k * fp4.down.runs);
     item_floats = round4(items);
@@ -595,8 +590,9 @@ __device__ __forceinline__ void combine_splits(const StreamDecodeParams& p, cons
 __device__ __forceinline__ void route(const StreamDecodeParams& p, const float* logits, float* probs, int* ids,
                                       float* weights) {
   const int n = p.experts;
-  // The logits in one round trip by the whole block (warp 0 reading them lane by lane made up to 2 n / 32 dependent
-  // trips: routing took ~4 us of the Qwen3-30B-A3B FP4 step's gate / up phase).
+  // The logits in one round trip by the whole block (not warp 0's lanes reading them twice each). Routing still takes
+  // ~3 us of the Qwen3-30B-A3B step's gate / up phase from the barrier's release (session 13's clocks: logits in at
+  // 0.3 us, softmax and ranks ~2.8 us; not understood: docs/gpu-runtime.md).
 #pragma unroll 1
   for (int i = threadIdx.x; i < n; i += kBlockThreads) probs[i] = __ldcg(logits + i);
   block_sync();
@@ -653,24 +649,17 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
   float* attention_shared = reinterpret_cast<float*>(stage_v + kStageKeys * stage_stride<HD>());
   __shared__ int ids[kMaxTopK];
   __shared__ float weights[kMaxTopK];
+  __shared__ Fp4Runs fp4_runs_shared;  // (once per launch, not per layer; in shared memory: P2 has no registers to spare)
   __shared__ float expert_scales[3][kMaxTopK];  // FP4: the chosen experts' gate, up, down global scales (NVFP4)
   // Trace (p.trace): [0] the last release, [1 + phase] work per phase; block 0's barrier stamps, waits, start.
   __shared__ unsigned long long block_clock[1 + kStreamPhases], barrier_stamps[2], block0_wait[kStreamPhases], start;
   __shared__ unsigned long long unit_stamps[kStreamUnitStamps];  // block 0's P2: sums of (stamp - release)
-#ifdef TACHYON_P5_STAMPS
-  const unsigned stamp_block = TACHYON_P5_STAMPS;
-  auto p5_stamp = [&](int k) {
-    if (p.trace && blockIdx.x == stamp_block && threadIdx.x == 0) unit_stamps[k] += global_timer() - block_clock[0];
-  };
-#else
-  const unsigned stamp_block = 0;
-  auto p5_stamp = [](int) {};
-#endif
 
   // The layers' pointers in shared memory (from global memory, every use after a grid barrier, whose acquire
   // invalidates L1, would be a round trip of its own before the loads it addresses).
   for (int i = threadIdx.x; i < p.n_layers * int(sizeof(StreamLayer) / 8); i += kBlockThreads)
     reinterpret_cast<uint64_t*>(layers)[i] = __ldg(reinterpret_cast<const uint64_t*>(p.layers) + i);
+  if (threadIdx.x == 0) fp4_runs_shared = fp4_runs_of(p, gridDim.x);
   __syncthreads();
 
   const auto sync = [] { block_sync(); };  // the norms' block barrier
@@ -741,11 +730,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
 
     // P2: attention partials; then the first o_proj items load before the barrier.
     if (unit.has_unit) {
-#ifdef TACHYON_P5_STAMPS
-      unsigned long long* stamps = nullptr;
-#else
       unsigned long long* stamps = clock && blockIdx.x == 0 ? unit_stamps : nullptr;
-#endif
       if (stamps && threadIdx.x == 0)
         for (int k = 0; k < kStreamUnitStamps; ++k) stamps[k] -= block_clock[0];  // (from this phase's release)
       attention_unit<HD>(p, w, ws, attention_shared, stage_k, stage_v, stage_rows, rope_table, unit, position, stamps);
@@ -793,7 +778,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
     // P5: the block's (slot, i) pairs of gate / up rows -> h. Virtual row 2 k is pair k's gate row, 2 k + 1 its up.
     // FP4 experts: pairs of 16-row strips, the normed x as pack_hi_lo words, h written as such words for P6.
     const bool fp4 = routed && fp4_experts(p);
-    const Fp4Runs fp4_runs(p, gridDim.x);  // (here, not before the loop: registers are short in P2)
+    const Fp4Runs& fp4_runs = fp4_runs_shared;
     const int width_parts = parts_of(width), strips = width / 16;
     const RowRange pairs = row_range(slots * width, fp4 ? 16 : 1);
     if (fp4) {
@@ -804,7 +789,6 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
         return m.tiles + ids[slot] * m.stride + size_t(strip) * f.tiles * (nv ? 576 : 544);
       };
       const int n_items = 2 * (pairs.count() / 16) * f.runs;
-      p5_stamp(0);
       preload_first_fp4(n_items, f, nv, gate_up_strip, first);  // (the experts are known: route synced)
       if (threadIdx.x < slots) {  // NVFP4's global scales of the chosen experts, for the epilogues (cp.async: no
         const int e = ids[threadIdx.x];  // register waits for them; a load + store here stalled the block ~2 us)
@@ -821,11 +805,9 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
 #pragma unroll 1
       for (int i = threadIdx.x; i < p.hidden; i += kBlockThreads) vec_words[i] = fp4_moe_detail::pack_hi_lo(vec[i] * inv);
       block_sync();
-      p5_stamp(1);
       fp4_item_dots(n_items, f, nv, gate_up_strip, [&](int) { return vec_words; }, part_sums, first, true);
       cp_async_wait<0>();  // (the scales)
       block_sync();
-      p5_stamp(2);
 #pragma unroll 1
       for (int k = threadIdx.x; k < pairs.count(); k += kBlockThreads) {
         const int pair = k / 16, row = k % 16, slot = (pairs.first + k) / width;
@@ -835,7 +817,6 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
                          expert_scales[1][slot];
         reinterpret_cast<uint32_t*>(ws.h)[pairs.first + k] = fp4_moe_detail::pack_hi_lo(silu(gate) * up);
       }
-      p5_stamp(3);
     } else {
       auto gate_up_row = [&](int v) {
         const int pair = pairs.first + v / 2, slot = pair / width, i = pair - slot * width;
@@ -917,10 +898,9 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
     if (blockIdx.x == 0) {
       for (int k = 0; k < kStreamPhases; ++k) p.trace[kStreamPhases * gridDim.x + k] = block0_wait[k];
       p.trace[kStreamPhases * gridDim.x + kStreamPhases] = global_timer() - start;
-    }
-    if (blockIdx.x == stamp_block)
       for (int k = 0; k < kStreamUnitStamps; ++k)
         p.trace[kStreamPhases * gridDim.x + kStreamPhases + 1 + k] = unit_stamps[k];
+    }
   }
 }
 

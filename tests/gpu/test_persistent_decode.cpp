@@ -181,14 +181,22 @@ TEST(PersistentDecode, MoeLayersTakeTheStreamedKernel) {
   }
 }
 
-// FP4 experts (NVFP4, MXFP4) in the streamed kernel against the per-op FP4 kernels on the same random codes: strips
+// FP4 experts (NVFP4, MXFP4) in the streamed kernel (forced: by default they keep the per-op step, measured as fast)
+// against the per-op FP4 kernels on the same random codes: strips
 // of gate / up tiles in runs of 3 with a shorter last run (hidden 1280 = 20 tiles), expert width 192 (3 tiles), a
 // dense layer beside the routed ones, fewer 16-row strips of the residual (80) than blocks.
 TEST(PersistentDecode, Fp4ExpertsInTheStreamedKernel) {
   SKIP_WITHOUT_GPU();
   for (ExpertFormat format : {ExpertFormat::Nvfp4, ExpertFormat::Mxfp4}) {
     const std::string what = "MoE " + std::string(expert_format_name(format));
-    Pair pair = models(moe_config(1280, 10, 2, 24, 6, 192, 1024, 3, 1000, true, {1}), 4096, false, format);
+    const nlohmann::json config = moe_config(1280, 10, 2, 24, 6, 192, 1024, 3, 1000, true, {1});
+    GpuModelOptions options;
+    options.progress = false;
+    options.persistent_decode = true;
+    options.experts = format;
+    EXPECT_EQ(GpuModel::random(config, "test config", 11, options)->persistent_kernel_name(), "")
+        << "FP4 experts keep the per-op step unless forced";
+    Pair pair = models(config, 4096, true, format);
     ASSERT_EQ(pair.persistent->persistent_kernel_name(), "streamed")
         << pair.persistent->persistent_decode_unsupported();
     for (int context : {2, 700}) compare_steps(pair, context, 4, what);
@@ -204,7 +212,7 @@ TEST(PersistentDecode, Qwen3MoeLayerShapeMatchesPerOpPath) {
   config["vocab_size"] = 4096;
   for (ExpertFormat format : {ExpertFormat::Bf16, ExpertFormat::Nvfp4, ExpertFormat::Mxfp4}) {
     const std::string what = "Qwen3-30B-A3B layers, " + std::string(expert_format_name(format)) + " experts";
-    Pair pair = models(config, 2048, false, format);
+    Pair pair = models(config, 2048, format != ExpertFormat::Bf16, format);  // (FP4 experts: forced)
     ASSERT_EQ(pair.persistent->persistent_kernel_name(), "streamed")
         << pair.persistent->persistent_decode_unsupported();
     for (int context : {5, 1000}) compare_steps(pair, context, 4, what);

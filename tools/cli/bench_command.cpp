@@ -44,7 +44,7 @@ struct BenchOptions {
   std::string verify_sweep, drafter_config, tau = "6.4,8";
   std::string draft_path, prompts = "prompts/chat.jsonl,prompts/code.jsonl,prompts/math.jsonl";
   int max_tokens = 128, block_size = 0, prompt_limit = 0;
-  bool adaptive_block_size = false, persistent = true, persistent_explicit = false;
+  bool adaptive_block_size = false, persistent = true, persistent_explicit = false, streamed = false;
   int64_t context = 1024, kv_positions = 0;
   int steps = 64, repeats = 5;
   uint64_t seed = 1;
@@ -180,6 +180,7 @@ int run_bench(const BenchOptions& o) {
   model_options.fp8 = gpu::parse_fp8_weights(o.fp8, "--fp8");
   model_options.persistent_decode = o.persistent;
   model_options.trace_persistent_decode = o.persistent;  // the phase times it prints
+  model_options.force_streamed_persistent = o.streamed;
 
   const auto load_start = std::chrono::steady_clock::now();
   std::unique_ptr<gpu::GpuModel> model;
@@ -482,10 +483,14 @@ Runner add_bench_command(CLI::App& app) {
   cmd->add_option("--kv-positions", options->kv_positions, "KV cache capacity (default: what the runs need)");
   CLI::Option* persistent = cmd->add_flag("--persistent,!--no-persistent", options->persistent,
                 "Run each one-token decode step's layers as one persistent kernel and print its phase times (default "
-                "on for dense Llama / Qwen2 / Qwen3 models that fit; other models keep the kernel-per-op step; "
+                "on: the resident kernel for small dense Llama / Qwen2 / Qwen3 models, the streamed one for larger "
+                "dense models and Qwen3-MoE with bf16 experts; other models keep the kernel-per-op step; "
                 "docs/gpu-runtime.md). --no-persistent: the kernel-per-op step (the CUDA graph of one kernel per "
                 "op). With --draft the plain baseline keeps the per-op step unless --persistent is given (it is the "
                 "greedy reference)");
+  cmd->add_flag("--streamed", options->streamed,
+                "With the persistent kernel: take the streamed kernel wherever it can run, also for dense models the "
+                "resident kernel takes and for FP4 experts (which keep the per-op step by default: measured as fast)");
   cmd->add_option("--seed", options->seed, "Seed of the random weights and prompt ids")->capture_default_str();
   cmd->add_option("--label", options->label, "Free text recorded with the results (e.g. the commit)");
   cmd->add_flag("--json", options->json, "Print the results as JSON");
