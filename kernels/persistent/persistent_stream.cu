@@ -590,9 +590,11 @@ __device__ __forceinline__ void combine_splits(const StreamDecodeParams& p, cons
 __device__ __forceinline__ void route(const StreamDecodeParams& p, const float* logits, float* probs, int* ids,
                                       float* weights) {
   const int n = p.experts;
-  // The logits in one round trip by the whole block (not warp 0's lanes reading them twice each). Routing still takes
-  // ~3 us of the Qwen3-30B-A3B step's gate / up phase from the barrier's release (session 13's clocks: logits in at
-  // 0.3 us, softmax and ranks ~2.8 us; not understood: docs/gpu-runtime.md).
+  // The logits in one round trip by the whole block (not warp 0's lanes reading them twice each). Routing takes ~3 us
+  // of the Qwen3-30B-A3B step's gate / up phase from the barrier's release (session 13's clocks: logits in at 0.3 us,
+  // softmax done at 1.0, ranks at 3.05). The ranks' loop is the cost: an expert's `ways` threads read probs[share *
+  // per_share + i], the same bank for the 4 shares, so every load of the 16 warps is a 4-way conflict. Next (not yet
+  // measured): interleave the shares (i = share, share + ways, ...).
 #pragma unroll 1
   for (int i = threadIdx.x; i < n; i += kBlockThreads) probs[i] = __ldcg(logits + i);
   block_sync();
