@@ -42,7 +42,9 @@ __host__ __device__ constexpr int round4(int n) { return (n + 3) / 4 * 4; }
 __host__ __device__ inline int h_floats(const StreamDecodeParams& p) {
   return p.intermediate > p.top_k * p.moe_width ? p.intermediate : p.top_k * p.moe_width;
 }
-__host__ __device__ inline bool fp4_experts(const StreamDecodeParams& p) { return p.expert_format != StreamExperts::Bf16; }
+__host__ __device__ inline bool fp4_experts(const StreamDecodeParams& p) {
+  return p.expert_format != StreamExperts::Bf16;
+}
 // A block's residual rows come in units of 16 with FP4 experts (P6 multiplies whole 16-row strips of down tiles).
 __host__ __device__ inline int own_row_unit(const StreamDecodeParams& p) { return fp4_experts(p) ? 16 : 1; }
 __host__ __device__ inline int most_own_rows(const StreamDecodeParams& p, int grid) {
@@ -584,9 +586,10 @@ __device__ __forceinline__ void combine_splits(const StreamDecodeParams& p, cons
 
 // ---- Routing (P5) ---------------------------------------------------------------------------------------------------
 
-// Every block, from the router's logits (L2, into probs first): softmax over all experts (warp 0, the per-op kernel's order), then each
-// expert's rank among the probabilities (ties: lower id first; `ways` threads per expert each count a share of the
-// others), and ranks below top_k fill ids / weights best first. The weights are renormalized where they are used.
+// Every block, from the router's logits (L2, into probs first): softmax over all experts (warp 0, the per-op kernel's
+// order), then each expert's rank among the probabilities (ties: lower id first; `ways` threads per expert each count
+// a share of the others), and ranks below top_k fill ids / weights best first. The weights are renormalized where they
+// are used.
 __device__ __forceinline__ void route(const StreamDecodeParams& p, const float* logits, float* probs, int* ids,
                                       float* weights) {
   const int n = p.experts;
@@ -651,7 +654,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
   float* attention_shared = reinterpret_cast<float*>(stage_v + kStageKeys * stage_stride<HD>());
   __shared__ int ids[kMaxTopK];
   __shared__ float weights[kMaxTopK];
-  __shared__ Fp4Runs fp4_runs_shared;  // (once per launch, not per layer; in shared memory: P2 has no registers to spare)
+  __shared__ Fp4Runs fp4_runs_shared;  // (once per launch; in shared memory: P2 has no registers to spare)
   __shared__ float expert_scales[3][kMaxTopK];  // FP4: the chosen experts' gate, up, down global scales (NVFP4)
   // Trace (p.trace): [0] the last release, [1 + phase] work per phase; block 0's barrier stamps, waits, start.
   __shared__ unsigned long long block_clock[1 + kStreamPhases], barrier_stamps[2], block0_wait[kStreamPhases], start;
@@ -665,7 +668,8 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
   __syncthreads();
 
   const auto sync = [] { block_sync(); };  // the norms' block barrier
-  const RowRange own_rows = row_range(p.hidden, own_row_unit(p)), qkv_rows = row_range(qkv_width), router_rows = row_range(p.experts);
+  const RowRange own_rows = row_range(p.hidden, own_row_unit(p)), qkv_rows = row_range(qkv_width),
+                 router_rows = row_range(p.experts);
   const int hidden_parts = parts_of(p.hidden), q_parts = parts_of(q_width);
   const bool nv = p.expert_format == StreamExperts::Nvfp4;
   uint32_t* vec_words = reinterpret_cast<uint32_t*>(vec);  // FP4 layers' P5 / P6 vector: pack_hi_lo words
@@ -805,7 +809,8 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
         cp_async_commit();
       }
 #pragma unroll 1
-      for (int i = threadIdx.x; i < p.hidden; i += kBlockThreads) vec_words[i] = fp4_moe_detail::pack_hi_lo(vec[i] * inv);
+      for (int i = threadIdx.x; i < p.hidden; i += kBlockThreads)
+        vec_words[i] = fp4_moe_detail::pack_hi_lo(vec[i] * inv);
       block_sync();
       fp4_item_dots(n_items, f, nv, gate_up_strip, [&](int) { return vec_words; }, part_sums, first, true);
       cp_async_wait<0>();  // (the scales)
@@ -872,12 +877,11 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
 #pragma unroll 1
       for (int slot = 0; slot < slots; ++slot) {
         const float weight = weights[slot] / total;
-        if (fp4) {
-          sum = fmaf(weight * fp4_moe_detail::kOutputScale * expert_scales[2][slot], strip_row_sum(part_sums, (r / 16) * slots + slot, r % 16, fp4_runs.down.runs),
-                     sum);
-        } else {
+        if (fp4)
+          sum = fmaf(weight * fp4_moe_detail::kOutputScale * expert_scales[2][slot],
+                     strip_row_sum(part_sums, (r / 16) * slots + slot, r % 16, fp4_runs.down.runs), sum);
+        else
           sum = fmaf(weight, row_sum(part_sums, r * slots + slot, width_parts), sum);
-        }
       }
       ws.x[own_rows.first + r] = own[r] += sum;
     }
