@@ -3,7 +3,9 @@
 # run printing the kernel's per-phase times, and a same-call A/B of the decode step with and without --persistent.
 #   scripts/gpu/persistent.sh BUILD_DIR [MODEL...]   (MODEL as scripts/gpu/decode_ab.sh; default smollm2-shape)
 # PHASE_ARGS: the phase run's model arguments (default --random-weights smollm2-135m; e.g. --random-weights
-# qwen3-30b-a3b --experts bf16 for the streamed kernel). FILTER: the tests (default every persistent test).
+# qwen3-30b-a3b --experts bf16 for the streamed kernel; add --streamed for FP4 experts, which keep the per-op step by
+# default). FILTER: the tests (default every persistent test). BASE_ARGS / NEW_ARGS: the A/B's two sides (default
+# --no-persistent / --persistent; NEW_ARGS="--persistent --streamed" for FP4 experts in the streamed kernel).
 # BUILD_DIR: a scripts/gpu/pack.sh folder. Results and logs under $OUT.
 # MEMCHECK=1 also runs two of its tests under compute-sanitizer memcheck: $OUT/memcheck.log. (Not racecheck: it does
 # not model the producer warp's flag or the TMA copies' mbarriers, and it runs blocks too slowly for the grid barrier,
@@ -24,7 +26,7 @@ read -r -a phase_args <<< "${PHASE_ARGS:---random-weights smollm2-135m}"
 LD_LIBRARY_PATH="$PWD/$build/lib" timeout 120 "$build/tachyon" bench "${phase_args[@]}" --persistent \
   --context "${CONTEXT:-1024}" --steps 64 --repeats 3 --prefill none > "$OUT/phases.log" 2>&1
 grep -E "decode, batch 1|persistent" "$OUT/phases.log"
-OUT="$OUT" BASE_ARGS=--no-persistent NEW_ARGS=--persistent bash scripts/gpu/decode_ab.sh "$build" "$build" "${@:-smollm2-shape}" | grep run
+OUT="$OUT" BASE_ARGS="${BASE_ARGS:---no-persistent}" NEW_ARGS="${NEW_ARGS:---persistent}" bash scripts/gpu/decode_ab.sh "$build" "$build" "${@:-smollm2-shape}" | grep run
 if [ "${NCU:-0}" = 1 ] && command -v ncu >/dev/null; then
   LD_LIBRARY_PATH="$PWD/$build/lib" timeout 240 ncu --kernel-name regex:persistent_decode --launch-skip 3 --launch-count 1 \
     --section SourceCounters --section WarpStateStats --page source --print-source sass --csv \
