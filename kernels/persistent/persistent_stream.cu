@@ -17,6 +17,7 @@
 #include "persistent/grid_barrier.cuh"
 #include "persistent/persistent_attention.cuh"
 #include "persistent/persistent_norms.cuh"
+#include "persistent/stream_items.cuh"
 
 namespace tachyon::kernels {
 
@@ -24,9 +25,9 @@ namespace {
 
 using bf16 = __nv_bfloat16;
 
-constexpr int kBlockThreads = 512, kWarps = kBlockThreads / 32;
-// A work item is a warp's kLoads 16-byte loads per lane: a row's part of up to kPartColumns columns.
-constexpr int kLoads = 4, kPartColumns = 32 * kLoads * 8;
+using namespace stream_items;  // the work items (kLoads, kWarps, parts_of, ceil_div, ItemWeights, Fp4Run, ...)
+constexpr int kBlockThreads = 512;
+static_assert(kWarps == kBlockThreads / 32, "stream_items.cuh's warps per block");
 constexpr int kKeysPerSplit = 128;  // the key split's target length
 constexpr int kStageKeys = 128;     // keys of a unit staged in shared memory at once
 constexpr int kUnitRows = 1024;     // a unit's keys whose cache rows are looked up once per step (then per piece)
@@ -35,8 +36,6 @@ constexpr int kMaxSplits = 32;      // P3 weighs a head's splits with a lane eac
 constexpr int kMaxGrid = 1024;      // blocks whose sums of squares the workspace holds
 constexpr int kMaxTopK = 32;
 
-__host__ __device__ constexpr int parts_of(int columns) { return (columns + kPartColumns - 1) / kPartColumns; }
-__host__ __device__ constexpr int ceil_div(int a, int b) { return (a + b - 1) / b; }
 __host__ __device__ constexpr int round4(int n) { return (n + 3) / 4 * 4; }
 // The widest MLP activation (h) a layer writes: a dense MLP's, or top_k experts' side by side.
 __host__ __device__ inline int h_floats(const StreamDecodeParams& p) {
@@ -52,22 +51,6 @@ __host__ __device__ inline int most_own_rows(const StreamDecodeParams& p, int gr
   return unit * ceil_div(p.hidden / unit, grid);
 }
 
-// FP4 items: a warp's run of `per_item` (<= kLoads) consecutive 64-column tiles of one 16-row strip (`tiles` per
-// strip, `runs` runs). per_item is chosen per phase so that the busiest warp's tiles are fewest when each block has
-// `strips` strips (ties: longer runs); Qwen3-30B-A3B: gate / up 4 (6 strips per block, 32 tiles each), down 3 (8
-// strips of 12 tiles: 2 runs per warp instead of 1 or 2 runs of 4).
-struct Fp4Run {  // (no default initializers: the kernel keeps one in a __shared__ variable)
-  int tiles, per_item, runs;
-};
-__host__ __device__ inline Fp4Run fp4_run(int columns, int strips) {
-  Fp4Run best{0, 1, 0};
-  int best_cost = 0;
-  for (int k = kLoads; k >= 1; --k) {
-    const int tiles = columns / 64, runs = ceil_div(tiles, k), cost = ceil_div(strips * runs, kWarps) * k;
-    if (k == kLoads || cost < best_cost) best = {tiles, k, runs}, best_cost = cost;
-  }
-  return best;
-}
 // P5: a block's (slot, 16-row strip) pairs of gate and up strips; P6: its residual strips' down strips of every slot.
 struct Fp4Runs {
   int pairs_per_block, strips_per_block;
@@ -149,178 +132,6 @@ __device__ __forceinline__ RowRange row_range(int rows, int unit = 1) {
   const unsigned units = rows / unit;
   return {unit * static_cast<int>(blockIdx.x * units / gridDim.x),
           unit * static_cast<int>((blockIdx.x + 1) * units / gridDim.x)};
-}
-
-// ---- Items: a warp's share of a row-by-vector product --------------------------------------------------------------
-
-struct ItemWeights {
-  uint4 w[kLoads];
-  uint32_t scales[2];  // FP4 items: lane 4g + t holds tile t's block-scale words of rows g and g + 8 (kLoads == 4)
-};
-
-__device__ __forceinline__ void load_item(ItemWeights& r, const bf16* row, int part, int columns, int lane) {
-  const int first = part * (kPartColumns / 8);
-#pragma unroll
-  for (int j = 0; j < kLoads; ++j) {
-    const int c = first + lane + 32 * j;
-    r.w[j] = c < columns / 8 ? load_streaming_16B(row + 8 * c) : make_uint4(0, 0, 0, 0);
-  }
-}
-
-// The item's dot with vec (shared; columns of the whole row), summed over the warp.
-__device__ __forceinline__ float dot_item(const ItemWeights& r, const float* vec, int part, int columns, int lane) {
-  const int first = part * (kPartColumns / 8);
-  float sum[2] = {0.0f, 0.0f};
-#pragma unroll
-  for (int j = 0; j < kLoads; ++j) {
-    const int c = first + lane + 32 * j;
-    if (c < columns / 8) {
-      const float4 a = *reinterpret_cast<const float4*>(vec + 8 * c);
-      const float4 b = *reinterpret_cast<const float4*>(vec + 8 * c + 4);
-      const float2 w0 = unpack_bf16x2(r.w[j].x), w1 = unpack_bf16x2(r.w[j].y);
-      const float2 w2 = unpack_bf16x2(r.w[j].z), w3 = unpack_bf16x2(r.w[j].w);
-      float& s = sum[j & 1];
-      s = fmaf(w0.x, a.x, fmaf(w0.y, a.y, fmaf(w1.x, a.z, fmaf(w1.y, a.w, s))));
-      s = fmaf(w2.x, b.x, fmaf(w2.y, b.y, fmaf(w3.x, b.z, fmaf(w3.y, b.w, s))));
-    }
-  }
-  return warp_sum(sum[0] + sum[1]);
-}
-
-// Items [0, n_items) of a phase: item i is part i % parts of virtual row i / parts, whose weights start at
-// row_of(vrow) and whose vector is vec_of(vrow) (shared). Warp w takes items w, w + kWarps, ...; each item's loads
-// are issued before the previous item's products. `first` holds the warp's first item when `preloaded` (loaded by
-// preload_first before the phase's barrier). part_sums[i] = the item's dot.
-template <typename RowOf>
-__device__ __forceinline__ void preload_first(int n_items, int parts, int columns, RowOf&& row_of, ItemWeights& first) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  if (warp < n_items) load_item(first, row_of(warp / parts), warp % parts, columns, lane);
-}
-template <typename RowOf, typename VecOf>
-__device__ __forceinline__ void item_dots(int n_items, int parts, int columns, RowOf&& row_of, VecOf&& vec_of,
-                                          float* part_sums, ItemWeights& first, bool preloaded) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  if (warp >= n_items) return;
-  if (!preloaded) load_item(first, row_of(warp / parts), warp % parts, columns, lane);
-#pragma unroll 1
-  for (int item = warp;; item += kWarps) {
-    const int next = item + kWarps;
-    ItemWeights upcoming;
-    if (next < n_items) load_item(upcoming, row_of(next / parts), next % parts, columns, lane);
-    const float d = dot_item(first, vec_of(item / parts), item % parts, columns, lane);
-    if (lane == 0) part_sums[item] = d;
-    if (next >= n_items) break;
-    first = upcoming;
-  }
-}
-// A virtual row's dot: its parts' sums in order.
-__device__ __forceinline__ float row_sum(const float* part_sums, int vrow, int parts) {
-  float s = 0.0f;
-#pragma unroll 1
-  for (int k = 0; k < parts; ++k) s += part_sums[vrow * parts + k];
-  return s;
-}
-
-// ---- FP4 items (P5, P6 of routed layers with FP4 experts) ----------------------------------------------------------
-
-// Lane 4g + t of a tile (16 rows x 64 columns, 512 code bytes then the block scales) holds the 16-byte code piece of
-// rows g and g + 8 (src/fp4/fp4_kernel_layout.h). The scale words of rows g and g + 8 (NVFP4: 4 e4m3 bytes per row
-// at 512 + 4 row; MXFP4: 2 e8m0 bytes at 512 + 2 row) of the item's tile t are loaded by lane 4g + t and shuffled
-// to the group's lanes at use (8 registers per item instead of 2 would spill). Tiles past the strip's end are zero.
-static_assert(kLoads == 4, "an FP4 item's tiles are one per lane of a row group (scale words)");
-__device__ __forceinline__ void load_fp4_item(ItemWeights& r, const uint8_t* strip, int run, const Fp4Run& f, bool nv,
-                                              int lane) {
-  const int g = lane >> 2, t = lane & 3, tile_bytes = nv ? 576 : 544;
-#pragma unroll
-  for (int j = 0; j < kLoads; ++j) {
-    const int tile = run * f.per_item + j;
-    r.w[j] = j < f.per_item && tile < f.tiles ? load_streaming_16B(strip + size_t(tile) * tile_bytes + 16 * lane)
-                                              : make_uint4(0, 0, 0, 0);
-  }
-  const int mine = run * f.per_item + t;
-  r.scales[0] = r.scales[1] = 0;
-  if (t < f.per_item && mine < f.tiles) {
-    const uint8_t* scales = strip + size_t(mine) * tile_bytes + 512;
-    if (nv) {
-      r.scales[0] = __ldg(reinterpret_cast<const uint32_t*>(scales + 4 * g));
-      r.scales[1] = __ldg(reinterpret_cast<const uint32_t*>(scales + 4 * (g + 8)));
-    } else {
-      r.scales[0] = __ldg(reinterpret_cast<const uint16_t*>(scales + 2 * g));
-      r.scales[1] = __ldg(reinterpret_cast<const uint16_t*>(scales + 2 * (g + 8)));
-    }
-  }
-}
-
-// The item's rows g and g + 8 dotted with `vec` (shared: the strip's vector as pack_hi_lo words, columns of the whole
-// row), as the per-op FP4 kernels compute them: each 16-column block one m16n8k16 MMA of the decoded codes (fp16
-// pairs times 2^-14) against hi (even MMA columns) and lo (odd) of the vector / 16, from zero, then times its block
-// scale. Every lane of a row group ends with its rows' sums (all MMA columns hold the same vector): no shuffles.
-// Results are kOutputScale and the global scale short of the dot.
-__device__ __forceinline__ float2 dot_fp4_item(const ItemWeights& r, const uint32_t* vec, int run, const Fp4Run& f,
-                                               bool nv, int lane) {
-  using namespace fp4_moe_detail;
-  const int g = lane >> 2, t = lane & 3;
-  const uint32_t selector = (g & 1) ? 0x7632u : 0x5410u;
-  float row_g = 0.0f, row_g8 = 0.0f;
-#pragma unroll
-  for (int j = 0; j < kLoads; ++j) {
-    const int tile = run * f.per_item + j;
-    if (j < f.per_item && tile < f.tiles) {
-      const uint32_t words_g = __shfl_sync(0xffffffffu, r.scales[0], (lane & ~3) | j);
-      const uint32_t words_g8 = __shfl_sync(0xffffffffu, r.scales[1], (lane & ~3) | j);
-      float scale_g[4], scale_g8[4];
-      if (nv)
-        scales_from_words<true>(words_g, words_g8, scale_g, scale_g8);
-      else
-        scales_from_words<false>(words_g, words_g8, scale_g, scale_g8);
-      const uint32_t words[4] = {r.w[j].x, r.w[j].y, r.w[j].z, r.w[j].w};
-#pragma unroll
-      for (int k = 0; k < 4; ++k) {  // k16 step k = the 16-column block k (MXFP4: half of block k / 2)
-        const uint4 v = *reinterpret_cast<const uint4*>(vec + 64 * tile + 16 * k + 4 * t);
-        const uint32_t a[4] = {decode_pair(words[k], 0), decode_pair(words[k], 1), decode_pair(words[k], 2),
-                               decode_pair(words[k], 3)};
-        float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        mma_f16_16x8x16(d, a, __byte_perm(v.x, v.y, selector), __byte_perm(v.z, v.w, selector));
-        const float s_g = nv ? scale_g[k] : scale_g[k / 2], s_g8 = nv ? scale_g8[k] : scale_g8[k / 2];
-        row_g = fmaf(s_g, d[0] + d[1], row_g);
-        row_g8 = fmaf(s_g8, d[2] + d[3], row_g8);
-      }
-    }
-  }
-  return make_float2(row_g, row_g8);
-}
-
-// item_dots for FP4 items: item i is run i % runs of virtual strip i / runs (tiles from strip_of(vstrip), vector
-// vec_of(vstrip)); part_sums[16 i + row] = the item's sum for the strip's row.
-template <typename StripOf>
-__device__ __forceinline__ void preload_first_fp4(int n_items, const Fp4Run& f, bool nv, StripOf&& strip_of,
-                                                  ItemWeights& first) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  if (warp < n_items) load_fp4_item(first, strip_of(warp / f.runs), warp % f.runs, f, nv, lane);
-}
-template <typename StripOf, typename VecOf>
-__device__ __forceinline__ void fp4_item_dots(int n_items, const Fp4Run& f, bool nv, StripOf&& strip_of,
-                                              VecOf&& vec_of, float* part_sums, ItemWeights& first, bool preloaded) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  if (warp >= n_items) return;
-  if (!preloaded) load_fp4_item(first, strip_of(warp / f.runs), warp % f.runs, f, nv, lane);
-#pragma unroll 1
-  for (int item = warp;; item += kWarps) {
-    const int next = item + kWarps;
-    ItemWeights upcoming;
-    if (next < n_items) load_fp4_item(upcoming, strip_of(next / f.runs), next % f.runs, f, nv, lane);
-    const float2 d = dot_fp4_item(first, vec_of(item / f.runs), item % f.runs, f, nv, lane);
-    if ((lane & 3) == 0) part_sums[16 * item + (lane >> 2)] = d.x, part_sums[16 * item + (lane >> 2) + 8] = d.y;
-    if (next >= n_items) break;
-    first = upcoming;
-  }
-}
-// Row `row` of a virtual strip: its runs' sums in order.
-__device__ __forceinline__ float strip_row_sum(const float* part_sums, int vstrip, int row, int runs) {
-  float s = 0.0f;
-#pragma unroll 1
-  for (int k = 0; k < runs; ++k) s += part_sums[16 * (vstrip * runs + k) + row];
-  return s;
 }
 
 // ---- Attention (P2, P3) ---------------------------------------------------------------------------------------------
