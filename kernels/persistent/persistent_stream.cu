@@ -603,7 +603,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
       auto gate_up_strip = [&](int v) {  // virtual strip 2 k: pair k's gate strip, 2 k + 1 its up strip
         const int pair = pairs.first / 16 + v / 2, slot = pair / strips, strip = pair - slot * strips;
         const StreamLayer::Fp4Matrix& m = (v & 1) ? w.fp4_up : w.fp4_gate;
-        return m.tiles + ids[slot] * m.stride + size_t(strip) * f.tiles * (nv ? 576 : 544);
+        return m.tiles + ids[slot] * m.stride + size_t(strip) * f.tiles * fp4_tile_bytes(nv);
       };
       const int n_items = 2 * (pairs.count() / 16) * f.runs;
       preload_first_fp4(n_items, f, nv, gate_up_strip, first);  // (the experts are known: route synced)
@@ -658,7 +658,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
     auto down_strip = [&](int v) {  // virtual strip = (own strip, slot)
       const int r = v / slots, slot = v - r * slots;
       return w.fp4_down.tiles + ids[slot] * w.fp4_down.stride +
-             size_t(own_rows.first / 16 + r) * fp4_runs.down.tiles * (nv ? 576 : 544);
+             size_t(own_rows.first / 16 + r) * fp4_runs.down.tiles * fp4_tile_bytes(nv);
     };
     if (fp4)
       preload_first_fp4((own_rows.count() / 16) * slots * fp4_runs.down.runs, fp4_runs.down, nv, down_strip, first);

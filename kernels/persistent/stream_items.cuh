@@ -77,10 +77,28 @@ __device__ __forceinline__ float dot_item(const ItemWeights& r, const float* vec
   return warp_sum(sum[0] + sum[1]);
 }
 
-// Items [0, n_items) of a phase: item i is part i % parts of virtual row i / parts, whose weights start at
-// row_of(vrow) and whose vector is vec_of(vrow) (shared). Warp w takes items w, w + kWarps, ...; each item's loads
-// are issued before the previous item's products. `first` holds the warp's first item when `preloaded` (loaded by
-// preload_first before the phase's barrier). part_sums[i] = the item's dot.
+// The warp loop of both item kinds: items [0, n_items) of a phase, warp w taking items w, w + kWarps, ...; each
+// item's loads (load(weights, item)) are issued before the previous item's products (use(weights, item)). `first`
+// holds the warp's first item when `preloaded` (by preload_first / preload_first_fp4 before the phase's barrier;
+// those call their loaders directly: routed through a lambda, the kernel's SASS changed).
+template <typename Load, typename Use>
+__device__ __forceinline__ void warp_items(int n_items, Load&& load, Use&& use, ItemWeights& first, bool preloaded) {
+  const int warp = threadIdx.x >> 5;
+  if (warp >= n_items) return;
+  if (!preloaded) load(first, warp);
+#pragma unroll 1
+  for (int item = warp;; item += kWarps) {
+    const int next = item + kWarps;
+    ItemWeights upcoming;
+    if (next < n_items) load(upcoming, next);
+    use(first, item);
+    if (next >= n_items) break;
+    first = upcoming;
+  }
+}
+
+// bf16 items: item i is part i % parts of virtual row i / parts, whose weights start at row_of(vrow) and whose
+// vector is vec_of(vrow) (shared). part_sums[i] = the item's dot.
 template <typename RowOf>
 __device__ __forceinline__ void preload_first(int n_items, int parts, int columns, RowOf&& row_of, ItemWeights& first) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -89,19 +107,14 @@ __device__ __forceinline__ void preload_first(int n_items, int parts, int column
 template <typename RowOf, typename VecOf>
 __device__ __forceinline__ void item_dots(int n_items, int parts, int columns, RowOf&& row_of, VecOf&& vec_of,
                                           float* part_sums, ItemWeights& first, bool preloaded) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  if (warp >= n_items) return;
-  if (!preloaded) load_item(first, row_of(warp / parts), warp % parts, columns, lane);
-#pragma unroll 1
-  for (int item = warp;; item += kWarps) {
-    const int next = item + kWarps;
-    ItemWeights upcoming;
-    if (next < n_items) load_item(upcoming, row_of(next / parts), next % parts, columns, lane);
-    const float d = dot_item(first, vec_of(item / parts), item % parts, columns, lane);
-    if (lane == 0) part_sums[item] = d;
-    if (next >= n_items) break;
-    first = upcoming;
-  }
+  const int lane = threadIdx.x & 31;
+  warp_items(
+      n_items, [&](ItemWeights& r, int item) { load_item(r, row_of(item / parts), item % parts, columns, lane); },
+      [&](const ItemWeights& r, int item) {
+        const float d = dot_item(r, vec_of(item / parts), item % parts, columns, lane);
+        if (lane == 0) part_sums[item] = d;
+      },
+      first, preloaded);
 }
 // A virtual row's dot: its parts' sums in order.
 __device__ __forceinline__ float row_sum(const float* part_sums, int vrow, int parts) {
@@ -113,6 +126,11 @@ __device__ __forceinline__ float row_sum(const float* part_sums, int vrow, int p
 
 // ---- FP4 items (P5, P6 of routed layers with FP4 experts) ----------------------------------------------------------
 
+// Bytes of one tile: 512 of codes, then the block scales (NVFP4 64, MXFP4 32).
+__host__ __device__ constexpr int fp4_tile_bytes(bool nv) {
+  return nv ? fp4_moe_detail::Tile<true>::kBytes : fp4_moe_detail::Tile<false>::kBytes;
+}
+
 // Lane 4g + t of a tile (16 rows x 64 columns, 512 code bytes then the block scales) holds the 16-byte code piece of
 // rows g and g + 8 (src/fp4/fp4_kernel_layout.h). The scale words of rows g and g + 8 (NVFP4: 4 e4m3 bytes per row
 // at 512 + 4 row; MXFP4: 2 e8m0 bytes at 512 + 2 row) of the item's tile t are loaded by lane 4g + t and shuffled
@@ -120,7 +138,7 @@ __device__ __forceinline__ float row_sum(const float* part_sums, int vrow, int p
 static_assert(kLoads == 4, "an FP4 item's tiles are one per lane of a row group (scale words)");
 __device__ __forceinline__ void load_fp4_item(ItemWeights& r, const uint8_t* strip, int run, const Fp4Run& f, bool nv,
                                               int lane) {
-  const int g = lane >> 2, t = lane & 3, tile_bytes = nv ? 576 : 544;
+  const int g = lane >> 2, t = lane & 3, tile_bytes = fp4_tile_bytes(nv);
 #pragma unroll
   for (int j = 0; j < kLoads; ++j) {
     const int tile = run * f.per_item + j;
@@ -130,7 +148,7 @@ __device__ __forceinline__ void load_fp4_item(ItemWeights& r, const uint8_t* str
   const int mine = run * f.per_item + t;
   r.scales[0] = r.scales[1] = 0;
   if (t < f.per_item && mine < f.tiles) {
-    const uint8_t* scales = strip + size_t(mine) * tile_bytes + 512;
+    const uint8_t* scales = strip + size_t(mine) * tile_bytes + fp4_moe_detail::kTileCodeBytes;
     if (nv) {
       r.scales[0] = __ldg(reinterpret_cast<const uint32_t*>(scales + 4 * g));
       r.scales[1] = __ldg(reinterpret_cast<const uint32_t*>(scales + 4 * (g + 8)));
@@ -180,8 +198,8 @@ __device__ __forceinline__ float2 dot_fp4_item(const ItemWeights& r, const uint3
   return make_float2(row_g, row_g8);
 }
 
-// item_dots for FP4 items: item i is run i % runs of virtual strip i / runs (tiles from strip_of(vstrip), vector
-// vec_of(vstrip)); part_sums[16 i + row] = the item's sum for the strip's row.
+// FP4 items: item i is run i % runs of virtual strip i / runs (tiles from strip_of(vstrip), vector vec_of(vstrip));
+// part_sums[16 i + row] = the item's sum for the strip's row.
 template <typename StripOf>
 __device__ __forceinline__ void preload_first_fp4(int n_items, const Fp4Run& f, bool nv, StripOf&& strip_of,
                                                   ItemWeights& first) {
@@ -191,19 +209,14 @@ __device__ __forceinline__ void preload_first_fp4(int n_items, const Fp4Run& f, 
 template <typename StripOf, typename VecOf>
 __device__ __forceinline__ void fp4_item_dots(int n_items, const Fp4Run& f, bool nv, StripOf&& strip_of,
                                               VecOf&& vec_of, float* part_sums, ItemWeights& first, bool preloaded) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  if (warp >= n_items) return;
-  if (!preloaded) load_fp4_item(first, strip_of(warp / f.runs), warp % f.runs, f, nv, lane);
-#pragma unroll 1
-  for (int item = warp;; item += kWarps) {
-    const int next = item + kWarps;
-    ItemWeights upcoming;
-    if (next < n_items) load_fp4_item(upcoming, strip_of(next / f.runs), next % f.runs, f, nv, lane);
-    const float2 d = dot_fp4_item(first, vec_of(item / f.runs), item % f.runs, f, nv, lane);
-    if ((lane & 3) == 0) part_sums[16 * item + (lane >> 2)] = d.x, part_sums[16 * item + (lane >> 2) + 8] = d.y;
-    if (next >= n_items) break;
-    first = upcoming;
-  }
+  const int lane = threadIdx.x & 31;
+  warp_items(
+      n_items, [&](ItemWeights& r, int item) { load_fp4_item(r, strip_of(item / f.runs), item % f.runs, f, nv, lane); },
+      [&](const ItemWeights& r, int item) {
+        const float2 d = dot_fp4_item(r, vec_of(item / f.runs), item % f.runs, f, nv, lane);
+        if ((lane & 3) == 0) part_sums[16 * item + (lane >> 2)] = d.x, part_sums[16 * item + (lane >> 2) + 8] = d.y;
+      },
+      first, preloaded);
 }
 // Row `row` of a virtual strip: its runs' sums in order.
 __device__ __forceinline__ float strip_row_sum(const float* part_sums, int vstrip, int row, int runs) {
