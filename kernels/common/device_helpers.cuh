@@ -139,9 +139,8 @@ __device__ __forceinline__ void cp_async_16B(void* shared_dst, const void* globa
 // A 4-byte copy (through L1: .cg takes 16 bytes only), e.g. a scalar a block needs later, without stalling a register
 // on its load.
 __device__ __forceinline__ void cp_async_4B(void* shared_dst, const void* global_src) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(static_cast<uint32_t>(__cvta_generic_to_shared(
-                   shared_dst))),
-               "l"(global_src));
+  const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(shared_dst));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(dst), "l"(global_src));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 template <int N>

@@ -23,9 +23,7 @@ namespace tachyon::kernels {
 
 namespace {
 
-using bf16 = __nv_bfloat16;
-
-using namespace stream_items;  // the work items (kLoads, kWarps, parts_of, ceil_div, ItemWeights, Fp4Run, ...)
+using namespace stream_items;  // the work items (bf16, kLoads, kWarps, parts_of, ceil_div, ItemWeights, Fp4Run, ...)
 constexpr int kBlockThreads = 512;
 static_assert(kWarps == kBlockThreads / 32, "stream_items.cuh's warps per block");
 constexpr int kKeysPerSplit = 128;  // the key split's target length

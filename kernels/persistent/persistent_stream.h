@@ -22,8 +22,8 @@
 // item's loads are issued while the previous item's products run.
 // The grid barrier (grid_barrier.cuh), the norms (persistent_norms.cuh) and the attention item
 // (persistent_attention.cuh) are shared with persistent_decode; the work items (bf16 rows, FP4 tile strips) are in
-// stream_items.cuh. Measured: docs/gpu-runtime.md "Streamed persistent
-// kernel" (Qwen3-30B-A3B bf16 on an H100: 1.16x the per-op graph at a 1k context, parity at 8k).
+// stream_items.cuh. Measured: docs/gpu-runtime.md "Streamed persistent kernel" (Qwen3-30B-A3B bf16 on an H100: 1.16x
+// the per-op graph at a 1k context, parity at 8k; FP4 experts 2-4% slower than the per-op FP4 kernels).
 #pragma once
 #include <cstddef>
 #include <cstdint>

@@ -56,10 +56,8 @@ kernels::StreamDecodeParams GpuModel::persistent_stream_shape() const {
   p.experts = c.experts;
   p.top_k = c.top_k;
   p.renormalize = c.norm_topk_prob;
-  p.expert_format = c.experts == 0                               ? kernels::StreamExperts::Bf16
-                    : c.expert_format == ExpertFormat::Nvfp4 ? kernels::StreamExperts::Nvfp4
-                    : c.expert_format == ExpertFormat::Mxfp4 ? kernels::StreamExperts::Mxfp4
-                                                                : kernels::StreamExperts::Bf16;
+  if (c.experts > 0 && c.expert_format == ExpertFormat::Nvfp4) p.expert_format = kernels::StreamExperts::Nvfp4;
+  if (c.experts > 0 && c.expert_format == ExpertFormat::Mxfp4) p.expert_format = kernels::StreamExperts::Mxfp4;
   p.heads = r.heads;
   p.kv_heads = r.kv_heads;
   p.head_dim = r.head_dim;
@@ -74,11 +72,12 @@ kernels::StreamDecodeParams GpuModel::persistent_stream_shape() const {
 
 std::string GpuModel::streamed_persistent_unsupported() const {
   const GpuModelConfig& c = config_;
-  // The streamed kernel runs FP4 experts, but no faster than the per-op FP4 kernels (Qwen3-30B-A3B NVFP4 on an H100,
-  // session 13: 2930 vs 2904 us per step), so they keep the per-op step unless forced (tests, `bench --streamed`).
+  // The streamed kernel runs FP4 experts, but slower than the per-op FP4 kernels (Qwen3-30B-A3B on an H100, session
+  // 13: NVFP4 2947 vs 2896 us per step, MXFP4 2958 vs 2844), so they keep the per-op step unless forced (tests,
+  // `bench --streamed`).
   if (c.experts > 0 && c.expert_format != ExpertFormat::Bf16 && !options_.force_streamed_persistent)
     return "FP4 experts unless forced (GpuModelOptions::force_streamed_persistent, bench --streamed): the per-op FP4 "
-           "kernels are as fast";
+           "kernels are faster";
   if (c.family != GpuFamily::Llama && c.family != GpuFamily::Qwen2 && c.family != GpuFamily::Qwen3 &&
       c.family != GpuFamily::Qwen3Moe)
     return "only Llama / Qwen2 / Qwen3 / Qwen3-MoE models (this is " + c.family_name() + ")";

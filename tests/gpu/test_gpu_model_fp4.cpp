@@ -122,6 +122,16 @@ class GpuFp4TinyModel : public testing::TestWithParam<Fp4Case> {
   std::string what() const {
     return std::get<0>(GetParam()) + " " + std::string(expert_format_name(std::get<1>(GetParam())));
   }
+  // A 16-token pass (the verify path) then single-token steps of `model` against the CPU, the router near-ties of
+  // these positions from `probe`'s prefill of the same tokens (a model of the same weights; it records margins).
+  double expect_pass_and_steps_match_cpu(GpuModel& model, GpuModel& probe, Fp4Fixture& f,
+                                         const std::string& label) const {
+    KvCache cache = f.cpu->new_cache();
+    const auto [gpu_rows, cpu_rows] = pass_then_steps(model, *f.cpu, cache, f.prompt, f.prompt.size() / 2);
+    probe.prefill_to_host(f.prompt, /*all_rows=*/true);
+    return expect_rows_within(gpu_rows, cpu_rows, f.vocab, kCpuBound, probe.prefill_router_margins(), kFlipMargin,
+                              kMaxFlips, what() + " " + label);
+  }
 };
 
 TEST_P(GpuFp4TinyModel, ConfigIsPaddedForTheTiles) {
@@ -157,14 +167,9 @@ TEST_P(GpuFp4TinyModel, PassAndStepsThroughFp4KernelsMatchCpu) {
   SKIP_WITHOUT_GPU();
   Fp4Fixture& f = fixture(std::get<0>(GetParam()), std::get<1>(GetParam()));
   auto model = gpu_model(f.checkpoint, std::get<1>(GetParam()));
-  KvCache cache = f.cpu->new_cache();
-  // 16 tokens in one pass (the verify path), then single-token steps: all through the fused FP4 kernels.
-  const auto [gpu_rows, cpu_rows] = pass_then_steps(*model, *f.cpu, cache, f.prompt, f.prompt.size() / 2);
-  // Router near-ties of these positions, from a prefill of the same tokens (its margins are recorded).
   auto probe = gpu_model(f.checkpoint, std::get<1>(GetParam()));
-  probe->prefill_to_host(f.prompt, /*all_rows=*/true);
-  const double error = expect_rows_within(gpu_rows, cpu_rows, f.vocab, kCpuBound, probe->prefill_router_margins(),
-                                          kFlipMargin, kMaxFlips, what() + " 16-token pass + steps vs CPU");
+  // All through the fused FP4 kernels.
+  const double error = expect_pass_and_steps_match_cpu(*model, *probe, f, "16-token pass + steps vs CPU");
   std::printf("[ %s ] 16-token pass + single steps (fused FP4 kernels): vs CPU %.3g\n", what().c_str(), error);
 }
 
@@ -184,12 +189,8 @@ TEST_P(GpuFp4TinyModel, StreamedPersistentStepsMatchCpu) {
   Fp4Fixture& f = fixture(std::get<0>(GetParam()), std::get<1>(GetParam()));
   auto model = gpu_model(f.checkpoint, std::get<1>(GetParam()), /*persistent=*/true);
   ASSERT_EQ(model->persistent_kernel_name(), "streamed") << model->persistent_decode_unsupported();
-  KvCache cache = f.cpu->new_cache();
-  const auto [gpu_rows, cpu_rows] = pass_then_steps(*model, *f.cpu, cache, f.prompt, f.prompt.size() / 2);
   auto probe = gpu_model(f.checkpoint, std::get<1>(GetParam()));
-  probe->prefill_to_host(f.prompt, /*all_rows=*/true);
-  const double error = expect_rows_within(gpu_rows, cpu_rows, f.vocab, kCpuBound, probe->prefill_router_margins(),
-                                          kFlipMargin, kMaxFlips, what() + " streamed persistent steps vs CPU");
+  const double error = expect_pass_and_steps_match_cpu(*model, *probe, f, "streamed persistent steps vs CPU");
   std::printf("[ %s ] 16-token pass + streamed persistent single steps: vs CPU %.3g\n", what().c_str(), error);
   model->truncate(0);
   expect_graph_greedy_matches_cpu(*model, *probe, *f.cpu, f.prompt, static_cast<int>(f.reference_greedy.size()),

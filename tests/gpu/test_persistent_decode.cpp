@@ -181,7 +181,7 @@ TEST(PersistentDecode, MoeLayersTakeTheStreamedKernel) {
   }
 }
 
-// FP4 experts (NVFP4, MXFP4) in the streamed kernel (forced: by default they keep the per-op step, measured as fast)
+// FP4 experts (NVFP4, MXFP4) in the streamed kernel (forced: by default they keep the per-op step, measured faster)
 // against the per-op FP4 kernels on the same random codes: strips
 // of gate / up tiles in runs of 3 with a shorter last run (hidden 1280 = 20 tiles), expert width 192 (3 tiles), a
 // dense layer beside the routed ones, fewer 16-row strips of the residual (80) than blocks.
