@@ -404,9 +404,9 @@ __device__ __forceinline__ void route(const StreamDecodeParams& p, const float* 
   const int n = p.experts;
   // The logits in one round trip by the whole block (not warp 0's lanes reading them twice each). Routing takes ~3 us
   // of the Qwen3-30B-A3B step's gate / up phase from the barrier's release (session 13's clocks: logits in at 0.3 us,
-  // softmax done at 1.0, ranks at 3.05). The ranks' loop is the cost: an expert's `ways` threads read probs[share *
-  // per_share + i], the same bank for the 4 shares, so every load of the 16 warps is a 4-way conflict. Next (not yet
-  // measured): interleave the shares (i = share, share + ways, ...).
+  // softmax done at 1.0, ranks at 3.05). The ranks' loop was the cost while an expert's `ways` threads read
+  // probs[share * per_share + i]: the same bank for the 4 shares, a 4-way conflict on every load of the 16 warps. The
+  // shares are interleaved (i = share, share + ways, ...): a warp's loads touch `ways` neighbouring words.
 #pragma unroll 1
   for (int i = threadIdx.x; i < n; i += kBlockThreads) probs[i] = __ldcg(logits + i);
   block_sync();
@@ -425,13 +425,13 @@ __device__ __forceinline__ void route(const StreamDecodeParams& p, const float* 
   block_sync();
   int ways = 1;
   while (ways < 32 && 2 * ways * n <= kBlockThreads) ways *= 2;
-  const int expert = threadIdx.x / ways, share = threadIdx.x % ways, per_share = (n + ways - 1) / ways;
+  const int expert = threadIdx.x / ways, share = threadIdx.x % ways;
   int rank = 0;
   float mine = 0.0f;
   if (expert < n) {
     mine = probs[expert];
-#pragma unroll 1
-    for (int i = share * per_share; i < min(n, (share + 1) * per_share); ++i) {
+#pragma unroll 4
+    for (int i = share; i < n; i += ways) {
       const float other = probs[i];
       rank += other > mine || (other == mine && i < expert);
     }
