@@ -395,49 +395,44 @@ __device__ __forceinline__ void combine_splits(const StreamDecodeParams& p, cons
 
 // ---- Routing (P5) ---------------------------------------------------------------------------------------------------
 
-// Every block, from the router's logits (L2, into probs first): softmax over all experts (warp 0, the per-op kernel's
-// order), then each expert's rank among the probabilities (ties: lower id first; `ways` threads per expert each count
-// a share of the others), and ranks below top_k fill ids / weights best first. The weights are renormalized where they
-// are used.
-__device__ __forceinline__ void route(const StreamDecodeParams& p, const float* logits, float* probs, int* ids,
+// Every block, from the router's logits (L2, into shared memory first): each expert's rank among the logits (ties:
+// lower id first; `ways` threads per expert each count a share of the others), and ranks below top_k fill ids /
+// weights best first, the weight being the softmax probability (max and sum in the per-op kernel's order, by every
+// warp for itself, so the same floats). The weights are renormalized where they are used.
+// Ranking logits rather than probabilities differs from the per-op router only where two different logits round to
+// the same probability at the top-k boundary (it then picks the larger logit, the per-op kernel the lower id).
+__device__ __forceinline__ void route(const StreamDecodeParams& p, const float* logits, float* logits_shared, int* ids,
                                       float* weights) {
   const int n = p.experts;
-  // The logits in one round trip by the whole block (not warp 0's lanes reading them twice each). Routing takes ~3 us
-  // of the Qwen3-30B-A3B step's gate / up phase from the barrier's release (session 13's clocks: logits in at 0.3 us,
-  // softmax done at 1.0, ranks at 3.05). The ranks' loop was the cost while an expert's `ways` threads read
-  // probs[share * per_share + i]: the same bank for the 4 shares, a 4-way conflict on every load of the 16 warps. The
-  // shares are interleaved (i = share, share + ways, ...): a warp's loads touch `ways` neighbouring words.
+  // Session 13's clocks (Qwen3-30B-A3B, from the router barrier's release): logits in at 0.3 us, warp 0's softmax
+  // done at 1.0, ranks at 3.05 while an expert's 4 threads read logits[share * 32 + i] (a 4-way bank conflict on
+  // every load); shares interleaved (i = share, share + ways, ...) -34 us per step; the softmax beside the ranks
+  // instead of before them (one block_sync less, every warp its own max and sum): see docs/gpu-runtime.md.
 #pragma unroll 1
-  for (int i = threadIdx.x; i < n; i += kBlockThreads) probs[i] = __ldcg(logits + i);
+  for (int i = threadIdx.x; i < n; i += kBlockThreads) logits_shared[i] = __ldcg(logits + i);
   block_sync();
-  if (threadIdx.x < 32) {
-    const int lane = threadIdx.x;
-    float max = -INFINITY;
-    for (int i = lane; i < n; i += 32) max = fmaxf(max, probs[i]);
-    max = warp_max(max);
-    float sum = 0.0f;
-    for (int i = lane; i < n; i += 32) sum += (probs[i] = expf(probs[i] - max));
-    sum = warp_sum(sum);
-    __syncwarp();
-#pragma unroll 1
-    for (int i = lane; i < n; i += 32) probs[i] /= sum;
-  }
-  block_sync();
+  const int lane = threadIdx.x % 32;
+  float max = -INFINITY;
+  for (int i = lane; i < n; i += 32) max = fmaxf(max, logits_shared[i]);
+  max = warp_max(max);
+  float sum = 0.0f;
+  for (int i = lane; i < n; i += 32) sum += expf(logits_shared[i] - max);
+  sum = warp_sum(sum);
   int ways = 1;
   while (ways < 32 && 2 * ways * n <= kBlockThreads) ways *= 2;
   const int expert = threadIdx.x / ways, share = threadIdx.x % ways;
   int rank = 0;
   float mine = 0.0f;
   if (expert < n) {
-    mine = probs[expert];
+    mine = logits_shared[expert];
 #pragma unroll 4
     for (int i = share; i < n; i += ways) {
-      const float other = probs[i];
+      const float other = logits_shared[i];
       rank += other > mine || (other == mine && i < expert);
     }
   }
   for (int offset = 1; offset < ways; offset *= 2) rank += __shfl_xor_sync(0xffffffffu, rank, offset);
-  if (expert < n && share == 0 && rank < p.top_k) ids[rank] = expert, weights[rank] = mine;
+  if (expert < n && share == 0 && rank < p.top_k) ids[rank] = expert, weights[rank] = expf(mine - max) / sum;
   block_sync();
 }
 
@@ -455,8 +450,8 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
   float* scratch = part_sums + lay.item_floats;   // [64]
   float* rope_table = scratch + 64;               // [head_dim]: cos, sin
   float* split_weight = rope_table + HD;          // [heads][splits] (P3)
-  float* probs = split_weight + round4(p.heads * kMaxSplits);  // [experts]
-  int64_t* stage_rows = reinterpret_cast<int64_t*>(probs + round4(p.experts));  // [kUnitRows] (P2)
+  float* expert_logits = split_weight + round4(p.heads * kMaxSplits);  // [experts]: the router's, for route()
+  int64_t* stage_rows = reinterpret_cast<int64_t*>(expert_logits + round4(p.experts));  // [kUnitRows] (P2)
   StreamLayer* layers = reinterpret_cast<StreamLayer*>(stage_rows + kUnitRows);
   bf16* stage_k = reinterpret_cast<bf16*>(shared + lay.attention_offset);  // P2's staged keys, then its scratch
   bf16* stage_v = stage_k + kStageKeys * stage_stride<HD>();
@@ -581,7 +576,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
       for (int r = threadIdx.x; r < router_rows.count(); r += kBlockThreads)
         ws.logits[router_rows.first + r] = row_sum(part_sums, r, hidden_parts) * inv;
       barrier(3);
-      route(p, ws.logits, probs, ids, weights);
+      route(p, ws.logits, expert_logits, ids, weights);
       if (blockIdx.x == 0 && w.topk_ids)
 #pragma unroll 1
         for (int j = threadIdx.x; j < p.top_k; j += kBlockThreads) w.topk_ids[j] = ids[j];
