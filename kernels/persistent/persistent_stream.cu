@@ -438,7 +438,8 @@ __device__ __forceinline__ void route(const StreamDecodeParams& p, const float* 
 
 // ---- The kernel -----------------------------------------------------------------------------------------------------
 
-template <int HD>
+// FP8: p.fp8_attention, a template flag (a runtime one cost bf16 / FP4 models 10-25 us per Qwen3 step: spills).
+template <int HD, bool FP8>
 __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(StreamDecodeParams p) {
   extern __shared__ __align__(16) unsigned char shared[];
   const Layout lay(p, gridDim.x);
@@ -475,6 +476,8 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
   const RowRange own_rows = row_range(p.hidden, own_row_unit(p)), qkv_rows = row_range(qkv_width),
                  router_rows = row_range(p.experts);
   const int hidden_parts = parts_of(p.hidden), q_parts = parts_of(q_width);
+  // The attention projections' parts per row (FP8 items cover twice a bf16 item's columns).
+  const int qkv_parts = FP8 ? fp8_parts_of(p.hidden) : hidden_parts, o_parts = FP8 ? fp8_parts_of(q_width) : q_parts;
   const bool nv = p.expert_format == StreamExperts::Nvfp4;
   uint32_t* vec_words = reinterpret_cast<uint32_t*>(vec);  // FP4 layers' P5 / P6 vector: pack_hi_lo words
   // The first items of P1 (layer 0's q / k / v rows) load while the previous kernel finishes: weights are constant.
@@ -482,7 +485,22 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
   auto qkv_row = [&](int layer) {
     return [&, layer](int v) { return layers[layer].qkv + size_t(qkv_rows.first + v) * p.hidden; };
   };
-  preload_first(qkv_rows.count() * hidden_parts, hidden_parts, p.hidden, qkv_row(0), first);
+  auto qkv_fp8_row = [&](int layer) {
+    return [&, layer](int v) { return layers[layer].qkv_fp8.codes + size_t(qkv_rows.first + v) * p.hidden; };
+  };
+  auto qkv_fp8_scales = [&](int layer) {
+    return [&, layer](int v) {
+      return layers[layer].qkv_fp8.scales + size_t((qkv_rows.first + v) / 16) * ceil_div(p.hidden, kFp8ScaleColumns);
+    };
+  };
+  auto preload_qkv = [&](int layer) {
+    if constexpr (FP8)
+      preload_first_fp8(qkv_rows.count() * qkv_parts, qkv_parts, p.hidden, qkv_fp8_row(layer), qkv_fp8_scales(layer),
+                        first);
+    else
+      preload_first(qkv_rows.count() * hidden_parts, hidden_parts, p.hidden, qkv_row(layer), first);
+  };
+  preload_qkv(0);
 
   wait_for_previous_kernel();  // the step's token, position and length, and the cache the previous steps wrote
   const int token = *p.token, position = *p.position, seq_len = *p.seq_len;
@@ -527,13 +545,17 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
     else
       inv = load_weighted<kBlockThreads>(ws.x, w.input_norm, ws.row_squares + kMaxGrid, p.hidden, p.hidden_norm_eps,
                                          vec, scratch, sync);
-    item_dots(qkv_rows.count() * hidden_parts, hidden_parts, p.hidden, qkv_row(layer), [&](int) { return vec; },
-              part_sums, first, true);
+    if constexpr (FP8)
+      fp8_item_dots(qkv_rows.count() * qkv_parts, qkv_parts, p.hidden, qkv_fp8_row(layer), qkv_fp8_scales(layer),
+                    [&](int) { return vec; }, part_sums, first, true);
+    else
+      item_dots(qkv_rows.count() * hidden_parts, hidden_parts, p.hidden, qkv_row(layer), [&](int) { return vec; },
+                part_sums, first, true);
     block_sync();
 #pragma unroll 1
     for (int r = threadIdx.x; r < qkv_rows.count(); r += kBlockThreads) {
       const int row = qkv_rows.first + r;
-      const float dot = row_sum(part_sums, r, hidden_parts) * inv;
+      const float dot = row_sum(part_sums, r, qkv_parts) * inv;
       ws.qkv[row] = w.qkv_bias ? dot + w.qkv_bias[row] : dot;
     }
     barrier(0);
@@ -546,17 +568,28 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
       attention_unit<HD>(p, w, ws, attention_shared, stage_k, stage_v, stage_rows, rope_table, unit, position, stamps);
     }
     auto o_row = [&](int v) { return w.o + size_t(own_rows.first + v) * q_width; };
-    preload_first(own_rows.count() * q_parts, q_parts, q_width, o_row, first);
+    auto o_fp8_row = [&](int v) { return w.o_fp8.codes + size_t(own_rows.first + v) * q_width; };
+    auto o_fp8_scales = [&](int v) {
+      return w.o_fp8.scales + size_t((own_rows.first + v) / 16) * ceil_div(q_width, kFp8ScaleColumns);
+    };
+    if constexpr (FP8)
+      preload_first_fp8(own_rows.count() * o_parts, o_parts, q_width, o_fp8_row, o_fp8_scales, first);
+    else
+      preload_first(own_rows.count() * q_parts, q_parts, q_width, o_row, first);
     barrier(1);
 
     // P3: every head's splits merged (each block for itself), then o_proj rows into the residual.
     combine_splits<HD>(p, ws, unit.splits, split_weight, vec);
-    item_dots(own_rows.count() * q_parts, q_parts, q_width, o_row, [&](int) { return vec; }, part_sums, first, true);
+    if constexpr (FP8)
+      fp8_item_dots(own_rows.count() * o_parts, o_parts, q_width, o_fp8_row, o_fp8_scales, [&](int) { return vec; },
+                    part_sums, first, true);
+    else
+      item_dots(own_rows.count() * q_parts, q_parts, q_width, o_row, [&](int) { return vec; }, part_sums, first, true);
     block_sync();
 #pragma unroll 1
     for (int r = threadIdx.x; r < own_rows.count(); r += kBlockThreads) {
       const int row = own_rows.first + r;
-      const float dot = row_sum(part_sums, r, q_parts);
+      const float dot = row_sum(part_sums, r, o_parts);
       ws.x[row] = own[r] += w.o_bias ? dot + w.o_bias[row] : dot;
     }
     block_sync();
@@ -691,8 +724,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
     }
     block_sync();
     publish_row_squares(own, own_rows.count(), ws.row_squares + kMaxGrid);
-    if (layer + 1 < p.n_layers)
-      preload_first(qkv_rows.count() * hidden_parts, hidden_parts, p.hidden, qkv_row(layer + 1), first);
+    if (layer + 1 < p.n_layers) preload_qkv(layer + 1);
     barrier(5);
   }
   allow_next_kernel_to_start();  // lm_head may get scheduled; it still waits for this kernel to complete
@@ -717,7 +749,9 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
 using Kernel = void (*)(StreamDecodeParams);
 
 Kernel kernel_for(const StreamDecodeParams& p) {
-  return p.head_dim == 64 ? persistent_stream_kernel<64> : persistent_stream_kernel<128>;
+  if (p.fp8_attention)
+    return p.head_dim == 64 ? persistent_stream_kernel<64, true> : persistent_stream_kernel<128, true>;
+  return p.head_dim == 64 ? persistent_stream_kernel<64, false> : persistent_stream_kernel<128, false>;
 }
 
 void check_params(const StreamDecodeParams& p) {
@@ -739,6 +773,8 @@ std::string persistent_stream_unsupported(const StreamDecodeParams& p) {
   if (p.rotary_dim > p.head_dim || p.rotary_dim % 2 != 0) return "a rotary_dim that is odd or above head_dim";
   if (fp4_experts(p) && (p.hidden % 64 != 0 || p.moe_width % 64 != 0))
     return "FP4 experts with hidden or expert widths that are not multiples of 64 (the tiles')";
+  if (p.fp8_attention && (p.hidden % 16 != 0 || (p.heads * p.head_dim) % 16 != 0))
+    return "FP8 attention with hidden or query widths that are not multiples of 16 (the codes' 16-byte loads)";
   return "";
 }
 

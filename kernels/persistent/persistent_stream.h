@@ -18,6 +18,7 @@
 //   P6  its residual rows' down rows of every chosen expert, weighted, added into its residual rows
 // FP4 experts (NVFP4 / MXFP4 in the tile layout of the per-op kernels/fp4_moe): P5 / P6 work on 16-row strips of
 // tiles instead of rows, their products on the tensor cores as the per-op kernels' (fp16 hi + lo of the vector).
+// FP8 attention weights (block-scaled E4M3, kernels::Fp8Matrix): P1 / P3 items of E4M3 codes instead of bf16.
 // Work inside a phase is (row, 1024-column part) items over the block's warps, each a warp's 16-byte loads; an
 // item's loads are issued while the previous item's products run.
 // The grid barrier (grid_barrier.cuh), the norms (persistent_norms.cuh) and the attention item
@@ -31,6 +32,8 @@
 
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
+
+#include "gemv/gemv_bf16.h"  // Fp8Matrix
 
 namespace tachyon::kernels {
 
@@ -62,6 +65,8 @@ struct StreamLayer {
   } fp4_gate, fp4_up, fp4_down;
   __nv_bfloat16* k_pages = nullptr;  // this layer's paged cache: [page][page_size][kv_heads][head_dim]
   __nv_bfloat16* v_pages = nullptr;
+  // StreamDecodeParams::fp8_attention: q / k / v and o as block-scaled E4M3 (then qkv / o are unused in decode).
+  Fp8Matrix qkv_fp8, o_fp8;
 };
 
 enum class StreamExperts : int { Bf16 = 0, Nvfp4 = 1, Mxfp4 = 2 };
@@ -79,6 +84,9 @@ struct StreamDecodeParams {
   // FP4 experts: hidden and moe_width multiples of 64 (the tiles), and every block owns whole 16-row strips of the
   // residual (the down tiles' rows).
   StreamExperts expert_format = StreamExperts::Bf16;
+  // The attention projections from StreamLayer::qkv_fp8 / o_fp8 (`--fp8 attention`; hidden and q width multiples of
+  // 16, the codes' 16-byte loads).
+  bool fp8_attention = false;
   int heads = 0, kv_heads = 0;
   int head_dim = 0;  // as stored: 64 or 128
   float hidden_norm_eps = 0, head_norm_eps = 0;

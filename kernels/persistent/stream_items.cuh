@@ -1,6 +1,8 @@
 // The streamed persistent kernel's work items (kernels/persistent/persistent_stream.cu; design in persistent_stream.h):
 // a warp's share of a row-by-vector product, whose loads are issued one item ahead of its arithmetic.
 // - bf16 items: a row's part of up to kPartColumns columns, kLoads 16-byte loads per lane, FMAs on the CUDA cores;
+// - FP8 items (attention projections under `--fp8 attention`): a row's part of block-scaled E4M3 codes, FMAs on the
+//   CUDA cores;
 // - FP4 items (routed experts in NVFP4 / MXFP4): a run of up to kLoads 64-column tiles of one 16-row strip of the
 //   per-op kernels' tile layout (src/fp4/fp4_kernel_layout.h), one m16n8k16 MMA per 16-column block.
 // Separate from the kernel so that its file stays under 1,000 lines; everything here is inlined into it.
@@ -122,6 +124,81 @@ __device__ __forceinline__ float row_sum(const float* part_sums, int vrow, int p
 #pragma unroll 1
   for (int k = 0; k < parts; ++k) s += part_sums[vrow * parts + k];
   return s;
+}
+
+// ---- FP8 items (P1, P3 under `--fp8 attention`) ------------------------------------------------------------------
+
+// Rows of a block-scaled E4M3 matrix (kernels::Fp8Matrix: codes row-major, one float scale per 16 rows x 128
+// columns): an item is a row's part of kFp8PartColumns columns, the same kLoads 16-byte loads per lane as a bf16
+// item (twice its columns). Lane l's load j covers columns 16 (first + l + 32 j).., in the part's 128-column block
+// l / 8 + 4 j; lane l < 16 loads block l's scale with the codes (scales[0]), shuffled to the lanes at use.
+constexpr int kFp8PartColumns = 32 * kLoads * 16, kFp8ScaleColumns = 128;
+__host__ __device__ constexpr int fp8_parts_of(int columns) { return ceil_div(columns, kFp8PartColumns); }
+
+__device__ __forceinline__ void load_fp8_item(ItemWeights& r, const uint8_t* row, const float* row_scales, int part,
+                                              int columns, int lane) {
+  const int first = part * (kFp8PartColumns / 16);
+#pragma unroll
+  for (int j = 0; j < kLoads; ++j) {
+    const int c = first + lane + 32 * j;
+    r.w[j] = c < columns / 16 ? load_streaming_16B(row + 16 * c) : make_uint4(0, 0, 0, 0);
+  }
+  const int block = part * (kFp8PartColumns / kFp8ScaleColumns) + lane;
+  r.scales[0] = lane < kFp8PartColumns / kFp8ScaleColumns && block < ceil_div(columns, kFp8ScaleColumns)
+                    ? __float_as_uint(__ldg(row_scales + block))
+                    : 0u;
+}
+
+// The item's dot with vec (shared; columns of the whole row), summed over the warp: codes to exact floats
+// (cvt e4m3x2 -> f16x2), float FMAs, each 16-column piece's sum times its block's scale.
+__device__ __forceinline__ float dot_fp8_item(const ItemWeights& r, const float* vec, int part, int columns,
+                                              int lane) {
+  const int first = part * (kFp8PartColumns / 16);
+  float sum = 0.0f;
+#pragma unroll
+  for (int j = 0; j < kLoads; ++j) {
+    const float scale = __uint_as_float(__shfl_sync(0xffffffffu, r.scales[0], lane / 8 + 4 * j));
+    const int c = first + lane + 32 * j;
+    if (c < columns / 16) {
+      const uint32_t words[4] = {r.w[j].x, r.w[j].y, r.w[j].z, r.w[j].w};
+      float piece[2] = {0.0f, 0.0f};
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const float4 a = *reinterpret_cast<const float4*>(vec + 16 * c + 4 * k);
+        const float2 w01 = fp4_moe_detail::e4m3x2_to_float2(words[k] & 0xffffu);
+        const float2 w23 = fp4_moe_detail::e4m3x2_to_float2(words[k] >> 16);
+        float& s = piece[k & 1];
+        s = fmaf(w01.x, a.x, fmaf(w01.y, a.y, fmaf(w23.x, a.z, fmaf(w23.y, a.w, s))));
+      }
+      sum = fmaf(scale, piece[0] + piece[1], sum);
+    }
+  }
+  return warp_sum(sum);
+}
+
+// FP8 items: item i is part i % parts of virtual row i / parts, whose codes start at row_of(vrow) and its scales
+// (the row's 16-row group) at scales_of(vrow). part_sums[i] = the item's dot.
+template <typename RowOf, typename ScalesOf>
+__device__ __forceinline__ void preload_first_fp8(int n_items, int parts, int columns, RowOf&& row_of,
+                                                  ScalesOf&& scales_of, ItemWeights& first) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (warp < n_items) load_fp8_item(first, row_of(warp / parts), scales_of(warp / parts), warp % parts, columns, lane);
+}
+template <typename RowOf, typename ScalesOf, typename VecOf>
+__device__ __forceinline__ void fp8_item_dots(int n_items, int parts, int columns, RowOf&& row_of,
+                                              ScalesOf&& scales_of, VecOf&& vec_of, float* part_sums,
+                                              ItemWeights& first, bool preloaded) {
+  const int lane = threadIdx.x & 31;
+  warp_items(
+      n_items,
+      [&](ItemWeights& r, int item) {
+        load_fp8_item(r, row_of(item / parts), scales_of(item / parts), item % parts, columns, lane);
+      },
+      [&](const ItemWeights& r, int item) {
+        const float d = dot_fp8_item(r, vec_of(item / parts), item % parts, columns, lane);
+        if (lane == 0) part_sums[item] = d;
+      },
+      first, preloaded);
 }
 
 // ---- FP4 items (P5, P6 of routed layers with FP4 experts) ----------------------------------------------------------

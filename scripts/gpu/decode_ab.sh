@@ -4,7 +4,8 @@
 # of the card shows up as a BASE/BASE spread. Results: $OUT/ab-<model>-<build>-<i>.json and one summary table.
 #   [CONTEXT=1024] scripts/gpu/decode_ab.sh BASE_DIR NEW_DIR [MODEL...]
 # MODEL: qwen3-bf16 qwen3-nvfp4 qwen3-mxfp4 gpt-oss-mxfp4 smollm2 (needs $TACHYON_MODELS_DIR/SmolLM2-135M-Instruct.Q4_1.gguf),
-# smollm2-shape (random weights), qwen3-nvfp4-fp8 / gpt-oss-fp8 (`--fp8 attention,lm_head`).
+# smollm2-shape (random weights), qwen3-nvfp4-fp8 / gpt-oss-fp8 / qwen3-bf16-fp8 / smollm2-shape-fp8
+# (`--fp8 attention,lm_head`).
 # BASE_DIR / NEW_DIR: folders made by scripts/gpu/pack.sh (tachyon + lib/); they may be the same folder when
 # NEW_ARGS / BASE_ARGS (extra `tachyon bench` arguments for the NEW / BASE runs only, e.g. BASE_ARGS=--no-persistent)
 # make the difference. Dense models (smollm2) run the persistent decode kernel by default since session 11: pass
@@ -30,6 +31,8 @@ for model in $models; do
     gpt-oss-mxfp4) args=(--random-weights gpt-oss-20b --experts mxfp4) ;;
     qwen3-nvfp4-fp8) args=(--random-weights qwen3-30b-a3b --experts nvfp4 --fp8 attention,lm_head) ;;
     gpt-oss-fp8) args=(--random-weights gpt-oss-20b --experts mxfp4 --fp8 attention,lm_head) ;;
+    qwen3-bf16-fp8) args=(--random-weights qwen3-30b-a3b --experts bf16 --fp8 attention,lm_head) ;;
+    smollm2-shape-fp8) args=(--random-weights smollm2-135m --fp8 attention,lm_head) ;;
     smollm2-shape) args=(--random-weights smollm2-135m) ;;
     smollm2) [ -f "$gguf" ] || { echo "$model: no $gguf, skipped" | tee -a "$summary"; continue; }
              args=(-m "$gguf") ;;

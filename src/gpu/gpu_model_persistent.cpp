@@ -3,7 +3,7 @@
 // - resident (kernels/persistent/persistent_decode.h): a small dense model whose layer slices fit a block's shared
 //   memory twice (SmolLM2-135M), copied a layer ahead;
 // - streamed (kernels/persistent/persistent_stream.h): everything else it supports (Qwen3-MoE with bf16 or FP4
-//   experts, larger dense models), weights read straight from HBM.
+//   experts, larger dense models, FP8 attention weights), weights read straight from HBM.
 #ifdef TACHYON_HAS_CUDA
 #include <algorithm>
 #include <cstdio>
@@ -56,6 +56,7 @@ kernels::StreamDecodeParams GpuModel::persistent_stream_shape() const {
   p.experts = c.experts;
   p.top_k = c.top_k;
   p.renormalize = c.norm_topk_prob;
+  p.fp8_attention = c.fp8.attention;
   if (c.experts > 0 && c.expert_format == ExpertFormat::Nvfp4) p.expert_format = kernels::StreamExperts::Nvfp4;
   if (c.experts > 0 && c.expert_format == ExpertFormat::Mxfp4) p.expert_format = kernels::StreamExperts::Mxfp4;
   p.heads = r.heads;
@@ -84,7 +85,7 @@ std::string GpuModel::streamed_persistent_unsupported() const {
   if (c.attention_sinks) return "attention sinks";
   for (int layer = 0; layer < c.layers; ++layer)
     if (c.sliding_window(layer) > 0) return "sliding-window layers";
-  if (c.fp8.attention || c.fp8.mlp) return "FP8 attention or MLP weights";
+  if (c.fp8.mlp) return "FP8 MLP weights";
   return kernels::persistent_stream_unsupported(persistent_stream_shape());
 }
 
@@ -196,6 +197,8 @@ void GpuModel::allocate_streamed_persistent() {  // (the caller checked streamed
     const GpuLayerWeights& L = weights_.layers[layer];
     kernels::StreamLayer& out = layers[layer];
     fill_attention_fields(out, layer);
+    out.qkv_fp8 = L.qkv_fp8;  // (empty unless --fp8 attention)
+    out.o_fp8 = L.o_fp8;
     if (c.is_sparse(layer)) {
       out.router = L.router;
       const auto fp4 = [](const kernels::Fp4ExpertMatrices& m) {  // (null with bf16 experts)

@@ -8,7 +8,8 @@
 // with 4 query heads per KV head. The streamed kernel (kernels/persistent/persistent_stream.h) on the SmolLM2 and
 // head_dim-128 shapes (forced: the resident kernel takes them by default), on Qwen3-MoE configs (routed and dense
 // layers, renormalized top-k or not; the routing compared per layer as sets), with FP4 experts (NVFP4, MXFP4: against
-// the per-op FP4 kernels), and on two layers of Qwen3-30B-A3B's shape with bf16 / NVFP4 / MXFP4 experts. The real-weight checks are in test_gpu_model_tiny.cpp (fixtures vs the CPU, both kernels) and
+// the per-op FP4 kernels), with FP8 attention weights, and on two layers of Qwen3-30B-A3B's shape with bf16 / NVFP4 /
+// MXFP4 experts (and NVFP4 + FP8 attention). The real-weight checks are in test_gpu_model_tiny.cpp (fixtures vs the CPU, both kernels) and
 // test_gpu_model_smollm2.cpp (greedy vs the CPU).
 #include <algorithm>
 #include <cstring>
@@ -50,11 +51,12 @@ struct Pair {
 };
 
 Pair models(const nlohmann::json& config, int64_t kv_positions, bool force_streamed = false,
-            std::optional<ExpertFormat> experts = std::nullopt) {
+            std::optional<ExpertFormat> experts = std::nullopt, Fp8Weights fp8 = {}) {
   GpuModelOptions options;
   options.kv_positions = kv_positions;
   options.progress = false;
   options.experts = experts;
+  options.fp8 = fp8;
   Pair pair;
   pair.per_op = GpuModel::random(config, "test config", 11, options);
   options.persistent_decode = true;
@@ -203,6 +205,31 @@ TEST(PersistentDecode, Fp4ExpertsInTheStreamedKernel) {
   }
 }
 
+// FP8 attention weights (`--fp8 attention`: q / k / v and o as block-scaled E4M3) in the streamed kernel, which
+// takes such models by default (the resident one declines them), against the per-op FP8 gemv on the same codes:
+// SmolLM2's shape (hidden 576: a last 128-column scale block of 64), a MoE with NVFP4 experts (hidden 1280 = 10
+// scale blocks, q width 1280), head_dim 128 with 4 query heads per KV head.
+TEST(PersistentDecode, Fp8AttentionInTheStreamedKernel) {
+  SKIP_WITHOUT_GPU();
+  Fp8Weights fp8;
+  fp8.attention = true;
+  struct Case {
+    std::string what;
+    nlohmann::json config;
+    std::optional<ExpertFormat> experts;
+  };
+  const std::vector<Case> cases{
+      {"SmolLM2 shape, FP8 attention", *builtin_model_config("smollm2-135m"), std::nullopt},
+      {"MoE NVFP4, FP8 attention", moe_config(1280, 10, 2, 24, 6, 192, 1024, 3, 1000, true, {1}), ExpertFormat::Nvfp4},
+      {"head_dim 128, FP8 attention", small_config("LlamaForCausalLM", 512, 8, 2, 128, 1024, 3, 1000), std::nullopt}};
+  for (const Case& c : cases) {
+    Pair pair = models(c.config, 4096, c.experts.has_value(), c.experts, fp8);
+    ASSERT_EQ(pair.persistent->persistent_kernel_name(), "streamed")
+        << c.what << ": " << pair.persistent->persistent_decode_unsupported();
+    for (int context : {2, 700}) compare_steps(pair, context, 4, c.what);
+  }
+}
+
 // Qwen3-30B-A3B's own layer shape (hidden 2048, 128 experts of width 768, top-8, 32 / 4 heads), two layers, with
 // bf16, NVFP4 and MXFP4 experts.
 TEST(PersistentDecode, Qwen3MoeLayerShapeMatchesPerOpPath) {
@@ -217,6 +244,11 @@ TEST(PersistentDecode, Qwen3MoeLayerShapeMatchesPerOpPath) {
         << pair.persistent->persistent_decode_unsupported();
     for (int context : {5, 1000}) compare_steps(pair, context, 4, what);
   }
+  Fp8Weights fp8;  // the fastest per-op configuration's weights: NVFP4 experts, FP8 attention
+  fp8.attention = true;
+  Pair pair = models(config, 2048, true, ExpertFormat::Nvfp4, fp8);
+  ASSERT_EQ(pair.persistent->persistent_kernel_name(), "streamed") << pair.persistent->persistent_decode_unsupported();
+  for (int context : {5, 1000}) compare_steps(pair, context, 4, "Qwen3-30B-A3B layers, NVFP4 experts, FP8 attention");
 }
 
 // Graph replays (the barrier counter keeps growing across launches, never reset) give the same bits as stream
