@@ -30,7 +30,7 @@ constexpr int kKeysPerSplit = 128;  // the key split's target length
 constexpr int kStageKeys = 128;     // keys of a unit staged in shared memory at once
 constexpr int kUnitRows = 1024;     // a unit's keys whose cache rows are looked up once per step (then per piece)
 constexpr int kMaxItems = 64;       // P2's items per piece: group x kStageKeys / 32 (bounds the group at 16)
-constexpr int kMaxSplits = 32;      // P3 weighs a head's splits with a lane each
+constexpr int kMaxSplits = 32;      // key splits per KV head at most (P2's merge weighs a head's splits, a lane each)
 constexpr int kMaxGrid = 1024;      // blocks whose sums of squares the workspace holds
 constexpr int kMaxTopK = 32;
 
@@ -61,7 +61,7 @@ __host__ __device__ inline Fp4Runs fp4_runs_of(const StreamDecodeParams& p, int 
 }
 
 // The shared-memory carve-up, the same on host and device: floats [vec | own | part sums | scratch 64 | rope table |
-// split weights | probabilities], the unit's key rows (int64), the layer table, then (16-byte aligned) P2's staged
+// split weights (P2's merge) | router logits], the unit's key rows (int64), the layer table, then (16-byte aligned) P2's staged
 // keys and scratch.
 struct Layout {
   int vec_floats = 0, own_floats = 0, item_floats = 0, attention_floats = 0;
@@ -97,11 +97,14 @@ struct Layout {
   __host__ __device__ static int max_of(int a, int b) { return a > b ? a : b; }
 };
 
-// Global scratch: [qkv | x | logits | h | partial outputs | partial (max, sum) | row squares].
+// Global scratch: [qkv | x | logits | h | partial outputs | partial (max, sum) | row squares | attention | merge counts].
 // row_squares[k][block]: the sum of squares of the residual rows the block owns, published with them at the end of
-// P3 (k = 0, read by P4 / P5's norm) and P6 (k = 1, read by the next layer's P1 and the final norm).
+// P3 (k = 0, read by P4 / P5's norm) and P6 (k = 1, read by the next layer's P1 and the final norm). attention: the
+// heads' merged outputs [q_width]; merge_counts[unit group]: the units of a (KV head, head group) done in this P2
+// (zero between P2s: the last one resets it; the workspace is zeroed at allocation).
 struct Workspace {
-  float *qkv, *x, *logits, *h, *partial_out, *partial_ml, *row_squares;
+  float *qkv, *x, *logits, *h, *partial_out, *partial_ml, *row_squares, *attention;
+  unsigned int* merge_counts;
   __host__ __device__ Workspace(const StreamDecodeParams& p, void* base) {
     const int qkv_width = (p.heads + 2 * p.kv_heads) * p.head_dim;
     qkv = static_cast<float*>(base);
@@ -111,11 +114,14 @@ struct Workspace {
     partial_out = h + round4(h_floats(p));
     partial_ml = partial_out + size_t(p.heads) * p.max_splits * p.head_dim;
     row_squares = partial_ml + size_t(p.heads) * p.max_splits * 2;
+    attention = row_squares + 2 * kMaxGrid;
+    merge_counts = reinterpret_cast<unsigned int*>(attention + p.heads * p.head_dim);
   }
   static size_t bytes(const StreamDecodeParams& p, int max_splits) {
     const int qkv_width = (p.heads + 2 * p.kv_heads) * p.head_dim;
     return sizeof(float) * (size_t(round4(qkv_width)) + round4(p.hidden) + round4(p.experts) + round4(h_floats(p)) +
-                            size_t(p.heads) * max_splits * (p.head_dim + 2) + 2 * kMaxGrid);
+                            size_t(p.heads) * max_splits * (p.head_dim + 2) + 2 * kMaxGrid + p.heads * p.head_dim +
+                            kMaxGrid);
   }
 };
 
@@ -181,16 +187,17 @@ __device__ __forceinline__ void rotate_head(const HeadLoads<HD>& head, bool has_
 // units of 2; a unit's items ran ~10 us on 32 SMs while 100 idled); each stages the same keys (from L2 after the
 // first). Every unit has keys while splits <= 128 and seq_len > 128 (splits - 1) (persistent_decode.cu's UnitKeys).
 struct Unit {
-  int splits, kv_head, split, key_begin, key_end, heads, head_first;
+  int splits, kv_head, split, key_begin, key_end, heads, head_first, head_groups, head_group;
   bool has_unit, writes_cache;  // writes_cache: the unit that appends the new k, v (head group 0 of the last split)
   __device__ Unit(const StreamDecodeParams& p, int seq_len) {
     splits = min(p.max_splits, (seq_len + kKeysPerSplit - 1) / kKeysPerSplit);
     const int keys_per_split = (seq_len + splits - 1) / splits, units = p.kv_heads * splits;
     const int group = p.heads / p.kv_heads;
-    int head_groups = group;
+    head_groups = group;
     while (head_groups > 1 && (group % head_groups != 0 || units * head_groups > int(gridDim.x))) --head_groups;
     has_unit = blockIdx.x < units * head_groups;
-    const int unit = blockIdx.x / head_groups, head_group = blockIdx.x % head_groups;
+    const int unit = blockIdx.x / head_groups;
+    head_group = blockIdx.x % head_groups;
     kv_head = unit / splits, split = unit % splits;
     heads = group / head_groups, head_first = head_group * heads;
     key_begin = split * keys_per_split, key_end = min(seq_len, key_begin + keys_per_split);
@@ -347,50 +354,53 @@ __device__ __forceinline__ void attention_unit(const StreamDecodeParams& p, cons
   if (stamps && threadIdx.x == 0) stamps[3] += global_timer();
 }
 
-// P3's first half: every head's splits merged into out[q_width] (shared), by every block for itself. A warp per head
-// turns the splits' (max, sum) into weights first, so an element's combine is a few FMAs.
+// The end of P2: the last unit of a (KV head, head group) to finish merges its heads' splits into ws.attention, so that
+// P3 reads q_width floats. (Before, every block merged every head's splits in P3 for itself: heads x splits x
+// head_dim floats from L2 per block, ~150 KB per layer at a 1k context and 4x that at 8k, ~3 us of P3's ~9.) The
+// count's acq_rel add after the block barrier publishes this unit's partials and, for the last, acquires the
+// others'. A warp per head turns the splits' (max, sum) into weights first, so an element's merge is a few FMAs. (One
+// pass with a running max, its loads in one round trip, was slower: P2's slowest block 10.7 vs 8.8 us on Qwen3.)
 template <int HD>
-__device__ __forceinline__ void combine_splits(const StreamDecodeParams& p, const Workspace& ws, int splits,
-                                               float* split_weight, float* out) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  for (int head = warp; head < p.heads; head += kWarps) {
-    const float2* ml = reinterpret_cast<const float2*>(ws.partial_ml) + size_t(head) * p.max_splits;
+__device__ __forceinline__ void merge_if_last(const StreamDecodeParams& p, const Workspace& ws, const Unit& u,
+                                              float* split_weight, int* is_last) {
+  block_sync();
+  if (threadIdx.x == 0) {
+    unsigned int* count = ws.merge_counts + u.kv_head * u.head_groups + u.head_group;
+    unsigned int ticket;
+    asm volatile("atom.add.acq_rel.gpu.global.u32 %0, [%1], 1;\n" : "=r"(ticket) : "l"(count) : "memory");
+    *is_last = ticket == unsigned(u.splits - 1);
+    if (*is_last) *count = 0;  // (the next P2's units start after a grid barrier)
+  }
+  block_sync();
+  if (!*is_last) return;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, splits = u.splits;
+  const int head_base = u.kv_head * (p.heads / p.kv_heads) + u.head_first;
+  for (int j = warp; j < u.heads; j += kWarps) {
+    const float2* ml = reinterpret_cast<const float2*>(ws.partial_ml) + size_t(head_base + j) * p.max_splits;
     const float2 mine = lane < splits ? __ldcg(ml + lane) : make_float2(-INFINITY, 0.0f);
     const float top = warp_max(mine.x);
     const float weight = mine.x == -INFINITY ? 0.0f : exp2f(mine.x - top);
     const float total = warp_sum(weight * mine.y);
-    if (lane < splits) split_weight[head * splits + lane] = weight / total;
+    if (lane < splits) split_weight[j * splits + lane] = weight / total;
   }
   block_sync();
-  // Each thread merges float4 groups t and t + kBlockThreads (Qwen3: all 1024 of them in one pass), their loads
-  // unrolled over the splits so that many are in flight (a thread's groups merged one after another were ~4 us).
-  const int quads = p.heads * HD / 4;
+  // A thread per float4 of the heads' outputs (Qwen3-30B-A3B at 1k: 4 heads = 128 of them), loads unrolled over the
+  // splits so that many are in flight.
 #pragma unroll 1
-  for (int t = threadIdx.x; t < quads; t += 2 * kBlockThreads) {
-    const int t2 = t + kBlockThreads;
-    const bool second = t2 < quads;
-    const float* weight_a = split_weight + (4 * t / HD) * splits;
-    const float* weight_b = split_weight + (second ? 4 * t2 / HD : 0) * splits;
-    const float4* src_a = reinterpret_cast<const float4*>(ws.partial_out + size_t(4 * t / HD) * p.max_splits * HD) +
-                          (4 * t % HD) / 4;
-    const float4* src_b = reinterpret_cast<const float4*>(ws.partial_out + size_t(second ? 4 * t2 / HD : 0) *
-                                                                               p.max_splits * HD) + (4 * t2 % HD) / 4;
-    float4 a = make_float4(0.0f, 0.0f, 0.0f, 0.0f), b = a;
+  for (int t = threadIdx.x; t < u.heads * HD / 4; t += kBlockThreads) {
+    const int j = 4 * t / HD;
+    const float* weight = split_weight + j * splits;
+    const float4* src =
+        reinterpret_cast<const float4*>(ws.partial_out + size_t(head_base + j) * p.max_splits * HD) + (4 * t % HD) / 4;
+    float4 a = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
 #pragma unroll 8
     for (int i = 0; i < splits; ++i) {
-      const float4 va = __ldcg(src_a + i * (HD / 4));
-      const float wa = weight_a[i];
-      a.x = fmaf(wa, va.x, a.x), a.y = fmaf(wa, va.y, a.y), a.z = fmaf(wa, va.z, a.z), a.w = fmaf(wa, va.w, a.w);
-      if (second) {
-        const float4 vb = __ldcg(src_b + i * (HD / 4));
-        const float wb = weight_b[i];
-        b.x = fmaf(wb, vb.x, b.x), b.y = fmaf(wb, vb.y, b.y), b.z = fmaf(wb, vb.z, b.z), b.w = fmaf(wb, vb.w, b.w);
-      }
+      const float4 v = __ldcg(src + i * (HD / 4));
+      const float w = weight[i];
+      a.x = fmaf(w, v.x, a.x), a.y = fmaf(w, v.y, a.y), a.z = fmaf(w, v.z, a.z), a.w = fmaf(w, v.w, a.w);
     }
-    reinterpret_cast<float4*>(out)[t] = a;
-    if (second) reinterpret_cast<float4*>(out)[t2] = b;
+    reinterpret_cast<float4*>(ws.attention + head_base * HD)[t] = a;
   }
-  block_sync();
 }
 
 // ---- Routing (P5) ---------------------------------------------------------------------------------------------------
@@ -450,7 +460,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
   float* part_sums = own + lay.own_floats;        // [item_floats]
   float* scratch = part_sums + lay.item_floats;   // [64]
   float* rope_table = scratch + 64;               // [head_dim]: cos, sin
-  float* split_weight = rope_table + HD;          // [heads][splits] (P3)
+  float* split_weight = rope_table + HD;          // [heads][splits] (P2's merge)
   float* expert_logits = split_weight + round4(p.heads * kMaxSplits);  // [experts]: the router's, for route()
   int64_t* stage_rows = reinterpret_cast<int64_t*>(expert_logits + round4(p.experts));  // [kUnitRows] (P2)
   StreamLayer* layers = reinterpret_cast<StreamLayer*>(stage_rows + kUnitRows);
@@ -459,6 +469,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
   float* attention_shared = reinterpret_cast<float*>(stage_v + kStageKeys * stage_stride<HD>());
   __shared__ int ids[kMaxTopK];
   __shared__ float weights[kMaxTopK];
+  __shared__ int merge_is_last;
   __shared__ Fp4Runs fp4_runs_shared;  // (once per launch; in shared memory: P2 has no registers to spare)
   __shared__ float expert_scales[3][kMaxTopK];  // FP4: the chosen experts' gate, up, down global scales (NVFP4)
   // Trace (p.trace): [0] the last release, [1 + phase] work per phase; block 0's barrier stamps, waits, start.
@@ -560,12 +571,14 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
     }
     barrier(0);
 
-    // P2: attention partials; then the first o_proj items load before the barrier.
+    // P2: attention partials, merged per head by the last unit of each; then the first o_proj items load before the
+    // barrier.
     if (unit.has_unit) {
       unsigned long long* stamps = clock && blockIdx.x == 0 ? unit_stamps : nullptr;
       if (stamps && threadIdx.x == 0)
         for (int k = 0; k < kStreamUnitStamps; ++k) stamps[k] -= block_clock[0];  // (from this phase's release)
       attention_unit<HD>(p, w, ws, attention_shared, stage_k, stage_v, stage_rows, rope_table, unit, position, stamps);
+      merge_if_last<HD>(p, ws, unit, split_weight, &merge_is_last);
     }
     auto o_row = [&](int v) { return w.o + size_t(own_rows.first + v) * q_width; };
     auto o_fp8_row = [&](int v) { return w.o_fp8.codes + size_t(own_rows.first + v) * q_width; };
@@ -578,8 +591,11 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
       preload_first(own_rows.count() * q_parts, q_parts, q_width, o_row, first);
     barrier(1);
 
-    // P3: every head's splits merged (each block for itself), then o_proj rows into the residual.
-    combine_splits<HD>(p, ws, unit.splits, split_weight, vec);
+    // P3: the merged heads, then o_proj rows into the residual.
+#pragma unroll 1
+    for (int q = threadIdx.x; q < q_width / 4; q += kBlockThreads)  // the merged heads (P2's last units)
+      reinterpret_cast<float4*>(vec)[q] = __ldcg(reinterpret_cast<const float4*>(ws.attention) + q);
+    block_sync();
     if constexpr (FP8)
       fp8_item_dots(own_rows.count() * o_parts, o_parts, q_width, o_fp8_row, o_fp8_scales, [&](int) { return vec; },
                     part_sums, first, true);

@@ -10,8 +10,9 @@
 // its first rows of the next phase BEFORE it waits at the barrier, so the barrier hides their latency.
 //   P1  x -> RMSNorm -> the block's q / k / v rows
 //   P2  attention: (KV head, key split, group of query heads) units, keys staged in shared memory; RoPE and Qwen3's
-//       q / k norms on the fly; the unit holding the new position appends its k, v to the paged cache
-//   P3  every block merges the splits of every head, then its o_proj rows, added into its own residual rows
+//       q / k norms on the fly; the unit holding the new position appends its k, v to the paged cache; the last unit
+//       of a (KV head, group) to finish merges its heads' splits
+//   P3  its o_proj rows of the merged heads, added into its own residual rows
 //   P4  (routed layers) x -> RMSNorm -> the router's logits, a row per block
 //   P5  every block routes (softmax, top-k) from the logits by itself, then its share of the chosen experts' gate / up
 //       pairs -> h = silu(gate) * up; a dense MLP is one "expert" of weight 1

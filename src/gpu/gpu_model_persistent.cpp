@@ -112,9 +112,11 @@ void GpuModel::fill_attention_fields(Layer& out, int layer) const {
   out.v_pages = cache.v_pages;
 }
 
-// Either kernel's scratch, grid-barrier counter (zeroed once: it only grows) and, when bench traces, its trace.
+// Either kernel's scratch (zeroed: the streamed kernel's merge counts start at zero), grid-barrier counter (zeroed
+// once: it only grows) and, when bench traces, its trace.
 void GpuModel::allocate_persistent_scratch(size_t workspace_bytes, size_t trace_words) {
   persistent_workspace_ = cuda::DeviceBuffer<uint8_t>(workspace_bytes);
+  persistent_workspace_.fill_bytes(0);
   persistent_barrier_ = cuda::DeviceBuffer<unsigned long long>(1);
   persistent_barrier_.fill_bytes(0);
   if (options_.trace_persistent_decode) {
