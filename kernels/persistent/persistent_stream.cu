@@ -61,8 +61,8 @@ __host__ __device__ inline Fp4Runs fp4_runs_of(const StreamDecodeParams& p, int 
 }
 
 // The shared-memory carve-up, the same on host and device: floats [vec | own | part sums | scratch 64 | rope table |
-// split weights (P2's merge) | router logits], the unit's key rows (int64), the layer table, then (16-byte aligned) P2's staged
-// keys and scratch.
+// split weights (P2's merge) | router logits], the unit's key rows (int64), the layer table, then (16-byte aligned)
+// P2's staged keys and scratch.
 struct Layout {
   int vec_floats = 0, own_floats = 0, item_floats = 0, attention_floats = 0;
   size_t attention_offset = 0, shared_bytes = 0;
