@@ -97,7 +97,8 @@ struct Layout {
   __host__ __device__ static int max_of(int a, int b) { return a > b ? a : b; }
 };
 
-// Global scratch: [qkv | x | logits | h | partial outputs | partial (max, sum) | row squares | attention | merge counts].
+// Global scratch: [qkv | x | logits | h | partial outputs | partial (max, sum) | row squares | attention |
+// merge counts].
 // row_squares[k][block]: the sum of squares of the residual rows the block owns, published with them at the end of
 // P3 (k = 0, read by P4 / P5's norm) and P6 (k = 1, read by the next layer's P1 and the final norm). attention: the
 // heads' merged outputs [q_width]; merge_counts[unit group]: the units of a (KV head, head group) done in this P2

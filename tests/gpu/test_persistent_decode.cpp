@@ -9,8 +9,8 @@
 // head_dim-128 shapes (forced: the resident kernel takes them by default), on Qwen3-MoE configs (routed and dense
 // layers, renormalized top-k or not; the routing compared per layer as sets), with FP4 experts (NVFP4, MXFP4: against
 // the per-op FP4 kernels), with FP8 attention weights, and on two layers of Qwen3-30B-A3B's shape with bf16 / NVFP4 /
-// MXFP4 experts (and NVFP4 + FP8 attention). The real-weight checks are in test_gpu_model_tiny.cpp (fixtures vs the CPU, both kernels) and
-// test_gpu_model_smollm2.cpp (greedy vs the CPU).
+// MXFP4 experts (and NVFP4 + FP8 attention). The real-weight checks are in test_gpu_model_tiny.cpp (fixtures vs the
+// CPU, both kernels) and test_gpu_model_smollm2.cpp (greedy vs the CPU).
 #include <algorithm>
 #include <cstring>
 #include <random>
