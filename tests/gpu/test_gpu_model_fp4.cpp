@@ -96,7 +96,7 @@ std::unique_ptr<GpuModel> gpu_model(const Checkpoint& checkpoint, ExpertFormat f
   options.record_router_margins = true;
   options.experts = format;
   options.persistent_decode = persistent;
-  options.force_streamed_persistent = persistent;  // (the streamed kernel, not the resident one, for these tiny shapes)
+  options.force_streamed_persistent = persistent;  // (FP4 experts take the streamed kernel only when forced)
   return GpuModel::load(checkpoint, options);
 }
 

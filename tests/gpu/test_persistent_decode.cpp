@@ -183,8 +183,8 @@ TEST(PersistentDecode, MoeLayersTakeTheStreamedKernel) {
   }
 }
 
-// FP4 experts (NVFP4, MXFP4) in the streamed kernel (their default, unless FP8 attention is on: then the per-op step,
-// measured faster) against the per-op FP4 kernels on the same random codes: strips
+// FP4 experts (NVFP4, MXFP4) in the streamed kernel (forced: by default they keep the per-op step, measured faster)
+// against the per-op FP4 kernels on the same random codes: strips
 // of gate / up tiles in runs of 3 with a shorter last run (hidden 1280 = 20 tiles), expert width 192 (3 tiles), a
 // dense layer beside the routed ones, fewer 16-row strips of the residual (80) than blocks.
 TEST(PersistentDecode, Fp4ExpertsInTheStreamedKernel) {
@@ -196,10 +196,9 @@ TEST(PersistentDecode, Fp4ExpertsInTheStreamedKernel) {
     options.progress = false;
     options.persistent_decode = true;
     options.experts = format;
-    options.fp8.attention = true;
     EXPECT_EQ(GpuModel::random(config, "test config", 11, options)->persistent_kernel_name(), "")
-        << "FP4 experts with FP8 attention keep the per-op step unless forced";
-    Pair pair = models(config, 4096, false, format);
+        << "FP4 experts keep the per-op step unless forced";
+    Pair pair = models(config, 4096, true, format);
     ASSERT_EQ(pair.persistent->persistent_kernel_name(), "streamed")
         << pair.persistent->persistent_decode_unsupported();
     for (int context : {2, 700}) compare_steps(pair, context, 4, what);
@@ -207,8 +206,7 @@ TEST(PersistentDecode, Fp4ExpertsInTheStreamedKernel) {
 }
 
 // FP8 attention weights (`--fp8 attention`: q / k / v and o as block-scaled E4M3) in the streamed kernel, which
-// takes such models by default (the resident one declines them; forced with FP4 experts), against the per-op FP8
-// gemv on the same codes:
+// takes such models by default (the resident one declines them), against the per-op FP8 gemv on the same codes:
 // SmolLM2's shape (hidden 576: a last 128-column scale block of 64), a MoE with NVFP4 experts (hidden 1280 = 10
 // scale blocks, q width 1280), head_dim 128 with 4 query heads per KV head.
 TEST(PersistentDecode, Fp8AttentionInTheStreamedKernel) {
@@ -241,7 +239,7 @@ TEST(PersistentDecode, Qwen3MoeLayerShapeMatchesPerOpPath) {
   config["vocab_size"] = 4096;
   for (ExpertFormat format : {ExpertFormat::Bf16, ExpertFormat::Nvfp4, ExpertFormat::Mxfp4}) {
     const std::string what = "Qwen3-30B-A3B layers, " + std::string(expert_format_name(format)) + " experts";
-    Pair pair = models(config, 2048, false, format);
+    Pair pair = models(config, 2048, format != ExpertFormat::Bf16, format);  // (FP4 experts: forced)
     ASSERT_EQ(pair.persistent->persistent_kernel_name(), "streamed")
         << pair.persistent->persistent_decode_unsupported();
     for (int context : {5, 1000}) compare_steps(pair, context, 4, what);

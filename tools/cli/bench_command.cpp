@@ -484,15 +484,13 @@ Runner add_bench_command(CLI::App& app) {
   CLI::Option* persistent = cmd->add_flag("--persistent,!--no-persistent", options->persistent,
                 "Run each one-token decode step's layers as one persistent kernel and print its phase times (default "
                 "on: the resident kernel for small dense Llama / Qwen2 / Qwen3 models, the streamed one for larger "
-                "dense models and Qwen3-MoE (FP4 experts with --fp8 attention excepted: measured faster per-op); "
-                "other models keep the kernel-per-op step; "
+                "dense models and Qwen3-MoE with bf16 experts; other models keep the kernel-per-op step; "
                 "docs/gpu-runtime.md). --no-persistent: the kernel-per-op step (the CUDA graph of one kernel per "
                 "op). With --draft the plain baseline keeps the per-op step unless --persistent is given (it is the "
                 "greedy reference)");
   cmd->add_flag("--streamed", options->streamed,
                 "With the persistent kernel: take the streamed kernel wherever it can run, also for dense models the "
-                "resident kernel takes and for FP4 experts with FP8 attention (which keep the per-op step by default: "
-                "measured faster)");
+                "resident kernel takes and for FP4 experts (which keep the per-op step by default: measured faster)");
   cmd->add_option("--seed", options->seed, "Seed of the random weights and prompt ids")->capture_default_str();
   cmd->add_option("--label", options->label, "Free text recorded with the results (e.g. the commit)");
   cmd->add_flag("--json", options->json, "Print the results as JSON");
