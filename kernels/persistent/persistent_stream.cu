@@ -114,15 +114,15 @@ struct Workspace {
     h = logits + round4(p.experts);
     partial_out = h + round4(h_floats(p));
     partial_ml = partial_out + size_t(p.heads) * p.max_splits * p.head_dim;
-    row_squares = partial_ml + size_t(p.heads) * p.max_splits * 2;
+    row_squares = partial_ml + round4(p.heads * p.max_splits * 2);  // (round4: `attention` takes float4 stores)
     attention = row_squares + 2 * kMaxGrid;
     merge_counts = reinterpret_cast<unsigned int*>(attention + p.heads * p.head_dim);
   }
   static size_t bytes(const StreamDecodeParams& p, int max_splits) {
     const int qkv_width = (p.heads + 2 * p.kv_heads) * p.head_dim;
     return sizeof(float) * (size_t(round4(qkv_width)) + round4(p.hidden) + round4(p.experts) + round4(h_floats(p)) +
-                            size_t(p.heads) * max_splits * (p.head_dim + 2) + 2 * kMaxGrid + p.heads * p.head_dim +
-                            kMaxGrid);
+                            size_t(p.heads) * max_splits * p.head_dim + round4(p.heads * max_splits * 2) +
+                            2 * kMaxGrid + p.heads * p.head_dim + kMaxGrid);
   }
 };
 

@@ -61,14 +61,15 @@ struct GpuModelOptions {
   // Run a one-token decode pass (plain decoding: embedding through the final norm) as one persistent kernel
   // (kernels/persistent) when the model qualifies: the resident kernel for dense Llama / Qwen2 / Qwen3 whose layer
   // slices fit a block's shared memory twice (SmolLM2-135M), else the streamed kernel (Qwen3-MoE with bf16 experts,
-  // FP4 experts when forced, and larger dense models; no FP8 attention / MLP, no sliding windows or sinks). Other
+  // FP4 experts when forced, larger dense models, FP8 attention; no FP8 MLP, no sliding windows or sinks). Other
   // passes, and models that qualify for neither, take the kernel-per-op path. persistent_kernel_name() tells which.
   bool persistent_decode = false;
   // With persistent_decode: record its per-phase clocks (persistent_phase_times(), `tachyon bench`); off, the kernel
   // reads no clock and writes no trace.
   bool trace_persistent_decode = false;
   // With persistent_decode: use the streamed kernel even where the resident one fits (tests of the streamed kernel
-  // on small dense shapes) and for FP4 experts, which otherwise keep the per-op step (measured faster).
+  // on small dense shapes) and for FP4 experts, which otherwise keep the per-op step (measured faster at long
+  // contexts; docs/gpu-runtime.md).
   bool force_streamed_persistent = false;
 };
 

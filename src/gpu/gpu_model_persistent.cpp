@@ -73,12 +73,12 @@ kernels::StreamDecodeParams GpuModel::persistent_stream_shape() const {
 
 std::string GpuModel::streamed_persistent_unsupported() const {
   const GpuModelConfig& c = config_;
-  // The streamed kernel runs FP4 experts, but slower than the per-op FP4 kernels (Qwen3-30B-A3B on an H100, session
-  // 13: NVFP4 2947 vs 2896 us per step, MXFP4 2958 vs 2844), so they keep the per-op step unless forced (tests,
-  // `bench --streamed`).
+  // FP4 experts keep the per-op step unless forced (tests, `bench --streamed`). Qwen3-30B-A3B on an H100, session 14:
+  // the streamed kernel is faster at a 1k context (NVFP4 2830 vs 2906-2909 us per step; MXFP4 2854 vs 2849) but
+  // slower at 8k (NVFP4 3782 vs 3391: its attention phase), and slower with FP8 attention (2725 vs 2568-2570).
   if (c.experts > 0 && c.expert_format != ExpertFormat::Bf16 && !options_.force_streamed_persistent)
-    return "FP4 experts unless forced (GpuModelOptions::force_streamed_persistent, bench --streamed): the per-op FP4 "
-           "kernels are faster";
+    return "FP4 experts unless forced (GpuModelOptions::force_streamed_persistent, bench --streamed): the per-op step "
+           "is faster at long contexts";
   if (c.family != GpuFamily::Llama && c.family != GpuFamily::Qwen2 && c.family != GpuFamily::Qwen3 &&
       c.family != GpuFamily::Qwen3Moe)
     return "only Llama / Qwen2 / Qwen3 / Qwen3-MoE models (this is " + c.family_name() + ")";

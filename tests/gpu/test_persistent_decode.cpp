@@ -223,7 +223,9 @@ TEST(PersistentDecode, Fp8AttentionInTheStreamedKernel) {
       {"MoE NVFP4, FP8 attention", moe_config(1280, 10, 2, 24, 6, 192, 1024, 3, 1000, true, {1}), ExpertFormat::Nvfp4},
       {"head_dim 128, FP8 attention", small_config("LlamaForCausalLM", 512, 8, 2, 128, 1024, 3, 1000), std::nullopt}};
   for (const Case& c : cases) {
-    Pair pair = models(c.config, 4096, c.experts.has_value(), c.experts, fp8);
+    // (1152 positions: SmolLM2's 9 heads x 9 key splits leave the workspace's per-split (max, sum) an odd number of
+    // float pairs, which once misaligned the merged heads' float4 stores.)
+    Pair pair = models(c.config, 1152, c.experts.has_value(), c.experts, fp8);
     ASSERT_EQ(pair.persistent->persistent_kernel_name(), "streamed")
         << c.what << ": " << pair.persistent->persistent_decode_unsupported();
     for (int context : {2, 700}) compare_steps(pair, context, 4, c.what);

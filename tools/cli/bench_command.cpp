@@ -490,7 +490,8 @@ Runner add_bench_command(CLI::App& app) {
                 "greedy reference)");
   cmd->add_flag("--streamed", options->streamed,
                 "With the persistent kernel: take the streamed kernel wherever it can run, also for dense models the "
-                "resident kernel takes and for FP4 experts (which keep the per-op step by default: measured faster)");
+                "resident kernel takes and for FP4 experts (which keep the per-op step by default: measured faster at "
+                "long contexts, slower at 1k)");
   cmd->add_option("--seed", options->seed, "Seed of the random weights and prompt ids")->capture_default_str();
   cmd->add_option("--label", options->label, "Free text recorded with the results (e.g. the commit)");
   cmd->add_flag("--json", options->json, "Print the results as JSON");
