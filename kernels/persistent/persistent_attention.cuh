@@ -1,5 +1,6 @@
-// The attention units' work item, shared by the persistent kernels (persistent_decode, persistent_stream): one
-// warp, one query head, up to 32 keys staged in shared memory. Scores in base 2 (q is pre-scaled by log2(e)), the
+// The attention units' work items of the persistent kernels: attention_item (persistent_decode) is one warp, one query
+// head, up to 32 keys staged in shared memory, on the CUDA cores; attention_chunk_mma (persistent_stream) the same
+// keys for all the unit's heads on the tensor cores. Scores in base 2 (q is pre-scaled by log2(e)), the
 // softmax numerators and their weighted sum of the values; the caller merges items in a fixed order.
 #pragma once
 #include <cuda_bf16.h>
@@ -80,6 +81,115 @@ __device__ __forceinline__ void attention_item(const float* q, const __nv_bfloat
           make_float4(out[d], out[d + 1], out[d + 2], out[d + 3]);
   }
   if (lane == 0) ml[0] = top, ml[1] = sum;
+}
+
+// The streamed kernel's item on the tensor cores: keys [first, first + mine) (mine <= 32) of the staging rows against
+// all `group` (<= 16) query heads of the unit at once, as the per-op decode_attention computes them: the rows of the
+// m16n8k16 tiles are heads, S = Q K^T (q split into bf16 hi + lo, four 8-key column tiles), P = exp2(S - max) rounded
+// to bf16, O = P V (S's accumulators are the A fragments of the second product), float accumulators. Head j's sums
+// go to item_out[(j * chunks + chunk) * HD..] and its (max, sum) to item_ml[2 (j * chunks + chunk)..], the layout of
+// the per-head items. (attention_item above, a warp per (head, 32 keys) on the CUDA cores, took ~3 us per item with
+// 16 warps sharing the SM's issue slots: Qwen3-30B-A3B, session 13.)
+template <int HD>
+__device__ __forceinline__ void attention_chunk_mma(const float* q_s, int group, const __nv_bfloat16* stage_k,
+                                                    const __nv_bfloat16* stage_v, int first, int mine, int chunk,
+                                                    int chunks, int lane, float* item_out, float* item_ml) {
+  constexpr int kStride = stage_stride<HD>();
+  const int g = lane >> 2, t = lane & 3;
+  float s[4][4];
+#pragma unroll
+  for (int n = 0; n < 4; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+  // S: 32 dims per step (two k16 halves), q's fragments of rows g and g + 8 (heads; zero past the group).
+#pragma unroll
+  for (int kk = 0; kk < HD / 32; ++kk) {
+    uint32_t q_hi[2][4], q_lo[2][4];
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int k0 = 32 * kk + 16 * half + 2 * t;
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {  // a[r]: row g + 8 (r & 1), dims k0 + 8 (r >> 1)
+        const int head = g + 8 * (r & 1);
+        const float2 x = head < group ? *reinterpret_cast<const float2*>(q_s + head * HD + k0 + 8 * (r >> 1))
+                                      : make_float2(0.0f, 0.0f);
+        split_bf16x2(x.x, x.y, q_hi[half][r], q_lo[half][r]);
+      }
+    }
+#pragma unroll
+    for (int n = 0; n < 4; ++n) {
+      uint32_t b[4];
+      ldmatrix_x4(b, stage_k + (first + 8 * n + (lane & 7)) * kStride + 32 * kk + 8 * (lane >> 3));
+      mma_bf16_16x8x16(s[n], q_hi[0], b[0], b[1]);
+      mma_bf16_16x8x16(s[n], q_lo[0], b[0], b[1]);
+      mma_bf16_16x8x16(s[n], q_hi[1], b[2], b[3]);
+      mma_bf16_16x8x16(s[n], q_lo[1], b[2], b[3]);
+    }
+  }
+  // Softmax over the item's keys: accumulator c of tile n is row g + 8 (c >> 1), key 8 n + 2 t + (c & 1); a row's
+  // keys are spread over its 4 lanes. Keys past `mine` (stale staging rows) are masked.
+  float top[2] = {-INFINITY, -INFINITY}, sum[2] = {0.0f, 0.0f};
+#pragma unroll
+  for (int n = 0; n < 4; ++n)
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      if (8 * n + 2 * t + (c & 1) >= mine) s[n][c] = -INFINITY;
+      top[c >> 1] = fmaxf(top[c >> 1], s[n][c]);
+    }
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    top[h] = fmaxf(top[h], __shfl_xor_sync(0xffffffffu, top[h], 1));
+    top[h] = fmaxf(top[h], __shfl_xor_sync(0xffffffffu, top[h], 2));
+  }
+#pragma unroll
+  for (int n = 0; n < 4; ++n)
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      s[n][c] = exp2f(s[n][c] - top[c >> 1]);
+      sum[c >> 1] += s[n][c];
+    }
+  // O = P V, 64 dims at a time (32 accumulators). V's fragments of keys past `mine` are zeroed: a stale row may hold
+  // any bits, and 0 * NaN is NaN.
+#pragma unroll
+  for (int part = 0; part < HD / 64; ++part) {
+    float o[8][4];
+#pragma unroll
+    for (int n = 0; n < 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+#pragma unroll
+    for (int ks = 0; ks < 2; ++ks) {
+      const uint32_t a[4] = {pack_bf16x2(s[2 * ks][0], s[2 * ks][1]), pack_bf16x2(s[2 * ks][2], s[2 * ks][3]),
+                             pack_bf16x2(s[2 * ks + 1][0], s[2 * ks + 1][1]),
+                             pack_bf16x2(s[2 * ks + 1][2], s[2 * ks + 1][3])};
+      const int key = 16 * ks + 2 * t;  // b[0], b[2]: keys key, key + 1; b[1], b[3]: key + 8, key + 9
+      const uint32_t low = (key < mine ? 0xffffu : 0u) | (key + 1 < mine ? 0xffff0000u : 0u);
+      const uint32_t high = (key + 8 < mine ? 0xffffu : 0u) | (key + 9 < mine ? 0xffff0000u : 0u);
+      const int matrix = lane >> 3;
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        uint32_t b[4];
+        ldmatrix_x4_trans(b, stage_v + (first + 16 * ks + (lane & 7) + 8 * (matrix & 1)) * kStride + 64 * part +
+                                 16 * u + 8 * (matrix >> 1));
+        mma_bf16_16x8x16(o[2 * u], a, b[0] & low, b[1] & high);
+        mma_bf16_16x8x16(o[2 * u + 1], a, b[2] & low, b[3] & high);
+      }
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int head = g + 8 * h;
+      if (head >= group) continue;
+      float* out = item_out + (head * chunks + chunk) * HD + 64 * part + 2 * t;
+#pragma unroll
+      for (int n = 0; n < 8; ++n) *reinterpret_cast<float2*>(out + 8 * n) = make_float2(o[n][2 * h], o[n][2 * h + 1]);
+    }
+  }
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    sum[h] += __shfl_xor_sync(0xffffffffu, sum[h], 1);
+    sum[h] += __shfl_xor_sync(0xffffffffu, sum[h], 2);
+    const int head = g + 8 * h;
+    if (t == 0 && head < group) {
+      item_ml[2 * (head * chunks + chunk)] = top[h];
+      item_ml[2 * (head * chunks + chunk) + 1] = sum[h];
+    }
+  }
 }
 
 }  // namespace tachyon::kernels

@@ -229,9 +229,9 @@ __device__ __forceinline__ void stage_keys(const StreamDecodeParams& p, const St
 }
 
 // P2 for the block's unit: softmax partials of the unit's keys for the group's query heads, in base 2 (q is
-// pre-scaled by log2(e); P3 uses exp2 too), into the workspace's partials. Items are (query head, 32 staged keys): a
-// warp takes one at a time (lane = key for the scores; lane = a quarter of the keys x HD / 8 dims for the values),
-// and the items' partials meet in shared memory in a fixed order. (persistent_decode.cu's attention_unit, without
+// pre-scaled by log2(e); the merge uses exp2 too), into the workspace's partials. Items are 32 staged keys for all the
+// group's heads, a warp's m16n8k16 products (attention_chunk_mma), and the items' partials meet in shared memory in a
+// fixed order. (persistent_decode.cu's attention_unit, without
 // its producer warp: the keys are staged here, at the phase's start.)
 template <int HD>
 __device__ __forceinline__ void attention_unit(const StreamDecodeParams& p, const StreamLayer& w, const Workspace& ws,
@@ -309,13 +309,11 @@ __device__ __forceinline__ void attention_unit(const StreamDecodeParams& p, cons
       cp_async_wait<0>();
       block_sync();
     }
-    const int chunks = (n + 31) / 32, items = group * chunks;
+    const int chunks = (n + 31) / 32;  // items: a warp per 32 keys, all the group's heads on the tensor cores
 #pragma unroll 1
-    for (int item = warp; item < items; item += kWarps) {
-      const int j = item / chunks, first = 32 * (item % chunks);
-      attention_item<HD>(q_s + j * HD, stage_k, stage_v, first, min(32, n - first), lane, item_out + item * HD,
-                         item_ml + 2 * item);
-    }
+    for (int c = warp; c < chunks; c += kWarps)
+      attention_chunk_mma<HD>(q_s, group, stage_k, stage_v, 32 * c, min(32, n - 32 * c), c, chunks, lane, item_out,
+                              item_ml);
     block_sync();
     if (stamps && threadIdx.x == 0 && piece == u.key_begin) stamps[2] += global_timer();
     // Merge the piece's items into each head's running (max, sum, output) in a fixed order; the last piece's merge

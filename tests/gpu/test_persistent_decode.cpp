@@ -48,6 +48,8 @@ nlohmann::json small_config(const std::string& architecture, int hidden, int hea
 
 struct Pair {
   std::unique_ptr<GpuModel> persistent, per_op;
+  nlohmann::json config;  // (for a router-margin probe: the same weights)
+  GpuModelOptions options;
 };
 
 Pair models(const nlohmann::json& config, int64_t kv_positions, bool force_streamed = false,
@@ -58,6 +60,8 @@ Pair models(const nlohmann::json& config, int64_t kv_positions, bool force_strea
   options.experts = experts;
   options.fp8 = fp8;
   Pair pair;
+  pair.config = config;
+  pair.options = options;
   pair.per_op = GpuModel::random(config, "test config", 11, options);
   options.persistent_decode = true;
   options.force_streamed_persistent = force_streamed;
@@ -78,7 +82,20 @@ nlohmann::json moe_config(int hidden, int heads, int kv_heads, int experts, int 
   return c;
 }
 
-// Prefills `context` random tokens into both, then `steps` single-token passes; returns the worst row error.
+// The per-op router's margin at `layer` for the last token of `sequence` ((p_k - p_k+1) / sum, from a prefill of the
+// whole sequence by a third model on the same weights).
+float router_margin(const Pair& pair, const std::vector<int32_t>& sequence, size_t layer) {
+  GpuModelOptions options = pair.options;
+  options.record_router_margins = true;
+  options.kv_positions = static_cast<int64_t>(sequence.size()) + 16;
+  std::unique_ptr<GpuModel> probe = GpuModel::random(pair.config, "test config", 11, options);
+  probe->prefill_to_host(sequence);
+  return probe->prefill_router_margins()[layer].back();
+}
+
+// Prefills `context` random tokens into both, then `steps` single-token passes; returns the worst row error. A step
+// whose routing differs at a layer where the per-op router's top-k margin is below kFlipMargin (two near-equal
+// experts: the paths' arithmetic may pick either) ends the comparison there (the states have diverged).
 double compare_steps(Pair& pair, int context, int steps, const std::string& what) {
   const int vocab = pair.per_op->config().vocab;
   std::mt19937 random(context);
@@ -90,29 +107,36 @@ double compare_steps(Pair& pair, int context, int steps, const std::string& what
   pair.persistent->prefill_to_host(prompt);
   double worst = 0;
   int argmax_changes = 0;
+  std::vector<int32_t> sequence = prompt;
   for (int step = 0; step < steps; ++step) {
     const int32_t token = argmax(reference.data(), vocab);
     const std::vector<int32_t> one{token};
+    sequence.push_back(token);
     const std::vector<float> ours = pair.persistent->forward_to_host(one);
     reference = pair.per_op->forward_to_host(one);
     if (pair.per_op->config().experts > 0) {
       // The same experts (as sets: two chosen experts of nearly equal probability may swap places, which only
       // reorders the weighted sum).
       auto chosen = pair.persistent->last_routing(1), expected = pair.per_op->last_routing(1);
-      int differing = 0;
+      int differing = 0, near_ties = 0;
       for (size_t layer = 0; layer < chosen.size(); ++layer) {
         std::sort(chosen[layer].begin(), chosen[layer].end());
         std::sort(expected[layer].begin(), expected[layer].end());
         if (chosen[layer] != expected[layer]) {
-          ++differing;
           std::string ids;
           for (size_t j = 0; j < chosen[layer].size(); ++j)
             ids += " " + std::to_string(chosen[layer][j]) + "/" + std::to_string(expected[layer][j]);
-          std::printf("[ %s ] step %d layer %zu: experts (persistent / per-op)%s\n", what.c_str(), step, layer,
-                      ids.c_str());
+          const float margin = router_margin(pair, sequence, layer);
+          std::printf("[ %s ] step %d layer %zu: experts (persistent / per-op)%s, per-op top-k margin %.3g\n",
+                      what.c_str(), step, layer, ids.c_str(), margin);
+          if (margin < kFlipMargin)
+            ++near_ties;
+          else
+            ++differing;
         }
       }
-      EXPECT_EQ(differing, 0) << what << ", step " << step << ": layers routed differently";
+      EXPECT_EQ(differing, 0) << what << ", step " << step << ": layers routed differently (not near ties)";
+      if (near_ties > 0) break;
     }
     const double error = max_relative_error(ours, reference, vocab);
     EXPECT_LE(error, kPathBound) << what << ", step " << step << " at KV length " << context + step + 1;
