@@ -73,9 +73,10 @@ kernels::StreamDecodeParams GpuModel::persistent_stream_shape() const {
 
 std::string GpuModel::streamed_persistent_unsupported() const {
   const GpuModelConfig& c = config_;
-  // FP4 experts keep the per-op step unless forced (tests, `bench --streamed`). Qwen3-30B-A3B on an H100, session 14:
-  // the streamed kernel is faster at a 1k context (NVFP4 2830 vs 2906-2909 us per step; MXFP4 2854 vs 2849) but
-  // slower at 8k (NVFP4 3782 vs 3391: its attention phase), and slower with FP8 attention (2725 vs 2568-2570).
+  // FP4 experts keep the per-op step unless forced (tests, `bench --streamed`). Qwen3-30B-A3B NVFP4 on an H100,
+  // session 14: the streamed kernel is faster at 1k and 4k contexts (2814 vs 2894-2897 us per step, 3132 vs 3244)
+  // but slower at 8k (3468 vs 3390; MXFP4 3459 vs 3301: its attention phase's second key piece) and with FP8
+  // attention (2725 vs 2568-2570 at 1k).
   if (c.experts > 0 && c.expert_format != ExpertFormat::Bf16 && !options_.force_streamed_persistent)
     return "FP4 experts unless forced (GpuModelOptions::force_streamed_persistent, bench --streamed): the per-op step "
            "is faster at long contexts";
