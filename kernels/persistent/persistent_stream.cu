@@ -231,8 +231,8 @@ __device__ __forceinline__ void stage_keys(const StreamDecodeParams& p, const St
 // P2 for the block's unit: softmax partials of the unit's keys for the group's query heads, in base 2 (q is
 // pre-scaled by log2(e); the merge uses exp2 too), into the workspace's partials. Items are 32 staged keys for all the
 // group's heads, a warp's m16n8k16 products (attention_chunk_mma), and the items' partials meet in shared memory in a
-// fixed order. (persistent_decode.cu's attention_unit, without
-// its producer warp: the keys are staged here, at the phase's start.)
+// fixed order. (persistent_decode.cu's attention_unit, without its producer warp: the keys are staged here, at the
+// phase's start.)
 template <int HD>
 __device__ __forceinline__ void attention_unit(const StreamDecodeParams& p, const StreamLayer& w, const Workspace& ws,
                                                float* attention_shared, bf16* stage_k, bf16* stage_v,
