@@ -230,7 +230,8 @@ TEST(PersistentDecode, Fp4ExpertsInTheStreamedKernel) {
 }
 
 // FP8 attention weights (`--fp8 attention`: q / k / v and o as block-scaled E4M3) in the streamed kernel, which
-// takes such models by default (the resident one declines them), against the per-op FP8 gemv on the same codes:
+// takes such models by default (the resident one declines them; FP4 experts with FP8 attention only when forced),
+// against the per-op FP8 gemv on the same codes:
 // SmolLM2's shape (hidden 576: a last 128-column scale block of 64), a MoE with NVFP4 experts (hidden 1280 = 10
 // scale blocks, q width 1280), head_dim 128 with 4 query heads per KV head.
 TEST(PersistentDecode, Fp8AttentionInTheStreamedKernel) {
