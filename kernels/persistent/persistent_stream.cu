@@ -301,11 +301,7 @@ __device__ __forceinline__ void attention_unit(const StreamDecodeParams& p, cons
 #pragma unroll 1
   for (int piece = u.key_begin; piece < u.key_end; piece += kStageKeys) {
     const int n = min(kStageKeys, u.key_end - piece);
-    if (piece != u.key_begin) {  // long contexts: the next piece now (one round trip)
-      const int at = piece - u.key_begin;  // (a piece lies inside the looked-up rows or wholly past them)
-      stage_keys<HD>(p, w, u.kv_head, piece, n, position, at + n <= kUnitRows ? stage_rows + at : nullptr, stage_k,
-                     stage_v);
-      if (warp == kWarps - 1 && has_new) put_new_key(piece, n);
+    if (piece != u.key_begin) {  // long contexts: this piece's copies were issued before the previous one's merge
       cp_async_wait<0>();
       block_sync();
     }
@@ -315,6 +311,14 @@ __device__ __forceinline__ void attention_unit(const StreamDecodeParams& p, cons
       attention_chunk_mma<HD>(q_s, group, stage_k, stage_v, 32 * c, min(32, n - 32 * c), c, chunks, lane, item_out,
                               item_ml);
     block_sync();
+    const int next = piece + kStageKeys;
+    if (next < u.key_end) {  // the next piece's copies now (the staging rows are free), overlapping the merge
+      const int next_n = min(kStageKeys, u.key_end - next), at = next - u.key_begin;
+      // (a piece lies inside the looked-up rows or wholly past them)
+      stage_keys<HD>(p, w, u.kv_head, next, next_n, position, at + next_n <= kUnitRows ? stage_rows + at : nullptr,
+                     stage_k, stage_v);
+      if (warp == kWarps - 1 && has_new) put_new_key(next, next_n);
+    }
     if (stamps && threadIdx.x == 0 && piece == u.key_begin) stamps[2] += global_timer();
     // Merge the piece's items into each head's running (max, sum, output) in a fixed order; the last piece's merge
     // writes the unit's partials.
