@@ -73,10 +73,10 @@ kernels::StreamDecodeParams GpuModel::persistent_stream_shape() const {
 
 std::string GpuModel::streamed_persistent_unsupported() const {
   const GpuModelConfig& c = config_;
-  // FP4 experts keep the per-op step unless forced (tests, `bench --streamed`). Qwen3-30B-A3B NVFP4 on an H100,
-  // session 14: the streamed kernel is faster at 1k and 4k contexts (2814 vs 2894-2897 us per step, 3132 vs 3244)
-  // but slower at 8k (3468 vs 3390; MXFP4 3459 vs 3301: its attention phase's second key piece) and with FP8
-  // attention (2725 vs 2568-2570 at 1k).
+  // FP4 experts keep the per-op step unless forced (tests, `bench --streamed`). Qwen3-30B-A3B on an H100, session 14:
+  // the streamed kernel is faster at short contexts only (NVFP4 1k 2823 vs 2887 us per step, 4k 3132 vs 3244; 8k
+  // 3385 vs 3371, 16k 3963 vs 3645: its attention phase's key pieces; MXFP4 even at 1k, slower beyond) and slower
+  // with FP8 attention (2725 vs 2568-2570 at 1k).
   if (c.experts > 0 && c.expert_format != ExpertFormat::Bf16 && !options_.force_streamed_persistent)
     return "FP4 experts unless forced (GpuModelOptions::force_streamed_persistent, bench --streamed): the per-op step "
            "is faster at long contexts";
