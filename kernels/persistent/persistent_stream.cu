@@ -499,17 +499,9 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
   auto qkv_row = [&](int layer) {
     return [&, layer](int v) { return layers[layer].qkv + size_t(qkv_rows.first + v) * p.hidden; };
   };
-  auto qkv_fp8_row = [&](int layer) {
-    return [&, layer](int v) { return layers[layer].qkv_fp8.codes + size_t(qkv_rows.first + v) * p.hidden; };
-  };
-  auto qkv_fp8_scales = [&](int layer) {
-    return [&, layer](int v) {
-      return layers[layer].qkv_fp8.scales + size_t((qkv_rows.first + v) / 16) * ceil_div(p.hidden, kFp8ScaleColumns);
-    };
-  };
   auto preload_qkv = [&](int layer) {
     if constexpr (FP8)
-      preload_first_fp8(qkv_rows.count() * qkv_parts, qkv_parts, p.hidden, qkv_fp8_row(layer), qkv_fp8_scales(layer),
+      preload_first_fp8(qkv_rows.count() * qkv_parts, qkv_parts, p.hidden, layers[layer].qkv_fp8, qkv_rows.first,
                         first);
     else
       preload_first(qkv_rows.count() * hidden_parts, hidden_parts, p.hidden, qkv_row(layer), first);
@@ -560,8 +552,8 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
       inv = load_weighted<kBlockThreads>(ws.x, w.input_norm, ws.row_squares + kMaxGrid, p.hidden, p.hidden_norm_eps,
                                          vec, scratch, sync);
     if constexpr (FP8)
-      fp8_item_dots(qkv_rows.count() * qkv_parts, qkv_parts, p.hidden, qkv_fp8_row(layer), qkv_fp8_scales(layer),
-                    [&](int) { return vec; }, part_sums, first, true);
+      fp8_item_dots(qkv_rows.count() * qkv_parts, qkv_parts, p.hidden, w.qkv_fp8, qkv_rows.first, vec, part_sums,
+                    first, true);
     else
       item_dots(qkv_rows.count() * hidden_parts, hidden_parts, p.hidden, qkv_row(layer), [&](int) { return vec; },
                 part_sums, first, true);
@@ -584,12 +576,8 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
       merge_if_last<HD>(p, ws, unit, split_weight, &merge_is_last);
     }
     auto o_row = [&](int v) { return w.o + size_t(own_rows.first + v) * q_width; };
-    auto o_fp8_row = [&](int v) { return w.o_fp8.codes + size_t(own_rows.first + v) * q_width; };
-    auto o_fp8_scales = [&](int v) {
-      return w.o_fp8.scales + size_t((own_rows.first + v) / 16) * ceil_div(q_width, kFp8ScaleColumns);
-    };
     if constexpr (FP8)
-      preload_first_fp8(own_rows.count() * o_parts, o_parts, q_width, o_fp8_row, o_fp8_scales, first);
+      preload_first_fp8(own_rows.count() * o_parts, o_parts, q_width, w.o_fp8, own_rows.first, first);
     else
       preload_first(own_rows.count() * q_parts, q_parts, q_width, o_row, first);
     barrier(1);
@@ -600,8 +588,8 @@ __global__ void __launch_bounds__(kBlockThreads, 1) persistent_stream_kernel(Str
       reinterpret_cast<float4*>(vec)[q] = __ldcg(reinterpret_cast<const float4*>(ws.attention) + q);
     block_sync();
     if constexpr (FP8)
-      fp8_item_dots(own_rows.count() * o_parts, o_parts, q_width, o_fp8_row, o_fp8_scales, [&](int) { return vec; },
-                    part_sums, first, true);
+      fp8_item_dots(own_rows.count() * o_parts, o_parts, q_width, w.o_fp8, own_rows.first, vec, part_sums, first,
+                    true);
     else
       item_dots(own_rows.count() * q_parts, q_parts, q_width, o_row, [&](int) { return vec; }, part_sums, first, true);
     block_sync();

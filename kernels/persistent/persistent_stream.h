@@ -22,10 +22,11 @@
 // FP8 attention weights (block-scaled E4M3, kernels::Fp8Matrix): P1 / P3 items of E4M3 codes instead of bf16.
 // Work inside a phase is (row, 1024-column part) items over the block's warps, each a warp's 16-byte loads; an
 // item's loads are issued while the previous item's products run.
-// The grid barrier (grid_barrier.cuh), the norms (persistent_norms.cuh) and the attention item
-// (persistent_attention.cuh) are shared with persistent_decode; the work items (bf16 rows, FP4 tile strips) are in
-// stream_items.cuh. Measured: docs/gpu-runtime.md "Streamed persistent kernel" (Qwen3-30B-A3B bf16 on an H100: 1.16x
-// the per-op graph at a 1k context, parity at 8k; FP4 experts 2-4% slower than the per-op FP4 kernels).
+// The grid barrier (grid_barrier.cuh) and the norms (persistent_norms.cuh) are shared with persistent_decode; its
+// attention item (persistent_attention.cuh's attention_chunk_mma) is the tensor-core sibling of persistent_decode's;
+// the work items (bf16 rows, FP8 rows, FP4 tile strips) are in stream_items.cuh. Measured: docs/gpu-runtime.md
+// "Streamed persistent kernel" (Qwen3-30B-A3B bf16 on an H100, session 14: 1.19x the per-op graph at a 1k context,
+// 1.16x at 8k; FP4 experts faster than the per-op FP4 kernels at 1k, slower at 16k).
 #pragma once
 #include <cstddef>
 #include <cstdint>

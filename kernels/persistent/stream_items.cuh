@@ -14,6 +14,7 @@
 
 #include "common/device_helpers.cuh"
 #include "fp4_moe/fp4_moe_device.cuh"
+#include "gemv/gemv_bf16.h"  // Fp8Matrix
 
 namespace tachyon::kernels::stream_items {
 
@@ -176,26 +177,28 @@ __device__ __forceinline__ float dot_fp8_item(const ItemWeights& r, const float*
   return warp_sum(sum);
 }
 
-// FP8 items: item i is part i % parts of virtual row i / parts, whose codes start at row_of(vrow) and its scales
-// (the row's 16-row group) at scales_of(vrow). part_sums[i] = the item's dot.
-template <typename RowOf, typename ScalesOf>
-__device__ __forceinline__ void preload_first_fp8(int n_items, int parts, int columns, RowOf&& row_of,
-                                                  ScalesOf&& scales_of, ItemWeights& first) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  if (warp < n_items) load_fp8_item(first, row_of(warp / parts), scales_of(warp / parts), warp % parts, columns, lane);
+// FP8 items: item i is part i % parts of row first_row + i / parts of m (`columns` wide), against vec (shared).
+// part_sums[i] = the item's dot.
+__device__ __forceinline__ void load_fp8_row_item(ItemWeights& r, const Fp8Matrix& m, int first_row, int parts,
+                                                  int columns, int item, int lane) {
+  const int row = first_row + item / parts;
+  load_fp8_item(r, m.codes + size_t(row) * columns,
+                m.scales + size_t(row / Fp8Matrix::kRowGroup) * ceil_div(columns, kFp8ScaleColumns), item % parts,
+                columns, lane);
 }
-template <typename RowOf, typename ScalesOf, typename VecOf>
-__device__ __forceinline__ void fp8_item_dots(int n_items, int parts, int columns, RowOf&& row_of,
-                                              ScalesOf&& scales_of, VecOf&& vec_of, float* part_sums,
-                                              ItemWeights& first, bool preloaded) {
+__device__ __forceinline__ void preload_first_fp8(int n_items, int parts, int columns, const Fp8Matrix& m,
+                                                  int first_row, ItemWeights& first) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (warp < n_items) load_fp8_row_item(first, m, first_row, parts, columns, warp, lane);
+}
+__device__ __forceinline__ void fp8_item_dots(int n_items, int parts, int columns, const Fp8Matrix& m, int first_row,
+                                              const float* vec, float* part_sums, ItemWeights& first,
+                                              bool preloaded) {
   const int lane = threadIdx.x & 31;
   warp_items(
-      n_items,
-      [&](ItemWeights& r, int item) {
-        load_fp8_item(r, row_of(item / parts), scales_of(item / parts), item % parts, columns, lane);
-      },
+      n_items, [&](ItemWeights& r, int item) { load_fp8_row_item(r, m, first_row, parts, columns, item, lane); },
       [&](const ItemWeights& r, int item) {
-        const float d = dot_fp8_item(r, vec_of(item / parts), item % parts, columns, lane);
+        const float d = dot_fp8_item(r, vec, item % parts, columns, lane);
         if (lane == 0) part_sums[item] = d;
       },
       first, preloaded);
