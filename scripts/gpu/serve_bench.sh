@@ -14,7 +14,9 @@
 # Environment: CARRY=build-serve-carry (tachyon + lib/, given to the server only through LD_LIBRARY_PATH), or
 # TACHYON_BIN=path/to/tachyon; SECONDS_PER=15 (per
 # client count: 3 x 15 s per model); CLIENTS="1 8 32"; MAX_TOKENS=64; MODELS="smollm2 qwen3"; OUT=.cache/serve-bench;
-# BATCH=32 (--max-batch); KV_POSITIONS=16384; CPU=1 runs the same on the CPU (checks the script, no GPU).
+# BATCH=32 (--max-batch; 1 on the GPU: requests one at a time through the resident decode loop); KV_POSITIONS=16384;
+# SERVE_ARGS: more `tachyon serve` arguments (e.g. --no-persistent); CPU=1 runs the same on the CPU (checks the
+# script, no GPU).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 CARRY="${CARRY:-build-serve-carry}"
@@ -68,7 +70,7 @@ for m in $MODELS; do
   budget=$(( 120 + SECONDS_PER * $(echo $CLIENTS | wc -w) * 2 ))
   timeout "$budget" python3 tests/server_e2e/bench_serving.py --bin "$BIN" "${lib_args[@]}" --label "$label" $header \
       --clients $CLIENTS --seconds "$SECONDS_PER" --max-tokens "$MAX_TOKENS" "${args[0]}" "${args[1]}" -- \
-      --max-batch "$BATCH" --max-queue $(( 2 * BATCH )) "${args[@]:3}" \
+      --max-batch "$BATCH" --max-queue $(( 2 * BATCH )) "${args[@]:3}" ${SERVE_ARGS:-} \
       2> "$OUT/serve-$m.log" | tee -a "$OUT/serve_bench.md"
   rc=${PIPESTATUS[0]}
   if [ "$rc" != 0 ]; then

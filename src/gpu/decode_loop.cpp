@@ -57,7 +57,8 @@ void DecodeLoop::set_device_state(int64_t length, const int32_t* next_token, boo
 
 void DecodeLoop::select_token(const float* logits, cudaStream_t stream) {
   int* next_token = state_.data() + kNextToken;
-  const int vocab = model_.config().vocab;
+  const int vocab = sampling_.vocab_limit > 0 ? std::min(sampling_.vocab_limit, model_.config().vocab)
+                                             : model_.config().vocab;  // (one row: its width is all that changes)
   if (sampling_.temperature <= 0) {
     kernels::argmax_rows(logits, 1, vocab, next_token, stream);
   } else {

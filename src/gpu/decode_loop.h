@@ -31,6 +31,7 @@ struct DecodeSampling {
   int top_k = 0;             // 0 = off
   float top_p = 1.0f;        // 1 = off
   uint64_t seed = 0;
+  int vocab_limit = 0;       // > 0: choose among the first vocab_limit ids only (random weights, a smaller tokenizer)
 };
 
 // The KV-length bound baked into a graph that serves KV lengths up to `length` (buckets grow by 1/8 to 1/4 of the

@@ -3,11 +3,16 @@
 
 #include <algorithm>
 #include <chrono>
+#include <memory>
 
 #include "core/error.h"
-#include "gpu/decode_loop.h"
 
 namespace tachyon::gpu {
+
+DecodeSampling decode_sampling(const SamplingParams& sampling) {
+  if (sampling.min_p > 0) fail("min_p (--min-p) is not supported on the GPU sampler yet (use top_k / top_p)");
+  return DecodeSampling{sampling.temperature, sampling.top_k, sampling.top_p, sampling.seed};
+}
 
 GenerationResult generate_on_gpu(GpuModel& model, const Tokenizer& tokenizer, std::span<const int32_t> prompt,
                                  const GenerationParams& params, const TextCallback& on_text, bool use_graph,
@@ -15,7 +20,6 @@ GenerationResult generate_on_gpu(GpuModel& model, const Tokenizer& tokenizer, st
   if (prompt.empty()) fail("the prompt is empty (no tokens)");
   if (params.max_tokens < 0) fail("max_tokens must be >= 0, got {}", params.max_tokens);
   validate(params.sampling);
-  if (params.sampling.min_p > 0) fail("--min-p is not supported on the GPU sampler yet (use top-k / top-p)");
   GenerationResult result;
   result.prompt_tokens = static_cast<int64_t>(prompt.size());
   if (result.prompt_tokens >= model.config().max_context)
@@ -33,12 +37,7 @@ GenerationResult generate_on_gpu(GpuModel& model, const Tokenizer& tokenizer, st
   };
 
   model.truncate(0);
-  DecodeSampling sampling;
-  sampling.temperature = params.sampling.temperature;
-  sampling.top_k = params.sampling.top_k;
-  sampling.top_p = params.sampling.top_p;
-  sampling.seed = params.sampling.seed;
-  DecodeLoop loop(model, sampling);
+  DecodeLoop loop(model, decode_sampling(params.sampling));
 
   auto clock = std::chrono::steady_clock::now;
   auto started = clock();
@@ -74,6 +73,62 @@ GenerationResult generate_on_gpu(GpuModel& model, const Tokenizer& tokenizer, st
   emit(stop_filter.flush());
   result.decode_seconds = std::chrono::duration<double>(clock() - started).count();
   return result;
+}
+
+SpecDecodeFn resident_decode_fn(GpuModel& model, int read_every, int vocab_limit) {
+  auto greedy_loop = std::make_shared<std::unique_ptr<DecodeLoop>>();  // kept between requests (its graphs)
+  return [&model, read_every, vocab_limit, greedy_loop](std::span<const int32_t> prompt, const SpecDecodeParams& params,
+                                                        const TokenCallback& on_token) {
+    if (prompt.empty()) fail("the prompt is empty (no tokens)");
+    if (params.max_tokens < 0) fail("max_tokens must be >= 0, got {}", params.max_tokens);
+    validate(params.sampling);
+    DecodeSampling sampling = decode_sampling(params.sampling);
+    sampling.vocab_limit = vocab_limit;
+    const int64_t context = std::min(model.config().max_context, model.capacity());
+    if (static_cast<int64_t>(prompt.size()) >= context)
+      fail("prompt of {} tokens does not fit the context of {} positions", prompt.size(), context);
+    SpecDecodeResult result;
+    auto clock = std::chrono::steady_clock::now;
+    auto started = clock();
+    model.truncate(0);
+    std::unique_ptr<DecodeLoop> sampled;
+    DecodeLoop* loop = nullptr;
+    if (sampling.temperature > 0) {
+      sampled = std::make_unique<DecodeLoop>(model, sampling);
+      loop = sampled.get();
+    } else {
+      if (!*greedy_loop) *greedy_loop = std::make_unique<DecodeLoop>(model, sampling);
+      loop = greedy_loop->get();
+    }
+    loop->start(prompt);  // prefill, and the first token chosen on the device
+    TACHYON_CUDA_CHECK(cudaStreamSynchronize(model.stream()));
+    result.prefill_seconds = std::chrono::duration<double>(clock() - started).count();
+    started = clock();
+    const int64_t limit = std::min<int64_t>(params.max_tokens, context - static_cast<int64_t>(prompt.size()));
+    if (limit > 0) {
+      loop->run(limit, read_every, [&](std::span<const int32_t> tokens) {
+        for (int32_t token : tokens) {
+          if (std::find(params.stop_ids.begin(), params.stop_ids.end(), token) != params.stop_ids.end()) {
+            result.stopped = true;
+            return false;
+          }
+          result.tokens.push_back(token);
+          if (on_token && !on_token(token)) {
+            result.stopped = true;
+            return false;
+          }
+          if (static_cast<int64_t>(result.tokens.size()) >= limit) return false;
+        }
+        return true;
+      });
+    }
+    // Every token after the first is one decode step: a "round" committing one token.
+    SpecStats& s = result.stats;
+    s.rounds = s.committed = std::max<int64_t>(0, static_cast<int64_t>(result.tokens.size()) - 1);
+    s.histogram = {0, s.rounds};
+    result.decode_seconds = std::chrono::duration<double>(clock() - started).count();
+    return result;
+  };
 }
 
 }  // namespace tachyon::gpu

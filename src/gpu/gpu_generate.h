@@ -6,8 +6,10 @@
 #ifdef TACHYON_HAS_CUDA
 #include <span>
 
+#include "gpu/decode_loop.h"
 #include "gpu/gpu_model.h"
 #include "runtime/generate.h"
+#include "spec/driver.h"
 
 namespace tachyon::gpu {
 
@@ -16,6 +18,18 @@ namespace tachyon::gpu {
 GenerationResult generate_on_gpu(GpuModel& model, const Tokenizer& tokenizer, std::span<const int32_t> prompt,
                                  const GenerationParams& params, const TextCallback& on_text = {},
                                  bool use_graph = true, int read_every = 8);
+
+// The sampler settings of a request as the decode loop takes them (min_p refused: the GPU sampler has none).
+DecodeSampling decode_sampling(const SamplingParams& sampling);
+
+// One request at a time through the resident decode loop, token level (no tokenizer: the caller applies stop ids
+// and strings through on_token), as spec/driver.h's decode-function type, so that SpeculativeEngine serves it
+// (`tachyon serve --device cuda --max-batch 1`: one stream at the speed of `generate`, the CUDA graph and the
+// persistent kernel where the model has them, instead of the batched pass). Each call starts from an empty cache.
+// The stats count one round per decode step (tau 1). A greedy loop (its graphs) is kept for the next greedy
+// request; a sampled request builds its own (the seed is baked into its graphs). `model` must outlive the function.
+// vocab_limit > 0: tokens are chosen among the first vocab_limit ids (random weights served with a smaller tokenizer).
+SpecDecodeFn resident_decode_fn(GpuModel& model, int read_every = 8, int vocab_limit = 0);
 
 }  // namespace tachyon::gpu
 #endif  // TACHYON_HAS_CUDA

@@ -9,14 +9,15 @@
 namespace tachyon {
 
 SpeculativeEngine::SpeculativeEngine(SpecDecodeFn decode, ModelInfo model, const Tokenizer& tokenizer,
-                                     size_t max_waiting, SpecOptions options)
+                                     size_t max_waiting, SpecOptions options, bool speculative)
     : decode_(std::move(decode)),
       model_(std::move(model)),
       tokenizer_(tokenizer),
       max_waiting_(max_waiting),
-      options_(options) {
+      options_(options),
+      speculative_(speculative) {
   if (!decode_) fail("SpeculativeEngine: no decode function");
-  stats_.speculative = true;
+  stats_.speculative = speculative;
   thread_ = std::thread([this] { loop(); });
 }
 
@@ -49,7 +50,7 @@ std::shared_ptr<RequestStream> SpeculativeEngine::submit(EngineRequest request) 
   // GPU round has no min_p (ModelInfo::min_p false), so such a request is refused here, before it queues.
   validate(request.params.sampling);
   if (!model_.min_p && request.params.sampling.min_p > 0)
-    fail("min_p is not supported with a drafter on the GPU (use top_k / top_p)");
+    fail("min_p is not supported {} (use top_k / top_p)", speculative_ ? "with a drafter on the GPU" : "on the GPU sampler");
 
   auto sequence = std::make_shared<Sequence>();
   sequence->prompt = std::move(request.prompt);
@@ -186,13 +187,15 @@ void SpeculativeEngine::run(Queued& request) {
     stats_.steps += static_cast<uint64_t>(s.rounds) + (ran ? 1 : 0);
     stats_.decode_rows += static_cast<uint64_t>(s.rounds);
     if (ran) stats_.prefill_tokens += static_cast<uint64_t>(sequence.prompt_length());
-    stats_.speculative_rounds += static_cast<uint64_t>(s.rounds);
-    stats_.speculative_draft_tokens += static_cast<uint64_t>(s.draft_tokens);
-    stats_.speculative_accepted_tokens += static_cast<uint64_t>(s.accepted_tokens);
-    stats_.speculative_committed_tokens += static_cast<uint64_t>(s.committed);
-    auto& per_round = stats_.speculative_tokens_per_round;
-    if (per_round.size() < s.histogram.size()) per_round.resize(s.histogram.size(), 0);
-    for (size_t k = 0; k < s.histogram.size(); ++k) per_round[k] += static_cast<uint64_t>(s.histogram[k]);
+    if (speculative_) {  // (a plain decode function's rounds are decode steps: no drafts)
+      stats_.speculative_rounds += static_cast<uint64_t>(s.rounds);
+      stats_.speculative_draft_tokens += static_cast<uint64_t>(s.draft_tokens);
+      stats_.speculative_accepted_tokens += static_cast<uint64_t>(s.accepted_tokens);
+      stats_.speculative_committed_tokens += static_cast<uint64_t>(s.committed);
+      auto& per_round = stats_.speculative_tokens_per_round;
+      if (per_round.size() < s.histogram.size()) per_round.resize(s.histogram.size(), 0);
+      for (size_t k = 0; k < s.histogram.size(); ++k) per_round[k] += static_cast<uint64_t>(s.histogram[k]);
+    }
   }
   if (reason == FinishReason::stop || reason == FinishReason::length) {
     // Text held back for a character still incomplete or a stop string that did not come.

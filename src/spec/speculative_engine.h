@@ -6,6 +6,9 @@
 // text with or without the drafter. Cancellation and the deadline are checked as each committed token comes out of
 // a round (and in the queue), so a request ends within one round of either (on the GPU, within one read of its
 // token ring). Batch 1 is the honest first version: the round is single-sequence (docs/server.md).
+// Without a drafter (speculative = false), the same engine serves a plain decode function one request at a time:
+// the GPU's resident decode loop (gpu::resident_decode_fn, `serve --device cuda --max-batch 1`); its rounds are
+// decode steps and the speculative counters stay 0.
 #pragma once
 #include <condition_variable>
 #include <deque>
@@ -26,7 +29,7 @@ class SpeculativeEngine final : public InferenceEngine {
   // against (vocabulary, context length) and what /v1/models describes. Whatever decode uses and the tokenizer must
   // outlive the engine; the engine is their only user while it runs.
   SpeculativeEngine(SpecDecodeFn decode, ModelInfo model, const Tokenizer& tokenizer, size_t max_waiting,
-                    SpecOptions options = {});
+                    SpecOptions options = {}, bool speculative = true);
   // The CPU path: cpu_spec_decoder(model, drafter).
   SpeculativeEngine(DecoderModel& model, const DFlashDrafter& drafter, const Tokenizer& tokenizer, size_t max_waiting,
                     SpecOptions options = {});
@@ -51,6 +54,7 @@ class SpeculativeEngine final : public InferenceEngine {
   const Tokenizer& tokenizer_;
   const size_t max_waiting_;
   const SpecOptions options_;
+  const bool speculative_;
 
   mutable std::mutex mutex_;  // guards everything below
   std::condition_variable work_;

@@ -9,19 +9,27 @@
 //   - at T > 0: for a seed, the same tokens as the plain sampling loop (lossless, and seed-identical);
 //   - one GpuSpecDecoder serving requests back to back (its session keeps the graphs): different prompts, block
 //     sizes, greedy / sampling settings and an early stop, each identical to plain decoding, and a second pass over
-//     the same requests captures no graph and gives the same tokens.
+//     the same requests captures no graph and gives the same tokens;
+//   - without a drafter, resident_decode_fn (`serve --device cuda --max-batch 1`) over the same kind of request
+//     sequence, and SpeculativeEngine serving it: the text of plain greedy decoding, stop strings, max_tokens, the
+//     context limit, min_p refused.
 #include <iterator>
 #include <numeric>
 
+#include "core/error.h"
 #include "gpu/decode_loop.h"
 #include "gpu/gpu_drafter.h"
+#include "gpu/gpu_config.h"
+#include "gpu/gpu_generate.h"
 #include "gpu/gpu_spec_decoder.h"
 #include "gpu/gpu_model.h"
 #include "gpu/gpu_speculative.h"
 #include "gpu_test_util.h"
 #include "loader/json_file.h"
 #include "speculative/spec_round.h"
+#include "spec/speculative_engine.h"
 #include "spec/verifier.h"
+#include "../server/engine_test_util.h"
 #include "../support/paths.h"
 
 namespace tachyon::gpu {
@@ -293,6 +301,126 @@ TEST(GpuSpecSession, ConsecutiveRequestsMatchPlainAndReuseGraphs) {
   EXPECT_EQ(loaded.session->graphs_captured(), captures_after_first_pass) << "the second pass captured graphs";
   // Sampled requests with different seeds on the same graphs still differ (the seed is read at replay).
   EXPECT_NE(first_pass[1], first_pass[8]);
+}
+
+// The plain serving path: one decode function, request after request, on the persistent kernel where the model has
+// it (the tiny Qwen3 qualifies for the resident one), each request the tokens of a fresh plain decode loop.
+TEST(GpuResidentDecode, ConsecutiveRequestsMatchPlainLoops) {
+  SKIP_WITHOUT_GPU();
+  Checkpoint checkpoint = open_checkpoint(test::fixture_path("tiny/qwen3"));
+  GpuModelOptions options;
+  options.kv_positions = 256;
+  options.persistent_decode = true;
+  auto model = GpuModel::load(checkpoint, options);
+  const SpecDecodeFn decode = resident_decode_fn(*model);
+  const auto prompts = random_prompts(5, model->config().vocab, 909);
+  struct Request {
+    int prompt, max_tokens;
+    float temperature;
+    int top_k;
+    float top_p;
+    uint64_t seed;
+    int stop_after = 0;  // > 0: on_token ends generation after this many tokens
+  };
+  const Request requests[] = {
+      {0, 40, 0.0f, 0, 1.0f, 0},  {1, 33, 1.0f, 20, 0.95f, 7}, {2, 48, 0.0f, 0, 1.0f, 0, 5},
+      {3, 1, 0.0f, 0, 1.0f, 0},   {4, 40, 0.7f, 0, 1.0f, 3},   {0, 40, 0.0f, 0, 1.0f, 0},
+      {2, 0, 0.0f, 0, 1.0f, 0},   {1, 33, 1.0f, 20, 0.95f, 7},
+  };
+  for (size_t i = 0; i < std::size(requests); ++i) {
+    const Request& r = requests[i];
+    SpecDecodeParams params;
+    params.max_tokens = r.max_tokens;
+    params.sampling.temperature = r.temperature;
+    params.sampling.top_k = r.top_k;
+    params.sampling.top_p = r.top_p;
+    params.sampling.seed = r.seed;
+    int seen = 0;
+    TokenCallback on_token;
+    if (r.stop_after > 0) on_token = [&](int32_t) { return ++seen < r.stop_after; };
+    const SpecDecodeResult got = decode(prompts[r.prompt], params, on_token);
+    std::vector<int32_t> plain;
+    if (r.max_tokens > 0)
+      plain = r.temperature > 0 ? plain_sampled(*model, prompts[r.prompt], r.max_tokens, params.sampling)
+                                : plain_greedy(*model, prompts[r.prompt], r.max_tokens);
+    if (r.stop_after > 0) plain.resize(r.stop_after);
+    EXPECT_EQ(got.tokens, plain) << "request " << i << " T " << r.temperature << " seed " << r.seed;
+    EXPECT_EQ(got.stopped, r.stop_after > 0) << "request " << i;
+    EXPECT_EQ(got.stats.rounds, std::max<int64_t>(0, static_cast<int64_t>(got.tokens.size()) - 1));
+  }
+  // The context bounds the tokens as the cache does: a prompt of 250 of 256 positions gets 6 tokens.
+  std::vector<int32_t> long_prompt(250, 5);
+  SpecDecodeParams params;
+  params.max_tokens = 100;
+  EXPECT_EQ(decode(long_prompt, params, {}).tokens.size(), 6u);
+  params.sampling.min_p = 0.1f;
+  EXPECT_THROW(decode(prompts[0], params, {}), Error);
+  // A vocabulary limit (random weights served with a smaller tokenizer): greedy and sampled ids stay below it.
+  const SpecDecodeFn limited = resident_decode_fn(*model, 8, 10);
+  for (float temperature : {0.0f, 1.0f}) {
+    SpecDecodeParams p;
+    p.max_tokens = 30;
+    p.sampling.temperature = temperature;
+    p.sampling.seed = 5;
+    const SpecDecodeResult got = limited(prompts[1], p, {});
+    EXPECT_EQ(got.tokens.size(), 30u);
+    for (int32_t token : got.tokens) EXPECT_LT(token, 10) << "T " << temperature;
+  }
+}
+
+// The same function behind SpeculativeEngine (as `serve` builds it): a request's text and finish reason are those of
+// `generate` on the GPU (generate_on_gpu: same stop ids, stop strings, max_tokens), request after request.
+TEST(GpuResidentDecode, EngineServesWhatGenerateGives) {
+  SKIP_WITHOUT_GPU();
+  GpuModelOptions options;
+  options.kv_positions = 512;
+  options.persistent_decode = true;
+  auto model = GpuModel::random(*builtin_model_config("smollm2-135m"), "smollm2-135m", 11, options);
+  ASSERT_TRUE(model->persistent_decode_active()) << model->persistent_decode_unsupported();
+  const std::string tokenizer_dir = test::fixture_path("tokenizers/smollm2");
+  const Tokenizer tokenizer = Tokenizer::from_hf_json(read_json_file(tokenizer_dir + "/tokenizer.json"),
+                                                      read_json_file(tokenizer_dir + "/tokenizer_config.json"),
+                                                      tokenizer_dir);
+  ModelInfo info{model->config().vocab, std::min(model->config().max_context, model->capacity()), "resident test"};
+  info.min_p = false;
+  SpeculativeEngine engine(resident_decode_fn(*model), info, tokenizer, 8, SpecOptions{}, false);
+  auto serve = [&](const GenerationParams& params, const std::vector<int32_t>& prompt) {
+    EngineRequest request;
+    request.prompt = prompt;
+    request.params = params;
+    auto stream = engine.submit(request);
+    EXPECT_NE(stream, nullptr);
+    return stream ? test::drain(*stream, std::chrono::seconds(60)) : test::Finished{};
+  };
+  const std::vector<int32_t> prompt = tokenizer.encode("The capital of France is");
+  GenerationParams params;
+  params.max_tokens = 24;
+  for (int round = 0; round < 2; ++round) {  // the second round reuses the greedy loop's graphs
+    const GenerationResult reference = generate_on_gpu(*model, tokenizer, prompt, params);
+    const test::Finished served = serve(params, prompt);
+    EXPECT_EQ(served.text, reference.text) << "round " << round;
+    EXPECT_EQ(served.reason, reference.finish_reason == "stop" ? FinishReason::stop : FinishReason::length);
+    if (reference.finish_reason == "length") EXPECT_EQ(served.tokens, 24);
+    if (round == 0 && reference.text.size() >= 8) {
+      // A stop string from the middle of the text ends the request there.
+      params.stop_strings = {reference.text.substr(reference.text.size() / 2, 3)};
+    }
+  }
+  params.stop_strings.clear();
+  params.sampling.temperature = 0.8f;
+  params.sampling.seed = 42;
+  const GenerationResult sampled = generate_on_gpu(*model, tokenizer, prompt, params);
+  EXPECT_EQ(serve(params, prompt).text, sampled.text);
+
+  params.sampling.min_p = 0.05f;
+  EngineRequest refused;
+  refused.prompt = prompt;
+  refused.params = params;
+  EXPECT_THROW(engine.submit(refused), Error);
+  const EngineStats stats = engine.stats();
+  EXPECT_FALSE(stats.speculative);
+  EXPECT_EQ(stats.speculative_rounds, 0u);
+  EXPECT_GT(stats.decode_rows, 0u);
 }
 
 // SmolLM2 with tachyon's committed drafter: real acceptance, same tokens as plain greedy.

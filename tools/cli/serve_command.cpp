@@ -23,6 +23,7 @@
 #include "loader/json_file.h"
 #ifdef TACHYON_HAS_CUDA
 #include "gpu/gpu_config.h"
+#include "gpu/gpu_generate.h"
 #include "gpu/gpu_model.h"
 #include "gpu/gpu_spec_decoder.h"
 #include "runtime/gpu_model_runner.h"
@@ -40,6 +41,7 @@ struct ServeOptions {
   SchedulerConfig scheduler;
   int threads = 0;
   bool quiet = false;
+  bool persistent = true;  // --max-batch 1 on the GPU: the persistent decode kernel where the model has one
 };
 
 std::string default_model_name(const std::string& path) {
@@ -72,6 +74,25 @@ std::unique_ptr<ModelRunner> make_gpu_runner(const ServeOptions& o, const Checkp
   }
   const int vocab_limit = o.random_weights.empty() ? 0 : tokenizer.vocab_size();
   return std::make_unique<GpuModelRunner>(std::move(model), o.scheduler.max_running, label, vocab_limit);
+}
+#endif
+
+#ifdef TACHYON_HAS_CUDA
+// The model of the resident (one request at a time) path: real weights, or random weights of a shape (the
+// checkpoint then only gives the tokenizer, whose vocabulary bounds the chosen ids, as for the batched runner).
+std::unique_ptr<gpu::GpuModel> load_resident_model(const ServeOptions& o, const Checkpoint& checkpoint) {
+  gpu::GpuModelOptions options;
+  options.fp8 = gpu::parse_fp8_weights(o.fp8, "--fp8");
+  options.persistent_decode = o.persistent;
+  if (o.random_weights.empty()) {
+    const int64_t context = gpu::read_gpu_model_config(checkpoint.config, checkpoint.path).max_context;
+    options.kv_positions = o.kv_positions > 0 ? o.kv_positions : std::min<int64_t>(context, 4096);
+    return gpu::GpuModel::load(checkpoint, options);
+  }
+  const nlohmann::json config = gpu::random_weights_config(o.random_weights);
+  const gpu::GpuModelConfig shape = gpu::read_gpu_model_config(config, o.random_weights);
+  options.kv_positions = o.kv_positions > 0 ? o.kv_positions : std::min<int64_t>(shape.max_context, 4096);
+  return gpu::GpuModel::random(config, o.random_weights, o.seed, options);
 }
 #endif
 
@@ -167,6 +188,24 @@ int run_serve(ServeOptions& o) {
   }
   std::unique_ptr<ModelRunner> runner;
 #ifdef TACHYON_HAS_CUDA
+  // --max-batch 1 on the GPU: requests one at a time through the resident decode loop (CUDA graph, persistent
+  // kernel, sampling on the device), the speed of `tachyon generate`; the batched pass is for several streams.
+  std::unique_ptr<gpu::GpuModel> resident_model;
+  if (o.device == "cuda" && !engine && o.scheduler.max_running == 1) {
+    resident_model = load_resident_model(o, checkpoint);
+    const gpu::GpuModel& m = *resident_model;
+    const int vocab_limit = o.random_weights.empty() ? 0 : std::min(tokenizer.vocab_size(), m.config().vocab);
+    ModelInfo info{vocab_limit > 0 ? vocab_limit : m.config().vocab, std::min(m.config().max_context, m.capacity()),
+                   "GPU, one request at a time through the resident decode loop (" +
+                       (m.persistent_decode_active() ? m.persistent_kernel_name() + " persistent kernel"
+                                                     : std::string("per-op CUDA graph")) +
+                       ")"};
+    info.min_p = false;  // the GPU sampler has none
+    engine = std::make_unique<SpeculativeEngine>(gpu::resident_decode_fn(*resident_model, 8, vocab_limit), info,
+                                                 tokenizer, static_cast<size_t>(o.scheduler.max_waiting),
+                                                 SpecOptions{}, false);
+    std::fprintf(stderr, "tachyon serve: %s\n", info.description.c_str());
+  }
   if (o.device == "cuda" && !engine) runner = make_gpu_runner(o, checkpoint, tokenizer);
 #endif
   if (!engine) {
@@ -209,7 +248,10 @@ Runner add_serve_command(CLI::App& app) {
   cmd->add_option("--api-key", o->server.api_key,
                   "Require 'Authorization: Bearer KEY' on every route but /health")->envname("TACHYON_API_KEY");
   cmd->add_option("--served-model-name", o->server.model_name, "Model id for clients (default: the file or directory name)");
-  cmd->add_option("--max-batch", o->scheduler.max_running, "Requests decoded together (continuous batching)")
+  cmd->add_option("--max-batch", o->scheduler.max_running,
+                  "Requests decoded together (continuous batching). 1 on the GPU: one request at a time through the "
+                  "resident decode loop (CUDA graph, persistent kernel, sampling on the device): the fastest single "
+                  "stream")
       ->capture_default_str()->check(CLI::Range(1, 1024));
   cmd->add_option("--max-queue", o->scheduler.max_waiting, "Requests that may wait for the batch; past it, 429")
       ->capture_default_str()->check(CLI::Range(0, 100000));
@@ -225,10 +267,12 @@ Runner add_serve_command(CLI::App& app) {
                   "qwen3-30b-a3b); -m then gives only the tokenizer (a model, or a folder with tokenizer.json)");
   cmd->add_option("--kv-positions", o->kv_positions,
                   "GPU only: KV cache positions shared by all sequences (default: max-batch x min(context, 2048); "
-                  "with --draft, one sequence's: min(context, 4096))");
+                  "with --draft or --max-batch 1, one sequence's: min(context, 4096))");
   cmd->add_option("--seed", o->seed, "Seed of --random-weights")->capture_default_str();
   cmd->add_option("-t,--threads", o->threads, "CPU threads (default: all cores)");
   cmd->add_flag("-q,--quiet", o->quiet, "Do not log each request on stderr");
+  cmd->add_flag("!--no-persistent", o->persistent,
+                "With --device cuda --max-batch 1: the per-op CUDA graph instead of the persistent decode kernel");
   return [o] { return run_serve(*o); };
 }
 
