@@ -15,8 +15,8 @@
 # TACHYON_BIN=path/to/tachyon; SECONDS_PER=15 (per
 # client count: 3 x 15 s per model); CLIENTS="1 8 32"; MAX_TOKENS=64; MODELS="smollm2 qwen3"; OUT=.cache/serve-bench;
 # BATCH=32 (--max-batch; 1 on the GPU: requests one at a time through the resident decode loop); KV_POSITIONS=16384;
-# SERVE_ARGS: more `tachyon serve` arguments (e.g. --no-persistent); CPU=1 runs the same on the CPU (checks the
-# script, no GPU).
+# SERVE_ARGS: more `tachyon serve` arguments (e.g. --no-persistent); TEMPERATURE=0 (> 0: sampled requests);
+# CPU=1 runs the same on the CPU (checks the script, no GPU).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 CARRY="${CARRY:-build-serve-carry}"
@@ -43,7 +43,7 @@ missing=$(LD_LIBRARY_PATH="$LIB_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" ldd "$
   echo "date: $(date -u +%Y-%m-%dT%H:%MZ)  commit: $(cat "$CARRY/COMMIT" 2>/dev/null || git rev-parse --short HEAD 2>/dev/null)"
   if [ "${CPU:-0}" = "1" ]; then echo "device: cpu ($(nproc) cores)"; else
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1; fi
-  echo "clients: $CLIENTS, ${SECONDS_PER} s each, max_tokens $MAX_TOKENS, greedy, ignore_eos, --max-batch $BATCH"
+  echo "clients: $CLIENTS, ${SECONDS_PER} s each, max_tokens $MAX_TOKENS, temperature ${TEMPERATURE:-0}, ignore_eos, --max-batch $BATCH"
 } | tee "$OUT/serve_bench.md"
 
 device=(--device cuda --kv-positions "$KV_POSITIONS")
@@ -69,7 +69,8 @@ for m in $MODELS; do
   # A budget for the whole run of this model: start (loading), warm-up, the client counts, shutdown.
   budget=$(( 120 + SECONDS_PER * $(echo $CLIENTS | wc -w) * 2 ))
   timeout "$budget" python3 tests/server_e2e/bench_serving.py --bin "$BIN" "${lib_args[@]}" --label "$label" $header \
-      --clients $CLIENTS --seconds "$SECONDS_PER" --max-tokens "$MAX_TOKENS" "${args[0]}" "${args[1]}" -- \
+      --clients $CLIENTS --seconds "$SECONDS_PER" --max-tokens "$MAX_TOKENS" --temperature "${TEMPERATURE:-0}" \
+      "${args[0]}" "${args[1]}" -- \
       --max-batch "$BATCH" --max-queue $(( 2 * BATCH )) "${args[@]:3}" ${SERVE_ARGS:-} \
       2> "$OUT/serve-$m.log" | tee -a "$OUT/serve_bench.md"
   rc=${PIPESTATUS[0]}

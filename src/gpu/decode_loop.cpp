@@ -19,12 +19,32 @@ constexpr int kStateInts = 7;
 DecodeLoop::DecodeLoop(GpuModel& model, const DecodeSampling& sampling, int ring_size)
     : model_(model), sampling_(sampling), ring_size_(ring_size), state_(kStateInts), rng_offset_(1), ring_(ring_size) {
   if (ring_size < 2) fail("DecodeLoop: ring_size must be at least 2, got {}", ring_size);
-  if (sampling.temperature > 0 && !(sampling.top_p > 0.0f && sampling.top_p <= 1.0f))
-    fail("DecodeLoop: top_p must be in (0, 1], got {}", sampling.top_p);
-  if (sampling.top_k < 0) fail("DecodeLoop: top_k must be >= 0, got {}", sampling.top_k);
   pinned_ = cuda::PinnedBuffer<int>(size_t{2} * ring_size);
   state_.fill_bytes(0, model_.stream());
   rng_offset_.fill_bytes(0, model_.stream());
+  if (sampling.temperature > 0) {
+    sampling_params_ = cuda::DeviceBuffer<kernels::SamplingParams>(1);
+    set_sampling(sampling);
+  }
+}
+
+void DecodeLoop::set_sampling(const DecodeSampling& sampling) {
+  if (sampling_params_.size() == 0 || sampling.temperature <= 0)
+    fail("DecodeLoop::set_sampling: only a sampling loop takes sampling settings (temperature > 0)");
+  if (!(sampling.top_p > 0.0f && sampling.top_p <= 1.0f))
+    fail("DecodeLoop: top_p must be in (0, 1], got {}", sampling.top_p);
+  if (sampling.top_k < 0) fail("DecodeLoop: top_k must be >= 0, got {}", sampling.top_k);
+  const int vocab_limit = sampling_.vocab_limit;  // (the constructor's: baked into the graphs)
+  sampling_ = sampling;
+  sampling_.vocab_limit = vocab_limit;
+  kernels::SamplingParams params;
+  params.temperature = sampling.temperature;
+  params.top_k = sampling.top_k;
+  params.top_p = sampling.top_p;
+  params.seed = sampling.seed;
+  // A pageable copy is staged before the call returns, so `params` may go out of scope.
+  TACHYON_CUDA_CHECK(cudaMemcpyAsync(sampling_params_.data(), &params, sizeof params, cudaMemcpyHostToDevice,
+                                     model_.stream()));
 }
 
 DecodeLoop::~DecodeLoop() {
@@ -62,12 +82,7 @@ void DecodeLoop::select_token(const float* logits, cudaStream_t stream) {
   if (sampling_.temperature <= 0) {
     kernels::argmax_rows(logits, 1, vocab, next_token, stream);
   } else {
-    kernels::SamplingParams params;
-    params.temperature = sampling_.temperature;
-    params.top_k = sampling_.top_k;
-    params.top_p = sampling_.top_p;
-    params.seed = sampling_.seed;
-    kernels::sample_rows(logits, 1, vocab, params, rng_offset_.data(), next_token, stream);
+    kernels::sample_rows_from_device(logits, 1, vocab, sampling_params_.data(), rng_offset_.data(), next_token, stream);
   }
 }
 

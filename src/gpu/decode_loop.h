@@ -23,6 +23,7 @@
 #include "cuda/pinned_buffer.h"
 #include "cuda/stream.h"
 #include "gpu/gpu_model.h"
+#include "sampling/sampling.h"
 
 namespace tachyon::gpu {
 
@@ -40,7 +41,9 @@ int attention_bucket(int64_t length, int64_t capacity);
 
 class DecodeLoop {
  public:
-  // `ring_size` bounds the tokens generated between two reads of the ring.
+  // `ring_size` bounds the tokens generated between two reads of the ring. A sampling loop (temperature > 0) reads
+  // its temperature / top-k / top-p / seed from device memory at each step, so set_sampling() can change them for
+  // the next start() without new graphs (the server keeps one sampling loop for every sampled request).
   DecodeLoop(GpuModel& model, const DecodeSampling& sampling, int ring_size = 1 << 14);
   ~DecodeLoop();
   DecodeLoop(const DecodeLoop&) = delete;
@@ -49,6 +52,9 @@ class DecodeLoop {
   // Prefills `prompt` after what the model's cache holds and picks the first new token on the device (it is
   // generated token 0). Resets the ring.
   void start(std::span<const int32_t> prompt);
+  // A sampling loop's next settings (temperature > 0; the vocabulary limit stays the constructor's). Call between
+  // generations: it is ordered on the model's stream before the next start().
+  void set_sampling(const DecodeSampling& sampling);
   // Rollback: truncates the cache to `length` positions and makes `next_token` the next input (as if it had
   // just been generated). Resets the ring; the Philox offset continues.
   void rewind(int64_t length, int32_t next_token);
@@ -83,6 +89,7 @@ class DecodeLoop {
   // [next_token | position | seq_len | query_start 0, 1 | token_sequence 0 | step_count]
   cuda::DeviceBuffer<int> state_;
   cuda::DeviceBuffer<uint64_t> rng_offset_;
+  cuda::DeviceBuffer<kernels::SamplingParams> sampling_params_;  // a sampling loop's settings (read at each step)
   cuda::DeviceBuffer<int> ring_;
   cuda::PinnedBuffer<int> pinned_;  // 2 x ring_size: double-buffered ring reads
   std::map<int, cudaGraphExec_t> graphs_;

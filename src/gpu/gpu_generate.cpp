@@ -76,9 +76,12 @@ GenerationResult generate_on_gpu(GpuModel& model, const Tokenizer& tokenizer, st
 }
 
 SpecDecodeFn resident_decode_fn(GpuModel& model, int read_every, int vocab_limit) {
-  auto greedy_loop = std::make_shared<std::unique_ptr<DecodeLoop>>();  // kept between requests (its graphs)
-  return [&model, read_every, vocab_limit, greedy_loop](std::span<const int32_t> prompt, const SpecDecodeParams& params,
-                                                        const TokenCallback& on_token) {
+  struct Loops {  // kept between requests (their graphs, pinned ring and device state)
+    std::unique_ptr<DecodeLoop> greedy, sampled;
+  };
+  auto loops = std::make_shared<Loops>();
+  return [&model, read_every, vocab_limit, loops](std::span<const int32_t> prompt, const SpecDecodeParams& params,
+                                                  const TokenCallback& on_token) {
     if (prompt.empty()) fail("the prompt is empty (no tokens)");
     if (params.max_tokens < 0) fail("max_tokens must be >= 0, got {}", params.max_tokens);
     validate(params.sampling);
@@ -91,15 +94,11 @@ SpecDecodeFn resident_decode_fn(GpuModel& model, int read_every, int vocab_limit
     auto clock = std::chrono::steady_clock::now;
     auto started = clock();
     model.truncate(0);
-    std::unique_ptr<DecodeLoop> sampled;
-    DecodeLoop* loop = nullptr;
-    if (sampling.temperature > 0) {
-      sampled = std::make_unique<DecodeLoop>(model, sampling);
-      loop = sampled.get();
-    } else {
-      if (!*greedy_loop) *greedy_loop = std::make_unique<DecodeLoop>(model, sampling);
-      loop = greedy_loop->get();
-    }
+    std::unique_ptr<DecodeLoop>& loop = sampling.temperature > 0 ? loops->sampled : loops->greedy;
+    if (!loop)
+      loop = std::make_unique<DecodeLoop>(model, sampling);
+    else if (sampling.temperature > 0)
+      loop->set_sampling(sampling);  // (read from device memory at each step: the graphs stay)
     loop->start(prompt);  // prefill, and the first token chosen on the device
     TACHYON_CUDA_CHECK(cudaStreamSynchronize(model.stream()));
     result.prefill_seconds = std::chrono::duration<double>(clock() - started).count();

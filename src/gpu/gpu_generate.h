@@ -26,8 +26,9 @@ DecodeSampling decode_sampling(const SamplingParams& sampling);
 // and strings through on_token), as spec/driver.h's decode-function type, so that SpeculativeEngine serves it
 // (`tachyon serve --device cuda --max-batch 1`: one stream at the speed of `generate`, the CUDA graph and the
 // persistent kernel where the model has them, instead of the batched pass). Each call starts from an empty cache.
-// The stats count one round per decode step (tau 1). A greedy loop (its graphs) is kept for the next greedy
-// request; a sampled request builds its own (the seed is baked into its graphs). `model` must outlive the function.
+// The stats count one round per decode step (tau 1). Two decode loops (their graphs, pinned ring and state) are
+// kept across requests: a greedy one, and a sampling one whose settings are rewritten per request (the sampler reads
+// them from device memory). `model` must outlive the function.
 // vocab_limit > 0: tokens are chosen among the first vocab_limit ids (random weights served with a smaller tokenizer).
 SpecDecodeFn resident_decode_fn(GpuModel& model, int read_every = 8, int vocab_limit = 0);
 

@@ -7,7 +7,7 @@ Standard library only (http.client, threads): it runs on GPU hosts without pip o
 Starts its own server unless --url is given:
   python3 tests/server_e2e/bench_serving.py --clients 1 8 32 --seconds 20 \
       --bin build/tachyon --model models/SmolLM2-135M-Instruct.Q4_1.gguf -- --max-batch 32 --max-queue 64
-Arguments after `--` go to `tachyon serve`. Greedy decoding, ignore_eos, fixed max_tokens: every request
+Arguments after `--` go to `tachyon serve`. Greedy decoding (--temperature: sampled), ignore_eos, fixed max_tokens: every request
 costs the same, so runs are comparable. Each client holds one keep-alive connection; a request's first
 content chunk gives its time to first token, the gaps between its content chunks the inter-token latency.
 """
@@ -65,10 +65,10 @@ class Client:
             raise RuntimeError(f"GET {path}: {response.status} {body[:200]!r}")
         return json.loads(body)
 
-    def stream_chat(self, model, prompt, max_tokens):
+    def stream_chat(self, model, prompt, max_tokens, temperature=0.0):
         """Returns (seconds from start to each content chunk, completion tokens from usage or None)."""
         body = json.dumps({"model": model, "messages": [{"role": "user", "content": prompt}],
-                           "max_tokens": max_tokens, "temperature": 0, "stream": True,
+                           "max_tokens": max_tokens, "temperature": temperature, "stream": True,
                            "stream_options": {"include_usage": True}, "ignore_eos": True})
         start = time.perf_counter()
         try:
@@ -105,7 +105,7 @@ class Client:
             raise
 
 
-def run(url, api_key, model, clients, seconds, max_tokens):
+def run(url, api_key, model, clients, seconds, max_tokens, temperature=0.0):
     deadline = time.perf_counter() + seconds
     lock = threading.Lock()
     ttft, gaps, tokens, requests, errors = [], [], [0], [0], []
@@ -117,7 +117,7 @@ def run(url, api_key, model, clients, seconds, max_tokens):
             prompt = PROMPTS[k % len(PROMPTS)]
             k += 1
             try:
-                times, usage = client.stream_chat(model, prompt, max_tokens)
+                times, usage = client.stream_chat(model, prompt, max_tokens, temperature)
             except Exception as e:  # noqa: BLE001 - report, keep going
                 with lock:
                     errors.append(repr(e))
@@ -169,6 +169,7 @@ def main():
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--seconds", type=float, default=60, help="per client count")
     parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy (each request its own seed else)")
     parser.add_argument("--label", default="", help="a first column naming the configuration")
     parser.add_argument("--no-header", action="store_true")
     parser.add_argument("serve_args", nargs="*", help="after --: arguments for tachyon serve")
@@ -188,7 +189,7 @@ def main():
                   "TTFT p99 | inter-token p50 | inter-token p99 | errors |")
             print(("|---" if args.label else "") + "|---|---|---|---|---|---|---|---|")
         for clients in args.clients:
-            r = run(url, args.api_key, model, clients, args.seconds, args.max_tokens)
+            r = run(url, args.api_key, model, clients, args.seconds, args.max_tokens, args.temperature)
             print(f"{label}| {clients} | {r['requests']} | {r['tok_s']:.1f} | {r['ttft50'] * 1e3:.0f} ms | "
                   f"{r['ttft99'] * 1e3:.0f} ms | {r['itl50'] * 1e3:.1f} ms | {r['itl99'] * 1e3:.1f} ms | "
                   f"{len(r['errors'])} |", flush=True)
