@@ -366,7 +366,7 @@ __device__ __forceinline__ void attention_unit(const StreamDecodeParams& p, cons
 template <int HD>
 __device__ __forceinline__ void merge_if_last(const StreamDecodeParams& p, const Workspace& ws, const Unit& u,
                                               float* split_weight, int* is_last) {
-  block_sync();
+  // (attention_unit ended with a block barrier: its partials' stores are ordered before thread 0's add)
   if (threadIdx.x == 0) {
     unsigned int* count = ws.merge_counts + u.kv_head * u.head_groups + u.head_group;
     unsigned int ticket;

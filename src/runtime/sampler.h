@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <random>
 #include <span>
+#include <vector>
 
 namespace tachyon {
 
@@ -25,6 +26,8 @@ class Sampler {
  private:
   SamplingParams params_;
   std::mt19937_64 rng_;
+  std::vector<int> order_;       // candidate ids, the sorted ones first (reused between calls)
+  std::vector<float> weights_;   // exp((logit - max) / temperature) per candidate id
 };
 
 // Index of the largest logit; ties go to the lowest index (as torch.argmax).
