@@ -42,8 +42,8 @@ class BatchingEngine final : public InferenceEngine {
 
   void loop();
   void step();
-  // Samples the next token of a sequence from its logits row and emits its text.
-  void on_logits(Active& active, std::span<const float> logits);
+  // Takes a sequence's next token (chosen from its logits row; -1: none, max_tokens reached) and emits its text.
+  void on_token(Active& active, int32_t token);
   void finish(Active& active, FinishReason reason, const std::string& error = {});
 
   std::unique_ptr<ModelRunner> runner_;
