@@ -9,10 +9,13 @@
 
 namespace tachyon::gpu {
 
+namespace {
+// A request's sampler settings as the decode loop takes them (min_p refused: the GPU sampler has none).
 DecodeSampling decode_sampling(const SamplingParams& sampling) {
   if (sampling.min_p > 0) fail("min_p (--min-p) is not supported on the GPU sampler yet (use top_k / top_p)");
   return DecodeSampling{sampling.temperature, sampling.top_k, sampling.top_p, sampling.seed};
 }
+}  // namespace
 
 GenerationResult generate_on_gpu(GpuModel& model, const Tokenizer& tokenizer, std::span<const int32_t> prompt,
                                  const GenerationParams& params, const TextCallback& on_text, bool use_graph,

@@ -19,9 +19,6 @@ GenerationResult generate_on_gpu(GpuModel& model, const Tokenizer& tokenizer, st
                                  const GenerationParams& params, const TextCallback& on_text = {},
                                  bool use_graph = true, int read_every = 8);
 
-// The sampler settings of a request as the decode loop takes them (min_p refused: the GPU sampler has none).
-DecodeSampling decode_sampling(const SamplingParams& sampling);
-
 // One request at a time through the resident decode loop, token level (no tokenizer: the caller applies stop ids
 // and strings through on_token), as spec/driver.h's decode-function type, so that SpeculativeEngine serves it
 // (`tachyon serve --device cuda --max-batch 1`: one stream at the speed of `generate`, the CUDA graph and the

@@ -148,6 +148,7 @@ int run_serve(ServeOptions& o) {
   std::unique_ptr<DFlashDrafter> drafter;
 #ifdef TACHYON_HAS_CUDA
   gpu::GpuSpecDecoder gpu_spec;
+  std::unique_ptr<gpu::GpuModel> resident_model;  // --max-batch 1 on the GPU (below)
 #endif
   std::unique_ptr<InferenceEngine> engine;
   if (!o.draft_path.empty()) {
@@ -190,7 +191,6 @@ int run_serve(ServeOptions& o) {
 #ifdef TACHYON_HAS_CUDA
   // --max-batch 1 on the GPU: requests one at a time through the resident decode loop (CUDA graph, persistent
   // kernel, sampling on the device), the speed of `tachyon generate`; the batched pass is for several streams.
-  std::unique_ptr<gpu::GpuModel> resident_model;
   if (o.device == "cuda" && !engine && o.scheduler.max_running == 1) {
     resident_model = load_resident_model(o, checkpoint);
     const gpu::GpuModel& m = *resident_model;
