@@ -2,6 +2,7 @@
 #include "gpu/decode_loop.h"
 
 #include <algorithm>
+#include <chrono>
 #include <optional>
 
 #include "core/error.h"
@@ -182,7 +183,10 @@ std::vector<int32_t> DecodeLoop::tokens() {
 }
 
 void DecodeLoop::run(int64_t max_tokens, int read_every, const TokenSink& on_tokens, bool use_graph) {
-  read_every = std::clamp(read_every, 1, ring_size_ / 2);
+  const bool adaptive = read_every <= 0;
+  read_every = std::clamp(read_every, 1, ring_size_ / 2);  // (adaptive: from 1 step)
+  auto last_read = std::chrono::steady_clock::now();
+  bool first_read = true;
   struct Chunk {
     int64_t count = 0;
     int buffer = 0;
@@ -210,6 +214,18 @@ void DecodeLoop::run(int64_t max_tokens, int read_every, const TokenSink& on_tok
       requested = generated_;
     }
     done[current.buffer].synchronize();
+    if (adaptive) {
+      // Decode chunks ran back to back on the GPU, so the time between two reads is the later chunk's; the first
+      // chunk (the prefill's token) says nothing. Growth at most 4x per read.
+      const auto now = std::chrono::steady_clock::now();
+      if (!first_read && current.count > 0) {
+        const double per_token = std::chrono::duration<double>(now - last_read).count() / current.count;
+        read_every = static_cast<int>(std::clamp(kAdaptiveReadSeconds / std::max(per_token, 1e-7), 1.0,
+                                                 std::min(4.0 * read_every, ring_size_ / 2.0)));
+      }
+      last_read = now;
+      first_read = false;
+    }
     const int* host = pinned_.data() + static_cast<size_t>(current.buffer) * ring_size_;
     if (!on_tokens(std::span<const int32_t>(host, current.count)) || !next) break;
     current = *next;

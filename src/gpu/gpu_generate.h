@@ -27,7 +27,8 @@ GenerationResult generate_on_gpu(GpuModel& model, const Tokenizer& tokenizer, st
 // kept across requests: a greedy one, and a sampling one whose settings are rewritten per request (the sampler reads
 // them from device memory). `model` must outlive the function.
 // vocab_limit > 0: tokens are chosen among the first vocab_limit ids (random weights served with a smaller tokenizer).
-SpecDecodeFn resident_decode_fn(GpuModel& model, int read_every = 8, int vocab_limit = 0);
+// read_every: DecodeLoop::run's (0: adaptive, the ring read about every 4 ms).
+SpecDecodeFn resident_decode_fn(GpuModel& model, int read_every = 0, int vocab_limit = 0);
 
 }  // namespace tachyon::gpu
 #endif  // TACHYON_HAS_CUDA
