@@ -201,7 +201,7 @@ int run_serve(ServeOptions& o) {
                                                      : std::string("per-op CUDA graph")) +
                        ")"};
     info.min_p = false;  // the GPU sampler has none
-    engine = std::make_unique<SpeculativeEngine>(gpu::resident_decode_fn(*resident_model, 8, vocab_limit), info,
+    engine = std::make_unique<SpeculativeEngine>(gpu::resident_decode_fn(*resident_model, 0, vocab_limit), info,
                                                  tokenizer, static_cast<size_t>(o.scheduler.max_waiting),
                                                  SpecOptions{}, false);
     std::fprintf(stderr, "tachyon serve: %s\n", info.description.c_str());
