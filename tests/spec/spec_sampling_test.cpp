@@ -57,6 +57,36 @@ TEST(SpecSampling, ProbabilitiesAreWhatSamplerDraws) {
   }
 }
 
+// The same on a vocabulary large enough for the Sampler's candidate search (session 15: it sorts only a prefix
+// grown in blocks of 256, 2048, ... until its mass reaches top_p, and draws in id order without top-k / top-p):
+// flat logits make top_p 0.9 need thousands of ids (several blocks), top_p 0.3 about a hundred.
+TEST(SpecSampling, SamplerOnALargeVocabularyDrawsTheSameDistribution) {
+  std::mt19937_64 rng(3);
+  const std::vector<float> logits = random_logits(5000, rng, 1.0f);
+  std::vector<SamplingParams> cases(4);
+  cases[0].temperature = 1.0f, cases[0].top_p = 0.9f;
+  cases[1].temperature = 0.7f, cases[1].top_p = 0.3f;
+  cases[2].temperature = 1.2f, cases[2].min_p = 0.2f;
+  cases[3].temperature = 1.0f, cases[3].top_k = 40, cases[3].top_p = 0.8f;
+  for (size_t c = 0; c < cases.size(); ++c) {
+    cases[c].seed = 77 + c;
+    Sampler sampler(cases[c]);
+    std::vector<int64_t> counts(logits.size(), 0);
+    for (int i = 0; i < 20000; ++i) ++counts[sampler.sample(logits)];
+    const std::vector<double> probs = sampling_probabilities(logits, cases[c]);
+    int64_t cut_draws = 0, kept = 0;
+    for (size_t i = 0; i < probs.size(); ++i) {
+      if (probs[i] == 0) cut_draws += counts[i];
+      else ++kept;
+    }
+    EXPECT_EQ(cut_draws, 0) << "case " << c << ": tokens outside the kept set were drawn";
+    // (case 0 keeps more than two blocks' worth of ids, so the search grows past 256 and 2048)
+    EXPECT_GT(kept, c == 0 ? 2048 : 1) << "case " << c;
+    const test::ChiSquare chi = test::chi_square_fit(counts, probs);
+    EXPECT_GT(chi.p_value, kAlpha) << "case " << c << ": chi2 " << chi.statistic << " df " << chi.df;
+  }
+}
+
 TEST(SpecSampling, SpeculativeRuleIsLossless) {
   const int vocab = 8, drafts = 2, trials = 100000;
   std::mt19937_64 rng(7);
