@@ -109,18 +109,8 @@ SpecDecodeFn resident_decode_fn(GpuModel& model, int read_every, int vocab_limit
     const int64_t limit = std::min<int64_t>(params.max_tokens, context - static_cast<int64_t>(prompt.size()));
     if (limit > 0) {
       loop->run(limit, read_every, [&](std::span<const int32_t> tokens) {
-        for (int32_t token : tokens) {
-          if (std::find(params.stop_ids.begin(), params.stop_ids.end(), token) != params.stop_ids.end()) {
-            result.stopped = true;
-            return false;
-          }
-          result.tokens.push_back(token);
-          if (on_token && !on_token(token)) {
-            result.stopped = true;
-            return false;
-          }
-          if (static_cast<int64_t>(result.tokens.size()) >= limit) return false;
-        }
+        for (int32_t token : tokens)
+          if (!commit_token(token, params, limit, on_token, result)) return false;
         return true;
       });
     }

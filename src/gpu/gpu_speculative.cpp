@@ -243,18 +243,7 @@ SpecDecodeResult GpuSpecSession::decode(std::span<const int32_t> prompt, const S
 
   // The stop rules of spec/driver.cpp; false = generation ends with this token.
   const int64_t limit = std::min<int64_t>(params.max_tokens, max_context - prompt_tokens);
-  auto commit = [&](int32_t token) {
-    if (std::find(params.stop_ids.begin(), params.stop_ids.end(), token) != params.stop_ids.end()) {
-      result.stopped = true;
-      return false;
-    }
-    result.tokens.push_back(token);
-    if (on_token && !on_token(token)) {
-      result.stopped = true;
-      return false;
-    }
-    return static_cast<int64_t>(result.tokens.size()) < limit;
-  };
+  auto commit = [&](int32_t token) { return commit_token(token, params, limit, on_token, result); };
 
   // Host view of the device: `read_length` = L at the last read, `in_flight` = block sizes of the rounds run
   // after it, so L never exceeds read_length + sum(in_flight). `unseen` = block sizes of rounds not in stats yet.

@@ -39,6 +39,20 @@ void SpecStats::add(const SpecStats& o) {
   verify_seconds += o.verify_seconds;
 }
 
+bool commit_token(int32_t token, const SpecDecodeParams& params, int64_t limit, const TokenCallback& on_token,
+                  SpecDecodeResult& result) {
+  if (std::find(params.stop_ids.begin(), params.stop_ids.end(), token) != params.stop_ids.end()) {
+    result.stopped = true;
+    return false;
+  }
+  result.tokens.push_back(token);
+  if (on_token && !on_token(token)) {
+    result.stopped = true;
+    return false;
+  }
+  return static_cast<int64_t>(result.tokens.size()) < limit;
+}
+
 SpecDecodeResult speculative_decode(SpecTarget& target, DraftProposer& proposer, std::span<const int32_t> prompt,
                                     const SpecDecodeParams& params, const TokenCallback& on_token) {
   if (prompt.empty()) fail("the prompt is empty (no tokens)");
@@ -72,20 +86,10 @@ SpecDecodeResult speculative_decode(SpecTarget& target, DraftProposer& proposer,
     fail("speculative_decode: the target returned {} feature values for {} rows of width {}", pending.size(),
          prompt_tokens, feature_width);
 
-  // The stop rules of runtime/generate.cpp; false = generation ends with this token.
-  auto commit = [&](int32_t token) {
-    if (std::find(params.stop_ids.begin(), params.stop_ids.end(), token) != params.stop_ids.end()) {
-      result.stopped = true;
-      return false;
-    }
-    result.tokens.push_back(token);
-    if (on_token && !on_token(token)) {
-      result.stopped = true;
-      return false;
-    }
-    const int64_t position = prompt_tokens + static_cast<int64_t>(result.tokens.size()) - 1;
-    return static_cast<int64_t>(result.tokens.size()) < params.max_tokens && position < target.max_context();
-  };
+  // The stop rules of runtime/generate.cpp: max_tokens, and the context (token n sits at position prompt + n - 1,
+  // which must lie below max_context); false = generation ends with this token.
+  const int64_t limit = std::min<int64_t>(params.max_tokens, target.max_context() - prompt_tokens + 1);
+  auto commit = [&](int32_t token) { return commit_token(token, params, limit, on_token, result); };
 
   bool going = params.max_tokens > 0;
   int32_t bonus = going ? sampler.sample(pass.logits) : -1;  // x0: the plain first token

@@ -61,6 +61,13 @@ struct SpecDecodeResult {
 // on_token is called for each committed token in order; returning false ends generation after it.
 using TokenCallback = std::function<bool(int32_t token)>;
 
+// The stop rules every decode function applies to each token it commits (this driver, the GPU round, the GPU
+// resident loop): a stop id ends generation without the token; otherwise the token joins result.tokens, then
+// on_token may end it (result.stopped set either way), and generation also ends once `limit` tokens exist.
+// Returns whether generation goes on.
+bool commit_token(int32_t token, const SpecDecodeParams& params, int64_t limit, const TokenCallback& on_token,
+                  SpecDecodeResult& result);
+
 // Token-level loop (no tokenizer). The target and proposer must be fresh (empty caches).
 SpecDecodeResult speculative_decode(SpecTarget& target, DraftProposer& proposer, std::span<const int32_t> prompt,
                                     const SpecDecodeParams& params, const TokenCallback& on_token = {});

@@ -148,6 +148,42 @@ std::vector<int32_t> plain_sampled(GpuModel& model, std::span<const int32_t> pro
   return loop.tokens();
 }
 
+// A request of the serving tests, as a decode function gets it, and its reference: the tokens of fresh plain decode
+// loops on the same target (cut where on_token stops it).
+struct ServedRequest {
+  int prompt, max_tokens;
+  float temperature;
+  int top_k;
+  float top_p;
+  uint64_t seed;
+  int stop_after = 0;  // > 0: on_token ends generation after this many tokens
+  int block = 0;       // the drafter's block size (speculative decode functions)
+
+  SpecDecodeResult run(const SpecDecodeFn& decode, std::span<const int32_t> tokens) const {
+    SpecDecodeParams params;
+    params.max_tokens = max_tokens;
+    params.spec.block_size = block;
+    params.sampling = sampling();
+    int seen = 0;
+    TokenCallback on_token;
+    if (stop_after > 0) on_token = [&](int32_t) { return ++seen < stop_after; };
+    return decode(tokens, params, on_token);
+  }
+  std::vector<int32_t> plain(GpuModel& model, std::span<const int32_t> tokens) const {
+    std::vector<int32_t> out;
+    if (max_tokens > 0)
+      out = temperature > 0 ? plain_sampled(model, tokens, max_tokens, sampling())
+                            : plain_greedy(model, tokens, max_tokens);
+    if (stop_after > 0) out.resize(stop_after);
+    return out;
+  }
+  SamplingParams sampling() const {
+    SamplingParams p;
+    p.temperature = temperature, p.top_k = top_k, p.top_p = top_p, p.seed = seed;
+    return p;
+  }
+};
+
 class GpuSpecGreedy : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(GpuSpecGreedy, RandomDrafterMatchesPlainGreedy) {
@@ -248,42 +284,21 @@ TEST(GpuSpecSession, ConsecutiveRequestsMatchPlainAndReuseGraphs) {
   GpuModel& model = *loaded.target;
   const SpecDecodeFn decode = loaded.decode_fn();
   const auto prompts = random_prompts(7, model.config().vocab, 2024);
-  struct Request {
-    int prompt, block, max_tokens;
-    float temperature;
-    int top_k;
-    float top_p;
-    uint64_t seed;
-    int stop_after = 0;  // > 0: on_token ends generation after this many tokens
-  };
-  const Request requests[] = {
-      {0, 16, 40, 0.0f, 0, 1.0f, 0},      {1, 16, 48, 1.0f, 20, 0.95f, 7},  {2, 5, 33, 0.0f, 0, 1.0f, 0},
-      {3, 16, 48, 1.0f, 0, 0.9f, 99},     {4, 16, 40, 0.0f, 0, 1.0f, 0, 6}, {5, 5, 40, 0.7f, 50, 1.0f, 3},
-      {6, 16, 40, 1.0f, 0, 1.0f, 12345},  {0, 16, 40, 0.0f, 0, 1.0f, 0},     {1, 16, 48, 1.0f, 20, 0.95f, 8},
+  const ServedRequest requests[] = {  // (prompt, max_tokens, T, top_k, top_p, seed, stop_after, block)
+      {0, 40, 0.0f, 0, 1.0f, 0, 0, 16},      {1, 48, 1.0f, 20, 0.95f, 7, 0, 16}, {2, 33, 0.0f, 0, 1.0f, 0, 0, 5},
+      {3, 48, 1.0f, 0, 0.9f, 99, 0, 16},     {4, 40, 0.0f, 0, 1.0f, 0, 6, 16},   {5, 40, 0.7f, 50, 1.0f, 3, 0, 5},
+      {6, 40, 1.0f, 0, 1.0f, 12345, 0, 16},  {0, 40, 0.0f, 0, 1.0f, 0, 0, 16},   {1, 48, 1.0f, 20, 0.95f, 8, 0, 16},
   };
   std::vector<std::vector<int32_t>> first_pass;
   int captures_after_first_pass = 0;
   for (int pass = 0; pass < 2; ++pass) {
     for (size_t i = 0; i < std::size(requests); ++i) {
-      const Request& r = requests[i];
-      SpecDecodeParams params;
-      params.max_tokens = r.max_tokens;
-      params.spec.block_size = r.block;
-      params.sampling.temperature = r.temperature;
-      params.sampling.top_k = r.top_k;
-      params.sampling.top_p = r.top_p;
-      params.sampling.seed = r.seed;
-      int seen = 0;
-      TokenCallback on_token;
-      if (r.stop_after > 0) on_token = [&](int32_t) { return ++seen < r.stop_after; };
-      const SpecDecodeResult spec = decode(prompts[r.prompt], params, on_token);
+      const ServedRequest& r = requests[i];
+      const SpecDecodeResult spec = r.run(decode, prompts[r.prompt]);
       // The reference runs on the same target between the requests, as other work may in a server.
-      std::vector<int32_t> plain = r.temperature > 0
-                                       ? plain_sampled(model, prompts[r.prompt], r.max_tokens, params.sampling)
-                                       : plain_greedy(model, prompts[r.prompt], r.max_tokens);
-      if (r.stop_after > 0) plain.resize(r.stop_after);
-      EXPECT_EQ(spec.tokens, plain) << "pass " << pass << " request " << i << " block " << r.block << " T "
-                                    << r.temperature << " seed " << r.seed;
+      EXPECT_EQ(spec.tokens, r.plain(model, prompts[r.prompt]))
+          << "pass " << pass << " request " << i << " block " << r.block << " T " << r.temperature << " seed "
+          << r.seed;
       check_stats(spec.stats, spec.tokens.size());
       if (pass == 0) {
         first_pass.push_back(spec.tokens);
@@ -314,37 +329,16 @@ TEST(GpuResidentDecode, ConsecutiveRequestsMatchPlainLoops) {
   auto model = GpuModel::load(checkpoint, options);
   const SpecDecodeFn decode = resident_decode_fn(*model);
   const auto prompts = random_prompts(5, model->config().vocab, 909);
-  struct Request {
-    int prompt, max_tokens;
-    float temperature;
-    int top_k;
-    float top_p;
-    uint64_t seed;
-    int stop_after = 0;  // > 0: on_token ends generation after this many tokens
-  };
-  const Request requests[] = {
+  const ServedRequest requests[] = {  // (prompt, max_tokens, T, top_k, top_p, seed, stop_after)
       {0, 40, 0.0f, 0, 1.0f, 0},  {1, 33, 1.0f, 20, 0.95f, 7}, {2, 48, 0.0f, 0, 1.0f, 0, 5},
       {3, 1, 0.0f, 0, 1.0f, 0},   {4, 40, 0.7f, 0, 1.0f, 3},   {0, 40, 0.0f, 0, 1.0f, 0},
       {2, 0, 0.0f, 0, 1.0f, 0},   {1, 33, 1.0f, 20, 0.95f, 7},
   };
   for (size_t i = 0; i < std::size(requests); ++i) {
-    const Request& r = requests[i];
-    SpecDecodeParams params;
-    params.max_tokens = r.max_tokens;
-    params.sampling.temperature = r.temperature;
-    params.sampling.top_k = r.top_k;
-    params.sampling.top_p = r.top_p;
-    params.sampling.seed = r.seed;
-    int seen = 0;
-    TokenCallback on_token;
-    if (r.stop_after > 0) on_token = [&](int32_t) { return ++seen < r.stop_after; };
-    const SpecDecodeResult got = decode(prompts[r.prompt], params, on_token);
-    std::vector<int32_t> plain;
-    if (r.max_tokens > 0)
-      plain = r.temperature > 0 ? plain_sampled(*model, prompts[r.prompt], r.max_tokens, params.sampling)
-                                : plain_greedy(*model, prompts[r.prompt], r.max_tokens);
-    if (r.stop_after > 0) plain.resize(r.stop_after);
-    EXPECT_EQ(got.tokens, plain) << "request " << i << " T " << r.temperature << " seed " << r.seed;
+    const ServedRequest& r = requests[i];
+    const SpecDecodeResult got = r.run(decode, prompts[r.prompt]);
+    EXPECT_EQ(got.tokens, r.plain(*model, prompts[r.prompt]))
+        << "request " << i << " T " << r.temperature << " seed " << r.seed;
     EXPECT_EQ(got.stopped, r.stop_after > 0) << "request " << i;
     EXPECT_EQ(got.stats.rounds, std::max<int64_t>(0, static_cast<int64_t>(got.tokens.size()) - 1));
   }

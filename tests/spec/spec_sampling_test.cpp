@@ -32,6 +32,26 @@ std::vector<float> random_logits(int n, std::mt19937_64& rng, float scale = 1.5f
   return logits;
 }
 
+// `draws` tokens from a Sampler with `params` against sampling_probabilities: nothing drawn outside the kept set,
+// the probabilities summing to 1, the chi-square fit. Returns how many ids the filters keep.
+int64_t check_sampler_draws(const std::vector<float>& logits, const SamplingParams& params, int draws, size_t c) {
+  Sampler sampler(params);
+  std::vector<int64_t> counts(logits.size(), 0);
+  for (int i = 0; i < draws; ++i) ++counts[sampler.sample(logits)];
+  const std::vector<double> probs = sampling_probabilities(logits, params);
+  double total = 0;
+  int64_t kept = 0;
+  for (size_t i = 0; i < probs.size(); ++i) {
+    total += probs[i];
+    kept += probs[i] > 0;
+    if (probs[i] == 0) EXPECT_EQ(counts[i], 0) << "case " << c << ": token " << i << " is cut but was drawn";
+  }
+  EXPECT_NEAR(total, 1.0, 1e-12);
+  const test::ChiSquare chi = test::chi_square_fit(counts, probs);
+  EXPECT_GT(chi.p_value, kAlpha) << "case " << c << ": chi2 " << chi.statistic << " df " << chi.df;
+  return kept;
+}
+
 TEST(SpecSampling, ProbabilitiesAreWhatSamplerDraws) {
   std::mt19937_64 rng(1);
   const std::vector<float> logits = random_logits(12, rng);
@@ -42,18 +62,7 @@ TEST(SpecSampling, ProbabilitiesAreWhatSamplerDraws) {
   cases[3].temperature = 1.0f, cases[3].min_p = 0.1f;
   for (size_t c = 0; c < cases.size(); ++c) {
     cases[c].seed = 1000 + c;
-    Sampler sampler(cases[c]);
-    std::vector<int64_t> counts(logits.size(), 0);
-    for (int i = 0; i < 40000; ++i) ++counts[sampler.sample(logits)];
-    const std::vector<double> probs = sampling_probabilities(logits, cases[c]);
-    double total = 0;
-    for (size_t i = 0; i < probs.size(); ++i) {
-      total += probs[i];
-      if (probs[i] == 0) EXPECT_EQ(counts[i], 0) << "case " << c << ": token " << i << " is cut but was drawn";
-    }
-    EXPECT_NEAR(total, 1.0, 1e-12);
-    const test::ChiSquare chi = test::chi_square_fit(counts, probs);
-    EXPECT_GT(chi.p_value, kAlpha) << "case " << c << ": chi2 " << chi.statistic << " df " << chi.df;
+    check_sampler_draws(logits, cases[c], 40000, c);
   }
 }
 
@@ -70,20 +79,9 @@ TEST(SpecSampling, SamplerOnALargeVocabularyDrawsTheSameDistribution) {
   cases[3].temperature = 1.0f, cases[3].top_k = 40, cases[3].top_p = 0.8f;
   for (size_t c = 0; c < cases.size(); ++c) {
     cases[c].seed = 77 + c;
-    Sampler sampler(cases[c]);
-    std::vector<int64_t> counts(logits.size(), 0);
-    for (int i = 0; i < 20000; ++i) ++counts[sampler.sample(logits)];
-    const std::vector<double> probs = sampling_probabilities(logits, cases[c]);
-    int64_t cut_draws = 0, kept = 0;
-    for (size_t i = 0; i < probs.size(); ++i) {
-      if (probs[i] == 0) cut_draws += counts[i];
-      else ++kept;
-    }
-    EXPECT_EQ(cut_draws, 0) << "case " << c << ": tokens outside the kept set were drawn";
+    const int64_t kept = check_sampler_draws(logits, cases[c], 20000, c);
     // (case 0 keeps more than two blocks' worth of ids, so the search grows past 256 and 2048)
     EXPECT_GT(kept, c == 0 ? 2048 : 1) << "case " << c;
-    const test::ChiSquare chi = test::chi_square_fit(counts, probs);
-    EXPECT_GT(chi.p_value, kAlpha) << "case " << c << ": chi2 " << chi.statistic << " df " << chi.df;
   }
 }
 

@@ -2,6 +2,7 @@
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <pthread.h>
 #include <string>
@@ -51,48 +52,35 @@ std::string default_model_name(const std::string& path) {
 }
 
 #ifdef TACHYON_HAS_CUDA
-// The GPU runner: real weights from the checkpoint, or random weights of a shape (the checkpoint then only
-// gives the tokenizer, whose vocabulary bounds the sampled ids).
+// The served GPU model: real weights from the checkpoint, or random weights of a shape (the checkpoint then only
+// gives the tokenizer, whose vocabulary bounds the chosen ids). KV positions: --kv-positions, else
+// positions_for(the model's context length).
+std::unique_ptr<gpu::GpuModel> load_served_model(const ServeOptions& o, const Checkpoint& checkpoint,
+                                                 gpu::GpuModelOptions options,
+                                                 const std::function<int64_t(int64_t context)>& positions_for) {
+  options.fp8 = gpu::parse_fp8_weights(o.fp8, "--fp8");
+  const bool random = !o.random_weights.empty();
+  const nlohmann::json random_config = random ? gpu::random_weights_config(o.random_weights) : nlohmann::json();
+  const nlohmann::json& config = random ? random_config : checkpoint.config;
+  const int64_t context = gpu::read_gpu_model_config(config, random ? o.random_weights : checkpoint.path).max_context;
+  options.kv_positions = o.kv_positions > 0 ? o.kv_positions : positions_for(context);
+  return random ? gpu::GpuModel::random(config, o.random_weights, o.seed, options)
+                : gpu::GpuModel::load(checkpoint, options);
+}
+
+// The batched runner: every running sequence's KV in one pool (default max-batch x min(context, 2048) positions).
 std::unique_ptr<ModelRunner> make_gpu_runner(const ServeOptions& o, const Checkpoint& checkpoint,
                                              const Tokenizer& tokenizer) {
   gpu::GpuModelOptions options;
   options.max_sequences = o.scheduler.max_running + 1;  // + the runner's idle sequence 0
-  options.fp8 = gpu::parse_fp8_weights(o.fp8, "--fp8");
-  std::unique_ptr<gpu::GpuModel> model;
-  std::string label;
-  if (o.random_weights.empty()) {
-    const int64_t context = gpu::read_gpu_model_config(checkpoint.config, checkpoint.path).max_context;
-    options.kv_positions = o.kv_positions > 0 ? o.kv_positions : o.scheduler.max_running * std::min<int64_t>(context, 2048);
-    model = gpu::GpuModel::load(checkpoint, options);
-    label = o.model_path;
-  } else {
-    const nlohmann::json config = gpu::random_weights_config(o.random_weights);
-    const int64_t context = gpu::read_gpu_model_config(config, o.random_weights).max_context;
-    options.kv_positions = o.kv_positions > 0 ? o.kv_positions : o.scheduler.max_running * std::min<int64_t>(context, 2048);
-    model = gpu::GpuModel::random(config, o.random_weights, o.seed, options);
-    label = "random weights " + o.random_weights + ", tokenizer " + o.model_path;
-  }
+  auto model = load_served_model(o, checkpoint, options, [&](int64_t context) {
+    return o.scheduler.max_running * std::min<int64_t>(context, 2048);
+  });
+  const std::string label = o.random_weights.empty()
+                                ? o.model_path
+                                : "random weights " + o.random_weights + ", tokenizer " + o.model_path;
   const int vocab_limit = o.random_weights.empty() ? 0 : tokenizer.vocab_size();
   return std::make_unique<GpuModelRunner>(std::move(model), o.scheduler.max_running, label, vocab_limit);
-}
-#endif
-
-#ifdef TACHYON_HAS_CUDA
-// The model of the resident (one request at a time) path: real weights, or random weights of a shape (the
-// checkpoint then only gives the tokenizer, whose vocabulary bounds the chosen ids, as for the batched runner).
-std::unique_ptr<gpu::GpuModel> load_resident_model(const ServeOptions& o, const Checkpoint& checkpoint) {
-  gpu::GpuModelOptions options;
-  options.fp8 = gpu::parse_fp8_weights(o.fp8, "--fp8");
-  options.persistent_decode = o.persistent;
-  if (o.random_weights.empty()) {
-    const int64_t context = gpu::read_gpu_model_config(checkpoint.config, checkpoint.path).max_context;
-    options.kv_positions = o.kv_positions > 0 ? o.kv_positions : std::min<int64_t>(context, 4096);
-    return gpu::GpuModel::load(checkpoint, options);
-  }
-  const nlohmann::json config = gpu::random_weights_config(o.random_weights);
-  const gpu::GpuModelConfig shape = gpu::read_gpu_model_config(config, o.random_weights);
-  options.kv_positions = o.kv_positions > 0 ? o.kv_positions : std::min<int64_t>(shape.max_context, 4096);
-  return gpu::GpuModel::random(config, o.random_weights, o.seed, options);
 }
 #endif
 
@@ -192,7 +180,10 @@ int run_serve(ServeOptions& o) {
   // --max-batch 1 on the GPU: requests one at a time through the resident decode loop (CUDA graph, persistent
   // kernel, sampling on the device), the speed of `tachyon generate`; the batched pass is for several streams.
   if (o.device == "cuda" && !engine && o.scheduler.max_running == 1) {
-    resident_model = load_resident_model(o, checkpoint);
+    gpu::GpuModelOptions options;
+    options.persistent_decode = o.persistent;
+    resident_model = load_served_model(o, checkpoint, options,
+                                       [](int64_t context) { return std::min<int64_t>(context, 4096); });
     const gpu::GpuModel& m = *resident_model;
     const int vocab_limit = o.random_weights.empty() ? 0 : std::min(tokenizer.vocab_size(), m.config().vocab);
     ModelInfo info{vocab_limit > 0 ? vocab_limit : m.config().vocab, std::min(m.config().max_context, m.capacity()),
